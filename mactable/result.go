@@ -1,0 +1,41 @@
+package mactable
+
+import "strconv"
+
+// Result says what Learn did.
+type Result uint8
+
+const (
+	// Refreshed: the MAC was live on this port; its last-seen time moved on.
+	Refreshed Result = iota
+	// Learned: the MAC is new (or had aged out) and now lives on this port.
+	Learned
+	// Moved: the MAC was live on another port and now lives on this one.
+	Moved
+	// TableFull: the MAC was not learned because the table holds Capacity
+	// live entries. No other entry was evicted.
+	TableFull
+	// PortFull: the MAC was not learned (or not moved; it stays on its old
+	// port) because this port already holds PortLimit entries.
+	PortFull
+	// Multicast: the key is a group address and was ignored. Callers may
+	// filter with IsMulticastKey first; Learn checks anyway so that a
+	// forged group source can never become a unicast destination.
+	Multicast
+)
+
+var resultNames = [...]string{
+	Refreshed: "refreshed",
+	Learned:   "learned",
+	Moved:     "moved",
+	TableFull: "table full",
+	PortFull:  "port full",
+	Multicast: "multicast",
+}
+
+func (r Result) String() string {
+	if int(r) < len(resultNames) {
+		return resultNames[r]
+	}
+	return "Result(" + strconv.Itoa(int(r)) + ")"
+}

@@ -1,0 +1,395 @@
+// Package mactable is the switch's MAC address table: which port each
+// unicast source MAC was last seen on, with aging, a table-wide capacity
+// and a per-port limit.
+//
+// One event-loop goroutine learns and looks up a MAC for every frame, so
+// Lookup and the refresh path of Learn take no lock and allocate nothing;
+// other goroutines (listings, extra workers) may read at the same time.
+//
+// A full table or port refuses new MACs instead of evicting live ones: the
+// original vknetd evicted the least recently used entry, so a client could
+// push everyone's entries out with forged source MACs and have their
+// traffic flooded to it.
+//
+// # Layout
+//
+// The table is an array of open-addressing slots split into power-of-two
+// shards. A slot is two atomic words: the key word (live bit | MAC) and the
+// value word (port << 40 | last-seen tick). A keyed hash picks the shard
+// and the home slot, so a client cannot aim forged MACs at one shard
+// without knowing the per-table seed.
+//
+// Deletion uses backward shift instead of tombstones: the table never
+// needs a rebuild (tombstone rebuilds would stall the event loop for a
+// whole shard and either allocate or move entries under readers anyway),
+// and probe chains stay as short as the live load allows. Moving entries
+// under lock-free readers could make a reader miss an entry that is
+// present, or pair a key with the value of the entry shifted into its
+// slot, so every deletion runs inside a per-shard sequence window
+// (seqlock): readers that overlap one retry. Inserts into an empty slot
+// (value first, then key) and value-only updates (refresh, move) are
+// single-word publications that a reader sees entirely or not at all, so
+// they do not open a window and readers of a steadily learning table never
+// retry.
+package mactable
+
+import (
+	"math/bits"
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	liveBit  = 1 << 63
+	tickBits = 40
+	tickMask = 1<<tickBits - 1
+	portMax  = 1<<(64-tickBits) - 1
+
+	// shardSlots is the target shard size: big enough that a uniform hash
+	// keeps every shard near the table's 0.5 load, small enough that one
+	// shard's lock and sequence window cover little of the table.
+	shardSlots = 1024
+	maxShards  = 64
+)
+
+type slot struct {
+	key atomic.Uint64 // 0 = empty, else liveBit | MAC
+	val atomic.Uint64 // port<<tickBits | tick
+}
+
+type shard struct {
+	mu    sync.Mutex    // serializes writers that change the shard's keys or ports
+	seq   atomic.Uint32 // odd while a deletion is moving entries
+	count int32         // keys in the shard; guarded by mu
+	_     [64 - 16]byte // one cache line per shard so writers to different shards do not share one
+}
+
+// Table is a MAC table. Its methods are safe for concurrent use. Learn,
+// RemovePort, Expire and Flush from several goroutines are correct;
+// Lookup and Walk never block writers for longer than a retry.
+//
+// Time is the caller's monotonic clock in nanoseconds (non-decreasing; a
+// small step back between goroutines is tolerated). The table keeps it in
+// ticks of Granularity (MaxAge/1024 rounded down to a power of two, at most
+// about a second). An entry last seen at s is live at now while
+// floor(now/G) - floor(s/G) <= ceil(MaxAge/G): it never ages out before
+// MaxAge has passed and always has once MaxAge+2G has.
+type Table struct {
+	slots  []slot
+	shards []shard
+	ports  []atomic.Int32 // entries per port, aged ones included until reclaimed
+
+	seed0, seed1 uint64
+	idxShift     uint   // hash >> idxShift is the home slot's index in slots
+	slotBits     uint   // log2 of slots per shard
+	slotMask     uint64 // slots per shard - 1
+	shardMax     int32  // keys one shard may hold (0.75 load), a bound only a hash collision attack could reach
+	tickShift    uint
+	maxAge       int64 // in ticks
+	capacity     int64
+	portLimit    int32
+
+	count       atomic.Int64
+	lastReclaim atomic.Int64 // tick of the last reclaim pass run by Learn
+	sweeps      atomic.Uint64
+}
+
+// New returns an empty table sized for cfg.
+func New(cfg Config) (*Table, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	seed1 := rand.Uint64() | 1
+	for n := bits.OnesCount64(seed1); n < 24 || n > 40; n = bits.OnesCount64(seed1) {
+		seed1 = rand.Uint64() | 1 // a sparse multiplier mixes poorly
+	}
+	return newTable(cfg, rand.Uint64(), seed1), nil
+}
+
+func newTable(cfg Config, seed0, seed1 uint64) *Table {
+	// Load factor <= 0.5 when the table holds Capacity entries.
+	total := uint64(8)
+	for total < 2*uint64(cfg.Capacity) {
+		total <<= 1
+	}
+	nshards := total / shardSlots
+	if nshards < 1 {
+		nshards = 1
+	}
+	if nshards > maxShards {
+		nshards = maxShards
+	}
+	per := total / nshards
+	limit := cfg.PortLimit
+	if limit == 0 {
+		limit = cfg.Capacity
+	}
+	shift := uint(bits.Len64(uint64(cfg.MaxAge)/1024)) - 1
+	if shift > 30 {
+		shift = 30
+	}
+	tick := int64(1) << shift
+	t := &Table{
+		slots:     make([]slot, total),
+		shards:    make([]shard, nshards),
+		ports:     make([]atomic.Int32, cfg.MaxPorts),
+		seed0:     seed0,
+		seed1:     seed1,
+		idxShift:  64 - uint(bits.TrailingZeros64(total)),
+		slotBits:  uint(bits.TrailingZeros64(per)),
+		slotMask:  per - 1,
+		shardMax:  int32(per - per/4),
+		tickShift: shift,
+		maxAge:    (int64(cfg.MaxAge) + tick - 1) / tick,
+		capacity:  int64(cfg.Capacity),
+		portLimit: int32(limit),
+	}
+	t.lastReclaim.Store(-1 << 63)
+	return t
+}
+
+// Granularity is the unit the table keeps time in.
+func (t *Table) Granularity() time.Duration { return time.Duration(1) << t.tickShift }
+
+// Len is the number of entries held, including aged ones not yet reclaimed.
+func (t *Table) Len() int { return int(t.count.Load()) }
+
+// PortLen is the number of entries port holds, including aged ones not yet
+// reclaimed; 0 for a port outside 0..MaxPorts-1.
+func (t *Table) PortLen(port uint32) int {
+	if int(port) >= len(t.ports) {
+		return 0
+	}
+	return int(t.ports[port].Load())
+}
+
+// hash mixes the MAC with the table's seeds: one 64x64->128 multiply,
+// folded, so every output bit depends on every MAC and seed bit.
+func (t *Table) hash(mac uint64) uint64 {
+	hi, lo := bits.Mul64(mac^t.seed0, t.seed1)
+	return hi ^ lo
+}
+
+// home returns the home slot index of mac.
+func (t *Table) home(mac uint64) uint64 { return t.hash(mac) >> t.idxShift }
+
+func (t *Table) next(i uint64) uint64 { return i&^t.slotMask | (i+1)&t.slotMask }
+
+func pack(port uint32, tick int64) uint64 { return uint64(port)<<tickBits | uint64(tick)&tickMask }
+
+func valPort(v uint64) uint32 { return uint32(v >> tickBits) }
+
+// sinceTicks is now minus the value's tick, sign-extended from tickBits so
+// a clock that steps back slightly reads as a small negative age.
+func sinceTicks(now int64, v uint64) int64 {
+	d := (uint64(now) - v) & tickMask
+	return int64(d<<(64-tickBits)) >> (64 - tickBits)
+}
+
+func (t *Table) aged(v uint64, nowTick int64) bool { return sinceTicks(nowTick, v) > t.maxAge }
+
+// Lookup returns the port mac was last learned on, unless it has aged out.
+func (t *Table) Lookup(mac uint64, now int64) (port uint32, ok bool) {
+	mac &= macMask
+	if mac&groupBit != 0 {
+		return 0, false
+	}
+	want := liveBit | mac
+	idx := t.home(mac)
+	sh := &t.shards[idx>>t.slotBits]
+retry:
+	for {
+		seq := sh.seq.Load()
+		if seq&1 != 0 {
+			runtime.Gosched() // a writer is shifting entries in this shard
+			continue
+		}
+		i := idx
+		for n := uint64(0); n <= t.slotMask; n++ {
+			s := &t.slots[i]
+			k := s.key.Load()
+			if k == want {
+				v := s.val.Load()
+				if sh.seq.Load() != seq {
+					continue retry
+				}
+				if t.aged(v, now>>t.tickShift) {
+					return 0, false
+				}
+				return valPort(v), true
+			}
+			if k == 0 {
+				if sh.seq.Load() != seq {
+					continue retry
+				}
+				return 0, false
+			}
+			i = t.next(i)
+		}
+	}
+}
+
+// Learn records that mac was seen as a source on port at now. See Result
+// for the outcomes. port must be below MaxPorts; Learn panics otherwise, as
+// an index would.
+//
+// When the table or the port is full, Learn first reclaims aged entries,
+// at most once per Granularity, so a flood of new MACs against a full
+// table costs one sweep per tick rather than one per frame.
+func (t *Table) Learn(mac uint64, port uint32, now int64) Result {
+	mac &= macMask
+	if mac&groupBit != 0 {
+		return Multicast
+	}
+	if int(port) >= len(t.ports) {
+		panic("mactable: Learn on port " + strconv.FormatUint(uint64(port), 10) + ", beyond MaxPorts")
+	}
+	nowTick := now >> t.tickShift
+	idx := t.home(mac)
+	if t.refresh(mac, idx, port, nowTick) {
+		return Refreshed
+	}
+	r := t.learnLocked(mac, idx, port, nowTick)
+	if (r == TableFull || r == PortFull) && t.reclaimDue(nowTick) {
+		t.Expire(now)
+		r = t.learnLocked(mac, idx, port, nowTick)
+	}
+	return r
+}
+
+// refresh is Learn's lock-free path: the MAC is live on this port. It
+// stores only when the tick has moved on, and then with a CAS so it cannot
+// undo a concurrent writer's move. A sequence change means a deletion may
+// have moved entries under it; the locked path then decides (redoing an
+// already applied refresh is harmless).
+func (t *Table) refresh(mac, idx uint64, port uint32, nowTick int64) bool {
+	sh := &t.shards[idx>>t.slotBits]
+	seq := sh.seq.Load()
+	if seq&1 != 0 {
+		return false
+	}
+	want := liveBit | mac
+	i := idx
+	for n := uint64(0); n <= t.slotMask; n++ {
+		s := &t.slots[i]
+		k := s.key.Load()
+		if k == want {
+			v := s.val.Load()
+			if valPort(v) != port || t.aged(v, nowTick) {
+				return false
+			}
+			if sinceTicks(nowTick, v) > 0 && !s.val.CompareAndSwap(v, pack(port, nowTick)) {
+				return false
+			}
+			return sh.seq.Load() == seq
+		}
+		if k == 0 {
+			return false
+		}
+		i = t.next(i)
+	}
+	return false
+}
+
+func (t *Table) learnLocked(mac, idx uint64, port uint32, nowTick int64) Result {
+	sh := &t.shards[idx>>t.slotBits]
+	want := liveBit | mac
+	sh.mu.Lock()
+	i := idx
+	for {
+		s := &t.slots[i]
+		k := s.key.Load()
+		if k == want {
+			r := t.update(s, port, nowTick)
+			sh.mu.Unlock()
+			return r
+		}
+		if k == 0 {
+			break
+		}
+		i = t.next(i) // a shard always has an empty slot: shardMax < its size
+	}
+	var r Result
+	switch {
+	case sh.count >= t.shardMax:
+		r = TableFull
+	case !reserve(&t.count, t.capacity):
+		r = TableFull
+	case !reserve32(&t.ports[port], t.portLimit):
+		t.count.Add(-1)
+		r = PortFull
+	default:
+		s := &t.slots[i]
+		// Value before key: a reader that sees the key sees its value.
+		s.val.Store(pack(port, nowTick))
+		s.key.Store(want)
+		sh.count++
+		r = Learned
+	}
+	sh.mu.Unlock()
+	return r
+}
+
+// update handles a MAC already in the table, live or aged. Called with the
+// shard locked.
+func (t *Table) update(s *slot, port uint32, nowTick int64) Result {
+	v := s.val.Load()
+	old := valPort(v)
+	aged := t.aged(v, nowTick)
+	if old == port {
+		if sinceTicks(nowTick, v) > 0 {
+			s.val.Store(pack(port, nowTick))
+		}
+		if aged {
+			return Learned
+		}
+		return Refreshed
+	}
+	if !reserve32(&t.ports[port], t.portLimit) {
+		return PortFull
+	}
+	s.val.Store(pack(port, nowTick))
+	t.ports[old].Add(-1)
+	if aged {
+		return Learned
+	}
+	return Moved
+}
+
+// reserve takes one unit of c if that keeps it at or below limit. A CAS
+// loop rather than Add-then-check so that writers on different shards
+// cannot overshoot the limit together.
+func reserve(c *atomic.Int64, limit int64) bool {
+	for {
+		n := c.Load()
+		if n >= limit {
+			return false
+		}
+		if c.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func reserve32(c *atomic.Int32, limit int32) bool {
+	for {
+		n := c.Load()
+		if n >= limit {
+			return false
+		}
+		if c.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// reclaimDue claims the right to run a reclaim sweep at nowTick: one per
+// tick across all writers.
+func (t *Table) reclaimDue(nowTick int64) bool {
+	last := t.lastReclaim.Load()
+	return nowTick > last && t.lastReclaim.CompareAndSwap(last, nowTick)
+}
