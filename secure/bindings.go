@@ -1,0 +1,113 @@
+package secure
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
+)
+
+// bindKey is an address in 16-byte form: IPv4 as ::ffff:a.b.c.d, which no
+// accepted IPv6 source can be (IPv4-mapped sources are outside every
+// allowed IPv6 range), so the two families share one table.
+type bindKey [16]byte
+
+type binding struct {
+	key  bindKey
+	mac  [6]byte
+	used bool
+	port uint32
+	home uint32 // slot the key hashes to, kept so deletion need not rehash
+	last int64  // monotonic ns of the last frame that used the address
+}
+
+// bindTable is an open-addressing hash table with linear probing and
+// backward-shift deletion, sized once in New: the per-frame path never
+// allocates, and the load factor stays at or below one half because inserts
+// stop at max entries (a full table drops the new address instead).
+type bindTable struct {
+	slots []binding
+	mask  uint32
+	count int
+	max   int
+	seed  uint64 // random per table, so clients cannot pick addresses that collide
+}
+
+func newBindTable(max int) bindTable {
+	n := 16
+	if want := 2 * max; want > n {
+		n = 1 << bits.Len(uint(want-1))
+	}
+	return bindTable{
+		slots: make([]binding, n),
+		mask:  uint32(n - 1),
+		max:   max,
+		seed:  rand.Uint64() | 1,
+	}
+}
+
+func (t *bindTable) hash(k *bindKey) uint32 {
+	lo := binary.LittleEndian.Uint64(k[0:8])
+	hi := binary.LittleEndian.Uint64(k[8:16])
+	h := (lo ^ t.seed) * 0x9e3779b97f4a7c15
+	h = (h ^ hi ^ h>>29) * 0xbf58476d1ce4e5b9
+	h ^= h >> 32
+	return uint32(h) & t.mask
+}
+
+// find returns the slot holding k, or -1.
+func (t *bindTable) find(k *bindKey) int {
+	for i := t.hash(k); ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if !s.used {
+			return -1
+		}
+		if s.key == *k {
+			return int(i)
+		}
+	}
+}
+
+// insert adds k, which the caller has checked is absent and fits.
+func (t *bindTable) insert(k *bindKey, mac [6]byte, port uint32, now int64) {
+	home := t.hash(k)
+	i := home
+	for t.slots[i].used {
+		i = (i + 1) & t.mask
+	}
+	t.slots[i] = binding{key: *k, mac: mac, used: true, port: port, home: home, last: now}
+	t.count++
+}
+
+// remove empties slot i and shifts later members of its probe run back, so
+// lookups never need tombstones. Entries only ever move into slot i or into
+// slots after it in probe order; removeIf relies on that.
+func (t *bindTable) remove(i uint32) {
+	for j := (i + 1) & t.mask; t.slots[j].used; j = (j + 1) & t.mask {
+		// The entry at j may fill the hole at i unless its home lies
+		// cyclically in (i, j]: then it would move before its home.
+		h := t.slots[j].home
+		if (j-h)&t.mask >= (j-i)&t.mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = binding{}
+	t.count--
+}
+
+// removeIf deletes every binding drop reports true for and returns how many.
+func (t *bindTable) removeIf(drop func(*binding) bool) int {
+	n := 0
+	for i := 0; i < len(t.slots); {
+		s := &t.slots[i]
+		if s.used && drop(s) {
+			t.remove(uint32(i))
+			n++
+			// remove may have shifted a not yet examined entry into
+			// slot i: look at it again.
+			continue
+		}
+		i++
+	}
+	return n
+}

@@ -1,0 +1,395 @@
+package secure
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+const (
+	etherTypeIPv4  = 0x0800
+	etherTypeARP   = 0x0806
+	etherTypeIPv6  = 0x86dd
+	etherTypeDot1Q = 0x8100
+	etherTypeQinQ  = 0x88a8
+	// Pre-standard QinQ outer tags some switches still emit.
+	etherTypeQinQ9100 = 0x9100
+	etherTypeQinQ9200 = 0x9200
+
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	protoICMPv6 = 58
+)
+
+type frameKind uint8
+
+const (
+	kindOther frameKind = iota
+	kindARP
+	kindIPv4
+	kindIPv6
+)
+
+// ipv4Layer is gopacket's IPv4 decoder with a narrower NextLayerType: the
+// parser descends only into UDP, the one transport whose fields a rule reads
+// (the DHCP exception). Left to itself gopacket would follow protocol 4
+// (IP-in-IP) into a second IPv4 header, decoded into this same layer,
+// overwriting the outer header the rules must judge.
+type ipv4Layer struct {
+	layers.IPv4
+}
+
+func (l *ipv4Layer) NextLayerType() gopacket.LayerType {
+	if l.Flags&layers.IPv4MoreFragments != 0 || l.FragOffset != 0 {
+		return gopacket.LayerTypeFragment
+	}
+	if l.Protocol == layers.IPProtocolUDP {
+		return layers.LayerTypeUDP
+	}
+	return gopacket.LayerTypePayload
+}
+
+// Checker judges frames against a Policy. Each engine worker owns one; its
+// decoder state is reused for every frame, so a Checker is not safe for
+// concurrent use and the Policy it shares is owned by the engine loop.
+//
+// Decoding is split between gopacket and hand parsing. Ethernet, ARP, IPv4
+// and UDP go through a DecodingLayerParser, but only after the header
+// lengths and the IPv4 header's validity are checked by hand: gopacket does
+// not check the IPv4 version, treats a total length of 0 as a TSO frame, and
+// its error paths allocate (fmt.Errorf), which an attacker sending malformed
+// frames must not be able to trigger. TCP is never handed to gopacket: the
+// rules need only its presence, and gopacket's TCP decoder allocates for
+// every MPTCP option. IPv6 is parsed by hand because gopacket's IPv6 decoder
+// allocates a struct per hop-by-hop option (every MLD report carries one),
+// and neighbour-discovery bodies because gopacket's ND decoders append each
+// option to a growing slice; the ICMPv6 header itself uses gopacket's layer.
+type Checker struct {
+	p       *Policy
+	parser  *gopacket.DecodingLayerParser
+	eth     layers.Ethernet
+	arp     layers.ARP
+	ip4     ipv4Layer
+	udp     layers.UDP
+	icmp6   layers.ICMPv6
+	decoded []gopacket.LayerType
+
+	// What FromClient learned of the most recent frame, for ToTap and
+	// Describe. frame aliases the caller's buffer.
+	frame   []byte
+	port    uint32
+	verdict Reason
+	kind    frameKind
+	proto   uint8 // IPv4 protocol, or the IPv6 header after the extension headers
+
+	// Addresses the frame claims (source, ARP sender, NA target), bound
+	// only once every rule has passed, so a dropped frame binds nothing.
+	claims  [2]bindKey
+	nclaims int
+}
+
+// NewChecker returns a Checker for one engine worker.
+func (p *Policy) NewChecker() *Checker {
+	c := &Checker{p: p, decoded: make([]gopacket.LayerType, 0, 4)}
+	// At most 40 one-byte options fit in an IPv4 header: with that capacity
+	// gopacket's append never grows the slice.
+	c.ip4.Options = make([]layers.IPv4Option, 0, 40)
+	var dlc gopacket.DecodingLayerContainer = gopacket.DecodingLayerSparse(nil)
+	for _, l := range []gopacket.DecodingLayer{&c.eth, &c.arp, &c.ip4, &c.udp} {
+		dlc = dlc.Put(l)
+	}
+	c.parser = gopacket.NewDecodingLayerParser(layers.LayerTypeEthernet)
+	c.parser.SetDecodingLayerContainer(dlc)
+	// The layers the parser does not know (TCP, ICMP, DHCP, ARP padding)
+	// end decoding without an error; which layers were decoded is checked.
+	c.parser.IgnoreUnsupported = true
+	return c
+}
+
+// FromClient applies the rules every frame a client sends must obey,
+// whatever its destination. port is the client's port; now is monotonic
+// nanoseconds, used to age the bindings the frame refreshes. On Pass the
+// frame's addresses are bound to its source MAC and port. frame must stay
+// unchanged until ToTap and Describe are done with it.
+func (c *Checker) FromClient(frame []byte, port uint32, now int64) Reason {
+	if !c.p.secure {
+		return Pass
+	}
+	c.frame, c.port = frame, port
+	c.kind, c.proto, c.nclaims = kindOther, 0, 0
+	r := c.check(frame)
+	if r == Pass && c.nclaims > 0 {
+		r = c.bind([6]byte(frame[6:12]), now)
+	}
+	c.verdict = r
+	return r
+}
+
+// ToTap applies the extra rules for delivering to the TAP the frame most
+// recently passed to FromClient, from what FromClient decoded.
+func (c *Checker) ToTap() Reason {
+	if !c.p.secure {
+		return Pass
+	}
+	if c.verdict != Pass {
+		return c.verdict
+	}
+	switch c.kind {
+	case kindARP:
+		return Pass
+	case kindIPv4:
+		switch c.proto {
+		case protoICMP, protoTCP, protoUDP:
+			return Pass
+		}
+		return TapProtoDenied
+	case kindIPv6:
+		switch c.proto {
+		case protoICMPv6, protoTCP, protoUDP:
+			return Pass
+		}
+		return TapProtoDenied
+	}
+	return TapEtherDenied
+}
+
+func (c *Checker) check(frame []byte) Reason {
+	if len(frame) < 14 {
+		return Truncated
+	}
+	src := [6]byte(frame[6:12])
+	switch {
+	case src[0]&1 != 0:
+		return SrcMACMulticast
+	case src == [6]byte{}:
+		return SrcMACZero
+	case src == c.p.tapMAC:
+		return SrcMACTap
+	}
+	switch binary.BigEndian.Uint16(frame[12:14]) {
+	case etherTypeARP:
+		c.kind = kindARP
+		return c.checkARP(frame)
+	case etherTypeIPv4:
+		c.kind = kindIPv4
+		return c.checkIPv4(frame)
+	case etherTypeIPv6:
+		c.kind = kindIPv6
+		if !c.p.ipv6 {
+			return IPv6Disabled
+		}
+		return c.checkIPv6(frame)
+	case etherTypeDot1Q, etherTypeQinQ, etherTypeQinQ9100, etherTypeQinQ9200:
+		return VLANTagged
+	}
+	// Other ethertypes carry no address the policy governs; receivers must
+	// opt in to them, and ToTap keeps them off the TAP.
+	return Pass
+}
+
+func (c *Checker) checkARP(frame []byte) Reason {
+	a := frame[14:]
+	if len(a) < 8 {
+		return Truncated
+	}
+	// gopacket's ARP takes the address sizes from the packet; anything but
+	// Ethernet/IPv4 ARP has no place on this segment.
+	if binary.BigEndian.Uint16(a[0:2]) != uint16(layers.LinkTypeEthernet) ||
+		binary.BigEndian.Uint16(a[2:4]) != etherTypeIPv4 || a[4] != 6 || a[5] != 4 {
+		return ARPMalformed
+	}
+	op := binary.BigEndian.Uint16(a[6:8])
+	if op != layers.ARPRequest && op != layers.ARPReply {
+		return ARPMalformed
+	}
+	if len(a) < 28 {
+		return Truncated
+	}
+	if err := c.parser.DecodeLayers(frame, &c.decoded); err != nil || !c.has(layers.LayerTypeARP) {
+		return ARPMalformed // unreachable after the checks above; never pass on doubt
+	}
+	if !bytes.Equal(c.arp.SourceHwAddress, c.eth.SrcMAC) {
+		return ARPSenderMismatch
+	}
+	sender := netip.AddrFrom4([4]byte(c.arp.SourceProtAddress))
+	if sender.IsUnspecified() {
+		// An ARP probe (RFC 5227): asks about an address without claiming it.
+		if c.arp.Operation == layers.ARPRequest {
+			return Pass
+		}
+		return ARPSenderOutside
+	}
+	return c.claim4(sender, ARPSenderOutside)
+}
+
+func (c *Checker) checkIPv4(frame []byte) Reason {
+	h := frame[14:]
+	if len(h) < 20 {
+		return Truncated
+	}
+	if h[0]>>4 != 4 {
+		return IPv4Malformed
+	}
+	hlen := int(h[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(h[2:4]))
+	switch {
+	case hlen < 20 || total < hlen:
+		return IPv4Malformed
+	case total > len(h):
+		return Truncated
+	case !validIPv4Options(h[20:hlen]):
+		return IPv4Malformed
+	}
+	frag := binary.BigEndian.Uint16(h[6:8])
+	first := frag&0x1fff == 0
+	whole := first && frag&0x2000 == 0
+	proto := h[9]
+	c.proto = proto
+	if first {
+		if r := checkTransport(proto, h[hlen:total], whole); r != Pass {
+			return r
+		}
+	}
+	if err := c.parser.DecodeLayers(frame, &c.decoded); err != nil || c.parser.Truncated || !c.has(layers.LayerTypeIPv4) {
+		return IPv4Malformed // unreachable after the checks above; never pass on doubt
+	}
+	src := netip.AddrFrom4([4]byte(c.ip4.SrcIP))
+	if src.IsUnspecified() {
+		// A DHCP client has no address yet; nothing else may send from 0.0.0.0.
+		if whole && c.has(layers.LayerTypeUDP) && c.udp.SrcPort == 68 && c.udp.DstPort == 67 {
+			return Pass
+		}
+		return IPv4ZeroSrcNotDHCP
+	}
+	return c.claim4(src, IPv4SrcOutside)
+}
+
+// validIPv4Options accepts what gopacket's IPv4 decoder accepts, so that
+// decoder never reaches its (allocating) error returns.
+func validIPv4Options(o []byte) bool {
+	for len(o) > 0 {
+		switch o[0] {
+		case 0: // end of options: the rest is padding
+			return true
+		case 1: // no-op
+			o = o[1:]
+		default:
+			if len(o) < 2 || o[1] < 2 || int(o[1]) > len(o) {
+				return false
+			}
+			o = o[o[1]:]
+		}
+	}
+	return true
+}
+
+// checkTransport requires the transport header of an unfragmented datagram
+// or a first fragment to be all there. whole: the datagram is unfragmented,
+// so a UDP length can be checked against it.
+func checkTransport(proto uint8, l4 []byte, whole bool) Reason {
+	switch proto {
+	case protoTCP:
+		if len(l4) < 20 {
+			return Truncated
+		}
+		off := int(l4[12]>>4) * 4
+		if off < 20 {
+			return TransportMalformed
+		}
+		if off > len(l4) {
+			return Truncated
+		}
+	case protoUDP:
+		if len(l4) < 8 {
+			return Truncated
+		}
+		if whole {
+			// 0 would mean an IPv6 jumbogram, impossible on Ethernet.
+			n := int(binary.BigEndian.Uint16(l4[4:6]))
+			if n < 8 {
+				return TransportMalformed
+			}
+			if n > len(l4) {
+				return Truncated
+			}
+		}
+	case protoICMP:
+		if len(l4) < 8 {
+			return Truncated
+		}
+	case protoICMPv6:
+		if len(l4) < 4 {
+			return Truncated
+		}
+	}
+	return Pass
+}
+
+func (c *Checker) has(t gopacket.LayerType) bool {
+	for _, d := range c.decoded {
+		if d == t {
+			return true
+		}
+	}
+	return false
+}
+
+// claim4 checks an IPv4 address the frame uses and queues it for binding.
+func (c *Checker) claim4(a netip.Addr, outside Reason) Reason {
+	if a == c.p.tap4 {
+		return TapAddrClaimed
+	}
+	if !c.p.host4(a) {
+		return outside
+	}
+	c.addClaim(a.As16())
+	return Pass
+}
+
+func (c *Checker) addClaim(k bindKey) {
+	for i := 0; i < c.nclaims; i++ {
+		if c.claims[i] == k {
+			return
+		}
+	}
+	c.claims[c.nclaims] = k
+	c.nclaims++
+}
+
+// bind checks the frame's claims against the binding table and, only if
+// all of them are free or already this client's, binds or refreshes them.
+func (c *Checker) bind(mac [6]byte, now int64) Reason {
+	t := &c.p.table
+	var slot [2]int
+	need := 0
+	for i := 0; i < c.nclaims; i++ {
+		j := t.find(&c.claims[i])
+		slot[i] = j
+		if j < 0 {
+			need++
+			continue
+		}
+		// The port is part of the binding: a second client cloning both
+		// the MAC and the address of the first is still refused.
+		if b := &t.slots[j]; b.mac != mac || b.port != c.port {
+			return IPBindingConflict
+		}
+	}
+	if t.count+need > t.max {
+		return BindingTableFull
+	}
+	for i := 0; i < c.nclaims; i++ {
+		if slot[i] >= 0 {
+			// Linear probing never moves an entry on insert, so the slot
+			// found above is still this key's.
+			t.slots[slot[i]].last = now
+		} else {
+			t.insert(&c.claims[i], mac, c.port, now)
+		}
+	}
+	return Pass
+}

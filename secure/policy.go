@@ -1,0 +1,199 @@
+// Package secure is vknetd's secure-mode policy: the anti-spoofing rules a
+// frame from a client must pass, the extra allowlist for frames delivered to
+// the TAP, and the table binding each IP address to the first client MAC
+// that used it.
+//
+// The engine owns a Policy and calls it from its single event-loop
+// goroutine: nothing here locks. Each Checker decodes with its own gopacket
+// DecodingLayerParser and layers, allocated once, so checking a frame
+// allocates nothing. PolicySummary states the rules for users.
+package secure
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// DefaultMaxBindings bounds the binding table when Config.MaxBindings is 0.
+const DefaultMaxBindings = 4096
+
+// maxBindingsLimit keeps a mistaken MaxBindings from sizing a table of
+// gigabytes (each binding takes two slots of 48 bytes).
+const maxBindingsLimit = 1 << 20
+
+// Config is the policy the command line asks for.
+type Config struct {
+	// Secure false is -U: a pure bridge, every frame passes undecoded.
+	Secure bool
+	// Network is address/cidrbits from the command line: clients' IPv4
+	// sources must be host addresses of Network.Masked(); Network.Addr()
+	// is the TAP's address, which no client may claim.
+	Network netip.Prefix
+	// TapMAC is the TAP's MAC: no client may send from it.
+	TapMAC [6]byte
+	// IPv6 is --ipv6 PREFIX. Its zero value drops every IPv6 frame. When
+	// set, IPv6 sources must be link-local or in IPv6.Masked(); IPv6.Addr()
+	// is reserved for the TAP, as is the TAP's EUI-64 link-local address.
+	IPv6 netip.Prefix
+	// BindingAge is how long a binding lives after the last frame that used
+	// its address (the engine passes --mac-age). 0 keeps bindings until
+	// their port disconnects.
+	BindingAge time.Duration
+	// MaxBindings bounds the binding table (0: DefaultMaxBindings). When it
+	// is full a frame from a new address is dropped (BindingTableFull).
+	MaxBindings int
+}
+
+// Policy holds the configuration and the IP-to-MAC binding table. It is
+// owned by the engine's event loop: its methods and its Checkers' methods
+// must all be called from that one goroutine.
+type Policy struct {
+	secure bool
+	net4   netip.Prefix // masked
+	tap4   netip.Addr
+	// first and last address of net4, refused as sources when the prefix
+	// has a distinct network and broadcast address (prefix length <= 30).
+	net4Lo, net4Hi netip.Addr
+	reserveEnds    bool
+	tapMAC         [6]byte
+	ipv6           bool
+	net6           netip.Prefix // masked
+	tap6           netip.Addr
+	tap6LL         netip.Addr // EUI-64 link-local of tapMAC
+	age            int64      // ns; 0 = no aging
+	table          bindTable
+}
+
+// New checks cfg and builds the policy. Its errors name the option at fault.
+func New(cfg Config) (*Policy, error) {
+	if !cfg.Secure {
+		return &Policy{}, nil
+	}
+	n := cfg.Network
+	if !n.IsValid() {
+		return nil, errors.New("secure mode needs address/cidrbits (for example 198.18.0.1/16), or -U for a plain bridge")
+	}
+	if !n.Addr().Is4() {
+		return nil, fmt.Errorf("address/cidrbits %s: secure mode needs an IPv4 address and prefix", n)
+	}
+	if n.Bits() == 0 {
+		return nil, fmt.Errorf("address/cidrbits %s: a /0 prefix would let clients use any source; give the clients' subnet, e.g. /24", n)
+	}
+	if cfg.TapMAC == [6]byte{} {
+		return nil, errors.New("secure: the TAP's MAC address is unset (Config.TapMAC)")
+	}
+	if cfg.BindingAge < 0 {
+		return nil, fmt.Errorf("--mac-age %v: must not be negative", cfg.BindingAge)
+	}
+	max := cfg.MaxBindings
+	switch {
+	case max == 0:
+		max = DefaultMaxBindings
+	case max < 0 || max > maxBindingsLimit:
+		return nil, fmt.Errorf("secure: binding table size %d out of range 1..%d", max, maxBindingsLimit)
+	}
+	p := &Policy{
+		secure: true,
+		net4:   n.Masked(),
+		tap4:   n.Addr(),
+		tapMAC: cfg.TapMAC,
+		age:    int64(cfg.BindingAge),
+		table:  newBindTable(max),
+	}
+	p.net4Lo = p.net4.Addr()
+	p.net4Hi = lastAddr(p.net4)
+	p.reserveEnds = p.net4.Bits() <= 30
+	if v6 := cfg.IPv6; v6.IsValid() {
+		a := v6.Addr()
+		switch {
+		case !a.Is6() || v6.Overlaps(mapped4):
+			// IPv4-mapped addresses would share binding keys with IPv4.
+			return nil, fmt.Errorf("--ipv6 %s: not an IPv6 prefix (or it covers IPv4-mapped addresses ::ffff:0:0/96)", v6)
+		case v6.Bits() == 0:
+			return nil, fmt.Errorf("--ipv6 %s: a /0 prefix would let clients use any source; give the clients' prefix, e.g. /64", v6)
+		case a.IsMulticast():
+			return nil, fmt.Errorf("--ipv6 %s: a multicast prefix cannot hold client addresses", v6)
+		case a.IsLinkLocalUnicast():
+			return nil, fmt.Errorf("--ipv6 %s: link-local addresses are always allowed; give the global or unique-local prefix the clients use", v6)
+		}
+		p.ipv6 = true
+		p.net6 = v6.Masked()
+		p.tap6 = a
+		p.tap6LL = eui64LinkLocal(cfg.TapMAC)
+	}
+	return p, nil
+}
+
+var mapped4 = netip.MustParsePrefix("::ffff:0:0/96")
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	host := ^uint32(0) >> p.Bits()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// eui64LinkLocal is the link-local address Linux gives an interface by
+// default (addr_gen_mode eui64), so a client cannot claim the TAP's.
+func eui64LinkLocal(mac [6]byte) netip.Addr {
+	return netip.AddrFrom16([16]byte{
+		0xfe, 0x80, 0, 0, 0, 0, 0, 0,
+		mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5],
+	})
+}
+
+// host4 reports whether a is an address a client may use as IPv4 source or
+// ARP sender: inside the CIDR and not its network or broadcast address.
+func (p *Policy) host4(a netip.Addr) bool {
+	if !p.net4.Contains(a) {
+		return false
+	}
+	return !p.reserveEnds || (a != p.net4Lo && a != p.net4Hi)
+}
+
+// allowed6 reports whether a is an IPv6 address a client may use.
+func (p *Policy) allowed6(a netip.Addr) bool {
+	return a.IsLinkLocalUnicast() || p.net6.Contains(a)
+}
+
+func (p *Policy) isTapAddr(a netip.Addr) bool {
+	return a == p.tap4 || (p.ipv6 && (a == p.tap6 || a == p.tap6LL))
+}
+
+// RemovePort releases the bindings of a client that disconnected, so its
+// addresses are free for the next client at once.
+func (p *Policy) RemovePort(port uint32) {
+	if !p.secure {
+		return
+	}
+	p.table.removeIf(func(b *binding) bool { return b.port == port })
+}
+
+// Expire releases bindings whose address has not been used for BindingAge
+// and returns how many it released. now is monotonic nanoseconds, the clock
+// FromClient is given. The engine calls it about once a second.
+func (p *Policy) Expire(now int64) int {
+	if !p.secure || p.age == 0 {
+		return 0
+	}
+	return p.table.removeIf(func(b *binding) bool { return now-b.last > p.age })
+}
+
+// Bindings calls fn for every client binding, in no particular order. The
+// TAP's own addresses are fixed by the configuration and not listed.
+func (p *Policy) Bindings(fn func(ip netip.Addr, mac [6]byte, port uint32)) {
+	if !p.secure {
+		return
+	}
+	for i := range p.table.slots {
+		b := &p.table.slots[i]
+		if b.used {
+			fn(netip.AddrFrom16(b.key).Unmap(), b.mac, b.port)
+		}
+	}
+}
+
+// NumBindings returns how many client bindings the table holds.
+func (p *Policy) NumBindings() int { return p.table.count }

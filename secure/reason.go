@@ -1,0 +1,146 @@
+package secure
+
+import "strconv"
+
+// Reason is the verdict on one frame: Pass, or the rule that dropped it.
+// The engine counts drops per port in [NumReasons]uint64 arrays indexed by
+// Reason, so the values are dense and small.
+type Reason uint8
+
+const (
+	// Pass: the frame obeys every rule.
+	Pass Reason = iota
+
+	// Truncated: the frame ends before a header it announces does (Ethernet,
+	// ARP, IPv4, IPv6, an IPv6 extension header, the UDP/TCP/ICMP header of
+	// an unfragmented or first-fragment datagram), or before the length an
+	// IPv4 total length, IPv6 payload length or UDP length field declares.
+	Truncated
+
+	// SrcMACMulticast: the Ethernet source has the group bit set
+	// (multicast, including broadcast); no station sends from a group MAC.
+	SrcMACMulticast
+	// SrcMACZero: the Ethernet source is 00:00:00:00:00:00.
+	SrcMACZero
+	// SrcMACTap: the Ethernet source is the TAP's own MAC.
+	SrcMACTap
+
+	// VLANTagged: an 802.1Q, 802.1ad or QinQ tagged frame. The CIDR and
+	// the bindings describe the untagged segment; a tag would open a
+	// segment the policy knows nothing about, so tagged frames are refused
+	// instead of being a way around the rules.
+	VLANTagged
+
+	// ARPMalformed: an ARP packet that is not Ethernet/IPv4 ARP (hardware
+	// type 1, protocol 0x0800, address sizes 6 and 4) or whose operation is
+	// neither request nor reply.
+	ARPMalformed
+	// ARPSenderMismatch: the ARP sender hardware address differs from the
+	// Ethernet source.
+	ARPSenderMismatch
+	// ARPSenderOutside: the ARP sender IP is not a host address of the CIDR,
+	// or is 0.0.0.0 in anything but a request (an ARP probe).
+	ARPSenderOutside
+
+	// IPv4Malformed: version not 4, header length below 5 words, total
+	// length shorter than the header, or malformed IPv4 options.
+	IPv4Malformed
+	// IPv4SrcOutside: the IPv4 source is not a host address of the CIDR
+	// (outside it, or its network or broadcast address).
+	IPv4SrcOutside
+	// IPv4ZeroSrcNotDHCP: source 0.0.0.0 on anything but an unfragmented
+	// UDP datagram from port 68 to port 67 (a DHCP client without a lease).
+	IPv4ZeroSrcNotDHCP
+
+	// TransportMalformed: a UDP length field below 8, or a TCP data offset
+	// below 5 words.
+	TransportMalformed
+
+	// IPv6Disabled: an IPv6 frame while --ipv6 is not given.
+	IPv6Disabled
+	// IPv6Malformed: version not 6, a payload length of 0 (jumbograms cannot
+	// exist on Ethernet), or a chain of more extension headers than any
+	// real stack sends.
+	IPv6Malformed
+	// IPv6SrcOutside: the IPv6 source is neither link-local nor in the
+	// --ipv6 prefix.
+	IPv6SrcOutside
+	// IPv6UnspecifiedSrc: source :: on anything but the ICMPv6 messages a
+	// host sends before it has an address (router and neighbour
+	// solicitation, MLD reports).
+	IPv6UnspecifiedSrc
+
+	// NDMalformed: a neighbour-discovery message (RS, RA, NS, NA, redirect)
+	// that is fragmented (receivers must ignore those, RFC 6980), shorter
+	// than its fixed part, or has an option of length 0 or past the end.
+	NDMalformed
+	// NDSourceMismatch: the source link-layer address option of a router or
+	// neighbour solicitation or router advertisement differs from the
+	// Ethernet source.
+	NDSourceMismatch
+	// NDTargetMismatch: the target link-layer address option of a neighbour
+	// advertisement differs from the Ethernet source: the ARP-reply spoof of
+	// IPv6.
+	NDTargetMismatch
+	// NDTargetOutside: a neighbour advertisement for a target address that
+	// is neither link-local nor in the --ipv6 prefix.
+	NDTargetOutside
+
+	// TapAddrClaimed: a client used one of the TAP's own addresses (as IP
+	// source, ARP sender or advertised neighbour target).
+	TapAddrClaimed
+	// IPBindingConflict: the address is bound to another client (another MAC,
+	// or the same MAC on another port).
+	IPBindingConflict
+	// BindingTableFull: the address is not yet bound and the binding table
+	// already holds Config.MaxBindings addresses.
+	BindingTableFull
+
+	// TapEtherDenied: toward the TAP, an ethertype other than ARP, IPv4 and
+	// (with --ipv6) IPv6.
+	TapEtherDenied
+	// TapProtoDenied: toward the TAP, an IP protocol other than ICMP, UDP and
+	// TCP (ICMPv6, UDP and TCP for IPv6).
+	TapProtoDenied
+
+	// NumReasons is the number of Reason values, Pass included.
+	NumReasons
+)
+
+var reasonNames = [NumReasons]string{
+	Pass:               "pass",
+	Truncated:          "truncated",
+	SrcMACMulticast:    "src-mac-multicast",
+	SrcMACZero:         "src-mac-zero",
+	SrcMACTap:          "src-mac-tap",
+	VLANTagged:         "vlan-tagged",
+	ARPMalformed:       "arp-malformed",
+	ARPSenderMismatch:  "arp-sender-mismatch",
+	ARPSenderOutside:   "arp-sender-outside",
+	IPv4Malformed:      "ipv4-malformed",
+	IPv4SrcOutside:     "ipv4-src-outside",
+	IPv4ZeroSrcNotDHCP: "ipv4-zero-src-not-dhcp",
+	TransportMalformed: "transport-malformed",
+	IPv6Disabled:       "ipv6-disabled",
+	IPv6Malformed:      "ipv6-malformed",
+	IPv6SrcOutside:     "ipv6-src-outside",
+	IPv6UnspecifiedSrc: "ipv6-unspecified-src",
+	NDMalformed:        "nd-malformed",
+	NDSourceMismatch:   "nd-source-mismatch",
+	NDTargetMismatch:   "nd-target-mismatch",
+	NDTargetOutside:    "nd-target-outside",
+	TapAddrClaimed:     "tap-addr-claimed",
+	IPBindingConflict:  "ip-binding-conflict",
+	BindingTableFull:   "binding-table-full",
+	TapEtherDenied:     "tap-ethertype-denied",
+	TapProtoDenied:     "tap-proto-denied",
+}
+
+// String returns the reason's short kebab-case name, used as a counter label
+// and in drop log lines.
+func (r Reason) String() string {
+	if r < NumReasons {
+		return reasonNames[r]
+	}
+	return "reason-" + strconv.Itoa(int(r))
+}

@@ -1,0 +1,33 @@
+package secure
+
+// PolicySummary describes secure mode in user terms, for --help, the README
+// and the manual page. Keep it true to the code: the table test in
+// rules_test.go exercises each sentence.
+const PolicySummary = `Secure mode (the default; -U turns it off) checks every frame a client sends:
+  - The source MAC must be unicast, not all zeros, and not the TAP's MAC.
+  - 802.1Q/802.1ad VLAN-tagged frames are dropped.
+  - ARP must be Ethernet/IPv4 ARP whose sender MAC equals the frame's source
+    MAC and whose sender IP is a host address of address/cidrbits (0.0.0.0 is
+    allowed only in requests: ARP probes).
+  - IPv4 needs a valid header (version 4, header length at least 20 bytes,
+    total length within the frame) and, unless it is a later fragment, a
+    complete TCP, UDP or ICMP header. Its source must be a host address of
+    address/cidrbits (not the network or broadcast address), or 0.0.0.0
+    only for an unfragmented DHCP client message (UDP port 68 to 67).
+  - IPv6 is dropped unless --ipv6 PREFIX is given. Then sources must be
+    link-local or in PREFIX (:: only for router and neighbour solicitations
+    and MLD reports); neighbour advertisements must carry the frame's source
+    MAC as target link-layer address and a target that is link-local or in
+    PREFIX; solicitations and router advertisements must carry the frame's
+    source MAC as source link-layer address; fragmented neighbour-discovery
+    messages are dropped.
+  - An address (IPv4 or IPv6 source, ARP sender, advertised neighbour
+    target) belongs to the first client MAC and port that uses it, until it
+    goes unused for the MAC aging time or that client disconnects; any other
+    client using it is dropped. The TAP's own addresses (address/cidrbits,
+    the --ipv6 address and the TAP's EUI-64 link-local address) can never be
+    used by a client. When the binding table is full, new addresses are
+    dropped.
+Frames to the TAP must in addition be ARP, IPv4 carrying ICMP, UDP or TCP,
+or (with --ipv6) IPv6 carrying ICMPv6, UDP or TCP.
+`
