@@ -1,0 +1,286 @@
+package tap
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// tunPath is the TUN/TAP clone device; a variable so a test can point it at
+// a missing path.
+var tunPath = "/dev/net/tun"
+
+// Open creates or attaches the TAP named by cfg and configures it. The TAP
+// and everything else Open touches live in the network namespace of the
+// calling thread: a caller working in another namespace must lock its OS
+// thread there for the duration of Open.
+func Open(cfg Config) (*Device, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	// One handle, bound to the namespace Open runs in, serves Close too,
+	// whichever thread Close runs on.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("tap: open rtnetlink socket: %w", err)
+	}
+	d := &Device{fd: -1}
+	d.onClose(func() error { h.Close(); return nil })
+
+	if cfg.Name != "" {
+		if err := refuseNonTAP(h, cfg.Name); err != nil {
+			return nil, d.rollback(err)
+		}
+	}
+	existed, err := d.attach(h, cfg.Name)
+	if err != nil {
+		return nil, d.rollback(err)
+	}
+	if err := d.configure(h, cfg, existed); err != nil {
+		return nil, d.rollback(err)
+	}
+	return d, nil
+}
+
+// refuseNonTAP fails when name exists and is anything but a TAP, before
+// TUNSETIFF can fail with a bare EINVAL.
+func refuseNonTAP(h *netlink.Handle, name string) error {
+	l, err := h.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		return nil
+	case err != nil:
+		return devErr(name, "look up interface", err)
+	case isTAP(l):
+		return nil
+	}
+	kind := l.Type()
+	if tt, ok := l.(*netlink.Tuntap); ok {
+		kind = tt.Mode.String() + " (layer 3)"
+	}
+	return fmt.Errorf("tap: interface %s (-t) exists and is a %s device, not a TAP; choose another name or remove it (ip link del %s)",
+		name, kind, name)
+}
+
+func isTAP(l netlink.Link) bool {
+	tt, ok := l.(*netlink.Tuntap)
+	return ok && tt.Mode == netlink.TUNTAP_MODE_TAP
+}
+
+// attach opens the clone device and binds it to name (or a kernel-chosen
+// tapN). It reports whether the TAP existed before, which decides whether
+// Close deletes it or restores it.
+func (d *Device) attach(h *netlink.Handle, name string) (existed bool, err error) {
+	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
+			return false, fmt.Errorf("tap: open %s: %w; load the TUN/TAP driver (modprobe tun)", tunPath, err)
+		}
+		return false, devErr(tunPath, "open", err)
+	}
+	req := name
+	if req == "" {
+		req = "tap%d" // the kernel replaces %d with the lowest free number
+	}
+	ifr, err := unix.NewIfreq(req)
+	if err != nil {
+		unix.Close(fd)
+		return false, fmt.Errorf("tap: interface name %q: %w", req, err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		shown := name
+		if shown == "" {
+			shown = "new TAP"
+		}
+		switch {
+		case errors.Is(err, unix.EBUSY):
+			return false, fmt.Errorf("tap: %s: TUNSETIFF: %w; another process has it open, stop it or choose another name (-t)", shown, err)
+		case errors.Is(err, unix.EINVAL):
+			return false, fmt.Errorf("tap: %s: TUNSETIFF: %w; it exists with settings a single-queue TAP cannot attach to (multi-queue?), remove it (ip link del %s) or choose another name (-t)",
+				shown, err, shown)
+		}
+		return false, devErr(shown, "TUNSETIFF", err)
+	}
+	d.name = ifr.Name()
+
+	// A TAP that was there before attaching is necessarily persistent: a
+	// non-persistent one exists only while a descriptor is attached, and a
+	// single-queue TAP takes only one (TUNSETIFF said EBUSY above).
+	got, err := unix.NewIfreq(d.name)
+	if err == nil {
+		err = unix.IoctlIfreq(fd, unix.TUNGETIFF, got)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return false, devErr(d.name, "TUNGETIFF", err)
+	}
+	existed = got.Uint16()&unix.IFF_PERSIST != 0
+
+	d.fd = fd
+	ifindex := 0
+	d.onClose(func() error {
+		err := unix.Close(fd)
+		if err != nil {
+			err = devErr(d.name, "close", err)
+		}
+		if existed || ifindex == 0 {
+			return err
+		}
+		// A TAP created here vanishes with its last descriptor; a copy
+		// inherited by a child that has not exec'd yet would keep it
+		// alive, so make sure.
+		l, lerr := h.LinkByIndex(ifindex)
+		if lerr == nil && l.Attrs().Name == d.name && isTAP(l) {
+			if derr := h.LinkDel(l); derr != nil {
+				err = errors.Join(err, devErr(d.name, "delete", derr))
+			}
+		}
+		return err
+	})
+
+	l, err := h.LinkByName(d.name)
+	if err != nil {
+		return existed, devErr(d.name, "look up interface", err)
+	}
+	ifindex = l.Attrs().Index
+	copy(d.mac[:], l.Attrs().HardwareAddr)
+	return existed, nil
+}
+
+// configure sets MTU, address, up state and bridge membership. For a TAP
+// that existed it records how to put each one back; a TAP created here
+// needs none of that, it disappears with its descriptor.
+func (d *Device) configure(h *netlink.Handle, cfg Config, existed bool) error {
+	link, err := h.LinkByName(d.name)
+	if err != nil {
+		return devErr(d.name, "look up interface", err)
+	}
+	prior := *link.Attrs()
+
+	if cfg.MTU != 0 && cfg.MTU != prior.MTU {
+		if err := h.LinkSetMTU(link, cfg.MTU); err != nil {
+			return devErr(d.name, fmt.Sprintf("set MTU %d (--mtu)", cfg.MTU), err)
+		}
+		if existed {
+			d.onClose(func() error {
+				return wrapErr(d.name, fmt.Sprintf("restore MTU %d", prior.MTU), h.LinkSetMTU(link, prior.MTU))
+			})
+		}
+	}
+
+	if cfg.Prefix.IsValid() {
+		addr := &netlink.Addr{IPNet: ipNet(cfg.Prefix)}
+		err := h.AddrAdd(link, addr)
+		switch {
+		case errors.Is(err, unix.EEXIST):
+			// Already configured by someone else: theirs to keep at Close.
+		case err != nil:
+			return devErr(d.name, "add address "+cfg.Prefix.String(), err)
+		case existed:
+			d.onClose(func() error {
+				return wrapErr(d.name, "remove address "+cfg.Prefix.String(), h.AddrDel(link, &netlink.Addr{IPNet: ipNet(cfg.Prefix)}))
+			})
+		}
+	}
+
+	if prior.Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(link); err != nil {
+			return devErr(d.name, "bring up", err)
+		}
+		if existed {
+			d.onClose(func() error { return wrapErr(d.name, "set down again", h.LinkSetDown(link)) })
+		}
+	}
+
+	if cfg.Bridge != "" {
+		return d.joinBridge(h, link, prior.MasterIndex, cfg.Bridge, existed)
+	}
+	return nil
+}
+
+// joinBridge creates the bridge if missing, enslaves the TAP to it and
+// brings the bridge up.
+func (d *Device) joinBridge(h *netlink.Handle, link netlink.Link, priorMaster int, name string, tapExisted bool) error {
+	br, err := h.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	created := false
+	switch {
+	case errors.As(err, &notFound):
+		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+			return devErr(name, "create bridge (-b)", err)
+		}
+		created = true
+		br, err = h.LinkByName(name)
+		if err != nil {
+			// Cannot know which link to delete safely; say so.
+			return devErr(name, "look up the bridge just created (remove it with ip link del "+name+")", err)
+		}
+		index := br.Attrs().Index
+		d.onClose(func() error {
+			l, err := h.LinkByIndex(index)
+			if err != nil || l.Attrs().Name != name || l.Type() != "bridge" {
+				return nil // already gone
+			}
+			return wrapErr(name, "delete bridge", h.LinkDel(l))
+		})
+	case err != nil:
+		return devErr(name, "look up bridge (-b)", err)
+	case br.Type() != "bridge":
+		return fmt.Errorf("tap: bridge %s (-b) exists and is a %s device, not a bridge; choose another bridge name or remove it (ip link del %s)",
+			name, br.Type(), name)
+	}
+
+	brIndex := br.Attrs().Index
+	if priorMaster != brIndex {
+		if err := h.LinkSetMasterByIndex(link, brIndex); err != nil {
+			return devErr(d.name, "add to bridge "+name, err)
+		}
+		if tapExisted {
+			d.onClose(func() error {
+				if priorMaster == 0 {
+					return wrapErr(d.name, "remove from bridge "+name, h.LinkSetNoMaster(link))
+				}
+				return wrapErr(d.name, "restore previous master", h.LinkSetMasterByIndex(link, priorMaster))
+			})
+		}
+	}
+
+	if br.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(br); err != nil {
+			return devErr(name, "bring bridge up", err)
+		}
+		if !created {
+			d.onClose(func() error { return wrapErr(name, "set bridge down again", h.LinkSetDown(br)) })
+		}
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	a := p.Addr()
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
+}
+
+// devErr names the device and the step, keeps the errno reachable with
+// errors.Is, and says what to do about the errors a user can fix.
+func devErr(dev, op string, err error) error {
+	hint := ""
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		hint = "; needs root or CAP_NET_ADMIN"
+	}
+	return fmt.Errorf("tap: %s: %s: %w%s", dev, op, err, hint)
+}
+
+func wrapErr(dev, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return devErr(dev, op, err)
+}
