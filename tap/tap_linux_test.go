@@ -449,3 +449,40 @@ func readMatching(t *testing.T, fd int, what string, match func([]byte) bool) []
 	t.Fatalf("no matching frame on %s within 3s (%d others skipped)", what, skipped)
 	return nil
 }
+
+// A created TAP normally vanishes with its descriptor; a copy of the
+// descriptor (a forked child that has not exec'd yet holds one) keeps it
+// alive, and Close must delete it anyway.
+func TestCloseDeletesTAPKeptAliveByCopy(t *testing.T) {
+	n := enterNetns(t)
+	d := openTAP(t, Config{Name: "vkt-dup"})
+	dup, err := unix.Dup(d.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dup)
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	n.gone(t, "vkt-dup")
+}
+
+// Close works on the namespace Open ran in, whatever thread calls it.
+func TestCloseFromAnotherThread(t *testing.T) {
+	n := enterNetns(t)
+	n.ip(t, "tuntap", "add", "dev", "vkt-otap", "mode", "tap")
+	d := openTAP(t, Config{Name: "vkt-otap", Prefix: tapPrefix, Bridge: "vktbr3"})
+	done := make(chan error)
+	go func() { done <- d.Close() }() // a new goroutine is not locked to this thread
+	if err := <-done; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	tp := n.link(t, "vkt-otap")
+	if isUp(tp) || tp.Attrs().MasterIndex != 0 {
+		t.Errorf("after Close: TAP up %v master %d, want down and no master", isUp(tp), tp.Attrs().MasterIndex)
+	}
+	if got := n.v4Addrs(t, tp); len(got) != 0 {
+		t.Errorf("after Close: addresses %v, want none", got)
+	}
+	n.gone(t, "vktbr3")
+}
