@@ -88,6 +88,11 @@ func (d *Device) attach(name string) (existed bool, err error) {
 	if err != nil {
 		return existed, fmt.Errorf("tap: %s: %w", ifname, err)
 	}
+	// A tun(4) device also has a /dev node and a name; only a tap carries
+	// Ethernet frames, and only it has a MAC address.
+	if len(iface.HardwareAddr) != len(d.mac) {
+		return existed, fmt.Errorf("tap: %s (-t) is not a tap(4) Ethernet interface; choose a tapN", ifname)
+	}
 	copy(d.mac[:], iface.HardwareAddr)
 	return existed, nil
 }
