@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// accept takes every pending client of l. Running out of fds or memory
+// pauses this listener with a back-off instead of ending the daemon (the
+// original exited on EMFILE); the connected clients keep forwarding.
+func (e *Engine) accept(l *listenerState) {
+	if l.pausedUntil != 0 {
+		return
+	}
+	for i := 0; i < maxAcceptsPerWake; i++ {
+		fd, _, err := unix.Accept4(l.Fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+		case err == unix.EAGAIN:
+			l.backoff = 50 * time.Millisecond
+			return
+		case err == unix.EINTR || err == unix.ECONNABORTED || err == unix.EPROTO:
+			continue
+		default:
+			e.log.Error("accept failed, pausing new connections", "socket", l.Path, "err", err,
+				"retry_in", l.backoff.String(), "hint", acceptHint(err))
+			if perr := e.poll.remove(l.Fd); perr != nil {
+				e.log.Error("pausing listener", "socket", l.Path, "err", perr)
+			}
+			l.pausedUntil = e.now + int64(l.backoff)
+			if l.backoff < 2*time.Second {
+				l.backoff *= 2
+			}
+			return
+		}
+		if e.clients >= e.cfg.MaxClients || len(e.freeIDs) == 0 {
+			e.log.Warn("client refused: too many clients", "socket", l.Path, "clients", e.clients,
+				"hint", "raise --max-clients")
+			closeFd(fd)
+			continue
+		}
+		if _, err := e.addClient(fd, l.Path); err != nil {
+			e.log.Error("client refused", "socket", l.Path, "err", err)
+			closeFd(fd)
+		}
+	}
+}
+
+// resumeListeners re-arms listeners whose back-off has passed.
+func (e *Engine) resumeListeners() {
+	for i := range e.listeners {
+		l := &e.listeners[i]
+		if l.pausedUntil == 0 || e.now < l.pausedUntil {
+			continue
+		}
+		l.pausedUntil = 0
+		if err := e.poll.add(l.Fd, tokenListener-uint32(i)); err != nil {
+			e.log.Error("resuming listener", "socket", l.Path, "err", err)
+			l.pausedUntil = e.now + int64(l.backoff)
+			continue
+		}
+		e.log.Info("accepting connections again", "socket", l.Path)
+	}
+}
+
+func acceptHint(err error) string {
+	switch {
+	case errors.Is(err, unix.EMFILE):
+		return "the daemon is out of file descriptors: raise its limit (ulimit -n, LimitNOFILE=) or lower --max-clients"
+	case errors.Is(err, unix.ENFILE):
+		return "the system is out of file descriptors (fs.file-max)"
+	case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
+		return "the kernel is short of memory"
+	}
+	return "will retry"
+}
+
+// addClient makes a connected SEQPACKET fd a port of the switch.
+func (e *Engine) addClient(fd int, via string) (*port, error) {
+	setSndbuf(fd, clientSndbuf)
+	id := e.freeIDs[len(e.freeIDs)-1]
+	pid, uid := peerCred(fd)
+	name := fmt.Sprintf("pid %d uid %d", pid, uid)
+	if pid < 0 {
+		name = fmt.Sprintf("fd %d", fd)
+	}
+	if err := e.poll.add(fd, id); err != nil {
+		return nil, err
+	}
+	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
+	p := e.newPort(id, kindSeqpacket, fd, name)
+	p.pid, p.uid = pid, uid
+	e.clients++
+	e.accepted++
+	e.log.Info("client connected", "port", id, "client", name, "socket", via)
+	return p, nil
+}

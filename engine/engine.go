@@ -1,0 +1,441 @@
+// Package engine is the switch: one event loop over non-blocking fds that
+// reads frames in batches into a fixed buffer pool, checks them (secure
+// mode), learns and looks up MAC addresses, and queues buffer references
+// on the destination ports, which are flushed in batches.
+//
+// Start reading at Run (the loop) and forwardOne (the decision for one
+// frame, in forward.go).
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/ring"
+	"github.com/vknetd/vknetd/secure"
+)
+
+// ListenerKind is the client protocol a listening socket speaks.
+type ListenerKind uint8
+
+const (
+	// Seqpacket is the original vknetd protocol: a SOCK_SEQPACKET unix
+	// socket carrying one Ethernet frame per message.
+	Seqpacket ListenerKind = iota
+)
+
+// Listener is a listening socket the engine accepts clients from. The
+// caller created it (path, permissions) and the engine owns the fd from
+// New on.
+type Listener struct {
+	Fd   int
+	Kind ListenerKind
+	Path string
+}
+
+// Config is everything the engine needs; cmd/vknetd builds it from flags.
+type Config struct {
+	// TapFd is the TAP's non-blocking fd, or -1 for a switch without a TAP
+	// (benchmarks and tests).
+	TapFd   int
+	TapName string
+
+	Listeners []Listener
+
+	// MTU bounds frames: the largest accepted is MTU+18 (Ethernet header
+	// plus one 802.1Q tag). Larger frames are dropped as oversize.
+	MTU int
+
+	// MACTable configures learning; MaxPorts is filled in by the engine.
+	MACTable mactable.Config
+
+	// Policy is the secure-mode policy. Required: with -U it is a policy
+	// built with Secure=false, which passes everything.
+	Policy *secure.Policy
+
+	MaxClients int // connected clients at most (default 1024)
+	QueueLen   int // per-port transmit queue length in frames (default 256)
+	Batch      int // frames per read or write syscall batch (default 32)
+	Buffers    int // frame buffers in the pool (default from MaxClients)
+
+	Logger *slog.Logger
+}
+
+const (
+	defaultMaxClients = 1024
+	defaultQueueLen   = 256
+	defaultBatch      = 32
+	sweepInterval     = time.Second
+	// A receiver with this many frames queued gets no more while the pool
+	// is below its low-water mark: stuck clients cannot hold the pool.
+	pressureBacklog = 16
+	// Client sockets get a larger send buffer so a briefly slow VM absorbs
+	// a burst in the kernel rather than in our queue (the kernel doubles it).
+	clientSndbuf      = 512 << 10
+	maxAcceptsPerWake = 64
+)
+
+// Engine is the switch. Create it with New, run it with Run in one
+// goroutine, and talk to it from others only through Stop, Stats and
+// FlushMACs.
+type Engine struct {
+	cfg      Config
+	log      *slog.Logger
+	poll     poller
+	pool     *ring.Pool
+	macs     *mactable.Table
+	policy   *secure.Policy
+	check    *secure.Checker
+	secure   bool
+	maxFrame int
+	lowWater int
+
+	ports   []*port // by id; nil where free. Port 0 is the TAP when there is one.
+	live    []*port // every open port, the flood list
+	freeIDs []uint32
+	dirty   []*port
+	clients int
+
+	listeners []listenerState
+	accepted  uint64
+	departed  counters
+
+	events []event
+	rxRefs []ring.Ref
+	io     batchIO
+
+	start     time.Time
+	now       int64 // nanoseconds since start, read once per loop iteration
+	nextSweep int64
+
+	reqs       chan func()
+	exited     chan struct{}
+	stopping   bool
+	wakeMu     sync.Mutex // guards pollClosed against wake-ups from other goroutines
+	pollClosed bool
+}
+
+type listenerState struct {
+	Listener
+	pausedUntil int64 // accept paused after EMFILE and the like, with back-off
+	backoff     time.Duration
+}
+
+// New checks cfg and allocates everything the loop will ever use.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Policy == nil {
+		return nil, errors.New("engine: Config.Policy is required (use a policy with Secure=false for -U)")
+	}
+	if cfg.MTU < 68 || cfg.MTU > 65535 {
+		return nil, fmt.Errorf("--mtu %d is out of range: use 68 to 65535", cfg.MTU)
+	}
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = defaultMaxClients
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = defaultQueueLen
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = defaultBatch
+	}
+	if cfg.Buffers <= 0 {
+		// Enough for every client to hold a pressure backlog plus a healthy
+		// share of full queues. The slab is touched only as it is used.
+		cfg.Buffers = 4096 + cfg.MaxClients*pressureBacklog
+	}
+	if cfg.Buffers < 4*cfg.Batch {
+		cfg.Buffers = 4 * cfg.Batch
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	maxPorts := cfg.MaxClients + 1
+	cfg.MACTable.MaxPorts = maxPorts
+
+	maxFrame := cfg.MTU + 18
+	// One spare byte and more show an oversize message as longer than
+	// maxFrame instead of silently truncating it to fit.
+	bufSize := (maxFrame + 64) &^ 63
+	pool, err := ring.NewPool(cfg.Buffers, bufSize)
+	if err != nil {
+		return nil, err
+	}
+	macs, err := mactable.New(cfg.MACTable)
+	if err != nil {
+		return nil, err
+	}
+	p, err := newPoller(128)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		poll:     p,
+		pool:     pool,
+		macs:     macs,
+		policy:   cfg.Policy,
+		check:    cfg.Policy.NewChecker(),
+		secure:   cfg.Policy.Secure(),
+		maxFrame: maxFrame,
+		lowWater: cfg.Buffers / 4,
+		ports:    make([]*port, maxPorts),
+		live:     make([]*port, 0, maxPorts),
+		dirty:    make([]*port, 0, maxPorts),
+		events:   make([]event, 128),
+		rxRefs:   make([]ring.Ref, cfg.Batch),
+		io:       newBatchIO(cfg.Batch),
+		start:    time.Now(),
+		reqs:     make(chan func(), 16),
+		exited:   make(chan struct{}),
+	}
+	for id := maxPorts - 1; id >= 1; id-- {
+		e.freeIDs = append(e.freeIDs, uint32(id))
+	}
+	if cfg.TapFd >= 0 {
+		tap := e.newPort(0, kindTap, cfg.TapFd, cfg.TapName)
+		if err := e.poll.add(tap.fd, tap.id); err != nil {
+			e.poll.close()
+			return nil, fmt.Errorf("watching TAP %s: %w", cfg.TapName, err)
+		}
+	}
+	for i, l := range cfg.Listeners {
+		if err := e.poll.add(l.Fd, tokenListener-uint32(i)); err != nil {
+			e.poll.close()
+			return nil, fmt.Errorf("watching listener %s: %w", l.Path, err)
+		}
+		e.listeners = append(e.listeners, listenerState{Listener: l, backoff: 50 * time.Millisecond})
+	}
+	return e, nil
+}
+
+func (e *Engine) newPort(id uint32, kind portKind, fd int, name string) *port {
+	p := &port{id: id, kind: kind, fd: fd, name: name, pid: -1, uid: -1, txq: ring.NewQueue(e.cfg.QueueLen)}
+	e.ports[id] = p
+	e.live = append(e.live, p)
+	return p
+}
+
+// Run is the event loop. It returns nil after Stop, having closed every
+// client; the TAP and listener fds stay open for the caller to close.
+func (e *Engine) Run() error {
+	defer close(e.exited)
+	e.now = int64(time.Since(e.start))
+	e.nextSweep = e.now + int64(sweepInterval)
+	for !e.stopping {
+		n, err := e.poll.wait(e.events, e.timeoutMs())
+		if err != nil {
+			e.shutdown()
+			return err
+		}
+		e.now = int64(time.Since(e.start))
+		for _, ev := range e.events[:n] {
+			e.dispatch(ev)
+		}
+		e.reap()
+		e.resumeListeners()
+		if e.now >= e.nextSweep {
+			e.sweep()
+		}
+	}
+	e.shutdown()
+	return nil
+}
+
+func (e *Engine) dispatch(ev event) {
+	switch {
+	case ev.token == tokenWake:
+		e.poll.drainWake()
+		e.serveRequests()
+	case ev.token > tokenListener-uint32(len(e.listeners)) && ev.token <= tokenListener:
+		e.accept(&e.listeners[tokenListener-ev.token])
+	default:
+		p := e.ports[ev.token]
+		if p == nil || p.dead {
+			return
+		}
+		if ev.hangup {
+			p.hangup = true
+		}
+		if ev.writable {
+			e.transmit(p)
+		}
+		if ev.readable {
+			e.receive(p)
+		} else if ev.hangup {
+			e.kill(p, nil)
+		}
+	}
+}
+
+// receive reads one batch from p, forwards it, and flushes every port the
+// batch queued frames on. One batch per readiness report keeps a busy
+// client from starving the others: level-triggered polling brings us back.
+func (e *Engine) receive(p *port) {
+	want := e.cfg.Batch
+	if free := e.pool.Free(); free < want {
+		want = free
+	}
+	if want == 0 {
+		p.cnt.drops[DropNoBuffer]++
+		return
+	}
+	refs := e.rxRefs[:want]
+	for i := range refs {
+		refs[i], _ = e.pool.Get()
+	}
+	n, err := e.readBatch(p, refs)
+	for _, r := range refs[n:] {
+		e.pool.Release(r)
+	}
+	e.forward(p, refs[:n])
+	e.flush()
+	if err != nil {
+		e.kill(p, err)
+	}
+}
+
+// flush transmits on every port that got frames during the last batch.
+func (e *Engine) flush() {
+	for _, p := range e.dirty {
+		p.dirty = false
+		if !p.dead && !p.writeArmed {
+			e.transmit(p)
+		}
+	}
+	e.dirty = e.dirty[:0]
+}
+
+// transmit sends p's queue until it is empty or the kernel pushes back;
+// then write readiness is armed and the rest waits in the queue.
+func (e *Engine) transmit(p *port) {
+	for p.txq.Len() > 0 {
+		err := e.writeBatch(p)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, errWouldBlock) {
+			if !p.writeArmed {
+				p.writeArmed = true
+				if err := e.poll.setWrite(p.fd, p.id, true); err != nil {
+					e.kill(p, err)
+				}
+			}
+			return
+		}
+		e.kill(p, err)
+		return
+	}
+	if p.writeArmed {
+		p.writeArmed = false
+		if err := e.poll.setWrite(p.fd, p.id, false); err != nil {
+			e.kill(p, err)
+		}
+	}
+}
+
+// kill marks a port for closing at the end of the loop iteration, so no
+// port id is reused while a batch may still refer to it.
+func (e *Engine) kill(p *port, err error) {
+	if p.dead {
+		return
+	}
+	p.dead = true
+	if p.kind == kindTap {
+		// The TAP only fails when its device went away; the switch goes on
+		// between its clients, and the operator hears about it.
+		e.log.Error("TAP port failed, clients keep switching among themselves", "tap", p.name, "err", err)
+		return
+	}
+	if err != nil && !errors.Is(err, errPeerClosed) {
+		e.log.Info("client closed after error", "port", p.id, "client", p.name, "err", err)
+	} else {
+		e.log.Info("client disconnected", "port", p.id, "client", p.name)
+	}
+}
+
+// reap closes the ports killed during this iteration and forgets their
+// MACs and address bindings at once.
+func (e *Engine) reap() {
+	for i := 0; i < len(e.live); i++ {
+		p := e.live[i]
+		if !p.dead {
+			continue
+		}
+		e.close(p)
+		e.live = append(e.live[:i], e.live[i+1:]...)
+		i--
+	}
+}
+
+func (e *Engine) close(p *port) {
+	e.poll.remove(p.fd)
+	for p.txq.Len() > 0 {
+		e.pool.Release(p.txq.At(0))
+		p.txq.Drop(1)
+		p.cnt.drops[DropPortClosed]++
+	}
+	e.macs.RemovePort(p.id)
+	e.policy.RemovePort(p.id)
+	e.ports[p.id] = nil
+	if p.kind == kindTap {
+		return // the caller owns the TAP fd
+	}
+	closeFd(p.fd)
+	e.departed.add(&p.cnt)
+	e.freeIDs = append(e.freeIDs, p.id)
+	e.clients--
+}
+
+// sweep ages the MAC table and the secure-mode bindings.
+func (e *Engine) sweep() {
+	e.macs.Expire(e.now)
+	e.policy.Expire(e.now)
+	e.nextSweep = e.now + int64(sweepInterval)
+}
+
+func (e *Engine) timeoutMs() int {
+	next := e.nextSweep
+	for i := range e.listeners {
+		if u := e.listeners[i].pausedUntil; u != 0 && u < next {
+			next = u
+		}
+	}
+	ms := (next - e.now + int64(time.Millisecond) - 1) / int64(time.Millisecond)
+	if ms < 0 {
+		ms = 0
+	}
+	return int(ms)
+}
+
+// shutdown closes every client; queued frames are counted as port-closed.
+func (e *Engine) shutdown() {
+	for _, p := range e.live {
+		if p.kind != kindTap {
+			p.dead = true
+		}
+	}
+	e.reap()
+	e.closePoller()
+	for {
+		select {
+		case f := <-e.reqs:
+			f()
+		default:
+			return
+		}
+	}
+}
+
+func (e *Engine) closePoller() {
+	e.wakeMu.Lock()
+	defer e.wakeMu.Unlock()
+	if !e.pollClosed {
+		e.pollClosed = true
+		e.poll.close()
+	}
+}

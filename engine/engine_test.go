@@ -1,0 +1,560 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/secure"
+)
+
+var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+func mac(b byte) [6]byte { return [6]byte{0x02, 0, 0, 0, 0, b} }
+
+func ethFrame(dst, src [6]byte, etherType uint16, size int) []byte {
+	f := make([]byte, size)
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	binary.BigEndian.PutUint16(f[12:14], etherType)
+	for i := 14; i < size; i++ {
+		f[i] = byte(i)
+	}
+	return f
+}
+
+type testSwitch struct {
+	t *testing.T
+	e *Engine
+}
+
+type testClient struct {
+	fd   int
+	port *port
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newTestSwitch(t *testing.T, secureMode bool, mt mactable.Config, tweak func(*Config)) *testSwitch {
+	t.Helper()
+	pcfg := secure.Config{Secure: secureMode, MaxBindings: 1024, BindingAge: time.Minute}
+	if secureMode {
+		pcfg.Network = netip.MustParsePrefix("198.18.0.1/16")
+		pcfg.TapMAC = mac(0xfe)
+	}
+	policy, err := secure.New(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mt.Capacity == 0 {
+		mt.Capacity = 1024
+	}
+	if mt.PortLimit == 0 {
+		mt.PortLimit = 64
+	}
+	if mt.MaxAge == 0 {
+		mt.MaxAge = 300 * time.Second
+	}
+	cfg := Config{TapFd: -1, MTU: 1500, MACTable: mt, Policy: policy, MaxClients: 16, Logger: quietLogger()}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, p := range e.live {
+			p.dead = true
+		}
+		e.reap()
+		e.closePoller()
+	})
+	return &testSwitch{t: t, e: e}
+}
+
+// connect adds a client over a socketpair, as accept would.
+func (s *testSwitch) connect() *testClient {
+	s.t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := unix.SetNonblock(fds[1], true); err != nil {
+		s.t.Fatal(err)
+	}
+	p, err := s.e.addClient(fds[1], "test")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { unix.Close(fds[0]) })
+	return &testClient{fd: fds[0], port: p}
+}
+
+// pump runs what the loop would do for readable ports until none has
+// anything left, without polling, so tests are deterministic.
+func (s *testSwitch) pump() {
+	for again := true; again; {
+		again = false
+		for _, p := range append([]*port(nil), s.e.live...) {
+			if p.dead {
+				continue
+			}
+			before := p.cnt.rxFrames
+			var buf [1]byte
+			// A peek tells a readable port from an idle one; an EOF is a
+			// zero-length peek on a hung-up socket.
+			n, _, err := unix.Recvfrom(p.fd, buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			if err == unix.EAGAIN {
+				continue
+			}
+			if n == 0 && err == nil {
+				p.hangup = true
+			}
+			s.e.receive(p)
+			if p.cnt.rxFrames != before || p.dead {
+				again = true
+			}
+		}
+		s.e.reap()
+		for _, p := range s.e.live {
+			if p.writeArmed {
+				s.e.transmit(p)
+			}
+		}
+	}
+}
+
+func (c *testClient) send(t *testing.T, frame []byte) {
+	t.Helper()
+	if _, err := unix.Write(c.fd, frame); err != nil {
+		t.Fatalf("client write: %v", err)
+	}
+}
+
+// recv returns every frame waiting for the client.
+func (c *testClient) recv(t *testing.T) [][]byte {
+	t.Helper()
+	var out [][]byte
+	buf := make([]byte, 70000)
+	for {
+		n, _, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("client read: %v", err)
+		}
+		out = append(out, append([]byte(nil), buf[:n]...))
+	}
+}
+
+func expectFrames(t *testing.T, who string, got [][]byte, want ...[]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s received %d frames, want %d", who, len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("%s frame %d differs: got % x want % x", who, i, got[i][:14], want[i][:14])
+		}
+	}
+}
+
+func TestLearnedUnicastGoesToOnePortOnly(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, nil)
+	a, b, c := s.connect(), s.connect(), s.connect()
+
+	// b announces itself with a broadcast: everyone but b sees it.
+	hello := ethFrame(broadcast, mac(2), 0x0806, 60)
+	b.send(t, hello)
+	s.pump()
+	expectFrames(t, "a", a.recv(t), hello)
+	expectFrames(t, "c", c.recv(t), hello)
+	expectFrames(t, "b (sender)", b.recv(t))
+
+	// a to b's learned MAC: only b.
+	toB := ethFrame(mac(2), mac(1), 0x0800, 100)
+	a.send(t, toB)
+	s.pump()
+	expectFrames(t, "b", b.recv(t), toB)
+	expectFrames(t, "c", c.recv(t))
+	expectFrames(t, "a (sender)", a.recv(t))
+
+	// An unknown destination floods to all others.
+	unknown := ethFrame(mac(9), mac(3), 0x0800, 80)
+	c.send(t, unknown)
+	s.pump()
+	expectFrames(t, "a", a.recv(t), unknown)
+	expectFrames(t, "b", b.recv(t), unknown)
+	expectFrames(t, "c (sender)", c.recv(t))
+
+	// Multicast floods even though nobody "owns" it.
+	mcast := ethFrame([6]byte{0x01, 0x00, 0x5e, 0, 0, 1}, mac(1), 0x0800, 80)
+	a.send(t, mcast)
+	s.pump()
+	expectFrames(t, "b", b.recv(t), mcast)
+	expectFrames(t, "c", c.recv(t), mcast)
+
+	// A frame for a MAC learned on the sender's own port goes nowhere.
+	self := ethFrame(mac(1), mac(7), 0x0800, 80)
+	a.send(t, self)
+	s.pump()
+	expectFrames(t, "b", b.recv(t))
+	expectFrames(t, "c", c.recv(t))
+	if got := a.port.cnt.drops[DropSamePort]; got != 1 {
+		t.Fatalf("same-port drops = %d, want 1", got)
+	}
+}
+
+func TestMACMovesBetweenPortsWhenUnsecure(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, nil)
+	a, b, c := s.connect(), s.connect(), s.connect()
+	a.send(t, ethFrame(broadcast, mac(5), 0x0800, 60))
+	s.pump()
+	b.recv(t)
+	c.recv(t)
+	// The VM behind mac(5) now talks through b.
+	b.send(t, ethFrame(broadcast, mac(5), 0x0800, 60))
+	s.pump()
+	a.recv(t)
+	c.recv(t)
+	f := ethFrame(mac(5), mac(3), 0x0800, 70)
+	c.send(t, f)
+	s.pump()
+	expectFrames(t, "b (new owner)", b.recv(t), f)
+	expectFrames(t, "a (old owner)", a.recv(t))
+}
+
+func TestSecureModeRefusesMACTakeover(t *testing.T) {
+	s := newTestSwitch(t, true, mactable.Config{}, nil)
+	a, b := s.connect(), s.connect()
+	a.send(t, ipv4UDP(broadcast, mac(5), [4]byte{198, 18, 0, 5}, [4]byte{198, 18, 255, 255}))
+	s.pump()
+	if len(b.recv(t)) != 1 {
+		t.Fatal("a's legitimate frame did not pass")
+	}
+	b.send(t, ipv4UDP(broadcast, mac(5), [4]byte{198, 18, 0, 6}, [4]byte{198, 18, 255, 255}))
+	s.pump()
+	expectFrames(t, "a", a.recv(t))
+	if got := b.port.cnt.drops[DropMACInUse]; got != 1 {
+		t.Fatalf("src-mac-in-use drops on b = %d, want 1", got)
+	}
+	if port, _ := s.e.macs.Lookup(macKey(5), s.e.now); port != a.port.id {
+		t.Fatalf("mac(5) moved to port %d", port)
+	}
+}
+
+func TestAgingForgetsSilentMACs(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{MaxAge: 2 * time.Second}, nil)
+	a, b, c := s.connect(), s.connect(), s.connect()
+	b.send(t, ethFrame(broadcast, mac(2), 0x0800, 60))
+	s.pump()
+	a.recv(t)
+	c.recv(t)
+	f := ethFrame(mac(2), mac(1), 0x0800, 60)
+	a.send(t, f)
+	s.pump()
+	expectFrames(t, "c before aging", c.recv(t))
+	b.recv(t)
+
+	s.e.now += int64(3 * time.Second)
+	s.e.sweep()
+	if n := s.e.macs.PortLen(b.port.id); n != 0 {
+		t.Fatalf("b still holds %d MACs after aging", n)
+	}
+	a.send(t, f)
+	s.pump()
+	expectFrames(t, "c after aging (flooded)", c.recv(t), f)
+	expectFrames(t, "b after aging", b.recv(t), f)
+}
+
+func TestDisconnectRemovesMACsAtOnce(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, nil)
+	a, b, c := s.connect(), s.connect(), s.connect()
+	b.send(t, ethFrame(broadcast, mac(2), 0x0800, 60))
+	s.pump()
+	a.recv(t)
+	c.recv(t)
+	if s.e.macs.PortLen(b.port.id) != 1 {
+		t.Fatal("b's MAC was not learned")
+	}
+	unix.Close(b.fd)
+	s.pump()
+	if !b.port.dead || s.e.ports[b.port.id] != nil {
+		t.Fatal("b's port was not closed after it hung up")
+	}
+	if _, ok := s.e.macs.Lookup(macKey(2), s.e.now); ok {
+		t.Fatal("b's MAC outlived its port")
+	}
+	f := ethFrame(mac(2), mac(1), 0x0800, 60)
+	a.send(t, f)
+	s.pump()
+	expectFrames(t, "c (flooded, owner gone)", c.recv(t), f)
+	st := s.e.stats()
+	if st.Clients != 2 || st.Departed.RxFrames != 1 {
+		t.Fatalf("stats after disconnect: clients %d departed rx %d", st.Clients, st.Departed.RxFrames)
+	}
+}
+
+func TestPerPortMACLimit(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{PortLimit: 4, Capacity: 8}, nil)
+	a, b := s.connect(), s.connect()
+	for i := 0; i < 40; i++ {
+		a.send(t, ethFrame(broadcast, mac(byte(100+i)), 0x0800, 60))
+	}
+	s.pump()
+	if got := len(b.recv(t)); got != 40 {
+		t.Fatalf("b got %d of 40 frames from a's many MACs (unsecure mode forwards them)", got)
+	}
+	if n := s.e.macs.PortLen(a.port.id); n != 4 {
+		t.Fatalf("a holds %d MACs, limit 4", n)
+	}
+	if a.port.cnt.unlearned != 36 {
+		t.Fatalf("unlearned = %d, want 36", a.port.cnt.unlearned)
+	}
+	b.send(t, ethFrame(broadcast, mac(2), 0x0800, 60))
+	s.pump()
+	if _, ok := s.e.macs.Lookup(macKey(2), s.e.now); !ok {
+		t.Fatal("b could not learn its MAC after a hit its limit")
+	}
+}
+
+func TestRuntAndOversizeAreCounted(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, nil)
+	a, b := s.connect(), s.connect()
+	a.send(t, make([]byte, 13))
+	a.send(t, ethFrame(broadcast, mac(1), 0x0800, 1500+18+1))
+	ok := ethFrame(broadcast, mac(1), 0x0800, 1500+18)
+	a.send(t, ok)
+	s.pump()
+	expectFrames(t, "b", b.recv(t), ok)
+	if a.port.cnt.drops[DropRunt] != 1 || a.port.cnt.drops[DropOversize] != 1 {
+		t.Fatalf("drops runt=%d oversize=%d", a.port.cnt.drops[DropRunt], a.port.cnt.drops[DropOversize])
+	}
+	huge := ethFrame(broadcast, mac(1), 0x0800, 9000)
+	a.send(t, huge)
+	s.pump()
+	if a.port.cnt.drops[DropOversize] != 2 || len(b.recv(t)) != 0 {
+		t.Fatal("a frame far above the buffer size was not dropped as oversize")
+	}
+}
+
+// A client that never reads costs only its own frames: the others get
+// every frame of a burst and the stuck client's drops are counted.
+func TestStuckClientDoesNotStallOthers(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, func(c *Config) { c.QueueLen = 64 })
+	a, b, stuck := s.connect(), s.connect(), s.connect()
+	const burst = 20000
+	received := 0
+	for i := 0; i < burst; i++ {
+		f := ethFrame(broadcast, mac(1), 0x0800, 200)
+		binary.BigEndian.PutUint32(f[14:], uint32(i))
+		a.send(t, f)
+		if i%32 == 31 {
+			s.pump()
+			for _, g := range b.recv(t) {
+				if got := binary.BigEndian.Uint32(g[14:]); got != uint32(received) {
+					t.Fatalf("b got frame %d, want %d", got, received)
+				}
+				received++
+			}
+		}
+	}
+	s.pump()
+	received += len(b.recv(t))
+	if received != burst {
+		t.Fatalf("b received %d of %d frames", received, burst)
+	}
+	drops := stuck.port.cnt.drops[DropQueueFull] + stuck.port.cnt.drops[DropPoolPressure]
+	if drops == 0 || stuck.port.cnt.txFrames+drops+uint64(stuck.port.txq.Len()) != burst {
+		t.Fatalf("stuck client: sent %d, dropped %d, queued %d of %d", stuck.port.cnt.txFrames, drops, stuck.port.txq.Len(), burst)
+	}
+	if !stuck.port.writeArmed {
+		t.Fatal("stuck client's backlog did not arm write readiness")
+	}
+	if a.port.cnt.drops != ([numDrops]uint64{}) || b.port.cnt.drops != ([numDrops]uint64{}) {
+		t.Fatalf("healthy ports dropped frames: a %v b %v", a.port.cnt.drops, b.port.cnt.drops)
+	}
+}
+
+// Pool exhaustion by many stuck clients must not stop reading: the
+// pressure rule keeps a reserve.
+func TestStuckClientsCannotDrainThePool(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, func(c *Config) { c.Buffers = 512; c.QueueLen = 256 })
+	a, b := s.connect(), s.connect()
+	for i := 0; i < 6; i++ {
+		s.connect() // never read
+	}
+	received := 0
+	for i := 0; i < 20000; i++ {
+		a.send(t, ethFrame(broadcast, mac(1), 0x0800, 1000))
+		if i%32 == 31 {
+			s.pump()
+			received += len(b.recv(t))
+		}
+	}
+	s.pump()
+	received += len(b.recv(t))
+	if received != 20000 {
+		t.Fatalf("b received %d of 20000 with stuck clients holding buffers (pool free %d)", received, s.e.pool.Free())
+	}
+}
+
+func TestForwardingAllocatesNothing(t *testing.T) {
+	for _, secureMode := range []bool{false, true} {
+		s := newTestSwitch(t, secureMode, mactable.Config{}, nil)
+		a, b, c := s.connect(), s.connect(), s.connect()
+		frame := ipv4UDP(mac(2), mac(1), [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 20})
+		b.send(t, ipv4UDP(broadcast, mac(2), [4]byte{198, 18, 0, 20}, [4]byte{198, 18, 255, 255}))
+		s.pump()
+		a.recv(t)
+		c.recv(t)
+		buf := make([]byte, 2048)
+		allocs := testing.AllocsPerRun(500, func() {
+			unix.Write(a.fd, frame)
+			s.e.receive(a.port)
+			unix.Read(b.fd, buf)
+		})
+		if allocs != 0 {
+			t.Fatalf("secure=%v: forwarding allocates %.1f times per frame", secureMode, allocs)
+		}
+		if b.port.cnt.txFrames < 500 {
+			t.Fatalf("secure=%v: only %d frames reached b", secureMode, b.port.cnt.txFrames)
+		}
+		runt := []byte{}
+		floods := testing.AllocsPerRun(200, func() {
+			unix.Write(a.fd, runt) // an empty message is a runt
+			s.e.receive(a.port)
+		})
+		if floods != 0 {
+			t.Fatalf("secure=%v: runt path allocates %.1f", secureMode, floods)
+		}
+	}
+}
+
+// ipv4UDP builds a minimal valid IPv4/UDP frame.
+func ipv4UDP(dst, src [6]byte, sip, dip [4]byte) []byte {
+	f := make([]byte, 14+20+8+18)
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+	ip[8] = 64
+	ip[9] = 17
+	copy(ip[12:16], sip[:])
+	copy(ip[16:20], dip[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	udp := ip[20:]
+	binary.BigEndian.PutUint16(udp[0:], 4000)
+	binary.BigEndian.PutUint16(udp[2:], 5000)
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	return f
+}
+
+// The real loop: a listener, clients that connect, Stats, Stop.
+func TestRunAcceptsForwardsAndStops(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sock")
+	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 16); err != nil {
+		t.Fatal(err)
+	}
+	policy, _ := secure.New(secure.Config{})
+	e, err := New(Config{TapFd: -1, MTU: 1500, Policy: policy, Logger: quietLogger(),
+		MACTable:  mactable.Config{Capacity: 64, PortLimit: 8, MaxAge: time.Minute},
+		Listeners: []Listener{{Fd: lfd, Kind: Seqpacket, Path: path}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run() }()
+
+	dial := func() int {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+			t.Fatal(err)
+		}
+		tv := unix.NsecToTimeval(int64(5 * time.Second))
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		return fd
+	}
+	a, b := dial(), dial()
+	defer unix.Close(a)
+	defer unix.Close(b)
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
+
+	f := ethFrame(broadcast, mac(1), 0x0800, 300)
+	if _, err := unix.Write(a, f); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	n, err := unix.Read(b, buf)
+	if err != nil || !bytes.Equal(buf[:n], f) {
+		t.Fatalf("b read %d bytes, err %v", n, err)
+	}
+	st, err := e.Stats()
+	if err != nil || st.MACs != 1 || st.Accepted != 2 {
+		t.Fatalf("stats %+v err %v", st, err)
+	}
+	if n, err := e.FlushMACs(); err != nil || n != 1 {
+		t.Fatalf("FlushMACs = %d, %v", n, err)
+	}
+	e.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after Stop")
+	}
+	// Clients were closed: a read sees end of stream.
+	if n, err := unix.Read(a, buf); n != 0 || err != nil {
+		t.Fatalf("client still connected after Stop: n=%d err=%v", n, err)
+	}
+	if _, err := e.Stats(); err != ErrStopped {
+		t.Fatalf("Stats after stop: %v", err)
+	}
+	e.Stop() // harmless twice
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func macKey(b byte) uint64 { m := mac(b); return mactable.Key(m[:]) }

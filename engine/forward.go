@@ -1,0 +1,150 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/ring"
+	"github.com/vknetd/vknetd/secure"
+)
+
+const etherHeaderLen = 14
+
+// forward switches one batch of frames read from in. Each frame's buffer
+// arrives with one reference, which forwardOne gives up when done: the
+// queues it was pushed on hold their own.
+func (e *Engine) forward(in *port, refs []ring.Ref) {
+	for _, r := range refs {
+		e.forwardOne(in, r)
+		e.pool.Release(r)
+	}
+}
+
+// forwardOne is the switch's whole decision for one frame: validate, check
+// secure mode, learn the source, then send to the one port that owns the
+// destination or flood to every other port.
+func (e *Engine) forwardOne(in *port, r ring.Ref) {
+	frame := e.pool.Frame(r)
+	in.cnt.rxFrames++
+	in.cnt.rxBytes += uint64(len(frame))
+	switch {
+	case len(frame) < etherHeaderLen:
+		e.dropped(in, DropRunt)
+		return
+	case len(frame) > e.maxFrame:
+		e.dropped(in, DropOversize)
+		return
+	}
+
+	fromClient := in.kind != kindTap
+	if fromClient && e.secure {
+		if v := e.check.FromClient(frame, in.id, e.now); v != secure.Pass {
+			e.refused(in, v)
+			return
+		}
+	}
+
+	if !e.learn(in, mactable.Key(frame[6:12]), fromClient) {
+		return
+	}
+
+	dst := mactable.Key(frame[0:6])
+	if !mactable.IsMulticastKey(dst) {
+		if id, ok := e.macs.Lookup(dst, e.now); ok {
+			if id == in.id {
+				// The destination lives behind the port the frame came in
+				// on (a bridge behind the TAP, or a confused client).
+				e.dropped(in, DropSamePort)
+				return
+			}
+			e.enqueue(in, e.ports[id], r, fromClient)
+			return
+		}
+	}
+	// Broadcast, multicast and unknown unicast: every other port.
+	for _, out := range e.live {
+		if out != in && !out.dead {
+			e.enqueue(in, out, r, fromClient)
+		}
+	}
+}
+
+// learn records the frame's source MAC on port in. In secure mode a client
+// cannot take over a MAC that is live on another port (that is MAC
+// spoofing) nor exceed its own MAC limit; the frame is dropped. Without
+// secure mode the switch behaves like a plain learning bridge: MACs move,
+// and frames from MACs over the limit are forwarded without being learned.
+func (e *Engine) learn(in *port, src uint64, fromClient bool) bool {
+	if mactable.IsMulticastKey(src) {
+		return true // never learned; secure mode already refused it from clients
+	}
+	if e.secure && fromClient {
+		if owner, ok := e.macs.Lookup(src, e.now); ok && owner != in.id {
+			e.dropped(in, DropMACInUse)
+			return false
+		}
+	}
+	switch e.macs.Learn(src, in.id, e.now) {
+	case mactable.PortFull:
+		if e.secure && fromClient {
+			e.dropped(in, DropPortMACLimit)
+			return false
+		}
+		in.cnt.unlearned++
+	case mactable.TableFull:
+		in.cnt.unlearned++
+	}
+	return true
+}
+
+// enqueue puts a reference to r on out's transmit queue. Frames bound for
+// the TAP from a client pass the secure-mode TAP rules first.
+func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
+	if out.kind == kindTap && fromClient && e.secure {
+		if v := e.check.ToTap(); v != secure.Pass {
+			e.refused(in, v)
+			return
+		}
+	}
+	if out.txq.Len() >= pressureBacklog && e.pool.Free() < e.lowWater {
+		out.cnt.drops[DropPoolPressure]++
+		return
+	}
+	if !out.txq.Push(r) {
+		out.cnt.drops[DropQueueFull]++
+		return
+	}
+	e.pool.Hold(r)
+	if !out.dirty {
+		out.dirty = true
+		e.dirty = append(e.dirty, out)
+	}
+}
+
+// dropped counts a frame the engine discarded on its ingress port.
+func (e *Engine) dropped(in *port, d Drop) {
+	in.cnt.drops[d]++
+	if d == DropMACInUse || d == DropPortMACLimit {
+		e.logDrop(in, d.String())
+	}
+}
+
+// refused counts and (rate-limited) logs a secure-mode drop.
+func (e *Engine) refused(in *port, v secure.Reason) {
+	in.cnt.secureDrops[v]++
+	e.logDrop(in, v.String())
+}
+
+// logDrop logs at most one drop per port per second, so an attack or a
+// misconfigured VM is visible without flooding the log. Describe renders
+// the frame's addresses only when a line is actually written.
+func (e *Engine) logDrop(in *port, reason string) {
+	if e.now < in.logNext {
+		in.logSkipped++
+		return
+	}
+	in.logNext = e.now + int64(time.Second)
+	e.log.Warn("frame dropped", "port", in.id, "client", in.name, "reason", reason,
+		"frame", e.check.Describe(), "not_logged_since_last", in.logSkipped)
+	in.logSkipped = 0
+}

@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"github.com/vknetd/vknetd/internal/mmsg"
+	"github.com/vknetd/vknetd/ring"
+	"golang.org/x/sys/unix"
+)
+
+// batchIO moves a batch of messages per syscall with recvmmsg/sendmmsg.
+// Its headers point into the pool's slab, which never moves.
+type batchIO struct {
+	b *mmsg.Batch
+}
+
+func newBatchIO(batch int) batchIO { return batchIO{b: mmsg.NewBatch(batch)} }
+
+func (io batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
+	for i, r := range refs {
+		io.b.Set(i, e.pool.Buf(r))
+	}
+	n, err := mmsg.Recv(p.fd, io.b, len(refs), unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	for i := 0; i < n; i++ {
+		size := io.b.Len(i)
+		if io.b.Truncated(i) {
+			size = e.pool.Size()
+		}
+		if size == 0 && p.hangup {
+			// An empty read after the peer hung up is end of stream, not
+			// an empty frame.
+			return i, errPeerClosed
+		}
+		e.pool.SetLen(refs[i], size)
+	}
+	return n, nil
+}
+
+func (io batchIO) send(e *Engine, p *port) error {
+	count := p.txq.Len()
+	if count > io.b.Cap() {
+		count = io.b.Cap()
+	}
+	for i := 0; i < count; i++ {
+		io.b.Set(i, e.pool.Frame(p.txq.At(i)))
+	}
+	n, err := mmsg.Send(p.fd, io.b, count, unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN:
+		return errWouldBlock
+	case err == unix.EINTR:
+		return nil
+	case err == unix.EMSGSIZE:
+		// The head frame is larger than the client's socket accepts; skip
+		// it rather than retrying it forever.
+		e.pool.Release(p.txq.At(0))
+		p.txq.Drop(1)
+		p.cnt.drops[DropSendError]++
+		return nil
+	case err != nil:
+		return err
+	}
+	for i := 0; i < n; i++ {
+		r := p.txq.At(i)
+		p.cnt.txFrames++
+		p.cnt.txBytes += uint64(e.pool.Len(r))
+		e.pool.Release(r)
+	}
+	p.txq.Drop(n)
+	return nil
+}
+
+func setsockoptForceSndbuf(fd, bytes int) error {
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, bytes)
+}
+
+// peerCred reports the connecting process (SO_PEERCRED), -1 when unknown.
+func peerCred(fd int) (pid, uid int32) {
+	c, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return -1, -1
+	}
+	return c.Pid, int32(c.Uid)
+}

@@ -1,0 +1,31 @@
+package engine
+
+// event is one readiness report from the poller, for the port or
+// endpoint registered under token.
+type event struct {
+	token    uint32
+	readable bool
+	writable bool
+	hangup   bool // peer closed or the fd is in error: read to drain, then close
+}
+
+// Tokens above every port number name the engine's own fds.
+const (
+	tokenWake     = ^uint32(0)     // the wake-up fd used by control requests
+	tokenListener = ^uint32(0) - 1 // listener i is tokenListener - i
+)
+
+// poller is the one thing the loop needs from epoll or kqueue: level-triggered
+// readiness for a handful of fds, with write interest switched on only while
+// a port has a backlog.
+type poller interface {
+	add(fd int, token uint32) error
+	setWrite(fd int, token uint32, on bool) error
+	remove(fd int) error
+	wait(events []event, timeoutMs int) (int, error)
+	// wake interrupts a wait from another goroutine.
+	wake() error
+	// drainWake consumes pending wake-ups after tokenWake was reported.
+	drainWake()
+	close() error
+}

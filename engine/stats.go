@@ -1,0 +1,135 @@
+package engine
+
+import "github.com/vknetd/vknetd/secure"
+
+// Drop is why the engine itself discarded a frame. Secure-mode verdicts are
+// counted separately, by secure.Reason, so both sets of names stay owned by
+// the package that decides them.
+type Drop uint8
+
+const (
+	DropRunt         Drop = iota // shorter than an Ethernet header (14 bytes)
+	DropOversize                 // longer than the MTU's frame size
+	DropQueueFull                // destination port's transmit queue full (a slow or stuck receiver)
+	DropPoolPressure             // buffer pool nearly empty and this receiver already has a backlog
+	DropNoBuffer                 // no free buffer to read into (the frame stays in the kernel)
+	DropSendError                // the kernel refused this one frame (e.g. EMSGSIZE)
+	DropSamePort                 // destination is learned on the port the frame came from
+	DropPortClosed               // queued for a port that disconnected before it was sent
+	DropMACInUse                 // secure mode: source MAC is live on another port
+	DropPortMACLimit             // secure mode: the client already holds --port-macs MACs
+	numDrops
+)
+
+var dropNames = [numDrops]string{
+	DropRunt:         "runt",
+	DropOversize:     "oversize",
+	DropQueueFull:    "tx-queue-full",
+	DropPoolPressure: "pool-pressure",
+	DropNoBuffer:     "no-buffer",
+	DropSendError:    "send-error",
+	DropSamePort:     "same-port",
+	DropPortClosed:   "port-closed",
+	DropMACInUse:     "src-mac-in-use",
+	DropPortMACLimit: "port-mac-limit",
+}
+
+func (d Drop) String() string {
+	if d < numDrops {
+		return dropNames[d]
+	}
+	return "unknown"
+}
+
+// counters are one port's traffic counts. Only the event loop writes them;
+// others get copies through Stats.
+type counters struct {
+	rxFrames, rxBytes uint64
+	txFrames, txBytes uint64
+	unlearned         uint64 // frames whose source MAC the full table could not learn
+	drops             [numDrops]uint64
+	secureDrops       [secure.NumReasons]uint64
+}
+
+func (c *counters) add(o *counters) {
+	c.rxFrames += o.rxFrames
+	c.rxBytes += o.rxBytes
+	c.txFrames += o.txFrames
+	c.txBytes += o.txBytes
+	c.unlearned += o.unlearned
+	for i := range c.drops {
+		c.drops[i] += o.drops[i]
+	}
+	for i := range c.secureDrops {
+		c.secureDrops[i] += o.secureDrops[i]
+	}
+}
+
+// DropCount is one non-zero drop counter.
+type DropCount struct {
+	Reason string
+	Count  uint64
+}
+
+// PortStats is a snapshot of one port.
+type PortStats struct {
+	ID        uint32
+	Kind      string // "tap", "seqpacket", ...
+	Name      string // TAP name, or how the client is known
+	PID, UID  int32  // peer credentials of a client (-1 when unknown)
+	RxFrames  uint64 // frames received from this port
+	RxBytes   uint64
+	TxFrames  uint64 // frames sent to this port
+	TxBytes   uint64
+	Drops     []DropCount // non-zero drop counters, engine reasons then secure-mode reasons
+	Unlearned uint64      // frames forwarded without learning their source (table or port limit)
+	MACs      int         // MAC table entries learned on this port
+	Queued    int         // frames waiting in its transmit queue
+}
+
+// DropTotal sums all drop counters of the port.
+func (s PortStats) DropTotal() uint64 {
+	var n uint64
+	for _, d := range s.Drops {
+		n += d.Count
+	}
+	return n
+}
+
+// Drop returns the count for one reason name ("tx-queue-full", "ipv4-src-outside", ...).
+func (s PortStats) Drop(reason string) uint64 {
+	for _, d := range s.Drops {
+		if d.Reason == reason {
+			return d.Count
+		}
+	}
+	return 0
+}
+
+// Stats is a snapshot of the whole switch.
+type Stats struct {
+	Ports    []PortStats // live ports, the TAP first
+	Departed PortStats   // totals of clients that have disconnected
+	MACs     int         // MAC table entries
+	Clients  int         // connected clients
+	Accepted uint64      // clients accepted since start
+	PoolFree int         // free frame buffers
+	PoolCap  int
+}
+
+func (c *counters) snapshot(s *PortStats) {
+	s.RxFrames, s.RxBytes = c.rxFrames, c.rxBytes
+	s.TxFrames, s.TxBytes = c.txFrames, c.txBytes
+	s.Unlearned = c.unlearned
+	s.Drops = s.Drops[:0]
+	for i, n := range c.drops {
+		if n != 0 {
+			s.Drops = append(s.Drops, DropCount{Drop(i).String(), n})
+		}
+	}
+	for i, n := range c.secureDrops {
+		if n != 0 {
+			s.Drops = append(s.Drops, DropCount{secure.Reason(i).String(), n})
+		}
+	}
+}

@@ -1,0 +1,82 @@
+// Package mmsg batches datagram and seqpacket I/O with recvmmsg(2) and
+// sendmmsg(2), which x/sys/unix does not wrap. One call moves up to a
+// batch of messages, saving a syscall entry and exit per frame.
+package mmsg
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// hdr is struct mmsghdr. Go pads it as C does on every Linux architecture.
+type hdr struct {
+	msg unix.Msghdr
+	len uint32
+}
+
+// Batch is a reusable array of message headers, one buffer each. Buffers
+// are referenced, not copied: they must stay alive and unmoved until the
+// call returns (Go's heap does not move objects).
+type Batch struct {
+	hdrs []hdr
+	iovs []unix.Iovec
+}
+
+// NewBatch allocates headers for up to n messages.
+func NewBatch(n int) *Batch {
+	b := &Batch{hdrs: make([]hdr, n), iovs: make([]unix.Iovec, n)}
+	for i := range b.hdrs {
+		b.hdrs[i].msg.Iov = &b.iovs[i]
+		b.hdrs[i].msg.SetIovlen(1)
+	}
+	return b
+}
+
+// Cap is the most messages one call moves.
+func (b *Batch) Cap() int { return len(b.hdrs) }
+
+// Set points message i at buf: the bytes to send, or the space to receive into.
+func (b *Batch) Set(i int, buf []byte) {
+	if len(buf) == 0 {
+		b.iovs[i].Base = nil
+	} else {
+		b.iovs[i].Base = &buf[0]
+	}
+	b.iovs[i].SetLen(len(buf))
+	b.hdrs[i].msg.Flags = 0
+}
+
+// Len is the byte count of message i after Recv.
+func (b *Batch) Len(i int) int { return int(b.hdrs[i].len) }
+
+// Truncated reports that message i did not fit its buffer.
+func (b *Batch) Truncated(i int) bool { return b.hdrs[i].msg.Flags&unix.MSG_TRUNC != 0 }
+
+// Recv receives up to n messages into the buffers set with Set.
+func Recv(fd int, b *Batch, n int, flags int) (int, error) {
+	return call(unix.SYS_RECVMMSG, fd, b.hdrs[:n], flags)
+}
+
+// Send sends messages 0..n-1 as set with Set; it returns how many went.
+func Send(fd int, b *Batch, n int, flags int) (int, error) {
+	return call(unix.SYS_SENDMMSG, fd, b.hdrs[:n], flags|unix.MSG_NOSIGNAL)
+}
+
+func call(trap uintptr, fd int, hdrs []hdr, flags int) (int, error) {
+	if len(hdrs) == 0 {
+		return 0, nil
+	}
+	var n uintptr
+	var errno unix.Errno
+	if flags&unix.MSG_DONTWAIT != 0 {
+		// Cannot block, so the scheduler need not hear about it.
+		n, _, errno = unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), uintptr(flags), 0, 0)
+	} else {
+		n, _, errno = unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), uintptr(flags), 0, 0)
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
