@@ -59,12 +59,14 @@ func refuseNonTAP(h *netlink.Handle, name string) error {
 	case isTAP(l):
 		return nil
 	}
-	kind := l.Type()
+	kind := l.Type() + " device"
 	if tt, ok := l.(*netlink.Tuntap); ok {
-		kind = tt.Mode.String() + " (layer 3)"
+		kind = tt.Mode.String() + " (layer 3) device"
 	}
-	return fmt.Errorf("tap: interface %s (-t) exists and is a %s device, not a TAP; choose another name or remove it (ip link del %s)",
-		name, kind, name)
+	if l.Type() == "device" { // netlink's name for a link without a kind: lo, physical NICs
+		kind = "physical or loopback interface"
+	}
+	return fmt.Errorf("tap: interface %s (-t) exists and is a %s, not a TAP; choose another name for -t", name, kind)
 }
 
 func isTAP(l netlink.Link) bool {

@@ -1,0 +1,230 @@
+// Command vknetd is a userspace Ethernet switch for virtual machines: the
+// DragonFly BSD vknetd(8) command line and SEQPACKET protocol, on Linux.
+//
+// This file turns the command line into a running engine and cleans up on
+// the way out; the forwarding itself is in package engine.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/secure"
+	"github.com/vknetd/vknetd/tap"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseArgs(args, stdout)
+	if err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "vknetd: %v\n%s\n(vknetd --help lists every option)\n", err, usageLine)
+		return 2
+	}
+	if o.version {
+		fmt.Fprintf(stdout, "vknetd %s\n", version)
+		return 0
+	}
+	if o.client {
+		if err := runClient(o, stdout); err != nil {
+			fmt.Fprintf(stderr, "vknetd: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	ready, isChild := childReadiness()
+	if !o.debug && !isChild {
+		return startBackground(stdout, stderr)
+	}
+
+	var log *slog.Logger
+	if o.debug {
+		log = stderrLogger(stderr)
+	} else if log, err = syslogLogger(); err != nil {
+		ready.warn(fmt.Sprintf("no syslog (%v): the daemon's log is discarded; run with -d to see it", err))
+		log = slog.New(slog.DiscardHandler)
+	}
+	d, err := start(o, log)
+	if err != nil {
+		ready.fail(err)
+		if o.debug {
+			fmt.Fprintf(stderr, "vknetd: %v\n", err)
+		}
+		return 1
+	}
+	if o.debug {
+		fmt.Fprintln(stdout, d.tap.Name())
+	}
+	ready.ready(d.tap.Name())
+	return d.serve()
+}
+
+// daemon is everything a running vknetd holds, in the order it is built
+// and torn down in reverse.
+type daemon struct {
+	o        *options
+	log      *slog.Logger
+	pid      *pidfile
+	tap      *tap.Device
+	listener *unixListener
+	engine   *engine.Engine
+}
+
+func start(o *options, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{o: o, log: log}
+	defer func() {
+		if err != nil {
+			d.cleanup()
+		}
+	}()
+	gid, err := lookupGroup(o.group)
+	if err != nil {
+		return nil, err
+	}
+	if d.pid, err = lockPidfile(o.pidfile); err != nil {
+		return nil, err
+	}
+	if err = claimSocketPath(o.socket, unix.SOCK_SEQPACKET, "-p"); err != nil {
+		return nil, err
+	}
+	tcfg := tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge}
+	if o.hasCIDR {
+		tcfg.Prefix = o.prefix
+	}
+	if d.tap, err = tap.Open(tcfg); err != nil {
+		return nil, err
+	}
+	policy, err := secure.New(secure.Config{
+		Secure:      !o.unsecure,
+		Network:     o.prefix,
+		TapMAC:      d.tap.MAC(),
+		IPv6:        o.ipv6,
+		BindingAge:  o.macAge,
+		MaxBindings: o.macMax,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if d.listener, err = listenUnix(o.socket, unix.SOCK_SEQPACKET, gid, "-p"); err != nil {
+		return nil, err
+	}
+	d.engine, err = engine.New(engine.Config{
+		TapFd:     d.tap.Fd(),
+		TapName:   d.tap.Name(),
+		Listeners: []engine.Listener{{Fd: d.listener.fd, Kind: engine.Seqpacket, Path: o.socket}},
+		MTU:       o.mtu,
+		MACTable: mactable.Config{
+			Capacity:  o.macMax,
+			PortLimit: o.portMACs,
+			MaxAge:    o.macAge,
+		},
+		Policy:     policy,
+		MaxClients: o.maxClients,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mode := "secure"
+	if o.unsecure {
+		mode = "unsecure"
+	}
+	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
+		"bridge", o.bridge, "socket", o.socket, "mode", mode, "pid", os.Getpid())
+	return d, nil
+}
+
+func prefixString(o *options) string {
+	if !o.hasCIDR {
+		return "none"
+	}
+	return o.prefix.String()
+}
+
+// serve runs the engine until SIGTERM or SIGINT, then removes everything
+// the daemon created.
+func (d *daemon) serve() int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
+	// A background daemon has no terminal; SIGPIPE on a client is an error
+	// return, never a death.
+	signal.Ignore(syscall.SIGPIPE)
+	runErr := make(chan error, 1)
+	go func() { runErr <- d.engine.Run() }()
+	status := 0
+loop:
+	for {
+		select {
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGTERM, syscall.SIGINT:
+				d.log.Info("stopping", "signal", s.String())
+				d.engine.Stop()
+			case syscall.SIGUSR1:
+				d.logCounters()
+			case syscall.SIGHUP:
+				if n, err := d.engine.FlushMACs(); err == nil {
+					d.log.Info("SIGHUP: forgot learned MAC addresses", "entries", n)
+				}
+			}
+		case err := <-runErr:
+			if err != nil {
+				d.log.Error("event loop failed", "err", err)
+				status = 1
+			}
+			break loop
+		}
+	}
+	signal.Stop(sigs)
+	d.cleanup()
+	d.log.Info("vknetd stopped")
+	return status
+}
+
+func (d *daemon) logCounters() {
+	s, err := d.engine.Stats()
+	if err != nil {
+		return
+	}
+	d.log.Info("counters", "clients", s.Clients, "accepted", s.Accepted, "macs", s.MACs,
+		"buffers_free", s.PoolFree, "buffers", s.PoolCap)
+	for _, p := range append(s.Ports, s.Departed) {
+		attrs := []any{"port", p.ID, "kind", p.Kind, "name", p.Name,
+			"rx_frames", p.RxFrames, "rx_bytes", p.RxBytes, "tx_frames", p.TxFrames, "tx_bytes", p.TxBytes,
+			"macs", p.MACs, "queued", p.Queued, "unlearned", p.Unlearned}
+		for _, dr := range p.Drops {
+			attrs = append(attrs, "drop_"+dr.Reason, dr.Count)
+		}
+		d.log.Info("port counters", attrs...)
+	}
+}
+
+// cleanup undoes start in reverse order; each step tolerates what was
+// never done.
+func (d *daemon) cleanup() {
+	d.listener.close()
+	if d.tap != nil {
+		if err := d.tap.Close(); err != nil {
+			d.log.Error("restoring TAP", "tap", d.tap.Name(), "err", err)
+		}
+	}
+	d.pid.remove()
+}

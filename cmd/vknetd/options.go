@@ -1,0 +1,221 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// options is the parsed command line.
+type options struct {
+	client   bool   // -c
+	debug    bool   // -d
+	unsecure bool   // -U
+	bridge   string // -b
+	socket   string // -p
+	pidfile  string // -i
+	tapName  string // -t
+	prefix   netip.Prefix
+	hasCIDR  bool
+
+	group      string
+	mtu        int
+	macAge     time.Duration
+	macMax     int
+	portMACs   int
+	maxClients int
+	ipv6       netip.Prefix
+	version    bool
+}
+
+// usageError is a command-line mistake: exit status 2, like getopt tools.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+const usageLine = "usage: vknetd [-cdU] [-b bridgeN] [-p socket_path] [-i pidfile] [-t tapN] [address/cidrbits]"
+
+func newFlagSet(o *options) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("vknetd", pflag.ContinueOnError)
+	// Errors are reported by run, with the fix; help goes to stdout.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.SortFlags = false
+	fs.SetInterspersed(true)
+	fs.BoolVarP(&o.client, "connect", "c", false, "connect to the switch as a client and print every frame it floods to clients (one decoded line each)")
+	fs.BoolVarP(&o.debug, "debug", "d", false, "debug mode: stay in the foreground and log to stderr")
+	fs.BoolVarP(&o.unsecure, "unsecure", "U", false, "unsecure mode: a pure bridge, no address or protocol checks (address/cidrbits optional)")
+	fs.StringVarP(&o.bridge, "bridge", "b", "", "add the TAP to this Linux bridge, creating the bridge if missing")
+	fs.StringVarP(&o.socket, "socket", "p", "/var/run/vknet", "path of the SOCK_SEQPACKET socket clients connect to")
+	fs.StringVarP(&o.pidfile, "pidfile", "i", "/var/run/vknetd.pid", "pidfile, locked while the daemon runs")
+	fs.StringVarP(&o.tapName, "tap", "t", "", "use (or create) this TAP interface instead of a free tapN")
+	fs.StringVar(&o.group, "group", "vknet", "group owning the socket (mode 0660): its members may connect")
+	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the TAP; clients' frames longer than MTU+18 bytes are dropped")
+	o.macAge = 300 * time.Second
+	fs.Var((*secondsValue)(&o.macAge), "mac-age", "forget a MAC address (and, in secure mode, its IP binding) this long after it was last seen: seconds or a duration like 5m")
+	fs.IntVar(&o.macMax, "mac-max", 16384, "most MAC addresses the switch learns in all")
+	fs.IntVar(&o.portMACs, "port-macs", 256, "most MAC addresses one client may hold, so no client can crowd out the others")
+	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
+	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	return fs
+}
+
+// parseArgs turns the command line into options. Every error is a
+// usageError that names the value and the fix; --help prints to helpOut
+// and returns pflag.ErrHelp.
+func parseArgs(args []string, helpOut io.Writer) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			printUsage(helpOut, fs)
+			return nil, err
+		}
+		return nil, usagef("%v", err)
+	}
+	if o.version {
+		return o, nil
+	}
+	rest := fs.Args()
+	switch {
+	case len(rest) > 1:
+		return nil, usagef("one address/cidrbits argument expected, got %d: %s", len(rest), strings.Join(rest, " "))
+	case len(rest) == 1:
+		p, err := parseCIDR(rest[0])
+		if err != nil {
+			return nil, err
+		}
+		o.prefix, o.hasCIDR = p, true
+	}
+	if o.client {
+		return o, nil
+	}
+	if !o.unsecure && !o.hasCIDR {
+		return nil, usagef("secure mode (the default) needs the network as address/cidrbits, e.g. 'vknetd 198.18.0.1/16'; add -U for an unsecured bridge without an address")
+	}
+	if o.mtu < 68 || o.mtu > 65535 {
+		return nil, usagef("--mtu %d is out of range: use 68 to 65535 (Ethernet is 1500)", o.mtu)
+	}
+	if o.macAge < time.Second {
+		return nil, usagef("--mac-age %s is too short: use at least 1 second", o.macAge)
+	}
+	if o.macMax < 1 {
+		return nil, usagef("--mac-max %d: the table needs room for at least one MAC", o.macMax)
+	}
+	if o.portMACs < 1 || o.portMACs > o.macMax {
+		return nil, usagef("--port-macs %d must be between 1 and --mac-max (%d)", o.portMACs, o.macMax)
+	}
+	if o.maxClients < 1 || o.maxClients > 65535 {
+		return nil, usagef("--max-clients %d is out of range: use 1 to 65535", o.maxClients)
+	}
+	if o.socket == "" || o.pidfile == "" {
+		return nil, usagef("-p and -i need a path")
+	}
+	if o.ipv6.IsValid() && o.unsecure {
+		return nil, usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")
+	}
+	return o, nil
+}
+
+// parseCIDR accepts the manual's address/cidrbits: an IPv4 address for the
+// TAP and the bits of the virtual network, 1 to 32.
+func parseCIDR(s string) (netip.Prefix, error) {
+	addrPart, bitsPart, ok := strings.Cut(s, "/")
+	if !ok {
+		return netip.Prefix{}, usagef("address %q has no /cidrbits: write the TAP's address and the network's bits, e.g. 198.18.0.1/16", s)
+	}
+	addr, err := netip.ParseAddr(addrPart)
+	if err != nil || !addr.Is4() {
+		return netip.Prefix{}, usagef("address %q is not an IPv4 address/cidrbits: write it like 198.18.0.1/16", s)
+	}
+	bits, err := strconv.Atoi(bitsPart)
+	if err != nil {
+		return netip.Prefix{}, usagef("cidrbits %q in %q is not a number: use 1 to 32, e.g. 198.18.0.1/16", bitsPart, s)
+	}
+	if bits < 1 || bits > 32 {
+		return netip.Prefix{}, usagef("cidrbits /%d in %q is out of range: use 1 to 32 (/0 would admit every IPv4 address), e.g. 198.18.0.1/16", bits, s)
+	}
+	if addr.IsUnspecified() || addr.IsMulticast() || addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return netip.Prefix{}, usagef("address %s in %q cannot be the TAP's address: give a unicast host address, e.g. 198.18.0.1/16", addr, s)
+	}
+	return netip.PrefixFrom(addr, bits), nil
+}
+
+// secondsValue reads a duration given as plain seconds ("300", as the
+// other numeric flags) or with a unit ("5m").
+type secondsValue time.Duration
+
+func (v *secondsValue) String() string { return time.Duration(*v).String() }
+func (v *secondsValue) Type() string   { return "seconds" }
+func (v *secondsValue) Set(s string) error {
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		*v = secondsValue(time.Duration(n * float64(time.Second)))
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want seconds or a duration like 90s or 5m")
+	}
+	*v = secondsValue(d)
+	return nil
+}
+
+// prefixValue is an IPv6 prefix flag.
+type prefixValue netip.Prefix
+
+func (v *prefixValue) String() string {
+	if p := netip.Prefix(*v); p.IsValid() {
+		return p.String()
+	}
+	return ""
+}
+func (v *prefixValue) Type() string { return "prefix" }
+func (v *prefixValue) Set(s string) error {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() {
+		return fmt.Errorf("want an IPv6 prefix like 2001:db8:1::/64")
+	}
+	if p.Bits() == 0 {
+		return fmt.Errorf("::/0 would admit every IPv6 address: give the VMs' prefix, like 2001:db8:1::/64")
+	}
+	*v = prefixValue(p.Masked())
+	return nil
+}
+
+func printUsage(w io.Writer, fs *pflag.FlagSet) {
+	fs.SetOutput(w)
+	fmt.Fprintf(w, "%s\n\nA userspace Ethernet switch for virtual machines: clients connect to a\nSOCK_SEQPACKET unix socket (one frame per message) and are switched with\neach other and with a TAP interface carrying address/cidrbits.\n\nOptions:\n", usageLine)
+	fs.VisitAll(func(f *pflag.Flag) {
+		name := "    --" + f.Name
+		if f.Shorthand != "" {
+			name = "-" + f.Shorthand + ", --" + f.Name
+		}
+		if f.Value.Type() != "bool" {
+			name += " " + f.Value.Type()
+		}
+		def := ""
+		if f.Value.Type() != "bool" && f.DefValue != "" && f.DefValue != "0" {
+			def = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  %-26s %s%s\n", name, f.Usage, def)
+	})
+	fmt.Fprintf(w, "\n%s\n", securePolicyText())
+	fmt.Fprintf(w, "\nSignals: SIGTERM/SIGINT stop and clean up; SIGUSR1 logs every port's counters;\nSIGHUP forgets all learned MAC addresses (frames flood until relearned).\n")
+}
+
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + l
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func TestParseArgsManualCommandLine(t *testing.T) {
+	o, err := parseArgs([]string{"-dU", "-b", "br7", "-p", "/tmp/s", "-i", "/tmp/p", "-t", "tap9", "198.18.0.1/16"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.debug || !o.unsecure || o.client || o.bridge != "br7" || o.socket != "/tmp/s" ||
+		o.pidfile != "/tmp/p" || o.tapName != "tap9" || o.prefix.String() != "198.18.0.1/16" {
+		t.Fatalf("parsed %+v", o)
+	}
+	o, err = parseArgs([]string{"198.18.0.1/15"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.socket != "/var/run/vknet" || o.pidfile != "/var/run/vknetd.pid" || o.group != "vknet" ||
+		o.mtu != 1500 || o.macAge != 300*time.Second || o.debug || o.unsecure {
+		t.Fatalf("defaults %+v", o)
+	}
+	// -c needs neither CIDR nor secure-mode arguments; flags may follow the operand.
+	if o, err = parseArgs([]string{"-c", "-p", "/x"}, &bytes.Buffer{}); err != nil || !o.client {
+		t.Fatalf("-c: %+v %v", o, err)
+	}
+	if o, err = parseArgs([]string{"198.18.0.1/16", "-d"}, &bytes.Buffer{}); err != nil || !o.debug {
+		t.Fatalf("interspersed flag: %v", err)
+	}
+	if o, err = parseArgs([]string{"-U"}, &bytes.Buffer{}); err != nil || o.hasCIDR {
+		t.Fatalf("-U without CIDR: %v", err)
+	}
+	for _, age := range []struct {
+		in   string
+		want time.Duration
+	}{{"60", time.Minute}, {"2.5", 2500 * time.Millisecond}, {"5m", 5 * time.Minute}} {
+		o, err := parseArgs([]string{"--mac-age", age.in, "198.18.0.1/16"}, &bytes.Buffer{})
+		if err != nil || o.macAge != age.want {
+			t.Fatalf("--mac-age %s: %v %v", age.in, o.macAge, err)
+		}
+	}
+	if o, err = parseArgs([]string{"--ipv6", "2001:db8:1::/64", "198.18.0.1/16"}, &bytes.Buffer{}); err != nil || o.ipv6.String() != "2001:db8:1::/64" {
+		t.Fatalf("--ipv6: %v", err)
+	}
+}
+
+func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
+	cases := []struct {
+		args []string
+		want []string // every fragment must appear in the message
+	}{
+		{[]string{}, []string{"secure mode", "address/cidrbits", "-U"}},
+		{[]string{"198.18.0.1/0"}, []string{"/0", "198.18.0.1/0", "1 to 32"}},
+		{[]string{"198.18.0.1/33"}, []string{"/33", "1 to 32"}},
+		{[]string{"198.18.0/16"}, []string{`"198.18.0/16"`, "198.18.0.1/16"}},
+		{[]string{"198.18.0.1"}, []string{`"198.18.0.1"`, "no /cidrbits"}},
+		{[]string{"198.18.0.1/x"}, []string{`"x"`, "not a number"}},
+		{[]string{"2001:db8::1/64"}, []string{"IPv4"}},
+		{[]string{"0.0.0.0/8"}, []string{"0.0.0.0", "unicast"}},
+		{[]string{"198.18.0.1/16", "198.19.0.1/16"}, []string{"one address/cidrbits"}},
+		{[]string{"--mtu", "40", "198.18.0.1/16"}, []string{"--mtu 40", "68 to 65535"}},
+		{[]string{"--mac-age", "0", "198.18.0.1/16"}, []string{"--mac-age"}},
+		{[]string{"--mac-age", "soon", "198.18.0.1/16"}, []string{"mac-age", "seconds"}},
+		{[]string{"--port-macs", "0", "198.18.0.1/16"}, []string{"--port-macs 0"}},
+		{[]string{"--ipv6", "::/0", "198.18.0.1/16"}, []string{"::/0"}},
+		{[]string{"--ipv6", "198.18.0.0/16", "198.18.0.1/16"}, []string{"IPv6 prefix"}},
+		{[]string{"-x"}, []string{"-x"}},
+	}
+	for _, c := range cases {
+		_, err := parseArgs(c.args, &bytes.Buffer{})
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("%q: error %v is not a usage error (exit status 2)", c.args, err)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: message %q lacks %q", c.args, err, w)
+			}
+		}
+	}
+}
+
+func TestRunExitStatuses(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if got := run([]string{"198.18.0.1/0"}, &out, &errOut); got != 2 {
+		t.Fatalf("bad CIDR: exit %d, want 2", got)
+	}
+	if !strings.Contains(errOut.String(), "vknetd: cidrbits /0") || !strings.Contains(errOut.String(), "usage:") {
+		t.Fatalf("stderr: %q", errOut.String())
+	}
+	out.Reset()
+	if got := run([]string{"--version"}, &out, &errOut); got != 0 || !strings.HasPrefix(out.String(), "vknetd ") {
+		t.Fatalf("--version: %d %q", got, out.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if got := run([]string{"--help"}, &out, &errOut); got != 0 {
+		t.Fatalf("--help: exit %d", got)
+	}
+	help := out.String()
+	for _, w := range []string{"usage: vknetd [-cdU]", "--mac-age", "--port-macs", "--group", "Secure mode", "SIGHUP", "SIGUSR1"} {
+		if !strings.Contains(help, w) {
+			t.Errorf("--help lacks %q", w)
+		}
+	}
+}
+
+func TestSecondsValue(t *testing.T) {
+	var v secondsValue
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.Var(&v, "age", "")
+	if err := fs.Parse([]string{"--age", "90s"}); err != nil || time.Duration(v) != 90*time.Second {
+		t.Fatalf("%v %v", v, err)
+	}
+}

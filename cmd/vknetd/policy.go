@@ -1,0 +1,5 @@
+package main
+
+import "github.com/vknetd/vknetd/secure"
+
+func securePolicyText() string { return secure.PolicySummary }
