@@ -3,7 +3,6 @@ package secure
 import (
 	"bytes"
 	"encoding/binary"
-	"net/netip"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -215,8 +214,8 @@ func (c *Checker) checkARP(frame []byte) Reason {
 	if !bytes.Equal(c.arp.SourceHwAddress, c.eth.SrcMAC) {
 		return ARPSenderMismatch
 	}
-	sender := netip.AddrFrom4([4]byte(c.arp.SourceProtAddress))
-	if sender.IsUnspecified() {
+	sender := binary.BigEndian.Uint32(c.arp.SourceProtAddress)
+	if sender == 0 {
 		// An ARP probe (RFC 5227): asks about an address without claiming it.
 		if c.arp.Operation == layers.ARPRequest {
 			return Pass
@@ -257,8 +256,8 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 	if err := c.parser.DecodeLayers(frame, &c.decoded); err != nil || c.parser.Truncated || !c.has(layers.LayerTypeIPv4) {
 		return IPv4Malformed // unreachable after the checks above; never pass on doubt
 	}
-	src := netip.AddrFrom4([4]byte(c.ip4.SrcIP))
-	if src.IsUnspecified() {
+	src := binary.BigEndian.Uint32(c.ip4.SrcIP)
+	if src == 0 {
 		// A DHCP client has no address yet; nothing else may send from 0.0.0.0.
 		if whole && c.has(layers.LayerTypeUDP) && c.udp.SrcPort == 68 && c.udp.DstPort == 67 {
 			return Pass
@@ -339,14 +338,14 @@ func (c *Checker) has(t gopacket.LayerType) bool {
 }
 
 // claim4 checks an IPv4 address the frame uses and queues it for binding.
-func (c *Checker) claim4(a netip.Addr, outside Reason) Reason {
+func (c *Checker) claim4(a uint32, outside Reason) Reason {
 	if a == c.p.tap4 {
 		return TapAddrClaimed
 	}
 	if !c.p.host4(a) {
 		return outside
 	}
-	c.addClaim(a.As16())
+	c.addClaim(bindKey{10: 0xff, 11: 0xff, 12: byte(a >> 24), 13: byte(a >> 16), 14: byte(a >> 8), 15: byte(a)})
 	return Pass
 }
 

@@ -3,7 +3,6 @@ package secure
 import (
 	"bytes"
 	"encoding/binary"
-	"net/netip"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -94,8 +93,8 @@ walk:
 		}
 	}
 
-	src := netip.AddrFrom16([16]byte(h[8:24]))
-	if src.IsUnspecified() {
+	src := [16]byte(h[8:24])
+	if src == [16]byte{} {
 		// Before it has an address a host still solicits routers, runs
 		// duplicate-address detection and reports multicast listening.
 		switch {
@@ -106,7 +105,7 @@ walk:
 		default:
 			return IPv6UnspecifiedSrc
 		}
-	} else if r := c.claim6(src, IPv6SrcOutside); r != Pass {
+	} else if r := c.claim6(&src, IPv6SrcOutside); r != Pass {
 		return r
 	}
 
@@ -163,19 +162,20 @@ func (c *Checker) checkND(typ uint8, msg, ethSrc []byte) Reason {
 		o = o[size:]
 	}
 	if typ == layers.ICMPv6TypeNeighborAdvertisement {
-		return c.claim6(netip.AddrFrom16([16]byte(msg[8:24])), NDTargetOutside)
+		target := [16]byte(msg[8:24])
+		return c.claim6(&target, NDTargetOutside)
 	}
 	return Pass
 }
 
 // claim6 checks an IPv6 address the frame uses and queues it for binding.
-func (c *Checker) claim6(a netip.Addr, outside Reason) Reason {
-	if c.p.isTapAddr(a) {
+func (c *Checker) claim6(a *[16]byte, outside Reason) Reason {
+	if c.p.isTap6(a) {
 		return TapAddrClaimed
 	}
 	if !c.p.allowed6(a) {
 		return outside
 	}
-	c.addClaim(a.As16())
+	c.addClaim(*a)
 	return Pass
 }

@@ -10,6 +10,7 @@
 package secure
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -51,19 +52,19 @@ type Config struct {
 // must all be called from that one goroutine.
 type Policy struct {
 	secure bool
-	net4   netip.Prefix // masked
-	tap4   netip.Addr
-	// first and last address of net4, refused as sources when the prefix
-	// has a distinct network and broadcast address (prefix length <= 30).
-	net4Lo, net4Hi netip.Addr
-	reserveEnds    bool
-	tapMAC         [6]byte
-	ipv6           bool
-	net6           netip.Prefix // masked
-	tap6           netip.Addr
-	tap6LL         netip.Addr // EUI-64 link-local of tapMAC
-	age            int64      // ns; 0 = no aging
-	table          bindTable
+	// Addresses are kept as integers and byte arrays rather than netip
+	// values: the per-frame checks are then a few ALU operations.
+	net4, mask4, tap4 uint32
+	// reserveEnds: the prefix has a distinct network and broadcast address
+	// (length <= 30), which are refused as sources.
+	reserveEnds bool
+	tapMAC      [6]byte
+	ipv6        bool
+	net6, mask6 [2]uint64
+	tap6        [16]byte
+	tap6LL      [16]byte // EUI-64 link-local of tapMAC
+	age         int64    // ns; 0 = no aging
+	table       bindTable
 }
 
 // New checks cfg and builds the policy. Its errors name the option at fault.
@@ -95,16 +96,15 @@ func New(cfg Config) (*Policy, error) {
 		return nil, fmt.Errorf("secure: binding table size %d out of range 1..%d", max, maxBindingsLimit)
 	}
 	p := &Policy{
-		secure: true,
-		net4:   n.Masked(),
-		tap4:   n.Addr(),
-		tapMAC: cfg.TapMAC,
-		age:    int64(cfg.BindingAge),
-		table:  newBindTable(max),
+		secure:      true,
+		mask4:       ^uint32(0) << (32 - n.Bits()),
+		tap4:        be32(n.Addr().As4()),
+		reserveEnds: n.Bits() <= 30,
+		tapMAC:      cfg.TapMAC,
+		age:         int64(cfg.BindingAge),
+		table:       newBindTable(max),
 	}
-	p.net4Lo = p.net4.Addr()
-	p.net4Hi = lastAddr(p.net4)
-	p.reserveEnds = p.net4.Bits() <= 30
+	p.net4 = p.tap4 & p.mask4
 	if v6 := cfg.IPv6; v6.IsValid() {
 		a := v6.Addr()
 		switch {
@@ -119,20 +119,25 @@ func New(cfg Config) (*Policy, error) {
 			return nil, fmt.Errorf("--ipv6 %s: link-local addresses are always allowed; give the global or unique-local prefix the clients use", v6)
 		}
 		p.ipv6 = true
-		p.net6 = v6.Masked()
-		p.tap6 = a
-		p.tap6LL = eui64LinkLocal(cfg.TapMAC)
+		var m [16]byte
+		for i := 0; i < v6.Bits(); i++ {
+			m[i/8] |= 0x80 >> (i % 8)
+		}
+		p.mask6 = split16(m)
+		n6 := split16(a.As16())
+		p.net6 = [2]uint64{n6[0] & p.mask6[0], n6[1] & p.mask6[1]}
+		p.tap6 = a.As16()
+		p.tap6LL = eui64LinkLocal(cfg.TapMAC).As16()
 	}
 	return p, nil
 }
 
 var mapped4 = netip.MustParsePrefix("::ffff:0:0/96")
 
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().As4()
-	host := ^uint32(0) >> p.Bits()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+func be32(b [4]byte) uint32 { return binary.BigEndian.Uint32(b[:]) }
+
+func split16(a [16]byte) [2]uint64 {
+	return [2]uint64{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])}
 }
 
 // eui64LinkLocal is the link-local address Linux gives an interface by
@@ -146,20 +151,25 @@ func eui64LinkLocal(mac [6]byte) netip.Addr {
 
 // host4 reports whether a is an address a client may use as IPv4 source or
 // ARP sender: inside the CIDR and not its network or broadcast address.
-func (p *Policy) host4(a netip.Addr) bool {
-	if !p.net4.Contains(a) {
+func (p *Policy) host4(a uint32) bool {
+	if a&p.mask4 != p.net4 {
 		return false
 	}
-	return !p.reserveEnds || (a != p.net4Lo && a != p.net4Hi)
+	return !p.reserveEnds || (a != p.net4 && a != p.net4|^p.mask4)
 }
 
-// allowed6 reports whether a is an IPv6 address a client may use.
-func (p *Policy) allowed6(a netip.Addr) bool {
-	return a.IsLinkLocalUnicast() || p.net6.Contains(a)
+// allowed6 reports whether a is an IPv6 address a client may use:
+// link-local (fe80::/10) or in the --ipv6 prefix.
+func (p *Policy) allowed6(a *[16]byte) bool {
+	if a[0] == 0xfe && a[1]&0xc0 == 0x80 {
+		return true
+	}
+	w := split16(*a)
+	return w[0]&p.mask6[0] == p.net6[0] && w[1]&p.mask6[1] == p.net6[1]
 }
 
-func (p *Policy) isTapAddr(a netip.Addr) bool {
-	return a == p.tap4 || (p.ipv6 && (a == p.tap6 || a == p.tap6LL))
+func (p *Policy) isTap6(a *[16]byte) bool {
+	return p.ipv6 && (*a == p.tap6 || *a == p.tap6LL)
 }
 
 // RemovePort releases the bindings of a client that disconnected, so its

@@ -1,8 +1,8 @@
 package secure
 
 // PolicySummary describes secure mode in user terms, for --help, the README
-// and the manual page. Keep it true to the code: the table test in
-// rules_test.go exercises each sentence.
+// and the manual page. Keep it true to the code: each rule it states has
+// passing and dropped frames in rules_test.go's table.
 const PolicySummary = `Secure mode (the default; -U turns it off) checks every frame a client sends:
   - The source MAC must be unicast, not all zeros, and not the TAP's MAC.
   - 802.1Q/802.1ad VLAN-tagged frames are dropped.
@@ -16,18 +16,20 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     only for an unfragmented DHCP client message (UDP port 68 to 67).
   - IPv6 is dropped unless --ipv6 PREFIX is given. Then sources must be
     link-local or in PREFIX (:: only for router and neighbour solicitations
-    and MLD reports); neighbour advertisements must carry the frame's source
-    MAC as target link-layer address and a target that is link-local or in
-    PREFIX; solicitations and router advertisements must carry the frame's
-    source MAC as source link-layer address; fragmented neighbour-discovery
-    messages are dropped.
+    and MLD reports). Neighbour discovery is checked like ARP: a link-layer
+    address a client announces for itself (source link-layer option of
+    solicitations and router advertisements, target link-layer option of
+    neighbour advertisements) must be the frame's source MAC, an advertised
+    target must be link-local or in PREFIX, and fragmented neighbour-
+    discovery messages are dropped.
   - An address (IPv4 or IPv6 source, ARP sender, advertised neighbour
     target) belongs to the first client MAC and port that uses it, until it
-    goes unused for the MAC aging time or that client disconnects; any other
-    client using it is dropped. The TAP's own addresses (address/cidrbits,
-    the --ipv6 address and the TAP's EUI-64 link-local address) can never be
-    used by a client. When the binding table is full, new addresses are
-    dropped.
+    goes unused for the MAC aging time (--mac-age) or that client
+    disconnects; any other client using it is dropped. The TAP's own
+    addresses (address/cidrbits, the --ipv6 address and the TAP's EUI-64
+    link-local address) can never be used by a client. When the binding
+    table is full, new addresses are dropped.
 Frames to the TAP must in addition be ARP, IPv4 carrying ICMP, UDP or TCP,
-or (with --ipv6) IPv6 carrying ICMPv6, UDP or TCP.
+or (with --ipv6) IPv6 carrying ICMPv6, UDP or TCP. Other ethertypes (LLDP,
+for example) pass between clients but never reach the TAP.
 `
