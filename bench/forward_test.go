@@ -1,0 +1,189 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/secure"
+)
+
+var (
+	macA = [6]byte{0x02, 0, 0, 0, 0, 0x0a}
+	macB = [6]byte{0x02, 0, 0, 0, 0, 0x0b}
+	ipA  = [4]byte{198, 18, 0, 10}
+	ipB  = [4]byte{198, 18, 0, 11}
+)
+
+// startSwitch runs an engine without a TAP, listening in a temporary
+// directory; frames never leave this process's sockets.
+func startSwitch(tb testing.TB, secureMode bool) string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "vknet")
+	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: path}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 64); err != nil {
+		tb.Fatal(err)
+	}
+	pcfg := secure.Config{Secure: secureMode, BindingAge: time.Minute, MaxBindings: 1024}
+	if secureMode {
+		pcfg.Network = netip.MustParsePrefix("198.18.0.1/16")
+		pcfg.TapMAC = [6]byte{0x02, 0, 0, 0, 0, 0xfe}
+	}
+	policy, err := secure.New(pcfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e, err := engine.New(engine.Config{
+		TapFd: -1, MTU: 1500, Policy: policy,
+		MACTable:  mactable.Config{Capacity: 1024, PortLimit: 16, MaxAge: time.Minute},
+		Listeners: []engine.Listener{{Fd: lfd, Kind: engine.Seqpacket, Path: path}},
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run() }()
+	tb.Cleanup(func() {
+		e.Stop()
+		<-done
+		unix.Close(lfd)
+	})
+	return path
+}
+
+// BenchmarkForward is the forwarding baseline: client A sends b.N frames
+// to client B's learned MAC through the switch. frames/s counts frames B
+// actually received; dropped/op is the share the switch had to drop
+// because B could not keep up (it should stay near 0).
+func BenchmarkForward(b *testing.B) {
+	for _, mode := range []struct {
+		name   string
+		secure bool
+	}{{"unsecure", false}, {"secure", true}} {
+		for _, size := range []int{64, 1514} {
+			b.Run(fmt.Sprintf("%s/%dB", mode.name, size), func(b *testing.B) {
+				benchmarkForward(b, mode.secure, size)
+			})
+		}
+	}
+}
+
+func benchmarkForward(b *testing.B, secureMode bool, size int) {
+	path := startSwitch(b, secureMode)
+	a, err := Dial(path, 32)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	rx, err := Dial(path, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rx.Close()
+	// B introduces itself so the switch learns where macB lives.
+	hello := Frame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macB, ipB, [4]byte{198, 18, 255, 255}, 60)
+	if err := rx.Send(hello, 1); err != nil {
+		b.Fatal(err)
+	}
+	if n, _ := a.Receive(1, 2*time.Second); n != 1 {
+		b.Fatal("the hello broadcast did not reach the sender's side")
+	}
+	frame := Frame(macB, macA, ipA, ipB, size)
+	win := NewWindow(1024)
+	var last time.Time
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	start := time.Now()
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- a.SendWindowed(frame, b.N, win) }()
+	got, err := rx.ReceiveProgress(b.N, 200*time.Millisecond, func(n int) {
+		win.Received(n)
+		last = time.Now()
+	})
+	elapsed := last.Sub(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := <-sendErr; err != nil {
+		b.Fatal(err)
+	}
+	if got == 0 {
+		b.Fatal("no frame was forwarded")
+	}
+	b.ReportMetric(float64(got)/elapsed.Seconds(), "frames/s")
+	b.ReportMetric(float64(b.N-got)/float64(b.N), "dropped/op")
+}
+
+// TestForwardBenchmarkHarness runs the benchmark's path once as a test, so
+// a broken harness is caught by `go test` and not only by `make bench`.
+func TestForwardBenchmarkHarness(t *testing.T) {
+	for _, secureMode := range []bool{false, true} {
+		path := startSwitch(t, secureMode)
+		a, err := Dial(path, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rx, err := Dial(path, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hello := Frame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macB, ipB, [4]byte{198, 18, 255, 255}, 60)
+		rx.Send(hello, 1)
+		if n, _ := a.Receive(1, 2*time.Second); n != 1 {
+			t.Fatalf("secure=%v: hello not flooded", secureMode)
+		}
+		const n = 1000
+		go a.Send(Frame(macB, macA, ipA, ipB, 64), n)
+		got, err := rx.Receive(n, 2*time.Second)
+		if err != nil || got == 0 {
+			t.Fatalf("secure=%v: received %d of %d: %v", secureMode, got, n, err)
+		}
+		a.Close()
+		rx.Close()
+	}
+}
+
+// BenchmarkDirect is the transport's limit: the same load generator over a
+// plain SEQPACKET socketpair, no switch. A switch moves every frame across
+// the transport twice, so about half of this is its ceiling; compare the
+// two side by side from one run.
+func BenchmarkDirect(b *testing.B) {
+	for _, size := range []int{64, 1514} {
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			a := newClient(fds[0], 32)
+			rx := newClient(fds[1], 64)
+			defer a.Close()
+			defer rx.Close()
+			frame := Frame(macB, macA, ipA, ipB, size)
+			win := NewWindow(1024)
+			var last time.Time
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			start := time.Now()
+			go a.SendWindowed(frame, b.N, win)
+			got, _ := rx.ReceiveProgress(b.N, 200*time.Millisecond, func(n int) { win.Received(n); last = time.Now() })
+			b.StopTimer()
+			b.ReportMetric(float64(got)/last.Sub(start).Seconds(), "frames/s")
+		})
+	}
+}
