@@ -494,7 +494,7 @@ func TestReclaimRateLimited(t *testing.T) {
 // larger one exercises several shards.
 func TestChurnAgainstModel(t *testing.T) {
 	iters := 200000
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		iters = 20000
 	}
 	for _, c := range []struct {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package mactable
+
+const raceEnabled = false
