@@ -36,7 +36,7 @@ func BenchmarkVerdictTCP1500(b *testing.B) {
 	f := tcpFrame(macA, ipA, tapIP)
 	f = append(f, make([]byte, 1514-len(f))...)
 	f[16], f[17] = 1500>>8, 1500&0xff // IPv4 total length
-	benchVerdict(b, testConfig(false), f, Pass, true)
+	benchVerdict(b, testConfig(false), fixIPv4Checksum(f), Pass, true)
 }
 
 func BenchmarkVerdictARP(b *testing.B) {

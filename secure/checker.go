@@ -242,6 +242,8 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 		return Truncated
 	case !validIPv4Options(h[20:hlen]):
 		return IPv4Malformed
+	case !ipv4ChecksumOK(h[:hlen]):
+		return IPv4BadChecksum
 	}
 	frag := binary.BigEndian.Uint16(h[6:8])
 	first := frag&0x1fff == 0
@@ -284,6 +286,19 @@ func validIPv4Options(o []byte) bool {
 		}
 	}
 	return true
+}
+
+// ipv4ChecksumOK verifies the header checksum (RFC 1071): the one's
+// complement sum of a correct header, checksum included, is 0xffff.
+func ipv4ChecksumOK(h []byte) bool {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return sum == 0xffff
 }
 
 // checkTransport requires the transport header of an unfragmented datagram

@@ -245,3 +245,18 @@ func mutate(f []byte, fn func(b []byte) []byte) []byte {
 func setIPv4(f []byte, off int, v ...byte) []byte {
 	return mutate(f, func(b []byte) []byte { copy(b[14+off:], v); return b })
 }
+
+// fixIPv4Checksum recomputes the IPv4 header checksum of a mutated frame.
+func fixIPv4Checksum(f []byte) []byte {
+	h := f[14 : 14+int(f[14]&0x0f)*4]
+	h[10], h[11] = 0, 0
+	var sum uint32
+	for i := 0; i < len(h); i += 2 {
+		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(h[10:12], ^uint16(sum))
+	return f
+}

@@ -42,8 +42,9 @@ type Config struct {
 	// its address (the engine passes --mac-age). 0 keeps bindings until
 	// their port disconnects.
 	BindingAge time.Duration
-	// MaxBindings bounds the binding table (0: DefaultMaxBindings). When it
-	// is full a frame from a new address is dropped (BindingTableFull).
+	// MaxBindings bounds the binding table (0: DefaultMaxBindings; the
+	// command passes --mac-max). When it is full a frame from a new address
+	// is dropped (BindingTableFull).
 	MaxBindings int
 }
 
@@ -93,7 +94,7 @@ func New(cfg Config) (*Policy, error) {
 	case max == 0:
 		max = DefaultMaxBindings
 	case max < 0 || max > maxBindingsLimit:
-		return nil, fmt.Errorf("secure: binding table size %d out of range 1..%d", max, maxBindingsLimit)
+		return nil, fmt.Errorf("--mac-max %d: the IP binding table holds 1 to %d addresses", max, maxBindingsLimit)
 	}
 	p := &Policy{
 		secure:      true,

@@ -45,6 +45,9 @@ const (
 	// IPv4Malformed: version not 4, header length below 5 words, total
 	// length shorter than the header, or malformed IPv4 options.
 	IPv4Malformed
+	// IPv4BadChecksum: the IPv4 header checksum is wrong. Guests compute it
+	// in software even with offloads, so this is a corrupt or forged header.
+	IPv4BadChecksum
 	// IPv4SrcOutside: the IPv4 source is not a host address of the CIDR
 	// (outside it, or its network or broadcast address).
 	IPv4SrcOutside
@@ -118,6 +121,7 @@ var reasonNames = [NumReasons]string{
 	ARPSenderMismatch:  "arp-sender-mismatch",
 	ARPSenderOutside:   "arp-sender-outside",
 	IPv4Malformed:      "ipv4-malformed",
+	IPv4BadChecksum:    "ipv4-bad-checksum",
 	IPv4SrcOutside:     "ipv4-src-outside",
 	IPv4ZeroSrcNotDHCP: "ipv4-zero-src-not-dhcp",
 	TransportMalformed: "transport-malformed",

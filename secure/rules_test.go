@@ -81,6 +81,9 @@ func ruleCases() []ruleCase {
 		{name: "IPv4 total length past the frame", frame: setIPv4(tcpA, 2, 0x05, 0xdc), want: Truncated},
 		{name: "IPv4 header length past the frame", frame: setIPv4(setIPv4(tcpA[:14+30], 0, 0x4f), 2, 0, 60), want: Truncated},
 		{name: "IPv4 header cut", frame: tcpA[:14+19], want: Truncated},
+		{name: "IPv4 header checksum wrong", frame: setIPv4(tcpA, 10, tcpA[14+10]^0x40), want: IPv4BadChecksum},
+		{name: "IPv4 source changed after checksumming", frame: setIPv4(tcpA, 15, 19), want: IPv4BadChecksum},
+		{name: "IPv4 total length fixed up with checksum", frame: fixIPv4Checksum(setIPv4(tcpA, 2, 0, 44)), want: Pass},
 		{name: "IPv4 option of length 1", frame: setIPv4(routerAlert, 21, 1), want: IPv4Malformed},
 		{name: "IPv4 option past the header", frame: setIPv4(routerAlert, 21, 5), want: IPv4Malformed},
 

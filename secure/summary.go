@@ -10,10 +10,11 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     MAC and whose sender IP is a host address of address/cidrbits (0.0.0.0 is
     allowed only in requests: ARP probes).
   - IPv4 needs a valid header (version 4, header length at least 20 bytes,
-    total length within the frame) and, unless it is a later fragment, a
-    complete TCP, UDP or ICMP header. Its source must be a host address of
-    address/cidrbits (not the network or broadcast address), or 0.0.0.0
-    only for an unfragmented DHCP client message (UDP port 68 to 67).
+    total length within the frame, correct checksum) and, unless it is a
+    later fragment, a complete TCP, UDP or ICMP header. Its source must be a
+    host address of address/cidrbits (not the network or broadcast
+    address), or 0.0.0.0 only for an unfragmented DHCP client message (UDP
+    port 68 to 67).
   - IPv6 is dropped unless --ipv6 PREFIX is given. Then sources must be
     link-local or in PREFIX (:: only for router and neighbour solicitations
     and MLD reports). Neighbour discovery is checked like ARP: a link-layer
