@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -281,4 +282,27 @@ func itoa(n int) string {
 		return string(rune('0' + n))
 	}
 	return itoa(n/10) + string(rune('0'+n%10))
+}
+
+func TestDescribe(t *testing.T) {
+	c := newTestPolicy(t, testConfig(false)).NewChecker()
+	if got := c.Describe(); got != "" {
+		t.Errorf("Describe before any frame = %q", got)
+	}
+	for _, tc := range []struct {
+		frame []byte
+		want  string
+	}{
+		{tcpFrame(macA, "10.0.0.1", tapIP), "52:54:00:00:00:0a > 02:00:00:00:00:01 ipv4 10.0.0.1 > 198.18.0.1 proto 6 ports 40000 > 22"},
+		{arpFrame(macA, layers.ARPReply, macB, ipA, tapIP), "arp reply sender 198.18.0.10 (52:54:00:00:00:0b) target 198.18.0.1"},
+		{echo6Frame(macA, llA, tap6), "ipv6 fe80::5054:ff:fe00:a > 2001:db8::1 next 58"},
+		{vlanFrame(layers.EthernetTypeDot1Q, icmpFrame(macA, ipA, tapIP)), "vlan 10 (tag 0x8100) inner ethertype 0x0800"},
+		{tcpFrame(macA, ipA, tapIP)[:10], "runt frame of 10 bytes"},
+		{tcpFrame(macA, ipA, tapIP)[:20], "ethertype 0x0800 length 20"},
+	} {
+		c.FromClient(tc.frame, portA, 1)
+		if got := c.Describe(); !strings.Contains(got, tc.want) {
+			t.Errorf("Describe = %q, want it to contain %q", got, tc.want)
+		}
+	}
 }
