@@ -117,7 +117,11 @@ func TestConcurrentReaders(t *testing.T) {
 			walks.Add(1)
 		}
 	})
-	u.writer(tb, &clock, 7, iters)
+	// Keep writing until the readers have overlapped it for a while, however
+	// the scheduler ran them.
+	for n := uint64(0); n < uint64(iters)/1000 || walks.Load() < 20; n++ {
+		u.writer(tb, &clock, n, 1000)
+	}
 	done.Store(true)
 	wg.Wait()
 	close(errs)
@@ -128,8 +132,8 @@ func TestConcurrentReaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d reader hits, %d walks", hits.Load(), walks.Load())
-	if hits.Load() == 0 || walks.Load() == 0 {
-		t.Fatal("readers never overlapped the writer")
+	if hits.Load() == 0 {
+		t.Fatal("Lookup never found an entry")
 	}
 }
 
@@ -181,8 +185,8 @@ func TestShiftUnderReaders(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		iters = 20000
 	}
-	cfg := Config{Capacity: 64, MaxAge: time.Hour, MaxPorts: 16}
-	tb := newTable(cfg, 12345, 0x9e3779b97f4a7c15)
+	cfg := Config{Capacity: 11, MaxAge: time.Hour, MaxPorts: 16}
+	tb := newTable(cfg, 12345)
 	// MAC i lives on port i. The first churn MACs are removed and learned
 	// again, going to the chain's end; the rest stay and move forward.
 	const churn, chainLen = 8, 11

@@ -258,7 +258,7 @@ type opRunner struct {
 
 func newOpRunner(cfg Config, universe []uint64, seed uint64) *opRunner {
 	return &opRunner{
-		t:        newTable(cfg, seed, 0x9e3779b97f4a7c15),
+		t:        newTable(cfg, seed),
 		m:        newModel(cfg),
 		cfg:      cfg,
 		universe: universe,

@@ -1,0 +1,145 @@
+package mactable
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// The benchmarks use the daemon's defaults with half the table live
+// (4096 MACs on 64 ports) and visit MACs in a shuffled order, so probes
+// land on cold and warm slots alike. BenchmarkMapBaseline does the same
+// with a plain map so the ratio shows side by side.
+
+const benchLive = 4096
+
+func benchMACs(n int, salt uint64) []uint64 {
+	rng := rand.New(rand.NewPCG(salt, 77))
+	macs := make([]uint64, n)
+	for i := range macs {
+		macs[i] = rng.Uint64() & macMask &^ groupBit
+	}
+	return macs
+}
+
+func benchTable(b *testing.B) (*Table, []uint64) {
+	tb := mustNew(b, defCfg)
+	macs := benchMACs(benchLive, 1)
+	for i, mac := range macs {
+		if r := tb.Learn(mac, uint32(i%64), 0); r != Learned {
+			b.Fatal(r)
+		}
+	}
+	return tb, macs
+}
+
+func BenchmarkLookupHit(b *testing.B) {
+	tb, macs := benchTable(b)
+	var sink uint32
+	i := 0
+	for b.Loop() {
+		p, _ := tb.Lookup(macs[i&(benchLive-1)], 0)
+		sink += p
+		i++
+	}
+	_ = sink
+}
+
+func BenchmarkLookupMiss(b *testing.B) {
+	tb, _ := benchTable(b)
+	other := benchMACs(benchLive, 2)
+	i := 0
+	for b.Loop() {
+		if _, ok := tb.Lookup(other[i&(benchLive-1)], 0); ok {
+			b.Fatal("hit")
+		}
+		i++
+	}
+}
+
+// BenchmarkLearnRefresh is the per-frame source learn of a known MAC.
+// The clock advances one Granularity per 4096 frames, so a few refreshes
+// store and most find the tick current.
+func BenchmarkLearnRefresh(b *testing.B) {
+	tb, macs := benchTable(b)
+	g := int64(tb.Granularity())
+	i := 0
+	for b.Loop() {
+		if r := tb.Learn(macs[i&(benchLive-1)], uint32(i&(benchLive-1)%64), int64(i/benchLive)*g); r != Refreshed {
+			b.Fatal(r)
+		}
+		i++
+	}
+}
+
+// BenchmarkLearnNewRemovePort is client churn: one port learns 256 new
+// MACs (its limit), then disconnects. ns/op is per Learn, the RemovePort
+// sweep amortised over them.
+func BenchmarkLearnNewRemovePort(b *testing.B) {
+	tb, _ := benchTable(b)
+	fresh := benchMACs(1<<16, 3)
+	const port, burst = 63, 256
+	tb.RemovePort(port)
+	i := 0
+	for b.Loop() {
+		if r := tb.Learn(fresh[i&(1<<16-1)], port, 0); r != Learned {
+			b.Fatal(r)
+		}
+		i++
+		if i%burst == 0 {
+			tb.RemovePort(port)
+		}
+	}
+}
+
+func BenchmarkExpire(b *testing.B) {
+	tb, _ := benchTable(b)
+	for b.Loop() {
+		tb.Expire(int64(time.Second))
+	}
+}
+
+func BenchmarkLookupParallel(b *testing.B) {
+	tb, macs := benchTable(b)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			tb.Lookup(macs[i&(benchLive-1)], 0)
+			i++
+		}
+	})
+}
+
+func BenchmarkMapBaseline(b *testing.B) {
+	m := map[uint64]uint32{}
+	macs := benchMACs(benchLive, 1)
+	for i, mac := range macs {
+		m[mac] = uint32(i % 64)
+	}
+	other := benchMACs(benchLive, 2)
+	b.Run("hit", func(b *testing.B) {
+		var sink uint32
+		i := 0
+		for b.Loop() {
+			sink += m[macs[i&(benchLive-1)]]
+			i++
+		}
+		_ = sink
+	})
+	b.Run("miss", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, ok := m[other[i&(benchLive-1)]]; ok {
+				b.Fatal("hit")
+			}
+			i++
+		}
+	})
+	b.Run("store", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			m[macs[i&(benchLive-1)]] = uint32(i & 63)
+			i++
+		}
+	})
+}
