@@ -26,6 +26,7 @@ func benchVerdict(b *testing.B, cfg Config, frame []byte, want Reason, toTap boo
 			b.Fatal("ToTap verdict changed")
 		}
 	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/frame")
 }
 
 func BenchmarkVerdictTCP(b *testing.B) {

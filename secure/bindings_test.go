@@ -311,3 +311,60 @@ func TestSmallPrefixes(t *testing.T) {
 		}
 	}
 }
+
+// TestGuestBootSequence replays what a guest sends while it boots, gets a
+// lease and comes up on IPv4 and IPv6: every frame must pass, to other
+// clients and to the TAP. A second guest then cannot take its addresses
+// until the first disconnects.
+func TestGuestBootSequence(t *testing.T) {
+	p := newTestPolicy(t, testConfig(true))
+	c := p.NewChecker()
+	boot := []struct {
+		name  string
+		frame []byte
+	}{
+		{"DHCP discover", udpFrame(macA, "0.0.0.0", "255.255.255.255", 68, 67)},
+		{"DHCP request", udpFrame(macA, "0.0.0.0", "255.255.255.255", 68, 67)},
+		{"ARP probe", arpFrame(macA, layers.ARPRequest, macA, "0.0.0.0", ipA)},
+		{"ARP announcement", arpFrame(macA, layers.ARPRequest, macA, ipA, ipA)},
+		{"ARP for the gateway", arpFrame(macA, layers.ARPRequest, macA, ipA, tapIP)},
+		{"ping the TAP", icmpFrame(macA, ipA, tapIP)},
+		{"TCP to the TAP", tcpFrame(macA, ipA, tapIP)},
+		{"MLDv2 report before an address", ext6Frame(macA, "::", "ff02::16", layers.IPProtocolIPv6HopByHop,
+			hopByHopRouterAlert(layers.IPProtocolICMPv6), mld2Report())},
+		{"DAD for the link-local address", nsFrame(macA, "::", llA)},
+		{"router solicitation", rsFrame(macA, llA, llOpt(layers.ICMPv6OptSourceAddress, macA))},
+		{"unsolicited NA", naFrame(macA, llA, llA, llOpt(layers.ICMPv6OptTargetAddress, macA))},
+		{"DAD for the global address", nsFrame(macA, "::", ip6A)},
+		{"NA for the global address", naFrame(macA, llA, ip6A, llOpt(layers.ICMPv6OptTargetAddress, macA))},
+		{"UDP over IPv6 to the TAP", udp6Frame(macA, ip6A, tap6)},
+	}
+	for i, f := range boot {
+		if r := c.FromClient(f.frame, portA, int64(i)); r != Pass {
+			t.Fatalf("%s: FromClient %v (%s)", f.name, r, c.Describe())
+		}
+		if r := c.ToTap(); r != Pass {
+			t.Fatalf("%s: ToTap %v (%s)", f.name, r, c.Describe())
+		}
+	}
+	if got := listBindings(p); len(got) != 3 {
+		t.Fatalf("bindings after boot: %v, want %s, %s, %s", got, ipA, llA, ip6A)
+	}
+	steal := [][]byte{
+		arpFrame(macB, layers.ARPReply, macB, ipA, tapIP),
+		icmpFrame(macB, ipA, tapIP),
+		naFrame(macB, "fe80::b", llA, llOpt(layers.ICMPv6OptTargetAddress, macB)),
+		udp6Frame(macB, ip6A, tap6),
+	}
+	for i, f := range steal {
+		if r := c.FromClient(f, portB, 100); r != IPBindingConflict {
+			t.Fatalf("steal %d: %v, want %v (%s)", i, r, IPBindingConflict, c.Describe())
+		}
+	}
+	p.RemovePort(portA)
+	for i, f := range steal {
+		if r := c.FromClient(f, portB, 101); r != Pass {
+			t.Fatalf("after A left, frame %d: %v (%s)", i, r, c.Describe())
+		}
+	}
+}
