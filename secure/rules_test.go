@@ -252,6 +252,12 @@ func TestUnsecurePassesEverything(t *testing.T) {
 	if n := p.Expire(1 << 62); n != 0 {
 		t.Errorf("Expire in -U mode released %d bindings", n)
 	}
+	if p.Secure() {
+		t.Error("Secure() true in -U mode")
+	}
+	if !newTestPolicy(t, testConfig(false)).Secure() {
+		t.Error("Secure() false in secure mode")
+	}
 }
 
 func TestReasonNames(t *testing.T) {
