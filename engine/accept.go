@@ -42,7 +42,7 @@ func (e *Engine) accept(l *listenerState) {
 			closeFd(fd)
 			continue
 		}
-		if _, err := e.addClient(fd, l.Path); err != nil {
+		if _, err := e.addClient(fd, l.Kind, l.Path); err != nil {
 			e.log.Error("client refused", "socket", l.Path, "err", err)
 			closeFd(fd)
 		}
@@ -79,7 +79,7 @@ func acceptHint(err error) string {
 }
 
 // addClient makes a connected SEQPACKET fd a port of the switch.
-func (e *Engine) addClient(fd int, via string) (*port, error) {
+func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error) {
 	setSndbuf(fd, clientSndbuf)
 	id := e.freeIDs[len(e.freeIDs)-1]
 	pid, uid := peerCred(fd)
@@ -92,9 +92,13 @@ func (e *Engine) addClient(fd int, via string) (*port, error) {
 	}
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
 	p := e.newPort(id, kindSeqpacket, fd, name)
+	if kind == Stream {
+		p.kind = kindStream
+		p.stream = newStreamState(e.maxFrame)
+	}
 	p.pid, p.uid = pid, uid
 	e.clients++
 	e.accepted++
-	e.log.Info("client connected", "port", id, "client", name, "socket", via)
+	e.log.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.kind.String())
 	return p, nil
 }

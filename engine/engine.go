@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
 	"github.com/vknetd/vknetd/secure"
@@ -26,6 +28,12 @@ const (
 	// Seqpacket is the original vknetd protocol: a SOCK_SEQPACKET unix
 	// socket carrying one Ethernet frame per message.
 	Seqpacket ListenerKind = iota
+	// Stream is QEMU's -netdev stream: SOCK_STREAM, each frame preceded
+	// by its 4-byte big-endian length.
+	Stream
+	// Dgram is QEMU's -netdev dgram and vfkit: a bound SOCK_DGRAM socket,
+	// one frame per datagram, clients known by their source path.
+	Dgram
 )
 
 // Listener is a listening socket the engine accepts clients from. The
@@ -57,10 +65,11 @@ type Config struct {
 	// built with Secure=false, which passes everything.
 	Policy *secure.Policy
 
-	MaxClients int // connected clients at most (default 1024)
-	QueueLen   int // per-port transmit queue length in frames (default 256)
-	Batch      int // frames per read or write syscall batch (default 32)
-	Buffers    int // frame buffers in the pool (default from MaxClients)
+	MaxClients int           // connected clients at most (default 1024)
+	DgramIdle  time.Duration // a datagram client silent this long is forgotten (default 60s)
+	QueueLen   int           // per-port transmit queue length in frames (default 256)
+	Batch      int           // frames per read or write syscall batch (default 32)
+	Buffers    int           // frame buffers in the pool (default from MaxClients)
 
 	Logger *slog.Logger
 }
@@ -77,6 +86,9 @@ const (
 	// a burst in the kernel rather than in our queue (the kernel doubles it).
 	clientSndbuf      = 512 << 10
 	maxAcceptsPerWake = 64
+	// Monitors (vknetctl monitor, vknetd -c is an ordinary client) get
+	// port numbers of their own beyond the clients'.
+	maxMonitors = 16
 )
 
 // Engine is the switch. Create it with New, run it with Run in one
@@ -108,6 +120,19 @@ type Engine struct {
 	rxRefs []ring.Ref
 	io     batchIO
 
+	rxPending []*port // stream ports with complete frames still buffered
+	mirrors   []*port // monitors that get a copy of every forwarded frame
+	monitors  int
+
+	dgramPeers   map[string]*port // datagram clients by socket path
+	dgNames      []unix.RawSockaddrUnix
+	dgNameLens   []int
+	dgKey        []byte
+	retryPending bool // a datagram client waits for its retry timer
+
+	iov      []unix.Iovec // writev for stream ports: prefix and frame per message
+	prefixes [][streamPrefix]byte
+
 	start     time.Time
 	now       int64 // nanoseconds since start, read once per loop iteration
 	nextSweep int64
@@ -123,6 +148,7 @@ type listenerState struct {
 	Listener
 	pausedUntil int64 // accept paused after EMFILE and the like, with back-off
 	backoff     time.Duration
+	unnamed     uint64 // dgram: datagrams from unbound sockets, dropped
 }
 
 // New checks cfg and allocates everything the loop will ever use.
@@ -153,7 +179,10 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	maxPorts := cfg.MaxClients + 1
+	if cfg.DgramIdle <= 0 {
+		cfg.DgramIdle = defaultDgramIdle
+	}
+	maxPorts := cfg.MaxClients + 1 + maxMonitors
 	cfg.MACTable.MaxPorts = maxPorts
 
 	maxFrame := cfg.MTU + 18
@@ -192,6 +221,14 @@ func New(cfg Config) (*Engine, error) {
 		start:    time.Now(),
 		reqs:     make(chan func(), 16),
 		exited:   make(chan struct{}),
+
+		rxPending:  make([]*port, 0, 2*maxPorts),
+		dgramPeers: make(map[string]*port),
+		dgNames:    make([]unix.RawSockaddrUnix, cfg.Batch),
+		dgNameLens: make([]int, cfg.Batch),
+		dgKey:      make([]byte, 0, len(unix.RawSockaddrUnix{}.Path)),
+		iov:        make([]unix.Iovec, 0, 2*cfg.Batch),
+		prefixes:   make([][streamPrefix]byte, cfg.Batch),
 	}
 	for id := maxPorts - 1; id >= 1; id-- {
 		e.freeIDs = append(e.freeIDs, uint32(id))
@@ -236,6 +273,11 @@ func (e *Engine) Run() error {
 		for _, ev := range e.events[:n] {
 			e.dispatch(ev)
 		}
+		e.receivePending()
+		if e.retryPending {
+			e.retryPending = false
+			e.retryDgram()
+		}
 		e.reap()
 		e.resumeListeners()
 		if e.now >= e.nextSweep {
@@ -252,7 +294,12 @@ func (e *Engine) dispatch(ev event) {
 		e.poll.drainWake()
 		e.serveRequests()
 	case ev.token > tokenListener-uint32(len(e.listeners)) && ev.token <= tokenListener:
-		e.accept(&e.listeners[tokenListener-ev.token])
+		l := &e.listeners[tokenListener-ev.token]
+		if l.Kind == Dgram {
+			e.receiveDgram(l)
+		} else {
+			e.accept(l)
+		}
 	default:
 		p := e.ports[ev.token]
 		if p == nil || p.dead {
@@ -296,7 +343,24 @@ func (e *Engine) receive(p *port) {
 	e.flush()
 	if err != nil {
 		e.kill(p, err)
+		return
 	}
+	if p.stream != nil && p.stream.buffered {
+		e.rxPending = append(e.rxPending, p)
+	}
+}
+
+// receivePending serves stream ports that still hold complete frames in
+// their buffers: the poller will not report them again, the data is ours
+// now. One batch each per loop iteration, like every other port.
+func (e *Engine) receivePending() {
+	n := len(e.rxPending)
+	for i := 0; i < n; i++ {
+		if p := e.rxPending[i]; !p.dead && p.stream.buffered {
+			e.receive(p) // may append p again, after n
+		}
+	}
+	e.rxPending = append(e.rxPending[:0], e.rxPending[n:]...)
 }
 
 // flush transmits on every port that got frames during the last batch.
@@ -317,6 +381,10 @@ func (e *Engine) transmit(p *port) {
 		err := e.writeBatch(p)
 		if err == nil {
 			continue
+		}
+		if errors.Is(err, errRetryLater) {
+			e.retryPending = true
+			return
 		}
 		if errors.Is(err, errWouldBlock) {
 			if !p.writeArmed {
@@ -373,7 +441,9 @@ func (e *Engine) reap() {
 }
 
 func (e *Engine) close(p *port) {
-	e.poll.remove(p.fd)
+	if p.fd >= 0 && !(p.kind == kindTap && e.pollClosed) {
+		e.poll.remove(p.fd)
+	}
 	for p.txq.Len() > 0 {
 		e.pool.Release(p.txq.At(0))
 		p.txq.Drop(1)
@@ -385,14 +455,30 @@ func (e *Engine) close(p *port) {
 	if p.kind == kindTap {
 		return // the caller owns the TAP fd
 	}
-	closeFd(p.fd)
-	e.departed.add(&p.cnt)
+	if p.fd >= 0 {
+		closeFd(p.fd)
+	}
 	e.freeIDs = append(e.freeIDs, p.id)
+	switch p.kind {
+	case kindMonitor:
+		e.monitors--
+		for i, m := range e.mirrors {
+			if m == p {
+				e.mirrors = append(e.mirrors[:i], e.mirrors[i+1:]...)
+				break
+			}
+		}
+		return
+	case kindDgram:
+		delete(e.dgramPeers, p.dgram.key)
+	}
+	e.departed.add(&p.cnt)
 	e.clients--
 }
 
 // sweep ages the MAC table and the secure-mode bindings.
 func (e *Engine) sweep() {
+	e.expireDgram()
 	e.macs.Expire(e.now)
 	e.policy.Expire(e.now)
 	e.nextSweep = e.now + int64(sweepInterval)
@@ -404,6 +490,12 @@ func (e *Engine) timeoutMs() int {
 		if u := e.listeners[i].pausedUntil; u != 0 && u < next {
 			next = u
 		}
+	}
+	if len(e.rxPending) > 0 {
+		return 0
+	}
+	if e.retryPending && e.now+int64(dgramRetry) < next {
+		next = e.now + int64(dgramRetry)
 	}
 	ms := (next - e.now + int64(time.Millisecond) - 1) / int64(time.Millisecond)
 	if ms < 0 {

@@ -91,7 +91,7 @@ func (s *testSwitch) connect() *testClient {
 	if err := unix.SetNonblock(fds[1], true); err != nil {
 		s.t.Fatal(err)
 	}
-	p, err := s.e.addClient(fds[1], "test")
+	p, err := s.e.addClient(fds[1], Seqpacket, "test")
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -105,8 +105,8 @@ func (s *testSwitch) pump() {
 	for again := true; again; {
 		again = false
 		for _, p := range append([]*port(nil), s.e.live...) {
-			if p.dead {
-				continue
+			if p.dead || p.fd < 0 {
+				continue // fd < 0: a datagram client reached through its listener
 			}
 			before := p.cnt.rxFrames
 			var buf [1]byte
@@ -123,6 +123,25 @@ func (s *testSwitch) pump() {
 			if p.cnt.rxFrames != before || p.dead {
 				again = true
 			}
+		}
+		for i := range s.e.listeners {
+			l := &s.e.listeners[i]
+			var buf [1]byte
+			if l.Kind != Dgram {
+				continue
+			}
+			if _, _, err := unix.Recvfrom(l.Fd, buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); err == nil {
+				s.e.receiveDgram(l)
+				again = true
+			}
+		}
+		if len(s.e.rxPending) > 0 {
+			s.e.receivePending()
+			again = true
+		}
+		if s.e.retryPending {
+			s.e.retryPending = false
+			s.e.retryDgram()
 		}
 		s.e.reap()
 		for _, p := range s.e.live {

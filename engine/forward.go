@@ -47,6 +47,9 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 	if !e.learn(in, mactable.Key(frame[6:12]), fromClient) {
 		return
 	}
+	for _, m := range e.mirrors {
+		e.enqueue(in, m, r, false)
+	}
 
 	dst := mactable.Key(frame[0:6])
 	if !mactable.IsMulticastKey(dst) {
@@ -63,7 +66,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 	}
 	// Broadcast, multicast and unknown unicast: every other port.
 	for _, out := range e.live {
-		if out != in && !out.dead {
+		if out != in && !out.dead && !out.mirror {
 			e.enqueue(in, out, r, fromClient)
 		}
 	}

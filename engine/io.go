@@ -10,6 +10,9 @@ import (
 var (
 	// errWouldBlock: the kernel pushed back; wait for write readiness.
 	errWouldBlock = errors.New("would block")
+	// errRetryLater: pushed back where the poller cannot tell us when to
+	// retry (datagrams through a listener); a timer will.
+	errRetryLater = errors.New("retry later")
 	// errPeerClosed: the client hung up.
 	errPeerClosed = errors.New("peer closed")
 )
@@ -20,8 +23,19 @@ var (
 // more than maxFrame, so forwardOne drops it as oversize. err is non-nil
 // only when the port must be closed.
 func (e *Engine) readBatch(p *port, refs []ring.Ref) (int, error) {
-	if p.kind == kindTap {
+	switch p.kind {
+	case kindTap:
 		return e.readEach(p, refs)
+	case kindStream:
+		return e.readStream(p, refs)
+	case kindMonitor:
+		// A monitor only listens; whatever it sends is read and dropped
+		// so its socket never fills.
+		n, err := e.io.recv(e, p, refs)
+		if n > 0 {
+			p.cnt.drops[DropMonitorInput] += uint64(n)
+		}
+		return 0, err
 	}
 	return e.io.recv(e, p, refs)
 }
@@ -29,10 +43,22 @@ func (e *Engine) readBatch(p *port, refs []ring.Ref) (int, error) {
 // writeBatch sends frames from the head of p's queue, releasing what was
 // sent. It returns errWouldBlock when the kernel took nothing more.
 func (e *Engine) writeBatch(p *port) error {
-	if p.kind == kindTap {
+	switch {
+	case p.kind == kindTap:
 		return e.writeEach(p)
+	case p.kind == kindStream:
+		return e.writeStream(p)
+	case p.kind == kindDgram && p.dgram.via != nil:
+		return e.writeDgramVia(p)
 	}
-	return e.io.send(e, p)
+	err := e.io.send(e, p)
+	if err == unix.EPERM && p.kind == kindDgram {
+		// The client connected its socket to the listener and takes
+		// datagrams only from there.
+		e.routeViaListener(p)
+		return e.writeDgramVia(p)
+	}
+	return err
 }
 
 // readEach drains a fd with one read per frame: a TAP has no recvmmsg

@@ -7,12 +7,16 @@ import (
 )
 
 // batchIO moves a batch of messages per syscall with recvmmsg/sendmmsg.
-// Its headers point into the pool's slab, which never moves.
+// Its headers point into the pool's slab, which never moves. named is a
+// second set whose messages carry socket addresses, for dgram listeners.
 type batchIO struct {
-	b *mmsg.Batch
+	b     *mmsg.Batch
+	named *mmsg.Batch
 }
 
-func newBatchIO(batch int) batchIO { return batchIO{b: mmsg.NewBatch(batch)} }
+func newBatchIO(batch int) batchIO {
+	return batchIO{b: mmsg.NewBatch(batch), named: mmsg.NewBatch(batch)}
+}
 
 func (io batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
 	for i, r := range refs {
@@ -64,13 +68,47 @@ func (io batchIO) send(e *Engine, p *port) error {
 	case err != nil:
 		return err
 	}
-	for i := 0; i < n; i++ {
-		r := p.txq.At(i)
-		p.cnt.txFrames++
-		p.cnt.txBytes += uint64(e.pool.Len(r))
-		e.pool.Release(r)
+	e.sent(p, n)
+	return nil
+}
+
+// recvFrom reads datagrams with their senders' addresses.
+func (io batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int) (int, error) {
+	for i, r := range refs {
+		io.named.Set(i, e.pool.Buf(r))
+		io.named.SetName(i, &names[i])
 	}
-	p.txq.Drop(n)
+	n, err := mmsg.Recv(fd, io.named, len(refs), unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	for i := 0; i < n; i++ {
+		size := io.named.Len(i)
+		if io.named.Truncated(i) {
+			size = e.pool.Size()
+		}
+		e.pool.SetLen(refs[i], size)
+		nameLens[i] = io.named.NameLen(i)
+	}
+	return n, nil
+}
+
+// sendTo sends p's queued frames through fd, each addressed to addr.
+func (io batchIO) sendTo(e *Engine, p *port, fd int, addr *unix.RawSockaddrUnix, addrLen int) error {
+	count := min(p.txq.Len(), io.named.Cap())
+	for i := 0; i < count; i++ {
+		io.named.Set(i, e.pool.Frame(p.txq.At(i)))
+		io.named.SetName(i, addr)
+		io.named.SetNameLen(i, addrLen)
+	}
+	n, err := mmsg.Send(fd, io.named, count, unix.MSG_DONTWAIT)
+	if err != nil {
+		return err
+	}
+	e.sent(p, n)
 	return nil
 }
 

@@ -18,6 +18,8 @@ const (
 	DropPortClosed               // queued for a port that disconnected before it was sent
 	DropMACInUse                 // secure mode: source MAC is live on another port
 	DropPortMACLimit             // secure mode: the client already holds --port-macs MACs
+	DropBadLength                // stream client sent a zero or oversize length (it is closed)
+	DropMonitorInput             // a monitor sent something; monitors only listen
 	numDrops
 )
 
@@ -32,6 +34,8 @@ var dropNames = [numDrops]string{
 	DropPortClosed:   "port-closed",
 	DropMACInUse:     "src-mac-in-use",
 	DropPortMACLimit: "port-mac-limit",
+	DropBadLength:    "bad-length",
+	DropMonitorInput: "monitor-input",
 }
 
 func (d Drop) String() string {

@@ -80,12 +80,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 // daemon is everything a running vknetd holds, in the order it is built
 // and torn down in reverse.
 type daemon struct {
-	o        *options
-	log      *slog.Logger
-	pid      *pidfile
-	tap      *tap.Device
-	listener *unixListener
-	engine   *engine.Engine
+	o         *options
+	log       *slog.Logger
+	pid       *pidfile
+	tap       *tap.Device
+	listeners []*unixListener
+	engine    *engine.Engine
 }
 
 func start(o *options, log *slog.Logger) (_ *daemon, err error) {
@@ -102,8 +102,31 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	if d.pid, err = lockPidfile(o.pidfile); err != nil {
 		return nil, err
 	}
-	if err = claimSocketPath(o.socket, unix.SOCK_SEQPACKET, "-p"); err != nil {
-		return nil, err
+	// Every socket path is checked before anything is created, so a
+	// refusal leaves the system as it was.
+	sockets := []struct {
+		path, flag string
+		sotype     int
+		kind       engine.ListenerKind
+	}{{o.socket, "-p", unix.SOCK_SEQPACKET, engine.Seqpacket}}
+	if o.stream != "" {
+		sockets = append(sockets, struct {
+			path, flag string
+			sotype     int
+			kind       engine.ListenerKind
+		}{o.stream, "--stream", unix.SOCK_STREAM, engine.Stream})
+	}
+	if o.dgram != "" {
+		sockets = append(sockets, struct {
+			path, flag string
+			sotype     int
+			kind       engine.ListenerKind
+		}{o.dgram, "--dgram", unix.SOCK_DGRAM, engine.Dgram})
+	}
+	for _, s := range sockets {
+		if err = claimSocketPath(s.path, s.sotype, s.flag); err != nil {
+			return nil, err
+		}
 	}
 	tcfg := tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge}
 	if o.hasCIDR {
@@ -123,13 +146,19 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.listener, err = listenUnix(o.socket, unix.SOCK_SEQPACKET, gid, "-p"); err != nil {
-		return nil, err
+	var listeners []engine.Listener
+	for _, s := range sockets {
+		l, err := listenUnix(s.path, s.sotype, gid, s.flag)
+		if err != nil {
+			return nil, err
+		}
+		d.listeners = append(d.listeners, l)
+		listeners = append(listeners, engine.Listener{Fd: l.fd, Kind: s.kind, Path: s.path})
 	}
 	d.engine, err = engine.New(engine.Config{
 		TapFd:     d.tap.Fd(),
 		TapName:   d.tap.Name(),
-		Listeners: []engine.Listener{{Fd: d.listener.fd, Kind: engine.Seqpacket, Path: o.socket}},
+		Listeners: listeners,
 		MTU:       o.mtu,
 		MACTable: mactable.Config{
 			Capacity:  o.macMax,
@@ -138,6 +167,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		},
 		Policy:     policy,
 		MaxClients: o.maxClients,
+		DgramIdle:  o.dgramIdle,
 		Logger:     log,
 	})
 	if err != nil {
@@ -148,7 +178,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", o.bridge, "socket", o.socket, "mode", mode, "pid", os.Getpid())
+		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "mode", mode, "pid", os.Getpid())
 	return d, nil
 }
 
@@ -220,7 +250,9 @@ func (d *daemon) logCounters() {
 // cleanup undoes start in reverse order; each step tolerates what was
 // never done.
 func (d *daemon) cleanup() {
-	d.listener.close()
+	for _, l := range d.listeners {
+		l.close()
+	}
 	if d.tap != nil {
 		if err := d.tap.Close(); err != nil {
 			d.log.Error("restoring TAP", "tap", d.tap.Name(), "err", err)

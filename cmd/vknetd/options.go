@@ -31,6 +31,9 @@ type options struct {
 	portMACs   int
 	maxClients int
 	ipv6       netip.Prefix
+	stream     string
+	dgram      string
+	dgramIdle  time.Duration
 	version    bool
 }
 
@@ -57,6 +60,10 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVarP(&o.socket, "socket", "p", "/var/run/vknet", "path of the SOCK_SEQPACKET socket clients connect to")
 	fs.StringVarP(&o.pidfile, "pidfile", "i", "/var/run/vknetd.pid", "pidfile, locked while the daemon runs")
 	fs.StringVarP(&o.tapName, "tap", "t", "", "use (or create) this TAP interface instead of a free tapN")
+	fs.StringVar(&o.stream, "stream", "", "also listen on this SOCK_STREAM socket for QEMU -netdev stream clients (4-byte length before each frame)")
+	fs.StringVar(&o.dgram, "dgram", "", "also listen on this SOCK_DGRAM socket for QEMU -netdev dgram and vfkit clients")
+	o.dgramIdle = 60 * time.Second
+	fs.Var((*secondsValue)(&o.dgramIdle), "dgram-idle", "forget a datagram client (and its MACs) after this long without a frame from it")
 	fs.StringVar(&o.group, "group", "vknet", "group owning the socket (mode 0660): its members may connect")
 	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the TAP; clients' frames longer than MTU+18 bytes are dropped")
 	o.macAge = 300 * time.Second
@@ -119,6 +126,19 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	}
 	if o.socket == "" || o.pidfile == "" {
 		return nil, usagef("-p and -i need a path")
+	}
+	if o.dgramIdle < time.Second {
+		return nil, usagef("--dgram-idle %s is too short: use at least 1 second", o.dgramIdle)
+	}
+	paths := map[string]string{o.socket: "-p", o.pidfile: "-i"}
+	for flag, p := range map[string]string{"--stream": o.stream, "--dgram": o.dgram} {
+		if p == "" {
+			continue
+		}
+		if other, dup := paths[p]; dup {
+			return nil, usagef("%s %s is the same path as %s: give each socket its own path", flag, p, other)
+		}
+		paths[p] = flag
 	}
 	if o.ipv6.IsValid() && o.unsecure {
 		return nil, usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")

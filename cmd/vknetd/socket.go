@@ -76,6 +76,14 @@ func listenUnix(path string, sotype int, gid int, flag string) (*unixListener, e
 		l.close()
 		return nil, fmt.Errorf("socket %s: %w", path, err)
 	}
+	if sotype == unix.SOCK_DGRAM {
+		// No listen for datagrams. Every VM's frames queue here: give the
+		// queue room (root may exceed net.core.rmem_max).
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+		}
+		return l, nil
+	}
 	if err := unix.Listen(fd, 1024); err != nil {
 		l.close()
 		return nil, fmt.Errorf("listen on %s: %w", path, err)

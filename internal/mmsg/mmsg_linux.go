@@ -33,6 +33,21 @@ func NewBatch(n int) *Batch {
 	return b
 }
 
+// SetName makes message i carry a socket address: the destination for
+// Send, or where Recv stores the sender's address (unconnected datagram
+// sockets). name must stay alive until the call returns.
+func (b *Batch) SetName(i int, name *unix.RawSockaddrUnix) {
+	b.hdrs[i].msg.Name = (*byte)(unsafe.Pointer(name))
+	b.hdrs[i].msg.Namelen = uint32(unsafe.Sizeof(*name))
+}
+
+// SetNameLen sets the address length of message i for Send (a unix
+// address is only as long as its path).
+func (b *Batch) SetNameLen(i int, n int) { b.hdrs[i].msg.Namelen = uint32(n) }
+
+// NameLen is the length of the sender address Recv stored for message i.
+func (b *Batch) NameLen(i int) int { return int(b.hdrs[i].msg.Namelen) }
+
 // Cap is the most messages one call moves.
 func (b *Batch) Cap() int { return len(b.hdrs) }
 

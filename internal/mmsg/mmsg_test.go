@@ -55,3 +55,53 @@ func TestSendRecvBatchOverSeqpacket(t *testing.T) {
 		t.Fatalf("a send/recv round allocates %.1f", allocs)
 	}
 }
+
+func TestNamesOnUnboundDatagrams(t *testing.T) {
+	dir := t.TempDir()
+	srvPath, cliPath := dir+"/srv", dir+"/cli"
+	srv, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	cli, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	defer unix.Close(srv)
+	defer unix.Close(cli)
+	if err := unix.Bind(srv, &unix.SockaddrUnix{Name: srvPath}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(cli, &unix.SockaddrUnix{Name: cliPath}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Sendto(cli, []byte("hello"), 0, &unix.SockaddrUnix{Name: srvPath}); err != nil {
+		t.Fatal(err)
+	}
+	in := NewBatch(2)
+	var names [2]unix.RawSockaddrUnix
+	buf := make([]byte, 64)
+	in.Set(0, buf)
+	in.SetName(0, &names[0])
+	n, err := Recv(srv, in, 1, unix.MSG_DONTWAIT)
+	if err != nil || n != 1 {
+		t.Fatalf("Recv = %d, %v", n, err)
+	}
+	got := names[0].Path[:in.NameLen(0)-2]
+	var p []byte
+	for _, c := range got {
+		if c == 0 {
+			break
+		}
+		p = append(p, byte(c))
+	}
+	if string(p) != cliPath {
+		t.Fatalf("sender %q, want %q", p, cliPath)
+	}
+	// Reply to the recorded name.
+	out := NewBatch(1)
+	out.Set(0, []byte("back"))
+	out.SetName(0, &names[0])
+	out.SetNameLen(0, in.NameLen(0))
+	if n, err := Send(srv, out, 1, unix.MSG_DONTWAIT); err != nil || n != 1 {
+		t.Fatalf("Send to name = %d, %v", n, err)
+	}
+	rb := make([]byte, 16)
+	if n, _, err := unix.Recvfrom(cli, rb, unix.MSG_DONTWAIT); err != nil || string(rb[:n]) != "back" {
+		t.Fatalf("client got %q, %v", rb[:n], err)
+	}
+}

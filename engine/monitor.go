@@ -1,0 +1,42 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+)
+
+// AttachMonitor makes fd, a connected SOCK_SEQPACKET socket, a monitor
+// port: it receives one message per frame and anything it sends is
+// discarded. With mirror it gets a copy of every frame the switch
+// forwards; otherwise only what is flooded (what an ordinary client sees
+// without owning a MAC: broadcast, multicast, unknown unicast). A monitor
+// that reads too slowly loses frames (tx-queue-full), never slows the
+// switch. The engine owns fd from here on and closes it.
+func (e *Engine) AttachMonitor(fd int, mirror bool, name string) (uint32, error) {
+	var id uint32
+	var err error
+	derr := e.do(func() {
+		if e.monitors >= maxMonitors || len(e.freeIDs) == 0 {
+			err = fmt.Errorf("too many monitors (%d)", e.monitors)
+			return
+		}
+		id = e.freeIDs[len(e.freeIDs)-1]
+		if err = e.poll.add(fd, id); err != nil {
+			return
+		}
+		e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
+		setSndbuf(fd, clientSndbuf)
+		p := e.newPort(id, kindMonitor, fd, name)
+		p.pid, p.uid = peerCred(fd)
+		p.mirror = mirror
+		if mirror {
+			e.mirrors = append(e.mirrors, p)
+		}
+		e.monitors++
+		e.log.Info("monitor attached", "port", id, "monitor", name, "all", mirror)
+	})
+	if derr != nil {
+		return 0, errors.Join(derr, err)
+	}
+	return id, err
+}

@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/ring"
+)
+
+// QEMU's -netdev stream framing: each frame is preceded by its length as
+// a 4-byte big-endian integer. No header, no FCS.
+const streamPrefix = 4
+
+// streamReadChunk is how much one read may take beyond a maximal frame, so
+// a burst of small frames arrives in one syscall.
+const streamReadChunk = 64 << 10
+
+// errStreamLength: the client sent a length of zero or beyond the MTU's
+// frame size; its stream cannot be resynchronised, so it is closed.
+type errStreamLength struct{ length uint32 }
+
+func (e errStreamLength) Error() string {
+	return fmt.Sprintf("stream client sent a frame length of %d: closing it (the stream cannot be resynchronised)", e.length)
+}
+
+var errClosedMidFrame = errors.New("stream client closed in the middle of a frame")
+
+func newStreamState(maxFrame int) *streamState {
+	return &streamState{buf: make([]byte, streamPrefix+maxFrame+streamReadChunk)}
+}
+
+// readStream cuts complete frames out of the port's byte stream into
+// refs, reading more only when the buffer holds no complete frame.
+func (e *Engine) readStream(p *port, refs []ring.Ref) (int, error) {
+	s := p.stream
+	n := 0
+	for n < len(refs) {
+		if s.end-s.start >= streamPrefix {
+			length := binary.BigEndian.Uint32(s.buf[s.start:])
+			if length == 0 || int(length) > e.maxFrame {
+				p.cnt.drops[DropBadLength]++
+				return n, errStreamLength{length}
+			}
+			if total := streamPrefix + int(length); s.end-s.start >= total {
+				copy(e.pool.Buf(refs[n]), s.buf[s.start+streamPrefix:s.start+total])
+				e.pool.SetLen(refs[n], int(length))
+				s.start += total
+				n++
+				continue
+			}
+		}
+		// No complete frame left: keep the partial one at the front and read.
+		if s.start > 0 {
+			s.end = copy(s.buf, s.buf[s.start:s.end])
+			s.start = 0
+		}
+		m, err := unix.Read(p.fd, s.buf[s.end:])
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			s.buffered = false
+			return n, nil
+		case err != nil:
+			return n, err
+		case m == 0:
+			if s.end > 0 {
+				return n, errClosedMidFrame
+			}
+			return n, errPeerClosed
+		}
+		s.end += m
+	}
+	// refs ran out first: more frames may sit in the buffer with nothing
+	// left in the kernel to make the poller report the fd again.
+	s.buffered = true
+	return n, nil
+}
+
+// writeStream writes the queue's head frames with their length prefixes in
+// one writev, resuming a frame a short write cut.
+func (e *Engine) writeStream(p *port) error {
+	s := p.stream
+	count := p.txq.Len()
+	if count > e.cfg.Batch {
+		count = e.cfg.Batch
+	}
+	iov := e.iov[:0]
+	for i := 0; i < count; i++ {
+		frame := e.pool.Frame(p.txq.At(i))
+		hdr := e.prefixes[i][:]
+		binary.BigEndian.PutUint32(hdr, uint32(len(frame)))
+		if i == 0 && s.txOff > 0 {
+			if s.txOff < streamPrefix {
+				iov = appendIov(iov, hdr[s.txOff:])
+				iov = appendIov(iov, frame)
+			} else {
+				iov = appendIov(iov, frame[s.txOff-streamPrefix:])
+			}
+			continue
+		}
+		iov = appendIov(iov, hdr)
+		iov = appendIov(iov, frame)
+	}
+	written, err := writev(p.fd, iov)
+	switch {
+	case err == unix.EAGAIN:
+		return errWouldBlock
+	case err == unix.EINTR:
+		return nil
+	case err != nil:
+		return err
+	}
+	// Retire every frame the write covered; a cut frame stays at the head.
+	for written > 0 {
+		r := p.txq.At(0)
+		left := streamPrefix + e.pool.Len(r) - s.txOff
+		if written < left {
+			s.txOff += written
+			return errWouldBlock // the socket is full: wait for writability
+		}
+		written -= left
+		s.txOff = 0
+		p.cnt.txFrames++
+		p.cnt.txBytes += uint64(e.pool.Len(r))
+		e.pool.Release(r)
+		p.txq.Drop(1)
+	}
+	return nil
+}
+
+func appendIov(iov []unix.Iovec, b []byte) []unix.Iovec {
+	v := unix.Iovec{Base: &b[0]}
+	v.SetLen(len(b))
+	return append(iov, v)
+}
+
+// writev without x/sys's per-call iovec slice: the engine's array is reused.
+func writev(fd int, iov []unix.Iovec) (int, error) {
+	n, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
