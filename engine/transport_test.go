@@ -427,3 +427,23 @@ func TestMonitorsSeeFloodsOrEverything(t *testing.T) {
 		t.Fatalf("monitors counted as clients: %d", st.Clients)
 	}
 }
+
+func TestListings(t *testing.T) {
+	s := newTestSwitch(t, true, mactable.Config{}, nil)
+	a := s.connect()
+	b := s.connect()
+	a.send(t, ipv4UDP(broadcast, mac(5), [4]byte{198, 18, 0, 5}, [4]byte{198, 18, 255, 255}))
+	b.send(t, ipv4UDP(broadcast, mac(6), [4]byte{198, 18, 0, 6}, [4]byte{198, 18, 255, 255}))
+	s.pump()
+	done := make(chan error, 1)
+	go func() { done <- s.e.Run() }()
+	defer func() { s.e.Stop(); <-done }()
+	macs, err := s.e.MACs()
+	if err != nil || len(macs) != 2 || macs[0].MAC != mac(5) || macs[0].Port != a.port.id || macs[1].Kind != "seqpacket" {
+		t.Fatalf("MACs = %+v, %v", macs, err)
+	}
+	bs, err := s.e.Bindings()
+	if err != nil || len(bs) != 2 || bs[0].IP.String() != "198.18.0.5" || bs[0].MAC != mac(5) || bs[1].Port != b.port.id {
+		t.Fatalf("Bindings = %+v, %v", bs, err)
+	}
+}

@@ -1,0 +1,62 @@
+package engine
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/vknetd/vknetd/mactable"
+)
+
+// MACEntry is one learned MAC address, as `bridge fdb show` lists it.
+type MACEntry struct {
+	MAC      [6]byte
+	Port     uint32
+	PortName string
+	Kind     string
+	Age      time.Duration // since the MAC was last seen
+}
+
+// MACs lists the MAC table, sorted by port then address.
+func (e *Engine) MACs() ([]MACEntry, error) {
+	var out []MACEntry
+	err := e.do(func() {
+		e.macs.Walk(e.now, func(m mactable.Entry) {
+			me := MACEntry{Port: m.Port, Age: m.Age}
+			for i := 0; i < 6; i++ {
+				me.MAC[i] = byte(m.MAC >> (40 - 8*i))
+			}
+			if p := e.ports[m.Port]; p != nil {
+				me.PortName, me.Kind = p.name, p.kind.String()
+			}
+			out = append(out, me)
+		})
+	})
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Port != out[j].Port {
+			return out[i].Port < out[j].Port
+		}
+		return string(out[i].MAC[:]) < string(out[j].MAC[:])
+	})
+	return out, err
+}
+
+// Binding is a secure-mode IP-to-MAC binding: the address belongs to that
+// MAC on that port until it ages out or the port goes.
+type Binding struct {
+	IP   netip.Addr
+	MAC  [6]byte
+	Port uint32
+}
+
+// Bindings lists secure mode's IP-to-MAC bindings (none with -U).
+func (e *Engine) Bindings() ([]Binding, error) {
+	var out []Binding
+	err := e.do(func() {
+		e.policy.Bindings(func(ip netip.Addr, mac [6]byte, port uint32) {
+			out = append(out, Binding{IP: ip, MAC: mac, Port: port})
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out, err
+}
