@@ -54,8 +54,9 @@ type Config struct {
 
 	Listeners []Listener
 
-	// MTU bounds frames: the largest accepted is MTU+18 (Ethernet header
-	// plus one 802.1Q tag). Larger frames are dropped as oversize.
+	// MTU bounds frames: the largest accepted is MTU+14 (the Ethernet
+	// header), MTU+18 with an 802.1Q tag. Larger frames are dropped as
+	// oversize.
 	MTU int
 
 	// MACTable configures learning; MaxPorts is filled in by the engine.

@@ -351,18 +351,21 @@ func TestRuntAndOversizeAreCounted(t *testing.T) {
 	s := newTestSwitch(t, false, mactable.Config{}, nil)
 	a, b := s.connect(), s.connect()
 	a.send(t, make([]byte, 13))
-	a.send(t, ethFrame(broadcast, mac(1), 0x0800, 1500+18+1))
-	ok := ethFrame(broadcast, mac(1), 0x0800, 1500+18)
+	a.send(t, ethFrame(broadcast, mac(1), 0x0800, 1500+14+1))
+	a.send(t, ethFrame(broadcast, mac(1), 0x8100, 1500+18+1))
+	ok := ethFrame(broadcast, mac(1), 0x0800, 1500+14)
+	tagged := ethFrame(broadcast, mac(1), 0x8100, 1500+18)
 	a.send(t, ok)
+	a.send(t, tagged)
 	s.pump()
-	expectFrames(t, "b", b.recv(t), ok)
-	if a.port.cnt.drops[DropRunt] != 1 || a.port.cnt.drops[DropOversize] != 1 {
+	expectFrames(t, "b", b.recv(t), ok, tagged)
+	if a.port.cnt.drops[DropRunt] != 1 || a.port.cnt.drops[DropOversize] != 2 {
 		t.Fatalf("drops runt=%d oversize=%d", a.port.cnt.drops[DropRunt], a.port.cnt.drops[DropOversize])
 	}
 	huge := ethFrame(broadcast, mac(1), 0x0800, 9000)
 	a.send(t, huge)
 	s.pump()
-	if a.port.cnt.drops[DropOversize] != 2 || len(b.recv(t)) != 0 {
+	if a.port.cnt.drops[DropOversize] != 3 || len(b.recv(t)) != 0 {
 		t.Fatal("a frame far above the buffer size was not dropped as oversize")
 	}
 }

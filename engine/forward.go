@@ -8,7 +8,17 @@ import (
 	"github.com/vknetd/vknetd/secure"
 )
 
-const etherHeaderLen = 14
+const (
+	etherHeaderLen = 14
+	vlanTagLen     = 4
+)
+
+// vlanTagged reports an 802.1Q or 802.1ad tag, which may take a frame
+// 4 bytes past MTU+14.
+func vlanTagged(frame []byte) bool {
+	t := uint16(frame[12])<<8 | uint16(frame[13])
+	return t == 0x8100 || t == 0x88a8
+}
 
 // forward switches one batch of frames read from in. Each frame's buffer
 // arrives with one reference, which forwardOne gives up when done: the
@@ -31,7 +41,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 	case len(frame) < etherHeaderLen:
 		e.dropped(in, DropRunt)
 		return
-	case len(frame) > e.maxFrame:
+	case len(frame) > e.maxFrame-vlanTagLen && !vlanTagged(frame), len(frame) > e.maxFrame:
 		e.dropped(in, DropOversize)
 		return
 	}

@@ -65,7 +65,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	o.dgramIdle = 60 * time.Second
 	fs.Var((*secondsValue)(&o.dgramIdle), "dgram-idle", "forget a datagram client (and its MACs) after this long without a frame from it")
 	fs.StringVar(&o.group, "group", "vknet", "group owning the socket (mode 0660): its members may connect")
-	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the TAP; clients' frames longer than MTU+18 bytes are dropped")
+	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the TAP; frames longer than MTU+14 bytes (MTU+18 with a VLAN tag) are dropped")
 	o.macAge = 300 * time.Second
 	fs.Var((*secondsValue)(&o.macAge), "mac-age", "forget a MAC address (and, in secure mode, its IP binding) this long after it was last seen: seconds or a duration like 5m")
 	fs.IntVar(&o.macMax, "mac-max", 16384, "most MAC addresses the switch learns in all")
