@@ -7,6 +7,11 @@
 #
 #   scripts/qemu-guest.sh [--force]
 #
+# As root it first installs what booting the guest takes, when missing
+# (qemu-system-x86, dnsmasq-base for the tests' DHCP), and what building it
+# takes (dpkg, kmod, cpio). busybox-static and the kernel are only downloaded
+# and unpacked, never installed on the host.
+#
 # Output, in ${VKNETD_QEMU_CACHE:-/var/cache/vknetd-qemu}:
 #   vmlinuz            the kernel
 #   initramfs.cpio.gz  busybox, the modules, /init
@@ -45,24 +50,51 @@ esac
 
 die() { echo "qemu-guest: $*" >&2; exit 1; }
 
+updated=
+apt_update() {
+	[ -n "$updated" ] && return 0
+	updated=1
+	apt-get update -qq || die "apt-get update failed"
+}
+
+# apt_install PKG... installs the packages, as root; otherwise says what to run.
+apt_install() {
+	[ $# -gt 0 ] || return 0
+	if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+		die "missing $*: apt-get install $*, or run as root"
+	fi
+	echo "qemu-guest: apt-get install $*" >&2
+	apt_update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+		die "apt-get install $* failed"
+}
+
+need=
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need="$need qemu-system-x86"
+command -v dnsmasq >/dev/null 2>&1 || need="$need dnsmasq-base"
+if [ -n "$need" ] && [ "$(id -u)" -ne 0 ]; then
+	echo "qemu-guest: booting the guest needs$need (apt-get install$need as root); building it anyway" >&2
+elif [ -n "$need" ]; then
+	# shellcheck disable=SC2086 # a list of package names
+	apt_install $need
+fi
+
 # The stamp ties the image to this script, so that an edited /init is never
 # tested with an initramfs built by an older one.
-stamp=$(cat "$0" | sha256sum | cut -d' ' -f1)
+stamp=$(sha256sum <"$0" | cut -d' ' -f1)
 if [ -z "$force" ] && [ -s "$cache/vmlinuz" ] && [ -s "$cache/initramfs.cpio.gz" ] &&
 	[ "$(cat "$cache/stamp" 2>/dev/null)" = "$stamp" ]; then
 	echo "$cache"
 	exit 0
 fi
 
-need=
 command -v apt-get >/dev/null 2>&1 || die "needs apt-get (Debian or Ubuntu) to fetch the kernel and busybox-static"
+need=
 command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
 command -v depmod >/dev/null 2>&1 || need="$need kmod"
 command -v cpio >/dev/null 2>&1 || need="$need cpio"
-if [ -n "$need" ]; then
-	[ "$(id -u)" -eq 0 ] || die "missing$need: apt-get install$need, or run as root"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
-fi
+# shellcheck disable=SC2086
+apt_install $need
 
 mkdir -p "$cache" || die "cannot create $cache: set VKNETD_QEMU_CACHE to a writable directory"
 work=$(mktemp -d "$cache/build.XXXXXX")
@@ -70,17 +102,27 @@ trap 'rm -rf "$work"' EXIT
 
 # A metapackage names the versioned kernel it stands for; download that one.
 # Downloads run as root (the work directory is private), which apt notes.
-pkg=$kpkg
-for _ in 1 2 3; do
-	dep=$(apt-cache depends "$pkg" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
-	[ -n "$dep" ] || break
-	pkg=$dep
-done
-case $pkg in linux-image-[0-9]*) ;; *)
-	die "$kpkg does not lead to a linux-image-<version> package (run apt-get update, or set VKNETD_QEMU_KERNEL)" ;;
-esac
-(cd "$work" && apt-get -qq -o APT::Sandbox::User=root download "$pkg" busybox-static) ||
-	die "apt-get download $pkg busybox-static failed (run apt-get update first?)"
+resolve() {
+	pkg=$kpkg
+	for _ in 1 2 3; do
+		dep=$(apt-cache depends "$pkg" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+		[ -n "$dep" ] || break
+		pkg=$dep
+	done
+	case $pkg in linux-image-[0-9]*) return 0 ;; esac
+	return 1
+}
+download() {
+	(cd "$work" && apt-get -qq -o APT::Sandbox::User=root download "$pkg" busybox-static)
+}
+# Package lists may be missing (a fresh machine) or name versions the mirror no
+# longer has: update them once, and only then.
+if ! resolve || ! download; then
+	[ "$(id -u)" -eq 0 ] || die "cannot download $kpkg and busybox-static: run apt-get update as root, or this script as root"
+	apt_update
+	resolve || die "$kpkg does not lead to a linux-image-<version> package: set VKNETD_QEMU_KERNEL to a Debian kernel package"
+	download || die "apt-get download $pkg busybox-static failed"
+fi
 dpkg-deb -x "$work"/linux-image-*.deb "$work/k"
 dpkg-deb -x "$work"/busybox-static_*.deb "$work/bb"
 
@@ -226,5 +268,5 @@ mv "$work/vmlinuz" "$cache/vmlinuz"
 mv "$work/initramfs.cpio.gz" "$cache/initramfs.cpio.gz"
 mv "$work/kernel" "$cache/kernel"
 echo "$stamp" >"$cache/stamp"
-echo "qemu-guest: built $cache/vmlinuz ($pkg) and $cache/initramfs.cpio.gz ($(echo $order | wc -w) modules)" >&2
+echo "qemu-guest: built $cache/vmlinuz ($pkg) and $cache/initramfs.cpio.gz ($(echo "$order" | wc -l) modules)" >&2
 echo "$cache"
