@@ -1,0 +1,106 @@
+package qemu_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// What TestMain found: the binary under test and the guest image, or why the
+// tests that boot guests must skip.
+var (
+	vknetd     string
+	kernel     string
+	initrd     string
+	skipReason string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(setup(m))
+}
+
+func setup(m *testing.M) int {
+	cache := os.Getenv("VKNETD_QEMU_CACHE")
+	if cache == "" {
+		cache = "/var/cache/vknetd-qemu"
+	}
+	kernel = filepath.Join(cache, "vmlinuz")
+	initrd = filepath.Join(cache, "initramfs.cpio.gz")
+	skipReason = checkMachine()
+	if skipReason == "" {
+		for _, f := range []string{kernel, initrd} {
+			if _, err := os.Stat(f); err != nil {
+				skipReason = fmt.Sprintf("no guest image (%v): build it with scripts/qemu-guest.sh, or run make test-qemu", err)
+				break
+			}
+		}
+	}
+	if skipReason != "" {
+		return m.Run()
+	}
+
+	dir, err := os.MkdirTemp("", "vknetd-qemu-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "qemu: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	root, err := moduleRoot()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "qemu: %v\n", err)
+		return 1
+	}
+	vknetd = filepath.Join(dir, "vknetd")
+	build := exec.Command("go", "build", "-o", vknetd, "./cmd/vknetd")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "qemu: go build ./cmd/vknetd in %s: %v\n%s", root, err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// checkMachine says why guests cannot be booted here, or "".
+func checkMachine() string {
+	if runtime.GOOS != "linux" {
+		return "QEMU tests need Linux network namespaces, not " + runtime.GOOS
+	}
+	if os.Geteuid() != 0 {
+		return "needs root: the QEMU tests create network namespaces and a TAP (run as root, or make test-qemu)"
+	}
+	for tool, pkg := range map[string]string{
+		"qemu-system-x86_64": "qemu-system-x86",
+		"dnsmasq":            "dnsmasq-base",
+		"ip":                 "iproute2",
+		"ping":               "iputils-ping",
+	} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Sprintf("QEMU tests need %s: apt-get install %s, or run make test-qemu", tool, pkg)
+		}
+	}
+	return ""
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("go env GOMOD found no go.mod: run the tests inside the vknetd module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// needGuests skips t when guests cannot be booted here.
+func needGuests(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}

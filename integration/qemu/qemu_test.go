@@ -1,0 +1,274 @@
+package qemu_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vknetd/vknetd/internal/testbed"
+)
+
+const (
+	hostIP  = "198.18.0.1"
+	hostNet = hostIP + "/16"
+	tapName = "vkt-q0"
+	// DHCP hands out this range; fixed leases (dnsmasq --dhcp-host) lie outside it.
+	rangeLo, rangeHi = "198.18.0.50", "198.18.0.99"
+
+	// A TCG boot takes 5-20 s on a busy two-core machine; the margin is for a
+	// machine busier still, and costs nothing when the guest is quick.
+	guestTimeout = 120 * time.Second
+	// How long a guest keeps answering pings after its own, so that its peer (which
+	// may boot later) and the host can ping it. The test stops it sooner.
+	holdSeconds = 100
+)
+
+// lab is one vknetd with its stream and dgram listeners, and dnsmasq serving DHCP
+// on its TAP, all in a namespace of their own.
+type lab struct {
+	ns      *testbed.Netns
+	dir     string
+	stream  string
+	dgram   string
+	daemon  *testbed.Proc
+	dnsmasq *testbed.Proc
+}
+
+// newLab starts the switch in secure mode and dnsmasq on its TAP. fixed maps guest
+// MACs to the addresses dnsmasq must give them, so that guests know each other's.
+func newLab(t *testing.T, fixed map[string]string) *lab {
+	t.Helper()
+	needGuests(t)
+	l := &lab{ns: testbed.NewNetns(t), dir: shortTempDir(t)}
+	l.stream = filepath.Join(l.dir, "vknet.stream")
+	l.dgram = filepath.Join(l.dir, "vknet.dgram")
+	l.daemon = l.ns.Start(t, vknetd, "-d",
+		"-p", filepath.Join(l.dir, "vknet"), "-i", filepath.Join(l.dir, "vknetd.pid"),
+		"--group", "root", "-t", tapName,
+		"--stream", l.stream, "--dgram", l.dgram, hostNet)
+	// In -d mode the daemon prints the TAP's name alone on a line once it serves.
+	waitUntil(t, 15*time.Second, "vknetd to print "+tapName+" and create its sockets", l.daemon, func() bool {
+		return hasLine(l.daemon.Output(), tapName) && exists(l.stream) && exists(l.dgram)
+	})
+
+	args := []string{"dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+		"--interface=" + tapName, "--bind-interfaces", "--dhcp-authoritative",
+		// Without it dnsmasq pings an address for up to 3 s before offering it.
+		"--no-ping",
+		"--dhcp-range=" + rangeLo + "," + rangeHi + ",255.255.0.0,10m",
+		"--dhcp-leasefile=" + filepath.Join(l.dir, "leases"),
+		"--pid-file=" + filepath.Join(l.dir, "dnsmasq.pid")}
+	for mac, ip := range fixed {
+		testbed.CheckAddr(t, ip)
+		args = append(args, "--dhcp-host="+mac+","+ip)
+	}
+	l.dnsmasq = l.ns.Start(t, args...)
+	l.dnsmasq.WaitOutput(t, "DHCP, IP range", 10*time.Second)
+	return l
+}
+
+// guest is one QEMU attached to the lab's switch.
+type guest struct {
+	name    string
+	mac     string
+	p       *testbed.Proc
+	started time.Time
+}
+
+// transport is how a guest reaches the switch.
+type transport int
+
+const (
+	overStream transport = iota
+	overDgram
+)
+
+// boot starts a guest in a namespace of its own; params go on its kernel command
+// line (see scripts/qemu-guest.sh for the vkt.* ones).
+func (l *lab) boot(t *testing.T, name, mac string, tr transport, params ...string) *guest {
+	t.Helper()
+	var netdev string
+	switch tr {
+	case overStream:
+		netdev = "stream,id=n0,server=off,addr.type=unix,addr.path=" + l.stream
+	case overDgram:
+		netdev = "dgram,id=n0,local.type=unix,local.path=" + filepath.Join(l.dir, name+".sock") +
+			",remote.type=unix,remote.path=" + l.dgram
+	}
+	if strings.Contains(l.dir, ",") {
+		t.Fatalf("temporary directory %s has a comma, which QEMU's -netdev syntax cannot quote", l.dir)
+	}
+	g := &guest{name: name, mac: mac, started: time.Now()}
+	g.p = testbed.NewNetns(t).Start(t, qemuArgs(netdev, mac, params)...)
+	return g
+}
+
+// qemuArgs is the whole QEMU command line; the README shows the same.
+func qemuArgs(netdev, mac string, params []string) []string {
+	return []string{"qemu-system-x86_64",
+		"-M", "q35", "-accel", "tcg", "-m", "256",
+		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
+		"-kernel", kernel, "-initrd", initrd,
+		"-append", "console=ttyS0 panic=-1 quiet " + strings.Join(params, " "),
+		"-netdev", netdev,
+		// romfile= skips the PXE option ROM: the kernel is loaded directly.
+		"-device", "virtio-net-pci,netdev=n0,mac=" + mac + ",romfile=",
+	}
+}
+
+// wait returns the guest's report once it printed VKT-DONE, or an error when QEMU
+// exited or deadline passed first. It never fails the test, so that a test can
+// collect every guest's outcome before judging.
+func (g *guest) wait(deadline time.Time) (report, error) {
+	for {
+		out := g.p.Output()
+		if r := parseReport(out); r.done {
+			r.wall = time.Since(g.started)
+			return r, nil
+		}
+		select {
+		case <-g.p.Done():
+			if r := parseReport(g.p.Output()); r.done {
+				r.wall = time.Since(g.started)
+				return r, nil
+			}
+			return parseReport(g.p.Output()), fmt.Errorf("guest %s (%s): QEMU exited (%v) before VKT-DONE", g.name, g.mac, g.p.Wait(0))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return parseReport(out), fmt.Errorf("guest %s (%s): no VKT-DONE within %v", g.name, g.mac, time.Since(g.started).Round(time.Second))
+		}
+	}
+}
+
+// check fails t unless the guest got a lease (want, or any in the DHCP range when
+// want is empty) and every target answered its pings.
+func (g *guest) check(t *testing.T, r report, err error, want string, targets ...string) {
+	t.Helper()
+	// Its console, and the daemon's and dnsmasq's output, are logged at cleanup.
+	if err != nil {
+		t.Errorf("%v; it printed: %s", err, r.summary())
+		return
+	}
+	lo, hi := netip.MustParseAddr(rangeLo), netip.MustParseAddr(rangeHi)
+	switch {
+	case !r.lease.IsValid():
+		t.Errorf("guest %s (%s) got no DHCP lease: %s", g.name, g.mac, r.summary())
+		return
+	case want != "" && r.lease.String() != want:
+		t.Errorf("guest %s (%s) leased %v, want the fixed %s", g.name, g.mac, r.lease, want)
+	case want == "" && (r.lease.Less(lo) || hi.Less(r.lease)):
+		t.Errorf("guest %s (%s) leased %v, outside dnsmasq's range %s-%s", g.name, g.mac, r.lease, rangeLo, rangeHi)
+	}
+	for _, target := range targets {
+		if p, ok := r.pings[target]; !ok || !p.ok {
+			t.Errorf("guest %s (%s) could not ping %s: %s", g.name, g.mac, target, r.summary())
+		}
+	}
+	if !r.ok {
+		t.Errorf("guest %s (%s) reports failure: %s", g.name, g.mac, r.summary())
+	}
+	t.Logf("guest %s: %s; VKT-DONE %.1fs after QEMU started", g.name, r.summary(), r.wall.Seconds())
+}
+
+// stop ends a guest that holds on after its report.
+func (g *guest) stop(t *testing.T) {
+	t.Helper()
+	if err := g.p.Stop(testbed.StopTimeout); err != nil {
+		t.Errorf("stopping guest %s: %v", g.name, err)
+	}
+}
+
+func hold() string { return fmt.Sprintf("vkt.hold=%d", holdSeconds) }
+
+func TestStreamGuestLeasesAndPingsHost(t *testing.T) {
+	l := newLab(t, nil)
+	g := l.boot(t, "s1", "52:54:00:76:6b:01", overStream, "vkt.ping="+hostIP, hold())
+	r, err := g.wait(time.Now().Add(guestTimeout))
+	g.check(t, r, err, "", hostIP)
+	if t.Failed() {
+		return
+	}
+	// And the other way: the host reaches the guest through the TAP.
+	if ok, out := l.ns.Ping(t, r.lease.String(), 2); !ok {
+		t.Errorf("the host cannot ping guest s1 at %v over the stream listener:\n%s", r.lease, out)
+	}
+	g.stop(t)
+}
+
+func TestDgramGuestLeasesAndPingsHost(t *testing.T) {
+	l := newLab(t, nil)
+	g := l.boot(t, "d1", "52:54:00:76:6b:02", overDgram, "vkt.ping="+hostIP, hold())
+	r, err := g.wait(time.Now().Add(guestTimeout))
+	g.check(t, r, err, "", hostIP)
+	if t.Failed() {
+		return
+	}
+	if ok, out := l.ns.Ping(t, r.lease.String(), 2); !ok {
+		t.Errorf("the host cannot ping guest d1 at %v over the dgram listener:\n%s", r.lease, out)
+	}
+	g.stop(t)
+}
+
+// Two guests, one on each listener, booted at once: each pings the host and the
+// other by the address dnsmasq reserved for it.
+func TestStreamAndDgramGuestsPingEachOther(t *testing.T) {
+	const (
+		macS, ipS = "52:54:00:76:6b:11", "198.18.0.11"
+		macD, ipD = "52:54:00:76:6b:12", "198.18.0.12"
+	)
+	l := newLab(t, map[string]string{macS: ipS, macD: ipD})
+	gs := l.boot(t, "s", macS, overStream, "vkt.ping="+hostIP+","+ipD, hold())
+	gd := l.boot(t, "d", macD, overDgram, "vkt.ping="+hostIP+","+ipS, hold())
+	deadline := time.Now().Add(guestTimeout)
+	rs, errS := gs.wait(deadline)
+	rd, errD := gd.wait(deadline)
+	gs.check(t, rs, errS, ipS, hostIP, ipD)
+	gd.check(t, rd, errD, ipD, hostIP, ipS)
+	gs.stop(t)
+	gd.stop(t)
+}
+
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	// Not t.TempDir(): a unix socket path must fit in 108 bytes, and test names are long.
+	dir, err := os.MkdirTemp("", "vkq-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func hasLine(out, line string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) == line {
+			return true
+		}
+	}
+	return false
+}
+
+// waitUntil polls cond until it holds, failing the test if p exits or timeout passes.
+func waitUntil(t *testing.T, timeout time.Duration, what string, p *testbed.Proc, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); {
+		select {
+		case <-p.Done():
+			t.Fatalf("waiting for %s: it exited (%v):\n%s", what, p.Wait(0), p.Output())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: not within %v; output:\n%s", what, timeout, p.Output())
+		}
+	}
+}
