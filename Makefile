@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Packages whose code runs goroutines get the race detector.
 RACE_PKGS := ./engine/... ./mactable/... ./cmd/... ./internal/...
 
-.PHONY: all build deps test vet fmt-check unit race demo bench install clean
+.PHONY: all build deps test vet fmt-check unit race demo bench install clean test-qemu
 
 all: build
 
@@ -33,6 +33,12 @@ vet:
 test: deps fmt-check vet
 	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
+
+# Real QEMU guests (Debian kernel + busybox, TCG) over --stream and --dgram;
+# installs QEMU and dnsmasq and builds the guest image first (scripts/qemu-guest.sh).
+test-qemu: deps
+	./scripts/qemu-guest.sh
+	$(GO) test -count=1 -v -timeout 8m ./integration/qemu/
 
 demo: deps build
 	./scripts/demo.sh bin/vknetd
