@@ -68,9 +68,10 @@ type shard struct {
 	_     [64 - 16]byte // one cache line per shard so writers to different shards do not share one
 }
 
-// Table is a MAC table. Its methods are safe for concurrent use. Learn,
-// RemovePort, Expire and Flush from several goroutines are correct;
-// Lookup and Walk never block writers for longer than a retry.
+// Table is a MAC table. Its methods are safe for concurrent use: Learn,
+// RemovePort, Expire and Flush may run in several goroutines; Lookup never
+// blocks and never sees an entry half-written; Walk holds at most one
+// shard's writer lock, and only when deletions kept it from a clean copy.
 //
 // Time is the caller's monotonic clock in nanoseconds (non-decreasing; a
 // small step back between goroutines is tolerated). The table keeps it in
@@ -93,9 +94,12 @@ type Table struct {
 	capacity  int64
 	portLimit int32
 
+	// The fields above are read by every Lookup; writers update the ones
+	// below on every insert and delete. Keep them off the readers' line.
+	_           [64]byte
 	count       atomic.Int64
-	lastReclaim atomic.Int64 // tick of the last reclaim pass run by Learn
-	sweeps      atomic.Uint64
+	lastReclaim atomic.Int64  // tick of the last reclaim pass run by Learn
+	sweeps      atomic.Uint64 // sweeps run, by Expire or reclaim; tests read it
 }
 
 // New returns an empty table sized for cfg.
@@ -173,8 +177,11 @@ func (t *Table) hash(mac uint64) uint64 {
 	return hi ^ lo
 }
 
-// home returns the home slot index of mac.
-func (t *Table) home(mac uint64) uint64 { return t.hash(mac) >> t.idxShift }
+// home returns the home slot index of mac. The shift counts are below 64;
+// masking them tells the compiler so and saves the out-of-range handling.
+func (t *Table) home(mac uint64) uint64 { return t.hash(mac) >> (t.idxShift & 63) }
+
+func (t *Table) shardOf(idx uint64) *shard { return &t.shards[idx>>(t.slotBits&63)] }
 
 func (t *Table) next(i uint64) uint64 { return i&^t.slotMask | (i+1)&t.slotMask }
 
@@ -199,12 +206,12 @@ func (t *Table) Lookup(mac uint64, now int64) (port uint32, ok bool) {
 	}
 	want := liveBit | mac
 	idx := t.home(mac)
-	sh := &t.shards[idx>>t.slotBits]
+	sh := t.shardOf(idx)
 retry:
 	for {
 		seq := sh.seq.Load()
 		if seq&1 != 0 {
-			runtime.Gosched() // a writer is shifting entries in this shard
+			yield() // a writer is shifting entries in this shard
 			continue
 		}
 		i := idx
@@ -266,7 +273,7 @@ func (t *Table) Learn(mac uint64, port uint32, now int64) Result {
 // have moved entries under it; the locked path then decides (redoing an
 // already applied refresh is harmless).
 func (t *Table) refresh(mac, idx uint64, port uint32, nowTick int64) bool {
-	sh := &t.shards[idx>>t.slotBits]
+	sh := t.shardOf(idx)
 	seq := sh.seq.Load()
 	if seq&1 != 0 {
 		return false
@@ -295,7 +302,7 @@ func (t *Table) refresh(mac, idx uint64, port uint32, nowTick int64) bool {
 }
 
 func (t *Table) learnLocked(mac, idx uint64, port uint32, nowTick int64) Result {
-	sh := &t.shards[idx>>t.slotBits]
+	sh := t.shardOf(idx)
 	want := liveBit | mac
 	sh.mu.Lock()
 	i := idx
@@ -358,6 +365,12 @@ func (t *Table) update(s *slot, port uint32, nowTick int64) Result {
 	}
 	return Moved
 }
+
+// yield is out of line so that the rare wait does not cost Lookup's loop
+// its registers.
+//
+//go:noinline
+func yield() { runtime.Gosched() }
 
 // reserve takes one unit of c if that keeps it at or below limit. A CAS
 // loop rather than Add-then-check so that writers on different shards
