@@ -1,0 +1,138 @@
+//go:build linux
+
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const tagBurst uint32 = 0x200
+
+// burstReader counts the burst frames one client receives, checking they
+// arrive complete and in order, on its own goroutine.
+type burstReader struct {
+	got  atomic.Uint32 // burst frames received in order
+	err  atomic.Pointer[error]
+	done chan struct{}
+}
+
+func readBurst(c *rawClient, stop <-chan struct{}) *burstReader {
+	r := &burstReader{done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		buf := make([]byte, 65536)
+		fail := func(err error) { r.err.Store(&err) }
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
+			if n, err := unix.Poll(pfd, 50); err == unix.EINTR || n == 0 {
+				continue
+			} else if err != nil {
+				fail(fmt.Errorf("poll: %w", err))
+				return
+			}
+			n, err := unix.Read(c.fd, buf)
+			if err == unix.EINTR || err == unix.EAGAIN {
+				continue
+			}
+			if err != nil || n == 0 {
+				fail(fmt.Errorf("read: n=%d err=%v (daemon closed the connection?)", n, err))
+				return
+			}
+			tag, seq, ok := marker(buf[:n])
+			if !ok || tag != tagBurst {
+				continue
+			}
+			if want := r.got.Load(); seq != want {
+				fail(fmt.Errorf("received burst frame %d where %d was due: frames lost or reordered", seq, want))
+				return
+			}
+			r.got.Add(1)
+		}
+	}()
+	return r
+}
+
+func (r *burstReader) failure() error {
+	if p := r.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func TestStuckClientDoesNotStopTheOthers(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, daemonSpec{ns: newNetns(t), args: []string{"-U"}})
+	stuck := d.connect(testMAC(9)) // connects and never reads
+	a, b := d.connect(testMAC(1)), d.connect(testMAC(2))
+
+	stop := make(chan struct{})
+	r := readBurst(b, stop)
+	defer func() { close(stop); <-r.done }()
+
+	// The sender keeps at most window frames ahead of the receiver, so b's
+	// own transmit queue (256) never overflows: every loss would be the
+	// switch's fault. The stuck client gets the same flood and falls behind
+	// at once.
+	const total, window = 20000, 128
+	for sent := 0; sent < total; {
+		for end := min(sent+window, total); sent < end; sent++ {
+			a.send(rawFrame(broadcastMAC, a.mac, tagBurst, uint32(sent)))
+		}
+		ok := waitFor(5*time.Second, func() bool {
+			return r.got.Load() >= uint32(sent) || r.failure() != nil
+		})
+		if err := r.failure(); err != nil {
+			t.Fatalf("receiver after %d frames sent: %v", sent, err)
+		}
+		if !ok {
+			t.Fatalf("receiver got %d of the %d frames sent so far within 5s: the stuck client stalls the switch", r.got.Load(), sent)
+		}
+	}
+	if got := r.got.Load(); got != total {
+		t.Fatalf("receiver got %d frames, want %d", got, total)
+	}
+
+	s := d.counters()
+	ps := s.port(t, stuck.port)
+	if got := ps.uint(t, "drop_tx-queue-full"); got == 0 {
+		t.Errorf("stuck client's port %d counts no tx-queue-full drops after a %d-frame burst: %v", stuck.port, total, ps)
+	}
+	pb := s.port(t, b.port)
+	for k, v := range pb {
+		if len(k) > 5 && k[:5] == "drop_" {
+			t.Errorf("receiving client's port %d dropped frames: %s=%s", b.port, k, v)
+		}
+	}
+	if got := pb.uint(t, "tx_frames"); got < total {
+		t.Errorf("receiving client's port %d tx_frames = %d, want at least %d", b.port, got, total)
+	}
+	if got := s.port(t, a.port).uint(t, "rx_frames"); got != total {
+		t.Errorf("sending client's port %d rx_frames = %d, want %d", a.port, got, total)
+	}
+	// The stuck client is still a client: it was slowed, not thrown out.
+	if errors.Is(stuck.peekClosed(), errPeerGone) {
+		t.Errorf("the daemon closed the stuck client's connection")
+	}
+}
+
+var errPeerGone = errors.New("peer closed the connection")
+
+// peekClosed reports errPeerGone when the daemon has hung up on c.
+func (c *rawClient) peekClosed() error {
+	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLRDHUP}}
+	if n, _ := unix.Poll(pfd, 0); n > 0 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0 {
+		return errPeerGone
+	}
+	return nil
+}
