@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Packages whose code runs goroutines get the race detector.
 RACE_PKGS := ./engine/... ./mactable/... ./cmd/... ./internal/...
 
-.PHONY: all build deps test vet fmt-check unit race demo bench install clean test-qemu
+.PHONY: all build deps test vet fmt-check demo bench bench-compare install clean test-qemu qemu-guest
 
 all: build
 
@@ -28,9 +28,15 @@ vet:
 	GOOS=dragonfly $(GO) vet ./...
 	GOOS=freebsd $(GO) vet ./...
 
+# The guest image for the QEMU tests (cached; seconds when it exists).
+qemu-guest:
+	@if [ "$$(id -u)" -eq 0 ]; then ./scripts/qemu-guest.sh; \
+	else echo "qemu-guest: not root, QEMU tests will skip"; fi
+
 # The whole suite: unit tests, fuzz seed corpora, integration tests in
-# network namespaces (as root; they skip with a message otherwise).
-test: deps fmt-check vet
+# network namespaces and with real QEMU guests (as root; they skip with a
+# message otherwise).
+test: deps fmt-check vet qemu-guest
 	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 
@@ -46,6 +52,10 @@ demo: deps build
 # Forwarding benchmarks; compare runs with benchstat.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./bench/ ./mactable/ ./secure/
+
+# Regression check: BASE (default HEAD) against the working tree, side by side.
+bench-compare:
+	./scripts/bench-compare.sh $(or $(BASE),HEAD)
 
 install: build
 	install -D -m 0755 bin/vknetd $(DESTDIR)$(PREFIX)/sbin/vknetd
