@@ -19,6 +19,7 @@ func (e *Engine) accept(l *listenerState) {
 		fd, _, err := unix.Accept4(l.Fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch {
 		case err == nil:
+			l.backoff = 50 * time.Millisecond
 		case err == unix.EAGAIN:
 			l.backoff = 50 * time.Millisecond
 			return

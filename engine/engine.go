@@ -420,7 +420,8 @@ func (e *Engine) kill(p *port, err error) {
 		e.log.Error("TAP port failed, clients keep switching among themselves", "tap", p.name, "err", err)
 		return
 	}
-	if err != nil && !errors.Is(err, errPeerClosed) {
+	// A peer that hangs up with frames still unread is reset, not an error.
+	if err != nil && !errors.Is(err, errPeerClosed) && !errors.Is(err, unix.ECONNRESET) {
 		e.log.Info("client closed after error", "port", p.id, "client", p.name, "err", err)
 	} else {
 		e.log.Info("client disconnected", "port", p.id, "client", p.name)

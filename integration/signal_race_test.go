@@ -14,9 +14,6 @@ import (
 // should report ready only once SIGTERM is handled.
 func TestSIGTERMRightAfterStartIsHandled(t *testing.T) {
 	needRoot(t)
-	t.Skip("known bug: vknetd reports ready (prints the TAP name, or tells the waiting parent) " +
-		"before serve() calls signal.Notify, so SIGTERM, SIGINT, SIGUSR1 or SIGHUP in that window " +
-		"kill it with the default action: socket, pidfile and a -b bridge it created stay behind (about 1 start in 7 here)")
 	ns := newNetns(t)
 	dir := shortTempDir(t)
 	sock, pidfile := filepath.Join(dir, "vknet"), filepath.Join(dir, "vknetd.pid")

@@ -62,6 +62,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ready.warn(fmt.Sprintf("no syslog (%v): the daemon's log is discarded; run with -d to see it", err))
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Signals are ours before anyone can learn our pid: a SIGTERM that
+	// arrives while starting (or the moment we report ready) is served
+	// as soon as the engine runs, with the full clean-up.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
+	// A background daemon has no terminal; SIGPIPE on a client is an error
+	// return, never a death.
+	signal.Ignore(syscall.SIGPIPE)
 	d, err := start(o, log)
 	if err != nil {
 		ready.fail(err)
@@ -74,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, d.tap.Name())
 	}
 	ready.ready(d.tap.Name())
-	return d.serve()
+	return d.serve(sigs)
 }
 
 // daemon is everything a running vknetd holds, in the order it is built
@@ -191,12 +199,7 @@ func prefixString(o *options) string {
 
 // serve runs the engine until SIGTERM or SIGINT, then removes everything
 // the daemon created.
-func (d *daemon) serve() int {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
-	// A background daemon has no terminal; SIGPIPE on a client is an error
-	// return, never a death.
-	signal.Ignore(syscall.SIGPIPE)
+func (d *daemon) serve(sigs chan os.Signal) int {
 	runErr := make(chan error, 1)
 	go func() { runErr <- d.engine.Run() }()
 	status := 0
