@@ -228,7 +228,8 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 		}
 		fmt.Fprintf(w, "  %-26s %s%s\n", name, f.Usage, def)
 	})
-	fmt.Fprintf(w, "\n%s\n", securePolicyText())
+	fmt.Fprintf(w, "\n%s", securePolicyText())
+	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\n")
 	fmt.Fprintf(w, "\nSignals: SIGTERM/SIGINT stop and clean up; SIGUSR1 logs every port's counters;\nSIGHUP forgets all learned MAC addresses (frames flood until relearned).\n")
 }
 
