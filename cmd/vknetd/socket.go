@@ -79,9 +79,7 @@ func listenUnix(path string, sotype int, gid int, flag string) (*unixListener, e
 	if sotype == unix.SOCK_DGRAM {
 		// No listen for datagrams. Every VM's frames queue here: give the
 		// queue room (root may exceed net.core.rmem_max).
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
-		}
+		setRcvbuf(fd, 4<<20)
 		return l, nil
 	}
 	if err := unix.Listen(fd, 1024); err != nil {
