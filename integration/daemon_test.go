@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // daemonSpec is how to start one vknetd in the foreground (-d).
@@ -54,7 +56,7 @@ func tryStartDaemon(t *testing.T, s daemonSpec) (*daemon, error) {
 	}
 	dir := ""
 	if s.sock == "" || s.pidfile == "" {
-		dir = shortTempDir(t)
+		dir = testbed.ShortTempDir(t)
 	}
 	if s.sock == "" {
 		s.sock = filepath.Join(dir, "vknet")

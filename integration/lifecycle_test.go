@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vknetd/vknetd/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,7 +96,7 @@ func TestSIGTERMLeavesNothingBehind(t *testing.T) {
 
 func TestPidfileLockRefusesASecondDaemon(t *testing.T) {
 	needRoot(t)
-	dir := shortTempDir(t)
+	dir := testbed.ShortTempDir(t)
 	pidfile := filepath.Join(dir, "shared.pid")
 	first := startDaemon(t, daemonSpec{ns: newNetns(t), pidfile: pidfile, args: []string{"-U"}})
 
@@ -118,7 +119,7 @@ func TestPidfileLockRefusesASecondDaemon(t *testing.T) {
 
 func TestLiveSocketIsNotTakenOver(t *testing.T) {
 	needRoot(t)
-	dir := shortTempDir(t)
+	dir := testbed.ShortTempDir(t)
 	sock := filepath.Join(dir, "vknet")
 	first := startDaemon(t, daemonSpec{ns: newNetns(t), sock: sock, args: []string{"-U"}})
 
@@ -143,7 +144,7 @@ func TestLiveSocketIsNotTakenOver(t *testing.T) {
 
 func TestStaleSocketIsReplaced(t *testing.T) {
 	needRoot(t)
-	sock := filepath.Join(shortTempDir(t), "vknet")
+	sock := filepath.Join(testbed.ShortTempDir(t), "vknet")
 	// A daemon killed with SIGKILL leaves exactly this: a socket file
 	// nobody listens on.
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
@@ -167,7 +168,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 func TestBackgroundStartPrintsTAPAndKeepsRunning(t *testing.T) {
 	needRoot(t)
 	ns := newNetns(t)
-	dir := shortTempDir(t)
+	dir := testbed.ShortTempDir(t)
 	sock, pidfile := filepath.Join(dir, "vknet"), filepath.Join(dir, "vknetd.pid")
 	r := runToExit(t, 15*time.Second, "ip", "netns", "exec", ns, vknetd, "-U", "-p", sock, "-i", pidfile, "--group", "root")
 	if r.code != 0 {
@@ -220,7 +221,7 @@ func TestBackgroundStartFailureReportsTheReason(t *testing.T) {
 		{"-t names a veth", []string{"-U", "--group", "root", "-t", "vkt-veth0"}, []string{"vkt-veth0", "-t"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := shortTempDir(t)
+			dir := testbed.ShortTempDir(t)
 			sock, pidfile := filepath.Join(dir, "vknet"), filepath.Join(dir, "vknetd.pid")
 			args := append([]string{"netns", "exec", ns, vknetd, "-p", sock, "-i", pidfile}, tc.args...)
 			r := runToExit(t, 15*time.Second, "ip", args...)
@@ -301,7 +302,7 @@ func TestUsageErrorsExitWithStatus2(t *testing.T) {
 			name = "no address"
 		}
 		t.Run(name, func(t *testing.T) {
-			dir := shortTempDir(t)
+			dir := testbed.ShortTempDir(t)
 			// -d, -p, -i and the namespace only keep a daemon that wrongly
 			// starts away from /var/run and the host's interfaces.
 			args := []string{"netns", "exec", ns, vknetd, "-d", "-p", filepath.Join(dir, "s"), "-i", filepath.Join(dir, "p"), "--group", "root"}

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // vknetd is the binary under test, built once by TestMain; empty when the
@@ -37,37 +37,14 @@ func buildAndRun(m *testing.M) int {
 		return m.Run()
 	}
 	reapStaleNetns()
-	dir, err := os.MkdirTemp("", "vknetd-it-")
+	bin, remove, err := testbed.BuildVknetd()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
-		return 1
-	}
-	vknetd = filepath.Join(dir, "vknetd")
-	build := exec.Command("go", "build", "-o", vknetd, "./cmd/vknetd")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: go build ./cmd/vknetd in %s: %v\n%s", root, err, out)
-		return 1
-	}
+	defer remove()
+	vknetd = bin
 	return m.Run()
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("go env GOMOD found no go.mod: run the tests inside the vknetd module")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // needRoot skips t when the binary could not be built here.

@@ -278,15 +278,3 @@ func fileExists(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil
 }
-
-// shortTempDir is a temporary directory with a short path: unix socket
-// paths must fit in 108 bytes, and t.TempDir embeds the test name.
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "vkit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // A script that starts vknetd and stops it at once (a service manager
@@ -15,7 +17,7 @@ import (
 func TestSIGTERMRightAfterStartIsHandled(t *testing.T) {
 	needRoot(t)
 	ns := newNetns(t)
-	dir := shortTempDir(t)
+	dir := testbed.ShortTempDir(t)
 	sock, pidfile := filepath.Join(dir, "vknet"), filepath.Join(dir, "vknetd.pid")
 	// The window is short; 40 tries make a miss unlikely.
 	for i := 0; i < 40; i++ {

@@ -6,8 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // What TestMain found: the binary under test and the guest image, or why the
@@ -43,24 +44,13 @@ func setup(m *testing.M) int {
 		return m.Run()
 	}
 
-	dir, err := os.MkdirTemp("", "vknetd-qemu-")
+	bin, remove, err := testbed.BuildVknetd()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "qemu: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "qemu: %v\n", err)
-		return 1
-	}
-	vknetd = filepath.Join(dir, "vknetd")
-	build := exec.Command("go", "build", "-o", vknetd, "./cmd/vknetd")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "qemu: go build ./cmd/vknetd in %s: %v\n%s", root, err, out)
-		return 1
-	}
+	defer remove()
+	vknetd = bin
 	return m.Run()
 }
 
@@ -83,18 +73,6 @@ func checkMachine() string {
 		}
 	}
 	return ""
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("go env GOMOD found no go.mod: run the tests inside the vknetd module")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // needGuests skips t when guests cannot be booted here.

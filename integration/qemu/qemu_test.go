@@ -43,7 +43,7 @@ type lab struct {
 func newLab(t *testing.T, fixed map[string]string) *lab {
 	t.Helper()
 	needGuests(t)
-	l := &lab{ns: testbed.NewNetns(t), dir: shortTempDir(t)}
+	l := &lab{ns: testbed.NewNetns(t), dir: testbed.ShortTempDir(t)}
 	l.stream = filepath.Join(l.dir, "vknet.stream")
 	l.dgram = filepath.Join(l.dir, "vknet.dgram")
 	l.daemon = l.ns.Start(t, vknetd, "-d",
@@ -233,17 +233,6 @@ func TestStreamAndDgramGuestsPingEachOther(t *testing.T) {
 	gd.check(t, rd, errD, ipD, hostIP, ipS)
 	gs.stop(t)
 	gd.stop(t)
-}
-
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	// Not t.TempDir(): a unix socket path must fit in 108 bytes, and test names are long.
-	dir, err := os.MkdirTemp("", "vkq-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 func exists(path string) bool {

@@ -1,0 +1,61 @@
+package testbed
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// BuildVknetd builds ./cmd/vknetd of the module the tests run in into a new temporary
+// directory and returns the binary's path and a function that removes the directory.
+// TestMain calls it once, so that every test of a package drives the same fresh build
+// of the working tree, not whatever vknetd is installed.
+func BuildVknetd() (bin string, remove func(), err error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "vknetd-build-")
+	if err != nil {
+		return "", nil, err
+	}
+	remove = func() { os.RemoveAll(dir) }
+	bin = filepath.Join(dir, "vknetd")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/vknetd")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		remove()
+		return "", nil, fmt.Errorf("go build ./cmd/vknetd in %s: %v\n%s", root, err, out)
+	}
+	return bin, remove, nil
+}
+
+// ModuleRoot returns the directory of the go.mod the go command finds from the
+// current directory, which is the package's own when go test runs it.
+func ModuleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("go env GOMOD found no go.mod: run the tests inside the vknetd module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// ShortTempDir returns a temporary directory with a short path, removed at cleanup.
+// Not t.TempDir: that embeds the test's name, and a unix socket path must fit in the
+// 108 bytes of sun_path.
+func ShortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "vkt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
