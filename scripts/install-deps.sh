@@ -7,6 +7,7 @@ command -v socat   >/dev/null 2>&1 || need="$need socat"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
 command -v iperf3  >/dev/null 2>&1 || need="$need iperf3"
 command -v dnsmasq >/dev/null 2>&1 || need="$need dnsmasq-base"
+command -v busybox >/dev/null 2>&1 || need="$need busybox"
 command -v ip      >/dev/null 2>&1 || need="$need iproute2"
 command -v ping    >/dev/null 2>&1 || need="$need iputils-ping"
 [ -z "$need" ] && exit 0
