@@ -95,7 +95,40 @@ func (n *Netns) Run(t testing.TB, args ...string) string {
 // failed.
 func (n *Netns) Start(t testing.TB, args ...string) *Proc {
 	t.Helper()
-	return start(t, n.Name+": "+strings.Join(args, " "), "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	return start(t, false, n.Name+": "+strings.Join(args, " "), "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+}
+
+// StartSplit is Start for a command whose stdout and stderr the test reads apart, such
+// as vknetd -d, which prints its TAP's name on stdout and logs on stderr. Output still
+// holds both, but where the two interleave is only as exact as two pipes allow.
+func (n *Netns) StartSplit(t testing.TB, args ...string) *Proc {
+	t.Helper()
+	return start(t, true, n.Name+": "+strings.Join(args, " "), "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+}
+
+// Pids returns the processes running in the namespace.
+func (n *Netns) Pids() []int { return netnsPids(n.Name) }
+
+// LinkShow returns `ip -d link show` of a link in the namespace, and whether the link
+// exists.
+func (n *Netns) LinkShow(name string) (string, bool) {
+	out, err := exec.Command("ip", "-n", n.Name, "-d", "link", "show", "dev", name).CombinedOutput()
+	return string(out), err == nil
+}
+
+// HasFlag reports whether the <...> flags of `ip link show` output include flag, e.g.
+// UP (administratively up; LOWER_UP would also need a reader on a TAP).
+func HasFlag(show, flag string) bool {
+	open, end := strings.IndexByte(show, '<'), strings.IndexByte(show, '>')
+	if open < 0 || end < open {
+		return false
+	}
+	for _, f := range strings.Split(show[open+1:end], ",") {
+		if f == flag {
+			return true
+		}
+	}
+	return false
 }
 
 // WaitLink waits until the namespace has a link called name, failing the test after

@@ -12,22 +12,9 @@ import (
 	"time"
 )
 
-// alive reports whether pid is a running process; a zombie waiting for its parent to
-// reap it is not.
-func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the command name, which is in parentheses and may hold spaces.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
 func waitDead(t *testing.T, pid int) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); alive(pid); {
+	for deadline := time.Now().Add(5 * time.Second); ProcessAlive(pid); {
 		if time.Now().After(deadline) {
 			t.Errorf("process %d still alive after cleanup", pid)
 			return
@@ -121,8 +108,8 @@ func TestProc(t *testing.T) {
 	if err := s.Wait(20 * time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("Wait on a running process: %v", err)
 	}
-	if s.ExitCode() != -1 {
-		t.Errorf("ExitCode of a running process: %d", s.ExitCode())
+	if s.ExitCode() != -1 || s.Exited() {
+		t.Errorf("running process: ExitCode %d, Exited %v", s.ExitCode(), s.Exited())
 	}
 	if err := s.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -150,10 +137,83 @@ func TestProc(t *testing.T) {
 		}
 	}
 
+	if !p.Exited() || !s.Exited() || !stubborn.Exited() {
+		t.Errorf("Exited after exit: %v %v %v, want true for all three", p.Exited(), s.Exited(), stubborn.Exited())
+	}
+
 	bye := n.Start(t, "echo", "bye")
 	msg := mustFail(t, func(tb testing.TB) { bye.WaitOutput(tb, "hello", 5*time.Second) })
 	if !strings.Contains(msg, "exited") || !strings.Contains(msg, "bye") {
 		t.Errorf("WaitOutput's failure: %s", msg)
+	}
+}
+
+func TestStartSplit(t *testing.T) {
+	n := NewNetns(t)
+	p := n.StartSplit(t, "sh", "-c", "echo out; echo err >&2; echo out2")
+	if err := p.Wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if p.Stdout() != "out\nout2\n" || p.Stderr() != "err\n" {
+		t.Errorf("Stdout %q, Stderr %q", p.Stdout(), p.Stderr())
+	}
+	if out := p.Output(); len(out) != len("out\nout2\nerr\n") || !strings.Contains(out, "err\n") {
+		t.Errorf("Output %q does not hold both streams", out)
+	}
+
+	combined := n.Start(t, "true")
+	defer func() {
+		if recover() == nil {
+			t.Error("Stdout of a process started with Start did not panic")
+		}
+	}()
+	_ = combined.Stdout()
+}
+
+// A process that needs SIGKILL at cleanup fails the test: it would not stop cleanly
+// for its user either.
+func TestCleanupReportsIgnoredSIGTERM(t *testing.T) {
+	n := NewNetns(t)
+	var pid int
+	f := &fakeTB{}
+	t.Run("start", func(t *testing.T) {
+		f.TB = t
+		p := n.Start(f, "sh", "-c", `trap "" TERM; echo ready; sleep 600`)
+		p.WaitOutput(f, "ready", 5*time.Second)
+		pid = p.Pid()
+	})
+	if !f.Failed() || !strings.Contains(strings.Join(f.msgs, "\n"), "did not stop within") {
+		t.Errorf("cleanup of a process that ignores SIGTERM did not fail the test: %q", f.msgs)
+	}
+	waitDead(t, pid)
+}
+
+func TestLinkShowAndHasFlag(t *testing.T) {
+	n := NewNetns(t)
+	show, ok := n.LinkShow("lo")
+	if !ok || !HasFlag(show, "UP") || !HasFlag(show, "LOOPBACK") || HasFlag(show, "LOOP") {
+		t.Errorf("LinkShow(lo) = %v:\n%s", ok, show)
+	}
+	n.Run(t, "ip", "tuntap", "add", "dev", "vkt-t0", "mode", "tap")
+	if show, ok := n.LinkShow("vkt-t0"); !ok || HasFlag(show, "UP") || !strings.Contains(show, "tun type tap") {
+		t.Errorf("LinkShow(vkt-t0), a TAP left down, = %v:\n%s", ok, show)
+	}
+	if show, ok := n.LinkShow("vkt-none"); ok {
+		t.Errorf("LinkShow of a missing link reports it exists:\n%s", show)
+	}
+	if HasFlag("no flags here", "UP") || HasFlag("a> <b", "b") {
+		t.Error("HasFlag found a flag outside <...>")
+	}
+}
+
+func TestPids(t *testing.T) {
+	n := NewNetns(t)
+	if pids := n.Pids(); len(pids) != 0 {
+		t.Errorf("a new namespace runs %v", pids)
+	}
+	p := n.Start(t, "sleep", "600")
+	if pids := n.Pids(); !slices.Equal(pids, []int{p.Pid()}) {
+		t.Errorf("Pids = %v, want [%d]", pids, p.Pid())
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,22 +17,30 @@ import (
 // StopTimeout is how long a stopped process gets between SIGTERM and SIGKILL.
 const StopTimeout = 5 * time.Second
 
-// Proc is a background process started by Netns.Start.
+// Proc is a background process started by Netns.Start or Netns.StartSplit.
 type Proc struct {
 	// Cmd is the running command; its Process is set. Do not call Cmd.Wait: Proc does.
 	Cmd  *exec.Cmd
 	name string
-	out  syncBuffer
+	out  output
 	done chan struct{}
 	err  error // Cmd.Wait's result, valid once done is closed
 }
 
-func start(t testing.TB, name, prog string, args ...string) *Proc {
+func start(t testing.TB, split bool, name, prog string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{name: name, done: make(chan struct{})}
 	p.Cmd = exec.Command(prog, args...)
-	p.Cmd.Stdout = &p.out
-	p.Cmd.Stderr = &p.out
+	if split {
+		p.out.split = true
+		p.Cmd.Stdout = stream{&p.out, &p.out.stdout}
+		p.Cmd.Stderr = stream{&p.out, &p.out.stderr}
+	} else {
+		// One writer for both: exec.Cmd then uses one pipe, and Output keeps the
+		// order in which the process wrote.
+		p.Cmd.Stdout = &p.out
+		p.Cmd.Stderr = &p.out
+	}
 	// Its own process group, so Stop reaches the children it forks as well.
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A child that keeps the output pipe open must not keep Wait from returning.
@@ -44,8 +53,11 @@ func start(t testing.TB, name, prog string, args ...string) *Proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		if err := p.Stop(StopTimeout); err != nil {
+		// A process that ignores SIGTERM would not stop cleanly for its user either.
+		if killed, err := p.stop(StopTimeout); err != nil {
 			t.Errorf("stopping %s: %v", name, err)
+		} else if killed {
+			t.Errorf("%s did not stop within %v of SIGTERM; killed it", name, StopTimeout)
 		}
 		if t.Failed() {
 			t.Logf("output of %s:\n%s", name, p.Output())
@@ -61,8 +73,26 @@ func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
 // Output returns everything the process wrote to stdout and stderr so far.
 func (p *Proc) Output() string { return p.out.String() }
 
+// Stdout returns what the process wrote to stdout so far. Only a process started with
+// StartSplit keeps it apart; for one started with Start it panics, as a test that
+// reads it has a bug.
+func (p *Proc) Stdout() string { return p.out.stream(&p.out.stdout) }
+
+// Stderr is Stdout for stderr.
+func (p *Proc) Stderr() string { return p.out.stream(&p.out.stderr) }
+
 // Done is closed when the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
 
 // Signal sends sig to the process (not to its group). It returns os.ErrProcessDone
 // once the process has exited.
@@ -132,42 +162,86 @@ func (p *Proc) WaitOutput(t testing.TB, substr string, timeout time.Duration) st
 // timeout, and waits for the exit. It returns an error only if the process survives
 // SIGKILL; how it exited is for Wait to report.
 func (p *Proc) Stop(timeout time.Duration) error {
+	_, err := p.stop(timeout)
+	return err
+}
+
+// stop is Stop that also says whether SIGTERM was not enough.
+func (p *Proc) stop(timeout time.Duration) (killed bool, err error) {
 	select {
 	case <-p.done:
-		return nil
+		return false, nil
 	default:
 	}
 	pgid := p.Cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
 	case <-p.done:
-		return nil
+		return false, nil
 	case <-time.After(timeout):
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	select {
 	case <-p.done:
-		return nil
+		return true, nil
 	case <-time.After(5 * time.Second):
-		return errors.New("still running 5s after SIGKILL")
+		return true, errors.New("still running 5s after SIGKILL")
 	}
 }
 
-// syncBuffer is the output buffer both of a command's streams and the test's
-// goroutine use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// ProcessAlive reports whether pid is a running process. A zombie is not: a daemon
+// that went to the background has been reparented, and its exit shows only as a
+// zombie until init reaps it.
+func ProcessAlive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may hold spaces.
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+// output is a process's output, which its streams and the test's goroutine use at
+// once: both streams in all, and, when split, each in its own buffer too.
+type output struct {
+	mu             sync.Mutex
+	split          bool
+	all            bytes.Buffer
+	stdout, stderr bytes.Buffer
 }
 
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.all.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.all.String()
+}
+
+func (o *output) stream(b *bytes.Buffer) string {
+	if !o.split {
+		panic("testbed: Stdout or Stderr of a process started with Start, which keeps one combined stream: start it with StartSplit")
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return b.String()
+}
+
+// stream writes one of a split process's streams.
+type stream struct {
+	o   *output
+	own *bytes.Buffer
+}
+
+func (s stream) Write(p []byte) (int, error) {
+	s.o.mu.Lock()
+	defer s.o.mu.Unlock()
+	s.o.all.Write(p)
+	return s.own.Write(p)
 }

@@ -42,7 +42,7 @@ func SocatClient(t testing.TB, sock, cidr string) (*Netns, *Proc) {
 		}
 		link, _ := exec.Command("ip", "-o", "-n", n.Name, "link", "show", "dev", ClientTap).Output()
 		ips, _ := exec.Command("ip", "-o", "-n", n.Name, "addr", "show", "dev", ClientTap).Output()
-		if linkUp(string(link)) && strings.Contains(string(ips), " "+addr.String()+"/") {
+		if HasFlag(string(link), "UP") && strings.Contains(string(ips), " "+addr.String()+"/") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -57,19 +57,4 @@ func SocatClient(t testing.TB, sock, cidr string) (*Netns, *Proc) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	return n, p
-}
-
-// linkUp reports whether an `ip -o link` line shows the UP flag (administratively up;
-// LOWER_UP would also need a reader on the TAP, which socat is).
-func linkUp(line string) bool {
-	open, end := strings.IndexByte(line, '<'), strings.IndexByte(line, '>')
-	if open < 0 || end < open {
-		return false
-	}
-	for _, f := range strings.Split(line[open+1:end], ",") {
-		if f == "UP" {
-			return true
-		}
-	}
-	return false
 }
