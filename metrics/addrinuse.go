@@ -1,0 +1,5 @@
+package metrics
+
+import "syscall"
+
+const errAddrInUse = syscall.EADDRINUSE
