@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -229,7 +230,7 @@ func TestListenTCPNamesFlagWhenTaken(t *testing.T) {
 	}
 	defer ln.Close()
 	_, err = ListenTCP(ln.Addr().String())
-	if err == nil || !errors.Is(err, errAddrInUse) && !strings.Contains(err.Error(), "pick another port") ||
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) && !strings.Contains(err.Error(), "pick another port") ||
 		!strings.Contains(err.Error(), "--metrics "+ln.Addr().String()) {
 		t.Fatalf("taken port: %v", err)
 	}

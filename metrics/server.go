@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,7 +68,7 @@ func ListenTCP(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		hint := "give an address of this host, e.g. 127.0.0.1:9477"
-		if errors.Is(err, errAddrInUse) {
+		if errors.Is(err, syscall.EADDRINUSE) {
 			hint = "another program listens there: pick another port"
 		}
 		return nil, fmt.Errorf("--metrics %s: %v; %s", addr, err, hint)

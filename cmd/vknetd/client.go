@@ -1,47 +1,52 @@
 package main
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
 	"io"
-	"time"
+	"net"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/vknetd/vknetd/framefmt"
+	"github.com/vknetd/vknetd/control"
 )
 
 // runClient is -c: join the switch as an ordinary client and print one
-// decoded line per frame. Like the original it sees only what the switch
-// floods to it (broadcast, multicast, unknown unicast).
+// decoded line per frame, and with -w also write them as pcap. Like the
+// original it sees only what the switch floods to it (broadcast,
+// multicast, unknown unicast). SIGINT and SIGTERM stop it cleanly, so a
+// pcap file ends with the last frame received.
 func runClient(o *options, stdout io.Writer) error {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: o.socket, Net: "unixpacket"})
 	if err != nil {
-		return fmt.Errorf("socket: %w", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: o.socket}); err != nil {
 		return fmt.Errorf("connecting to %s (-p): %w; is vknetd running, and are you in its group?", o.socket, err)
 	}
-	out := bufio.NewWriter(stdout)
-	dec := framefmt.NewDecoder()
-	buf := make([]byte, 65536)
-	line := make([]byte, 0, 512)
-	for {
-		n, err := unix.Read(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("reading from %s: %w", o.socket, err)
-		}
-		if n == 0 {
-			out.Flush()
-			return fmt.Errorf("vknetd closed the connection on %s", o.socket)
-		}
-		line = dec.Line(line[:0], time.Now(), buf[:n])
-		line = append(line, '\n')
-		out.Write(line)
-		out.Flush()
+	defer conn.Close()
+	capture, err := control.NewCapture(stdout, o.write, stdout, "-w")
+	if err != nil {
+		return err
 	}
+	var stopped atomic.Bool
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			stopped.Store(true)
+			conn.Close()
+		}
+	}()
+	_, werr := control.Watch(conn, capture, 0)
+	cerr := capture.Close()
+	switch {
+	case stopped.Load():
+		return cerr
+	case errors.Is(werr, io.EOF):
+		return errors.Join(fmt.Errorf("vknetd closed the connection on %s", o.socket), cerr)
+	case werr != nil:
+		return errors.Join(fmt.Errorf("reading from %s: %w", o.socket, werr), cerr)
+	}
+	return cerr
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,8 +18,10 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/control"
 	"github.com/vknetd/vknetd/engine"
 	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/metrics"
 	"github.com/vknetd/vknetd/secure"
 	"github.com/vknetd/vknetd/tap"
 )
@@ -94,6 +97,9 @@ type daemon struct {
 	tap       *tap.Device
 	listeners []*unixListener
 	engine    *engine.Engine
+	control   *control.Server
+	metricsLn net.Listener
+	metrics   *metrics.Server
 }
 
 func start(o *options, log *slog.Logger) (_ *daemon, err error) {
@@ -136,6 +142,14 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 	}
+	if err = claimSocketPath(o.control, unix.SOCK_SEQPACKET, "--control"); err != nil {
+		return nil, err
+	}
+	if o.metrics != "" {
+		if d.metricsLn, err = metrics.ListenTCP(o.metrics); err != nil {
+			return nil, err
+		}
+	}
 	tcfg := tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge}
 	if o.hasCIDR {
 		tcfg.Prefix = o.prefix
@@ -163,6 +177,11 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		d.listeners = append(d.listeners, l)
 		listeners = append(listeners, engine.Listener{Fd: l.fd, Kind: s.kind, Path: s.path})
 	}
+	ctl, err := listenUnix(o.control, unix.SOCK_SEQPACKET, gid, "--control")
+	if err != nil {
+		return nil, err
+	}
+	d.listeners = append(d.listeners, ctl)
 	d.engine, err = engine.New(engine.Config{
 		TapFd:     d.tap.Fd(),
 		TapName:   d.tap.Name(),
@@ -181,12 +200,15 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err = d.startObservers(ctl, gid); err != nil {
+		return nil, err
+	}
 	mode := "secure"
 	if o.unsecure {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "mode", mode, "pid", os.Getpid())
+		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "control", o.control, "metrics", o.metrics, "mode", mode, "pid", os.Getpid())
 	return d, nil
 }
 
@@ -253,6 +275,7 @@ func (d *daemon) logCounters() {
 // cleanup undoes start in reverse order; each step tolerates what was
 // never done.
 func (d *daemon) cleanup() {
+	d.stopObservers()
 	for _, l := range d.listeners {
 		l.close()
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/vknetd/vknetd/metrics"
 )
 
 // options is the parsed command line.
@@ -35,6 +37,9 @@ type options struct {
 	dgram      string
 	dgramIdle  time.Duration
 	version    bool
+	control    string // --control, the -p path plus ".ctl" unless given
+	metrics    string // --metrics, off when empty
+	write      string // -w, with -c
 }
 
 // usageError is a command-line mistake: exit status 2, like getopt tools.
@@ -72,6 +77,9 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.IntVar(&o.portMACs, "port-macs", 256, "most MAC addresses one client may hold, so no client can crowd out the others")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
+	fs.StringVar(&o.control, "control", "", "path of the control socket for vknetctl, same group and mode as -p (default: the -p path plus .ctl)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics over HTTP at ADDR/metrics, e.g. 127.0.0.1:9477 (off unless given)")
+	fs.StringVarP(&o.write, "write", "w", "", "with -c: also write the frames to this pcap file (tcpdump -r, Wireshark); '-' writes pcap to stdout instead of lines")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -103,6 +111,9 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		}
 		o.prefix, o.hasCIDR = p, true
 	}
+	if o.write != "" && !o.client {
+		return nil, usagef("-w %s writes what -c receives: add -c, or use 'vknetctl monitor -w %s' beside a running daemon", o.write, o.write)
+	}
 	if o.client {
 		return o, nil
 	}
@@ -130,8 +141,16 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	if o.dgramIdle < time.Second {
 		return nil, usagef("--dgram-idle %s is too short: use at least 1 second", o.dgramIdle)
 	}
+	if o.control == "" {
+		o.control = o.socket + ".ctl"
+	}
+	if o.metrics != "" {
+		if err := metrics.CheckAddr(o.metrics); err != nil {
+			return nil, usagef("%v", err)
+		}
+	}
 	paths := map[string]string{o.socket: "-p", o.pidfile: "-i"}
-	for flag, p := range map[string]string{"--stream": o.stream, "--dgram": o.dgram} {
+	for flag, p := range map[string]string{"--stream": o.stream, "--dgram": o.dgram, "--control": o.control} {
 		if p == "" {
 			continue
 		}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"github.com/vknetd/vknetd/control"
+	"github.com/vknetd/vknetd/metrics"
+)
+
+// startObservers serves the control socket (vknetctl) and, with
+// --metrics, the Prometheus endpoint. Both run on goroutines of their own
+// and reach the switch only through the engine's control calls.
+func (d *daemon) startObservers(ctl *unixListener, gid int) error {
+	ln, err := control.FileListener(ctl.fd)
+	if err != nil {
+		return err
+	}
+	d.control = control.NewServer(ln, control.ServerConfig{Engine: d.engine, GID: gid, Group: d.o.group, Log: d.log})
+	if d.metricsLn != nil {
+		d.metrics = metrics.Serve(d.metricsLn, d.engine, d.log)
+		d.metricsLn = nil // the server owns it now
+	}
+	return nil
+}
+
+// stopObservers ends the control and metrics servers before the sockets
+// and the TAP go; the control socket's file is removed with the other
+// listeners.
+func (d *daemon) stopObservers() {
+	if d.control != nil {
+		d.control.Close()
+		d.control = nil
+	}
+	if d.metrics != nil {
+		d.metrics.Close()
+		d.metrics = nil
+	}
+	if d.metricsLn != nil {
+		d.metricsLn.Close()
+		d.metricsLn = nil
+	}
+}

@@ -1,5 +1,0 @@
-package metrics
-
-import "syscall"
-
-const errAddrInUse = syscall.EADDRINUSE
