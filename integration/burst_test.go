@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vknetd/vknetd/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,7 +73,7 @@ func (r *burstReader) failure() error {
 
 func TestStuckClientDoesNotStopTheOthers(t *testing.T) {
 	needRoot(t)
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), args: []string{"-U"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U"}})
 	stuck := d.connect(testMAC(9)) // connects and never reads
 	a, b := d.connect(testMAC(1)), d.connect(testMAC(2))
 

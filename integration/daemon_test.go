@@ -3,9 +3,9 @@
 package integration
 
 import (
-	"fmt"
+	"errors"
 	"os"
-	"path/filepath"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,94 +16,49 @@ import (
 	"github.com/vknetd/vknetd/internal/testbed"
 )
 
-// daemonSpec is how to start one vknetd in the foreground (-d).
-type daemonSpec struct {
-	ns      string   // namespace to run in (required)
-	sock    string   // -p; default <tmp>/vknet
-	pidfile string   // -i; default <tmp>/vknetd.pid
-	group   string   // --group; default root
-	args    []string // everything else: flags and address/cidrbits
-	wrap    []string // a command the daemon runs under, e.g. prlimit
-}
-
-// daemon is a vknetd started with -d inside a namespace.
+// daemon is a vknetd started with -d inside a namespace, with what the
+// tests read from its log.
 type daemon struct {
-	t       *testing.T
-	ns      string
-	sock    string
-	pidfile string
-	tap     string
-	p       *proc
+	*testbed.Daemon
+	t *testing.T
 }
 
 // startDaemon starts vknetd -d and waits until it has printed its TAP name,
 // that is until it is ready.
-func startDaemon(t *testing.T, s daemonSpec) *daemon {
+func startDaemon(t *testing.T, ns *testbed.Netns, c testbed.DaemonConfig) *daemon {
 	t.Helper()
-	d, err := tryStartDaemon(t, s)
+	return &daemon{Daemon: ns.StartDaemon(t, vknetd, c), t: t}
+}
+
+// tryStartDaemon is startDaemon for tests that expect a failure: a
+// *testbed.StartError carries the daemon's exit status and stderr.
+func tryStartDaemon(t *testing.T, ns *testbed.Netns, c testbed.DaemonConfig) (*daemon, error) {
+	t.Helper()
+	d, err := ns.TryStartDaemon(t, vknetd, c)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return d
+	return &daemon{Daemon: d, t: t}, nil
 }
-
-// tryStartDaemon is startDaemon for tests that expect a failure: the error
-// carries the daemon's exit status and stderr.
-func tryStartDaemon(t *testing.T, s daemonSpec) (*daemon, error) {
-	t.Helper()
-	if s.ns == "" {
-		t.Fatal("daemonSpec without a namespace: the daemon must never run in the host's")
-	}
-	dir := ""
-	if s.sock == "" || s.pidfile == "" {
-		dir = testbed.ShortTempDir(t)
-	}
-	if s.sock == "" {
-		s.sock = filepath.Join(dir, "vknet")
-	}
-	if s.pidfile == "" {
-		s.pidfile = filepath.Join(dir, "vknetd.pid")
-	}
-	if s.group == "" {
-		s.group = "root"
-	}
-	args := []string{"netns", "exec", s.ns}
-	args = append(args, s.wrap...)
-	args = append(args, vknetd, "-d", "-p", s.sock, "-i", s.pidfile, "--group", s.group)
-	args = append(args, s.args...)
-	d := &daemon{t: t, ns: s.ns, sock: s.sock, pidfile: s.pidfile}
-	d.p = startProc(t, "ip", args...)
-	ok := waitFor(10*time.Second, func() bool {
-		return strings.Contains(d.p.stdout.String(), "\n") || d.p.exited()
-	})
-	if line, _, found := strings.Cut(d.p.stdout.String(), "\n"); found {
-		d.tap = strings.TrimSpace(line)
-		return d, nil
-	}
-	if !ok {
-		return nil, fmt.Errorf("vknetd %s printed no TAP name within 10s; stderr:\n%s", strings.Join(s.args, " "), d.p.stderr.String())
-	}
-	code := d.p.wait(t, time.Second)
-	return nil, &startError{code: code, stderr: d.p.stderr.String()}
-}
-
-// startError is a daemon that exited instead of becoming ready.
-type startError struct {
-	code   int
-	stderr string
-}
-
-func (e *startError) Error() string {
-	return fmt.Sprintf("vknetd exited with status %d before it was ready; stderr:\n%s", e.code, e.stderr)
-}
-
-func (d *daemon) pid() int { return d.p.cmd.Process.Pid }
 
 func (d *daemon) signal(sig syscall.Signal) {
 	d.t.Helper()
-	if err := d.p.cmd.Process.Signal(sig); err != nil {
+	if err := d.Signal(sig); err != nil {
 		d.t.Fatalf("sending %v to vknetd: %v", sig, err)
 	}
+}
+
+// exitCode waits for the daemon to exit and returns its exit status.
+func (d *daemon) exitCode(timeout time.Duration) int {
+	d.t.Helper()
+	err := d.Wait(timeout)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		d.t.Fatalf("vknetd still running after %v; stderr:\n%s", timeout, d.Stderr())
+	}
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		d.t.Fatalf("vknetd: %v", err)
+	}
+	return d.ExitCode()
 }
 
 // waitServing makes sure the daemon's event loop has served a client
@@ -126,21 +81,21 @@ func (d *daemon) stop() int {
 	d.t.Helper()
 	d.waitServing()
 	d.signal(syscall.SIGTERM)
-	return d.p.wait(d.t, 10*time.Second)
+	return d.exitCode(10 * time.Second)
 }
 
 // requireRunning fails t if the daemon has exited.
 func (d *daemon) requireRunning() {
 	d.t.Helper()
-	if d.p.exited() {
-		d.t.Fatalf("vknetd exited (%v); stderr:\n%s", d.p.err, d.p.stderr.String())
+	if d.Exited() {
+		d.t.Fatalf("vknetd exited (%v); stderr:\n%s", d.Wait(0), d.Stderr())
 	}
 }
 
 // logLines returns the daemon's stderr log parsed into records.
 func (d *daemon) logLines() []logRecord {
 	var recs []logRecord
-	for _, l := range strings.Split(d.p.stderr.String(), "\n") {
+	for _, l := range strings.Split(d.Stderr(), "\n") {
 		if l != "" {
 			recs = append(recs, parseLogLine(l))
 		}
@@ -178,7 +133,7 @@ func (d *daemon) waitDeparture(port int) {
 		}
 		return false
 	}) {
-		d.t.Fatalf("vknetd did not log port %d leaving within 5s; log:\n%s", port, d.p.stderr.String())
+		d.t.Fatalf("vknetd did not log port %d leaving within 5s; log:\n%s", port, d.Stderr())
 	}
 }
 
@@ -194,10 +149,10 @@ func (d *daemon) waitLog(timeout time.Duration, msg string, want ...string) logR
 				return true
 			}
 		}
-		return d.p.exited()
+		return d.Exited()
 	})
 	if !ok || found == nil {
-		d.t.Fatalf("vknetd logged no %q %v within %v (exited: %v); log:\n%s", msg, want, timeout, d.p.exited(), d.p.stderr.String())
+		d.t.Fatalf("vknetd logged no %q %v within %v (exited: %v); log:\n%s", msg, want, timeout, d.Exited(), d.Stderr())
 	}
 	return found
 }
@@ -333,7 +288,7 @@ func (d *daemon) counters() snapshot {
 		return false
 	})
 	if !ok {
-		d.t.Fatalf("no complete counter report within 5s of SIGUSR1; log:\n%s", d.p.stderr.String())
+		d.t.Fatalf("no complete counter report within 5s of SIGUSR1; log:\n%s", d.Stderr())
 	}
 	return snap
 }
@@ -345,7 +300,7 @@ var portNumber = regexp.MustCompile(`^\d+$`)
 func (d *daemon) connect(mac [6]byte) *rawClient {
 	d.t.Helper()
 	before := d.countLog("client connected")
-	c := dialRaw(d.t, d.sock, mac)
+	c := dialRaw(d.t, d.Sock, mac)
 	var rec logRecord
 	ok := waitFor(5*time.Second, func() bool {
 		n := 0
@@ -360,7 +315,7 @@ func (d *daemon) connect(mac [6]byte) *rawClient {
 		return false
 	})
 	if !ok {
-		d.t.Fatalf("vknetd did not log the new client within 5s; log:\n%s", d.p.stderr.String())
+		d.t.Fatalf("vknetd did not log the new client within 5s; log:\n%s", d.Stderr())
 	}
 	if !portNumber.MatchString(rec["port"]) {
 		d.t.Fatalf("client connected line without a port number: %v", rec)

@@ -5,7 +5,8 @@
 //
 // The tests are Linux-only, need root and network namespaces, and skip
 // with a message otherwise. Everything they configure lives in namespaces
-// named vkt-it-<pid>-<n>, on addresses in 198.18.0.0/15, and is removed by
-// t.Cleanup even when a test fails; sockets and pidfiles go to temporary
+// that internal/testbed creates (vkt-<pid>-<n>), on addresses in
+// 198.18.0.0/15, and is removed by t.Cleanup even when a test fails, after
+// every process inside is stopped; sockets and pidfiles go to temporary
 // directories, never /var/run.
 package integration

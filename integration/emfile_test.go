@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 func TestDaemonSurvivesRunningOutOfFds(t *testing.T) {
@@ -14,14 +16,14 @@ func TestDaemonSurvivesRunningOutOfFds(t *testing.T) {
 	// 20 descriptors leave room for about eight clients next to the
 	// daemon's own (stdio, pidfile, epoll, eventfds, TAP, netlink, socket).
 	// prlimit sets the hard limit too: Go raises the soft limit to it.
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), wrap: []string{"prlimit", "--nofile=20:20"}, args: []string{"-U"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Wrap: []string{"prlimit", "--nofile=20:20"}, Args: []string{"-U"}})
 
 	// The kernel completes these connections into the listen backlog
 	// whether or not the daemon can accept them.
 	const n = 30
 	clients := make([]*rawClient, n)
 	for i := range clients {
-		clients[i] = dialRaw(t, d.sock, testMAC(byte(10+i)))
+		clients[i] = dialRaw(t, d.Sock, testMAC(byte(10+i)))
 	}
 	failed := d.waitLog(5*time.Second, "accept failed, pausing new connections")
 	if !strings.Contains(failed["err"], "too many open files") {
@@ -51,7 +53,7 @@ func TestDaemonSurvivesRunningOutOfFds(t *testing.T) {
 		return d.countLog("client connected") == n && d.departed() == n-2
 	}) {
 		t.Fatalf("after closing %d clients the daemon accepted %d and saw %d leave, want %d and %d; log:\n%s",
-			n-2, d.countLog("client connected"), d.departed(), n, n-2, d.p.stderr.String())
+			n-2, d.countLog("client connected"), d.departed(), n, n-2, d.Stderr())
 	}
 	d.waitLog(5*time.Second, "accepting connections again")
 
@@ -68,6 +70,6 @@ func TestDaemonSurvivesRunningOutOfFds(t *testing.T) {
 	}
 	d.requireRunning()
 	if code := d.stop(); code != 0 {
-		t.Errorf("vknetd exited with %d after SIGTERM; log:\n%s", code, d.p.stderr.String())
+		t.Errorf("vknetd exited with %d after SIGTERM; log:\n%s", code, d.Stderr())
 	}
 }

@@ -20,75 +20,75 @@ import (
 
 func TestBridgeCreatedThenRemoved(t *testing.T) {
 	needRoot(t)
-	ns := newNetns(t)
-	d := startDaemon(t, daemonSpec{ns: ns, args: []string{"-U", "-b", "vkbr0"}})
-	show, ok := linkShow(ns, d.tap)
+	ns := testbed.NewNetns(t)
+	d := startDaemon(t, ns, testbed.DaemonConfig{Args: []string{"-U", "-b", "vkbr0"}})
+	show, ok := ns.LinkShow(d.TAP)
 	if !ok || !strings.Contains(show, " master vkbr0 ") {
-		t.Fatalf("TAP %s is not a member of bridge vkbr0:\n%s", d.tap, show)
+		t.Fatalf("TAP %s is not a member of bridge vkbr0:\n%s", d.TAP, show)
 	}
-	br, ok := linkShow(ns, "vkbr0")
-	if !ok || !strings.Contains(br, "bridge ") || !hasFlag(br, "UP") {
+	br, ok := ns.LinkShow("vkbr0")
+	if !ok || !strings.Contains(br, "bridge ") || !testbed.HasFlag(br, "UP") {
 		t.Fatalf("bridge vkbr0 is missing, not a bridge or not up:\n%s", br)
 	}
 	if code := d.stop(); code != 0 {
-		t.Fatalf("vknetd exited with %d after SIGTERM; stderr:\n%s", code, d.p.stderr.String())
+		t.Fatalf("vknetd exited with %d after SIGTERM; stderr:\n%s", code, d.Stderr())
 	}
-	if show, ok := linkShow(ns, "vkbr0"); ok {
+	if show, ok := ns.LinkShow("vkbr0"); ok {
 		t.Errorf("the bridge vknetd created is still there after SIGTERM:\n%s", show)
 	}
-	if show, ok := linkShow(ns, d.tap); ok {
+	if show, ok := ns.LinkShow(d.TAP); ok {
 		t.Errorf("the TAP vknetd created is still there after SIGTERM:\n%s", show)
 	}
 }
 
 func TestExistingBridgeIsKeptAsFound(t *testing.T) {
 	needRoot(t)
-	ns := newNetns(t)
-	ipRun(t, "-n", ns, "link", "add", "vkbr1", "type", "bridge") // left down
-	d := startDaemon(t, daemonSpec{ns: ns, args: []string{"-U", "-b", "vkbr1"}})
-	if show, ok := linkShow(ns, d.tap); !ok || !strings.Contains(show, " master vkbr1 ") {
-		t.Fatalf("TAP %s is not a member of bridge vkbr1:\n%s", d.tap, show)
+	ns := testbed.NewNetns(t)
+	ns.Run(t, "ip", "link", "add", "vkbr1", "type", "bridge") // left down
+	d := startDaemon(t, ns, testbed.DaemonConfig{Args: []string{"-U", "-b", "vkbr1"}})
+	if show, ok := ns.LinkShow(d.TAP); !ok || !strings.Contains(show, " master vkbr1 ") {
+		t.Fatalf("TAP %s is not a member of bridge vkbr1:\n%s", d.TAP, show)
 	}
-	if br, _ := linkShow(ns, "vkbr1"); !hasFlag(br, "UP") {
+	if br, _ := ns.LinkShow("vkbr1"); !testbed.HasFlag(br, "UP") {
 		t.Fatalf("vknetd did not bring bridge vkbr1 up:\n%s", br)
 	}
 	if code := d.stop(); code != 0 {
-		t.Fatalf("vknetd exited with %d after SIGTERM; stderr:\n%s", code, d.p.stderr.String())
+		t.Fatalf("vknetd exited with %d after SIGTERM; stderr:\n%s", code, d.Stderr())
 	}
-	br, ok := linkShow(ns, "vkbr1")
+	br, ok := ns.LinkShow("vkbr1")
 	if !ok {
 		t.Fatalf("vknetd deleted bridge vkbr1, which existed before it started")
 	}
-	if hasFlag(br, "UP") {
+	if testbed.HasFlag(br, "UP") {
 		t.Errorf("bridge vkbr1 was down before vknetd started and is still up after it stopped:\n%s", br)
 	}
-	if show, ok := linkShow(ns, d.tap); ok {
+	if show, ok := ns.LinkShow(d.TAP); ok {
 		t.Errorf("the TAP vknetd created is still there after SIGTERM:\n%s", show)
 	}
 }
 
 func TestSIGTERMLeavesNothingBehind(t *testing.T) {
 	needRoot(t)
-	ns := newNetns(t)
-	d := startDaemon(t, daemonSpec{ns: ns, args: []string{"198.18.0.1/16"}})
-	if !regexp.MustCompile(`^tap\d+$`).MatchString(d.tap) {
-		t.Errorf("without -t the kernel should pick a tapN name; vknetd printed %q", d.tap)
+	ns := testbed.NewNetns(t)
+	d := startDaemon(t, ns, testbed.DaemonConfig{Args: []string{"198.18.0.1/16"}})
+	if !regexp.MustCompile(`^tap\d+$`).MatchString(d.TAP) {
+		t.Errorf("without -t the kernel should pick a tapN name; vknetd printed %q", d.TAP)
 	}
-	if got := readPidfile(t, d.pidfile); got != d.pid() {
-		t.Errorf("pidfile %s holds %d, want the daemon's pid %d", d.pidfile, got, d.pid())
+	if got := readPidfile(t, d.Pidfile); got != d.Pid() {
+		t.Errorf("pidfile %s holds %d, want the daemon's pid %d", d.Pidfile, got, d.Pid())
 	}
 	c := d.connect(testMAC(1))
 
 	if code := d.stop(); code != 0 {
-		t.Errorf("vknetd exited with status %d after SIGTERM, want 0; stderr:\n%s", code, d.p.stderr.String())
+		t.Errorf("vknetd exited with status %d after SIGTERM, want 0; stderr:\n%s", code, d.Stderr())
 	}
-	if fileExists(d.sock) {
-		t.Errorf("socket %s is still there after SIGTERM", d.sock)
+	if fileExists(d.Sock) {
+		t.Errorf("socket %s is still there after SIGTERM", d.Sock)
 	}
-	if fileExists(d.pidfile) {
-		t.Errorf("pidfile %s is still there after SIGTERM", d.pidfile)
+	if fileExists(d.Pidfile) {
+		t.Errorf("pidfile %s is still there after SIGTERM", d.Pidfile)
 	}
-	if show, ok := linkShow(ns, d.tap); ok {
+	if show, ok := ns.LinkShow(d.TAP); ok {
 		t.Errorf("the TAP vknetd created is still there after SIGTERM:\n%s", show)
 	}
 	c.expectEOF(2 * time.Second)
@@ -98,22 +98,22 @@ func TestPidfileLockRefusesASecondDaemon(t *testing.T) {
 	needRoot(t)
 	dir := testbed.ShortTempDir(t)
 	pidfile := filepath.Join(dir, "shared.pid")
-	first := startDaemon(t, daemonSpec{ns: newNetns(t), pidfile: pidfile, args: []string{"-U"}})
+	first := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Pidfile: pidfile, Args: []string{"-U"}})
 
-	_, err := tryStartDaemon(t, daemonSpec{ns: newNetns(t), sock: filepath.Join(dir, "other"), pidfile: pidfile, args: []string{"-U"}})
-	var se *startError
+	_, err := tryStartDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Sock: filepath.Join(dir, "other"), Pidfile: pidfile, Args: []string{"-U"}})
+	var se *testbed.StartError
 	if !errors.As(err, &se) {
 		t.Fatalf("a second daemon with the same -i started (or hung): %v", err)
 	}
-	if se.code == 0 || !strings.Contains(se.stderr, pidfile) {
-		t.Errorf("second daemon: exit status %d, stderr %q; want non-zero and a message naming %s", se.code, se.stderr, pidfile)
+	if se.Code == 0 || !strings.Contains(se.Stderr, pidfile) {
+		t.Errorf("second daemon: exit status %d, stderr %q; want non-zero and a message naming %s", se.Code, se.Stderr, pidfile)
 	}
 	if fileExists(filepath.Join(dir, "other")) {
 		t.Errorf("the refused daemon left its socket behind")
 	}
 	first.requireRunning()
-	if got := readPidfile(t, pidfile); got != first.pid() {
-		t.Errorf("pidfile holds %d after the refused start, want the running daemon's %d", got, first.pid())
+	if got := readPidfile(t, pidfile); got != first.Pid() {
+		t.Errorf("pidfile holds %d after the refused start, want the running daemon's %d", got, first.Pid())
 	}
 }
 
@@ -121,16 +121,16 @@ func TestLiveSocketIsNotTakenOver(t *testing.T) {
 	needRoot(t)
 	dir := testbed.ShortTempDir(t)
 	sock := filepath.Join(dir, "vknet")
-	first := startDaemon(t, daemonSpec{ns: newNetns(t), sock: sock, args: []string{"-U"}})
+	first := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Sock: sock, Args: []string{"-U"}})
 
 	otherPid := filepath.Join(dir, "other.pid")
-	_, err := tryStartDaemon(t, daemonSpec{ns: newNetns(t), sock: sock, pidfile: otherPid, args: []string{"-U"}})
-	var se *startError
+	_, err := tryStartDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Sock: sock, Pidfile: otherPid, Args: []string{"-U"}})
+	var se *testbed.StartError
 	if !errors.As(err, &se) {
 		t.Fatalf("a second daemon on the same -p started (or hung): %v", err)
 	}
-	if se.code == 0 || !strings.Contains(se.stderr, "another daemon is serving") || !strings.Contains(se.stderr, sock) {
-		t.Errorf("second daemon: exit status %d, stderr %q; want non-zero and \"another daemon is serving on %s\"", se.code, se.stderr, sock)
+	if se.Code == 0 || !strings.Contains(se.Stderr, "another daemon is serving") || !strings.Contains(se.Stderr, sock) {
+		t.Errorf("second daemon: exit status %d, stderr %q; want non-zero and \"another daemon is serving on %s\"", se.Code, se.Stderr, sock)
 	}
 	if fileExists(otherPid) {
 		t.Errorf("the refused daemon left its pidfile %s behind", otherPid)
@@ -159,7 +159,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 		t.Fatalf("setting up the stale socket: %v %v", fi, err)
 	}
 
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), sock: sock, args: []string{"-U"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Sock: sock, Args: []string{"-U"}})
 	a, b := d.connect(testMAC(1)), d.connect(testMAC(2))
 	a.send(rawFrame(broadcastMAC, a.mac, tagBroadcast, 1))
 	b.expect(tagBroadcast, 2*time.Second)
@@ -167,10 +167,10 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 
 func TestBackgroundStartPrintsTAPAndKeepsRunning(t *testing.T) {
 	needRoot(t)
-	ns := newNetns(t)
+	ns := testbed.NewNetns(t)
 	dir := testbed.ShortTempDir(t)
 	sock, pidfile := filepath.Join(dir, "vknet"), filepath.Join(dir, "vknetd.pid")
-	r := runToExit(t, 15*time.Second, "ip", "netns", "exec", ns, vknetd, "-U", "-p", sock, "-i", pidfile, "--group", "root")
+	r := runToExit(t, 15*time.Second, ns, vknetd, "-U", "-p", sock, "-i", pidfile, "--group", "root")
 	if r.code != 0 {
 		t.Fatalf("background start exited with %d, want 0; stderr:\n%s", r.code, r.stderr)
 	}
@@ -181,14 +181,14 @@ func TestBackgroundStartPrintsTAPAndKeepsRunning(t *testing.T) {
 	pid := readPidfile(t, pidfile)
 	t.Cleanup(func() {
 		syscall.Kill(pid, syscall.SIGTERM)
-		if !waitFor(5*time.Second, func() bool { return processGone(pid) }) {
+		if !waitFor(5*time.Second, func() bool { return !testbed.ProcessAlive(pid) }) {
 			t.Errorf("background vknetd (pid %d) did not stop within 5s of SIGTERM", pid)
 		}
 	})
 	if exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); err != nil || exe != vknetd {
 		t.Fatalf("pidfile holds %d, which is %q (%v), not the running vknetd", pid, exe, err)
 	}
-	if _, ok := linkShow(ns, tap); !ok {
+	if _, ok := ns.LinkShow(tap); !ok {
 		t.Errorf("printed TAP %s does not exist in the daemon's namespace", tap)
 	}
 	// Two clients exchange a frame: the daemon serves its socket (and has
@@ -200,7 +200,7 @@ func TestBackgroundStartPrintsTAPAndKeepsRunning(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(5*time.Second, func() bool { return processGone(pid) }) {
+	if !waitFor(5*time.Second, func() bool { return !testbed.ProcessAlive(pid) }) {
 		t.Fatalf("background vknetd (pid %d) did not stop within 5s of SIGTERM", pid)
 	}
 	if fileExists(sock) || fileExists(pidfile) {
@@ -210,8 +210,8 @@ func TestBackgroundStartPrintsTAPAndKeepsRunning(t *testing.T) {
 
 func TestBackgroundStartFailureReportsTheReason(t *testing.T) {
 	needRoot(t)
-	ns := newNetns(t)
-	ipRun(t, "-n", ns, "link", "add", "vkt-veth0", "type", "veth", "peer", "name", "vkt-veth1")
+	ns := testbed.NewNetns(t)
+	ns.Run(t, "ip", "link", "add", "vkt-veth0", "type", "veth", "peer", "name", "vkt-veth1")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -223,8 +223,8 @@ func TestBackgroundStartFailureReportsTheReason(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := testbed.ShortTempDir(t)
 			sock, pidfile := filepath.Join(dir, "vknet"), filepath.Join(dir, "vknetd.pid")
-			args := append([]string{"netns", "exec", ns, vknetd, "-p", sock, "-i", pidfile}, tc.args...)
-			r := runToExit(t, 15*time.Second, "ip", args...)
+			args := append([]string{vknetd, "-p", sock, "-i", pidfile}, tc.args...)
+			r := runToExit(t, 15*time.Second, ns, args...)
 			if r.code == 0 {
 				t.Fatalf("background start succeeded (stdout %q), want a failure", r.stdout)
 			}
@@ -239,12 +239,12 @@ func TestBackgroundStartFailureReportsTheReason(t *testing.T) {
 			if fileExists(sock) || fileExists(pidfile) {
 				t.Errorf("failed start left socket (%v) or pidfile (%v) behind", fileExists(sock), fileExists(pidfile))
 			}
-			if pids := netnsPids(ns); len(pids) != 0 {
+			if pids := ns.Pids(); len(pids) != 0 {
 				t.Errorf("processes %v are still running in the namespace after a failed start", pids)
 			}
 		})
 	}
-	if show, ok := linkShow(ns, "vkt-veth0"); !ok || strings.Contains(show, "tun") {
+	if show, ok := ns.LinkShow("vkt-veth0"); !ok || strings.Contains(show, "tun") {
 		t.Errorf("the veth given with -t was not left as found:\n%s", show)
 	}
 }
@@ -261,32 +261,32 @@ func TestSocketModeAndGroup(t *testing.T) {
 	if group == nil {
 		t.Skip("no non-root group (daemon, nogroup, users) exists on this machine")
 	}
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), group: group.Name, args: []string{"-U"}})
-	fi, err := os.Lstat(d.sock)
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Group: group.Name, Args: []string{"-U"}})
+	fi, err := os.Lstat(d.Sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
-		t.Errorf("socket %s has mode %v, want a socket with 0660", d.sock, fi.Mode())
+		t.Errorf("socket %s has mode %v, want a socket with 0660", d.Sock, fi.Mode())
 	}
 	st := fi.Sys().(*syscall.Stat_t)
 	if strconv.Itoa(int(st.Gid)) != group.Gid {
-		t.Errorf("socket %s has gid %d, want %s (group %s)", d.sock, st.Gid, group.Gid, group.Name)
+		t.Errorf("socket %s has gid %d, want %s (group %s)", d.Sock, st.Gid, group.Gid, group.Name)
 	}
 
-	_, err = tryStartDaemon(t, daemonSpec{ns: newNetns(t), group: "vkt-no-such-group", args: []string{"-U"}})
-	var se *startError
+	_, err = tryStartDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Group: "vkt-no-such-group", Args: []string{"-U"}})
+	var se *testbed.StartError
 	if !errors.As(err, &se) {
 		t.Fatalf("vknetd started with a missing --group: %v", err)
 	}
-	if se.code == 0 || !strings.Contains(se.stderr, "groupadd vkt-no-such-group") {
-		t.Errorf("missing group: exit status %d, stderr %q; want non-zero and 'groupadd vkt-no-such-group'", se.code, se.stderr)
+	if se.Code == 0 || !strings.Contains(se.Stderr, "groupadd vkt-no-such-group") {
+		t.Errorf("missing group: exit status %d, stderr %q; want non-zero and 'groupadd vkt-no-such-group'", se.Code, se.Stderr)
 	}
 }
 
 func TestUsageErrorsExitWithStatus2(t *testing.T) {
 	needRoot(t)
-	ns := newNetns(t)
+	ns := testbed.NewNetns(t)
 	for _, tc := range []struct {
 		arg  string // the positional argument, or "" for none
 		want string
@@ -305,11 +305,11 @@ func TestUsageErrorsExitWithStatus2(t *testing.T) {
 			dir := testbed.ShortTempDir(t)
 			// -d, -p, -i and the namespace only keep a daemon that wrongly
 			// starts away from /var/run and the host's interfaces.
-			args := []string{"netns", "exec", ns, vknetd, "-d", "-p", filepath.Join(dir, "s"), "-i", filepath.Join(dir, "p"), "--group", "root"}
+			args := []string{vknetd, "-d", "-p", filepath.Join(dir, "s"), "-i", filepath.Join(dir, "p"), "--group", "root"}
 			if tc.arg != "" {
 				args = append(args, tc.arg)
 			}
-			r := runToExit(t, 10*time.Second, "ip", args...)
+			r := runToExit(t, 10*time.Second, ns, args...)
 			if r.code != 2 {
 				t.Errorf("exit status %d, want 2 (usage error); stdout %q stderr %q", r.code, r.stdout, r.stderr)
 			}

@@ -36,7 +36,6 @@ func buildAndRun(m *testing.M) int {
 	if skipReason != "" {
 		return m.Run()
 	}
-	reapStaleNetns()
 	bin, remove, err := testbed.BuildVknetd()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "integration: %v\n", err)

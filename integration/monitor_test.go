@@ -9,13 +9,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 func TestMonitorPrintsOneLinePerFloodedFrame(t *testing.T) {
 	needRoot(t)
-	ns := newNetns(t)
-	d := startDaemon(t, daemonSpec{ns: ns, args: []string{"-U"}})
-	mon := startProc(t, "ip", "netns", "exec", ns, vknetd, "-c", "-p", d.sock)
+	ns := testbed.NewNetns(t)
+	d := startDaemon(t, ns, testbed.DaemonConfig{Args: []string{"-U"}})
+	mon := ns.StartSplit(t, vknetd, "-c", "-p", d.Sock)
 	d.waitLog(5*time.Second, "client connected")
 	a, b := d.connect(testMAC(1)), d.connect(testMAC(2))
 	learnAll(t, a, b)
@@ -28,11 +30,11 @@ func TestMonitorPrintsOneLinePerFloodedFrame(t *testing.T) {
 	b.send(rawFrame(broadcastMAC, b.mac, tagBarrier, 0))
 
 	fromB := regexp.MustCompile(`(?m)^\S+ ` + macString(b.mac) + ` > ff:ff:ff:ff:ff:ff .*\n`)
-	if !waitFor(5*time.Second, func() bool { return len(fromB.FindAllString(mon.stdout.String(), -1)) == 2 }) {
-		t.Fatalf("vknetd -c did not print b's two broadcasts within 5s; stdout:\n%s\nstderr:\n%s", mon.stdout.String(), mon.stderr.String())
+	if !waitFor(5*time.Second, func() bool { return len(fromB.FindAllString(mon.Stdout(), -1)) == 2 }) {
+		t.Fatalf("vknetd -c did not print b's two broadcasts within 5s; stdout:\n%s\nstderr:\n%s", mon.Stdout(), mon.Stderr())
 	}
 	var fromA []string
-	for _, l := range strings.Split(mon.stdout.String(), "\n") {
+	for _, l := range strings.Split(mon.Stdout(), "\n") {
 		if strings.Contains(l, " "+macString(a.mac)+" > ") {
 			fromA = append(fromA, l)
 		}

@@ -16,12 +16,12 @@ import (
 // should report ready only once SIGTERM is handled.
 func TestSIGTERMRightAfterStartIsHandled(t *testing.T) {
 	needRoot(t)
-	ns := newNetns(t)
+	ns := testbed.NewNetns(t)
 	dir := testbed.ShortTempDir(t)
 	sock, pidfile := filepath.Join(dir, "vknet"), filepath.Join(dir, "vknetd.pid")
 	// The window is short; 40 tries make a miss unlikely.
 	for i := 0; i < 40; i++ {
-		r := runToExit(t, 15*time.Second, "ip", "netns", "exec", ns, vknetd, "-U", "-p", sock, "-i", pidfile, "--group", "root")
+		r := runToExit(t, 15*time.Second, ns, vknetd, "-U", "-p", sock, "-i", pidfile, "--group", "root")
 		if r.code != 0 {
 			t.Fatalf("try %d: background start exited with %d; stderr:\n%s", i, r.code, r.stderr)
 		}
@@ -29,7 +29,7 @@ func TestSIGTERMRightAfterStartIsHandled(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatalf("try %d: %v", i, err)
 		}
-		if !waitFor(5*time.Second, func() bool { return processGone(pid) }) {
+		if !waitFor(5*time.Second, func() bool { return !testbed.ProcessAlive(pid) }) {
 			t.Fatalf("try %d: vknetd (pid %d) did not stop within 5s of SIGTERM", i, pid)
 		}
 		if fileExists(sock) || fileExists(pidfile) {

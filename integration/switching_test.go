@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // Tags name the frames of each step, so a frame that arrives where it
@@ -41,7 +43,7 @@ func learnAll(t *testing.T, cs ...*rawClient) {
 
 func TestLearnedUnicastReachesOnlyItsPort(t *testing.T) {
 	needRoot(t)
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), args: []string{"-U"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U"}})
 	a, b, c := d.connect(testMAC(1)), d.connect(testMAC(2)), d.connect(testMAC(3))
 	learnAll(t, a, b, c)
 
@@ -67,7 +69,7 @@ func TestLearnedUnicastReachesOnlyItsPort(t *testing.T) {
 
 func TestFloodReachesAllOthersNeverTheSender(t *testing.T) {
 	needRoot(t)
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), args: []string{"-U"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U"}})
 	a, b, c := d.connect(testMAC(1)), d.connect(testMAC(2)), d.connect(testMAC(3))
 	learnAll(t, a, b, c)
 
@@ -101,7 +103,7 @@ func TestFloodReachesAllOthersNeverTheSender(t *testing.T) {
 
 func TestMACAgesOut(t *testing.T) {
 	needRoot(t)
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), args: []string{"-U", "--mac-age", "1"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U", "--mac-age", "1"}})
 	a, b, c := d.connect(testMAC(1)), d.connect(testMAC(2)), d.connect(testMAC(3))
 	learnAll(t, a, b, c)
 
@@ -122,7 +124,7 @@ func TestMACAgesOut(t *testing.T) {
 
 func TestMACRemovedOnDisconnect(t *testing.T) {
 	needRoot(t)
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), args: []string{"-U"}}) // --mac-age stays 300 s
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U"}}) // --mac-age stays 300 s
 	a, b, c := d.connect(testMAC(1)), d.connect(testMAC(2)), d.connect(testMAC(3))
 	learnAll(t, a, b, c)
 	a.send(rawFrame(b.mac, a.mac, tagUnicast, 1))
@@ -153,7 +155,7 @@ func TestMACRemovedOnDisconnect(t *testing.T) {
 
 func TestPortMACLimitProtectsOtherPorts(t *testing.T) {
 	needRoot(t)
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), args: []string{"-U", "--port-macs", "2", "--mac-max", "8"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U", "--port-macs", "2", "--mac-max", "8"}})
 	a, b, c := d.connect(testMAC(1)), d.connect(testMAC(2)), d.connect(testMAC(3))
 	learnAll(t, a, b, c)
 
@@ -188,7 +190,7 @@ func TestPortMACLimitProtectsOtherPorts(t *testing.T) {
 // In secure mode the same switching holds for real IPv4 traffic.
 func TestSecureModeSwitchesIPv4(t *testing.T) {
 	needRoot(t)
-	d := startDaemon(t, daemonSpec{ns: newNetns(t), args: []string{"198.18.0.1/16"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"198.18.0.1/16"}})
 	a, b, c := d.connect(testMAC(1)), d.connect(testMAC(2)), d.connect(testMAC(3))
 	ips := map[*rawClient]netip.Addr{
 		a: netip.MustParseAddr("198.18.0.10"),
