@@ -34,7 +34,7 @@ type lab struct {
 	dir     string
 	stream  string
 	dgram   string
-	daemon  *testbed.Proc
+	daemon  *testbed.Daemon
 	dnsmasq *testbed.Proc
 }
 
@@ -46,13 +46,16 @@ func newLab(t *testing.T, fixed map[string]string) *lab {
 	l := &lab{ns: testbed.NewNetns(t), dir: testbed.ShortTempDir(t)}
 	l.stream = filepath.Join(l.dir, "vknet.stream")
 	l.dgram = filepath.Join(l.dir, "vknet.dgram")
-	l.daemon = l.ns.Start(t, vknetd, "-d",
-		"-p", filepath.Join(l.dir, "vknet"), "-i", filepath.Join(l.dir, "vknetd.pid"),
-		"--group", "root", "-t", tapName,
-		"--stream", l.stream, "--dgram", l.dgram, hostNet)
-	// In -d mode the daemon prints the TAP's name alone on a line once it serves.
-	waitUntil(t, 15*time.Second, "vknetd to print "+tapName+" and create its sockets", l.daemon, func() bool {
-		return hasLine(l.daemon.Output(), tapName) && exists(l.stream) && exists(l.dgram)
+	l.daemon = l.ns.StartDaemon(t, vknetd, testbed.DaemonConfig{
+		Sock: filepath.Join(l.dir, "vknet"), Pidfile: filepath.Join(l.dir, "vknetd.pid"),
+		Args:  []string{"-t", tapName, "--stream", l.stream, "--dgram", l.dgram, hostNet},
+		Ready: 15 * time.Second,
+	})
+	if l.daemon.TAP != tapName {
+		t.Fatalf("vknetd printed %q, want its TAP %s", l.daemon.TAP, tapName)
+	}
+	waitUntil(t, 15*time.Second, "vknetd to create its sockets", l.daemon.Proc, func() bool {
+		return exists(l.stream) && exists(l.dgram)
 	})
 
 	args := []string{"dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
@@ -238,15 +241,6 @@ func TestStreamAndDgramGuestsPingEachOther(t *testing.T) {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
-}
-
-func hasLine(out, line string) bool {
-	for _, l := range strings.Split(out, "\n") {
-		if strings.TrimSpace(l) == line {
-			return true
-		}
-	}
-	return false
 }
 
 // waitUntil polls cond until it holds, failing the test if p exits or timeout passes.
