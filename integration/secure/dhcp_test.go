@@ -30,20 +30,25 @@ bound|renew)
 esac
 `
 
-// TestDHCPLeaseInSecureMode: a client whose TAP has no address yet leases
-// one from dnsmasq on the TAP's side, through the switch in secure mode
-// (its DHCP messages come from 0.0.0.0), then pings the host from it.
-func TestDHCPLeaseInSecureMode(t *testing.T) {
-	testbed.RequireRoot(t)
-	testbed.RequireTool(t, "dnsmasq", "busybox")
-	d := startDaemon(t)
+// startDnsmasq serves DHCP on the daemon's TAP for 198.18.0.50-99 and
+// returns its lease file.
+func startDnsmasq(t *testing.T, d *daemon) string {
+	t.Helper()
+	testbed.RequireTool(t, "dnsmasq")
 	dir := t.TempDir()
 	leases := filepath.Join(dir, "leases")
 	d.ns.Start(t, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
 		"--interface="+tapName, "--bind-interfaces", "--dhcp-range=198.18.0.50,198.18.0.99,255.255.0.0",
 		"--dhcp-leasefile="+leases, "--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--log-dhcp")
+	return leases
+}
 
-	// A socat client with no address: the TAP is only up.
+// dhcpClient starts a socat client whose TAP has no address and leases
+// one with busybox udhcpc through the switch. It returns the client's
+// namespace, port, TAP MAC and lease.
+func dhcpClient(t *testing.T, d *daemon) (*testbed.Netns, int, [6]byte, netip.Prefix) {
+	t.Helper()
+	testbed.RequireTool(t, "busybox")
 	client := testbed.NewNetns(t)
 	client.DisableIPv6(t)
 	before := len(d.connectedPorts())
@@ -53,6 +58,7 @@ func TestDHCPLeaseInSecureMode(t *testing.T) {
 	client.WaitLink(t, testbed.ClientTap, 5*time.Second)
 	mac := client.LinkMAC(t, testbed.ClientTap)
 
+	dir := t.TempDir()
 	script := filepath.Join(dir, "udhcpc.sh")
 	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
 		t.Fatal(err)
@@ -75,11 +81,23 @@ func TestDHCPLeaseInSecureMode(t *testing.T) {
 	if a := lease.Addr(); a.Less(lo) || hi.Less(a) || lease.Bits() != 16 {
 		t.Fatalf("leased %v, want an address of 198.18.0.50-99 with /16", lease)
 	}
+	return client, port, mac, lease
+}
+
+// TestDHCPLeaseInSecureMode: a client whose TAP has no address yet leases
+// one from dnsmasq on the TAP's side, through the switch in secure mode
+// (its DHCP messages come from 0.0.0.0), then pings the host from it.
+func TestDHCPLeaseInSecureMode(t *testing.T) {
+	testbed.RequireRoot(t)
+	testbed.RequireTool(t, "dnsmasq", "busybox")
+	d := startDaemon(t)
+	leases := startDnsmasq(t, d)
+	client, port, mac, lease := dhcpClient(t, d)
+
 	db, _ := os.ReadFile(leases)
 	if !strings.Contains(string(db), lease.Addr().String()) {
 		t.Errorf("dnsmasq's lease file does not list %v:\n%s", lease.Addr(), db)
 	}
-
 	if ok, out := client.Ping(t, tapIP.String(), 3); !ok || !strings.Contains(out, "3 received") {
 		t.Errorf("the client cannot ping the host from its leased %v:\n%s", lease.Addr(), out)
 	}

@@ -109,3 +109,5 @@ func payloadOnly4(srcMAC, dstMAC [6]byte, proto layers.IPProtocol, src, dst neti
 	f := build(eth(srcMAC, dstMAC, layers.EthernetTypeIPv4), ipv4(proto, src, dst), gopacket.Payload(l4))
 	return append(f, trailer...)
 }
+
+func ipAt(a, b, c, d byte) netip.Addr { return netip.AddrFrom4([4]byte{a, b, c, d}) }
