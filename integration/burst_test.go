@@ -27,7 +27,6 @@ func readBurst(c *rawClient, stop <-chan struct{}) *burstReader {
 	r := &burstReader{done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		buf := make([]byte, 65536)
 		fail := func(err error) { r.err.Store(&err) }
 		for {
 			select {
@@ -35,22 +34,15 @@ func readBurst(c *rawClient, stop <-chan struct{}) *burstReader {
 				return
 			default:
 			}
-			pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
-			if n, err := unix.Poll(pfd, 50); err == unix.EINTR || n == 0 {
-				continue
-			} else if err != nil {
-				fail(fmt.Errorf("poll: %w", err))
-				return
-			}
-			n, err := unix.Read(c.fd, buf)
-			if err == unix.EINTR || err == unix.EAGAIN {
+			f, err := c.recv(50 * time.Millisecond)
+			if errors.Is(err, errTimeout) {
 				continue
 			}
-			if err != nil || n == 0 {
-				fail(fmt.Errorf("read: n=%d err=%v (daemon closed the connection?)", n, err))
+			if err != nil || f == nil {
+				fail(fmt.Errorf("read: %d bytes, err=%v (daemon closed the connection?)", len(f), err))
 				return
 			}
-			tag, seq, ok := marker(buf[:n])
+			tag, seq, ok := marker(f)
 			if !ok || tag != tagBurst {
 				continue
 			}
@@ -88,7 +80,7 @@ func TestStuckClientDoesNotStopTheOthers(t *testing.T) {
 	const total, window = 20000, 128
 	for sent := 0; sent < total; {
 		for end := min(sent+window, total); sent < end; sent++ {
-			a.send(rawFrame(broadcastMAC, a.mac, tagBurst, uint32(sent)))
+			a.send(rawFrame(testbed.Broadcast, a.mac, tagBurst, uint32(sent)))
 		}
 		ok := waitFor(5*time.Second, func() bool {
 			return r.got.Load() >= uint32(sent) || r.failure() != nil
@@ -133,8 +125,19 @@ var errPeerGone = errors.New("peer closed the connection")
 
 // peekClosed reports errPeerGone when the daemon has hung up on c.
 func (c *rawClient) peekClosed() error {
-	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLRDHUP}}
-	if n, _ := unix.Poll(pfd, 0); n > 0 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0 {
+	rc, err := c.Conn().SyscallConn()
+	if err != nil {
+		return err
+	}
+	var hup bool
+	if err := rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		n, _ := unix.Poll(pfd, 0)
+		hup = n > 0 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0
+	}); err != nil {
+		return err
+	}
+	if hup {
 		return errPeerGone
 	}
 	return nil

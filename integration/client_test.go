@@ -7,101 +7,50 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"golang.org/x/sys/unix"
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // rawClient is a SEQPACKET client that sends and receives whole frames,
-// one per message, like a vkernel.
+// one per message, like a vkernel, and knows its MAC and port.
 type rawClient struct {
+	*testbed.SeqpacketClient
 	t    *testing.T
-	fd   int
 	mac  [6]byte
 	port int // the daemon's port number, when known
-	buf  []byte
 }
 
 func dialRaw(t *testing.T, path string, mac [6]byte) *rawClient {
 	t.Helper()
-	c, err := tryDialRaw(path, mac)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.t = t
-	t.Cleanup(c.close)
-	return c
-}
-
-func tryDialRaw(path string, mac [6]byte) (*rawClient, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
-	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("connecting to %s: %w", path, err)
-	}
-	return &rawClient{fd: fd, mac: mac, buf: make([]byte, 65536)}, nil
-}
-
-func (c *rawClient) close() {
-	if c.fd >= 0 {
-		unix.Close(c.fd)
-		c.fd = -1
-	}
+	return &rawClient{SeqpacketClient: testbed.DialSeqpacket(t, path), t: t, mac: mac}
 }
 
 func (c *rawClient) send(frame []byte) {
 	c.t.Helper()
-	for {
-		_, err := unix.Write(c.fd, frame)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			c.t.Fatalf("client %s (port %d): sending a %d-byte frame: %v", macString(c.mac), c.port, len(frame), err)
-		}
-		return
+	if err := c.TrySend(frame); err != nil {
+		c.t.Fatalf("client %s (port %d): sending a %d-byte frame: %v", macString(c.mac), c.port, len(frame), err)
 	}
 }
 
 var errTimeout = errors.New("timed out")
 
 // recv returns the next frame, errTimeout when none comes within timeout,
-// or io.EOF-like nil,nil when the daemon closed the connection.
+// or nil, nil when the daemon closed the connection.
 func (c *rawClient) recv(timeout time.Duration) ([]byte, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		ms := int(time.Until(deadline) / time.Millisecond)
-		if ms < 0 {
-			ms = 0
-		}
-		pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, ms)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("poll: %w", err)
-		}
-		if n == 0 {
-			return nil, errTimeout
-		}
-		m, err := unix.Read(c.fd, c.buf)
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return append([]byte(nil), c.buf[:m]...), nil
+	f, err := c.Recv(timeout)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, errTimeout
+	case errors.Is(err, io.EOF):
+		return nil, nil
 	}
+	return f, err
 }
 
 // expect waits for a test frame with tag and returns its sequence number,
@@ -205,8 +154,6 @@ func marker(frame []byte) (tag, seq uint32, ok bool) {
 
 func tagName(tag uint32) string { return fmt.Sprintf("tag %#x", tag) }
 
-var broadcastMAC = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
 // testMAC is a locally administered unicast address.
 func testMAC(n byte) [6]byte { return [6]byte{0x02, 0x00, 0x5e, 0x11, 0x00, n} }
 
@@ -218,44 +165,13 @@ const etherTest = 0x88b5
 
 // rawFrame is a minimal-size Ethernet frame with a marker payload.
 func rawFrame(dst, src [6]byte, tag, seq uint32) []byte {
-	f := make([]byte, 60)
-	copy(f[0:], dst[:])
-	copy(f[6:], src[:])
-	binary.BigEndian.PutUint16(f[12:], etherTest)
-	copy(f[14:], markerPayload(tag, seq))
-	return f
+	payload := make([]byte, 46) // the 60-byte minimum, without the FCS
+	copy(payload, markerPayload(tag, seq))
+	return testbed.EthernetFrame(dst, src, etherTest, payload)
 }
 
 // udpFrame is an IPv4/UDP frame that secure mode accepts from a client
 // that owns src and srcIP.
-func udpFrame(t *testing.T, dst, src [6]byte, srcIP, dstIP netip.Addr, tag, seq uint32) []byte {
-	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: src[:], DstMAC: dst[:], EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
-		SrcIP: srcIP.AsSlice(), DstIP: dstIP.AsSlice()}
-	udp := &layers.UDP{SrcPort: 40000, DstPort: 9}
-	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
-		t.Fatal(err)
-	}
-	return serialize(t, eth, ip, udp, gopacket.Payload(markerPayload(tag, seq)))
-}
-
-// arpRequest is a broadcast who-has targetIP from src/srcIP.
-func arpRequest(t *testing.T, src [6]byte, srcIP, targetIP netip.Addr) []byte {
-	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: src[:], DstMAC: broadcastMAC[:], EthernetType: layers.EthernetTypeARP}
-	arp := &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4,
-		HwAddressSize: 6, ProtAddressSize: 4, Operation: layers.ARPRequest,
-		SourceHwAddress: src[:], SourceProtAddress: srcIP.AsSlice(),
-		DstHwAddress: make([]byte, 6), DstProtAddress: targetIP.AsSlice()}
-	return serialize(t, eth, arp)
-}
-
-func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
-	t.Helper()
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
-		t.Fatalf("building a frame: %v", err)
-	}
-	return buf.Bytes()
+func udpFrame(dst, src [6]byte, srcIP, dstIP netip.Addr, tag, seq uint32) []byte {
+	return testbed.IPv4UDP(src, dst, srcIP, dstIP, 40000, 9, markerPayload(tag, seq))
 }

@@ -72,7 +72,7 @@ func (d *daemon) waitServing() {
 		return
 	}
 	probe := d.connect([6]byte{0x02, 0, 0, 0, 0, 0xfe})
-	probe.close()
+	probe.Close()
 	d.waitDeparture(probe.port)
 }
 

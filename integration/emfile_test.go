@@ -46,7 +46,7 @@ func TestDaemonSurvivesRunningOutOfFds(t *testing.T) {
 		}
 	}
 	for _, c := range clients[2:] {
-		c.close()
+		c.Close()
 	}
 	// Every waiting connection is accepted in turn and found closed.
 	if !waitFor(15*time.Second, func() bool {
@@ -58,7 +58,7 @@ func TestDaemonSurvivesRunningOutOfFds(t *testing.T) {
 	d.waitLog(5*time.Second, "accepting connections again")
 
 	fresh := d.connect(testMAC(99))
-	fresh.send(rawFrame(broadcastMAC, fresh.mac, tagBroadcast, 1))
+	fresh.send(rawFrame(testbed.Broadcast, fresh.mac, tagBroadcast, 1))
 	for _, c := range keep {
 		if seq := c.expect(tagBroadcast, 2*time.Second); seq != 1 {
 			t.Fatalf("a kept client got broadcast %d, want 1", seq)

@@ -138,7 +138,7 @@ func TestLiveSocketIsNotTakenOver(t *testing.T) {
 	// The first daemon still owns the path and serves on it.
 	first.requireRunning()
 	a, b := first.connect(testMAC(1)), first.connect(testMAC(2))
-	a.send(rawFrame(broadcastMAC, a.mac, tagBroadcast, 1))
+	a.send(rawFrame(testbed.Broadcast, a.mac, tagBroadcast, 1))
 	b.expect(tagBroadcast, 2*time.Second)
 }
 
@@ -161,7 +161,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 
 	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Sock: sock, Args: []string{"-U"}})
 	a, b := d.connect(testMAC(1)), d.connect(testMAC(2))
-	a.send(rawFrame(broadcastMAC, a.mac, tagBroadcast, 1))
+	a.send(rawFrame(testbed.Broadcast, a.mac, tagBroadcast, 1))
 	b.expect(tagBroadcast, 2*time.Second)
 }
 
@@ -194,7 +194,7 @@ func TestBackgroundStartPrintsTAPAndKeepsRunning(t *testing.T) {
 	// Two clients exchange a frame: the daemon serves its socket (and has
 	// its signal handlers, see TestSIGTERMRightAfterStartIsHandled).
 	a, b := dialRaw(t, sock, testMAC(1)), dialRaw(t, sock, testMAC(2))
-	a.send(rawFrame(broadcastMAC, a.mac, tagBroadcast, 1))
+	a.send(rawFrame(testbed.Broadcast, a.mac, tagBroadcast, 1))
 	b.expect(tagBroadcast, 2*time.Second)
 
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {

@@ -22,12 +22,12 @@ func TestMonitorPrintsOneLinePerFloodedFrame(t *testing.T) {
 	a, b := d.connect(testMAC(1)), d.connect(testMAC(2))
 	learnAll(t, a, b)
 
-	arpFrame := arpRequest(t, a.mac, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3"))
+	arpFrame := testbed.ARPRequest(a.mac, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3"))
 	a.send(arpFrame)
 	b.expectARP(t)
 	a.send(rawFrame(b.mac, a.mac, tagUnicast, 1)) // learned unicast: not flooded, not shown
 	b.expect(tagUnicast, 2*time.Second)
-	b.send(rawFrame(broadcastMAC, b.mac, tagBarrier, 0))
+	b.send(rawFrame(testbed.Broadcast, b.mac, tagBarrier, 0))
 
 	fromB := regexp.MustCompile(`(?m)^\S+ ` + macString(b.mac) + ` > ff:ff:ff:ff:ff:ff .*\n`)
 	if !waitFor(5*time.Second, func() bool { return len(fromB.FindAllString(mon.Stdout(), -1)) == 2 }) {

@@ -30,7 +30,7 @@ const (
 func learnAll(t *testing.T, cs ...*rawClient) {
 	t.Helper()
 	for i, c := range cs {
-		c.send(rawFrame(broadcastMAC, c.mac, tagLearn, uint32(i)))
+		c.send(rawFrame(testbed.Broadcast, c.mac, tagLearn, uint32(i)))
 		for _, o := range cs {
 			if o != c {
 				if seq := o.expect(tagLearn, 2*time.Second); seq != uint32(i) {
@@ -53,7 +53,7 @@ func TestLearnedUnicastReachesOnlyItsPort(t *testing.T) {
 	}
 	// b answers with a broadcast only after it has the unicast: by then the
 	// switch has queued every copy of it there will ever be.
-	b.send(rawFrame(broadcastMAC, b.mac, tagBarrier, 0))
+	b.send(rawFrame(testbed.Broadcast, b.mac, tagBarrier, 0))
 	a.expectNoneUntil(tagUnicast, tagBarrier)
 	c.expectNoneUntil(tagUnicast, tagBarrier)
 	b.expectNone(tagUnicast, 200*time.Millisecond) // exactly one copy
@@ -78,7 +78,7 @@ func TestFloodReachesAllOthersNeverTheSender(t *testing.T) {
 		dst  [6]byte
 		tag  uint32
 	}{
-		{"broadcast", broadcastMAC, tagBroadcast},
+		{"broadcast", testbed.Broadcast, tagBroadcast},
 		{"unknown unicast", testMAC(99), tagUnknown},
 		{"multicast", [6]byte{0x01, 0x00, 0x5e, 0x00, 0x00, 0x42}, tagMulticast},
 	} {
@@ -88,7 +88,7 @@ func TestFloodReachesAllOthersNeverTheSender(t *testing.T) {
 				t.Fatalf("%s: port %d got seq %d, want 7", step.name, o.port, seq)
 			}
 		}
-		b.send(rawFrame(broadcastMAC, b.mac, tagBarrier, 0))
+		b.send(rawFrame(testbed.Broadcast, b.mac, tagBarrier, 0))
 		a.expectNoneUntil(step.tag, tagBarrier)
 		c.expect(tagBarrier, 2*time.Second)
 	}
@@ -109,7 +109,7 @@ func TestMACAgesOut(t *testing.T) {
 
 	a.send(rawFrame(b.mac, a.mac, tagUnicast, 1))
 	b.expect(tagUnicast, 2*time.Second)
-	b.send(rawFrame(broadcastMAC, b.mac, tagBarrier, 0))
+	b.send(rawFrame(testbed.Broadcast, b.mac, tagBarrier, 0))
 	bLastSeen := time.Now()
 	c.expectNoneUntil(tagUnicast, tagBarrier)
 
@@ -129,10 +129,10 @@ func TestMACRemovedOnDisconnect(t *testing.T) {
 	learnAll(t, a, b, c)
 	a.send(rawFrame(b.mac, a.mac, tagUnicast, 1))
 	b.expect(tagUnicast, 2*time.Second)
-	b.send(rawFrame(broadcastMAC, b.mac, tagBarrier, 0))
+	b.send(rawFrame(testbed.Broadcast, b.mac, tagBarrier, 0))
 	c.expectNoneUntil(tagUnicast, tagBarrier)
 
-	b.close()
+	b.Close()
 	d.waitDeparture(b.port)
 	a.send(rawFrame(b.mac, a.mac, tagAfterClose, 3))
 	if seq := c.expect(tagAfterClose, 2*time.Second); seq != 3 {
@@ -162,7 +162,7 @@ func TestPortMACLimitProtectsOtherPorts(t *testing.T) {
 	// a sprays 50 source MACs: far more than the table holds.
 	const spray = 50
 	for i := 0; i < spray; i++ {
-		a.send(rawFrame(broadcastMAC, testMAC(byte(100+i)), tagSpray, uint32(i)))
+		a.send(rawFrame(testbed.Broadcast, testMAC(byte(100+i)), tagSpray, uint32(i)))
 	}
 	for i := 0; i < spray; i++ {
 		if seq := c.expect(tagSpray, 2*time.Second); seq != uint32(i) {
@@ -171,7 +171,7 @@ func TestPortMACLimitProtectsOtherPorts(t *testing.T) {
 	}
 	a.send(rawFrame(b.mac, a.mac, tagToOwner, 1))
 	b.expect(tagToOwner, 2*time.Second)
-	b.send(rawFrame(broadcastMAC, b.mac, tagBarrier, 0))
+	b.send(rawFrame(testbed.Broadcast, b.mac, tagBarrier, 0))
 	c.expectNoneUntil(tagToOwner, tagBarrier)
 
 	s := d.counters()
@@ -199,20 +199,20 @@ func TestSecureModeSwitchesIPv4(t *testing.T) {
 	}
 	bcastIP := netip.MustParseAddr("198.18.255.255")
 	for i, x := range []*rawClient{a, b, c} {
-		x.send(udpFrame(t, broadcastMAC, x.mac, ips[x], bcastIP, tagLearn, uint32(i)))
+		x.send(udpFrame(testbed.Broadcast, x.mac, ips[x], bcastIP, tagLearn, uint32(i)))
 		for _, o := range []*rawClient{a, b, c} {
 			if o != x {
 				o.expect(tagLearn, 2*time.Second)
 			}
 		}
 	}
-	a.send(udpFrame(t, b.mac, a.mac, ips[a], ips[b], tagUnicast, 1))
+	a.send(udpFrame(b.mac, a.mac, ips[a], ips[b], tagUnicast, 1))
 	b.expect(tagUnicast, 2*time.Second)
-	b.send(udpFrame(t, broadcastMAC, b.mac, ips[b], bcastIP, tagBarrier, 0))
+	b.send(udpFrame(testbed.Broadcast, b.mac, ips[b], bcastIP, tagBarrier, 0))
 	a.expectNoneUntil(tagUnicast, tagBarrier)
 	c.expectNoneUntil(tagUnicast, tagBarrier)
 
-	a.send(udpFrame(t, testMAC(99), a.mac, ips[a], netip.MustParseAddr("198.18.0.99"), tagUnknown, 2))
+	a.send(udpFrame(testMAC(99), a.mac, ips[a], netip.MustParseAddr("198.18.0.99"), tagUnknown, 2))
 	b.expect(tagUnknown, 2*time.Second)
 	c.expect(tagUnknown, 2*time.Second)
 
