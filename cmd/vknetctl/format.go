@@ -1,0 +1,100 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vknetd/vknetd/control"
+)
+
+func writePorts(w io.Writer, ports []control.Port) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tKIND\tPID\tUID\tMACS\tRX-FRAMES\tRX-BYTES\tTX-FRAMES\tTX-BYTES\tQUEUED\tDROPS\tNAME")
+	for _, p := range ports {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.ID, p.Kind, cred(p.PID), cred(p.UID),
+			p.MACs, p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Queued, drops(p.Drops, "="), p.Name)
+	}
+	return tw.Flush()
+}
+
+// cred shows an unknown pid or uid (-1) as "-".
+func cred(v int32) string {
+	if v < 0 {
+		return "-"
+	}
+	return strconv.Itoa(int(v))
+}
+
+// drops lists non-zero drop counters by reason name, "-" when none.
+func drops(m map[string]uint64, sep string) string {
+	var b strings.Builder
+	for _, r := range control.SortedDrops(m) {
+		if m[r] == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, "%s%s%d", r, sep, m[r])
+	}
+	if b.Len() == 0 {
+		return "-"
+	}
+	return b.String()
+}
+
+// writeMACs prints the table the way `bridge fdb show` does: one entry a
+// line, address first.
+func writeMACs(w io.Writer, macs []control.MAC) error {
+	for _, m := range macs {
+		who := m.Name
+		if m.PID >= 0 {
+			who = "pid " + strconv.Itoa(int(m.PID))
+		}
+		line := fmt.Sprintf("%s port %d %s %s age %s", m.MAC, m.Port, m.Kind, who, age(m.AgeSecs))
+		if m.PortGone {
+			line += " (port closed)"
+		}
+		if _, err := fmt.Fprintln(w, strings.Join(strings.Fields(line), " ")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func age(secs float64) string {
+	return (time.Duration(secs * float64(time.Second))).Round(time.Second).String()
+}
+
+func writeBindings(w io.Writer, bs []control.Binding) error {
+	for _, b := range bs {
+		if _, err := fmt.Fprintf(w, "%s %s port %d\n", b.IP, b.MAC, b.Port); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeStats(w io.Writer, s control.Stats) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var kinds []string
+	for _, k := range control.ClientKinds {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, s.ClientsByKind[k]))
+	}
+	fmt.Fprintf(tw, "clients\t%d (%s), %d accepted since start\n", s.Clients, strings.Join(kinds, ", "), s.Accepted)
+	fmt.Fprintf(tw, "monitors\t%d\n", s.Monitors)
+	fmt.Fprintf(tw, "macs\t%d\n", s.MACs)
+	fmt.Fprintf(tw, "buffers\t%d free of %d, %d frames queued\n", s.BuffersFree, s.Buffers, s.Queued)
+	traffic := func(name string, t control.Traffic) {
+		fmt.Fprintf(tw, "%s\trx %d frames %d bytes, tx %d frames %d bytes\n", name, t.RxFrames, t.RxBytes, t.TxFrames, t.TxBytes)
+	}
+	traffic("tap", s.Traffic.TAP)
+	traffic("all clients", s.Traffic.Clients)
+	fmt.Fprintf(tw, "drops\t%s\n", strings.ReplaceAll(drops(s.Drops, " "), ",", ", "))
+	fmt.Fprintf(tw, "unlearned\t%d\n", s.Unlearned)
+	return tw.Flush()
+}
