@@ -36,14 +36,7 @@ func buildAndRun(m *testing.M) int {
 	if skipReason != "" {
 		return m.Run()
 	}
-	bin, remove, err := testbed.BuildVknetd()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
-		return 1
-	}
-	defer remove()
-	vknetd = bin
-	return m.Run()
+	return testbed.RunWithVknetd(m, "integration", &vknetd)
 }
 
 // needRoot skips t when the binary could not be built here.

@@ -43,15 +43,7 @@ func setup(m *testing.M) int {
 	if skipReason != "" {
 		return m.Run()
 	}
-
-	bin, remove, err := testbed.BuildVknetd()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "qemu: %v\n", err)
-		return 1
-	}
-	defer remove()
-	vknetd = bin
-	return m.Run()
+	return testbed.RunWithVknetd(m, "qemu", &vknetd)
 }
 
 // checkMachine says why guests cannot be booted here, or "".

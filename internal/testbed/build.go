@@ -33,6 +33,21 @@ func BuildVknetd() (bin string, remove func(), err error) {
 	return bin, remove, nil
 }
 
+// RunWithVknetd is the body of TestMain for a package whose tests drive vknetd: it
+// builds vknetd with BuildVknetd, stores its path in *bin, runs the tests and removes
+// the build. When the build fails it says so on stderr, after pkg, and returns 1, so
+// the package fails with the compiler's output instead of every test failing alone.
+func RunWithVknetd(m *testing.M, pkg string, bin *string) int {
+	path, remove, err := BuildVknetd()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", pkg, err)
+		return 1
+	}
+	defer remove()
+	*bin = path
+	return m.Run()
+}
+
 // ModuleRoot returns the directory of the go.mod the go command finds from the
 // current directory, which is the package's own when go test runs it.
 func ModuleRoot() (string, error) {
