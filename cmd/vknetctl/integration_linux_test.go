@@ -509,3 +509,46 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestControlSocketLifecycle(t *testing.T) {
+	sw := startSwitch(t, "-U")
+	if fi, err := os.Stat(sw.ctl); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("control socket %s: %v %v; want a socket with mode 0660", sw.ctl, fi.Mode(), err)
+	}
+	// A second daemon pointed at a live control socket is refused and
+	// leaves it alone.
+	dir := testbed.ShortTempDir(t)
+	_, err := sw.Netns.TryStartDaemon(t, bins.vknetd, testbed.DaemonConfig{
+		Sock: filepath.Join(dir, "vknet"), Pidfile: filepath.Join(dir, "pid"), Args: []string{"-U", "--control", sw.ctl}})
+	se, ok := err.(*testbed.StartError)
+	if !ok || se.Code != 1 || !strings.Contains(se.Stderr, sw.ctl+" (--control)") {
+		t.Fatalf("second daemon on a live control socket: %v; want exit 1 naming the path and --control", err)
+	}
+	if _, _, code := sw.run(t, "stats"); code != 0 {
+		t.Fatal("the first daemon's control socket stopped answering")
+	}
+	// SIGTERM removes it with the other sockets.
+	if err := sw.Stop(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(sw.ctl); !os.IsNotExist(err) {
+		t.Fatalf("control socket still there after SIGTERM: %v", err)
+	}
+
+	// A stale control socket (its daemon killed) is replaced.
+	stale := filepath.Join(dir, "stale.ctl")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_SEQPACKET, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: stale}); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	d := sw.Netns.StartDaemon(t, bins.vknetd, testbed.DaemonConfig{
+		Sock: filepath.Join(dir, "vknet"), Pidfile: filepath.Join(dir, "pid"), Args: []string{"-U", "--control", stale}})
+	s2 := &testSwitch{Daemon: d, ctl: stale, vknetctl: sw.vknetctl}
+	if _, errOut, code := s2.run(t, "ports"); code != 0 {
+		t.Fatalf("daemon on a stale control socket: vknetctl exit %d: %s", code, errOut)
+	}
+}
