@@ -1,7 +1,7 @@
-// Package testbed holds the helpers integration tests share: skipping cleanly when the
-// machine cannot run them, network namespaces that always go away, processes inside
-// them that are always stopped, socat and raw SEQPACKET clients of the switch, and
-// frame builders.
+// Package testbed holds the helpers integration tests share: a fresh build of vknetd,
+// skipping cleanly when the machine cannot run them, network namespaces that always go
+// away, processes and vknetd daemons inside them that are always stopped, socat and raw
+// SEQPACKET clients of the switch, and frame builders.
 //
 // Network safety is built in rather than left to each test: every namespace is created
 // here with a unique name (vkt-<pid>-<n>), removed by t.Cleanup even when the test
@@ -11,11 +11,11 @@
 //
 // Typical use:
 //
+//	func TestMain(m *testing.M) { os.Exit(testbed.RunWithVknetd(m, "mypkg", &vknetd)) }
+//
 //	testbed.RequireRoot(t)
-//	sw := testbed.NewNetns(t)
-//	d := sw.Start(t, vknetd, "-d", "-p", sock, "198.18.0.1/16")
-//	d.WaitOutput(t, "tap", 5*time.Second)
-//	c1, _ := testbed.SocatClient(t, sock, "198.18.0.2/16")
+//	d := testbed.NewNetns(t).StartDaemon(t, vknetd, testbed.DaemonConfig{Args: []string{"198.18.0.1/16"}})
+//	c1, _ := testbed.SocatClient(t, d.Sock, "198.18.0.2/16")
 //	if ok, out := c1.Ping(t, "198.18.0.1", 3); !ok { t.Fatalf("ping: %s", out) }
 package testbed
 
