@@ -8,6 +8,7 @@
 package engine
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -104,6 +105,7 @@ type Engine struct {
 	policy   *secure.Policy
 	check    *secure.Checker
 	secure   bool
+	portMACs int // per-port MAC limit, for secure mode's check before learning
 	maxFrame int
 	lowWater int
 
@@ -183,7 +185,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.DgramIdle <= 0 {
 		cfg.DgramIdle = defaultDgramIdle
 	}
-	maxPorts := cfg.MaxClients + 1 + maxMonitors
+	maxPorts := MaxPorts(cfg.MaxClients)
 	cfg.MACTable.MaxPorts = maxPorts
 
 	maxFrame := cfg.MTU + 18
@@ -211,6 +213,7 @@ func New(cfg Config) (*Engine, error) {
 		policy:   cfg.Policy,
 		check:    cfg.Policy.NewChecker(),
 		secure:   cfg.Policy.Secure(),
+		portMACs: cmp.Or(cfg.MACTable.PortLimit, cfg.MACTable.Capacity),
 		maxFrame: maxFrame,
 		lowWater: cfg.Buffers / 4,
 		ports:    make([]*port, maxPorts),
@@ -249,6 +252,16 @@ func New(cfg Config) (*Engine, error) {
 		e.listeners = append(e.listeners, listenerState{Listener: l, backoff: 50 * time.Millisecond})
 	}
 	return e, nil
+}
+
+// MaxPorts is how many port numbers an engine with maxClients uses: the
+// TAP, the clients and the monitors. Per-port tables elsewhere (secure
+// mode's bindings) are sized with it.
+func MaxPorts(maxClients int) int {
+	if maxClients <= 0 {
+		maxClients = defaultMaxClients
+	}
+	return maxClients + 1 + maxMonitors
 }
 
 func (e *Engine) newPort(id uint32, kind portKind, fd int, name string) *port {

@@ -270,6 +270,13 @@ func TestSecureModeRefusesMACTakeover(t *testing.T) {
 	if port, _ := s.e.macs.Lookup(macKey(5), s.e.now); port != a.port.id {
 		t.Fatalf("mac(5) moved to port %d", port)
 	}
+	// The refused frame bound nothing: 198.18.0.6 is free for its owner.
+	c := s.connect()
+	c.send(t, ipv4UDP(broadcast, mac(7), [4]byte{198, 18, 0, 6}, [4]byte{198, 18, 255, 255}))
+	s.pump()
+	if len(a.recv(t)) != 1 {
+		t.Fatalf("the rightful owner of 198.18.0.6 was refused: drops %v %v", c.port.cnt.drops, c.port.cnt.secureDrops)
+	}
 }
 
 func TestAgingForgetsSilentMACs(t *testing.T) {

@@ -47,14 +47,26 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 	}
 
 	fromClient := in.kind != kindTap
+	src := mactable.Key(frame[6:12])
 	if fromClient && e.secure {
-		if v := e.check.FromClient(frame, in.id, e.now); v != secure.Pass {
+		if v := e.check.Check(frame, in.id); v != secure.Pass {
+			e.refused(in, v)
+			return
+		}
+		// The switch's MAC rules sit between the policy's checks and its
+		// binding: a frame refused for its MAC must not bind its IP
+		// address to the spoofed MAC on the way.
+		if d, ok := e.macAllowed(in, src); !ok {
+			e.dropped(in, d)
+			return
+		}
+		if v := e.check.Bind(e.now); v != secure.Pass {
 			e.refused(in, v)
 			return
 		}
 	}
 
-	if !e.learn(in, mactable.Key(frame[6:12]), fromClient) {
+	if !e.learn(in, src, fromClient) {
 		return
 	}
 	for _, m := range e.mirrors {
@@ -82,20 +94,32 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 	}
 }
 
-// learn records the frame's source MAC on port in. In secure mode a client
-// cannot take over a MAC that is live on another port (that is MAC
-// spoofing) nor exceed its own MAC limit; the frame is dropped. Without
-// secure mode the switch behaves like a plain learning bridge: MACs move,
-// and frames from MACs over the limit are forwarded without being learned.
+// macAllowed applies secure mode's MAC rules to a client's frame: a
+// client cannot take over a MAC that is live on another port (MAC
+// spoofing) nor use more MACs than its limit. (A port at its limit whose
+// oldest MAC has just aged out may be refused for up to a sweep, about a
+// second, until the table reclaims the entry.)
+func (e *Engine) macAllowed(in *port, src uint64) (Drop, bool) {
+	if mactable.IsMulticastKey(src) {
+		return 0, true // the policy refuses it with its own reason
+	}
+	owner, known := e.macs.Lookup(src, e.now)
+	switch {
+	case known && owner != in.id:
+		return DropMACInUse, false
+	case !known && e.macs.PortLen(in.id) >= e.portMACs:
+		return DropPortMACLimit, false
+	}
+	return 0, true
+}
+
+// learn records the frame's source MAC on port in. Without secure mode the
+// switch behaves like a plain learning bridge: MACs move, and frames from
+// MACs over the limit are forwarded without being learned. In secure mode
+// macAllowed has already refused what learning would have to.
 func (e *Engine) learn(in *port, src uint64, fromClient bool) bool {
 	if mactable.IsMulticastKey(src) {
-		return true // never learned; secure mode already refused it from clients
-	}
-	if e.secure && fromClient {
-		if owner, ok := e.macs.Lookup(src, e.now); ok && owner != in.id {
-			e.dropped(in, DropMACInUse)
-			return false
-		}
+		return true // never learned
 	}
 	switch e.macs.Learn(src, in.id, e.now) {
 	case mactable.PortFull:

@@ -30,19 +30,32 @@ type bindTable struct {
 	count int
 	max   int
 	seed  uint64 // random per table, so clients cannot pick addresses that collide
+
+	// perPort counts each port's bindings against portMax (0: no limit).
+	perPort []uint32
+	portMax int
 }
 
-func newBindTable(max int) bindTable {
+func newBindTable(max, portMax, ports int) bindTable {
 	n := 16
 	if want := 2 * max; want > n {
 		n = 1 << bits.Len(uint(want-1))
 	}
-	return bindTable{
+	t := bindTable{
 		slots: make([]binding, n),
 		mask:  uint32(n - 1),
 		max:   max,
 		seed:  rand.Uint64() | 1,
 	}
+	if portMax > 0 {
+		t.perPort, t.portMax = make([]uint32, ports), portMax
+	}
+	return t
+}
+
+// portFull reports whether port can take need more bindings.
+func (t *bindTable) portFull(port uint32, need int) bool {
+	return t.portMax > 0 && (int(port) >= len(t.perPort) || int(t.perPort[port])+need > t.portMax)
 }
 
 func (t *bindTable) hash(k *bindKey) uint32 {
@@ -76,12 +89,18 @@ func (t *bindTable) insert(k *bindKey, mac [6]byte, port uint32, now int64) {
 	}
 	t.slots[i] = binding{key: *k, mac: mac, used: true, port: port, home: home, last: now}
 	t.count++
+	if t.portMax > 0 {
+		t.perPort[port]++
+	}
 }
 
 // remove empties slot i and shifts later members of its probe run back, so
 // lookups never need tombstones. Entries only ever move into slot i or into
 // slots after it in probe order; removeIf relies on that.
 func (t *bindTable) remove(i uint32) {
+	if t.portMax > 0 {
+		t.perPort[t.slots[i].port]--
+	}
 	for j := (i + 1) & t.mask; t.slots[j].used; j = (j + 1) & t.mask {
 		// The entry at j may fill the hole at i unless its home lies
 		// cyclically in (i, j]: then it would move before its home.

@@ -191,14 +191,14 @@ func TestBindingTableFull(t *testing.T) {
 	}
 }
 
-func dhcp() []byte { return udpFrame(macB, "0.0.0.0", "255.255.255.255", 68, 67) }
+func dhcp() []byte { return dhcpFrame(macB, macB, "0.0.0.0", layers.DHCPMsgTypeDiscover, nil) }
 
 // TestBindTableModel drives the open-addressing table with random inserts,
 // refreshes and removals and compares it with a map after every step: the
 // backward-shift deletion must never lose or duplicate a key.
 func TestBindTableModel(t *testing.T) {
 	const max = 100
-	tab := newBindTable(max)
+	tab := newBindTable(max, 0, 0)
 	model := map[bindKey]uint32{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	key := func() bindKey {
@@ -323,8 +323,8 @@ func TestGuestBootSequence(t *testing.T) {
 		name  string
 		frame []byte
 	}{
-		{"DHCP discover", udpFrame(macA, "0.0.0.0", "255.255.255.255", 68, 67)},
-		{"DHCP request", udpFrame(macA, "0.0.0.0", "255.255.255.255", 68, 67)},
+		{"DHCP discover", dhcpFrame(macA, macA, "0.0.0.0", layers.DHCPMsgTypeDiscover, &macA)},
+		{"DHCP request", dhcpFrame(macA, macA, "0.0.0.0", layers.DHCPMsgTypeRequest, &macA)},
 		{"ARP probe", arpFrame(macA, layers.ARPRequest, macA, "0.0.0.0", ipA)},
 		{"ARP announcement", arpFrame(macA, layers.ARPRequest, macA, ipA, ipA)},
 		{"ARP for the gateway", arpFrame(macA, layers.ARPRequest, macA, ipA, tapIP)},
@@ -366,5 +366,42 @@ func TestGuestBootSequence(t *testing.T) {
 		if r := c.FromClient(f, portB, 101); r != Pass {
 			t.Fatalf("after A left, frame %d: %v (%s)", i, r, c.Describe())
 		}
+	}
+}
+
+// TestPortBindingLimit: one client cannot hold more than PortBindings
+// addresses, so it cannot fill the table and lock later clients out; its
+// count goes down as its bindings are released.
+func TestPortBindingLimit(t *testing.T) {
+	cfg := testConfig(false)
+	cfg.PortBindings = 2
+	p := newTestPolicy(t, cfg)
+	c := p.NewChecker()
+	for i, a := range []string{ipA, "198.18.0.12"} {
+		if r := c.FromClient(tcpFrame(macA, a, tapIP), portA, int64(i)); r != Pass {
+			t.Fatalf("address %d of 2: %v", i+1, r)
+		}
+	}
+	if r := c.FromClient(tcpFrame(macA, "198.18.0.13", tapIP), portA, 3); r != PortBindingLimit {
+		t.Fatalf("third address: %v, want %v", r, PortBindingLimit)
+	}
+	if r := c.FromClient(tcpFrame(macA, ipA, tapIP), portA, 4); r != Pass {
+		t.Fatalf("a bound address at the limit: %v", r)
+	}
+	if r := c.FromClient(tcpFrame(macB, ipB, tapIP), portB, 4); r != Pass {
+		t.Fatalf("another client beside a full one: %v", r)
+	}
+	// Expire releases "198.18.0.12" (last used at 1) but not ipA (used at 4).
+	p.age = 2
+	p.Expire(4)
+	if r := c.FromClient(tcpFrame(macA, "198.18.0.13", tapIP), portA, 5); r != Pass {
+		t.Fatalf("after one binding expired: %v", r)
+	}
+	p.RemovePort(portA)
+	if n := p.table.perPort[portA]; n != 0 {
+		t.Fatalf("port A still counts %d bindings after RemovePort", n)
+	}
+	if n := p.table.perPort[portB]; n != 1 {
+		t.Fatalf("port B counts %d bindings, want 1", n)
 	}
 }

@@ -115,17 +115,34 @@ func (p *Policy) NewChecker() *Checker {
 // frame's addresses are bound to its source MAC and port. frame must stay
 // unchanged until ToTap and Describe are done with it.
 func (c *Checker) FromClient(frame []byte, port uint32, now int64) Reason {
+	if r := c.Check(frame, port); r != Pass {
+		return r
+	}
+	return c.Bind(now)
+}
+
+// Check is FromClient's first half: the rules, without touching the
+// bindings. A caller with rules of its own (the engine's MAC ownership)
+// applies them between Check and Bind, so that a frame it refuses binds
+// nothing.
+func (c *Checker) Check(frame []byte, port uint32) Reason {
 	if !c.p.secure {
 		return Pass
 	}
 	c.frame, c.port = frame, port
 	c.kind, c.proto, c.nclaims = kindOther, 0, 0
-	r := c.check(frame)
-	if r == Pass && c.nclaims > 0 {
-		r = c.bind([6]byte(frame[6:12]), now)
+	c.verdict = c.check(frame)
+	return c.verdict
+}
+
+// Bind is FromClient's second half: it binds (or refreshes) the addresses
+// of the frame Check just passed, or reports the binding rule it breaks.
+func (c *Checker) Bind(now int64) Reason {
+	if !c.p.secure || c.verdict != Pass || c.nclaims == 0 {
+		return c.verdict
 	}
-	c.verdict = r
-	return r
+	c.verdict = c.bind([6]byte(c.frame[6:12]), now)
+	return c.verdict
 }
 
 // ToTap applies the extra rules for delivering to the TAP the frame most
@@ -259,14 +276,59 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 		return IPv4Malformed // unreachable after the checks above; never pass on doubt
 	}
 	src := binary.BigEndian.Uint32(c.ip4.SrcIP)
+	dhcp := whole && c.has(layers.LayerTypeUDP) && c.udp.SrcPort == 68 && c.udp.DstPort == 67
+	if dhcp {
+		// Whatever its source, a DHCP client speaks only for itself: a
+		// release or request in another client's name would free or take
+		// that client's lease.
+		if r := checkDHCPClient(c.udp.Payload, frame[6:12]); r != Pass {
+			return r
+		}
+	}
 	if src == 0 {
 		// A DHCP client has no address yet; nothing else may send from 0.0.0.0.
-		if whole && c.has(layers.LayerTypeUDP) && c.udp.SrcPort == 68 && c.udp.DstPort == 67 {
+		if dhcp {
 			return Pass
 		}
 		return IPv4ZeroSrcNotDHCP
 	}
 	return c.claim4(src, IPv4SrcOutside)
+}
+
+// checkDHCPClient checks a BOOTP request against the frame's source MAC:
+// the client hardware address, and an Ethernet-type client identifier
+// (option 61), which servers such as dnsmasq prefer to chaddr. Identifiers
+// of other types (DUIDs) cannot be tied to a MAC and are left alone.
+func checkDHCPClient(b []byte, src []byte) Reason {
+	const (
+		chaddr = 28
+		cookie = 236
+		opts   = 240
+	)
+	if len(b) < opts || b[0] != 1 || b[1] != 1 || b[2] != 6 ||
+		binary.BigEndian.Uint32(b[cookie:]) != 0x63825363 {
+		return DHCPMalformed
+	}
+	if string(b[chaddr:chaddr+6]) != string(src) {
+		return DHCPClientMismatch
+	}
+	for o := b[opts:]; len(o) > 0; {
+		switch o[0] {
+		case 255: // end
+			return Pass
+		case 0: // pad
+			o = o[1:]
+			continue
+		}
+		if len(o) < 2 || len(o) < 2+int(o[1]) {
+			return DHCPMalformed
+		}
+		if v := o[2 : 2+int(o[1])]; o[0] == 61 && len(v) == 7 && v[0] == 1 && string(v[1:]) != string(src) {
+			return DHCPClientMismatch
+		}
+		o = o[2+int(o[1]):]
+	}
+	return Pass
 }
 
 // validIPv4Options accepts what gopacket's IPv4 decoder accepts, so that
@@ -394,6 +456,9 @@ func (c *Checker) bind(mac [6]byte, now int64) Reason {
 		if b := &t.slots[j]; b.mac != mac || b.port != c.port {
 			return IPBindingConflict
 		}
+	}
+	if t.portFull(c.port, need) {
+		return PortBindingLimit
 	}
 	if t.count+need > t.max {
 		return BindingTableFull

@@ -53,6 +53,10 @@ func testConfig(v6 bool) Config {
 		TapMAC:      tapMAC,
 		BindingAge:  5 * time.Minute,
 		MaxBindings: 64,
+		// Generous enough for a guest's IPv4, link-local and global IPv6
+		// addresses; the limit itself has its own rule case.
+		PortBindings: 4,
+		MaxPorts:     8,
 	}
 	if v6 {
 		cfg.IPv6 = netip.MustParsePrefix(tap6 + "/64")
@@ -114,6 +118,20 @@ func tcpFrame(srcMAC [6]byte, src, dst string) []byte {
 func udpFrame(srcMAC [6]byte, src, dst string, sport, dport layers.UDPPort) []byte {
 	return serialize(ether(srcMAC, bcast, layers.EthernetTypeIPv4), ip4(src, dst, layers.IPProtocolUDP),
 		&layers.UDP{SrcPort: sport, DstPort: dport}, gopacket.Payload("bootp....."))
+}
+
+// dhcpFrame is a DHCP client message (BOOTREQUEST, UDP 68 to 67) from
+// ethSrc whose client hardware address is chaddr, with an optional
+// Ethernet-type client identifier option carrying clientID.
+func dhcpFrame(ethSrc, chaddr [6]byte, src string, msg layers.DHCPMsgType, clientID *[6]byte) []byte {
+	opts := []layers.DHCPOption{layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(msg)})}
+	if clientID != nil {
+		opts = append(opts, layers.NewDHCPOption(layers.DHCPOptClientID, append([]byte{1}, clientID[:]...)))
+	}
+	return serialize(ether(ethSrc, bcast, layers.EthernetTypeIPv4), ip4(src, "255.255.255.255", layers.IPProtocolUDP),
+		&layers.UDP{SrcPort: 68, DstPort: 67},
+		&layers.DHCPv4{Operation: layers.DHCPOpRequest, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6,
+			Xid: 0x1234, ClientHWAddr: net.HardwareAddr(chaddr[:]), Options: opts})
 }
 
 func icmpFrame(srcMAC [6]byte, src, dst string) []byte {

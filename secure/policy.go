@@ -46,6 +46,11 @@ type Config struct {
 	// command passes --mac-max). When it is full a frame from a new address
 	// is dropped (BindingTableFull).
 	MaxBindings int
+	// PortBindings bounds the addresses one port may hold (0: no bound
+	// but MaxBindings; the command passes --port-ips), so no client can
+	// fill the table. Ports are numbered below MaxPorts.
+	PortBindings int
+	MaxPorts     int
 }
 
 // Policy holds the configuration and the IP-to-MAC binding table. It is
@@ -96,6 +101,9 @@ func New(cfg Config) (*Policy, error) {
 	case max < 0 || max > maxBindingsLimit:
 		return nil, fmt.Errorf("--mac-max %d: the IP binding table holds 1 to %d addresses", max, maxBindingsLimit)
 	}
+	if cfg.PortBindings < 0 || cfg.PortBindings > 0 && cfg.MaxPorts <= 0 {
+		return nil, fmt.Errorf("--port-ips %d: needs a positive limit and the number of ports (Config.MaxPorts)", cfg.PortBindings)
+	}
 	p := &Policy{
 		secure:      true,
 		mask4:       ^uint32(0) << (32 - n.Bits()),
@@ -103,7 +111,7 @@ func New(cfg Config) (*Policy, error) {
 		reserveEnds: n.Bits() <= 30,
 		tapMAC:      cfg.TapMAC,
 		age:         int64(cfg.BindingAge),
-		table:       newBindTable(max),
+		table:       newBindTable(max, cfg.PortBindings, cfg.MaxPorts),
 	}
 	p.net4 = p.tap4 & p.mask4
 	if v6 := cfg.IPv6; v6.IsValid() {

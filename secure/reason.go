@@ -98,6 +98,18 @@ const (
 	// BindingTableFull: the address is not yet bound and the binding table
 	// already holds Config.MaxBindings addresses.
 	BindingTableFull
+	// PortBindingLimit: the address is not yet bound and the client's port
+	// already holds Config.PortBindings addresses, so that no one client
+	// can fill the table and lock the others out.
+	PortBindingLimit
+	// DHCPMalformed: a DHCP client message (UDP 68 to 67) that is not a
+	// BOOTP request for Ethernet (op 1, htype 1, hlen 6, magic cookie).
+	DHCPMalformed
+	// DHCPClientMismatch: a DHCP client message whose client hardware
+	// address (chaddr), or Ethernet client identifier (option 61, type 1),
+	// is not the frame's source MAC: one client speaking for another, for
+	// example releasing its lease or draining the pool.
+	DHCPClientMismatch
 
 	// TapEtherDenied: toward the TAP, an ethertype other than ARP, IPv4 and
 	// (with --ipv6) IPv6.
@@ -136,6 +148,9 @@ var reasonNames = [NumReasons]string{
 	TapAddrClaimed:     "tap-addr-claimed",
 	IPBindingConflict:  "ip-binding-conflict",
 	BindingTableFull:   "binding-table-full",
+	PortBindingLimit:   "port-binding-limit",
+	DHCPMalformed:      "dhcp-malformed",
+	DHCPClientMismatch: "dhcp-client-mismatch",
 	TapEtherDenied:     "tap-ethertype-denied",
 	TapProtoDenied:     "tap-proto-denied",
 }

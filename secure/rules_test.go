@@ -22,7 +22,7 @@ type ruleCase struct {
 
 func ruleCases() []ruleCase {
 	tcpA := tcpFrame(macA, ipA, tapIP)
-	dhcp := udpFrame(macA, "0.0.0.0", "255.255.255.255", 68, 67)
+	dhcp := dhcpFrame(macA, macA, "0.0.0.0", layers.DHCPMsgTypeDiscover, &macA)
 	na := naFrame(macA, llA, llA, llOpt(layers.ICMPv6OptTargetAddress, macA))
 	ns := nsFrame(macA, llA, "fe80::1", llOpt(layers.ICMPv6OptSourceAddress, macA))
 	echoICMP6 := icmp6Bytes(icmp6(layers.ICMPv6TypeEchoRequest), &layers.ICMPv6Echo{Identifier: 1}, gopacket.Payload("x"))
@@ -97,6 +97,13 @@ func ruleCases() []ruleCase {
 		{name: "later fragment from inside", frame: fragFrame(macA, ipA, layers.IPProtocolUDP, 0, 185, []byte{1, 2, 3, 4}), want: Pass},
 		{name: "later fragment from outside", frame: fragFrame(macA, "10.0.0.1", layers.IPProtocolUDP, 0, 185, []byte{1, 2, 3, 4}), want: IPv4SrcOutside},
 		{name: "DHCP discover from 0.0.0.0", frame: dhcp, want: Pass},
+		{name: "DHCP for another client's hardware address", frame: dhcpFrame(macA, macB, "0.0.0.0", layers.DHCPMsgTypeDiscover, nil), want: DHCPClientMismatch},
+		{name: "DHCP with another client's Ethernet client-id", frame: dhcpFrame(macA, macA, "0.0.0.0", layers.DHCPMsgTypeRequest, &macB), want: DHCPClientMismatch},
+		{name: "DHCP release in another client's name from a bound address", prior: tcpFrame(macB, ipB, tapIP), port: portB,
+			frame: dhcpFrame(macB, macA, ipB, layers.DHCPMsgTypeRelease, &macA), want: DHCPClientMismatch},
+		{name: "DHCP release from a bound address", prior: tcpFrame(macB, ipB, tapIP), port: portB,
+			frame: dhcpFrame(macB, macB, ipB, layers.DHCPMsgTypeRelease, &macB), want: Pass},
+		{name: "UDP 68->67 that is not BOOTP", frame: udpFrame(macA, "0.0.0.0", "255.255.255.255", 68, 67), want: DHCPMalformed},
 		{name: "UDP 68->68 from 0.0.0.0", frame: udpFrame(macA, "0.0.0.0", "255.255.255.255", 68, 68), want: IPv4ZeroSrcNotDHCP},
 		{name: "UDP 67->68 from 0.0.0.0", frame: udpFrame(macA, "0.0.0.0", "255.255.255.255", 67, 68), want: IPv4ZeroSrcNotDHCP},
 		{name: "TCP from 0.0.0.0", frame: tcpFrame(macA, "0.0.0.0", tapIP), want: IPv4ZeroSrcNotDHCP},
@@ -186,6 +193,8 @@ func ruleCases() []ruleCase {
 		{name: "IPv4 source bound by ARP", prior: arpFrame(macB, layers.ARPRequest, macB, ipB, tapIP), frame: tcpFrame(macA, ipB, tapIP), want: IPBindingConflict},
 		{name: "ARP probe for a bound address", prior: tcpFrame(macB, ipB, tapIP), frame: arpFrame(macA, layers.ARPRequest, macA, "0.0.0.0", ipB), want: Pass},
 		{name: "DHCP while another holds an address", prior: tcpFrame(macB, ipB, tapIP), frame: dhcp, want: Pass},
+		{name: "more addresses than --port-ips on one port", ipv6: true, prior: arpFrame(macB, layers.ARPRequest, macB, ipB, tapIP), port: portB,
+			frame: naFrame(macB, "fe80::b", "2001:db8::b", llOpt(layers.ICMPv6OptTargetAddress, macB)), want: Pass},
 		{name: "IPv6 source bound to another MAC", ipv6: true, prior: udp6Frame(macB, ip6A, tap6), frame: udp6Frame(macA, ip6A, tap6), want: IPBindingConflict},
 		{name: "NA target bound to another MAC", ipv6: true, prior: udp6Frame(macB, ip6A, tap6),
 			frame: naFrame(macA, llA, ip6A, llOpt(layers.ICMPv6OptTargetAddress, macA)), want: IPBindingConflict},
@@ -224,9 +233,11 @@ func TestRules(t *testing.T) {
 }
 
 // TestRulesCoverEveryReason keeps the table honest: every drop reason has a
-// frame that triggers it (BindingTableFull is in TestBindingTableFull).
+// frame that triggers it (BindingTableFull and PortBindingLimit need more
+// than one prior frame: they are in TestBindingTableFull and
+// TestPortBindingLimit).
 func TestRulesCoverEveryReason(t *testing.T) {
-	seen := map[Reason]bool{BindingTableFull: true}
+	seen := map[Reason]bool{BindingTableFull: true, PortBindingLimit: true}
 	for _, tc := range ruleCases() {
 		seen[tc.want] = true
 		seen[tc.tap] = true

@@ -14,7 +14,9 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     later fragment, a complete TCP, UDP or ICMP header. Its source must be a
     host address of address/cidrbits (not the network or broadcast
     address), or 0.0.0.0 only for an unfragmented DHCP client message (UDP
-    port 68 to 67).
+    port 68 to 67). A DHCP client message must be a BOOTP request whose
+    client hardware address, and Ethernet client identifier if it has one,
+    is the frame's source MAC: no client speaks for another.
   - IPv6 is dropped unless --ipv6 PREFIX is given. Then sources must be
     link-local or in PREFIX (:: only for router and neighbour solicitations
     and MLD reports). Neighbour discovery is checked like ARP: a link-layer
@@ -28,8 +30,9 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     goes unused for the MAC aging time (--mac-age) or that client
     disconnects; any other client using it is dropped. The TAP's own
     addresses (address/cidrbits, the --ipv6 address and the TAP's EUI-64
-    link-local address) can never be used by a client. When the binding
-    table is full, new addresses are dropped.
+    link-local address) can never be used by a client. One client holds at
+    most --port-ips addresses; when it, or the binding table, is full, new
+    addresses are dropped.
 Frames to the TAP must in addition be ARP, IPv4 carrying ICMP, UDP or TCP,
 or (with --ipv6) IPv6 carrying ICMPv6, UDP or TCP. Other ethertypes (LLDP,
 for example) pass between clients but never reach the TAP.

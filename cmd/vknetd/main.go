@@ -158,12 +158,14 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	policy, err := secure.New(secure.Config{
-		Secure:      !o.unsecure,
-		Network:     o.prefix,
-		TapMAC:      d.tap.MAC(),
-		IPv6:        o.ipv6,
-		BindingAge:  o.macAge,
-		MaxBindings: o.macMax,
+		Secure:       !o.unsecure,
+		Network:      o.prefix,
+		TapMAC:       d.tap.MAC(),
+		IPv6:         o.ipv6,
+		BindingAge:   o.macAge,
+		MaxBindings:  o.macMax,
+		PortBindings: o.portIPs,
+		MaxPorts:     engine.MaxPorts(o.maxClients),
 	})
 	if err != nil {
 		return nil, err

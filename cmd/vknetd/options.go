@@ -31,6 +31,7 @@ type options struct {
 	macAge     time.Duration
 	macMax     int
 	portMACs   int
+	portIPs    int
 	maxClients int
 	ipv6       netip.Prefix
 	stream     string
@@ -75,6 +76,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.Var((*secondsValue)(&o.macAge), "mac-age", "forget a MAC address (and, in secure mode, its IP binding) this long after it was last seen: seconds or a duration like 5m")
 	fs.IntVar(&o.macMax, "mac-max", 16384, "most MAC addresses the switch learns in all")
 	fs.IntVar(&o.portMACs, "port-macs", 256, "most MAC addresses one client may hold, so no client can crowd out the others")
+	fs.IntVar(&o.portIPs, "port-ips", 16, "secure mode: most IP addresses one client may hold (bound to its MACs)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.StringVar(&o.control, "control", "", "path of the control socket for vknetctl, same group and mode as -p (default: the -p path plus .ctl)")
@@ -131,6 +133,12 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	}
 	if o.portMACs < 1 || o.portMACs > o.macMax {
 		return nil, usagef("--port-macs %d must be between 1 and --mac-max (%d)", o.portMACs, o.macMax)
+	}
+	if !fs.Changed("port-ips") && o.portIPs > o.macMax {
+		o.portIPs = o.macMax // the default never asks for more than the table holds
+	}
+	if o.portIPs < 1 || o.portIPs > o.macMax {
+		return nil, usagef("--port-ips %d must be between 1 and --mac-max (%d)", o.portIPs, o.macMax)
 	}
 	if o.maxClients < 1 || o.maxClients > 65535 {
 		return nil, usagef("--max-clients %d is out of range: use 1 to 65535", o.maxClients)

@@ -69,6 +69,7 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--mac-age", "0", "198.18.0.1/16"}, []string{"--mac-age"}},
 		{[]string{"--mac-age", "soon", "198.18.0.1/16"}, []string{"mac-age", "seconds"}},
 		{[]string{"--port-macs", "0", "198.18.0.1/16"}, []string{"--port-macs 0"}},
+		{[]string{"--port-ips", "0", "198.18.0.1/16"}, []string{"--port-ips 0"}},
 		{[]string{"--ipv6", "::/0", "198.18.0.1/16"}, []string{"::/0"}},
 		{[]string{"--ipv6", "198.18.0.0/16", "198.18.0.1/16"}, []string{"IPv6 prefix"}},
 		{[]string{"-x"}, []string{"-x"}},

@@ -130,7 +130,7 @@ func spoofClasses() []spoofClass {
 		{"UDP from the TAP's address", "tap-addr-claimed", false, udpFrom(tapIP)},
 		{"UDP from another client's bound address", "ip-binding-conflict", false, udpFrom(victimIP)},
 		{"ICMP from another client's bound address", "ip-binding-conflict", false, icmpFrom(victimIP)},
-		{"another client's MAC and address both", "ip-binding-conflict", false, func(e *batteryEnv, dst [6]byte, m []byte) []byte {
+		{"another client's MAC and address both", "src-mac-in-use", false, func(e *batteryEnv, dst [6]byte, m []byte) []byte {
 			return udp4(e.victimMAC, dst, victimIP, tapIP, 40000, 9, m)
 		}},
 		{"another client's live MAC with a free address", "src-mac-in-use", false, func(e *batteryEnv, dst [6]byte, m []byte) []byte {
@@ -334,7 +334,7 @@ func legitFrames() []legitFrame {
 			return udp4(macB, e.tapMAC, ipB, tapIP, 40000, 9, m)
 		}},
 		{"DHCP discover from 0.0.0.0", true, func(_ *batteryEnv, m []byte) []byte {
-			return udp4(macA, testbed.Broadcast, zeroIP, allOnes, 68, 67, m)
+			return dhcp4(macA, m)
 		}},
 		{"ARP probe (sender 0.0.0.0)", true, func(_ *batteryEnv, m []byte) []byte {
 			return arp(layers.ARPRequest, macA, testbed.Broadcast, macA, zeroIP, noMAC, netip.MustParseAddr("198.18.0.33"), m)

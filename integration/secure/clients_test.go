@@ -75,10 +75,12 @@ func TestClientCannotTakeAnotherClientsAddress(t *testing.T) {
 		{"ICMP echo to A from the host's address", "tap-addr-claimed", func(m []byte) []byte {
 			return icmp4(macB, macA, tapIP, ipA, 1, m)
 		}},
-		{"A's MAC and address both", "ip-binding-conflict", func(m []byte) []byte {
+		// A live MAC on another port is refused before its addresses are
+		// even looked at.
+		{"A's MAC and address both", "src-mac-in-use", func(m []byte) []byte {
 			return udp4(macA, d.tapMAC, ipA, tapIP, 40000, 9, m)
 		}},
-		{"A's MAC with B's own address", "ip-binding-conflict", func(m []byte) []byte {
+		{"A's MAC with B's own address", "src-mac-in-use", func(m []byte) []byte {
 			return udp4(macA, d.tapMAC, ipB, tapIP, 40000, 9, m)
 		}},
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // The frames are built with gopacket's serializers, not with the daemon's
@@ -44,6 +46,21 @@ func udp4(srcMAC, dstMAC [6]byte, src, dst netip.Addr, sport, dport uint16, payl
 	u := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
 	_ = u.SetNetworkLayerForChecksum(ip)
 	return build(eth(srcMAC, dstMAC, layers.EthernetTypeIPv4), ip, u, gopacket.Payload(payload))
+}
+
+// dhcp4 is a DHCP discover from a client with no address yet, its own
+// MAC as chaddr, carrying payload in a message option (56).
+func dhcp4(srcMAC [6]byte, payload []byte) []byte {
+	ip := ipv4(layers.IPProtocolUDP, zeroIP, allOnes)
+	u := &layers.UDP{SrcPort: 68, DstPort: 67}
+	_ = u.SetNetworkLayerForChecksum(ip)
+	d := &layers.DHCPv4{Operation: layers.DHCPOpRequest, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6,
+		Xid: 0x1d, ClientHWAddr: srcMAC[:],
+		Options: layers.DHCPOptions{
+			layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(layers.DHCPMsgTypeDiscover)}),
+			layers.NewDHCPOption(layers.DHCPOptMessage, payload),
+		}}
+	return build(eth(srcMAC, testbed.Broadcast, layers.EthernetTypeIPv4), ip, u, d)
 }
 
 // tcp4 is a TCP SYN carrying payload.

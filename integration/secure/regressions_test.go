@@ -14,25 +14,15 @@ import (
 	"github.com/vknetd/vknetd/internal/testbed"
 )
 
-// The tests below show holes these tests found in the daemon; each fails
-// today. They are skipped so the suite stays green, and run with
-// VKNETD_TEST_KNOWN_HOLES=1: whoever fixes a hole removes its skip.
+// The tests below keep fixed the holes this suite once found (the first
+// version of secure mode had all three).
 
-func knownHole(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("VKNETD_TEST_KNOWN_HOLES") == "" {
-		t.Skip("known hole: " + what + " (VKNETD_TEST_KNOWN_HOLES=1 runs it)")
-	}
-}
-
-// TestDHCPClientHardwareAddressSpoof: the 0.0.0.0 exception lets any UDP
-// 68->67 datagram through, whatever hardware address the DHCP message
-// carries. A client releasing another client's lease (chaddr and client
-// identifier of the victim, from its own MAC) makes dnsmasq free the
-// victim's address. Secure mode checks ARP's sender MAC against the
-// Ethernet source; a DHCP client message's chaddr needs the same check.
+// TestDHCPClientHardwareAddressSpoof: a client releasing another client's
+// lease (chaddr and client identifier of the victim, from its own MAC)
+// made dnsmasq free the victim's address. A DHCP client message's chaddr
+// and Ethernet client identifier must now be its source MAC, as ARP's
+// sender MAC must.
 func TestDHCPClientHardwareAddressSpoof(t *testing.T) {
-	knownHole(t, "a DHCP client message whose chaddr is not its Ethernet source passes; another client can release a victim's lease")
 	testbed.RequireTool(t, "dnsmasq", "busybox")
 	d := startDaemon(t)
 	tapCap := startCapture(t, d.ns, tapName)
@@ -58,7 +48,7 @@ func TestDHCPClientHardwareAddressSpoof(t *testing.T) {
 	attacker.Send(t, frame)
 
 	// A legitimate frame sent after it bounds the wait.
-	attacker.Send(t, udp4(macA, testbed.Broadcast, zeroIP, allOnes, 68, 67, legitMark(0)))
+	attacker.Send(t, dhcp4(macA, legitMark(0)))
 	if !tapCap.waitFor(t, legitMark(0), 3*time.Second) {
 		t.Fatal("the attacker's legitimate DHCP frame did not reach the TAP")
 	}
@@ -73,13 +63,10 @@ func TestDHCPClientHardwareAddressSpoof(t *testing.T) {
 }
 
 // TestOneClientCannotFillTheBindingTable: a client may use any free
-// address of the CIDR, and nothing bounds how many one port holds. One
-// client with one MAC binds --mac-max addresses (16384 by default, a
-// quarter of a /16) and every client that comes later is refused with
-// binding-table-full: the per-port limit --port-macs has for MACs is
-// missing for addresses.
+// address of the CIDR, but at most --port-ips of them (16 by default):
+// without that bound one client with one MAC bound --mac-max addresses and
+// every client that came later was refused with binding-table-full.
 func TestOneClientCannotFillTheBindingTable(t *testing.T) {
-	knownHole(t, "no per-client limit on IP bindings; one client fills the table and locks every later client out")
 	d := startDaemon(t, "--mac-max", "64", "--port-macs", "4")
 	attacker, _ := d.connect(t)
 	for i := 1; i <= 64; i++ {
@@ -94,14 +81,12 @@ func TestOneClientCannotFillTheBindingTable(t *testing.T) {
 	}
 }
 
-// TestDroppedFrameBindsNothing: the engine drops a frame whose source MAC
-// is live on another port (src-mac-in-use) or over --port-macs only after
-// the policy has bound its source address, to the spoofed MAC on the
-// attacker's port. The address is then lost to its rightful users until
-// the binding ages out; with --port-macs frames the attacker can bind
-// addresses under MACs it may not even hold.
+// TestDroppedFrameBindsNothing: a frame the engine drops because its
+// source MAC is live on another port (src-mac-in-use) or over --port-macs
+// once bound its source address anyway, to the spoofed MAC on the
+// attacker's port, and the address was lost to its rightful users until
+// the binding aged out. The engine's MAC rules now run before binding.
 func TestDroppedFrameBindsNothing(t *testing.T) {
-	knownHole(t, "frames dropped as src-mac-in-use or port-mac-limit still bind their source address")
 	d := startDaemon(t)
 	victim, _, port, victimMAC := d.socat(t, victimIP.String()+"/16")
 	if ok, out := victim.Ping(t, tapIP.String(), 1); !ok {
