@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 # Packages whose code runs goroutines get the race detector.
-RACE_PKGS := ./engine/... ./mactable/... ./cmd/... ./internal/...
+RACE_PKGS := ./engine/... ./mactable/... ./cmd/... ./internal/... ./control/... ./metrics/...
 
 .PHONY: all build deps test vet fmt-check demo bench bench-compare install clean test-qemu qemu-guest
 
@@ -14,6 +14,7 @@ all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/vknetd ./cmd/vknetd
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/vknetctl ./cmd/vknetctl
 
 # Test and demo tools from Debian (socat, tcpdump, iperf3, dnsmasq, iproute2).
 deps:
@@ -57,8 +58,15 @@ bench:
 bench-compare:
 	./scripts/bench-compare.sh $(or $(BASE),HEAD)
 
+# Binaries, manual pages and the systemd unit under $(DESTDIR)$(PREFIX).
 install: build
 	install -D -m 0755 bin/vknetd $(DESTDIR)$(PREFIX)/sbin/vknetd
+	install -D -m 0755 bin/vknetctl $(DESTDIR)$(PREFIX)/bin/vknetctl
+	install -D -m 0644 vknetd.8 $(DESTDIR)$(PREFIX)/share/man/man8/vknetd.8
+	install -D -m 0644 vknetctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/vknetctl.1
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|' contrib/vknetd.service >$(DESTDIR)$(PREFIX)/lib/systemd/system/vknetd.service
+	install -D -m 0644 contrib/vknetd.default $(DESTDIR)$(PREFIX)/share/doc/vknetd/vknetd.default
 
 clean:
 	rm -rf bin
