@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/internal/testbed"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/secure"
 )
@@ -24,6 +25,12 @@ var (
 	ipA  = [4]byte{198, 18, 0, 10}
 	ipB  = [4]byte{198, 18, 0, 11}
 )
+
+// udpFrame builds a valid Ethernet/IPv4/UDP frame of size bytes (at least
+// 60) between two addresses of 198.18.0.0/15, so it passes secure mode.
+func udpFrame(dst, src [6]byte, srcIP, dstIP [4]byte, size int) []byte {
+	return testbed.IPv4UDP(src, dst, netip.AddrFrom4(srcIP), netip.AddrFrom4(dstIP), 40000, 9, make([]byte, max(size, 60)-14-20-8))
+}
 
 // startSwitch runs an engine without a TAP, listening in a temporary
 // directory; frames never leave this process's sockets.
@@ -98,14 +105,14 @@ func benchmarkForward(b *testing.B, secureMode bool, size int) {
 	}
 	defer rx.Close()
 	// B introduces itself so the switch learns where macB lives.
-	hello := Frame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macB, ipB, [4]byte{198, 18, 255, 255}, 60)
+	hello := udpFrame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macB, ipB, [4]byte{198, 18, 255, 255}, 60)
 	if err := rx.Send(hello, 1); err != nil {
 		b.Fatal(err)
 	}
 	if n, _ := a.Receive(1, 2*time.Second); n != 1 {
 		b.Fatal("the hello broadcast did not reach the sender's side")
 	}
-	frame := Frame(macB, macA, ipA, ipB, size)
+	frame := udpFrame(macB, macA, ipA, ipB, size)
 	win := NewWindow(1024)
 	var last time.Time
 	b.SetBytes(int64(size))
@@ -145,13 +152,13 @@ func TestForwardBenchmarkHarness(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hello := Frame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macB, ipB, [4]byte{198, 18, 255, 255}, 60)
+		hello := udpFrame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macB, ipB, [4]byte{198, 18, 255, 255}, 60)
 		rx.Send(hello, 1)
 		if n, _ := a.Receive(1, 2*time.Second); n != 1 {
 			t.Fatalf("secure=%v: hello not flooded", secureMode)
 		}
 		const n = 1000
-		go a.Send(Frame(macB, macA, ipA, ipB, 64), n)
+		go a.Send(udpFrame(macB, macA, ipA, ipB, 64), n)
 		got, err := rx.Receive(n, 2*time.Second)
 		if err != nil || got == 0 {
 			t.Fatalf("secure=%v: received %d of %d: %v", secureMode, got, n, err)
@@ -176,7 +183,7 @@ func BenchmarkDirect(b *testing.B) {
 			rx := newClient(fds[1], 64)
 			defer a.Close()
 			defer rx.Close()
-			frame := Frame(macB, macA, ipA, ipB, size)
+			frame := udpFrame(macB, macA, ipA, ipB, size)
 			win := NewWindow(1024)
 			var last time.Time
 			b.SetBytes(int64(size))

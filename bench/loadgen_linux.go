@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/binary"
 	"fmt"
 	"sync"
 	"time"
@@ -156,36 +155,4 @@ func (c *Client) SendWindowed(frame []byte, n int, w *Window) error {
 		sent += k
 	}
 	return nil
-}
-
-// Frame builds a valid Ethernet/IPv4/UDP frame of size bytes (at least 60)
-// between two addresses of 198.18.0.0/15, so it passes secure mode.
-func Frame(dst, src [6]byte, srcIP, dstIP [4]byte, size int) []byte {
-	if size < 60 {
-		size = 60
-	}
-	f := make([]byte, size)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
-	ip[8] = 64
-	ip[9] = 17 // UDP
-	copy(ip[12:16], srcIP[:])
-	copy(ip[16:20], dstIP[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
-	udp := ip[20:]
-	binary.BigEndian.PutUint16(udp[0:], 40000)
-	binary.BigEndian.PutUint16(udp[2:], 9) // discard
-	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
-	return f
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/internal/testbed"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/secure"
 )
@@ -470,32 +471,9 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 	}
 }
 
-// ipv4UDP builds a minimal valid IPv4/UDP frame.
+// ipv4UDP builds a minimal valid IPv4/UDP frame: 60 bytes, the Ethernet minimum.
 func ipv4UDP(dst, src [6]byte, sip, dip [4]byte) []byte {
-	f := make([]byte, 14+20+8+18)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
-	ip[8] = 64
-	ip[9] = 17
-	copy(ip[12:16], sip[:])
-	copy(ip[16:20], dip[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
-	udp := ip[20:]
-	binary.BigEndian.PutUint16(udp[0:], 4000)
-	binary.BigEndian.PutUint16(udp[2:], 5000)
-	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
-	return f
+	return testbed.IPv4UDP(src, dst, netip.AddrFrom4(sip), netip.AddrFrom4(dip), 4000, 5000, make([]byte, 18))
 }
 
 // The real loop: a listener, clients that connect, Stats, Stop.
