@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -169,4 +172,38 @@ func Watch(conn net.Conn, c *Capture, count int) (int, error) {
 		}
 	}
 	return n, c.Flush()
+}
+
+// SignalStop ends a Watch cleanly on SIGINT or SIGTERM by closing its
+// connection. Until Release the signals are caught, not fatal, so the
+// caller can still close its Capture and a pcap file ends with the last
+// frame received.
+type SignalStop struct {
+	sigs    chan os.Signal
+	stopped atomic.Bool
+}
+
+// CloseOnSignal closes conn on the first SIGINT or SIGTERM.
+func CloseOnSignal(conn io.Closer) *SignalStop {
+	s := &SignalStop{sigs: make(chan os.Signal, 1)}
+	signal.Notify(s.sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		if _, ok := <-s.sigs; ok {
+			s.stopped.Store(true)
+			conn.Close()
+		}
+	}()
+	return s
+}
+
+// Stopped reports whether a signal closed the connection, so the caller
+// can tell a requested stop from the daemon going away.
+func (s *SignalStop) Stopped() bool { return s.stopped.Load() }
+
+// Release gives SIGINT and SIGTERM back their default action.
+func (s *SignalStop) Release() {
+	signal.Stop(s.sigs)
+	// signal.Stop returns only once no more signals will be sent, so
+	// closing is safe and ends the goroutine.
+	close(s.sigs)
 }

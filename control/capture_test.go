@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,4 +213,49 @@ func TestWatchFlushesWhenTheStreamPauses(t *testing.T) {
 	}
 	conn.Close()
 	<-done
+}
+
+func TestCloseOnSignalEndsWatch(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		conn, _ := socketpair(t)
+		c, _ := NewCapture(io.Discard, "", nil, "-w")
+		stop := CloseOnSignal(conn)
+		done := make(chan error, 1)
+		go func() { _, err := Watch(conn, c, 0); done <- err }()
+		if stop.Stopped() {
+			t.Fatalf("%v: Stopped before any signal", sig)
+		}
+		syscall.Kill(os.Getpid(), sig)
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatalf("%v: Watch on a closed connection returned nil", sig)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%v: Watch still running 5s after the signal", sig)
+		}
+		if !stop.Stopped() {
+			t.Fatalf("%v: Watch ended but Stopped is false", sig)
+		}
+		stop.Release()
+	}
+}
+
+func TestSignalStopWithoutSignal(t *testing.T) {
+	conn, peer := socketpair(t)
+	unix.Write(peer, testFrames()[0])
+	c, _ := NewCapture(io.Discard, "", nil, "-w")
+	stop := CloseOnSignal(conn)
+	if n, err := Watch(conn, c, 1); n != 1 || err != nil {
+		t.Fatalf("Watch(count 1): %d %v", n, err)
+	}
+	stop.Release()
+	if stop.Stopped() {
+		t.Fatal("Stopped without a signal")
+	}
+	// The connection is the caller's again: Release must not close it.
+	unix.Write(peer, testFrames()[0])
+	if n, err := Watch(conn, c, 1); n != 1 || err != nil {
+		t.Fatalf("Watch after Release: %d %v", n, err)
+	}
 }

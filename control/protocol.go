@@ -1,7 +1,7 @@
 // Package control is vknetd's control socket: the server the daemon runs
 // beside its client socket, the client vknetctl uses, and the JSON wire
 // protocol between them; also the frame capture (decoded lines, pcap)
-// that vknetctl monitor and vknetd -c share (Capture, Watch).
+// that vknetctl monitor and vknetd -c share (Capture, Watch, CloseOnSignal).
 //
 // The socket is SOCK_SEQPACKET, so message boundaries are kept by the
 // kernel and no framing is needed. The server speaks first: a hello

@@ -12,10 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"sync/atomic"
-	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -247,21 +244,13 @@ func monitor(c *control.Client, o *options, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "vknetctl: monitoring %s on %s; Ctrl-C stops\n", what, o.socket)
 
-	var stopped atomic.Bool
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		if _, ok := <-sigs; ok {
-			stopped.Store(true)
-			conn.Close()
-		}
-	}()
+	stop := control.CloseOnSignal(conn)
+	defer stop.Release()
 	n, werr := control.Watch(conn, capture, o.count)
 	cerr := capture.Close()
 	fmt.Fprintf(stderr, "vknetctl: %d frames\n", n)
 	switch {
-	case stopped.Load():
+	case stop.Stopped():
 		return cerr
 	case errors.Is(werr, io.EOF) && n == 0:
 		return fmt.Errorf("vknetd closed the monitor on %s at once: it is stopping, or already has as many monitors as it allows (its log says which)", o.socket)

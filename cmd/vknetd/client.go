@@ -5,10 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
-	"sync/atomic"
-	"syscall"
 
 	"github.com/vknetd/vknetd/control"
 )
@@ -28,20 +24,12 @@ func runClient(o *options, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var stopped atomic.Bool
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		if _, ok := <-sigs; ok {
-			stopped.Store(true)
-			conn.Close()
-		}
-	}()
+	stop := control.CloseOnSignal(conn)
+	defer stop.Release()
 	_, werr := control.Watch(conn, capture, 0)
 	cerr := capture.Close()
 	switch {
-	case stopped.Load():
+	case stop.Stopped():
 		return cerr
 	case errors.Is(werr, io.EOF):
 		return errors.Join(fmt.Errorf("vknetd closed the connection on %s", o.socket), cerr)
