@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vknetd/vknetd/control"
+	"github.com/vknetd/vknetd/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -143,20 +144,7 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 Options:
 `)
 	fs.SetOutput(w)
-	fs.VisitAll(func(f *pflag.Flag) {
-		name := "    --" + f.Name
-		if f.Shorthand != "" {
-			name = "-" + f.Shorthand + ", --" + f.Name
-		}
-		if f.Value.Type() != "bool" {
-			name += " " + f.Value.Type()
-		}
-		def := ""
-		if f.Value.Type() == "string" && f.DefValue != "" {
-			def = fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(w, "  %-22s %s%s\n", name, f.Usage, def)
-	})
+	cli.PrintFlags(w, fs, 22)
 	fmt.Fprint(w, "\nExit status: 0 done, 1 the daemon could not be asked, 2 a command-line mistake.\n")
 }
 

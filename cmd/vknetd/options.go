@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vknetd/vknetd/internal/cli"
 	"github.com/vknetd/vknetd/metrics"
 )
 
@@ -241,20 +242,7 @@ func (v *prefixValue) Set(s string) error {
 func printUsage(w io.Writer, fs *pflag.FlagSet) {
 	fs.SetOutput(w)
 	fmt.Fprintf(w, "%s\n\nA userspace Ethernet switch for virtual machines: clients connect to a\nSOCK_SEQPACKET unix socket (one frame per message) and are switched with\neach other and with a TAP interface carrying address/cidrbits.\n\nOptions:\n", usageLine)
-	fs.VisitAll(func(f *pflag.Flag) {
-		name := "    --" + f.Name
-		if f.Shorthand != "" {
-			name = "-" + f.Shorthand + ", --" + f.Name
-		}
-		if f.Value.Type() != "bool" {
-			name += " " + f.Value.Type()
-		}
-		def := ""
-		if f.Value.Type() != "bool" && f.DefValue != "" && f.DefValue != "0" {
-			def = fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(w, "  %-26s %s%s\n", name, f.Usage, def)
-	})
+	cli.PrintFlags(w, fs, 26)
 	fmt.Fprintf(w, "\n%s", securePolicyText())
 	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\n")
 	fmt.Fprintf(w, "\nSignals: SIGTERM/SIGINT stop and clean up; SIGUSR1 logs every port's counters;\nSIGHUP forgets all learned MAC addresses (frames flood until relearned).\n")
