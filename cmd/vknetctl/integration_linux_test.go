@@ -249,27 +249,11 @@ func TestMonitorPcapShowsExactlyTheTraffic(t *testing.T) {
 	dir := testbed.ShortTempDir(t)
 	allPcap, floodPcap := filepath.Join(dir, "all.pcap"), filepath.Join(dir, "flood.pcap")
 
-	mirror := exec.Command(sw.vknetctl, "--socket", sw.ctl, "monitor", "--all", "-w", allPcap)
-	floods := exec.Command(sw.vknetctl, "--socket", sw.ctl, "monitor")
+	mirror := sw.Netns.StartSplit(t, sw.vknetctl, "--socket", sw.ctl, "monitor", "--all", "-w", allPcap)
+	floods := sw.Netns.StartSplit(t, sw.vknetctl, "--socket", sw.ctl, "monitor")
 	// vknetd -c is an ordinary client: it sees what is flooded, like the
 	// flood-only monitor, and writes it with -w.
-	client := exec.Command(bins.vknetd, "-c", "-p", sw.Sock, "-w", floodPcap)
-	outs := map[*exec.Cmd]*syncBuf{}
-	for _, c := range []*exec.Cmd{mirror, floods, client} {
-		o, e := &syncBuf{}, &syncBuf{}
-		c.Stdout, c.Stderr = o, e
-		outs[c] = o
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			c.Process.Kill()
-			c.Wait()
-			if t.Failed() {
-				t.Logf("%s:\nstdout:\n%s\nstderr:\n%s", strings.Join(c.Args, " "), o.String(), e.String())
-			}
-		})
-	}
+	client := sw.Netns.StartSplit(t, bins.vknetd, "-c", "-p", sw.Sock, "-w", floodPcap)
 	waitFor(t, "two monitors and the -c client attached", 5*time.Second, func() bool {
 		var ports []control.Port
 		sw.jsonOf(t, &ports, "ports")
@@ -310,14 +294,14 @@ func TestMonitorPcapShowsExactlyTheTraffic(t *testing.T) {
 	waitFor(t, "the --all monitor's pcap holds every frame", 5*time.Second, func() bool { return pcapCount(allPcap) == len(sent) })
 	waitFor(t, "vknetd -c's pcap holds the flooded frames", 5*time.Second, func() bool { return pcapCount(floodPcap) == nFlooded })
 	waitFor(t, "the flood monitor printed the flooded frames", 5*time.Second, func() bool {
-		return strings.Count(outs[floods].String(), "\n") >= nFlooded
+		return strings.Count(floods.Stdout(), "\n") >= nFlooded
 	})
 	// A little longer: anything extra would show now.
 	time.Sleep(300 * time.Millisecond)
-	for _, c := range []*exec.Cmd{mirror, floods, client} {
-		c.Process.Signal(syscall.SIGINT)
-		if err := waitExit(c, 5*time.Second); err != nil {
-			t.Fatalf("%s after SIGINT: %v (want exit 0)", strings.Join(c.Args, " "), err)
+	for _, c := range []*testbed.Proc{mirror, floods, client} {
+		c.Signal(syscall.SIGINT)
+		if err := c.Wait(5 * time.Second); err != nil {
+			t.Fatalf("%s after SIGINT: %v (want exit 0)", strings.Join(c.Cmd.Args, " "), err)
 		}
 	}
 
@@ -331,17 +315,17 @@ func TestMonitorPcapShowsExactlyTheTraffic(t *testing.T) {
 	checkPcap(t, allPcap, want)
 	checkPcap(t, floodPcap, wantFlooded)
 
-	lines := strings.Split(strings.TrimSpace(outs[floods].String()), "\n")
+	lines := strings.Split(strings.TrimSpace(floods.Stdout()), "\n")
 	if len(lines) != nFlooded {
-		t.Fatalf("flood-only monitor printed %d lines, want %d:\n%s", len(lines), nFlooded, outs[floods].String())
+		t.Fatalf("flood-only monitor printed %d lines, want %d:\n%s", len(lines), nFlooded, floods.Stdout())
 	}
 	for i, s := range wantFlooded {
 		if !strings.Contains(lines[i], " "+macStr(s.src)+" > "+macStr(s.dst)+" ") {
 			t.Errorf("flood monitor line %d: %q, want %s > %s", i, lines[i], macStr(s.src), macStr(s.dst))
 		}
 	}
-	if strings.Contains(outs[floods].String(), macStr(macA)+" > "+macStr(macB)) {
-		t.Errorf("the flood-only monitor saw learned unicast:\n%s", outs[floods].String())
+	if strings.Contains(floods.Stdout(), macStr(macA)+" > "+macStr(macB)) {
+		t.Errorf("the flood-only monitor saw learned unicast:\n%s", floods.Stdout())
 	}
 }
 
@@ -386,18 +370,6 @@ func checkPcap(t *testing.T, path string, want []sentFrame) {
 		if m == nil || m[1] != macStr(w.src) || m[2] != macStr(w.dst) || m[3] != strconv.Itoa(w.len) {
 			t.Errorf("tcpdump -r %s frame %d: %q, want %s > %s length %d", path, i, lines[i], macStr(w.src), macStr(w.dst), w.len)
 		}
-	}
-}
-
-func waitExit(c *exec.Cmd, timeout time.Duration) error {
-	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(timeout):
-		c.Process.Kill()
-		return fmt.Errorf("still running %v after the signal", timeout)
 	}
 }
 
@@ -491,23 +463,6 @@ func fetcher(t *testing.T) []string {
 	}
 	t.Skip("needs curl, wget or busybox to scrape the metrics: apt-get install curl")
 	return nil
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestControlSocketLifecycle(t *testing.T) {
