@@ -19,21 +19,12 @@ func newBatchIO(batch int) batchIO {
 }
 
 func (io batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
-	for i, r := range refs {
-		io.b.Set(i, e.pool.Buf(r))
-	}
-	n, err := mmsg.Recv(p.fd, io.b, len(refs), unix.MSG_DONTWAIT)
-	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
-		return 0, nil
-	case err != nil:
+	n, err := recvBatch(e, p.fd, io.b, refs)
+	if err != nil {
 		return 0, err
 	}
 	for i := 0; i < n; i++ {
-		size := io.b.Len(i)
-		if io.b.Truncated(i) {
-			size = e.pool.Size()
-		}
+		size := receivedLen(e, io.b, i)
 		if size == 0 && p.hangup {
 			// An empty read after the peer hung up is end of stream, not
 			// an empty frame.
@@ -42,6 +33,33 @@ func (io batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
 		e.pool.SetLen(refs[i], size)
 	}
 	return n, nil
+}
+
+// recvBatch receives up to len(refs) messages from fd into refs' buffers
+// through b, whose names (if any) the caller has set. EAGAIN and EINTR
+// are no messages, not errors.
+func recvBatch(e *Engine, fd int, b *mmsg.Batch, refs []ring.Ref) (int, error) {
+	for i, r := range refs {
+		b.Set(i, e.pool.Buf(r))
+	}
+	n, err := mmsg.Recv(fd, b, len(refs), unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return n, nil
+}
+
+// receivedLen is the length to record for message i of b: a message cut
+// to fit its buffer counts as the whole buffer, more than maxFrame, so it
+// is dropped as oversize rather than forwarded cut.
+func receivedLen(e *Engine, b *mmsg.Batch, i int) int {
+	if b.Truncated(i) {
+		return e.pool.Size()
+	}
+	return b.Len(i)
 }
 
 func (io batchIO) send(e *Engine, p *port) error {
@@ -74,23 +92,15 @@ func (io batchIO) send(e *Engine, p *port) error {
 
 // recvFrom reads datagrams with their senders' addresses.
 func (io batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int) (int, error) {
-	for i, r := range refs {
-		io.named.Set(i, e.pool.Buf(r))
+	for i := range refs {
 		io.named.SetName(i, &names[i])
 	}
-	n, err := mmsg.Recv(fd, io.named, len(refs), unix.MSG_DONTWAIT)
-	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
-		return 0, nil
-	case err != nil:
+	n, err := recvBatch(e, fd, io.named, refs)
+	if err != nil {
 		return 0, err
 	}
 	for i := 0; i < n; i++ {
-		size := io.named.Len(i)
-		if io.named.Truncated(i) {
-			size = e.pool.Size()
-		}
-		e.pool.SetLen(refs[i], size)
+		e.pool.SetLen(refs[i], receivedLen(e, io.named, i))
 		nameLens[i] = io.named.NameLen(i)
 	}
 	return n, nil
