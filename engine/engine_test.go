@@ -163,10 +163,16 @@ func (c *testClient) send(t *testing.T, frame []byte) {
 // recv returns every frame waiting for the client.
 func (c *testClient) recv(t *testing.T) [][]byte {
 	t.Helper()
+	return drainFrames(t, c.fd)
+}
+
+// drainFrames reads fd's messages, one frame each, until none is waiting.
+func drainFrames(t *testing.T, fd int) [][]byte {
+	t.Helper()
 	var out [][]byte
 	buf := make([]byte, 70000)
 	for {
-		n, _, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
 		if err == unix.EAGAIN {
 			return out
 		}

@@ -240,18 +240,7 @@ func (c *dgramClient) sendTo(t *testing.T, to string, frame []byte) {
 
 func (c *dgramClient) recv(t *testing.T) [][]byte {
 	t.Helper()
-	var out [][]byte
-	buf := make([]byte, 70000)
-	for {
-		n, _, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, append([]byte(nil), buf[:n]...))
-	}
+	return drainFrames(t, c.fd)
 }
 
 func TestDgramClientsKeyedBySourcePath(t *testing.T) {
