@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -44,13 +43,9 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 	testbed.RequireTool(t, "ip", "ping", "socat")
 	ns := testbed.NewNetns(t)
 	ns.DisableIPv6(t)
-	dir := t.TempDir()
-	args := []string{vknetd, "-d", "-p", filepath.Join(dir, "sock"), "-i", filepath.Join(dir, "pid"),
-		"--group", "root", "-t", tapName}
-	args = append(append(args, extra...), network)
-	p := ns.Start(t, args...)
-	p.WaitOutput(t, "vknetd started", 10*time.Second)
-	return &daemon{ns: ns, p: p, sock: filepath.Join(dir, "sock"), tapMAC: ns.LinkMAC(t, tapName)}
+	args := append(append([]string{"-t", tapName}, extra...), network)
+	d := ns.StartDaemon(t, vknetd, testbed.DaemonConfig{Args: args})
+	return &daemon{ns: ns, p: d.Proc, sock: d.Sock, tapMAC: ns.LinkMAC(t, tapName)}
 }
 
 var clientConnected = regexp.MustCompile(`msg="client connected" port=(\d+)`)
