@@ -528,14 +528,7 @@ func (e *Engine) shutdown() {
 	}
 	e.reap()
 	e.closePoller()
-	for {
-		select {
-		case f := <-e.reqs:
-			f()
-		default:
-			return
-		}
-	}
+	e.serveRequests()
 }
 
 func (e *Engine) closePoller() {
