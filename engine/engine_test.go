@@ -482,6 +482,22 @@ func ipv4UDP(dst, src [6]byte, sip, dip [4]byte) []byte {
 	return testbed.IPv4UDP(src, dst, netip.AddrFrom4(sip), netip.AddrFrom4(dip), 4000, 5000, make([]byte, 18))
 }
 
+// dialSeqpacket connects a blocking SEQPACKET client to path whose reads
+// give up after timeout, so a frame that never comes fails the test.
+func dialSeqpacket(t *testing.T, path string, timeout time.Duration) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.NsecToTimeval(int64(timeout))
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	return fd
+}
+
 // The real loop: a listener, clients that connect, Stats, Stop.
 func TestRunAcceptsForwardsAndStops(t *testing.T) {
 	dir := t.TempDir()
@@ -507,19 +523,7 @@ func TestRunAcceptsForwardsAndStops(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run() }()
 
-	dial := func() int {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-			t.Fatal(err)
-		}
-		tv := unix.NsecToTimeval(int64(5 * time.Second))
-		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-		return fd
-	}
-	a, b := dial(), dial()
+	a, b := dialSeqpacket(t, path, 5*time.Second), dialSeqpacket(t, path, 5*time.Second)
 	defer unix.Close(a)
 	defer unix.Close(b)
 	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })

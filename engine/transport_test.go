@@ -376,16 +376,7 @@ func TestMonitorsSeeFloodsOrEverything(t *testing.T) {
 	if _, err := s.e.AttachMonitor(am, true, "all"); err != nil {
 		t.Fatal(err)
 	}
-	dial := func() int {
-		fd, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-			t.Fatal(err)
-		}
-		tv := unix.NsecToTimeval(int64(2 * time.Second))
-		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-		return fd
-	}
-	a, b := dial(), dial()
+	a, b := dialSeqpacket(t, path, 2*time.Second), dialSeqpacket(t, path, 2*time.Second)
 	defer unix.Close(a)
 	defer unix.Close(b)
 	buf := make([]byte, 2048)
