@@ -118,24 +118,17 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	}
 	// Every socket path is checked before anything is created, so a
 	// refusal leaves the system as it was.
-	sockets := []struct {
+	type clientSocket struct {
 		path, flag string
 		sotype     int
 		kind       engine.ListenerKind
-	}{{o.socket, "-p", unix.SOCK_SEQPACKET, engine.Seqpacket}}
+	}
+	sockets := []clientSocket{{o.socket, "-p", unix.SOCK_SEQPACKET, engine.Seqpacket}}
 	if o.stream != "" {
-		sockets = append(sockets, struct {
-			path, flag string
-			sotype     int
-			kind       engine.ListenerKind
-		}{o.stream, "--stream", unix.SOCK_STREAM, engine.Stream})
+		sockets = append(sockets, clientSocket{o.stream, "--stream", unix.SOCK_STREAM, engine.Stream})
 	}
 	if o.dgram != "" {
-		sockets = append(sockets, struct {
-			path, flag string
-			sotype     int
-			kind       engine.ListenerKind
-		}{o.dgram, "--dgram", unix.SOCK_DGRAM, engine.Dgram})
+		sockets = append(sockets, clientSocket{o.dgram, "--dgram", unix.SOCK_DGRAM, engine.Dgram})
 	}
 	for _, s := range sockets {
 		if err = claimSocketPath(s.path, s.sotype, s.flag); err != nil {
