@@ -85,7 +85,7 @@ func BenchmarkForward(b *testing.B) {
 		secure bool
 	}{{"unsecure", false}, {"secure", true}} {
 		for _, size := range []int{64, 1514} {
-			b.Run(fmt.Sprintf("%s/%dB", mode.name, size), func(b *testing.B) {
+			b.Run(fmt.Sprintf("mode=%s/size=%dB", mode.name, size), func(b *testing.B) {
 				benchmarkForward(b, mode.secure, size)
 			})
 		}
@@ -155,7 +155,7 @@ func TestForwardBenchmarkHarness(t *testing.T) {
 // two side by side from one run.
 func BenchmarkDirect(b *testing.B) {
 	for _, size := range []int{64, 1514} {
-		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%dB", size), func(b *testing.B) {
 			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				b.Fatal(err)
