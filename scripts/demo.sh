@@ -68,6 +68,13 @@ echo "== daemon counters (SIGUSR1)"
 kill -USR1 "$DAEMON"
 sleep 0.3
 grep -E 'counters' "$DIR/vknetd.log" | sed 's/^/   /'
+echo "   (ipv6-disabled: the clients' kernels send IPv6 solicitations, which secure mode drops without --ipv6)"
+VKNETCTL=$(dirname "$VKNETD")/vknetctl
+if [ -x "$VKNETCTL" ]; then
+	echo "== vknetctl ports and macs (the control socket beside -p)"
+	"$VKNETCTL" --socket "$SOCK.ctl" ports | sed 's/^/   /'
+	"$VKNETCTL" --socket "$SOCK.ctl" macs | sed 's/^/   /'
+fi
 if [ $fail -ne 0 ]; then
 	echo "== demo FAILED; daemon log:"; cat "$DIR/vknetd.log"; exit 1
 fi
