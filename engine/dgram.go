@@ -175,10 +175,15 @@ func (e *Engine) expireDgram() {
 // retryDgram sends to listener-routed clients whose retry time has come.
 func (e *Engine) retryDgram() {
 	for _, p := range e.live {
-		if p.kind == kindDgram && p.dgram.via != nil && p.dgram.retryAt != 0 && e.now >= p.dgram.retryAt && !p.dead {
-			p.dgram.retryAt = 0
-			e.transmit(p)
+		if p.kind != kindDgram || p.dgram.via == nil || p.dgram.retryAt == 0 || p.dead {
+			continue
 		}
+		if e.now < p.dgram.retryAt {
+			e.retryPending = true // not yet: keep the timer running
+			continue
+		}
+		p.dgram.retryAt = 0
+		e.transmit(p)
 	}
 }
 

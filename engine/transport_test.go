@@ -427,3 +427,46 @@ func TestListings(t *testing.T) {
 		t.Fatalf("Bindings = %+v, %v", bs, err)
 	}
 }
+
+// A client answered through the listener (it connected its socket to it)
+// that stops reading is retried on a timer, and gets its frames once it
+// reads again; it is never dropped.
+func TestDgramViaListenerRetriesAfterBackPressure(t *testing.T) {
+	s, lpath := newDgramSwitch(t)
+	vm := dialDgram(t, t.TempDir(), "vm.sock", lpath)
+	if _, err := unix.Write(vm.fd, ethFrame(broadcast, mac(0x11), 0x0800, 60)); err != nil {
+		t.Fatal(err)
+	}
+	a := s.connect()
+	s.pump()
+	a.recv(t)
+	sent := 0
+	for i := 0; i < 200; i++ {
+		a.send(t, ethFrame(mac(0x11), mac(1), 0x0800, 500))
+		sent++
+		if i%32 == 31 {
+			s.pump()
+		}
+	}
+	s.pump()
+	p := s.e.dgramPeers[vm.path]
+	if p == nil || p.dgram.via == nil {
+		t.Fatal("the connected client is not answered through the listener")
+	}
+	if p.txq.Len() == 0 || !s.e.retryPending {
+		t.Fatalf("expected a backlog waiting on the retry timer: queued %d, retry pending %v", p.txq.Len(), s.e.retryPending)
+	}
+	got := 0
+	for round := 0; round < 100 && got+int(p.cnt.drops[DropQueueFull]) < sent; round++ {
+		got += len(vm.recv(t))
+		s.e.now += int64(2 * time.Millisecond)
+		s.pump()
+	}
+	got += len(vm.recv(t))
+	if got+int(p.cnt.drops[DropQueueFull]) != sent || p.dead {
+		t.Fatalf("received %d + dropped %d of %d (client dead: %v)", got, p.cnt.drops[DropQueueFull], sent, p.dead)
+	}
+	if got <= 10 {
+		t.Fatalf("only %d frames arrived after the client caught up: the retry timer did not resend", got)
+	}
+}
