@@ -185,13 +185,9 @@ func (s *Server) serve(c *net.UnixConn) {
 			sendError(c, fmt.Sprintf("request longer than %d bytes", maxRequest))
 			return
 		}
-		var req Request
-		if err := json.Unmarshal(buf[:n], &req); err != nil {
-			sendError(c, "request is not JSON: "+err.Error())
-			return
-		}
-		if req.V != Version {
-			sendError(c, fmt.Sprintf("protocol version %d is not spoken here (this vknetd speaks %d): use the vknetctl built with this vknetd", req.V, Version))
+		req, err := parseRequest(buf[:n])
+		if err != nil {
+			sendError(c, err.Error())
 			return
 		}
 		if req.Cmd == CmdMonitor {
@@ -209,6 +205,19 @@ func (s *Server) serve(c *net.UnixConn) {
 			}
 		}
 	}
+}
+
+// parseRequest reads one request message: JSON of the version spoken here.
+// Its errors are sent to the client as they are.
+func parseRequest(b []byte) (Request, error) {
+	var req Request
+	if err := json.Unmarshal(b, &req); err != nil {
+		return Request{}, fmt.Errorf("request is not JSON: %v", err)
+	}
+	if req.V != Version {
+		return Request{}, fmt.Errorf("protocol version %d is not spoken here (this vknetd speaks %d): use the vknetctl built with this vknetd", req.V, Version)
+	}
+	return req, nil
 }
 
 // answer builds the reply messages for a listing request.

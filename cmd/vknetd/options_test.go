@@ -122,3 +122,28 @@ func TestSecondsValue(t *testing.T) {
 		t.Fatalf("%v %v", v, err)
 	}
 }
+
+// FuzzParseCIDR: no input panics, and whatever is accepted is an IPv4 host
+// address with 1 to 32 bits that reads back as written.
+func FuzzParseCIDR(f *testing.F) {
+	for _, s := range []string{"198.18.0.1/16", "198.18.0.1/0", "198.18.0.1/33", "198.18.0/16", "::1/64",
+		"0.0.0.0/8", "255.255.255.255/32", "198.18.0.1/+16", "198.18.0.1/016", "1.2.3.4/ 8", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := parseCIDR(s)
+		if err != nil {
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("%q: %v is not a usage error", s, err)
+			}
+			return
+		}
+		if !p.Addr().Is4() || p.Bits() < 1 || p.Bits() > 32 || p.Addr().IsUnspecified() {
+			t.Fatalf("%q accepted as %v", s, p)
+		}
+		if again, err := parseCIDR(p.String()); err != nil || again != p {
+			t.Fatalf("%q -> %v does not read back: %v %v", s, p, again, err)
+		}
+	})
+}
