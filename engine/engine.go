@@ -81,9 +81,15 @@ const (
 	defaultQueueLen   = 256
 	defaultBatch      = 32
 	sweepInterval     = time.Second
-	// A receiver with this many frames queued gets no more while the pool
-	// is below its low-water mark: stuck clients cannot hold the pool.
+	// The pool's guarantee. While free buffers are fewer than
+	// pressureBacklog per live port plus poolReserve batches, a port that
+	// already has pressureBacklog frames queued gets no more (pool-pressure
+	// drops). From the moment that starts, each port can add at most
+	// pressureBacklog buffers to what it holds, so however many clients
+	// are stuck (paused VMs do not read) the pool keeps poolReserve batches
+	// free and the switch keeps reading.
 	pressureBacklog = 16
+	poolReserve     = 4
 	// Client sockets get a larger send buffer so a briefly slow VM absorbs
 	// a burst in the kernel rather than in our queue (the kernel doubles it).
 	clientSndbuf      = 512 << 10
@@ -107,7 +113,6 @@ type Engine struct {
 	secure   bool
 	portMACs int // per-port MAC limit, for secure mode's check before learning
 	maxFrame int
-	lowWater int
 
 	ports   []*port // by id; nil where free. Port 0 is the TAP when there is one.
 	live    []*port // every open port, the flood list
@@ -171,14 +176,13 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Batch <= 0 {
 		cfg.Batch = defaultBatch
 	}
+	// Below this the guarantee above cannot hold. The default adds room
+	// for full queues on top; the slab is touched only as it is used.
+	minBuffers := MaxPorts(cfg.MaxClients)*pressureBacklog + 2*poolReserve*cfg.Batch
 	if cfg.Buffers <= 0 {
-		// Enough for every client to hold a pressure backlog plus a healthy
-		// share of full queues. The slab is touched only as it is used.
-		cfg.Buffers = 4096 + cfg.MaxClients*pressureBacklog
+		cfg.Buffers = 4096 + minBuffers
 	}
-	if cfg.Buffers < 4*cfg.Batch {
-		cfg.Buffers = 4 * cfg.Batch
-	}
+	cfg.Buffers = max(cfg.Buffers, minBuffers)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -215,7 +219,6 @@ func New(cfg Config) (*Engine, error) {
 		secure:   cfg.Policy.Secure(),
 		portMACs: cmp.Or(cfg.MACTable.PortLimit, cfg.MACTable.Capacity),
 		maxFrame: maxFrame,
-		lowWater: cfg.Buffers / 4,
 		ports:    make([]*port, maxPorts),
 		live:     make([]*port, 0, maxPorts),
 		dirty:    make([]*port, 0, maxPorts),
@@ -262,6 +265,12 @@ func MaxPorts(maxClients int) int {
 		maxClients = defaultMaxClients
 	}
 	return maxClients + 1 + maxMonitors
+}
+
+// underPressure reports whether free buffers are down to what the live
+// ports may still claim (pressureBacklog each) plus the reserve.
+func (e *Engine) underPressure() bool {
+	return e.pool.Free() < pressureBacklog*len(e.live)+poolReserve*e.cfg.Batch
 }
 
 func (e *Engine) newPort(id uint32, kind portKind, fd int, name string) *port {

@@ -575,3 +575,69 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func macKey(b byte) uint64 { m := mac(b); return mactable.Key(m[:]) }
+
+// Paused VMs do not read. However many there are, and however traffic is
+// spread over them, the pool keeps a reserve and the switch keeps reading:
+// a few stuck clients with deep queues and a hundred with shallow ones
+// must not exhaust it (an earlier rule, pressure at a quarter of the pool,
+// let exactly this pattern take every buffer).
+func TestManyStuckClientsNeverExhaustThePool(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{Capacity: 1024, PortLimit: 4}, func(c *Config) {
+		c.MaxClients = 128
+		c.Buffers = 1 // raised to the minimum the guarantee needs
+	})
+	a, b := s.connect(), s.connect()
+	var stuck []*testClient
+	for i := 0; i < 117; i++ {
+		c := s.connect()
+		// The kernel would absorb a megabyte per client first; make the
+		// queues fill at once.
+		unix.SetsockoptInt(c.port.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+		stuck = append(stuck, c)
+	}
+	check := func() {
+		t.Helper()
+		if free := s.e.pool.Free(); free < s.e.cfg.Batch {
+			t.Fatalf("pool down to %d free buffers of %d: reading would stop", free, s.e.pool.Cap())
+		}
+	}
+	// Every stuck client announces its MAC (unicast to b, so the stuck
+	// ones' queues stay empty until the test fills them on purpose).
+	for i, c := range stuck {
+		c.send(t, ethFrame(mac(2), [6]byte{0x02, 1, 0, 0, 0, byte(i)}, 0x0800, 60))
+	}
+	b.send(t, ethFrame(broadcast, mac(2), 0x0800, 60))
+	s.pump()
+	b.recv(t)
+	toB := 0
+	send := func(dst [6]byte) {
+		a.send(t, ethFrame(dst, mac(1), 0x0800, 200))
+		if toB++; toB%16 == 0 {
+			a.send(t, ethFrame(mac(2), mac(1), 0x0800, 100))
+			s.pump()
+			check()
+		}
+	}
+	for i := 0; i < 7; i++ { // deep queues
+		for j := 0; j < 300; j++ {
+			send([6]byte{0x02, 1, 0, 0, 0, byte(i)})
+		}
+	}
+	for j := 0; j < 20; j++ { // then shallow ones, round robin
+		for i := 7; i < len(stuck); i++ {
+			send([6]byte{0x02, 1, 0, 0, 0, byte(i)})
+		}
+	}
+	s.pump()
+	check()
+	if got, want := len(b.recv(t)), toB/16; got != want {
+		t.Fatalf("b received %d of %d frames while %d clients were stuck", got, want, len(stuck))
+	}
+	var pressure uint64
+	for _, c := range stuck {
+		pressure += c.port.cnt.drops[DropPoolPressure]
+	}
+	if pressure == 0 {
+		t.Fatal("no pool-pressure drops: the test did not reach the pool's limit")
+	}
+}

@@ -143,7 +143,7 @@ func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
 			return
 		}
 	}
-	if out.txq.Len() >= pressureBacklog && e.pool.Free() < e.lowWater {
+	if out.txq.Len() >= pressureBacklog && e.underPressure() {
 		out.cnt.drops[DropPoolPressure]++
 		return
 	}
