@@ -82,12 +82,14 @@ const (
 	defaultBatch      = 32
 	sweepInterval     = time.Second
 	// The pool's guarantee. While free buffers are fewer than
-	// pressureBacklog per live port plus poolReserve batches, a port that
-	// already has pressureBacklog frames queued gets no more (pool-pressure
-	// drops). From the moment that starts, each port can add at most
-	// pressureBacklog buffers to what it holds, so however many clients
-	// are stuck (paused VMs do not read) the pool keeps poolReserve batches
-	// free and the switch keeps reading.
+	// max(pressureBacklog, Batch) per live port plus poolReserve batches,
+	// a port whose kernel pushed back (write-blocked) and already has
+	// pressureBacklog frames queued gets no more (pool-pressure drops).
+	// A port that is not blocked gains at most a batch before it is
+	// flushed, so from then on each port adds at most that many buffers:
+	// however many clients are stuck (paused VMs do not read) the pool
+	// keeps poolReserve batches free and the switch keeps reading, and a
+	// client that keeps up never loses a frame to pressure.
 	pressureBacklog = 16
 	poolReserve     = 4
 	// Client sockets get a larger send buffer so a briefly slow VM absorbs
@@ -178,7 +180,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	// Below this the guarantee above cannot hold. The default adds room
 	// for full queues on top; the slab is touched only as it is used.
-	minBuffers := MaxPorts(cfg.MaxClients)*pressureBacklog + 2*poolReserve*cfg.Batch
+	minBuffers := MaxPorts(cfg.MaxClients)*max(pressureBacklog, cfg.Batch) + 2*poolReserve*cfg.Batch
 	if cfg.Buffers <= 0 {
 		cfg.Buffers = 4096 + minBuffers
 	}
@@ -267,10 +269,14 @@ func MaxPorts(maxClients int) int {
 	return maxClients + 1 + maxMonitors
 }
 
-// underPressure reports whether free buffers are down to what the live
-// ports may still claim (pressureBacklog each) plus the reserve.
-func (e *Engine) underPressure() bool {
-	return e.pool.Free() < pressureBacklog*len(e.live)+poolReserve*e.cfg.Batch
+// mayQueue applies the pool's guarantee (see pressureBacklog) to one more
+// frame for out.
+func (e *Engine) mayQueue(out *port) bool {
+	blocked := out.writeArmed || out.dgram != nil && out.dgram.retryAt != 0
+	if !blocked || out.txq.Len() < pressureBacklog {
+		return true
+	}
+	return e.pool.Free() >= max(pressureBacklog, e.cfg.Batch)*len(e.live)+poolReserve*e.cfg.Batch
 }
 
 func (e *Engine) newPort(id uint32, kind portKind, fd int, name string) *port {

@@ -609,29 +609,38 @@ func TestManyStuckClientsNeverExhaustThePool(t *testing.T) {
 	b.send(t, ethFrame(broadcast, mac(2), 0x0800, 60))
 	s.pump()
 	b.recv(t)
+	base := b.port.cnt.txFrames
 	toB := 0
+	sent := 0
 	send := func(dst [6]byte) {
 		a.send(t, ethFrame(dst, mac(1), 0x0800, 200))
-		if toB++; toB%16 == 0 {
-			a.send(t, ethFrame(mac(2), mac(1), 0x0800, 100))
+		if sent++; sent%16 == 0 {
+			// A client that keeps up gets whole batches even now.
+			for k := 0; k < s.e.cfg.Batch; k++ {
+				a.send(t, ethFrame(mac(2), mac(1), 0x0800, 100))
+				toB++
+			}
 			s.pump()
 			check()
+			if got := len(b.recv(t)); got != s.e.cfg.Batch {
+				t.Fatalf("b received %d of a batch of %d while clients were stuck (pool free %d)", got, s.e.cfg.Batch, s.e.pool.Free())
+			}
 		}
 	}
-	for i := 0; i < 7; i++ { // deep queues
+	for i := 0; i < 14; i++ { // deep queues
 		for j := 0; j < 300; j++ {
 			send([6]byte{0x02, 1, 0, 0, 0, byte(i)})
 		}
 	}
 	for j := 0; j < 20; j++ { // then shallow ones, round robin
-		for i := 7; i < len(stuck); i++ {
+		for i := 14; i < len(stuck); i++ {
 			send([6]byte{0x02, 1, 0, 0, 0, byte(i)})
 		}
 	}
 	s.pump()
 	check()
-	if got, want := len(b.recv(t)), toB/16; got != want {
-		t.Fatalf("b received %d of %d frames while %d clients were stuck", got, want, len(stuck))
+	if b.port.cnt.txFrames-base != uint64(toB) || b.port.cnt.drops != ([numDrops]uint64{}) {
+		t.Fatalf("b: sent %d of %d, drops %v", b.port.cnt.txFrames-base, toB, b.port.cnt.drops)
 	}
 	var pressure uint64
 	for _, c := range stuck {

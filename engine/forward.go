@@ -143,7 +143,7 @@ func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
 			return
 		}
 	}
-	if out.txq.Len() >= pressureBacklog && e.underPressure() {
+	if !e.mayQueue(out) {
 		out.cnt.drops[DropPoolPressure]++
 		return
 	}
