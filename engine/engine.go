@@ -38,8 +38,8 @@ const (
 )
 
 // Listener is a listening socket the engine accepts clients from. The
-// caller created it (path, permissions) and the engine owns the fd from
-// New on.
+// caller created it (path, permissions) and closes it after Run returns;
+// the engine only polls it.
 type Listener struct {
 	Fd   int
 	Kind ListenerKind
