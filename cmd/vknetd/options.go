@@ -247,11 +247,3 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\n")
 	fmt.Fprintf(w, "\nSignals: SIGTERM/SIGINT stop and clean up; SIGUSR1 logs every port's counters;\nSIGHUP forgets all learned MAC addresses (frames flood until relearned).\n")
 }
-
-func indent(s, prefix string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = prefix + l
-	}
-	return strings.Join(lines, "\n")
-}
