@@ -173,7 +173,7 @@ func walkAll(t *Table, now int64) []Entry {
 func checkInvariants(t *Table) error {
 	seen := map[uint64]bool{}
 	ports := make([]int32, len(t.ports))
-	var total int64
+	var total int32
 	for si := range t.shards {
 		sh := &t.shards[si]
 		base := uint64(si) << t.slotBits
@@ -206,7 +206,7 @@ func checkInvariants(t *Table) error {
 		if n != sh.count {
 			return fmt.Errorf("shard %d holds %d keys, counts %d", si, n, sh.count)
 		}
-		total += int64(n)
+		total += int32(n)
 	}
 	if total != t.count.Load() {
 		return fmt.Errorf("table holds %d keys, counts %d", total, t.count.Load())

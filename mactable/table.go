@@ -91,13 +91,13 @@ type Table struct {
 	shardMax  int32  // keys one shard may hold (0.75 load), a bound only a hash collision attack could reach
 	tickShift uint
 	maxAge    int64 // in ticks
-	capacity  int64
+	capacity  int32 // MaxCapacity fits
 	portLimit int32
 
 	// The fields above are read by every Lookup; writers update the ones
 	// below on every insert and delete. Keep them off the readers' line.
 	_           [64]byte
-	count       atomic.Int64
+	count       atomic.Int32
 	lastReclaim atomic.Int64  // tick of the last reclaim pass run by Learn
 	sweeps      atomic.Uint64 // sweeps run, by Expire or reclaim; tests read it
 }
@@ -144,7 +144,7 @@ func newTable(cfg Config, seed uint64) *Table {
 		shardMax:  int32(per - per/4),
 		tickShift: shift,
 		maxAge:    (int64(cfg.MaxAge) + tick - 1) / tick,
-		capacity:  int64(cfg.Capacity),
+		capacity:  int32(cfg.Capacity),
 		portLimit: int32(limit),
 	}
 	t.lastReclaim.Store(-1 << 63)
@@ -325,7 +325,7 @@ func (t *Table) learnLocked(mac, idx uint64, port uint32, nowTick int64) Result 
 		r = TableFull
 	case !reserve(&t.count, t.capacity):
 		r = TableFull
-	case !reserve32(&t.ports[port], t.portLimit):
+	case !reserve(&t.ports[port], t.portLimit):
 		t.count.Add(-1)
 		r = PortFull
 	default:
@@ -355,7 +355,7 @@ func (t *Table) update(s *slot, port uint32, nowTick int64) Result {
 		}
 		return Refreshed
 	}
-	if !reserve32(&t.ports[port], t.portLimit) {
+	if !reserve(&t.ports[port], t.portLimit) {
 		return PortFull
 	}
 	s.val.Store(pack(port, nowTick))
@@ -375,19 +375,7 @@ func yield() { runtime.Gosched() }
 // reserve takes one unit of c if that keeps it at or below limit. A CAS
 // loop rather than Add-then-check so that writers on different shards
 // cannot overshoot the limit together.
-func reserve(c *atomic.Int64, limit int64) bool {
-	for {
-		n := c.Load()
-		if n >= limit {
-			return false
-		}
-		if c.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
-
-func reserve32(c *atomic.Int32, limit int32) bool {
+func reserve(c *atomic.Int32, limit int32) bool {
 	for {
 		n := c.Load()
 		if n >= limit {
