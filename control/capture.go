@@ -42,17 +42,19 @@ type Capture struct {
 	pcap     *pcapgo.Writer
 }
 
-// NewCapture prints lines to lines (nil: none) and writes pcap to
-// pcapPath (empty: none). A pcapPath of "-" writes pcap to stdout instead
-// and then prints no lines, so the output can be piped to tcpdump -r -.
-// A new file gets mode 0600: it holds other people's traffic.
-func NewCapture(lines io.Writer, pcapPath string, stdout io.Writer, flag string) (*Capture, error) {
+// NewCapture prints lines to out (nil: none) and writes pcap to pcapPath
+// (empty: none). A pcapPath of "-" writes pcap to out instead of the
+// lines, so the output can be piped to tcpdump -r -. flag is the
+// command's option for pcapPath, named in errors. A new file gets mode
+// 0600: it holds other people's traffic.
+func NewCapture(out io.Writer, pcapPath, flag string) (*Capture, error) {
 	c := &Capture{}
+	lines := out
 	var pw io.Writer
 	switch pcapPath {
 	case "":
 	case "-":
-		pw, lines = stdout, nil
+		pw, lines = out, nil
 	default:
 		f, err := os.OpenFile(pcapPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {

@@ -59,7 +59,7 @@ func readPcap(t *testing.T, r io.Reader) (frames [][]byte, stamps []time.Time) {
 func TestCapturePcapAndLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out.pcap")
 	var lines bytes.Buffer
-	c, err := NewCapture(&lines, path, nil, "-w")
+	c, err := NewCapture(&lines, path, "-w")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestCapturePcapAndLines(t *testing.T) {
 
 func TestCapturePcapToStdoutPrintsNoLines(t *testing.T) {
 	var out bytes.Buffer
-	c, err := NewCapture(&out, "-", &out, "-w")
+	c, err := NewCapture(&out, "-", "-w")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestCapturePcapToStdoutPrintsNoLines(t *testing.T) {
 
 func TestCaptureTruncatesAtSnaplen(t *testing.T) {
 	var out bytes.Buffer
-	c, _ := NewCapture(nil, "-", &out, "-w")
+	c, _ := NewCapture(&out, "-", "-w")
 	big := make([]byte, 65535+18)
 	c.Frame(time.Now(), big)
 	c.Close()
@@ -149,7 +149,7 @@ func TestCaptureTruncatesAtSnaplen(t *testing.T) {
 
 func TestCaptureUnwritableFileNamesFlagAndPath(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "no", "such", "dir.pcap")
-	_, err := NewCapture(nil, path, nil, "-w")
+	_, err := NewCapture(nil, path, "-w")
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "-w") {
 		t.Fatalf("got %v, want an error naming %s and -w", err, path)
 	}
@@ -178,7 +178,7 @@ func TestWatchStopsAtCount(t *testing.T) {
 		unix.Write(peer, f)
 	}
 	var out bytes.Buffer
-	c, _ := NewCapture(nil, "-", &out, "-w")
+	c, _ := NewCapture(&out, "-", "-w")
 	n, err := Watch(conn, c, 2)
 	if n != 2 || err != nil {
 		t.Fatalf("Watch(count 2): %d %v", n, err)
@@ -193,7 +193,7 @@ func TestWatchStopsAtCount(t *testing.T) {
 func TestWatchFlushesWhenTheStreamPauses(t *testing.T) {
 	conn, peer := socketpair(t)
 	r, w := io.Pipe()
-	c, _ := NewCapture(w, "", nil, "-w")
+	c, _ := NewCapture(w, "", "-w")
 	done := make(chan struct{})
 	go func() { Watch(conn, c, 0); close(done) }()
 	unix.Write(peer, testFrames()[0])
@@ -218,7 +218,7 @@ func TestWatchFlushesWhenTheStreamPauses(t *testing.T) {
 func TestCloseOnSignalEndsWatch(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		conn, _ := socketpair(t)
-		c, _ := NewCapture(io.Discard, "", nil, "-w")
+		c, _ := NewCapture(io.Discard, "", "-w")
 		stop := CloseOnSignal(conn)
 		done := make(chan error, 1)
 		go func() { _, err := Watch(conn, c, 0); done <- err }()
@@ -244,7 +244,7 @@ func TestCloseOnSignalEndsWatch(t *testing.T) {
 func TestSignalStopWithoutSignal(t *testing.T) {
 	conn, peer := socketpair(t)
 	unix.Write(peer, testFrames()[0])
-	c, _ := NewCapture(io.Discard, "", nil, "-w")
+	c, _ := NewCapture(io.Discard, "", "-w")
 	stop := CloseOnSignal(conn)
 	if n, err := Watch(conn, c, 1); n != 1 || err != nil {
 		t.Fatalf("Watch(count 1): %d %v", n, err)

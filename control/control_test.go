@@ -371,7 +371,7 @@ func TestMonitorHandsTheConnectionToTheEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var lines strings.Builder
-	capture, err := NewCapture(&lines, "", nil, "-w")
+	capture, err := NewCapture(&lines, "", "-w")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestMonitorRefusedByEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	capture, _ := NewCapture(io.Discard, "", nil, "-w")
+	capture, _ := NewCapture(io.Discard, "", "-w")
 	if n, err := Watch(conn, capture, 0); n != 0 || err != io.EOF {
 		t.Fatalf("Watch on a refused monitor: %d %v; want 0 frames and EOF", n, err)
 	}

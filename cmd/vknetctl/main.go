@@ -217,7 +217,7 @@ func nonNil[T any](s []T) []T {
 }
 
 func monitor(c *control.Client, o *options, stdout, stderr io.Writer) error {
-	capture, err := control.NewCapture(stdout, o.write, stdout, "-w")
+	capture, err := control.NewCapture(stdout, o.write, "-w")
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ func runClient(o *options, stdout io.Writer) error {
 		return fmt.Errorf("connecting to %s (-p): %w; is vknetd running, and are you in its group?", o.socket, err)
 	}
 	defer conn.Close()
-	capture, err := control.NewCapture(stdout, o.write, stdout, "-w")
+	capture, err := control.NewCapture(stdout, o.write, "-w")
 	if err != nil {
 		return err
 	}
