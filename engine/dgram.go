@@ -31,18 +31,11 @@ const (
 // receiveDgram reads a batch of datagrams from a dgram listener and
 // forwards each from the port of its sender.
 func (e *Engine) receiveDgram(l *listenerState) {
-	want := e.cfg.Batch
-	if free := e.pool.Free(); free < want {
-		want = free
-	}
-	if want == 0 {
+	refs := e.takeBuffers()
+	if len(refs) == 0 {
 		return
 	}
-	refs := e.rxRefs[:want]
-	for i := range refs {
-		refs[i], _ = e.pool.Get()
-	}
-	n, err := e.io.recvFrom(e, l.Fd, refs, e.dgNames[:want], e.dgNameLens[:want])
+	n, err := e.io.recvFrom(e, l.Fd, refs, e.dgNames[:len(refs)], e.dgNameLens[:len(refs)])
 	for i := 0; i < n; i++ {
 		r := refs[i]
 		p := e.dgramPort(l, &e.dgNames[i], e.dgNameLens[i], e.pool.Frame(r))
@@ -52,9 +45,7 @@ func (e *Engine) receiveDgram(l *listenerState) {
 		}
 		e.pool.Release(r)
 	}
-	for _, r := range refs[n:] {
-		e.pool.Release(r)
-	}
+	e.releaseBuffers(refs[n:])
 	e.flush()
 	if err != nil {
 		e.log.Error("reading datagram listener", "socket", l.Path, "err", err)

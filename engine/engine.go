@@ -352,22 +352,13 @@ func (e *Engine) dispatch(ev event) {
 // batch queued frames on. One batch per readiness report keeps a busy
 // client from starving the others: level-triggered polling brings us back.
 func (e *Engine) receive(p *port) {
-	want := e.cfg.Batch
-	if free := e.pool.Free(); free < want {
-		want = free
-	}
-	if want == 0 {
+	refs := e.takeBuffers()
+	if len(refs) == 0 {
 		p.cnt.drops[DropNoBuffer]++
 		return
 	}
-	refs := e.rxRefs[:want]
-	for i := range refs {
-		refs[i], _ = e.pool.Get()
-	}
 	n, err := e.readBatch(p, refs)
-	for _, r := range refs[n:] {
-		e.pool.Release(r)
-	}
+	e.releaseBuffers(refs[n:])
 	e.forward(p, refs[:n])
 	e.flush()
 	if err != nil {
@@ -376,6 +367,22 @@ func (e *Engine) receive(p *port) {
 	}
 	if p.stream != nil && p.stream.buffered {
 		e.rxPending = append(e.rxPending, p)
+	}
+}
+
+// takeBuffers takes up to a batch of free buffers to read into; what a
+// read leaves unused goes back with releaseBuffers.
+func (e *Engine) takeBuffers() []ring.Ref {
+	refs := e.rxRefs[:min(e.cfg.Batch, e.pool.Free())]
+	for i := range refs {
+		refs[i], _ = e.pool.Get()
+	}
+	return refs
+}
+
+func (e *Engine) releaseBuffers(refs []ring.Ref) {
+	for _, r := range refs {
+		e.pool.Release(r)
 	}
 }
 
@@ -471,7 +478,7 @@ func (e *Engine) reap() {
 }
 
 func (e *Engine) close(p *port) {
-	if p.fd >= 0 && !(p.kind == kindTap && e.pollClosed) {
+	if p.fd >= 0 {
 		e.poll.remove(p.fd)
 	}
 	for p.txq.Len() > 0 {

@@ -66,9 +66,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 		}
 	}
 
-	if !e.learn(in, src, fromClient) {
-		return
-	}
+	e.learn(in, src)
 	for _, m := range e.mirrors {
 		e.enqueue(in, m, r, false)
 	}
@@ -116,22 +114,15 @@ func (e *Engine) macAllowed(in *port, src uint64) (Drop, bool) {
 // learn records the frame's source MAC on port in. Without secure mode the
 // switch behaves like a plain learning bridge: MACs move, and frames from
 // MACs over the limit are forwarded without being learned. In secure mode
-// macAllowed has already refused what learning would have to.
-func (e *Engine) learn(in *port, src uint64, fromClient bool) bool {
+// macAllowed has already refused whatever learning would refuse.
+func (e *Engine) learn(in *port, src uint64) {
 	if mactable.IsMulticastKey(src) {
-		return true // never learned
+		return // never learned
 	}
 	switch e.macs.Learn(src, in.id, e.now) {
-	case mactable.PortFull:
-		if e.secure && fromClient {
-			e.dropped(in, DropPortMACLimit)
-			return false
-		}
-		in.cnt.unlearned++
-	case mactable.TableFull:
+	case mactable.PortFull, mactable.TableFull:
 		in.cnt.unlearned++
 	}
-	return true
 }
 
 // enqueue puts a reference to r on out's transmit queue. Frames bound for

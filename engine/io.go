@@ -71,8 +71,6 @@ func (e *Engine) readEach(p *port, refs []ring.Ref) (int, error) {
 			return i, nil
 		case err != nil:
 			return i, err
-		case n == 0 && p.kind != kindTap:
-			return i, errPeerClosed
 		}
 		e.pool.SetLen(r, n)
 	}
