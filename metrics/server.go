@@ -31,25 +31,25 @@ func CheckAddr(addr string) error {
 		return fmt.Errorf("--metrics %q: port %q is not 1 to 65535: write e.g. 127.0.0.1:9477", addr, port)
 	}
 	if host != "" {
-		if _, err := netipOrName(host); err != nil {
+		if err := checkHost(host); err != nil {
 			return fmt.Errorf("--metrics %q: %v", addr, err)
 		}
 	}
 	return nil
 }
 
-// netipOrName accepts an IP address or a plausible host name; the name
+// checkHost accepts an IP address or a plausible host name; the name
 // itself is resolved when listening.
-func netipOrName(host string) (string, error) {
+func checkHost(host string) error {
 	if net.ParseIP(host) != nil {
-		return host, nil
+		return nil
 	}
 	for _, r := range host {
 		if !(r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return "", fmt.Errorf("host %q is neither an IP address nor a host name", host)
+			return fmt.Errorf("host %q is neither an IP address nor a host name", host)
 		}
 	}
-	return host, nil
+	return nil
 }
 
 // Server is the HTTP endpoint.
