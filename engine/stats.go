@@ -91,25 +91,6 @@ type PortStats struct {
 	Queued    int         // frames waiting in its transmit queue
 }
 
-// DropTotal sums all drop counters of the port.
-func (s PortStats) DropTotal() uint64 {
-	var n uint64
-	for _, d := range s.Drops {
-		n += d.Count
-	}
-	return n
-}
-
-// Drop returns the count for one reason name ("tx-queue-full", "ipv4-src-outside", ...).
-func (s PortStats) Drop(reason string) uint64 {
-	for _, d := range s.Drops {
-		if d.Reason == reason {
-			return d.Count
-		}
-	}
-	return 0
-}
-
 // Stats is a snapshot of the whole switch.
 type Stats struct {
 	Ports    []PortStats // live ports, the TAP first
