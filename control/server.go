@@ -54,7 +54,6 @@ const (
 type Server struct {
 	ln   *net.UnixListener
 	cfg  ServerConfig
-	log  *slog.Logger
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	conn map[*net.UnixConn]struct{}
@@ -88,7 +87,7 @@ func NewServer(ln *net.UnixListener, cfg ServerConfig) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	s := &Server{ln: ln, cfg: cfg, log: cfg.Log, conn: map[*net.UnixConn]struct{}{}}
+	s := &Server{ln: ln, cfg: cfg, conn: map[*net.UnixConn]struct{}{}}
 	s.wg.Add(1)
 	go s.accept()
 	return s
@@ -122,7 +121,7 @@ func (s *Server) accept() {
 			}
 			// EMFILE and the like: the switch keeps running, the control
 			// socket waits and tries again.
-			s.log.Error("control socket: accept failed", "err", err, "retry_in", backoff)
+			s.cfg.Log.Error("control socket: accept failed", "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, 5*time.Second)
 			continue
@@ -161,12 +160,12 @@ func (s *Server) serve(c *net.UnixConn) {
 	defer c.Close()
 	cr, err := connCred(c)
 	if err != nil {
-		s.log.Error("control socket: reading peer credentials", "err", err)
+		s.cfg.Log.Error("control socket: reading peer credentials", "err", err)
 		sendError(c, "the daemon could not read your credentials: "+err.Error())
 		return
 	}
 	if !allowed(cr, s.cfg.GID) {
-		s.log.Warn("control socket: refused", "pid", cr.pid, "uid", cr.uid, "group", s.cfg.Group)
+		s.cfg.Log.Warn("control socket: refused", "pid", cr.pid, "uid", cr.uid, "group", s.cfg.Group)
 		sendError(c, fmt.Sprintf("permission denied: uid %d is neither root nor in group %s; ask an administrator to run 'usermod -aG %s YOUR_USER', then log in again",
 			cr.uid, s.cfg.Group, s.cfg.Group))
 		return
@@ -281,7 +280,7 @@ func (s *Server) monitor(c *net.UnixConn, cr cred, all bool) {
 	}
 	fd, err := dupConn(c)
 	if err != nil {
-		s.log.Error("control socket: monitor", "err", err)
+		s.cfg.Log.Error("control socket: monitor", "err", err)
 		return
 	}
 	mode := "floods"
@@ -293,7 +292,7 @@ func (s *Server) monitor(c *net.UnixConn, cr cred, all bool) {
 		// The engine did not take fd: the client sees the connection close
 		// right after "ok" and says so.
 		unix.Close(fd)
-		s.log.Error("control socket: monitor refused", "monitor", name, "err", err)
+		s.cfg.Log.Error("control socket: monitor refused", "monitor", name, "err", err)
 	}
 	// c's own descriptor closes on return; the engine keeps the duplicate.
 }
