@@ -143,7 +143,6 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 
 Options:
 `)
-	fs.SetOutput(w)
 	cli.PrintFlags(w, fs, 22)
 	fmt.Fprint(w, "\nExit status: 0 done, 1 the daemon could not be asked, 2 a command-line mistake.\n")
 }

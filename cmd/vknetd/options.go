@@ -241,7 +241,6 @@ func (v *prefixValue) Set(s string) error {
 }
 
 func printUsage(w io.Writer, fs *pflag.FlagSet) {
-	fs.SetOutput(w)
 	fmt.Fprintf(w, "%s\n\nA userspace Ethernet switch for virtual machines: clients connect to a\nSOCK_SEQPACKET unix socket (one frame per message) and are switched with\neach other and with a TAP interface carrying address/cidrbits.\n\nOptions:\n", usageLine)
 	cli.PrintFlags(w, fs, 26)
 	fmt.Fprintf(w, "\n%s", secure.PolicySummary)
