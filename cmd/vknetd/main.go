@@ -143,11 +143,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 	}
-	tcfg := tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge}
-	if o.hasCIDR {
-		tcfg.Prefix = o.prefix
-	}
-	if d.tap, err = tap.Open(tcfg); err != nil {
+	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix}); err != nil {
 		return nil, err
 	}
 	policy, err := secure.New(secure.Config{
@@ -208,7 +204,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 }
 
 func prefixString(o *options) string {
-	if !o.hasCIDR {
+	if !o.prefix.IsValid() {
 		return "none"
 	}
 	return o.prefix.String()

@@ -18,15 +18,14 @@ import (
 
 // options is the parsed command line.
 type options struct {
-	client   bool   // -c
-	debug    bool   // -d
-	unsecure bool   // -U
-	bridge   string // -b
-	socket   string // -p
-	pidfile  string // -i
-	tapName  string // -t
-	prefix   netip.Prefix
-	hasCIDR  bool
+	client   bool         // -c
+	debug    bool         // -d
+	unsecure bool         // -U
+	bridge   string       // -b
+	socket   string       // -p
+	pidfile  string       // -i
+	tapName  string       // -t
+	prefix   netip.Prefix // address/cidrbits; the zero Prefix when none was given
 
 	group      string
 	mtu        int
@@ -113,7 +112,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		if err != nil {
 			return nil, err
 		}
-		o.prefix, o.hasCIDR = p, true
+		o.prefix = p
 	}
 	if o.write != "" && !o.client {
 		return nil, usagef("-w %s writes what -c receives: add -c, or use 'vknetctl monitor -w %s' beside a running daemon", o.write, o.write)
@@ -121,7 +120,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	if o.client {
 		return o, nil
 	}
-	if !o.unsecure && !o.hasCIDR {
+	if !o.unsecure && !o.prefix.IsValid() {
 		return nil, usagef("secure mode (the default) needs the network as address/cidrbits, e.g. 'vknetd 198.18.0.1/16'; add -U for an unsecured bridge without an address")
 	}
 	if o.mtu < 68 || o.mtu > 65535 {

@@ -34,7 +34,7 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 	if o, err = parseArgs([]string{"198.18.0.1/16", "-d"}, &bytes.Buffer{}); err != nil || !o.debug {
 		t.Fatalf("interspersed flag: %v", err)
 	}
-	if o, err = parseArgs([]string{"-U"}, &bytes.Buffer{}); err != nil || o.hasCIDR {
+	if o, err = parseArgs([]string{"-U"}, &bytes.Buffer{}); err != nil || o.prefix.IsValid() {
 		t.Fatalf("-U without CIDR: %v", err)
 	}
 	for _, age := range []struct {
