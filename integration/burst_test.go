@@ -97,22 +97,22 @@ func TestStuckClientDoesNotStopTheOthers(t *testing.T) {
 	}
 
 	s := d.counters()
-	ps := s.port(t, stuck.port)
-	if got := ps.uint(t, "drop_tx-queue-full"); got == 0 {
+	ps := s.Port(t, stuck.port)
+	if got := ps.Uint(t, "drop_tx-queue-full"); got == 0 {
 		t.Errorf("stuck client's port %d counts no tx-queue-full drops after a %d-frame burst: %v", stuck.port, total, ps)
 	} else {
 		t.Logf("the stuck client lost %d of %d frames (tx-queue-full); the reader lost none", got, total)
 	}
-	pb := s.port(t, b.port)
+	pb := s.Port(t, b.port)
 	for k, v := range pb {
 		if len(k) > 5 && k[:5] == "drop_" {
 			t.Errorf("receiving client's port %d dropped frames: %s=%s", b.port, k, v)
 		}
 	}
-	if got := pb.uint(t, "tx_frames"); got < total {
+	if got := pb.Uint(t, "tx_frames"); got < total {
 		t.Errorf("receiving client's port %d tx_frames = %d, want at least %d", b.port, got, total)
 	}
-	if got := s.port(t, a.port).uint(t, "rx_frames"); got != total {
+	if got := s.Port(t, a.port).Uint(t, "rx_frames"); got != total {
 		t.Errorf("sending client's port %d rx_frames = %d, want %d", a.port, got, total)
 	}
 	// The stuck client is still a client: it was slowed, not thrown out.

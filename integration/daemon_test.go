@@ -92,21 +92,10 @@ func (d *daemon) requireRunning() {
 	}
 }
 
-// logLines returns the daemon's stderr log parsed into records.
-func (d *daemon) logLines() []logRecord {
-	var recs []logRecord
-	for _, l := range strings.Split(d.Stderr(), "\n") {
-		if l != "" {
-			recs = append(recs, parseLogLine(l))
-		}
-	}
-	return recs
-}
-
 // countLog counts log records with message msg.
 func (d *daemon) countLog(msg string) int {
 	n := 0
-	for _, r := range d.logLines() {
+	for _, r := range d.Log() {
 		if r["msg"] == msg {
 			n++
 		}
@@ -126,7 +115,7 @@ func (d *daemon) waitDeparture(port int) {
 	d.t.Helper()
 	want := itoa(port)
 	if !waitFor(5*time.Second, func() bool {
-		for _, r := range d.logLines() {
+		for _, r := range d.Log() {
 			if (r["msg"] == "client disconnected" || r["msg"] == "client closed after error") && r["port"] == want {
 				return true
 			}
@@ -139,12 +128,12 @@ func (d *daemon) waitDeparture(port int) {
 
 // waitLog waits for a record with message msg whose attributes include
 // every key=value of want, and returns it.
-func (d *daemon) waitLog(timeout time.Duration, msg string, want ...string) logRecord {
+func (d *daemon) waitLog(timeout time.Duration, msg string, want ...string) testbed.LogRecord {
 	d.t.Helper()
-	var found logRecord
+	var found testbed.LogRecord
 	ok := waitFor(timeout, func() bool {
-		for _, r := range d.logLines() {
-			if r["msg"] == msg && r.has(want...) {
+		for _, r := range d.Log() {
+			if r["msg"] == msg && r.Has(want...) {
 				found = r
 				return true
 			}
@@ -157,140 +146,11 @@ func (d *daemon) waitLog(timeout time.Duration, msg string, want ...string) logR
 	return found
 }
 
-// logRecord is one line of slog's text format, by key.
-type logRecord map[string]string
-
-func (r logRecord) has(kv ...string) bool {
-	for _, s := range kv {
-		k, v, _ := strings.Cut(s, "=")
-		if r[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
-func (r logRecord) uint(t *testing.T, key string) uint64 {
-	t.Helper()
-	s, ok := r[key]
-	if !ok {
-		if strings.HasPrefix(key, "drop_") {
-			return 0 // drop counters are only logged when non-zero
-		}
-		t.Fatalf("log record has no %s: %v", key, r)
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		t.Fatalf("log attribute %s=%q is not a number in %v", key, s, r)
-	}
-	return n
-}
-
-// parseLogLine splits a slog text line (key=value, values quoted when they
-// hold spaces or quotes) into its attributes.
-func parseLogLine(line string) logRecord {
-	r := logRecord{}
-	for len(line) > 0 {
-		line = strings.TrimLeft(line, " ")
-		eq := strings.IndexByte(line, '=')
-		if eq < 0 {
-			break
-		}
-		key := line[:eq]
-		line = line[eq+1:]
-		var val string
-		if strings.HasPrefix(line, `"`) {
-			end := 1
-			for end < len(line) && line[end] != '"' {
-				if line[end] == '\\' {
-					end++
-				}
-				end++
-			}
-			if end >= len(line) {
-				end = len(line) - 1
-			}
-			if v, err := strconv.Unquote(line[:end+1]); err == nil {
-				val = v
-			} else {
-				val = line[1:end]
-			}
-			line = line[end+1:]
-		} else {
-			sp := strings.IndexByte(line, ' ')
-			if sp < 0 {
-				sp = len(line)
-			}
-			val = line[:sp]
-			line = line[sp:]
-		}
-		r[key] = val
-	}
-	return r
-}
-
-// snapshot is one SIGUSR1 report: the switch line and one line per port.
-type snapshot struct {
-	global   logRecord
-	ports    []logRecord // live ports, the TAP first
-	departed logRecord
-}
-
-// port returns the counters of live port id.
-func (s snapshot) port(t *testing.T, id int) logRecord {
-	t.Helper()
-	for _, p := range s.ports {
-		if p["port"] == strconv.Itoa(id) {
-			return p
-		}
-	}
-	t.Fatalf("no live port %d in the counters: %v", id, s.ports)
-	return nil
-}
-
 // counters sends SIGUSR1 and returns the report it logs.
-func (d *daemon) counters() snapshot {
+func (d *daemon) counters() testbed.Counters {
 	d.t.Helper()
 	d.waitServing()
-	before := d.countLog("counters")
-	d.signal(syscall.SIGUSR1)
-	var snap snapshot
-	ok := waitFor(5*time.Second, func() bool {
-		recs := d.logLines()
-		seen := 0
-		for i, r := range recs {
-			if r["msg"] != "counters" {
-				continue
-			}
-			if seen++; seen <= before {
-				continue
-			}
-			clients, err := strconv.Atoi(r["clients"])
-			if err != nil {
-				return false
-			}
-			// The report is the TAP, every client and the departed totals,
-			// written in one go after the "counters" line (other lines may
-			// come in between).
-			snap = snapshot{global: r}
-			for _, p := range recs[i+1:] {
-				if p["msg"] != "port counters" {
-					continue
-				}
-				if p["kind"] == "departed" {
-					snap.departed = p
-					break
-				}
-				snap.ports = append(snap.ports, p)
-			}
-			return snap.departed != nil && len(snap.ports) == clients+1
-		}
-		return false
-	})
-	if !ok {
-		d.t.Fatalf("no complete counter report within 5s of SIGUSR1; log:\n%s", d.Stderr())
-	}
-	return snap
+	return d.Counters(d.t)
 }
 
 var portNumber = regexp.MustCompile(`^\d+$`)
@@ -301,10 +161,10 @@ func (d *daemon) connect(mac [6]byte) *rawClient {
 	d.t.Helper()
 	before := d.countLog("client connected")
 	c := dialRaw(d.t, d.Sock, mac)
-	var rec logRecord
+	var rec testbed.LogRecord
 	ok := waitFor(5*time.Second, func() bool {
 		n := 0
-		for _, r := range d.logLines() {
+		for _, r := range d.Log() {
 			if r["msg"] == "client connected" {
 				if n++; n == before+1 {
 					rec = r

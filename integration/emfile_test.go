@@ -39,7 +39,7 @@ func TestDaemonSurvivesRunningOutOfFds(t *testing.T) {
 	// connected ports. Keep two, close the rest, accepted or waiting.
 	keep := clients[:2]
 	i := 0
-	for _, r := range d.logLines() {
+	for _, r := range d.Log() {
 		if r["msg"] == "client connected" && i < len(keep) {
 			keep[i].port, _ = strconv.Atoi(r["port"])
 			i++

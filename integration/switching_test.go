@@ -59,10 +59,10 @@ func TestLearnedUnicastReachesOnlyItsPort(t *testing.T) {
 	b.expectNone(tagUnicast, 200*time.Millisecond) // exactly one copy
 
 	s := d.counters()
-	if got := s.port(t, b.port).uint(t, "tx_frames"); got < 3 {
+	if got := s.Port(t, b.port).Uint(t, "tx_frames"); got < 3 {
 		t.Errorf("port %d (b) tx_frames = %d, want at least 3 (two learning broadcasts and the unicast)", b.port, got)
 	}
-	if got := s.global.uint(t, "macs"); got < 3 {
+	if got := s.Global.Uint(t, "macs"); got < 3 {
 		t.Errorf("switch learned %d MACs, want at least the 3 clients'", got)
 	}
 }
@@ -94,9 +94,9 @@ func TestFloodReachesAllOthersNeverTheSender(t *testing.T) {
 	}
 	// The TAP is a port like the others: it got every flooded frame.
 	s := d.counters()
-	if tap := s.ports[0]; tap["kind"] != "tap" {
+	if tap := s.Ports[0]; tap["kind"] != "tap" {
 		t.Fatalf("first port in the counters is %v, want the TAP", tap)
-	} else if got := tap.uint(t, "tx_frames"); got < 3+3+3 {
+	} else if got := tap.Uint(t, "tx_frames"); got < 3+3+3 {
 		t.Errorf("TAP tx_frames = %d, want at least 9 (3 learning, 3 flooded, 3 barriers)", got)
 	}
 }
@@ -142,13 +142,13 @@ func TestMACRemovedOnDisconnect(t *testing.T) {
 	// holds belongs to a live port.
 	s := d.counters()
 	var held uint64
-	for _, p := range s.ports {
+	for _, p := range s.Ports {
 		if p["port"] == itoa(b.port) {
 			t.Errorf("port %d (b) is still live after it disconnected: %v", b.port, p)
 		}
-		held += p.uint(t, "macs")
+		held += p.Uint(t, "macs")
 	}
-	if total := s.global.uint(t, "macs"); total != held {
+	if total := s.Global.Uint(t, "macs"); total != held {
 		t.Errorf("switch holds %d MACs but live ports own only %d: b's entry was kept", total, held)
 	}
 }
@@ -175,14 +175,14 @@ func TestPortMACLimitProtectsOtherPorts(t *testing.T) {
 	c.expectNoneUntil(tagToOwner, tagBarrier)
 
 	s := d.counters()
-	pa := s.port(t, a.port)
-	if got := pa.uint(t, "macs"); got != 2 {
+	pa := s.Port(t, a.port)
+	if got := pa.Uint(t, "macs"); got != 2 {
 		t.Errorf("port %d (a) holds %d MACs, want --port-macs 2", a.port, got)
 	}
-	if got := pa.uint(t, "unlearned"); got != spray-1 {
+	if got := pa.Uint(t, "unlearned"); got != spray-1 {
 		t.Errorf("port %d (a) unlearned = %d, want %d (spray MACs past its limit)", a.port, got, spray-1)
 	}
-	if got := s.port(t, b.port).uint(t, "macs"); got != 1 {
+	if got := s.Port(t, b.port).Uint(t, "macs"); got != 1 {
 		t.Errorf("port %d (b) holds %d MACs, want its own 1", b.port, got)
 	}
 }
@@ -216,7 +216,7 @@ func TestSecureModeSwitchesIPv4(t *testing.T) {
 	b.expect(tagUnknown, 2*time.Second)
 	c.expect(tagUnknown, 2*time.Second)
 
-	for _, p := range d.counters().ports {
+	for _, p := range d.counters().Ports {
 		if p["kind"] != "tap" {
 			for k := range p {
 				if len(k) > 5 && k[:5] == "drop_" {

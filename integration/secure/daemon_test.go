@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,8 +27,7 @@ var tapIP = netip.MustParseAddr("198.18.0.1")
 // daemon is a vknetd -d in secure mode, alone in its namespace.
 type daemon struct {
 	ns     *testbed.Netns
-	p      *testbed.Proc
-	sock   string
+	p      *testbed.Daemon
 	tapMAC [6]byte
 }
 
@@ -45,7 +43,7 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 	ns.DisableIPv6(t)
 	args := append(append([]string{"-t", tapName}, extra...), network)
 	d := ns.StartDaemon(t, vknetd, testbed.DaemonConfig{Args: args})
-	return &daemon{ns: ns, p: d.Proc, sock: d.Sock, tapMAC: ns.LinkMAC(t, tapName)}
+	return &daemon{ns: ns, p: d, tapMAC: ns.LinkMAC(t, tapName)}
 }
 
 var clientConnected = regexp.MustCompile(`msg="client connected" port=(\d+)`)
@@ -82,7 +80,7 @@ func (d *daemon) waitNewPort(t *testing.T, before int) int {
 func (d *daemon) connect(t *testing.T) (*testbed.SeqpacketClient, int) {
 	t.Helper()
 	before := len(d.connectedPorts())
-	c := testbed.DialSeqpacket(t, d.sock)
+	c := testbed.DialSeqpacket(t, d.p.Sock)
 	return c, d.waitNewPort(t, before)
 }
 
@@ -91,7 +89,7 @@ func (d *daemon) connect(t *testing.T) (*testbed.SeqpacketClient, int) {
 func (d *daemon) socat(t *testing.T, cidr string) (*testbed.Netns, *testbed.Proc, int, [6]byte) {
 	t.Helper()
 	before := len(d.connectedPorts())
-	ns, p := testbed.SocatClient(t, d.sock, cidr)
+	ns, p := testbed.SocatClient(t, d.p.Sock, cidr)
 	return ns, p, d.waitNewPort(t, before), ns.LinkMAC(t, testbed.ClientTap)
 }
 
@@ -109,33 +107,14 @@ func (d *daemon) waitDeparture(t *testing.T, port int) {
 }
 
 // counters sends SIGUSR1 and returns the counters the daemon logged for
-// one port, as key=value pairs of its "port counters" line.
-func (d *daemon) counters(t *testing.T, port int) map[string]string {
+// one live port.
+func (d *daemon) counters(t *testing.T, port int) testbed.LogRecord {
 	t.Helper()
-	before := strings.Count(d.p.Output(), `msg=counters `)
-	if err := d.p.Signal(syscall.SIGUSR1); err != nil {
-		t.Fatalf("SIGUSR1 to vknetd: %v", err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		out := d.p.Output()
-		if strings.Count(out, `msg=counters `) > before {
-			block := out[strings.LastIndex(out, `msg=counters `):]
-			for _, line := range strings.Split(block, "\n") {
-				kv := parseLogLine(line)
-				if kv["msg"] == "port counters" && kv["port"] == strconv.Itoa(port) && kv["kind"] != "departed" {
-					return kv
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vknetd logged no counters for port %d within 5s of SIGUSR1:\n%s", port, out)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return d.p.Counters(t).Port(t, port)
 }
 
 // drops returns the non-zero drop_* counters of a counters line by reason.
-func drops(kv map[string]string) map[string]int {
+func drops(kv testbed.LogRecord) map[string]int {
 	m := map[string]int{}
 	for k, v := range kv {
 		if r, ok := strings.CutPrefix(k, "drop_"); ok {
@@ -144,34 +123,6 @@ func drops(kv map[string]string) map[string]int {
 		}
 	}
 	return m
-}
-
-// parseLogLine splits one line of slog's text format into its keys and
-// values, unquoting quoted values.
-func parseLogLine(line string) map[string]string {
-	kv := map[string]string{}
-	for s := strings.TrimSpace(line); s != ""; s = strings.TrimLeft(s, " ") {
-		eq := strings.IndexByte(s, '=')
-		if eq < 0 {
-			break
-		}
-		key, rest := s[:eq], s[eq+1:]
-		if strings.HasPrefix(rest, `"`) {
-			q, err := strconv.QuotedPrefix(rest)
-			if err != nil {
-				break
-			}
-			kv[key], _ = strconv.Unquote(q)
-			s = rest[len(q):]
-			continue
-		}
-		end := strings.IndexByte(rest, ' ')
-		if end < 0 {
-			end = len(rest)
-		}
-		kv[key], s = rest[:end], rest[end:]
-	}
-	return kv
 }
 
 // neighbours returns the IPv4 neighbour table of a link in a namespace:

@@ -53,7 +53,7 @@ func dhcpClient(t *testing.T, d *daemon) (*testbed.Netns, int, [6]byte, netip.Pr
 	client.DisableIPv6(t)
 	before := len(d.connectedPorts())
 	client.Start(t, "socat", "TUN,tun-type=tap,tun-name="+testbed.ClientTap+",iff-up,iff-no-pi",
-		"UNIX-CONNECT:"+d.sock+",type=5")
+		"UNIX-CONNECT:"+d.p.Sock+",type=5")
 	port := d.waitNewPort(t, before)
 	client.WaitLink(t, testbed.ClientTap, 5*time.Second)
 	mac := client.LinkMAC(t, testbed.ClientTap)
