@@ -115,8 +115,6 @@ func isFatalWriteErr(err error) bool {
 	return err == unix.EPIPE || err == unix.ECONNRESET || err == unix.ENOTCONN || err == unix.EBADF
 }
 
-func isErrno(err error, errno unix.Errno) bool { return errors.Is(err, errno) }
-
 func closeFd(fd int) { unix.Close(fd) }
 
 func setSndbuf(fd, bytes int) {

@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -57,7 +58,7 @@ func (p *kqueuePoller) setWrite(fd int, token uint32, on bool) error {
 		return p.change(fd, unix.EVFILT_WRITE, unix.EV_ADD|unix.EV_ENABLE)
 	}
 	err := p.change(fd, unix.EVFILT_WRITE, unix.EV_DELETE)
-	if err != nil && isErrno(err, unix.ENOENT) {
+	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	return err
