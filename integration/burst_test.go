@@ -96,7 +96,7 @@ func TestStuckClientDoesNotStopTheOthers(t *testing.T) {
 		t.Fatalf("receiver got %d frames, want %d", got, total)
 	}
 
-	s := d.counters()
+	s := d.Counters(t)
 	ps := s.Port(t, stuck.port)
 	if got := ps.Uint(t, "drop_tx-queue-full"); got == 0 {
 		t.Errorf("stuck client's port %d counts no tx-queue-full drops after a %d-frame burst: %v", stuck.port, total, ps)

@@ -48,7 +48,7 @@ func TestSocatClientsPingEachOtherAndTheTAP(t *testing.T) {
 
 	// Nothing the real clients sent broke a secure-mode rule, except the
 	// IPv6 their kernels send on their own (no --ipv6 was given).
-	for _, p := range d.counters().Ports {
+	for _, p := range d.Counters(t).Ports {
 		for k, v := range p {
 			if strings.HasPrefix(k, "drop_") && k != "drop_ipv6-disabled" {
 				t.Errorf("port %s (%s) dropped frames of ordinary pings: %s=%s", p["port"], p["kind"], k, v)

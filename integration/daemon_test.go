@@ -61,25 +61,9 @@ func (d *daemon) exitCode(timeout time.Duration) int {
 	return d.ExitCode()
 }
 
-// waitServing makes sure the daemon's event loop has served a client
-// before a test signals it: vknetd reports ready before it installs its
-// signal handlers, and a signal in between kills it without clean-up
-// (TestSIGTERMRightAfterStartIsHandled). A probe client that is accepted
-// and let go proves the loop, started after the handlers, is running.
-func (d *daemon) waitServing() {
-	d.t.Helper()
-	if d.countLog("client connected") > 0 {
-		return
-	}
-	probe := d.connect([6]byte{0x02, 0, 0, 0, 0, 0xfe})
-	probe.Close()
-	d.waitDeparture(probe.port)
-}
-
 // stop sends SIGTERM and returns the exit status.
 func (d *daemon) stop() int {
 	d.t.Helper()
-	d.waitServing()
 	d.signal(syscall.SIGTERM)
 	return d.exitCode(10 * time.Second)
 }
@@ -144,13 +128,6 @@ func (d *daemon) waitLog(timeout time.Duration, msg string, want ...string) test
 		d.t.Fatalf("vknetd logged no %q %v within %v (exited: %v); log:\n%s", msg, want, timeout, d.Exited(), d.Stderr())
 	}
 	return found
-}
-
-// counters sends SIGUSR1 and returns the report it logs.
-func (d *daemon) counters() testbed.Counters {
-	d.t.Helper()
-	d.waitServing()
-	return d.Counters(d.t)
 }
 
 var portNumber = regexp.MustCompile(`^\d+$`)

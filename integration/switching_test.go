@@ -58,7 +58,7 @@ func TestLearnedUnicastReachesOnlyItsPort(t *testing.T) {
 	c.expectNoneUntil(tagUnicast, tagBarrier)
 	b.expectNone(tagUnicast, 200*time.Millisecond) // exactly one copy
 
-	s := d.counters()
+	s := d.Counters(t)
 	if got := s.Port(t, b.port).Uint(t, "tx_frames"); got < 3 {
 		t.Errorf("port %d (b) tx_frames = %d, want at least 3 (two learning broadcasts and the unicast)", b.port, got)
 	}
@@ -93,7 +93,7 @@ func TestFloodReachesAllOthersNeverTheSender(t *testing.T) {
 		c.expect(tagBarrier, 2*time.Second)
 	}
 	// The TAP is a port like the others: it got every flooded frame.
-	s := d.counters()
+	s := d.Counters(t)
 	if tap := s.Ports[0]; tap["kind"] != "tap" {
 		t.Fatalf("first port in the counters is %v, want the TAP", tap)
 	} else if got := tap.Uint(t, "tx_frames"); got < 3+3+3 {
@@ -140,7 +140,7 @@ func TestMACRemovedOnDisconnect(t *testing.T) {
 	}
 	// No entry is left behind for the departed port: every MAC the table
 	// holds belongs to a live port.
-	s := d.counters()
+	s := d.Counters(t)
 	var held uint64
 	for _, p := range s.Ports {
 		if p["port"] == itoa(b.port) {
@@ -174,7 +174,7 @@ func TestPortMACLimitProtectsOtherPorts(t *testing.T) {
 	b.send(rawFrame(testbed.Broadcast, b.mac, tagBarrier, 0))
 	c.expectNoneUntil(tagToOwner, tagBarrier)
 
-	s := d.counters()
+	s := d.Counters(t)
 	pa := s.Port(t, a.port)
 	if got := pa.Uint(t, "macs"); got != 2 {
 		t.Errorf("port %d (a) holds %d MACs, want --port-macs 2", a.port, got)
@@ -216,7 +216,7 @@ func TestSecureModeSwitchesIPv4(t *testing.T) {
 	b.expect(tagUnknown, 2*time.Second)
 	c.expect(tagUnknown, 2*time.Second)
 
-	for _, p := range d.counters().Ports {
+	for _, p := range d.Counters(t).Ports {
 		if p["kind"] != "tap" {
 			for k := range p {
 				if len(k) > 5 && k[:5] == "drop_" {

@@ -61,8 +61,7 @@ func (d *daemon) connectedPorts() []int {
 
 // waitNewPort waits for the daemon to log the connection after the first
 // `before` ones and returns its port. Clients are connected one at a time,
-// so the next line is the one just dialled. Seeing it also proves the
-// event loop, and with it the SIGUSR1 handler, is running.
+// so the next line is the one just dialled.
 func (d *daemon) waitNewPort(t *testing.T, before int) int {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; {
