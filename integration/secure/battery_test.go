@@ -68,22 +68,22 @@ func spoofClasses() []spoofClass {
 	// A frame from the attacker's own MAC and address, broken by fn.
 	own := func(fn func(h []byte)) func(e *batteryEnv, dst [6]byte, mark []byte) []byte {
 		return func(e *batteryEnv, dst [6]byte, mark []byte) []byte {
-			return patch(udp4(macA, dst, ownIP, tapIP, 40000, 9, mark), fn)
+			return patch(testbed.IPv4UDP(macA, dst, ownIP, tapIP, 40000, 9, mark), fn)
 		}
 	}
 	udpFrom := func(src netip.Addr) func(*batteryEnv, [6]byte, []byte) []byte {
 		return func(_ *batteryEnv, dst [6]byte, mark []byte) []byte {
-			return udp4(macA, dst, src, tapIP, 40000, 9, mark)
+			return testbed.IPv4UDP(macA, dst, src, tapIP, 40000, 9, mark)
 		}
 	}
 	icmpFrom := func(src netip.Addr) func(*batteryEnv, [6]byte, []byte) []byte {
 		return func(_ *batteryEnv, dst [6]byte, mark []byte) []byte {
-			return icmp4(macA, dst, src, tapIP, 1, mark)
+			return testbed.ICMPEcho(macA, dst, src, tapIP, icmpID, 1, mark)
 		}
 	}
 	fromMAC := func(src [6]byte) func(*batteryEnv, [6]byte, []byte) []byte {
 		return func(_ *batteryEnv, dst [6]byte, mark []byte) []byte {
-			return udp4(src, dst, ownIP, tapIP, 40000, 9, mark)
+			return testbed.IPv4UDP(src, dst, ownIP, tapIP, 40000, 9, mark)
 		}
 	}
 	// inner is a spoofed datagram carried inside a tag or a tunnel.
@@ -104,25 +104,25 @@ func spoofClasses() []spoofClass {
 		{"UDP from the subnet broadcast address", "ipv4-src-outside", false, udpFrom(bcastIP)},
 		{"ICMP from the limited broadcast address", "ipv4-src-outside", false, icmpFrom(allOnes)},
 		{"later fragment from outside the CIDR", "ipv4-src-outside", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			return patch(udp4(macA, dst, outside, tapIP, 40000, 9, m), func(h []byte) { binary.BigEndian.PutUint16(h[6:], 100) })
+			return patch(testbed.IPv4UDP(macA, dst, outside, tapIP, 40000, 9, m), func(h []byte) { binary.BigEndian.PutUint16(h[6:], 100) })
 		}},
 
 		// 0.0.0.0 is for DHCP clients only.
 		{"ICMP from 0.0.0.0", "ipv4-zero-src-not-dhcp", false, icmpFrom(zeroIP)},
 		{"UDP from 0.0.0.0 to port 53", "ipv4-zero-src-not-dhcp", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(macA, dst, zeroIP, tapIP, 68, 53, m)
+			return testbed.IPv4UDP(macA, dst, zeroIP, tapIP, 68, 53, m)
 		}},
 		{"UDP from 0.0.0.0 port 67 (a server's port) to 67", "ipv4-zero-src-not-dhcp", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(macA, dst, zeroIP, allOnes, 67, 67, m)
+			return testbed.IPv4UDP(macA, dst, zeroIP, allOnes, 67, 67, m)
 		}},
 		{"UDP from 0.0.0.0 port 68 to 68", "ipv4-zero-src-not-dhcp", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(macA, dst, zeroIP, allOnes, 68, 68, m)
+			return testbed.IPv4UDP(macA, dst, zeroIP, allOnes, 68, 68, m)
 		}},
 		{"TCP from 0.0.0.0", "ipv4-zero-src-not-dhcp", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
 			return tcp4(macA, dst, zeroIP, tapIP, m)
 		}},
 		{"DHCP ports from 0.0.0.0 in a fragment", "ipv4-zero-src-not-dhcp", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			return patch(udp4(macA, dst, zeroIP, allOnes, 68, 67, m), func(h []byte) { h[6] |= 0x20 })
+			return patch(testbed.IPv4UDP(macA, dst, zeroIP, allOnes, 68, 67, m), func(h []byte) { h[6] |= 0x20 })
 		}},
 
 		// Addresses that belong to someone else.
@@ -131,10 +131,10 @@ func spoofClasses() []spoofClass {
 		{"UDP from another client's bound address", "ip-binding-conflict", false, udpFrom(victimIP)},
 		{"ICMP from another client's bound address", "ip-binding-conflict", false, icmpFrom(victimIP)},
 		{"another client's MAC and address both", "src-mac-in-use", false, func(e *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(e.victimMAC, dst, victimIP, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(e.victimMAC, dst, victimIP, tapIP, 40000, 9, m)
 		}},
 		{"another client's live MAC with a free address", "src-mac-in-use", false, func(e *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(e.victimMAC, dst, freshIP, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(e.victimMAC, dst, freshIP, tapIP, 40000, 9, m)
 		}},
 
 		// ARP.
@@ -178,7 +178,7 @@ func spoofClasses() []spoofClass {
 
 		// Source MACs no station may use.
 		{"source MAC of the TAP", "src-mac-tap", false, func(e *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(e.tapMAC, dst, ownIP, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(e.tapMAC, dst, ownIP, tapIP, 40000, 9, m)
 		}},
 		{"multicast source MAC", "src-mac-multicast", false, fromMAC(mcastMAC)},
 		{"broadcast source MAC", "src-mac-multicast", false, fromMAC(testbed.Broadcast)},
@@ -236,7 +236,7 @@ func spoofClasses() []spoofClass {
 			return patch(f, func(h []byte) { h[21] = 1 })
 		}},
 		{"wrong IPv4 header checksum", "ipv4-bad-checksum", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			f := udp4(macA, dst, ownIP, tapIP, 40000, 9, m)
+			f := testbed.IPv4UDP(macA, dst, ownIP, tapIP, 40000, 9, m)
 			f[14+10] ^= 0x5a
 			return f
 		}},
@@ -255,7 +255,7 @@ func spoofClasses() []spoofClass {
 			return f
 		}},
 		{"UDP length field of 4", "transport-malformed", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			f := udp4(macA, dst, ownIP, tapIP, 40000, 9, m)
+			f := testbed.IPv4UDP(macA, dst, ownIP, tapIP, 40000, 9, m)
 			binary.BigEndian.PutUint16(f[14+20+4:], 4)
 			return f
 		}},
@@ -290,13 +290,13 @@ func spoofClasses() []spoofClass {
 			return append(append(dst[:], macA[:]...), 0x08)
 		}},
 		{"1515-byte frame (MTU 1500)", "oversize", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(macA, dst, ownIP, tapIP, 40000, 9, append(m, make([]byte, 1473-len(m))...))
+			return testbed.IPv4UDP(macA, dst, ownIP, tapIP, 40000, 9, append(m, make([]byte, 1473-len(m))...))
 		}},
 		{"9014-byte jumbo frame", "oversize", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(macA, dst, ownIP, tapIP, 40000, 9, append(m, make([]byte, 8972-len(m))...))
+			return testbed.IPv4UDP(macA, dst, ownIP, tapIP, 40000, 9, append(m, make([]byte, 8972-len(m))...))
 		}},
 		{"a third MAC with --port-macs 2", "port-mac-limit", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
-			return udp4(macC, dst, ipC, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(macC, dst, ipC, tapIP, 40000, 9, m)
 		}},
 	}
 }
@@ -312,10 +312,10 @@ type legitFrame struct {
 func legitFrames() []legitFrame {
 	return []legitFrame{
 		{"UDP from the attacker's own address", false, func(e *batteryEnv, m []byte) []byte {
-			return udp4(macA, e.tapMAC, ownIP, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(macA, e.tapMAC, ownIP, tapIP, 40000, 9, m)
 		}},
 		{"ICMP echo from the attacker's own address", false, func(e *batteryEnv, m []byte) []byte {
-			return icmp4(macA, e.tapMAC, ownIP, tapIP, 1, m)
+			return testbed.ICMPEcho(macA, e.tapMAC, ownIP, tapIP, icmpID, 1, m)
 		}},
 		{"TCP SYN from the attacker's own address", false, func(e *batteryEnv, m []byte) []byte {
 			return tcp4(macA, e.tapMAC, ownIP, tapIP, m)
@@ -328,10 +328,10 @@ func legitFrames() []legitFrame {
 			return build(eth(macA, e.tapMAC, layers.EthernetTypeIPv4), ip, u, gopacket.Payload(m))
 		}},
 		{"later fragment from the attacker's own address", false, func(e *batteryEnv, m []byte) []byte {
-			return patch(udp4(macA, e.tapMAC, ownIP, tapIP, 40000, 9, m), func(h []byte) { binary.BigEndian.PutUint16(h[6:], 100) })
+			return patch(testbed.IPv4UDP(macA, e.tapMAC, ownIP, tapIP, 40000, 9, m), func(h []byte) { binary.BigEndian.PutUint16(h[6:], 100) })
 		}},
 		{"second MAC with its own address (--port-macs 2)", false, func(e *batteryEnv, m []byte) []byte {
-			return udp4(macB, e.tapMAC, ipB, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(macB, e.tapMAC, ipB, tapIP, 40000, 9, m)
 		}},
 		{"DHCP discover from 0.0.0.0", true, func(_ *batteryEnv, m []byte) []byte {
 			return dhcp4(macA, m)

@@ -61,27 +61,27 @@ func TestClientCannotTakeAnotherClientsAddress(t *testing.T) {
 			return arp(layers.ARPRequest, macB, macA, macB, ipA, noMAC, ipA, m)
 		}},
 		{"ICMP echo to the host from A's address", "ip-binding-conflict", func(m []byte) []byte {
-			return icmp4(macB, d.tapMAC, ipA, tapIP, 1, m)
+			return testbed.ICMPEcho(macB, d.tapMAC, ipA, tapIP, icmpID, 1, m)
 		}},
 		{"UDP to the host from A's address", "ip-binding-conflict", func(m []byte) []byte {
-			return udp4(macB, d.tapMAC, ipA, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(macB, d.tapMAC, ipA, tapIP, 40000, 9, m)
 		}},
 		{"TCP SYN to the host from A's address", "ip-binding-conflict", func(m []byte) []byte {
 			return tcp4(macB, d.tapMAC, ipA, tapIP, m)
 		}},
 		{"broadcast UDP from A's address", "ip-binding-conflict", func(m []byte) []byte {
-			return udp4(macB, testbed.Broadcast, ipA, netip.MustParseAddr("198.18.255.255"), 40000, 9, m)
+			return testbed.IPv4UDP(macB, testbed.Broadcast, ipA, netip.MustParseAddr("198.18.255.255"), 40000, 9, m)
 		}},
 		{"ICMP echo to A from the host's address", "tap-addr-claimed", func(m []byte) []byte {
-			return icmp4(macB, macA, tapIP, ipA, 1, m)
+			return testbed.ICMPEcho(macB, macA, tapIP, ipA, icmpID, 1, m)
 		}},
 		// A live MAC on another port is refused before its addresses are
 		// even looked at.
 		{"A's MAC and address both", "src-mac-in-use", func(m []byte) []byte {
-			return udp4(macA, d.tapMAC, ipA, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(macA, d.tapMAC, ipA, tapIP, 40000, 9, m)
 		}},
 		{"A's MAC with B's own address", "src-mac-in-use", func(m []byte) []byte {
-			return udp4(macA, d.tapMAC, ipB, tapIP, 40000, 9, m)
+			return testbed.IPv4UDP(macA, d.tapMAC, ipB, tapIP, 40000, 9, m)
 		}},
 	}
 	want := map[string]int{}
@@ -94,8 +94,8 @@ func TestClientCannotTakeAnotherClientsAddress(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// B's own traffic passes, to A and to the host: the captures work.
-	b.Send(t, udp4(macB, macA, ipB, ipA, 40000, 9, legitMark(0)))
-	b.Send(t, udp4(macB, d.tapMAC, ipB, tapIP, 40000, 9, legitMark(1)))
+	b.Send(t, testbed.IPv4UDP(macB, macA, ipB, ipA, 40000, 9, legitMark(0)))
+	b.Send(t, testbed.IPv4UDP(macB, d.tapMAC, ipB, tapIP, 40000, 9, legitMark(1)))
 	b.Send(t, arp(layers.ARPRequest, macB, testbed.Broadcast, macB, ipB, noMAC, ipA, legitMark(2)))
 	if !aCap.waitFor(t, legitMark(0), 3*time.Second) || !aCap.waitFor(t, legitMark(2), 3*time.Second) {
 		t.Error("B's legitimate frames did not reach A")
@@ -136,7 +136,7 @@ func TestClientCannotTakeAnotherClientsAddress(t *testing.T) {
 	}
 	d.waitDeparture(t, aPort)
 	b.Send(t, arp(layers.ARPRequest, macB, testbed.Broadcast, macB, ipA, noMAC, ipA, legitMark(3)))
-	b.Send(t, icmp4(macB, d.tapMAC, ipA, tapIP, 7, legitMark(4)))
+	b.Send(t, testbed.ICMPEcho(macB, d.tapMAC, ipA, tapIP, icmpID, 7, legitMark(4)))
 	for i := 3; i <= 4; i++ {
 		if !tapCap.waitFor(t, legitMark(i), 3*time.Second) {
 			t.Errorf("after A left, B's frame %s from %v did not reach the TAP", legitMark(i), ipA)

@@ -14,10 +14,11 @@ import (
 	"github.com/vknetd/vknetd/internal/testbed"
 )
 
-// The frames are built with gopacket's serializers, not with the daemon's
-// decoder, and broken afterwards by patching bytes where a class needs a
-// malformed header: the daemon must judge them without help from the code
-// that made them.
+// The frames are built with gopacket's serializers (testbed's builders, and
+// those below where testbed has none), not with the daemon's decoder, and
+// broken afterwards by patching bytes where a class needs a malformed
+// header: the daemon must judge them without help from the code that made
+// them.
 
 // build serializes layers with lengths and checksums filled in, padded to
 // Ethernet's 60-byte minimum.
@@ -38,14 +39,6 @@ func ip4(a netip.Addr) net.IP { b := a.As4(); return b[:] }
 
 func ipv4(proto layers.IPProtocol, src, dst netip.Addr) *layers.IPv4 {
 	return &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 0x5eed, Protocol: proto, SrcIP: ip4(src), DstIP: ip4(dst)}
-}
-
-// udp4 is a UDP datagram carrying payload from src to dst.
-func udp4(srcMAC, dstMAC [6]byte, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
-	ip := ipv4(layers.IPProtocolUDP, src, dst)
-	u := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
-	_ = u.SetNetworkLayerForChecksum(ip)
-	return build(eth(srcMAC, dstMAC, layers.EthernetTypeIPv4), ip, u, gopacket.Payload(payload))
 }
 
 // dhcp4 is a DHCP discover from a client with no address yet, its own
@@ -71,12 +64,8 @@ func tcp4(srcMAC, dstMAC [6]byte, src, dst netip.Addr, payload []byte) []byte {
 	return build(eth(srcMAC, dstMAC, layers.EthernetTypeIPv4), ip, tc, gopacket.Payload(payload))
 }
 
-// icmp4 is an ICMP echo request carrying payload.
-func icmp4(srcMAC, dstMAC [6]byte, src, dst netip.Addr, seq uint16, payload []byte) []byte {
-	return build(eth(srcMAC, dstMAC, layers.EthernetTypeIPv4), ipv4(layers.IPProtocolICMPv4, src, dst),
-		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 0x7e57, Seq: seq},
-		gopacket.Payload(payload))
-}
+// icmpID is the identifier of the tests' echo requests.
+const icmpID = 0x7e57
 
 // arp is an ARP packet; trailer follows it in the frame, where a NIC's
 // padding would be, and carries the test's marker.

@@ -71,7 +71,7 @@ func TestOneClientCannotFillTheBindingTable(t *testing.T) {
 	attacker, _ := d.connect(t)
 	for i := 1; i <= 64; i++ {
 		src := ipAt(198, 18, 1, byte(i))
-		attacker.Send(t, udp4(macA, d.tapMAC, src, tapIP, 40000, 9, nil))
+		attacker.Send(t, testbed.IPv4UDP(macA, d.tapMAC, src, tapIP, 40000, 9, nil))
 	}
 	time.Sleep(200 * time.Millisecond)
 	ns, _, port, _ := d.socat(t, victimIP.String()+"/16")
@@ -93,7 +93,7 @@ func TestDroppedFrameBindsNothing(t *testing.T) {
 		t.Fatalf("the victim cannot ping the host:\n%s", out)
 	}
 	attacker, aport := d.connect(t)
-	attacker.Send(t, udp4(victimMAC, d.tapMAC, freshIP, tapIP, 40000, 9, nil))
+	attacker.Send(t, testbed.IPv4UDP(victimMAC, d.tapMAC, freshIP, tapIP, 40000, 9, nil))
 	time.Sleep(100 * time.Millisecond)
 	if got := drops(d.counters(t, aport)); got["src-mac-in-use"] != 1 {
 		t.Fatalf("the attacker's frame from the victim's MAC was not dropped as src-mac-in-use: %v", got)
