@@ -212,7 +212,13 @@ func TestPids(t *testing.T) {
 		t.Errorf("a new namespace runs %v", pids)
 	}
 	p := n.Start(t, "sleep", "600")
-	if pids := n.Pids(); !slices.Equal(pids, []int{p.Pid()}) {
+	// ip netns exec enters the namespace after it is started: give it
+	// a moment before the namespace counts it.
+	pids := n.Pids()
+	for deadline := time.Now().Add(5 * time.Second); len(pids) == 0 && time.Now().Before(deadline); pids = n.Pids() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !slices.Equal(pids, []int{p.Pid()}) {
 		t.Errorf("Pids = %v, want [%d]", pids, p.Pid())
 	}
 }
