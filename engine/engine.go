@@ -431,6 +431,10 @@ func (e *Engine) transmit(p *port) {
 			}
 			return
 		}
+		if peerGone(err) && p.kind != kindDgram {
+			e.sendingStopped(p)
+			return
+		}
 		e.kill(p, err)
 		return
 	}
@@ -440,6 +444,37 @@ func (e *Engine) transmit(p *port) {
 			e.kill(p, err)
 		}
 	}
+}
+
+// sendingStopped handles a client whose peer is gone on the sending side
+// (EPIPE, ECONNRESET) while frames it sent before closing may still wait
+// in our receive queue: closing now would lose them. Its queue is dropped
+// and nothing more is queued for it; the poller keeps reporting it
+// readable until reading reaches end of stream, which closes it.
+func (e *Engine) sendingStopped(p *port) {
+	p.txClosed = true
+	e.dropQueue(p)
+	if p.writeArmed {
+		p.writeArmed = false
+		if err := e.poll.setWrite(p.fd, p.id, false); err != nil {
+			e.kill(p, err)
+		}
+	}
+}
+
+// dropQueue discards what waits for p, counted as port-closed.
+func (e *Engine) dropQueue(p *port) {
+	for p.txq.Len() > 0 {
+		e.pool.Release(p.txq.At(0))
+		p.txq.Drop(1)
+		p.cnt.drops[DropPortClosed]++
+	}
+}
+
+// peerGone: errors after which a connected client's peer cannot take more
+// frames, though what it sent before may still be readable.
+func peerGone(err error) bool {
+	return errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)
 }
 
 // kill marks a port for closing at the end of the loop iteration, so no
@@ -456,8 +491,8 @@ func (e *Engine) kill(p *port, err error) {
 		return
 	}
 	// A peer that hangs up with frames still unread is reset, not an error.
-	if err != nil && !errors.Is(err, errPeerClosed) && !errors.Is(err, unix.ECONNRESET) {
-		e.log.Info("client closed after error", "port", p.id, "client", p.name, "err", err)
+	if err != nil && !errors.Is(err, errPeerClosed) && !peerGone(err) {
+		e.log.Warn("client closed after error", "port", p.id, "client", p.name, "err", err)
 	} else {
 		e.log.Info("client disconnected", "port", p.id, "client", p.name)
 	}
@@ -481,11 +516,7 @@ func (e *Engine) close(p *port) {
 	if p.fd >= 0 {
 		e.poll.remove(p.fd)
 	}
-	for p.txq.Len() > 0 {
-		e.pool.Release(p.txq.At(0))
-		p.txq.Drop(1)
-		p.cnt.drops[DropPortClosed]++
-	}
+	e.dropQueue(p)
 	e.macs.RemovePort(p.id)
 	e.policy.RemovePort(p.id)
 	e.ports[p.id] = nil

@@ -96,8 +96,17 @@ func (s *testSwitch) connect() *testClient {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.t.Cleanup(func() { unix.Close(fds[0]) })
-	return &testClient{fd: fds[0], port: p}
+	c := &testClient{fd: fds[0], port: p}
+	s.t.Cleanup(c.close)
+	return c
+}
+
+// close hangs up the client's end (once).
+func (c *testClient) close() {
+	if c.fd >= 0 {
+		unix.Close(c.fd)
+		c.fd = -1
+	}
 }
 
 // pump runs what the loop would do for readable ports until none has
@@ -320,7 +329,7 @@ func TestDisconnectRemovesMACsAtOnce(t *testing.T) {
 	if s.e.macs.PortLen(b.port.id) != 1 {
 		t.Fatal("b's MAC was not learned")
 	}
-	unix.Close(b.fd)
+	b.close()
 	s.pump()
 	if !b.port.dead || s.e.ports[b.port.id] != nil {
 		t.Fatal("b's port was not closed after it hung up")
@@ -648,5 +657,35 @@ func TestManyStuckClientsNeverExhaustThePool(t *testing.T) {
 	}
 	if pressure == 0 {
 		t.Fatal("no pool-pressure drops: the test did not reach the pool's limit")
+	}
+}
+
+// A client that sends and then closes at once must have its frames
+// delivered even when the switch, with frames queued for it, finds out
+// about the close on the sending side first (EPIPE) (issue 7, finding 4).
+func TestFramesSentBeforeCloseAreDelivered(t *testing.T) {
+	for _, unread := range []bool{false, true} {
+		s := newTestSwitch(t, false, mactable.Config{}, nil)
+		a, b, c := s.connect(), s.connect(), s.connect()
+		if unread {
+			// c leaves a frame of ours unread when it closes: its socket
+			// then reports ECONNRESET before the frames it sent.
+			a.send(t, ethFrame(broadcast, mac(1), 0x0800, 60))
+			s.pump()
+			drainFrames(t, b.fd)
+		}
+		last := ethFrame(mac(2), mac(3), 0x0800, 100)
+		c.send(t, last)
+		c.close()
+		// a's broadcast comes first in the loop and fails on c's socket.
+		a.send(t, ethFrame(broadcast, mac(1), 0x0800, 61))
+		s.pump()
+		got := b.recv(t)
+		if len(got) != 2 || !bytes.Equal(got[1], last) {
+			t.Fatalf("unread=%v: b received %d frames, want a's broadcast and c's last frame", unread, len(got))
+		}
+		if !c.port.dead {
+			t.Fatalf("unread=%v: c's port is still open after end of stream", unread)
+		}
 	}
 }

@@ -134,6 +134,10 @@ func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
 			return
 		}
 	}
+	if out.txClosed {
+		out.cnt.drops[DropPortClosed]++
+		return
+	}
 	if !e.mayQueue(out) {
 		out.cnt.drops[DropPoolPressure]++
 		return

@@ -23,6 +23,18 @@ var (
 // more than maxFrame, so forwardOne drops it as oversize. err is non-nil
 // only when the port must be closed.
 func (e *Engine) readBatch(p *port, refs []ring.Ref) (int, error) {
+	n, err := e.readPort(p, refs)
+	if n == 0 && errors.Is(err, unix.ECONNRESET) {
+		// A SEQPACKET peer that closed with our frames unread leaves
+		// ECONNRESET on our socket, reported (once) before the messages
+		// it sent earlier: the client hung up, and those are still ours.
+		p.hangup = true
+		n, err = e.readPort(p, refs)
+	}
+	return n, err
+}
+
+func (e *Engine) readPort(p *port, refs []ring.Ref) (int, error) {
 	switch p.kind {
 	case kindTap:
 		return e.readEach(p, refs)

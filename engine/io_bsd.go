@@ -22,7 +22,7 @@ func (batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
 			return i, nil
 		case err != nil:
 			return i, err
-		case n == 0 && p.hangup:
+		case n == 0 && (p.hangup || p.txClosed):
 			return i, errPeerClosed
 		}
 		if flags&unix.MSG_TRUNC != 0 {

@@ -25,7 +25,7 @@ func (io batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
 	}
 	for i := 0; i < n; i++ {
 		size := receivedLen(e, io.b, i)
-		if size == 0 && p.hangup {
+		if size == 0 && (p.hangup || p.txClosed) {
 			// An empty read after the peer hung up is end of stream, not
 			// an empty frame.
 			return i, errPeerClosed

@@ -44,6 +44,7 @@ type port struct {
 	dirty      bool       // in Engine.dirty: has frames queued during this batch
 	writeArmed bool       // poller reports writability: the kernel pushed back
 	hangup     bool       // the peer closed; read what is left, then close
+	txClosed   bool       // sending failed because the peer is gone; read what is left, then close
 	dead       bool       // closed at the end of this loop iteration
 
 	cnt counters
