@@ -26,7 +26,7 @@ func (e *Engine) accept(l *listenerState) {
 		case err == unix.EINTR || err == unix.ECONNABORTED || err == unix.EPROTO:
 			continue
 		default:
-			e.log.Error("accept failed, pausing new connections", "socket", l.Path, "err", err,
+			e.clientLog.Error("accept failed, pausing new connections", "socket", l.Path, "err", err,
 				"retry_in", l.backoff.String(), "hint", acceptHint(err))
 			if perr := e.poll.remove(l.Fd); perr != nil {
 				e.log.Error("pausing listener", "socket", l.Path, "err", perr)
@@ -38,13 +38,13 @@ func (e *Engine) accept(l *listenerState) {
 			return
 		}
 		if e.clients >= e.cfg.MaxClients || len(e.freeIDs) == 0 {
-			e.log.Warn("client refused: too many clients", "socket", l.Path, "clients", e.clients,
+			e.clientLog.Warn("client refused: too many clients", "socket", l.Path, "clients", e.clients,
 				"hint", "raise --max-clients")
 			closeFd(fd)
 			continue
 		}
 		if _, err := e.addClient(fd, l.Kind, l.Path); err != nil {
-			e.log.Error("client refused", "socket", l.Path, "err", err)
+			e.clientLog.Error("client refused", "socket", l.Path, "err", err)
 			closeFd(fd)
 		}
 	}
@@ -100,6 +100,6 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	p.pid, p.uid = pid, uid
 	e.clients++
 	e.accepted++
-	e.log.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.kind.String())
+	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.kind.String())
 	return p, nil
 }

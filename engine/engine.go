@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/internal/ratelog"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
 	"github.com/vknetd/vknetd/secure"
@@ -105,16 +106,19 @@ const (
 // goroutine, and talk to it from others only through Stop, Stats and
 // FlushMACs.
 type Engine struct {
-	cfg      Config
-	log      *slog.Logger
-	poll     poller
-	pool     *ring.Pool
-	macs     *mactable.Table
-	policy   *secure.Policy
-	check    *secure.Checker
-	secure   bool
-	portMACs int // per-port MAC limit, for secure mode's check before learning
-	maxFrame int
+	cfg Config
+	log *slog.Logger
+	// clientLog brakes every line a client can trigger (connects, refusals,
+	// drops), so a client looping on them cannot flood the log.
+	clientLog *ratelog.Logger
+	poll      poller
+	pool      *ring.Pool
+	macs      *mactable.Table
+	policy    *secure.Policy
+	check     *secure.Checker
+	secure    bool
+	portMACs  int // per-port MAC limit, for secure mode's check before learning
+	maxFrame  int
 
 	ports   []*port // by id; nil where free. Port 0 is the TAP when there is one.
 	live    []*port // every open port, the flood list
@@ -211,25 +215,26 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		poll:     p,
-		pool:     pool,
-		macs:     macs,
-		policy:   cfg.Policy,
-		check:    cfg.Policy.NewChecker(),
-		secure:   cfg.Policy.Secure(),
-		portMACs: cmp.Or(cfg.MACTable.PortLimit, cfg.MACTable.Capacity),
-		maxFrame: maxFrame,
-		ports:    make([]*port, maxPorts),
-		live:     make([]*port, 0, maxPorts),
-		dirty:    make([]*port, 0, maxPorts),
-		events:   make([]event, 128),
-		rxRefs:   make([]ring.Ref, cfg.Batch),
-		io:       newBatchIO(cfg.Batch),
-		start:    time.Now(),
-		reqs:     make(chan func(), 16),
-		exited:   make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		clientLog: ratelog.New(cfg.Logger),
+		poll:      p,
+		pool:      pool,
+		macs:      macs,
+		policy:    cfg.Policy,
+		check:     cfg.Policy.NewChecker(),
+		secure:    cfg.Policy.Secure(),
+		portMACs:  cmp.Or(cfg.MACTable.PortLimit, cfg.MACTable.Capacity),
+		maxFrame:  maxFrame,
+		ports:     make([]*port, maxPorts),
+		live:      make([]*port, 0, maxPorts),
+		dirty:     make([]*port, 0, maxPorts),
+		events:    make([]event, 128),
+		rxRefs:    make([]ring.Ref, cfg.Batch),
+		io:        newBatchIO(cfg.Batch),
+		start:     time.Now(),
+		reqs:      make(chan func(), 16),
+		exited:    make(chan struct{}),
 
 		rxPending:  make([]*port, 0, 2*maxPorts),
 		dgramPeers: make(map[string]*port),
@@ -492,9 +497,9 @@ func (e *Engine) kill(p *port, err error) {
 	}
 	// A peer that hangs up with frames still unread is reset, not an error.
 	if err != nil && !errors.Is(err, errPeerClosed) && !peerGone(err) {
-		e.log.Warn("client closed after error", "port", p.id, "client", p.name, "err", err)
+		e.clientLog.Warn("client closed after error", "port", p.id, "client", p.name, "err", err)
 	} else {
-		e.log.Info("client disconnected", "port", p.id, "client", p.name)
+		e.clientLog.Info("client disconnected", "port", p.id, "client", p.name)
 	}
 }
 

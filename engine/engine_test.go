@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -687,5 +688,47 @@ func TestFramesSentBeforeCloseAreDelivered(t *testing.T) {
 		if !c.port.dead {
 			t.Fatalf("unread=%v: c's port is still open after end of stream", unread)
 		}
+	}
+}
+
+// A client looping on connect and close, or flooding refused frames,
+// cannot write a line per attempt: the log is braked and says how much it
+// held back (issue 7, finding 5).
+func TestClientTriggeredLogLinesAreBraked(t *testing.T) {
+	var logBuf bytes.Buffer
+	s := newTestSwitch(t, true, mactable.Config{}, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+		c.MaxClients = 64
+	})
+	const cycles = 500
+	for i := 0; i < cycles; i++ {
+		c := s.connect()
+		c.close()
+		s.pump()
+	}
+	// Spoofed frames from many ports: the per-port limit alone would let
+	// one line per port through.
+	for i := 0; i < 60; i++ {
+		c := s.connect()
+		for j := 0; j < 5; j++ {
+			c.send(t, ethFrame(broadcast, broadcast, 0x0800, 60)) // multicast source: refused
+		}
+	}
+	s.pump()
+	count := map[string]int{}
+	for _, line := range strings.Split(logBuf.String(), "\n") {
+		for _, msg := range []string{"client connected", "client disconnected", "frame dropped"} {
+			if strings.Contains(line, `msg="`+msg+`"`) {
+				count[msg]++
+			}
+		}
+	}
+	for msg, n := range count {
+		if n > 40 {
+			t.Errorf("%d attempts wrote %d %q lines; want the burst (32) and a trickle", cycles, n, msg)
+		}
+	}
+	if count["client connected"] == 0 || count["frame dropped"] == 0 {
+		t.Fatalf("the braked lines must still be written at first: %v", count)
 	}
 }

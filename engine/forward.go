@@ -167,16 +167,26 @@ func (e *Engine) refused(in *port, v secure.Reason) {
 	e.logDrop(in, v.String())
 }
 
-// logDrop logs at most one drop per port per second, so an attack or a
-// misconfigured VM is visible without flooding the log. Describe renders
-// the frame's addresses only when a line is actually written.
+// logDrop logs at most one drop per port per second, and few in all
+// however many ports drop, so an attack or a misconfigured VM is visible
+// without flooding the log: not_logged_since_last counts this port's drops
+// since its last line, suppressed the lines of all ports held back since
+// the last one written. Describe renders the frame's addresses only when a
+// line is actually written.
 func (e *Engine) logDrop(in *port, reason string) {
 	if e.now < in.logNext {
 		in.logSkipped++
 		return
 	}
+	ok, suppressed := e.clientLog.Allow(msgFrameDropped)
+	if !ok {
+		in.logSkipped++
+		return
+	}
 	in.logNext = e.now + int64(time.Second)
-	e.log.Warn("frame dropped", "port", in.id, "client", in.name, "reason", reason,
-		"frame", e.check.Describe(), "not_logged_since_last", in.logSkipped)
+	e.log.Warn(msgFrameDropped, "port", in.id, "client", in.name, "reason", reason,
+		"frame", e.check.Describe(), "not_logged_since_last", in.logSkipped, "suppressed", suppressed)
 	in.logSkipped = 0
 }
+
+const msgFrameDropped = "frame dropped"

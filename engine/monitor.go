@@ -33,7 +33,7 @@ func (e *Engine) AttachMonitor(fd int, mirror bool, name string) (uint32, error)
 			e.mirrors = append(e.mirrors, p)
 		}
 		e.monitors++
-		e.log.Info("monitor attached", "port", id, "monitor", name, "all", mirror)
+		e.clientLog.Info("monitor attached", "port", id, "monitor", name, "all", mirror)
 	})
 	if derr != nil {
 		return 0, errors.Join(derr, err)
