@@ -16,10 +16,14 @@ const (
 
 // Config sizes a Table. The flag names in the comments are the daemon's.
 type Config struct {
-	Capacity  int           // max entries in the whole table (--mac-max)
-	PortLimit int           // max entries one port may hold (--port-macs); 0 means Capacity
-	MaxAge    time.Duration // an entry ages out this long after it was last seen (--mac-age)
-	MaxPorts  int           // ports are numbered 0..MaxPorts-1
+	Capacity  int // max entries in the whole table (--mac-max)
+	PortLimit int // max entries one port may hold (--port-macs); 0 means Capacity
+	// OwnerLimit is the most entries the ports of one owner (the user who
+	// connected them, see SetOwner) may hold together (--user-macs); 0
+	// means Capacity. Owner 0, the default of every port, is not limited.
+	OwnerLimit int
+	MaxAge     time.Duration // an entry ages out this long after it was last seen (--mac-age)
+	MaxPorts   int           // ports are numbered 0..MaxPorts-1
 }
 
 func (c Config) validate() error {
@@ -28,6 +32,9 @@ func (c Config) validate() error {
 	}
 	if c.PortLimit < 0 || c.PortLimit > c.Capacity {
 		return fmt.Errorf("mactable: PortLimit (--port-macs) is %d; it must be between 0 (no limit beyond --mac-max) and Capacity (--mac-max, %d)", c.PortLimit, c.Capacity)
+	}
+	if c.OwnerLimit < 0 || c.OwnerLimit > c.Capacity {
+		return fmt.Errorf("mactable: OwnerLimit (--user-macs) is %d; it must be between 0 (no limit beyond --mac-max) and Capacity (--mac-max, %d)", c.OwnerLimit, c.Capacity)
 	}
 	if c.MaxAge < MinMaxAge {
 		return fmt.Errorf("mactable: MaxAge (--mac-age) is %v; it must be at least %v", c.MaxAge, MinMaxAge)

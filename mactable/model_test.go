@@ -211,9 +211,16 @@ func checkInvariants(t *Table) error {
 	if total != t.count.Load() {
 		return fmt.Errorf("table holds %d keys, counts %d", total, t.count.Load())
 	}
+	owners := make([]int32, len(t.owners))
 	for p := range ports {
 		if ports[p] != t.ports[p].Load() {
 			return fmt.Errorf("port %d holds %d keys, counts %d", p, ports[p], t.ports[p].Load())
+		}
+		owners[t.portOwner[p].Load()] += ports[p]
+	}
+	for o := range owners {
+		if owners[o] != t.owners[o].Load() {
+			return fmt.Errorf("owner %d's ports hold %d keys, it counts %d", o, owners[o], t.owners[o].Load())
 		}
 	}
 	return nil

@@ -22,6 +22,9 @@ const (
 	// filter with IsMulticastKey first; Learn checks anyway so that a
 	// forged group source can never become a unicast destination.
 	Multicast
+	// OwnerFull: the MAC was not learned (or not moved) because the ports of
+	// this port's owner already hold OwnerLimit entries together.
+	OwnerFull
 )
 
 var resultNames = [...]string{
@@ -31,6 +34,7 @@ var resultNames = [...]string{
 	TableFull: "table full",
 	PortFull:  "port full",
 	Multicast: "multicast",
+	OwnerFull: "owner full",
 }
 
 func (r Result) String() string {

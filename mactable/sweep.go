@@ -48,7 +48,7 @@ func (t *Table) sweep(drop func(v uint64) bool) int {
 			if k := s.key.Load(); k != 0 {
 				if v := s.val.Load(); drop(v) {
 					t.deleteAt(sh, i)
-					t.ports[valPort(v)].Add(-1)
+					t.give(valPort(v))
 					t.count.Add(-1)
 					removed++
 					continue // slot i now holds the next entry of the run, or nothing
@@ -94,7 +94,7 @@ func (t *Table) Flush() int {
 			for i := base; i <= base|t.slotMask; i++ {
 				s := &t.slots[i]
 				if s.key.Load() != 0 {
-					t.ports[valPort(s.val.Load())].Add(-1)
+					t.give(valPort(s.val.Load()))
 					t.count.Add(-1)
 					s.key.Store(0)
 					removed++

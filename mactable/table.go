@@ -83,16 +83,21 @@ type Table struct {
 	slots  []slot
 	shards []shard
 	ports  []atomic.Int32 // entries per port, aged ones included until reclaimed
+	// owner of each port and entries per owner (the sum of its ports'),
+	// indexed like ports: an owner has at least one port.
+	portOwner []atomic.Uint32
+	owners    []atomic.Int32
 
-	seed      uint64
-	idxShift  uint   // hash >> idxShift is the home slot's index in slots
-	slotBits  uint   // log2 of slots per shard
-	slotMask  uint64 // slots per shard - 1
-	shardMax  int32  // keys one shard may hold (0.75 load), a bound only a hash collision attack could reach
-	tickShift uint
-	maxAge    int64 // in ticks
-	capacity  int32 // MaxCapacity fits
-	portLimit int32
+	seed       uint64
+	idxShift   uint   // hash >> idxShift is the home slot's index in slots
+	slotBits   uint   // log2 of slots per shard
+	slotMask   uint64 // slots per shard - 1
+	shardMax   int32  // keys one shard may hold (0.75 load), a bound only a hash collision attack could reach
+	tickShift  uint
+	maxAge     int64 // in ticks
+	capacity   int32 // MaxCapacity fits
+	portLimit  int32
+	ownerLimit int32
 
 	// The fields above are read by every Lookup; writers update the ones
 	// below on every insert and delete. Keep them off the readers' line.
@@ -133,19 +138,26 @@ func newTable(cfg Config, seed uint64) *Table {
 		shift = 30
 	}
 	tick := int64(1) << shift
+	ownerLimit := cfg.OwnerLimit
+	if ownerLimit == 0 {
+		ownerLimit = cfg.Capacity
+	}
 	t := &Table{
-		slots:     make([]slot, total),
-		shards:    make([]shard, nshards),
-		ports:     make([]atomic.Int32, cfg.MaxPorts),
-		seed:      seed,
-		idxShift:  64 - uint(bits.TrailingZeros64(total)),
-		slotBits:  uint(bits.TrailingZeros64(per)),
-		slotMask:  per - 1,
-		shardMax:  int32(per - per/4),
-		tickShift: shift,
-		maxAge:    (int64(cfg.MaxAge) + tick - 1) / tick,
-		capacity:  int32(cfg.Capacity),
-		portLimit: int32(limit),
+		slots:      make([]slot, total),
+		shards:     make([]shard, nshards),
+		ports:      make([]atomic.Int32, cfg.MaxPorts),
+		portOwner:  make([]atomic.Uint32, cfg.MaxPorts),
+		owners:     make([]atomic.Int32, cfg.MaxPorts),
+		seed:       seed,
+		idxShift:   64 - uint(bits.TrailingZeros64(total)),
+		slotBits:   uint(bits.TrailingZeros64(per)),
+		slotMask:   per - 1,
+		shardMax:   int32(per - per/4),
+		tickShift:  shift,
+		maxAge:     (int64(cfg.MaxAge) + tick - 1) / tick,
+		capacity:   int32(cfg.Capacity),
+		portLimit:  int32(limit),
+		ownerLimit: int32(ownerLimit),
 	}
 	t.lastReclaim.Store(-1 << 63)
 	return t
@@ -164,6 +176,70 @@ func (t *Table) PortLen(port uint32) int {
 		return 0
 	}
 	return int(t.ports[port].Load())
+}
+
+// SetOwner makes owner (below MaxPorts; 0 is no owner and no owner limit)
+// the owner of port, whose entries then count against OwnerLimit with the
+// other ports of that owner. Call it when the port holds no entries: when
+// it is created, or after RemovePort.
+func (t *Table) SetOwner(port, owner uint32) {
+	if int(port) < len(t.ports) && int(owner) < len(t.owners) {
+		t.portOwner[port].Store(owner)
+	}
+}
+
+// OwnerLen is the number of entries the ports of owner hold together,
+// aged ones included until reclaimed.
+func (t *Table) OwnerLen(owner uint32) int {
+	if int(owner) >= len(t.owners) {
+		return 0
+	}
+	return int(t.owners[owner].Load())
+}
+
+// take reserves a new entry for port against the port's and its owner's
+// limits (the table's count is the caller's).
+func (t *Table) take(port uint32) Result {
+	if !reserve(&t.ports[port], t.portLimit) {
+		return PortFull
+	}
+	owner := t.portOwner[port].Load()
+	if !reserve(&t.owners[owner], t.limitOf(owner)) {
+		t.ports[port].Add(-1)
+		return OwnerFull
+	}
+	return Learned
+}
+
+// move counts an entry off old and onto port; between two ports of one
+// owner the owner's count stays as it is.
+func (t *Table) move(port, old uint32) Result {
+	if !reserve(&t.ports[port], t.portLimit) {
+		return PortFull
+	}
+	to, from := t.portOwner[port].Load(), t.portOwner[old].Load()
+	if to != from {
+		if !reserve(&t.owners[to], t.limitOf(to)) {
+			t.ports[port].Add(-1)
+			return OwnerFull
+		}
+		t.owners[from].Add(-1)
+	}
+	t.ports[old].Add(-1)
+	return Moved
+}
+
+// give counts off an entry of port that is deleted.
+func (t *Table) give(port uint32) {
+	t.ports[port].Add(-1)
+	t.owners[t.portOwner[port].Load()].Add(-1)
+}
+
+func (t *Table) limitOf(owner uint32) int32 {
+	if owner == 0 {
+		return t.capacity
+	}
+	return t.ownerLimit
 }
 
 // hash is Fibonacci hashing of the seeded MAC with the high half of the
@@ -260,7 +336,7 @@ func (t *Table) Learn(mac uint64, port uint32, now int64) Result {
 		return Refreshed
 	}
 	r := t.learnLocked(mac, idx, port, nowTick)
-	if (r == TableFull || r == PortFull) && t.reclaimDue(nowTick) {
+	if (r == TableFull || r == PortFull || r == OwnerFull) && t.reclaimDue(nowTick) {
 		t.Expire(now)
 		r = t.learnLocked(mac, idx, port, nowTick)
 	}
@@ -325,10 +401,11 @@ func (t *Table) learnLocked(mac, idx uint64, port uint32, nowTick int64) Result 
 		r = TableFull
 	case !reserve(&t.count, t.capacity):
 		r = TableFull
-	case !reserve(&t.ports[port], t.portLimit):
-		t.count.Add(-1)
-		r = PortFull
 	default:
+		if r = t.take(port); r != Learned {
+			t.count.Add(-1)
+			break
+		}
 		s := &t.slots[i]
 		// Value before key: a reader that sees the key sees its value.
 		s.val.Store(pack(port, nowTick))
@@ -355,11 +432,10 @@ func (t *Table) update(s *slot, port uint32, nowTick int64) Result {
 		}
 		return Refreshed
 	}
-	if !reserve(&t.ports[port], t.portLimit) {
-		return PortFull
+	if r := t.move(port, old); r != Moved {
+		return r
 	}
 	s.val.Store(pack(port, nowTick))
-	t.ports[old].Add(-1)
 	if aged {
 		return Learned
 	}

@@ -61,7 +61,7 @@ func TestKey(t *testing.T) {
 }
 
 func TestResultString(t *testing.T) {
-	want := []string{"refreshed", "learned", "moved", "table full", "port full", "multicast", "Result(6)"}
+	want := []string{"refreshed", "learned", "moved", "table full", "port full", "multicast", "owner full", "Result(7)"}
 	for i, w := range want {
 		if s := Result(i).String(); s != w {
 			t.Errorf("Result(%d) = %q, want %q", i, s, w)
@@ -530,5 +530,64 @@ func TestChurnAgainstModel(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// The ports of one owner share OwnerLimit: many ports of one user cannot
+// fill the table, other owners keep learning, and moves between the
+// owner's own ports or entries that go away give the room back.
+func TestOwnerLimitSpansPorts(t *testing.T) {
+	tb := mustNew(t, Config{Capacity: 100, PortLimit: 10, OwnerLimit: 15, MaxAge: time.Minute, MaxPorts: 8})
+	const attacker, victim = 1, 2
+	for port := uint32(1); port <= 3; port++ {
+		tb.SetOwner(port, attacker)
+	}
+	tb.SetOwner(4, victim)
+	learned := 0
+	for port := uint32(1); port <= 3; port++ {
+		for i := 0; i < 10; i++ {
+			if r := tb.Learn(uint64(0x020000000000+int(port)*100+i), port, 0); r == Learned {
+				learned++
+			} else if r != OwnerFull {
+				t.Fatalf("port %d MAC %d: %v, want learned or owner full", port, i, r)
+			}
+		}
+	}
+	if learned != 15 || tb.OwnerLen(attacker) != 15 {
+		t.Fatalf("the attacker's three ports learned %d (owner holds %d), want the owner limit of 15", learned, tb.OwnerLen(attacker))
+	}
+	if r := tb.Learn(uint64(0x020000000000+4000), 4, 0); r != Learned {
+		t.Fatalf("the victim's MAC was not learned: %v", r)
+	}
+	// Owner 0 (the TAP's) has no owner limit.
+	for i := 0; i < 20; i++ {
+		if r := tb.Learn(uint64(0x020000000000+5000+i), 0, 0); r != Learned && r != PortFull {
+			t.Fatalf("owner 0: %v", r)
+		}
+	}
+	// A move between two of the attacker's ports keeps its count; a move to
+	// another owner's port is counted there.
+	if r := tb.Learn(uint64(0x020000000000+100), 3, 0); r != PortFull && r != Moved {
+		t.Fatalf("move within the owner: %v", r)
+	}
+	if got := tb.OwnerLen(attacker); got != 15 {
+		t.Fatalf("a move between the attacker's ports changed its count to %d", got)
+	}
+	if r := tb.Learn(uint64(0x020000000000+101), 4, 0); r != Moved {
+		t.Fatalf("move to the victim: %v", r)
+	}
+	if tb.OwnerLen(attacker) != 14 || tb.OwnerLen(victim) != 2 {
+		t.Fatalf("after a move across owners: attacker %d victim %d, want 14 and 2", tb.OwnerLen(attacker), tb.OwnerLen(victim))
+	}
+	// Closing a port gives its entries back to the owner.
+	n := tb.RemovePort(1)
+	if tb.OwnerLen(attacker) != 14-n {
+		t.Fatalf("RemovePort(1) removed %d but the owner holds %d", n, tb.OwnerLen(attacker))
+	}
+	tb.Flush()
+	for o := uint32(0); o < 8; o++ {
+		if tb.OwnerLen(o) != 0 {
+			t.Fatalf("owner %d holds %d after Flush", o, tb.OwnerLen(o))
+		}
 	}
 }
