@@ -81,9 +81,12 @@ func acceptHint(err error) string {
 
 // addClient makes a connected SEQPACKET fd a port of the switch.
 func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error) {
-	setSndbuf(fd, clientSndbuf)
 	id := e.freeIDs[len(e.freeIDs)-1]
 	pid, uid := peerCred(fd)
+	if err := e.userRoom(uid); err != nil {
+		return nil, err
+	}
+	setSndbuf(fd, clientSndbuf)
 	name := fmt.Sprintf("pid %d uid %d", pid, uid)
 	if pid < 0 {
 		name = fmt.Sprintf("fd %d", fd)
@@ -98,6 +101,7 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 		p.stream = newStreamState(e.maxFrame)
 	}
 	p.pid, p.uid = pid, uid
+	e.joinUser(p)
 	e.clients++
 	e.accepted++
 	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.kind.String())

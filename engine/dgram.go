@@ -95,6 +95,9 @@ func (e *Engine) addDgramClient(l *listenerState, key string, addr *unix.RawSock
 	if e.clients >= e.cfg.MaxClients || len(e.freeIDs) == 0 {
 		return nil, fmt.Errorf("too many clients (%d): raise --max-clients", e.clients)
 	}
+	if err := e.userRoom(-1); err != nil {
+		return nil, err
+	}
 	d := &dgramState{key: key, addr: *addr, addrLen: addrLen, lastSeen: e.now, listener: l}
 	id := e.freeIDs[len(e.freeIDs)-1]
 	fd, err := e.connectDgram(key)
@@ -110,6 +113,7 @@ func (e *Engine) addDgramClient(l *listenerState, key string, addr *unix.RawSock
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
 	p := e.newPort(id, kindDgram, fd, key)
 	p.dgram = d
+	e.joinUser(p)
 	e.dgramPeers[key] = p
 	e.clients++
 	e.accepted++

@@ -8,7 +8,6 @@
 package engine
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,11 +67,15 @@ type Config struct {
 	// built with Secure=false, which passes everything.
 	Policy *secure.Policy
 
-	MaxClients int           // connected clients at most (default 1024)
-	DgramIdle  time.Duration // a datagram client silent this long is forgotten (default 60s)
-	QueueLen   int           // per-port transmit queue length in frames (default 256)
-	Batch      int           // frames per read or write syscall batch (default 32)
-	Buffers    int           // frame buffers in the pool (default from MaxClients)
+	MaxClients int // connected clients at most (default 1024)
+	// UserClients is how many clients one user (uid) may have connected
+	// at once (default MaxClients: no limit of its own). MACTable's
+	// OwnerLimit is the users' MAC limit.
+	UserClients int
+	DgramIdle   time.Duration // a datagram client silent this long is forgotten (default 60s)
+	QueueLen    int           // per-port transmit queue length in frames (default 256)
+	Batch       int           // frames per read or write syscall batch (default 32)
+	Buffers     int           // frame buffers in the pool (default from MaxClients)
 
 	Logger *slog.Logger
 }
@@ -117,7 +120,6 @@ type Engine struct {
 	policy    *secure.Policy
 	check     *secure.Checker
 	secure    bool
-	portMACs  int // per-port MAC limit, for secure mode's check before learning
 	maxFrame  int
 
 	ports   []*port // by id; nil where free. Port 0 is the TAP when there is one.
@@ -125,6 +127,9 @@ type Engine struct {
 	freeIDs []uint32
 	dirty   []*port
 	clients int
+
+	users         map[int32]*user // by uid: users with clients connected (users.go)
+	freeUserSlots []uint32
 
 	listeners []listenerState
 	accepted  uint64
@@ -176,6 +181,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxClients <= 0 {
 		cfg.MaxClients = defaultMaxClients
 	}
+	if cfg.UserClients <= 0 || cfg.UserClients > cfg.MaxClients {
+		cfg.UserClients = cfg.MaxClients
+	}
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = defaultQueueLen
 	}
@@ -224,7 +232,6 @@ func New(cfg Config) (*Engine, error) {
 		policy:    cfg.Policy,
 		check:     cfg.Policy.NewChecker(),
 		secure:    cfg.Policy.Secure(),
-		portMACs:  cmp.Or(cfg.MACTable.PortLimit, cfg.MACTable.Capacity),
 		maxFrame:  maxFrame,
 		ports:     make([]*port, maxPorts),
 		live:      make([]*port, 0, maxPorts),
@@ -233,6 +240,7 @@ func New(cfg Config) (*Engine, error) {
 		rxRefs:    make([]ring.Ref, cfg.Batch),
 		io:        newBatchIO(cfg.Batch),
 		start:     time.Now(),
+		users:     make(map[int32]*user),
 		reqs:      make(chan func(), 16),
 		exited:    make(chan struct{}),
 
@@ -246,6 +254,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	for id := maxPorts - 1; id >= 1; id-- {
 		e.freeIDs = append(e.freeIDs, uint32(id))
+		e.freeUserSlots = append(e.freeUserSlots, uint32(id))
 	}
 	if cfg.TapFd >= 0 {
 		tap := e.newPort(0, kindTap, cfg.TapFd, cfg.TapName)
@@ -523,6 +532,7 @@ func (e *Engine) close(p *port) {
 	}
 	e.dropQueue(p)
 	e.macs.RemovePort(p.id)
+	e.leaveUser(p)
 	e.policy.RemovePort(p.id)
 	e.ports[p.id] = nil
 	if p.kind == kindTap {

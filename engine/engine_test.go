@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -730,5 +731,114 @@ func TestClientTriggeredLogLinesAreBraked(t *testing.T) {
 	}
 	if count["client connected"] == 0 || count["frame dropped"] == 0 {
 		t.Fatalf("the braked lines must still be written at first: %v", count)
+	}
+}
+
+// connectAs connects a client and files it under uid, as SO_PEERCRED would
+// for a client of that user (the socketpair's peer is always us).
+func (s *testSwitch) connectAs(uid int32) *testClient {
+	c := s.connect()
+	s.e.leaveUser(c.port)
+	c.port.uid = uid
+	if err := s.e.userRoom(uid); err != nil {
+		s.t.Fatal(err)
+	}
+	s.e.joinUser(c.port)
+	return c
+}
+
+// One user's many connections cannot fill the MAC table for everyone, and
+// a MAC the switch could not learn does not speak, so no unicast is ever
+// flooded to an attacker for it (issue 7, finding 3).
+func TestOneUserCannotStarveAnotherOfLearning(t *testing.T) {
+	s := newTestSwitch(t, true, mactable.Config{Capacity: 48, PortLimit: 16, OwnerLimit: 24}, nil)
+	const attacker, victim = 4242, 4343
+	var attackers []*testClient
+	// The attack of finding 3: ports of one user, each sending from as many
+	// MACs as it may, with frames secure mode passes and that bind nothing.
+	for i := 0; i < 3; i++ {
+		c := s.connectAs(attacker)
+		attackers = append(attackers, c)
+		for m := 0; m < 16; m++ {
+			c.send(t, ethFrame(broadcast, [6]byte{0x02, 0xaa, 0, 0, byte(i), byte(m)}, 0x88b5, 60))
+		}
+	}
+	s.pump()
+	if got := s.e.macs.OwnerLen(s.e.users[attacker].slot); got != 24 {
+		t.Fatalf("the attacker's user holds %d MACs, want --user-macs (24)", got)
+	}
+	var refused uint64
+	for _, c := range attackers {
+		refused += c.port.cnt.drops[DropUserMACLimit]
+		if c.port.cnt.unlearned != 0 {
+			t.Fatalf("secure mode forwarded %d frames from MACs it did not learn", c.port.cnt.unlearned)
+		}
+	}
+	if refused != 3*16-24 {
+		t.Fatalf("user-mac-limit drops = %d, want %d", refused, 3*16-24)
+	}
+	for _, c := range attackers {
+		c.recv(t)
+	}
+	// The victim's VMs arrive afterwards, are learned, and their unicast
+	// reaches only each other.
+	a, b := s.connectAs(victim), s.connectAs(victim)
+	a.send(t, ethFrame(broadcast, mac(0xa), 0x88b5, 60))
+	b.send(t, ethFrame(broadcast, mac(0xb), 0x88b5, 60))
+	s.pump()
+	a.recv(t)
+	b.recv(t)
+	for _, c := range attackers {
+		c.recv(t)
+	}
+	uni := ethFrame(mac(0xb), mac(0xa), 0x88b5, 80)
+	a.send(t, uni)
+	s.pump()
+	expectFrames(t, "b", b.recv(t), uni)
+	for i, c := range attackers {
+		expectFrames(t, fmt.Sprintf("attacker port %d", i), c.recv(t))
+	}
+
+	// A second attacking user fills the rest of the table. A MAC that can
+	// no longer be learned is refused, not forwarded unlearned: the victim
+	// user's new VM stays mute rather than having its traffic flooded.
+	for i := 0; i < 2; i++ {
+		c := s.connectAs(attacker + 1)
+		for m := 0; m < 16; m++ {
+			c.send(t, ethFrame(broadcast, [6]byte{0x02, 0xbb, 0, 0, byte(i), byte(m)}, 0x88b5, 60))
+		}
+	}
+	s.pump()
+	for _, c := range attackers {
+		c.recv(t) // the second attacker's broadcasts
+	}
+	late := s.connectAs(victim)
+	late.send(t, ethFrame(broadcast, mac(0xc), 0x88b5, 60))
+	s.pump()
+	if late.port.cnt.drops[DropMACTableFull] != 1 {
+		t.Fatalf("a MAC the full table cannot learn: drops %v, want one mac-table-full", late.port.cnt.drops)
+	}
+	for i, c := range attackers {
+		expectFrames(t, fmt.Sprintf("attacker port %d", i), c.recv(t))
+	}
+}
+
+// --user-clients: one user cannot take every client slot.
+func TestUserClientLimit(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, func(c *Config) { c.UserClients = 3 })
+	for i := 0; i < 3; i++ {
+		s.connect()
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if _, err := s.e.addClient(fds[1], Seqpacket, "test"); err == nil || !strings.Contains(err.Error(), "--user-clients") {
+		t.Fatalf("a fourth client of the same user: err %v, want a refusal naming --user-clients", err)
+	}
+	if s.e.clients != 3 {
+		t.Fatalf("%d clients after the refusal", s.e.clients)
 	}
 }

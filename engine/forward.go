@@ -56,7 +56,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 		// The switch's MAC rules sit between the policy's checks and its
 		// binding: a frame refused for its MAC must not bind its IP
 		// address to the spoofed MAC on the way.
-		if d, ok := e.macAllowed(in, src); !ok {
+		if d, ok := e.learnSecure(in, src); !ok {
 			e.dropped(in, d)
 			return
 		}
@@ -64,9 +64,9 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 			e.refused(in, v)
 			return
 		}
+	} else {
+		e.learn(in, src)
 	}
-
-	e.learn(in, src)
 	for _, m := range e.mirrors {
 		e.enqueue(in, m, r, false)
 	}
@@ -92,35 +92,42 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 	}
 }
 
-// macAllowed applies secure mode's MAC rules to a client's frame: a
-// client cannot take over a MAC that is live on another port (MAC
-// spoofing) nor use more MACs than its limit. (A port at its limit whose
-// oldest MAC has just aged out may be refused for up to a sweep, about a
-// second, until the table reclaims the entry.)
-func (e *Engine) macAllowed(in *port, src uint64) (Drop, bool) {
+// learnSecure applies secure mode's MAC rules to a client's frame and
+// learns its source: a client cannot take over a MAC that is live on
+// another port (MAC spoofing), and a MAC the switch cannot learn (the
+// port's, its user's or the table's limit is reached) does not speak at
+// all. A plain bridge forwards such frames unlearned, which is what lets
+// a user who fills the table have everyone else's unicast flooded to
+// him: in secure mode no unicast is ever flooded for a client MAC the
+// switch could not learn, because that MAC's frames never got through.
+func (e *Engine) learnSecure(in *port, src uint64) (Drop, bool) {
 	if mactable.IsMulticastKey(src) {
 		return 0, true // the policy refuses it with its own reason
 	}
-	owner, known := e.macs.Lookup(src, e.now)
-	switch {
-	case known && owner != in.id:
+	if owner, known := e.macs.Lookup(src, e.now); known && owner != in.id {
 		return DropMACInUse, false
-	case !known && e.macs.PortLen(in.id) >= e.portMACs:
+	}
+	switch e.macs.Learn(src, in.id, e.now) {
+	case mactable.PortFull:
 		return DropPortMACLimit, false
+	case mactable.OwnerFull:
+		return DropUserMACLimit, false
+	case mactable.TableFull:
+		return DropMACTableFull, false
 	}
 	return 0, true
 }
 
-// learn records the frame's source MAC on port in. Without secure mode the
-// switch behaves like a plain learning bridge: MACs move, and frames from
-// MACs over the limit are forwarded without being learned. In secure mode
-// macAllowed has already refused whatever learning would refuse.
+// learn records the frame's source MAC on port in, for the TAP and for
+// clients without secure mode: there the switch behaves like a plain
+// learning bridge: MACs move, and frames from MACs over the limits are
+// forwarded without being learned.
 func (e *Engine) learn(in *port, src uint64) {
 	if mactable.IsMulticastKey(src) {
 		return // never learned
 	}
 	switch e.macs.Learn(src, in.id, e.now) {
-	case mactable.PortFull, mactable.TableFull:
+	case mactable.PortFull, mactable.OwnerFull, mactable.TableFull:
 		in.cnt.unlearned++
 	}
 }
@@ -156,7 +163,7 @@ func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
 // dropped counts a frame the engine discarded on its ingress port.
 func (e *Engine) dropped(in *port, d Drop) {
 	in.cnt.drops[d]++
-	if d == DropMACInUse || d == DropPortMACLimit {
+	if d == DropMACInUse || d == DropPortMACLimit || d == DropUserMACLimit || d == DropMACTableFull {
 		e.logDrop(in, d.String())
 	}
 }

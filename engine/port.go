@@ -39,6 +39,7 @@ type port struct {
 	fd       int // -1 for a dgram client reached only through its listener
 	name     string
 	pid, uid int32
+	user     *user // the user who connected it (users.go); nil for the TAP and monitors
 
 	txq        ring.Queue // frames waiting to be sent to this port
 	dirty      bool       // in Engine.dirty: has frames queued during this batch

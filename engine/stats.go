@@ -20,6 +20,8 @@ const (
 	DropPortMACLimit             // secure mode: the client already holds --port-macs MACs
 	DropBadLength                // stream client sent a zero or oversize length (it is closed)
 	DropMonitorInput             // a monitor sent something; monitors only listen
+	DropUserMACLimit             // secure mode: the client's user already holds --user-macs MACs
+	DropMACTableFull             // secure mode: the table holds --mac-max MACs; a MAC it cannot learn does not speak
 	numDrops
 )
 
@@ -36,6 +38,8 @@ var dropNames = [numDrops]string{
 	DropPortMACLimit: "port-mac-limit",
 	DropBadLength:    "bad-length",
 	DropMonitorInput: "monitor-input",
+	DropUserMACLimit: "user-mac-limit",
+	DropMACTableFull: "mac-table-full",
 }
 
 func (d Drop) String() string {

@@ -179,14 +179,16 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		Listeners: listeners,
 		MTU:       o.mtu,
 		MACTable: mactable.Config{
-			Capacity:  o.macMax,
-			PortLimit: o.portMACs,
-			MaxAge:    o.macAge,
+			Capacity:   o.macMax,
+			PortLimit:  o.portMACs,
+			OwnerLimit: o.userMACs,
+			MaxAge:     o.macAge,
 		},
-		Policy:     policy,
-		MaxClients: o.maxClients,
-		DgramIdle:  o.dgramIdle,
-		Logger:     log,
+		Policy:      policy,
+		MaxClients:  o.maxClients,
+		UserClients: o.userClients,
+		DgramIdle:   o.dgramIdle,
+		Logger:      log,
 	})
 	if err != nil {
 		return nil, err

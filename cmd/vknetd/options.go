@@ -27,21 +27,23 @@ type options struct {
 	tapName  string       // -t
 	prefix   netip.Prefix // address/cidrbits; the zero Prefix when none was given
 
-	group      string
-	mtu        int
-	macAge     time.Duration
-	macMax     int
-	portMACs   int
-	portIPs    int
-	maxClients int
-	ipv6       netip.Prefix
-	stream     string
-	dgram      string
-	dgramIdle  time.Duration
-	version    bool
-	control    string // --control, the -p path plus ".ctl" unless given
-	metrics    string // --metrics, off when empty
-	write      string // -w, with -c
+	group       string
+	mtu         int
+	macAge      time.Duration
+	macMax      int
+	portMACs    int
+	userMACs    int
+	portIPs     int
+	maxClients  int
+	userClients int
+	ipv6        netip.Prefix
+	stream      string
+	dgram       string
+	dgramIdle   time.Duration
+	version     bool
+	control     string // --control, the -p path plus ".ctl" unless given
+	metrics     string // --metrics, off when empty
+	write       string // -w, with -c
 }
 
 // usageError is a command-line mistake: exit status 2, like getopt tools.
@@ -77,8 +79,10 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.Var((*secondsValue)(&o.macAge), "mac-age", "forget a MAC address (and, in secure mode, its IP binding) this long after it was last seen: seconds or a duration like 5m")
 	fs.IntVar(&o.macMax, "mac-max", 16384, "most MAC addresses the switch learns in all")
 	fs.IntVar(&o.portMACs, "port-macs", 256, "most MAC addresses one client may hold, so no client can crowd out the others")
+	fs.IntVar(&o.userMACs, "user-macs", 0, "most MAC addresses the clients of one user (uid) may hold together, so no user can fill the table (default: a quarter of --mac-max, at least --port-macs)")
 	fs.IntVar(&o.portIPs, "port-ips", 16, "secure mode: most IP addresses one client may hold (bound to its MACs)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
+	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.StringVar(&o.control, "control", "", "path of the control socket for vknetctl, same group and mode as -p (default: the -p path plus .ctl)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics over HTTP at ADDR/metrics, e.g. 127.0.0.1:9477 (off unless given)")
@@ -135,6 +139,12 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	if o.portMACs < 1 || o.portMACs > o.macMax {
 		return nil, usagef("--port-macs %d must be between 1 and --mac-max (%d)", o.portMACs, o.macMax)
 	}
+	if !fs.Changed("user-macs") {
+		o.userMACs = min(max(o.macMax/4, o.portMACs), o.macMax)
+	}
+	if o.userMACs < 1 || o.userMACs > o.macMax {
+		return nil, usagef("--user-macs %d must be between 1 and --mac-max (%d)", o.userMACs, o.macMax)
+	}
 	if !fs.Changed("port-ips") && o.portIPs > o.macMax {
 		o.portIPs = o.macMax // the default never asks for more than the table holds
 	}
@@ -143,6 +153,12 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	}
 	if o.maxClients < 1 || o.maxClients > 65535 {
 		return nil, usagef("--max-clients %d is out of range: use 1 to 65535", o.maxClients)
+	}
+	if !fs.Changed("user-clients") {
+		o.userClients = max(o.maxClients/4, 1)
+	}
+	if o.userClients < 1 || o.userClients > o.maxClients {
+		return nil, usagef("--user-clients %d must be between 1 and --max-clients (%d)", o.userClients, o.maxClients)
 	}
 	if o.socket == "" || o.pidfile == "" {
 		return nil, usagef("-p and -i need a path")

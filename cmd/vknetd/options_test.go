@@ -24,7 +24,8 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.socket != "/var/run/vknet" || o.pidfile != "/var/run/vknetd.pid" || o.group != "vknet" ||
-		o.mtu != 1500 || o.macAge != 300*time.Second || o.debug || o.unsecure {
+		o.mtu != 1500 || o.macAge != 300*time.Second || o.debug || o.unsecure ||
+		o.userMACs != 4096 || o.userClients != 256 {
 		t.Fatalf("defaults %+v", o)
 	}
 	// -c needs neither CIDR nor secure-mode arguments; flags may follow the operand.
@@ -70,6 +71,8 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--mac-age", "soon", "198.18.0.1/16"}, []string{"mac-age", "seconds"}},
 		{[]string{"--port-macs", "0", "198.18.0.1/16"}, []string{"--port-macs 0"}},
 		{[]string{"--port-ips", "0", "198.18.0.1/16"}, []string{"--port-ips 0"}},
+		{[]string{"--user-macs", "20000", "198.18.0.1/16"}, []string{"--user-macs 20000", "--mac-max (16384)"}},
+		{[]string{"--user-clients", "0", "198.18.0.1/16"}, []string{"--user-clients 0", "--max-clients"}},
 		{[]string{"--ipv6", "::/0", "198.18.0.1/16"}, []string{"::/0"}},
 		{[]string{"--ipv6", "198.18.0.0/16", "198.18.0.1/16"}, []string{"IPv6 prefix"}},
 		{[]string{"-x"}, []string{"-x"}},

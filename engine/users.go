@@ -1,0 +1,57 @@
+package engine
+
+import "fmt"
+
+// Users. Limits that only follow the port let one user with many
+// connections take what every port may take, times his connections: fill
+// the MAC table, or every client slot. So every client port also belongs
+// to the user who connected it (SO_PEERCRED, or a datagram's
+// SCM_CREDENTIALS), and a user's ports share two limits: clients connected
+// at once (Config.UserClients, --user-clients) and MAC addresses learned
+// (mactable's OwnerLimit, --user-macs). The TAP and monitors belong to no
+// user.
+
+// user is one uid with connected clients. Its slot is its owner number in
+// the MAC table: 1 and up, 0 being no owner.
+type user struct {
+	uid   int32
+	slot  uint32
+	ports int
+}
+
+// joinUser counts p against its user (p.uid), whom userRoom has let in,
+// and makes that user p's owner in the MAC table.
+func (e *Engine) joinUser(p *port) {
+	u := e.users[p.uid]
+	if u == nil {
+		u = &user{uid: p.uid, slot: e.freeUserSlots[len(e.freeUserSlots)-1]}
+		e.freeUserSlots = e.freeUserSlots[:len(e.freeUserSlots)-1]
+		e.users[p.uid] = u
+	}
+	u.ports++
+	p.user = u
+	e.macs.SetOwner(p.id, u.slot)
+}
+
+// leaveUser undoes joinUser when p closes, after its MACs are gone.
+func (e *Engine) leaveUser(p *port) {
+	u := p.user
+	if u == nil {
+		return
+	}
+	p.user = nil
+	e.macs.SetOwner(p.id, 0)
+	if u.ports--; u.ports == 0 {
+		delete(e.users, u.uid)
+		e.freeUserSlots = append(e.freeUserSlots, u.slot)
+	}
+}
+
+// userRoom says whether uid may connect one more client, for refusing
+// before a port is made.
+func (e *Engine) userRoom(uid int32) error {
+	if u := e.users[uid]; u != nil && u.ports >= e.cfg.UserClients {
+		return fmt.Errorf("uid %d already has %d clients connected: raise --user-clients", uid, u.ports)
+	}
+	return nil
+}
