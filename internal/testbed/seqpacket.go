@@ -39,18 +39,25 @@ type SeqpacketClient struct {
 // while the path is missing or refuses connections. The client is closed at cleanup.
 func DialSeqpacket(t testing.TB, path string) *SeqpacketClient {
 	t.Helper()
+	c, err := dialSeqpacket(path)
+	if err != nil {
+		t.Fatalf("connecting to the switch socket %s: %v", path, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func dialSeqpacket(path string) (*SeqpacketClient, error) {
 	addr := &net.UnixAddr{Name: path, Net: "unixpacket"}
 	deadline := time.Now().Add(DialTimeout)
 	for {
 		conn, err := net.DialUnix("unixpacket", nil, addr)
 		if err == nil {
-			c := &SeqpacketClient{conn: conn, path: path, buf: make([]byte, maxFrame)}
-			t.Cleanup(c.Close)
-			return c
+			return &SeqpacketClient{conn: conn, path: path, buf: make([]byte, maxFrame)}, nil
 		}
 		retry := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 		if !retry || time.Now().After(deadline) {
-			t.Fatalf("connecting to the switch socket %s: %v", path, err)
+			return nil, err
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
