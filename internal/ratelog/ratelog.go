@@ -99,3 +99,42 @@ func (l *Logger) emit(level slog.Level, msg string, args []any) {
 	}
 	l.log.Log(context.Background(), level, msg, args...)
 }
+
+// handler is an slog.Handler that brakes every record it passes on as one
+// kind of line, for loggers whose messages vary with what a peer did (the
+// HTTP server's error log names the peer's address in its message).
+type handler struct {
+	next slog.Handler
+	l    *Logger
+	key  string
+}
+
+// NewHandler wraps next so that the records logged through it, whatever
+// their message, share one burst and rate under name.
+func NewHandler(next slog.Handler, name string, burst int, every time.Duration) slog.Handler {
+	return &handler{next: next, l: NewWith(slog.New(next), burst, every), key: name}
+}
+
+func (h *handler) Enabled(ctx context.Context, level slog.Level) bool {
+	return h.next.Enabled(ctx, level)
+}
+
+func (h *handler) Handle(ctx context.Context, r slog.Record) error {
+	ok, suppressed := h.l.Allow(h.key)
+	if !ok {
+		return nil
+	}
+	if suppressed > 0 {
+		r = r.Clone()
+		r.AddAttrs(slog.Uint64("suppressed", suppressed))
+	}
+	return h.next.Handle(ctx, r)
+}
+
+func (h *handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &handler{next: h.next.WithAttrs(attrs), l: h.l, key: h.key}
+}
+
+func (h *handler) WithGroup(name string) slog.Handler {
+	return &handler{next: h.next.WithGroup(name), l: h.l, key: h.key}
+}

@@ -95,3 +95,16 @@ func TestDisabledLevelsTakeNoToken(t *testing.T) {
 		t.Fatalf("got %d lines, want the one warning", got)
 	}
 }
+
+// A handler brakes records with varying messages as one kind.
+func TestHandlerBrakesVaryingMessages(t *testing.T) {
+	var buf bytes.Buffer
+	h := NewHandler(slog.NewTextHandler(&buf, nil), "http", 3, time.Hour)
+	log := slog.New(h)
+	for i := 0; i < 100; i++ {
+		log.Error("http: TLS handshake error from 198.18.0." + string(rune('0'+i%10)))
+	}
+	if got := len(lines(&buf)); got != 3 {
+		t.Fatalf("100 varying records wrote %d lines, want the burst of 3", got)
+	}
+}
