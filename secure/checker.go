@@ -287,12 +287,17 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 	}
 	if src == 0 {
 		// A DHCP client has no address yet; nothing else may send from 0.0.0.0.
-		if dhcp {
-			return Pass
+		if !dhcp {
+			return IPv4ZeroSrcNotDHCP
 		}
-		return IPv4ZeroSrcNotDHCP
+	} else if r := c.claim4(src, IPv4SrcOutside); r != Pass {
+		return r
 	}
-	return c.claim4(src, IPv4SrcOutside)
+	// Last, so that it only refuses what every other rule passed.
+	if first {
+		return hostOnly4(proto, h[hlen:total])
+	}
+	return Pass
 }
 
 // checkDHCPClient checks a BOOTP request against the frame's source MAC:

@@ -278,3 +278,46 @@ func fixIPv4Checksum(f []byte) []byte {
 	binary.BigEndian.PutUint16(h[10:12], ^uint16(sum))
 	return f
 }
+
+// udpBytes is a UDP header and payload as is (no checksum: the policy does
+// not verify checksums, receivers do).
+func udpBytes(sport, dport uint16, payload []byte) []byte {
+	b := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint16(b[4:], uint16(8+len(payload)))
+	return append(b, payload...)
+}
+
+// dhcpReplyFrame is a DHCP server message (BOOTREPLY of type msg) from
+// src:sport to dst:dport, offering 198.18.0.99 with a gateway and resolver
+// of the sender's choosing.
+func dhcpReplyFrame(ethSrc [6]byte, src, dst string, sport, dport layers.UDPPort, msg layers.DHCPMsgType) []byte {
+	return serialize(ether(ethSrc, bcast, layers.EthernetTypeIPv4), ip4(src, dst, layers.IPProtocolUDP),
+		&layers.UDP{SrcPort: sport, DstPort: dport},
+		&layers.DHCPv4{Operation: layers.DHCPOpReply, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6,
+			Xid: 0x1234, YourClientIP: ip("198.18.0.99"), ClientHWAddr: net.HardwareAddr(macB[:]),
+			Options: []layers.DHCPOption{
+				layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(msg)}),
+				layers.NewDHCPOption(layers.DHCPOptRouter, ip(src).To4()),
+				layers.NewDHCPOption(layers.DHCPOptDNS, ip(src).To4()),
+			}})
+}
+
+// icmp4Frame is an ICMP message of type typ with an 8-byte header and a
+// gateway address as its body (what a redirect carries).
+func icmp4Frame(srcMAC [6]byte, src, dst string, typ uint8) []byte {
+	return ipProtoFrame(srcMAC, src, dst, layers.IPProtocolICMPv4, []byte{typ, 1, 0, 0, 198, 18, 0, 10})
+}
+
+// redirect6Body is an ICMPv6 redirect: target fe80::a, destination tap6.
+func redirect6Body() []byte {
+	b := []byte{137, 0, 0, 0, 0, 0, 0, 0}
+	b = append(b, netip.MustParseAddr(llA).AsSlice()...)
+	return append(b, netip.MustParseAddr(tap6).AsSlice()...)
+}
+
+// raBody is a router advertisement without options.
+func raBody() []byte {
+	return icmp6Bytes(icmp6(layers.ICMPv6TypeRouterAdvertisement), &layers.ICMPv6RouterAdvertisement{HopLimit: 64, RouterLifetime: 1800})
+}

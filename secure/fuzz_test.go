@@ -3,6 +3,7 @@ package secure
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -30,7 +31,9 @@ var (
 // FuzzFromClient: whatever a client sends, the checker does not panic, and
 // nothing it passes carries an address the client may not use: no IPv4
 // source outside the CIDR but a DHCP client's 0.0.0.0, no ARP for another's
-// MAC or address, no tagged frame, no IPv6 without --ipv6.
+// MAC or address, no tagged frame, no IPv6 without --ipv6; nor a message
+// only the host side may send (DHCP server, router advertisement,
+// redirect).
 func FuzzFromClient(f *testing.F) {
 	addSeeds(f, true)
 	unsecure := newTestPolicy(f, Config{}).NewChecker()
@@ -51,6 +54,9 @@ func FuzzFromClient(f *testing.F) {
 			t.Fatalf("ToTap %v after FromClient %v", tap, r)
 		}
 		if r == Pass {
+			if why := hostOnlyMessage(frame); why != "" {
+				t.Fatalf("passed %s from a client: % x", why, frame)
+			}
 			if why := passedViolation(frame, v6); why != "" {
 				t.Fatalf("passed a frame that %s: % x", why, frame)
 			}
@@ -124,6 +130,63 @@ func passedViolation(f []byte, v6 bool) string {
 		if s == netip.MustParseAddr(tap6) || s.String() == tapLL6 {
 			return "uses the TAP's IPv6 address"
 		}
+	}
+	return ""
+}
+
+// hostOnlyMessage reads the transport header of a passed frame (whole
+// datagram or first fragment), independently of the checker, and names the
+// host-only message it carries, if any. It follows IPv6's hop-by-hop,
+// routing, destination-options and fragment headers, the chain a receiver
+// walks to reach the upper layer.
+func hostOnlyMessage(f []byte) string {
+	if len(f) < 14 {
+		return ""
+	}
+	var proto byte
+	var l4 []byte
+	switch binary.BigEndian.Uint16(f[12:14]) {
+	case 0x0800:
+		h := f[14:]
+		if len(h) < 20 || binary.BigEndian.Uint16(h[6:8])&0x1fff != 0 {
+			return ""
+		}
+		proto, l4 = h[9], h[min(int(h[0]&0x0f)*4, len(h)):]
+	case 0x86dd:
+		if len(f) < 54 {
+			return ""
+		}
+		proto, l4 = f[20], f[54:]
+		for proto == 0 || proto == 43 || proto == 60 || proto == 44 {
+			if len(l4) < 8 {
+				return ""
+			}
+			size := (int(l4[1]) + 1) * 8
+			if proto == 44 {
+				if binary.BigEndian.Uint16(l4[2:4])&0xfff8 != 0 {
+					return "" // a later fragment: no upper-layer header
+				}
+				size = 8
+			}
+			if len(l4) < size {
+				return ""
+			}
+			proto, l4 = l4[0], l4[size:]
+		}
+	default:
+		return ""
+	}
+	v6 := f[12] == 0x86
+	switch {
+	case proto == 17 && len(l4) >= 4:
+		sport, dport := binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+		if !v6 && (sport == 67 || dport == 68) || v6 && (sport == 547 || dport == 546) {
+			return fmt.Sprintf("a DHCP server message (UDP %d to %d)", sport, dport)
+		}
+	case !v6 && proto == 1 && len(l4) >= 1 && (l4[0] == 5 || l4[0] == 9):
+		return fmt.Sprintf("ICMP type %d", l4[0])
+	case v6 && proto == 58 && len(l4) >= 1 && (l4[0] == 134 || l4[0] == 137):
+		return fmt.Sprintf("ICMPv6 type %d", l4[0])
 	}
 	return ""
 }

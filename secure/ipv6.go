@@ -117,8 +117,14 @@ walk:
 			if fragmented {
 				return NDMalformed
 			}
-			return c.checkND(icmpType, l4, frame[6:12])
+			if r := c.checkND(icmpType, l4, frame[6:12]); r != Pass {
+				return r
+			}
 		}
+	}
+	// Last, so that it only refuses what every other rule passed.
+	if first {
+		return hostOnly6(next, l4)
 	}
 	return Pass
 }

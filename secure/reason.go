@@ -111,6 +111,23 @@ const (
 	// example releasing its lease or draining the pool.
 	DHCPClientMismatch
 
+	// DHCPServer: a DHCPv4 server or relay message (UDP from port 67, or to
+	// port 68) from a client, unfragmented or a first fragment: only the
+	// host side may hand out addresses, gateways and resolvers.
+	DHCPServer
+	// DHCPv6Server: a DHCPv6 server or relay message (UDP from port 547, or
+	// to port 546) from a client.
+	DHCPv6Server
+	// NDRouterAdvert: an ICMPv6 router advertisement from a client: only the
+	// host side may announce routers and prefixes.
+	NDRouterAdvert
+	// NDRedirect: an ICMPv6 redirect from a client.
+	NDRedirect
+	// ICMPRouterAdvert: an ICMP router advertisement (type 9) from a client.
+	ICMPRouterAdvert
+	// ICMPRedirect: an ICMP redirect (type 5) from a client.
+	ICMPRedirect
+
 	// TapEtherDenied: toward the TAP, an ethertype other than ARP, IPv4 and
 	// (with --ipv6) IPv6.
 	TapEtherDenied
@@ -151,6 +168,12 @@ var reasonNames = [NumReasons]string{
 	PortBindingLimit:   "port-binding-limit",
 	DHCPMalformed:      "dhcp-malformed",
 	DHCPClientMismatch: "dhcp-client-mismatch",
+	DHCPServer:         "dhcp-server",
+	DHCPv6Server:       "dhcpv6-server",
+	NDRouterAdvert:     "nd-router-advert",
+	NDRedirect:         "nd-redirect",
+	ICMPRouterAdvert:   "icmp-router-advert",
+	ICMPRedirect:       "icmp-redirect",
 	TapEtherDenied:     "tap-ethertype-denied",
 	TapProtoDenied:     "tap-proto-denied",
 }

@@ -33,6 +33,14 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     link-local address) can never be used by a client. One client holds at
     most --port-ips addresses; when it, or the binding table, is full, new
     addresses are dropped.
+  - Only the host side (the TAP) may serve DHCP or advertise routers: a
+    client's DHCP server or relay message (UDP from port 67 or to port 68;
+    a client's own is 68 to 67), DHCPv6 server or relay message (UDP from
+    port 547 or to port 546), ICMP redirect or router advertisement, or
+    ICMPv6 router advertisement or redirect is dropped, whatever its
+    destination. The UDP or ICMP header must be whole in a first fragment
+    (and IPv6 extension headers are followed to it), so fragments cannot
+    hide these messages.
 Frames to the TAP must in addition be ARP, IPv4 carrying ICMP, UDP or TCP,
 or (with --ipv6) IPv6 carrying ICMPv6, UDP or TCP. Other ethertypes (LLDP,
 for example) pass between clients but never reach the TAP.
