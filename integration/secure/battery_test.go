@@ -125,6 +125,27 @@ func spoofClasses() []spoofClass {
 			return patch(testbed.IPv4UDP(macA, dst, zeroIP, allOnes, 68, 67, m), func(h []byte) { h[6] |= 0x20 })
 		}},
 
+		// Only the host side serves DHCP and advertises routers, even from
+		// a client's own, valid address.
+		{"DHCP offer from the attacker's own address", "dhcp-server", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
+			return dhcpReply(macA, dst, ownIP, allOnes, 67, 68, layers.DHCPMsgTypeOffer, m)
+		}},
+		{"DHCP ack to the victim's address", "dhcp-server", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
+			return dhcpReply(macA, dst, ownIP, victimIP, 67, 68, layers.DHCPMsgTypeAck, m)
+		}},
+		{"DHCP relayed to a server (port 67 to 67)", "dhcp-server", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
+			return testbed.IPv4UDP(macA, dst, ownIP, tapIP, 67, 67, m)
+		}},
+		{"DHCP offer in a first fragment", "dhcp-server", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
+			return patch(dhcpReply(macA, dst, ownIP, allOnes, 67, 68, layers.DHCPMsgTypeOffer, m), func(h []byte) { h[6] |= 0x20 })
+		}},
+		{"ICMP redirect", "icmp-redirect", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
+			return icmp4(macA, dst, ownIP, victimIP, 5, m)
+		}},
+		{"ICMP router advertisement", "icmp-router-advert", false, func(_ *batteryEnv, dst [6]byte, m []byte) []byte {
+			return icmp4(macA, dst, ownIP, ipAt(224, 0, 0, 1), 9, m)
+		}},
+
 		// Addresses that belong to someone else.
 		{"ICMP from the TAP's address", "tap-addr-claimed", false, icmpFrom(tapIP)},
 		{"UDP from the TAP's address", "tap-addr-claimed", false, udpFrom(tapIP)},

@@ -117,3 +117,32 @@ func payloadOnly4(srcMAC, dstMAC [6]byte, proto layers.IPProtocol, src, dst neti
 }
 
 func ipAt(a, b, c, d byte) netip.Addr { return netip.AddrFrom4([4]byte{a, b, c, d}) }
+
+// dhcpReply is a DHCP server message (BOOTREPLY of type msg) from src:sport
+// to dst:dport that offers 198.18.0.99 with src as gateway and resolver:
+// what a rogue server hands its victims. mark goes in a message option.
+func dhcpReply(srcMAC, dstMAC [6]byte, src, dst netip.Addr, sport, dport layers.UDPPort, msg layers.DHCPMsgType, mark []byte) []byte {
+	ip := ipv4(layers.IPProtocolUDP, src, dst)
+	u := &layers.UDP{SrcPort: sport, DstPort: dport}
+	_ = u.SetNetworkLayerForChecksum(ip)
+	d := &layers.DHCPv4{Operation: layers.DHCPOpReply, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6,
+		Xid: 0x1d, YourClientIP: ip4(ipAt(198, 18, 0, 99)), ClientHWAddr: dstMAC[:],
+		Options: layers.DHCPOptions{
+			layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(msg)}),
+			layers.NewDHCPOption(layers.DHCPOptServerID, ip4(src)),
+			layers.NewDHCPOption(layers.DHCPOptRouter, ip4(src)),
+			layers.NewDHCPOption(layers.DHCPOptDNS, ip4(src)),
+			layers.NewDHCPOption(layers.DHCPOptMessage, mark),
+		}}
+	return build(eth(srcMAC, dstMAC, layers.EthernetTypeIPv4), ip, u, d)
+}
+
+// icmp4 is an ICMP message of type typ (code 1) carrying mark; for a
+// redirect the 4 bytes after the checksum are the gateway, here src.
+func icmp4(srcMAC, dstMAC [6]byte, src, dst netip.Addr, typ uint8, mark []byte) []byte {
+	g := src.As4()
+	return build(eth(srcMAC, dstMAC, layers.EthernetTypeIPv4), ipv4(layers.IPProtocolICMPv4, src, dst),
+		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, 1),
+			Id: binary.BigEndian.Uint16(g[0:2]), Seq: binary.BigEndian.Uint16(g[2:4])},
+		gopacket.Payload(mark))
+}
