@@ -45,6 +45,7 @@ func (c *Checker) checkIPv6(frame []byte) Reason {
 
 	next, off := h[6], 0
 	first, fragmented := true, false
+	fragAt := 0 // where the fragmentable part begins, after the Fragment header
 walk:
 	for n := 0; ; n++ {
 		switch next {
@@ -60,6 +61,9 @@ walk:
 		}
 		size := 8
 		if next == ext6Fragment {
+			if !fragmented {
+				fragAt = off + 8
+			}
 			fragmented = true
 			if binary.BigEndian.Uint16(pkt[off+2:off+4])&0xfff8 != 0 {
 				first = false
@@ -79,6 +83,14 @@ walk:
 	}
 	c.proto = next
 	l4 := pkt[off:]
+	if fragmented && first && off > fragAt && (next == protoUDP || next == protoICMPv6) {
+		// Extension headers after the Fragment header move the transport
+		// header past byte 8 of the fragmentable part, where a later
+		// fragment overlapping the first could rewrite the ports or type
+		// the rules judged (hostOnly6) on a receiver that does not discard
+		// overlaps as RFC 5722 asks. No real stack sends this.
+		return IPv6Malformed
+	}
 
 	var icmpType uint8
 	isICMP := false

@@ -62,8 +62,10 @@ const (
 	// IPv6Disabled: an IPv6 frame while --ipv6 is not given.
 	IPv6Disabled
 	// IPv6Malformed: version not 6, a payload length of 0 (jumbograms cannot
-	// exist on Ethernet), or a chain of more extension headers than any
-	// real stack sends.
+	// exist on Ethernet), a chain of more extension headers than any
+	// real stack sends, or a first fragment with extension headers between
+	// its Fragment header and a UDP or ICMPv6 header (where an overlapping
+	// later fragment could rewrite the header the rules judged).
 	IPv6Malformed
 	// IPv6SrcOutside: the IPv6 source is neither link-local nor in the
 	// --ipv6 prefix.

@@ -39,8 +39,9 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     port 547 or to port 546), ICMP redirect or router advertisement, or
     ICMPv6 router advertisement or redirect is dropped, whatever its
     destination. The UDP or ICMP header must be whole in a first fragment
-    (and IPv6 extension headers are followed to it), so fragments cannot
-    hide these messages.
+    and start its fragmentable part (IPv6 extension headers are followed
+    to it, and none may sit between a Fragment header and UDP or ICMPv6),
+    so fragments cannot hide these messages.
 Frames to the TAP must in addition be ARP, IPv4 carrying ICMP, UDP or TCP,
 or (with --ipv6) IPv6 carrying ICMPv6, UDP or TCP. Other ethertypes (LLDP,
 for example) pass between clients but never reach the TAP.

@@ -15,12 +15,11 @@ import "encoding/binary"
 // chain, to be in that fragment: the ports or type cannot be pushed into a
 // later fragment. Later fragments pass as they do today, from the client's
 // own address: without a first fragment that passed they reassemble into
-// nothing. An IPv4 later fragment starts 8 bytes into the payload at the
-// earliest, past the UDP or ICMP header, so it cannot overwrite the header
-// either. In IPv6, extension headers after the Fragment header could put
-// the transport header where an overlapping later fragment reaches it;
-// receivers discard a datagram with overlapping fragments (RFC 5722, Linux
-// and the BSDs do), and neighbour discovery in any fragment (RFC 6980).
+// nothing. A later fragment starts 8 bytes into the fragmentable part at
+// the earliest, past a UDP or ICMP header that starts it, so even on a
+// receiver that honours overlapping fragments it cannot rewrite the header.
+// checkIPv6 refuses the one way to move the header further in, extension
+// headers after the Fragment header, in front of UDP and ICMPv6.
 //
 // Encapsulations (AH, ESP, GRE, IP-in-IP) are not opened: a receiver takes
 // them apart only under a security association or tunnel it configured with
