@@ -103,6 +103,17 @@ func childPids(pid int) []int {
 	return kids
 }
 
+// holds reports whether process pid has path open.
+func holds(pid int, path string) bool {
+	fds, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/fd/*")
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fd); target == path {
+			return true
+		}
+	}
+	return false
+}
+
 // relayClient connects to the switch socket sock as an unprivileged VM
 // owner (uid, gid, groups): socat runs with those credentials and relays,
 // message by message, between the switch and a SEQPACKET socket of the
@@ -218,6 +229,12 @@ func TestUserDropsRootAndStillServesAndCleansUp(t *testing.T) {
 		}
 	}
 
+	// Nor does it keep the pidfile open: a writable descriptor to a root
+	// file that systemd reads a pid from. The keeper holds it, and its lock.
+	if holds(pid, d.Pidfile) {
+		t.Errorf("vknetd still holds its pidfile %s open after giving up root", d.Pidfile)
+	}
+
 	kids := childPids(pid)
 	if len(kids) != 1 {
 		t.Fatalf("vknetd --user has %d children %v, want one keeper", len(kids), kids)
@@ -232,6 +249,10 @@ func TestUserDropsRootAndStillServesAndCleansUp(t *testing.T) {
 		if target, _ := os.Readlink(fd); strings.HasPrefix(target, "socket:") || strings.Contains(target, "tun") {
 			t.Errorf("the root keeper holds %s -> %s", fd, target)
 		}
+	}
+
+	if !holds(keeper, d.Pidfile) {
+		t.Errorf("the keeper does not hold the pidfile %s (and its lock)", d.Pidfile)
 	}
 
 	// A root client and an unprivileged member of the socket group.
@@ -254,6 +275,14 @@ func TestUserDropsRootAndStillServesAndCleansUp(t *testing.T) {
 	// Someone outside the group is refused by the socket's mode, as before.
 	if _, err := relayClient(t, d.Sock, &syscall.Credential{Uid: vmOwnerUID + 101, Gid: vmOwnerUID + 101}); err == nil || !strings.Contains(err.Error(), "Permission denied") {
 		t.Errorf("a user outside group %s: %v; want socat refused with Permission denied", g.Name, err)
+	}
+
+	// The pidfile's lock, held by the keeper, still refuses a second daemon.
+	other := filepath.Join(filepath.Dir(d.Sock), "other")
+	_, err = tryStartDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Sock: other, Pidfile: d.Pidfile, Args: []string{"-U"}})
+	var se *testbed.StartError
+	if !errors.As(err, &se) || !strings.Contains(se.Stderr, "locked by a running vknetd") {
+		t.Errorf("a second daemon on the pidfile of vknetd --user: %v; want refused as locked", err)
 	}
 
 	ctl := d.Sock + ".ctl"

@@ -24,6 +24,11 @@ func (d *daemon) giveUpRoot() error {
 		return err
 	}
 	d.keeper = k
+	// The keeper's copy of the pidfile holds the lock from now on. The
+	// daemon keeps no writable descriptor to a root file that systemd
+	// reads a pid from (PIDFile=).
+	d.pid.f.Close()
+	d.pid.f = nil
 	caps, err := dropPrivileges(d.runAs)
 	if err != nil {
 		return err
