@@ -30,6 +30,9 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
+	if logTo := os.Getenv(keeperEnv); logTo != "" {
+		os.Exit(runKeeper(os.Args[1:], os.Stdout, os.Stderr, logTo))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -100,6 +103,8 @@ type daemon struct {
 	control   *control.Server
 	metricsLn net.Listener
 	metrics   *metrics.Server
+	runAs     *runAs  // --user; nil stays root
+	keeper    *keeper // removes the files once the daemon has given up root
 }
 
 func start(o *options, log *slog.Logger) (_ *daemon, err error) {
@@ -112,6 +117,14 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	gid, err := lookupGroup(o.group)
 	if err != nil {
 		return nil, err
+	}
+	if o.user != "" {
+		if d.runAs, err = lookupUser(o.user, gid); err != nil {
+			return nil, err
+		}
+		if err = checkCanDrop(); err != nil {
+			return nil, err
+		}
 	}
 	if d.pid, err = lockPidfile(o.pidfile); err != nil {
 		return nil, err
@@ -193,6 +206,11 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Root ends here: nothing after this line, and nothing a client can
+	// reach, runs with more than CAP_NET_ADMIN when --user is given.
+	if err = d.giveUpRoot(); err != nil {
+		return nil, err
+	}
 	if err = d.startObservers(ctl, gid); err != nil {
 		return nil, err
 	}
@@ -201,7 +219,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "control", o.control, "metrics", o.metrics, "mode", mode, "pid", os.Getpid())
+		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "control", o.control, "metrics", o.metrics, "mode", mode, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }
 
@@ -278,4 +296,5 @@ func (d *daemon) cleanup() {
 		}
 	}
 	d.pid.remove()
+	d.keeper.release(d.log)
 }

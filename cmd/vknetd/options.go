@@ -43,6 +43,7 @@ type options struct {
 	version     bool
 	control     string // --control, the -p path plus ".ctl" unless given
 	metrics     string // --metrics, off when empty
+	user        string // --user, stays root when empty
 	write       string // -w, with -c
 }
 
@@ -85,6 +86,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.StringVar(&o.control, "control", "", "path of the control socket for vknetctl, same group and mode as -p (default: the -p path plus .ctl)")
+	fs.StringVar(&o.user, "user", "", "once the TAP, sockets and pidfile exist, run as this user (a name or uid) keeping only CAP_NET_ADMIN; a root helper removes the files at exit (Linux)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics over HTTP at ADDR/metrics, e.g. 127.0.0.1:9477 (off unless given)")
 	fs.StringVarP(&o.write, "write", "w", "", "with -c: also write the frames to this pcap file (tcpdump -r, Wireshark); '-' writes pcap to stdout instead of lines")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -122,6 +124,9 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		return nil, usagef("-w %s writes what -c receives: add -c, or use 'vknetctl monitor -w %s' beside a running daemon", o.write, o.write)
 	}
 	if o.client {
+		if o.user != "" {
+			return nil, usagef("--user %s is for the daemon; run -c as the user you want", o.user)
+		}
 		return o, nil
 	}
 	if !o.unsecure && !o.prefix.IsValid() {

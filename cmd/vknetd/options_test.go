@@ -76,6 +76,7 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--ipv6", "::/0", "198.18.0.1/16"}, []string{"::/0"}},
 		{[]string{"--ipv6", "198.18.0.0/16", "198.18.0.1/16"}, []string{"IPv6 prefix"}},
 		{[]string{"-x"}, []string{"-x"}},
+		{[]string{"-c", "--user", "vknetd"}, []string{"--user vknetd", "daemon"}},
 	}
 	for _, c := range cases {
 		_, err := parseArgs(c.args, &bytes.Buffer{})

@@ -26,6 +26,9 @@ func BuildVknetd() (bin string, remove func(), err error) {
 	bin = filepath.Join(dir, "vknetd")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/vknetd")
 	build.Dir = root
+	// As make build does: without cgo, so that --user can drop
+	// capabilities on every thread (see cmd/vknetd/privdrop_linux.go).
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		remove()
 		return "", nil, fmt.Errorf("go build ./cmd/vknetd in %s: %v\n%s", root, err, out)
