@@ -155,10 +155,11 @@ func TestMACRemovedOnDisconnect(t *testing.T) {
 
 func TestPortMACLimitProtectsOtherPorts(t *testing.T) {
 	needRoot(t)
-	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U", "--port-macs", "2", "--mac-max", "8"}})
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U", "--port-macs", "2", "--mac-max", "8", "--user-macs", "8"}})
 	a, b, c := d.connect(testMAC(1)), d.connect(testMAC(2)), d.connect(testMAC(3))
 	learnAll(t, a, b, c)
 
+	// All clients are root's here, so --user-macs is as large as the table.
 	// a sprays 50 source MACs: far more than the table holds.
 	const spray = 50
 	for i := 0; i < spray; i++ {
