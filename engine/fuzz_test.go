@@ -91,7 +91,7 @@ func FuzzDgramAddress(f *testing.F) {
 		for i := 0; i < len(path) && i < len(addr.Path); i++ {
 			addr.Path[i] = int8(path[i])
 		}
-		p := s.e.dgramPort(&s.e.listeners[0], &addr, addrLen, frame)
+		p := s.e.dgramPort(&s.e.listeners[0], &addr, addrLen, senderCred{1, 0}, frame)
 		if p != nil && len(p.dgram.key) > max(0, addrLen-2) {
 			t.Fatalf("key %q is longer than the address (%d)", p.dgram.key, addrLen)
 		}
