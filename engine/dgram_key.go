@@ -34,13 +34,17 @@ func dgramKey(buf []byte, addr *unix.RawSockaddrUnix, addrLen int) []byte {
 func isAbstract(key string) bool { return len(key) > 0 && key[0] == 0 }
 
 // dgramDisplayName renders a client's key for logs and listings: an
-// abstract name as "@name", every NUL, backslash, invalid byte and
-// character that is not printable (controls, bidi overrides) escaped, so a client's address cannot forge log lines or
-// pass for another client's.
+// abstract name as "@name"; every NUL, backslash, invalid byte and
+// character that is not printable (controls, bidi overrides) escaped, and
+// a path's leading "@" too, so a client's address can neither forge log
+// lines nor pass for another client's.
 func dgramDisplayName(key string) string {
 	var b strings.Builder
 	if isAbstract(key) {
 		b.WriteByte('@')
+		key = key[1:]
+	} else if strings.HasPrefix(key, "@") {
+		b.WriteString(`\x40`) // a (relative) path "@x" is not the abstract "@x"
 		key = key[1:]
 	}
 	const hex = "0123456789abcdef"

@@ -32,8 +32,10 @@ func openClientSocket(path string, uid int32) (fd int, dev, ino uint64, err erro
 		return -1, 0, 0, &clientRefused{reason: "its socket is bound to a relative path",
 			hint: "bind an absolute path (QEMU: local.path=/run/..., not a name relative to QEMU's directory)"}
 	}
+	// No O_NOFOLLOW: with O_PATH it would open a trailing symlink itself
+	// rather than fail with ELOOP, which says what is wrong.
 	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	}
 	fd, err = unix.Openat2(unix.AT_FDCWD, path, &how)
@@ -51,7 +53,7 @@ func openClientSocket(path string, uid int32) (fd int, dev, ino uint64, err erro
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
 		unix.Close(fd)
-		return -1, 0, 0, &clientRefused{reason: "its address is not a socket file"}
+		return -1, 0, 0, &clientRefused{reason: fmt.Sprintf("its path names a file that is not a socket (mode %#o)", st.Mode)}
 	case uid < 0:
 		unix.Close(fd)
 		return -1, 0, 0, &clientRefused{reason: "the kernel gave no sender credentials with its datagram"}
