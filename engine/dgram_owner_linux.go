@@ -89,6 +89,12 @@ func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // clientAddr is the address for sending to the client's socket: its O_PATH
 // fd's /proc name for a path, the name itself for an abstract address.
+// An abstract name has no owner to check and is looked up when the switch
+// connects, once: a client that released its name between sending and that
+// moment (while its datagram waited in the listener's queue) leaves the
+// name to whoever binds it next. The kernel reports no peer credentials on
+// a connected datagram socket to check it against; later datagrams from
+// another user under the name are dropped all the same (sameSender).
 func clientAddr(d *dgramState) *unix.SockaddrUnix {
 	if d.pathFd >= 0 {
 		return &unix.SockaddrUnix{Name: fdPath(d.pathFd)}

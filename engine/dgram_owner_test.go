@@ -419,3 +419,23 @@ func TestDgramForwardingAllocatesNothing(t *testing.T) {
 		t.Fatal("the frames did not come from the datagram client's port")
 	}
 }
+
+// Each way a path lookup fails is told apart, with what to do: a daemon
+// that cannot reach the client's directory (run with --user, or a
+// directory it may not search) says so, not "client disconnected".
+func TestDgramRefusalsSayWhyAndWhatToDo(t *testing.T) {
+	for errno, want := range map[unix.Errno][2]string{
+		unix.EACCES: {"the daemon cannot reach its socket path", "searchable by the daemon"},
+		unix.ELOOP:  {"symlink", "real path"},
+		unix.ENOENT: {"does not exist as the daemon sees it", "PrivateTmp"},
+		unix.ENOSYS: {"openat2", "Linux 5.6"},
+	} {
+		err := openRefusal(errno)
+		if !strings.Contains(err.Error(), want[0]) || !strings.Contains(refusalHint(err), want[1]) {
+			t.Errorf("%v: %q, hint %q; want %q and a hint with %q", errno, err, refusalHint(err), want[0], want[1])
+		}
+	}
+	if err := connectRefusal(unix.EACCES); !strings.Contains(refusalHint(err), "write the client's socket") {
+		t.Errorf("connect EACCES: %q, hint %q", err, refusalHint(err))
+	}
+}
