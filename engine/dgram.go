@@ -94,7 +94,7 @@ func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen
 		if hint := refusalHint(err); hint != "" {
 			args = append(args, "hint", hint)
 		}
-		e.log.Error("datagram client refused", args...)
+		e.clientLog.Error("datagram client refused", args...)
 		return nil
 	}
 	if hello {
@@ -116,18 +116,16 @@ func sameSender(p *port, from senderCred) bool {
 // the datagram is dropped, counted on p and logged.
 func (e *Engine) replacedSocket(p *port, from senderCred) bool {
 	if !isAbstract(p.dgram.key) && !samePathSocket(p.dgram) {
-		e.log.Info("datagram client's socket file was replaced, forgetting it", "port", p.id, "client", p.name,
+		e.clientLog.Info("datagram client's socket file was replaced, forgetting it", "port", p.id, "client", p.name,
 			"uid", p.uid, "new_uid", from.uid)
 		delete(e.dgramPeers, p.dgram.key)
 		p.dead = true
 		return true
 	}
 	p.cnt.drops[DropWrongUser]++
-	if n := p.cnt.drops[DropWrongUser]; n == 1 || n%1000 == 0 {
-		e.log.Warn("datagram under a client's address from another user, dropped", "port", p.id, "client", p.name,
-			"uid", p.uid, "sender_uid", from.uid, "sender_pid", from.pid, "count", n,
-			"hint", "only the user who bound the socket may send from it")
-	}
+	e.clientLog.Warn("datagram under a client's address from another user, dropped", "port", p.id, "client", p.name,
+		"uid", p.uid, "sender_uid", from.uid, "sender_pid", from.pid, "count", p.cnt.drops[DropWrongUser],
+		"hint", "only the user who bound the socket may send from it")
 	return false
 }
 
@@ -176,7 +174,7 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 	e.dgramPeers[key] = p
 	e.clients++
 	e.accepted++
-	e.log.Info("client connected", "port", id, "client", p.name, "pid", p.pid, "uid", p.uid, "socket", l.Path,
+	e.clientLog.Info("client connected", "port", id, "client", p.name, "pid", p.pid, "uid", p.uid, "socket", l.Path,
 		"kind", "dgram", "via_listener", d.via != nil)
 	return p, nil
 }
@@ -221,7 +219,7 @@ func (d *dgramState) closePath() {
 // abstract address cannot be answered that way (see setViaAddr).
 func (e *Engine) routeViaListener(p *port) error {
 	if err := setViaAddr(p.dgram); err != nil {
-		e.log.Warn("datagram client connected its socket to the listener and cannot be answered through it, closing it",
+		e.clientLog.Warn("datagram client connected its socket to the listener and cannot be answered through it, closing it",
 			"port", p.id, "client", p.name, "err", err, "hint", refusalHint(err))
 		return err
 	}
@@ -232,7 +230,7 @@ func (e *Engine) routeViaListener(p *port) error {
 		p.writeArmed = false
 	}
 	p.dgram.via = p.dgram.listener
-	e.log.Info("datagram client takes frames only from the listener's address; answering through it",
+	e.clientLog.Info("datagram client takes frames only from the listener's address; answering through it",
 		"port", p.id, "client", p.name)
 	return nil
 }
@@ -242,7 +240,7 @@ func (e *Engine) expireDgram() {
 	idle := int64(e.cfg.DgramIdle)
 	for _, p := range e.live {
 		if p.kind == kindDgram && !p.dead && e.now-p.dgram.lastSeen > idle {
-			e.log.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
+			e.clientLog.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
 				"idle", time.Duration(e.now-p.dgram.lastSeen).Round(time.Second).String())
 			p.dead = true
 		}
