@@ -39,7 +39,7 @@ func openClientSocket(path string, uid int32) (fd int, dev, ino uint64, err erro
 		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	}
 	fd, err = unix.Openat2(unix.AT_FDCWD, path, &how)
-	for err == unix.EINTR || err == unix.EAGAIN {
+	for try := 0; err == unix.EINTR && try < 3; try++ { // bounded: the loop must not hang on a client
 		fd, err = unix.Openat2(unix.AT_FDCWD, path, &how)
 	}
 	if err != nil {
