@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,7 +16,8 @@ import (
 // when its socket is gone.
 //
 // Frames go back through a socket of the switch's own connected to the
-// client's path, because then the kernel reports when the client's full
+// client's socket (only ever one the client owns: see dgram_owner_linux.go),
+// because then the kernel reports when the client's full
 // receive queue has room again (it does not for unconnected sends). A
 // client that connected its socket to the listener accepts datagrams only
 // from the listener's address; it is served through the listener instead,
@@ -28,6 +31,10 @@ const (
 	dgramRetry       = time.Millisecond
 )
 
+// senderCred is who sent a datagram, as the kernel says (SCM_CREDENTIALS);
+// -1 where the platform does not tell.
+type senderCred struct{ pid, uid int32 }
+
 // receiveDgram reads a batch of datagrams from a dgram listener and
 // forwards each from the port of its sender.
 func (e *Engine) receiveDgram(l *listenerState) {
@@ -35,10 +42,10 @@ func (e *Engine) receiveDgram(l *listenerState) {
 	if len(refs) == 0 {
 		return
 	}
-	n, err := e.io.recvFrom(e, l.Fd, refs, e.dgNames[:len(refs)], e.dgNameLens[:len(refs)])
+	n, err := e.io.recvFrom(e, l.Fd, refs, e.dgNames[:len(refs)], e.dgNameLens[:len(refs)], e.dgCreds[:len(refs)])
 	for i := 0; i < n; i++ {
 		r := refs[i]
-		p := e.dgramPort(l, &e.dgNames[i], e.dgNameLens[i], e.pool.Frame(r))
+		p := e.dgramPort(l, &e.dgNames[i], e.dgNameLens[i], e.dgCreds[i], e.pool.Frame(r))
 		if p != nil {
 			p.dgram.lastSeen = e.now
 			e.forwardOne(p, r)
@@ -53,17 +60,18 @@ func (e *Engine) receiveDgram(l *listenerState) {
 }
 
 // dgramPort finds or makes the port of the client at addr. It returns nil
-// when the datagram is not a frame to forward: vfkit's hello, or a sender
-// without an address to answer.
-func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen int, frame []byte) *port {
-	key := e.dgKey[:0]
-	for _, c := range addr.Path[:max(0, min(addrLen-2, len(addr.Path)))] {
-		if c == 0 && len(key) > 0 {
-			break
-		}
-		key = append(key, byte(c))
-	}
+// when the datagram is not a frame to forward: vfkit's hello, a sender
+// without an address to answer, a client refused, or a sender that is not
+// the user who registered the address.
+func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen int, from senderCred, frame []byte) *port {
+	key := dgramKey(e.dgKey[:0], addr, addrLen)
 	p := e.dgramPeers[string(key)] // no allocation: the compiler keeps the key on the stack
+	if p != nil && !sameSender(p, from) {
+		if !e.replacedSocket(p, from) {
+			return nil
+		}
+		p = nil // forgotten: the sender registers anew
+	}
 	hello := len(frame) == len(vfkitHello) && [4]byte(frame) == vfkitHello
 	if p != nil {
 		if hello {
@@ -80,9 +88,13 @@ func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen
 		}
 		return nil
 	}
-	p, err := e.addDgramClient(l, string(key), addr, addrLen)
+	p, err := e.addDgramClient(l, string(key), from)
 	if err != nil {
-		e.log.Error("datagram client refused", "socket", l.Path, "client", string(key), "err", err)
+		args := []any{"socket", l.Path, "client", dgramDisplayName(string(key)), "pid", from.pid, "uid", from.uid, "err", err}
+		if hint := refusalHint(err); hint != "" {
+			args = append(args, "hint", hint)
+		}
+		e.clientLog.Error("datagram client refused", args...)
 		return nil
 	}
 	if hello {
@@ -91,49 +103,91 @@ func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen
 	return p
 }
 
-func (e *Engine) addDgramClient(l *listenerState, key string, addr *unix.RawSockaddrUnix, addrLen int) (*port, error) {
+// sameSender: every datagram under a client's address must come from the
+// user that registered it (unknown on the BSDs), so a socket another user
+// binds to a freed name cannot inherit the port, its MACs and addresses.
+func sameSender(p *port, from senderCred) bool {
+	return from.uid == p.uid || from.uid < 0 || p.uid < 0
+}
+
+// replacedSocket handles a datagram from another user under p's address.
+// If p's socket file is gone or replaced, p is stale: it is forgotten at
+// once and replacedSocket returns true, so the sender can register. If not,
+// the datagram is dropped, counted on p and logged.
+func (e *Engine) replacedSocket(p *port, from senderCred) bool {
+	if !isAbstract(p.dgram.key) && !samePathSocket(p.dgram) {
+		e.clientLog.Info("datagram client's socket file was replaced, forgetting it", "port", p.id, "client", p.name,
+			"uid", p.uid, "new_uid", from.uid)
+		delete(e.dgramPeers, p.dgram.key)
+		p.dead = true
+		return true
+	}
+	p.cnt.drops[DropWrongUser]++
+	e.clientLog.Warn("datagram under a client's address from another user, dropped", "port", p.id, "client", p.name,
+		"uid", p.uid, "sender_uid", from.uid, "sender_pid", from.pid, "count", p.cnt.drops[DropWrongUser],
+		"hint", "only the user who bound the socket may send from it")
+	return false
+}
+
+func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (*port, error) {
 	if e.clients >= e.cfg.MaxClients || len(e.freeIDs) == 0 {
 		return nil, fmt.Errorf("too many clients (%d): raise --max-clients", e.clients)
 	}
-	if err := e.userRoom(-1); err != nil {
+	if err := e.userRoom(from.uid); err != nil {
 		return nil, err
 	}
-	d := &dgramState{key: key, addr: *addr, addrLen: addrLen, lastSeen: e.now, listener: l}
+	d := &dgramState{key: key, pathFd: -1, lastSeen: e.now, listener: l}
+	if !isAbstract(key) {
+		fd, dev, ino, err := openClientSocket(key, from.uid)
+		if err != nil {
+			return nil, err
+		}
+		d.pathFd, d.dev, d.ino = fd, dev, ino
+	}
 	id := e.freeIDs[len(e.freeIDs)-1]
-	fd, err := e.connectDgram(key)
-	if err != nil {
-		// The client accepts datagrams only from the address it connected
-		// to (EPERM), or something odd: answer through the listener.
+	fd, err := e.connectDgram(d)
+	switch {
+	case err == nil:
+		if err := e.poll.add(fd, id); err != nil {
+			closeFd(fd)
+			d.closePath()
+			return nil, err
+		}
+	case errors.Is(err, unix.EPERM):
+		// The client connected its socket to the listener and accepts
+		// datagrams only from there.
+		if err := setViaAddr(d); err != nil {
+			d.closePath()
+			return nil, err
+		}
 		fd = -1
 		d.via = l
-	} else if err := e.poll.add(fd, id); err != nil {
-		closeFd(fd)
-		return nil, err
+	default:
+		d.closePath()
+		return nil, connectRefusal(err)
 	}
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
-	p := e.newPort(id, kindDgram, fd, key)
+	p := e.newPort(id, kindDgram, fd, dgramDisplayName(key))
 	p.dgram = d
+	p.pid, p.uid = from.pid, from.uid
 	e.joinUser(p)
 	e.dgramPeers[key] = p
 	e.clients++
 	e.accepted++
-	e.log.Info("client connected", "port", id, "client", key, "socket", l.Path, "kind", "dgram",
-		"via_listener", d.via != nil)
+	e.clientLog.Info("client connected", "port", id, "client", p.name, "pid", p.pid, "uid", p.uid, "socket", l.Path,
+		"kind", "dgram", "via_listener", d.via != nil)
 	return p, nil
 }
 
-// connectDgram opens the switch's socket for sending to the client at path
-// ("@name" for an abstract address).
-func (e *Engine) connectDgram(path string) (int, error) {
+// connectDgram opens the switch's socket for sending to the client, and
+// connects it to the client's socket: the one checked at registration
+// (see clientAddr), pinned from then on.
+func (e *Engine) connectDgram(d *dgramState) (int, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
-	name := path
-	if name[0] == 0 {
-		name = "@" + name[1:]
-	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+	if err := unix.Connect(fd, clientAddr(d)); err != nil {
 		closeFd(fd)
 		return -1, err
 	}
@@ -141,9 +195,34 @@ func (e *Engine) connectDgram(path string) (int, error) {
 	return fd, nil
 }
 
+func connectRefusal(err error) error {
+	switch {
+	case errors.Is(err, unix.EACCES):
+		return &clientRefused{reason: "the daemon may not write to its socket", err: err,
+			hint: fmt.Sprintf("let the daemon (uid %d) write the client's socket: bind it with a mode or group that allows it", os.Geteuid())}
+	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ENOENT):
+		return &clientRefused{reason: "nobody holds its socket any more", err: err}
+	}
+	return &clientRefused{reason: "cannot connect to its socket", err: err}
+}
+
+// closePath lets go of the client's socket file.
+func (d *dgramState) closePath() {
+	if d.pathFd >= 0 {
+		closeFd(d.pathFd)
+		d.pathFd = -1
+	}
+}
+
 // routeViaListener switches a client to being answered through the
-// listener, closing the switch's own socket for it.
-func (e *Engine) routeViaListener(p *port) {
+// listener, closing the switch's own socket for it. A client with an
+// abstract address cannot be answered that way (see setViaAddr).
+func (e *Engine) routeViaListener(p *port) error {
+	if err := setViaAddr(p.dgram); err != nil {
+		e.clientLog.Warn("datagram client connected its socket to the listener and cannot be answered through it, closing it",
+			"port", p.id, "client", p.name, "err", err, "hint", refusalHint(err))
+		return err
+	}
 	if p.fd >= 0 {
 		e.poll.remove(p.fd)
 		closeFd(p.fd)
@@ -151,8 +230,9 @@ func (e *Engine) routeViaListener(p *port) {
 		p.writeArmed = false
 	}
 	p.dgram.via = p.dgram.listener
-	e.log.Info("datagram client takes frames only from the listener's address; answering through it",
+	e.clientLog.Info("datagram client takes frames only from the listener's address; answering through it",
 		"port", p.id, "client", p.name)
+	return nil
 }
 
 // expireDgram forgets datagram clients that have been silent too long.
@@ -160,7 +240,7 @@ func (e *Engine) expireDgram() {
 	idle := int64(e.cfg.DgramIdle)
 	for _, p := range e.live {
 		if p.kind == kindDgram && !p.dead && e.now-p.dgram.lastSeen > idle {
-			e.log.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
+			e.clientLog.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
 				"idle", time.Duration(e.now-p.dgram.lastSeen).Round(time.Second).String())
 			p.dead = true
 		}

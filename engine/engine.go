@@ -143,9 +143,10 @@ type Engine struct {
 	mirrors   []*port // monitors that get a copy of every forwarded frame
 	monitors  int
 
-	dgramPeers   map[string]*port // datagram clients by socket path
+	dgramPeers   map[string]*port // datagram clients by whole address (dgramKey)
 	dgNames      []unix.RawSockaddrUnix
 	dgNameLens   []int
+	dgCreds      []senderCred
 	dgKey        []byte
 	retryPending bool // a datagram client waits for its retry timer
 
@@ -248,6 +249,7 @@ func New(cfg Config) (*Engine, error) {
 		dgramPeers: make(map[string]*port),
 		dgNames:    make([]unix.RawSockaddrUnix, cfg.Batch),
 		dgNameLens: make([]int, cfg.Batch),
+		dgCreds:    make([]senderCred, cfg.Batch),
 		dgKey:      make([]byte, 0, len(unix.RawSockaddrUnix{}.Path)),
 		iov:        make([]unix.Iovec, 0, 2*cfg.Batch),
 		prefixes:   make([][streamPrefix]byte, cfg.Batch),
@@ -264,6 +266,12 @@ func New(cfg Config) (*Engine, error) {
 		}
 	}
 	for i, l := range cfg.Listeners {
+		if l.Kind == Dgram {
+			if err := enableSenderCredentials(l.Fd); err != nil {
+				e.poll.close()
+				return nil, fmt.Errorf("datagram listener %s: asking for senders' credentials (SO_PASSCRED): %w", l.Path, err)
+			}
+		}
 		if err := e.poll.add(l.Fd, tokenListener-uint32(i)); err != nil {
 			e.poll.close()
 			return nil, fmt.Errorf("watching listener %s: %w", l.Path, err)
@@ -553,7 +561,10 @@ func (e *Engine) close(p *port) {
 		}
 		return
 	case kindDgram:
-		delete(e.dgramPeers, p.dgram.key)
+		if e.dgramPeers[p.dgram.key] == p { // a stale one may have been replaced already
+			delete(e.dgramPeers, p.dgram.key)
+		}
+		p.dgram.closePath()
 	}
 	e.departed.add(&p.cnt)
 	e.clients--

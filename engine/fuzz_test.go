@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -79,10 +80,15 @@ func FuzzStreamFraming(f *testing.F) {
 }
 
 // FuzzDgramAddress gives the datagram path arbitrary sender addresses: no
-// panic, and a client's key never reaches past the address length.
+// panic; a key is the whole address for an abstract name (NULs kept, so
+// two names differing after a NUL are two clients) and a pathname up to
+// its first NUL, never past the address length; a display name is "@"
+// for abstract names and holds no raw NUL or control byte.
 func FuzzDgramAddress(f *testing.F) {
 	f.Add([]byte("/tmp/vm1.sock"), 15, []byte("VFKT"))
 	f.Add([]byte{0, 'a', 'b', 's'}, 6, bytes.Repeat([]byte{1}, 60))
+	f.Add([]byte{0, 'v', 'i', 'c', 't', 'i', 'm', 0, 'x'}, 11, bytes.Repeat([]byte{1}, 60))
+	f.Add([]byte("/tmp/a\x00\n\x00b"), 20, []byte{})
 	f.Add([]byte{}, 2, bytes.Repeat([]byte{1}, 60))
 	f.Add(bytes.Repeat([]byte{'x'}, 120), 200, []byte{})
 	f.Fuzz(func(t *testing.T, path []byte, addrLen int, frame []byte) {
@@ -91,9 +97,34 @@ func FuzzDgramAddress(f *testing.F) {
 		for i := 0; i < len(path) && i < len(addr.Path); i++ {
 			addr.Path[i] = int8(path[i])
 		}
-		p := s.e.dgramPort(&s.e.listeners[0], &addr, addrLen, frame)
-		if p != nil && len(p.dgram.key) > max(0, addrLen-2) {
-			t.Fatalf("key %q is longer than the address (%d)", p.dgram.key, addrLen)
+		raw := make([]byte, len(addr.Path))
+		for i := range raw {
+			raw[i] = byte(addr.Path[i])
+		}
+		raw = raw[:min(max(0, addrLen-2), len(raw))]
+		want := raw
+		if len(raw) > 0 && raw[0] != 0 {
+			if i := bytes.IndexByte(raw, 0); i >= 0 {
+				want = raw[:i]
+			}
+		}
+		if key := dgramKey(nil, &addr, addrLen); !bytes.Equal(key, want) {
+			t.Fatalf("key %q for address %q (length %d), want %q", key, raw, addrLen, want)
+		}
+		name := dgramDisplayName(string(want))
+		if isAbstract(string(want)) != strings.HasPrefix(name, "@") {
+			t.Fatalf("display name %q of %q", name, want)
+		}
+		for _, c := range []byte(name) {
+			if c < 0x20 || c == 0x7f {
+				t.Fatalf("display name %q holds a raw control byte", name)
+			}
+		}
+		// A sender that owns nothing on this host: whatever the address,
+		// nothing is registered but abstract names, which have no owner.
+		p := s.e.dgramPort(&s.e.listeners[0], &addr, addrLen, senderCred{1, 4242}, frame)
+		if p != nil && (p.dgram.key != string(want) || !isAbstract(p.dgram.key)) {
+			t.Fatalf("registered %q for address %q", p.dgram.key, raw)
 		}
 	})
 }

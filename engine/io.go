@@ -67,7 +67,9 @@ func (e *Engine) writeBatch(p *port) error {
 	if err == unix.EPERM && p.kind == kindDgram {
 		// The client connected its socket to the listener and takes
 		// datagrams only from there.
-		e.routeViaListener(p)
+		if err := e.routeViaListener(p); err != nil {
+			return err
+		}
 		return e.writeDgramVia(p)
 	}
 	return err

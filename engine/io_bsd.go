@@ -44,7 +44,7 @@ func setsockoptForceSndbuf(fd, bytes int) error {
 // recvFrom reads datagrams and their senders' paths one at a time. (The
 // BSD path favours simplicity over the Linux batch: it allocates the
 // sender's address per datagram.)
-func (batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int) (int, error) {
+func (batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int, creds []senderCred) (int, error) {
 	for i, r := range refs {
 		buf := e.pool.Buf(r)
 		n, _, flags, from, err := unix.Recvmsg(fd, buf, nil, unix.MSG_DONTWAIT)
@@ -58,6 +58,7 @@ func (batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSock
 			n = len(buf)
 		}
 		e.pool.SetLen(r, n)
+		creds[i] = senderCred{-1, -1}
 		names[i] = unix.RawSockaddrUnix{}
 		nameLens[i] = 2
 		if sa, ok := from.(*unix.SockaddrUnix); ok {

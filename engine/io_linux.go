@@ -8,14 +8,18 @@ import (
 
 // batchIO moves a batch of messages per syscall with recvmmsg/sendmmsg.
 // Its headers point into the pool's slab, which never moves. named is a
-// second set whose messages carry socket addresses, for dgram listeners.
+// second set whose messages carry socket addresses, for sending through a
+// dgram listener; creds reads from dgram listeners, with each sender's
+// address and credentials. (Sends never carry control data: a stale
+// SCM_CREDENTIALS sent by root would be believed.)
 type batchIO struct {
 	b     *mmsg.Batch
 	named *mmsg.Batch
+	creds *mmsg.Batch
 }
 
 func newBatchIO(batch int) batchIO {
-	return batchIO{b: mmsg.NewBatch(batch), named: mmsg.NewBatch(batch)}
+	return batchIO{b: mmsg.NewBatch(batch), named: mmsg.NewBatch(batch), creds: mmsg.NewBatch(batch).WithCredentials()}
 }
 
 func (io batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
@@ -42,7 +46,8 @@ func recvBatch(e *Engine, fd int, b *mmsg.Batch, refs []ring.Ref) (int, error) {
 	for i, r := range refs {
 		b.Set(i, e.pool.Buf(r))
 	}
-	n, err := mmsg.Recv(fd, b, len(refs), unix.MSG_DONTWAIT)
+	// MSG_CMSG_CLOEXEC: should a passed fd ever be installed, no child inherits it.
+	n, err := mmsg.Recv(fd, b, len(refs), unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		return 0, nil
@@ -90,18 +95,23 @@ func (io batchIO) send(e *Engine, p *port) error {
 	return nil
 }
 
-// recvFrom reads datagrams with their senders' addresses.
-func (io batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int) (int, error) {
+// recvFrom reads datagrams with their senders' addresses and credentials
+// (the listener has SO_PASSCRED; without credentials a sender is unknown, -1).
+func (io batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int, creds []senderCred) (int, error) {
 	for i := range refs {
-		io.named.SetName(i, &names[i])
+		io.creds.SetName(i, &names[i])
 	}
-	n, err := recvBatch(e, fd, io.named, refs)
+	n, err := recvBatch(e, fd, io.creds, refs)
 	if err != nil {
 		return 0, err
 	}
 	for i := 0; i < n; i++ {
-		e.pool.SetLen(refs[i], receivedLen(e, io.named, i))
-		nameLens[i] = io.named.NameLen(i)
+		e.pool.SetLen(refs[i], receivedLen(e, io.creds, i))
+		nameLens[i] = io.creds.NameLen(i)
+		creds[i] = senderCred{-1, -1}
+		if pid, uid, ok := io.creds.Credentials(i); ok {
+			creds[i] = senderCred{pid, int32(uid)}
+		}
 	}
 	return n, nil
 }

@@ -72,8 +72,13 @@ type streamState struct {
 // dgramState is what the switch knows of a datagram client: its address,
 // and how to reach it.
 type dgramState struct {
-	key      string // the client's socket path: its identity
-	addr     unix.RawSockaddrUnix
+	key string // the client's whole address (dgramKey): its identity
+	// pathFd is an O_PATH fd of the client's socket file, looked up once
+	// and checked at registration (-1 for an abstract name); the switch
+	// reaches the client only through it, never by its path again.
+	pathFd   int
+	dev, ino uint64               // of that file: a path naming another is another socket
+	addr     unix.RawSockaddrUnix // via only: /proc/self/fd/<pathFd>
 	addrLen  int
 	lastSeen int64
 	listener *listenerState // where the client sends its frames

@@ -22,6 +22,7 @@ const (
 	DropMonitorInput             // a monitor sent something; monitors only listen
 	DropUserMACLimit             // secure mode: the client's user already holds --user-macs MACs
 	DropMACTableFull             // secure mode: the table holds --mac-max MACs; a MAC it cannot learn does not speak
+	DropWrongUser                // dgram: sent under a client's address by another user than the one that registered it
 	numDrops
 )
 
@@ -40,6 +41,7 @@ var dropNames = [numDrops]string{
 	DropMonitorInput: "monitor-input",
 	DropUserMACLimit: "user-mac-limit",
 	DropMACTableFull: "mac-table-full",
+	DropWrongUser:    "wrong-user",
 }
 
 func (d Drop) String() string {

@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -195,6 +197,12 @@ type dgramClient struct {
 }
 
 func newDgramSwitch(t *testing.T) (*testSwitch, string) {
+	return newDgramSwitchWith(t, false, nil)
+}
+
+// newDgramSwitchWith is newDgramSwitch in secure mode or not, logging to
+// logw when it is not nil.
+func newDgramSwitchWith(t *testing.T, secureMode bool, logw io.Writer) (*testSwitch, string) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dgram")
 	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -205,9 +213,12 @@ func newDgramSwitch(t *testing.T) (*testSwitch, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(lfd) })
-	s := newTestSwitch(t, false, mactable.Config{}, func(c *Config) {
+	s := newTestSwitch(t, secureMode, mactable.Config{}, func(c *Config) {
 		c.Listeners = []Listener{{Fd: lfd, Kind: Dgram, Path: path}}
 		c.DgramIdle = 10 * time.Second
+		if logw != nil {
+			c.Logger = slog.New(slog.NewTextHandler(logw, nil))
+		}
 	})
 	return s, path
 }

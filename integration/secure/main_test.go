@@ -14,6 +14,9 @@ import (
 var vknetd string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(probeEnv); mode != "" {
+		os.Exit(runDgramProbe(mode)) // this binary run as a client user
+	}
 	if os.Geteuid() != 0 {
 		// Every test skips with testbed.RequireRoot's message; building
 		// would be wasted.

@@ -21,6 +21,10 @@ type hdr struct {
 type Batch struct {
 	hdrs []hdr
 	iovs []unix.Iovec
+	// ctl holds each message's control buffer (ctlSize bytes each) when
+	// the batch was made WithCredentials; nil otherwise.
+	ctl     []byte
+	ctlSize int
 }
 
 // NewBatch allocates headers for up to n messages.
@@ -31,6 +35,42 @@ func NewBatch(n int) *Batch {
 		b.hdrs[i].msg.SetIovlen(1)
 	}
 	return b
+}
+
+// credSpace is room for exactly one SCM_CREDENTIALS message. Exactly: a
+// sender may attach SCM_RIGHTS, and the kernel installs into the receiver
+// as many of those file descriptors as the rest of the buffer holds. With
+// no room left it installs none (it closes them and sets MSG_CTRUNC), so
+// a client cannot make the receiver hold its file descriptors.
+var credSpace = unix.CmsgSpace(unix.SizeofUcred)
+
+// WithCredentials gives every message of b a control buffer for the
+// sender's SCM_CREDENTIALS, which the receiving socket must have asked for
+// with SO_PASSCRED. The buffers are allocated here, once.
+func (b *Batch) WithCredentials() *Batch {
+	b.ctlSize = credSpace
+	b.ctl = make([]byte, len(b.hdrs)*credSpace)
+	for i := range b.hdrs {
+		b.hdrs[i].msg.Control = &b.ctl[i*credSpace]
+		b.hdrs[i].msg.SetControllen(credSpace)
+	}
+	return b
+}
+
+// Credentials returns the sender's pid and uid that the kernel attached
+// to message i after Recv, and false when it attached none.
+func (b *Batch) Credentials(i int) (pid int32, uid uint32, ok bool) {
+	m := &b.hdrs[i].msg
+	if b.ctl == nil || uint64(m.Controllen) < uint64(unix.CmsgLen(unix.SizeofUcred)) {
+		return 0, 0, false
+	}
+	buf := b.ctl[i*b.ctlSize : (i+1)*b.ctlSize]
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[0]))
+	if h.Level != unix.SOL_SOCKET || h.Type != unix.SCM_CREDENTIALS || uint64(h.Len) < uint64(unix.CmsgLen(unix.SizeofUcred)) {
+		return 0, 0, false
+	}
+	c := (*unix.Ucred)(unsafe.Pointer(&buf[unix.CmsgLen(0)]))
+	return c.Pid, c.Uid, true
 }
 
 // SetName makes message i carry a socket address: the destination for
@@ -60,6 +100,10 @@ func (b *Batch) Set(i int, buf []byte) {
 	}
 	b.iovs[i].SetLen(len(buf))
 	b.hdrs[i].msg.Flags = 0
+	if b.ctl != nil {
+		// Recv shrinks it to what the kernel wrote.
+		b.hdrs[i].msg.SetControllen(b.ctlSize)
+	}
 }
 
 // Len is the byte count of message i after Recv.

@@ -4,6 +4,7 @@ package mmsg
 
 import (
 	"bytes"
+	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -104,4 +105,95 @@ func TestNamesOnUnboundDatagrams(t *testing.T) {
 	if n, _, err := unix.Recvfrom(cli, rb, unix.MSG_DONTWAIT); err != nil || string(rb[:n]) != "back" {
 		t.Fatalf("client got %q, %v", rb[:n], err)
 	}
+}
+
+func passcredPair(t *testing.T) (send, recv int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	if err := unix.SetsockoptInt(fds[1], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		t.Fatal(err)
+	}
+	return fds[0], fds[1]
+}
+
+func TestCredentialsPerMessage(t *testing.T) {
+	send, recv := passcredPair(t)
+	for _, m := range []string{"a", "bb"} {
+		if err := unix.Sendmsg(send, []byte(m), nil, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := NewBatch(4).WithCredentials()
+	buf := make([][]byte, 4)
+	for round := 0; round < 2; round++ { // the second round reuses the control buffers
+		for i := range buf {
+			buf[i] = make([]byte, 16)
+			in.Set(i, buf[i])
+		}
+		n, err := Recv(recv, in, 4, unix.MSG_DONTWAIT)
+		if round == 1 {
+			if err != unix.EAGAIN {
+				t.Fatalf("nothing left, got %d, %v", n, err)
+			}
+			unix.Sendmsg(send, []byte("c"), nil, nil, 0)
+			n, err = Recv(recv, in, 4, unix.MSG_DONTWAIT)
+		}
+		if err != nil || n < 1 {
+			t.Fatalf("Recv = %d, %v", n, err)
+		}
+		for i := 0; i < n; i++ {
+			pid, uid, ok := in.Credentials(i)
+			if !ok || pid != int32(unix.Getpid()) || uid != uint32(unix.Getuid()) {
+				t.Fatalf("round %d message %d: credentials %d %d %v, want pid %d uid %d", round, i, pid, uid, ok, unix.Getpid(), unix.Getuid())
+			}
+		}
+	}
+	plain := NewBatch(1)
+	plain.Set(0, make([]byte, 16))
+	unix.Sendmsg(send, []byte("d"), nil, nil, 0)
+	if n, err := Recv(recv, plain, 1, unix.MSG_DONTWAIT); err != nil || n != 1 {
+		t.Fatalf("Recv = %d, %v", n, err)
+	}
+	if _, _, ok := plain.Credentials(0); ok {
+		t.Fatal("a batch without control buffers reported credentials")
+	}
+}
+
+// A sender that attaches file descriptors cannot make the receiver hold
+// them: the control buffer has room for the credentials only.
+func TestCredentialsBatchInstallsNoPassedFds(t *testing.T) {
+	send, recv := passcredPair(t)
+	f, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(f)
+	before := openFds(t)
+	if err := unix.Sendmsg(send, []byte("x"), unix.UnixRights(f, f, f), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	in := NewBatch(1).WithCredentials()
+	in.Set(0, make([]byte, 16))
+	if n, err := Recv(recv, in, 1, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC); err != nil || n != 1 {
+		t.Fatalf("Recv = %d, %v", n, err)
+	}
+	if _, _, ok := in.Credentials(0); !ok {
+		t.Fatal("no credentials")
+	}
+	if after := openFds(t); after != before {
+		t.Fatalf("the receiver holds %d file descriptors after the message, %d before: passed fds were installed", after, before)
+	}
+}
+
+func openFds(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
 }
