@@ -49,9 +49,10 @@ const (
 	// descriptors. One more is told so and closed at once.
 	MaxConns = 32
 	// MaxFds is the most file descriptors the server holds: its listener's
-	// duplicate, MaxConns connections, one being refused and one a monitor
-	// being handed to the engine (which counts its monitors itself).
-	MaxFds = 1 + MaxConns + 2
+	// duplicate, MaxConns connections, each of which may hold a duplicate
+	// for a moment while it becomes a monitor (the engine counts attached
+	// monitors itself), and one connection being refused.
+	MaxFds = 1 + 2*MaxConns + 1
 	// DefaultIdleTimeout bounds how long a connection may sit without
 	// sending its next request.
 	DefaultIdleTimeout = 30 * time.Second
