@@ -85,7 +85,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.StringVar(&o.control, "control", "", "path of the control socket for vknetctl, same group and mode as -p (default: the -p path plus .ctl)")
-	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics over HTTP at ADDR/metrics, e.g. 127.0.0.1:9477 (off unless given)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics over HTTP at ADDR/metrics, e.g. 127.0.0.1:9477; bind it to loopback or a management address: it has no authentication (off unless given)")
 	fs.StringVarP(&o.write, "write", "w", "", "with -c: also write the frames to this pcap file (tcpdump -r, Wireshark); '-' writes pcap to stdout instead of lines")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
