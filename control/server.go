@@ -36,17 +36,30 @@ type ServerConfig struct {
 	GID   int
 	Group string
 	Log   *slog.Logger
+	// IdleTimeout and WriteTimeout default to DefaultIdleTimeout and
+	// DefaultWriteTimeout; tests shorten them.
+	IdleTimeout  time.Duration
+	WriteTimeout time.Duration
 }
 
 const (
-	// maxConns bounds connections being served at once (monitors are handed
-	// to the engine and no longer count), so a local user looping on
-	// connect cannot make the daemon hold unbounded goroutines.
-	maxConns = 32
-	// requestTimeout bounds how long a connection may sit without sending
-	// its next request.
-	requestTimeout = 30 * time.Second
-	maxRequest     = 4096
+	// MaxConns bounds connections being served at once (monitors are
+	// handed to the engine and no longer count), so a local user looping
+	// on connect cannot make the daemon hold unbounded goroutines or file
+	// descriptors. One more is told so and closed at once.
+	MaxConns = 32
+	// MaxFds is the most file descriptors the server holds: its listener's
+	// duplicate, MaxConns connections, each of which may hold a duplicate
+	// for a moment while it becomes a monitor (the engine counts attached
+	// monitors itself), and one connection being refused.
+	MaxFds = 1 + 2*MaxConns + 1
+	// DefaultIdleTimeout bounds how long a connection may sit without
+	// sending its next request.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultWriteTimeout bounds each reply: a client that asks and never
+	// reads would otherwise hold its connection for ever.
+	DefaultWriteTimeout = 10 * time.Second
+	maxRequest          = 4096
 )
 
 // Server answers control requests. It runs on its own goroutines with Go's
@@ -86,6 +99,12 @@ func FileListener(fd int) (*net.UnixListener, error) {
 func NewServer(ln *net.UnixListener, cfg ServerConfig) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	s := &Server{ln: ln, cfg: cfg, conn: map[*net.UnixConn]struct{}{}}
 	s.wg.Add(1)
@@ -133,14 +152,14 @@ func (s *Server) accept() {
 			c.Close()
 			return
 		}
-		busy := len(s.conn) >= maxConns
+		busy := len(s.conn) >= MaxConns
 		if !busy {
 			s.conn[c] = struct{}{}
 			s.wg.Add(1)
 		}
 		s.mu.Unlock()
 		if busy {
-			sendError(c, fmt.Sprintf("the daemon is serving %d control connections already: try again", maxConns))
+			sendError(c, fmt.Sprintf("the daemon is serving %d control connections already: try again", MaxConns))
 			c.Close()
 			continue
 		}
@@ -170,12 +189,13 @@ func (s *Server) serve(c *net.UnixConn) {
 			cr.uid, s.cfg.Group, s.cfg.Group))
 		return
 	}
+	c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if err := sendReply(c, Reply{V: Version, OK: true, Hello: Hello}); err != nil {
 		return
 	}
 	buf := make([]byte, maxRequest+1)
 	for {
-		c.SetReadDeadline(time.Now().Add(requestTimeout))
+		c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		n, _, flags, _, err := c.ReadMsgUnix(buf, nil)
 		if err != nil || n == 0 {
 			return // EOF, timeout or Close: nothing to answer
@@ -198,9 +218,10 @@ func (s *Server) serve(c *net.UnixConn) {
 			sendError(c, err.Error())
 			return
 		}
+		c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		for _, m := range msgs {
 			if _, err := c.Write(m); err != nil {
-				return
+				return // a client that does not read its replies
 			}
 		}
 	}
@@ -275,6 +296,7 @@ func engineErr(err error) error {
 // and a reply after that could land between them.
 func (s *Server) monitor(c *net.UnixConn, cr cred, all bool) {
 	c.SetReadDeadline(time.Time{})
+	c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if err := sendReply(c, Reply{V: Version, OK: true}); err != nil {
 		return
 	}

@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,10 +14,16 @@ import (
 
 func TestDaemonSurvivesRunningOutOfFds(t *testing.T) {
 	needRoot(t)
-	// 20 descriptors leave room for about eight clients next to the
-	// daemon's own (stdio, pidfile, epoll, eventfds, TAP, netlink, socket).
-	// prlimit sets the hard limit too: Go raises the soft limit to it.
-	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Wrap: []string{"prlimit", "--nofile=20:20"}, Args: []string{"-U"}})
+	// The daemon refuses to start under a limit that cannot hold its
+	// --max-clients, so it starts under an ample one and the limit is cut
+	// under its feet, as an fd leak or a prlimit by hand would: 20
+	// descriptors leave room for about eight clients next to the daemon's
+	// own (stdio, pidfile, epoll, eventfds, TAP, netlink, sockets). The
+	// back-off is the daemon's defence when the budget is wrong after all.
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{Args: []string{"-U", "--max-clients", "64", "--user-clients", "64"}})
+	if out, err := exec.Command("prlimit", "--pid", strconv.Itoa(d.Pid()), "--nofile=20:20").CombinedOutput(); err != nil {
+		t.Fatalf("prlimit --pid %d --nofile=20:20: %v\n%s", d.Pid(), err, out)
+	}
 
 	// The kernel completes these connections into the listen backlog
 	// whether or not the daemon can accept them.

@@ -19,6 +19,10 @@ import (
 // Path is where the exposition is served.
 const Path = "/metrics"
 
+// maxHeaderBytes is plenty for a scrape's request and, unlike net/http's
+// 1 MiB default, little memory to hold per connection.
+const maxHeaderBytes = 16 << 10
+
 // CheckAddr validates a --metrics address before anything starts: HOST:PORT
 // or :PORT with a port from 1 to 65535.
 func CheckAddr(addr string) error {
@@ -55,8 +59,52 @@ func checkHost(host string) error {
 // Server is the HTTP endpoint.
 type Server struct {
 	srv  *http.Server
-	ln   net.Listener
+	ln   *limitListener
 	done chan struct{}
+}
+
+// Limits keep the endpoint from holding the daemon's file descriptors,
+// which VM clients need: anyone who can reach ADDR can open connections.
+type Limits struct {
+	// MaxConns is how many connections are open at once; more wait in
+	// the kernel's listen backlog until one closes.
+	MaxConns int
+	// ReadHeader bounds the wait for a request's headers, from the
+	// connection's start: a client that connects and sends nothing, or
+	// dribbles a header (slowloris), is closed when it passes.
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included.
+	Read time.Duration
+	// Write bounds the answer, from the end of the request's headers: a
+	// scrape waits on the switch's loop, then a client that reads slowly
+	// is cut off.
+	Write time.Duration
+	// Idle closes a kept-alive connection with no next request.
+	Idle time.Duration
+}
+
+const (
+	// MaxConns is DefaultLimits.MaxConns: a Prometheus server or two
+	// needs a connection each.
+	MaxConns = 16
+	// maxScrapes bounds scrapes in flight: they wait on the switch's
+	// loop, and a flood of them must not queue without bound.
+	maxScrapes = 4
+	// MaxFds is the most file descriptors the endpoint holds: the
+	// listener, its connections, and the /proc files the process
+	// collector opens during a scrape (one at a time, two for margin).
+	MaxFds = 1 + MaxConns + 2*maxScrapes
+)
+
+// DefaultLimits are what the daemon uses. A scraper sends its request at
+// once and keeps the connection alive between scrapes of 15 s; one that
+// scrapes less often reconnects, which costs nothing.
+var DefaultLimits = Limits{
+	MaxConns:   MaxConns,
+	ReadHeader: 5 * time.Second,
+	Read:       10 * time.Second,
+	Write:      30 * time.Second,
+	Idle:       30 * time.Second,
 }
 
 // ListenTCP binds addr (checked with CheckAddr) for Serve; the daemon
@@ -76,8 +124,15 @@ func ListenTCP(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve serves on ln, which the Server owns from here on.
+// Serve serves on ln, which the Server owns from here on, with
+// DefaultLimits.
 func Serve(ln net.Listener, src Source, log *slog.Logger) *Server {
+	return ServeLimited(ln, src, log, DefaultLimits)
+}
+
+// ServeLimited is Serve with other limits, for tests that cannot wait for
+// the default timeouts.
+func ServeLimited(ln net.Listener, src Source, log *slog.Logger, lim Limits) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -87,11 +142,9 @@ func Serve(ln net.Listener, src Source, log *slog.Logger) *Server {
 		collectors.NewGoCollector())
 	mux := http.NewServeMux()
 	mux.Handle(Path, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelError),
-		ErrorHandling: promhttp.HTTPErrorOnError,
-		// Scrapes wait on the switch's loop; a flood of them must not
-		// queue without bound.
-		MaxRequestsInFlight: 4,
+		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelError),
+		ErrorHandling:       promhttp.HTTPErrorOnError,
+		MaxRequestsInFlight: maxScrapes,
 	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
@@ -101,14 +154,21 @@ func Serve(ln net.Listener, src Source, log *slog.Logger) *Server {
 		fmt.Fprintf(w, "vknetd: Prometheus metrics are at %s\n", Path)
 	})
 	s := &Server{
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
-		ln:   ln,
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: lim.ReadHeader,
+			ReadTimeout:       lim.Read,
+			WriteTimeout:      lim.Write,
+			IdleTimeout:       lim.Idle,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+		ln:   newLimitListener(ln, lim.MaxConns),
 		done: make(chan struct{}),
 	}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics endpoint stopped", "addr", ln.Addr().String(), "err", err)
 		}
 	}()

@@ -114,6 +114,9 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			d.cleanup()
 		}
 	}()
+	if err = reserveFds(o, log); err != nil {
+		return nil, err
+	}
 	gid, err := lookupGroup(o.group)
 	if err != nil {
 		return nil, err

@@ -87,7 +87,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.StringVar(&o.control, "control", "", "path of the control socket for vknetctl, same group and mode as -p (default: the -p path plus .ctl)")
 	fs.StringVar(&o.user, "user", "", "once the TAP, sockets and pidfile exist, run as this user (a name or uid) keeping only CAP_NET_ADMIN; a root helper removes the files at exit (Linux)")
-	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics over HTTP at ADDR/metrics, e.g. 127.0.0.1:9477 (off unless given)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics over HTTP at ADDR/metrics, e.g. 127.0.0.1:9477; bind it to loopback or a management address: it has no authentication (off unless given)")
 	fs.StringVarP(&o.write, "write", "w", "", "with -c: also write the frames to this pcap file (tcpdump -r, Wireshark); '-' writes pcap to stdout instead of lines")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs

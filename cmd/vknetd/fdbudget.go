@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/control"
+	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/metrics"
+)
+
+// fdsPerClient counts two file descriptors for each of --max-clients: a
+// connected client holds one, a datagram client also one that pins its
+// socket's path; counting every client at two keeps the sum simple and
+// leaves room.
+const fdsPerClient = 2
+
+// daemonFds is what the daemon holds for itself: stdio, the pidfile, the
+// TAP and its netlink socket, two pollers and their wake-ups, the log
+// (about a dozen measured), plus some open only for a moment: a client
+// refused beyond --max-clients, netlink while the TAP is taken down, a
+// /proc file.
+const daemonFds = 32
+
+// fdBudget is the most file descriptors a running daemon can hold. Every
+// source of them is capped (clients by --max-clients, vknetctl by
+// control.MaxConns, monitors by engine.MaxMonitors, --metrics by
+// metrics.MaxConns), so a daemon whose limit covers the sum never runs out
+// and VM clients always find their descriptors, whoever else connects.
+type fdBudget struct {
+	clients  int // fdsPerClient for each of --max-clients
+	sockets  int // listening: -p, --stream, --dgram, --metrics
+	observer int // vknetctl connections, monitors, --metrics connections
+	daemon   int // daemonFds
+}
+
+func newFdBudget(o *options) fdBudget {
+	b := fdBudget{
+		clients:  fdsPerClient * o.maxClients,
+		sockets:  1,
+		observer: control.MaxFds + engine.MaxMonitors,
+		daemon:   daemonFds,
+	}
+	if o.stream != "" {
+		b.sockets++
+	}
+	if o.dgram != "" {
+		b.sockets++
+	}
+	if o.metrics != "" {
+		b.observer += metrics.MaxFds // its listener included
+	}
+	return b
+}
+
+func (b fdBudget) total() int { return b.clients + b.sockets + b.observer + b.daemon }
+
+// check says whether limit, the daemon's RLIMIT_NOFILE, covers the budget,
+// and if not how to make it: a higher limit, or the --max-clients that
+// fits under this one.
+func (b fdBudget) check(limit uint64, maxClients int) error {
+	need := b.total()
+	if limit >= uint64(need) {
+		return nil
+	}
+	others := need - b.clients
+	fix := fmt.Sprintf("raise the limit to %d or more (LimitNOFILE= in vknetd.service, ulimit -n in a shell)", need)
+	if fits := (int64(limit) - int64(others)) / fdsPerClient; fits >= 1 {
+		fix += fmt.Sprintf(", or lower --max-clients to %d", fits)
+	}
+	return fmt.Errorf("file descriptor limit %d is too low: --max-clients %d needs up to %d (%d per client, %d for vknetctl, monitors, --metrics and listening sockets, %d for the daemon itself); %s",
+		limit, maxClients, need, fdsPerClient, b.sockets+b.observer, b.daemon, fix)
+}
+
+// reserveFds raises the soft RLIMIT_NOFILE to the hard limit (Go does
+// this itself on start-up; doing it here says so and covers every
+// platform) and refuses to start when even that cannot hold the budget.
+// Refusing beats lowering --max-clients quietly: the operator asked for
+// that many VMs, and learns now rather than when the last ones cannot
+// connect.
+func reserveFds(o *options, log *slog.Logger) error {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return fmt.Errorf("reading the file descriptor limit: %w", err)
+	}
+	if rl.Cur < rl.Max {
+		raised := rl
+		raised.Cur = raised.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &raised); err == nil {
+			rl = raised
+		} else {
+			log.Warn("cannot raise the file descriptor limit to the hard limit", "soft", uint64(rl.Cur), "hard", uint64(rl.Max), "err", err)
+		}
+	}
+	b := newFdBudget(o)
+	if err := b.check(uint64(rl.Cur), o.maxClients); err != nil {
+		return err
+	}
+	log.Info("file descriptors reserved", "limit", uint64(rl.Cur), "budget", b.total(), "max_clients", o.maxClients)
+	return nil
+}
