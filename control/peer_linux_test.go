@@ -1,14 +1,19 @@
 package control
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // dialEnv makes the test binary, re-run under other credentials, dial the
@@ -109,4 +114,68 @@ func openDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// A local user connecting in a loop, refused each time, cannot write a
+// log line per attempt (issue 7, finding 5).
+func TestRefusedConnectsAreBraked(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: connects as uid 65534")
+	}
+	dir := openDir(t)
+	path := filepath.Join(dir, "vknet.ctl")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	var logBuf syncBuffer
+	s := NewServer(ln, ServerConfig{Engine: &fakeEngine{}, GID: 4242, Group: "vknet",
+		Log: slog.New(slog.NewTextHandler(&logBuf, nil))})
+	defer s.Close()
+	const attempts = 300
+	nobody := testbed.User{UID: 65534, GID: 65534}
+	refused := 0
+	if err := testbed.AsUser(t, nobody, func() error {
+		for i := 0; i < attempts; i++ {
+			c, err := Dial(path)
+			if err == nil {
+				_, err = c.Ports()
+				c.Close()
+			}
+			if err != nil && strings.Contains(err.Error(), "permission denied") {
+				refused++
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if refused != attempts {
+		t.Fatalf("%d of %d attempts refused", refused, attempts)
+	}
+	lines := strings.Count(logBuf.String(), `msg="control socket: refused"`)
+	if lines == 0 || lines > 40 {
+		t.Fatalf("%d refused connects wrote %d log lines; want the burst (32) and a trickle", attempts, lines)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the server's goroutines may write at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/internal/ratelog"
 )
 
 // Engine is what the server asks of the switch; *engine.Engine has it.
@@ -65,8 +66,11 @@ const (
 // Server answers control requests. It runs on its own goroutines with Go's
 // net package: nothing here is on the forwarding path.
 type Server struct {
-	ln   *net.UnixListener
-	cfg  ServerConfig
+	ln  *net.UnixListener
+	cfg ServerConfig
+	// log brakes the lines a local user can trigger by connecting (refusals,
+	// accept failures), so connecting in a loop cannot flood the log.
+	log  *ratelog.Logger
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	conn map[*net.UnixConn]struct{}
@@ -103,10 +107,11 @@ func NewServer(ln *net.UnixListener, cfg ServerConfig) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	log := ratelog.New(cfg.Log)
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
-	s := &Server{ln: ln, cfg: cfg, conn: map[*net.UnixConn]struct{}{}}
+	s := &Server{ln: ln, cfg: cfg, log: log, conn: map[*net.UnixConn]struct{}{}}
 	s.wg.Add(1)
 	go s.accept()
 	return s
@@ -140,7 +145,7 @@ func (s *Server) accept() {
 			}
 			// EMFILE and the like: the switch keeps running, the control
 			// socket waits and tries again.
-			s.cfg.Log.Error("control socket: accept failed", "err", err, "retry_in", backoff)
+			s.log.Error("control socket: accept failed", "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, 5*time.Second)
 			continue
@@ -179,12 +184,12 @@ func (s *Server) serve(c *net.UnixConn) {
 	defer c.Close()
 	cr, err := connCred(c)
 	if err != nil {
-		s.cfg.Log.Error("control socket: reading peer credentials", "err", err)
+		s.log.Error("control socket: reading peer credentials", "err", err)
 		sendError(c, "the daemon could not read your credentials: "+err.Error())
 		return
 	}
 	if !allowed(cr, s.cfg.GID) {
-		s.cfg.Log.Warn("control socket: refused", "pid", cr.pid, "uid", cr.uid, "group", s.cfg.Group)
+		s.log.Warn("control socket: refused", "pid", cr.pid, "uid", cr.uid, "group", s.cfg.Group)
 		sendError(c, fmt.Sprintf("permission denied: uid %d is neither root nor in group %s; ask an administrator to run 'usermod -aG %s YOUR_USER', then log in again",
 			cr.uid, s.cfg.Group, s.cfg.Group))
 		return
@@ -302,7 +307,7 @@ func (s *Server) monitor(c *net.UnixConn, cr cred, all bool) {
 	}
 	fd, err := dupConn(c)
 	if err != nil {
-		s.cfg.Log.Error("control socket: monitor", "err", err)
+		s.log.Error("control socket: monitor", "err", err)
 		return
 	}
 	mode := "floods"
@@ -314,7 +319,7 @@ func (s *Server) monitor(c *net.UnixConn, cr cred, all bool) {
 		// The engine did not take fd: the client sees the connection close
 		// right after "ok" and says so.
 		unix.Close(fd)
-		s.cfg.Log.Error("control socket: monitor refused", "monitor", name, "err", err)
+		s.log.Error("control socket: monitor refused", "monitor", name, "err", err)
 	}
 	// c's own descriptor closes on return; the engine keeps the duplicate.
 }

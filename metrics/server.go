@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vknetd/vknetd/internal/ratelog"
 	"log/slog"
 	"net"
 	"net/http"
@@ -161,7 +162,10 @@ func ServeLimited(ln net.Listener, src Source, log *slog.Logger, lim Limits) *Se
 			WriteTimeout:      lim.Write,
 			IdleTimeout:       lim.Idle,
 			MaxHeaderBytes:    maxHeaderBytes,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			// The server's own errors name what a peer did (a bad request, a
+			// reset): braked, so a peer cannot flood the log.
+			ErrorLog: slog.NewLogLogger(ratelog.NewHandler(log.Handler(), "metrics: http error",
+				ratelog.DefaultBurst, ratelog.DefaultEvery), slog.LevelWarn),
 		},
 		ln:   newLimitListener(ln, lim.MaxConns),
 		done: make(chan struct{}),
