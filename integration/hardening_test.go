@@ -5,10 +5,13 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/internal/testbed"
 )
@@ -178,4 +181,43 @@ func TestConnectLoopsCannotFloodTheLog(t *testing.T) {
 		}
 	}
 	d.requireRunning()
+}
+
+// Item 8: a datagram client whose path the daemon, running as --user,
+// cannot reach is logged with that reason and what to do, not closed with
+// a bare "client disconnected".
+func TestDgramClientUnreachableByUserIsExplained(t *testing.T) {
+	needRoot(t)
+	dir := testbed.ShortTempDir(t)
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	dgram := filepath.Join(dir, "vknet.dgram")
+	d := startDaemon(t, testbed.NewNetns(t), testbed.DaemonConfig{
+		Sock:  filepath.Join(dir, "vknet"),
+		Group: "nogroup",
+		Args:  []string{"--user", "nobody", "--dgram", dgram, "-U"},
+	})
+	// The guest's socket sits in a directory only root may enter.
+	private := testbed.ShortTempDir(t) // mode 0700, root's
+	local := filepath.Join(private, "vm.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: local}); err != nil {
+		t.Fatal(err)
+	}
+	frame := rawFrame(testbed.Broadcast, testMAC(7), 0x801, 0)
+	if err := unix.Sendto(fd, frame, 0, &unix.SockaddrUnix{Name: dgram}); err != nil {
+		t.Fatalf("sending to the datagram listener: %v", err)
+	}
+	r := d.waitLog(5*time.Second, "datagram client refused")
+	if !strings.Contains(r["err"], "cannot reach") || !strings.Contains(r["hint"], "uid 65534") {
+		t.Fatalf("the refusal should say the daemon cannot reach the path and name its uid: %v", r)
+	}
+	if n := d.countLog("client connected"); n != 0 {
+		t.Fatalf("the unreachable client was made a port: %d connects logged", n)
+	}
 }
