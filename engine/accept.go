@@ -95,15 +95,16 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 		return nil, err
 	}
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
-	p := e.newPort(id, kindSeqpacket, fd, name)
+	// The transport is chosen once, by the listener's protocol.
+	var t transport = newMsgTransport(&e.io)
 	if kind == Stream {
-		p.kind = kindStream
-		p.stream = newStreamState(e.maxFrame)
+		t = newStreamTransport(&e.io, e.maxFrame)
 	}
+	p := e.newPort(id, t, fd, name)
 	p.pid, p.uid = pid, uid
 	e.joinUser(p)
 	e.clients++
 	e.accepted++
-	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.kind.String())
+	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", t.kind())
 	return p, nil
 }

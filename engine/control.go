@@ -84,7 +84,7 @@ func (e *Engine) stats() Stats {
 		PoolCap:  e.pool.Cap(),
 	}
 	for _, p := range e.live {
-		ps := PortStats{ID: p.id, Kind: p.kind.String(), Name: p.name, PID: p.pid, UID: p.uid,
+		ps := PortStats{ID: p.id, Kind: p.t.kind(), Name: p.name, PID: p.pid, UID: p.uid,
 			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len()}
 		p.cnt.snapshot(&ps)
 		s.Ports = append(s.Ports, ps)

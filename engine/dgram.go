@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/ring"
 )
 
 // Datagram clients (QEMU -netdev dgram, vfkit) have no connection: each
@@ -35,6 +37,25 @@ const (
 // -1 where the platform does not tell.
 type senderCred struct{ pid, uid int32 }
 
+// dgramListener is what a datagram listener needs beyond the socket: the
+// clients it knows by address, and the scratch for reading a batch with
+// each sender's address and credentials.
+type dgramListener struct {
+	peers    map[string]*port // by the client's whole address (dgramKey)
+	recv     senderBatch
+	names    []unix.RawSockaddrUnix
+	nameLens []int
+	creds    []senderCred
+	key      []byte
+	unnamed  uint64 // datagrams from unbound sockets, dropped
+}
+
+func newDgramListener(batch int) *dgramListener {
+	return &dgramListener{peers: make(map[string]*port), recv: newSenderBatch(batch),
+		names: make([]unix.RawSockaddrUnix, batch), nameLens: make([]int, batch),
+		creds: make([]senderCred, batch), key: make([]byte, 0, len(unix.RawSockaddrUnix{}.Path))}
+}
+
 // receiveDgram reads a batch of datagrams from a dgram listener and
 // forwards each from the port of its sender.
 func (e *Engine) receiveDgram(l *listenerState) {
@@ -42,12 +63,13 @@ func (e *Engine) receiveDgram(l *listenerState) {
 	if len(refs) == 0 {
 		return
 	}
-	n, err := e.io.recvFrom(e, l.Fd, refs, e.dgNames[:len(refs)], e.dgNameLens[:len(refs)], e.dgCreds[:len(refs)])
+	dl := l.dgram
+	n, err := dl.recv.recvFrom(&e.io, l.Fd, refs, dl.names[:len(refs)], dl.nameLens[:len(refs)], dl.creds[:len(refs)])
 	for i := 0; i < n; i++ {
 		r := refs[i]
-		p := e.dgramPort(l, &e.dgNames[i], e.dgNameLens[i], e.dgCreds[i], e.pool.Frame(r))
+		p := e.dgramPort(l, &dl.names[i], dl.nameLens[i], dl.creds[i], e.pool.Frame(r))
 		if p != nil {
-			p.dgram.lastSeen = e.now
+			dgramOf(p).lastSeen = e.now
 			e.forwardOne(p, r)
 		}
 		e.pool.Release(r)
@@ -64,8 +86,8 @@ func (e *Engine) receiveDgram(l *listenerState) {
 // without an address to answer, a client refused, or a sender that is not
 // the user who registered the address.
 func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen int, from senderCred, frame []byte) *port {
-	key := dgramKey(e.dgKey[:0], addr, addrLen)
-	p := e.dgramPeers[string(key)] // no allocation: the compiler keeps the key on the stack
+	key := dgramKey(l.dgram.key[:0], addr, addrLen)
+	p := l.dgram.peers[string(key)] // no allocation: the compiler keeps the key on the stack
 	if p != nil && !sameSender(p, from) {
 		if !e.replacedSocket(p, from) {
 			return nil
@@ -75,16 +97,16 @@ func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen
 	hello := len(frame) == len(vfkitHello) && [4]byte(frame) == vfkitHello
 	if p != nil {
 		if hello {
-			p.dgram.lastSeen = e.now
+			dgramOf(p).lastSeen = e.now
 			return nil
 		}
 		return p
 	}
 	if len(key) == 0 {
-		l.unnamed++
-		if l.unnamed == 1 || l.unnamed%1000 == 0 {
+		l.dgram.unnamed++
+		if l.dgram.unnamed == 1 || l.dgram.unnamed%1000 == 0 {
 			e.log.Warn("datagram from an unbound socket: no address to answer, dropped",
-				"socket", l.Path, "count", l.unnamed, "hint", "the client must bind its own path (QEMU: local.path=)")
+				"socket", l.Path, "count", l.dgram.unnamed, "hint", "the client must bind its own path (QEMU: local.path=)")
 		}
 		return nil
 	}
@@ -115,10 +137,10 @@ func sameSender(p *port, from senderCred) bool {
 // once and replacedSocket returns true, so the sender can register. If not,
 // the datagram is dropped, counted on p and logged.
 func (e *Engine) replacedSocket(p *port, from senderCred) bool {
-	if !isAbstract(p.dgram.key) && !samePathSocket(p.dgram) {
+	if d := dgramOf(p); !isAbstract(d.key) && !samePathSocket(&d.dgramState) {
 		e.clientLog.Info("datagram client's socket file was replaced, forgetting it", "port", p.id, "client", p.name,
 			"uid", p.uid, "new_uid", from.uid)
-		delete(e.dgramPeers, p.dgram.key)
+		delete(d.peers.peers, d.key)
 		p.dead = true
 		return true
 	}
@@ -136,7 +158,9 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 	if err := e.userRoom(from.uid); err != nil {
 		return nil, err
 	}
-	d := &dgramState{key: key, pathFd: -1, lastSeen: e.now, listener: l}
+	t := &dgramTransport{e: e, io: &e.io, msg: newMsgBatch(e.cfg.Batch), named: newNamedBatch(e.cfg.Batch),
+		peers: l.dgram, dgramState: dgramState{key: key, pathFd: -1, lastSeen: e.now, listener: l}}
+	d := &t.dgramState
 	if !isAbstract(key) {
 		fd, dev, ino, err := openClientSocket(key, from.uid)
 		if err != nil {
@@ -167,11 +191,10 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 		return nil, connectRefusal(err)
 	}
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
-	p := e.newPort(id, kindDgram, fd, dgramDisplayName(key))
-	p.dgram = d
+	p := e.newPort(id, t, fd, dgramDisplayName(key))
 	p.pid, p.uid = from.pid, from.uid
 	e.joinUser(p)
-	e.dgramPeers[key] = p
+	l.dgram.peers[key] = p
 	e.clients++
 	e.accepted++
 	e.clientLog.Info("client connected", "port", id, "client", p.name, "pid", p.pid, "uid", p.uid, "socket", l.Path,
@@ -214,11 +237,100 @@ func (d *dgramState) closePath() {
 	}
 }
 
+// dgramState is what the switch knows of a datagram client: its address,
+// and how to reach it.
+type dgramState struct {
+	key string // the client's whole address (dgramKey): its identity
+	// pathFd is an O_PATH fd of the client's socket file, looked up once
+	// and checked at registration (-1 for an abstract name); the switch
+	// reaches the client only through it, never by its path again.
+	pathFd   int
+	dev, ino uint64               // of that file: a path naming another is another socket
+	addr     unix.RawSockaddrUnix // via only: /proc/self/fd/<pathFd>
+	addrLen  int
+	lastSeen int64
+	listener *listenerState // where the client sends its frames
+	// via is set when frames go out through the listener with the client's
+	// address on every message, because the client connected its socket to
+	// ours and refuses datagrams from anywhere else.
+	via *listenerState
+}
+
+// dgramTransport is a datagram client's port. Its frames come in through
+// the listener (receiveDgram); they go out on the switch's own socket
+// connected to the client's, or through the listener.
+type dgramTransport struct {
+	dgramState
+	e     *Engine // to move the client to its listener (poller, log)
+	io    *portIO
+	msg   msgBatch   // sends on the connected socket
+	named namedBatch // sends through the listener
+	peers *dgramListener
+}
+
+// dgramOf is p's datagram state; p must be a datagram client's port.
+func dgramOf(p *port) *dgramTransport { return p.t.(*dgramTransport) }
+
+func (*dgramTransport) kind() string { return "dgram" }
+
+// read takes what arrives on the switch's own socket for the client,
+// which only the client could have sent.
+func (t *dgramTransport) read(p *port, refs []ring.Ref) (int, error) {
+	return t.msg.recv(t.io, p, refs)
+}
+
+func (t *dgramTransport) write(p *port) error {
+	if t.via != nil {
+		return t.writeVia(p)
+	}
+	err := t.msg.send(t.io, p)
+	switch {
+	case errors.Is(err, unix.EPERM):
+		// The client connected its socket to the listener and takes
+		// datagrams only from there.
+		if err := t.e.routeViaListener(p, t); err != nil {
+			return err
+		}
+		return t.writeVia(p)
+	case peerGone(err):
+		// No end of stream will follow on a datagram socket: it is gone.
+		return errPeerClosed
+	}
+	return err
+}
+
+// writeVia sends queued frames through the listener, addressed to the
+// client. A full client queue (EAGAIN, ENOBUFS) is back-pressure: the
+// frames stay queued and are retried shortly; it never closes the client.
+func (t *dgramTransport) writeVia(p *port) error {
+	err := t.named.sendTo(t.io, p, t.via.Fd, &t.addr, t.addrLen, t.key)
+	switch {
+	case err == unix.EAGAIN || err == unix.ENOBUFS:
+		p.retryAt = t.e.now + int64(dgramRetry)
+		return errRetryLater
+	case err == unix.ECONNREFUSED || err == unix.ENOENT:
+		return errPeerClosed // its socket is gone
+	case err != nil:
+		return err
+	}
+	return nil
+}
+
+func (t *dgramTransport) close(p *port) {
+	if p.fd >= 0 {
+		closeFd(p.fd)
+	}
+	t.closePath()
+	if t.peers.peers[t.key] == p {
+		delete(t.peers.peers, t.key)
+	}
+}
+
 // routeViaListener switches a client to being answered through the
 // listener, closing the switch's own socket for it. A client with an
 // abstract address cannot be answered that way (see setViaAddr).
-func (e *Engine) routeViaListener(p *port) error {
-	if err := setViaAddr(p.dgram); err != nil {
+func (e *Engine) routeViaListener(p *port, t *dgramTransport) error {
+	if err := setViaAddr(&t.dgramState); err != nil {
 		e.clientLog.Warn("datagram client connected its socket to the listener and cannot be answered through it, closing it",
 			"port", p.id, "client", p.name, "err", err, "hint", refusalHint(err))
 		return err
@@ -229,7 +341,7 @@ func (e *Engine) routeViaListener(p *port) error {
 		p.fd = -1
 		p.writeArmed = false
 	}
-	p.dgram.via = p.dgram.listener
+	t.via = t.listener
 	e.clientLog.Info("datagram client takes frames only from the listener's address; answering through it",
 		"port", p.id, "client", p.name)
 	return nil
@@ -238,56 +350,17 @@ func (e *Engine) routeViaListener(p *port) error {
 // expireDgram forgets datagram clients that have been silent too long.
 func (e *Engine) expireDgram() {
 	idle := int64(e.cfg.DgramIdle)
-	for _, p := range e.live {
-		if p.kind == kindDgram && !p.dead && e.now-p.dgram.lastSeen > idle {
-			e.clientLog.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
-				"idle", time.Duration(e.now-p.dgram.lastSeen).Round(time.Second).String())
-			p.dead = true
-		}
-	}
-}
-
-// retryDgram sends to listener-routed clients whose retry time has come.
-func (e *Engine) retryDgram() {
-	for _, p := range e.live {
-		if p.kind != kindDgram || p.dgram.via == nil || p.dgram.retryAt == 0 || p.dead {
+	for i := range e.listeners {
+		l := &e.listeners[i]
+		if l.dgram == nil {
 			continue
 		}
-		if e.now < p.dgram.retryAt {
-			e.retryPending = true // not yet: keep the timer running
-			continue
+		for _, p := range l.dgram.peers {
+			if d := dgramOf(p); !p.dead && e.now-d.lastSeen > idle {
+				e.clientLog.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
+					"idle", time.Duration(e.now-d.lastSeen).Round(time.Second).String())
+				p.dead = true
+			}
 		}
-		p.dgram.retryAt = 0
-		e.transmit(p)
 	}
-}
-
-// writeDgramVia sends queued frames through the listener, addressed to
-// the client. A full client queue (EAGAIN, ENOBUFS) is back-pressure: the
-// frames stay queued and are retried shortly; it never closes the client.
-func (e *Engine) writeDgramVia(p *port) error {
-	d := p.dgram
-	err := e.io.sendTo(e, p, d.via.Fd, &d.addr, d.addrLen)
-	switch {
-	case err == unix.EAGAIN || err == unix.ENOBUFS:
-		d.retryAt = e.now + int64(dgramRetry)
-		return errRetryLater
-	case err == unix.ECONNREFUSED || err == unix.ENOENT:
-		return errPeerClosed // its socket is gone
-	case err != nil:
-		return err
-	}
-	return nil
-}
-
-// sent is the common tail of a batched send: count and release the first
-// n queued frames.
-func (e *Engine) sent(p *port, n int) {
-	for i := 0; i < n; i++ {
-		r := p.txq.At(i)
-		p.cnt.txFrames++
-		p.cnt.txBytes += uint64(e.pool.Len(r))
-		e.pool.Release(r)
-	}
-	p.txq.Drop(n)
 }

@@ -97,7 +97,7 @@ func floodFrom(t *testing.T, s *testSwitch, a *testClient, n int) {
 		a.send(t, ethFrame(broadcast, mac(1), 0x0800, 100))
 		s.pump()
 		s.e.now += int64(2 * dgramRetry)
-		s.e.retryDgram()
+		s.e.retryPorts()
 	}
 }
 
@@ -111,7 +111,7 @@ func TestDgramSymlinkAtRegistrationIsRefused(t *testing.T) {
 	swapToSymlink(t, att.path, victimPath)
 	a := s.connect()
 	s.pump()
-	if s.e.dgramPeers[att.path] != nil {
+	if s.dgramPeers()[att.path] != nil {
 		t.Fatal("a client whose path is a symlink was made a port")
 	}
 	floodFrom(t, s, a, 5)
@@ -139,7 +139,7 @@ func TestDgramSymlinkedParentDirectoryIsRefused(t *testing.T) {
 	vm := dialDgram(t, filepath.Join(dir, "link"), "vm.sock", "")
 	vm.sendTo(t, lpath, ethFrame(broadcast, mac(0x11), 0x0800, 60))
 	s.pump()
-	if len(s.e.dgramPeers) != 0 {
+	if len(s.dgramPeers()) != 0 {
 		t.Fatal("a client bound through a symlinked directory was made a port")
 	}
 	if out := log.String(); !strings.Contains(out, "a directory on it is a symlink") || !strings.Contains(out, "real path") {
@@ -169,8 +169,8 @@ func TestDgramPathSwappedAfterRegistration(t *testing.T) {
 			}
 			a := s.connect()
 			s.pump()
-			p := s.e.dgramPeers[att.path]
-			if p == nil || (p.dgram.via != nil) != viaListener {
+			p := s.dgramPeers()[att.path]
+			if p == nil || (dgramOf(p).via != nil) != viaListener {
 				t.Fatalf("client not registered as expected: %+v", p)
 			}
 			swapToSymlink(t, att.path, victimPath)
@@ -199,7 +199,7 @@ func TestDgramSocketOwnedByAnotherUserIsRefused(t *testing.T) {
 	addr, n := rawAddr(path)
 	l := &s.e.listeners[0]
 	frame := ethFrame(broadcast, mac(0x11), 0x0800, 60)
-	if p := s.e.dgramPort(l, &addr, n, senderCred{pid: 77, uid: 4343}, frame); p != nil || len(s.e.dgramPeers) != 0 {
+	if p := s.e.dgramPort(l, &addr, n, senderCred{pid: 77, uid: 4343}, frame); p != nil || len(s.dgramPeers()) != 0 {
 		t.Fatal("uid 4343 registered a socket owned by uid 4242")
 	}
 	if out := log.String(); !strings.Contains(out, "owned by uid 4242, not by the sender (uid 4343)") {
@@ -250,11 +250,11 @@ func TestDgramLaterDatagramsFromAnotherUserAreDropped(t *testing.T) {
 	bindDgram(t, path)
 	os.Chown(path, 4343, 4343)
 	q := s.e.dgramPort(l, &addr, n, senderCred{pid: 12, uid: 4343}, frame)
-	if q == nil || q == p || q.uid != 4343 || !p.dead || s.e.dgramPeers[path] != q {
+	if q == nil || q == p || q.uid != 4343 || !p.dead || s.dgramPeers()[path] != q {
 		t.Fatalf("the new owner of the path was not registered in place of the stale client: %+v", q)
 	}
 	s.e.reap()
-	if s.e.dgramPeers[path] != q {
+	if s.dgramPeers()[path] != q {
 		t.Fatal("closing the stale client forgot its successor")
 	}
 }
@@ -284,7 +284,7 @@ func TestDgramAbstractNamesAreKeyedWhole(t *testing.T) {
 	if got := len(obs.recv(t)); got != 0 {
 		t.Fatal("HOLE: a frame from \\0victim\\0x with the victim's MAC and IP passed secure mode")
 	}
-	vp, ap := s.e.dgramPeers[victimName], s.e.dgramPeers[victimName+"\x00x"]
+	vp, ap := s.dgramPeers()[victimName], s.dgramPeers()[victimName+"\x00x"]
 	if vp == nil || ap == nil || vp == ap {
 		t.Fatalf("the two abstract names are not two clients: %v %v", vp, ap)
 	}
@@ -310,7 +310,7 @@ func TestDgramAbstractClientConnectedToListenerIsRefused(t *testing.T) {
 	}
 	unix.Write(fd, ethFrame(broadcast, mac(0x11), 0x0800, 60))
 	s.pump()
-	if len(s.e.dgramPeers) != 0 {
+	if len(s.dgramPeers()) != 0 {
 		t.Fatal("an abstract client connected to the listener was made a port")
 	}
 	if out := log.String(); !strings.Contains(out, "abstract address and connected its socket to the listener") {
@@ -415,7 +415,7 @@ func TestDgramForwardingAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("a datagram client's frame allocates %.1f times", allocs)
 	}
-	if p := s.e.dgramPeers[vm.path]; p == nil || p.cnt.rxFrames < 300 {
+	if p := s.dgramPeers()[vm.path]; p == nil || p.cnt.rxFrames < 300 {
 		t.Fatal("the frames did not come from the datagram client's port")
 	}
 }

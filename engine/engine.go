@@ -4,7 +4,8 @@
 // on the destination ports, which are flushed in batches.
 //
 // Start reading at Run (the loop) and forwardOne (the decision for one
-// frame, in forward.go).
+// frame, in forward.go). How frames move on each kind of port is its
+// transport (transport.go); the loop never asks which kind a port is.
 package engine
 
 import (
@@ -137,21 +138,13 @@ type Engine struct {
 
 	events []event
 	rxRefs []ring.Ref
-	io     batchIO
+	io     portIO // the pool and batch size every transport works with
 
-	rxPending []*port // stream ports with complete frames still buffered
+	rxPending []*port // ports whose transport holds complete frames already read
 	mirrors   []*port // monitors that get a copy of every forwarded frame
 	monitors  int
 
-	dgramPeers   map[string]*port // datagram clients by whole address (dgramKey)
-	dgNames      []unix.RawSockaddrUnix
-	dgNameLens   []int
-	dgCreds      []senderCred
-	dgKey        []byte
-	retryPending bool // a datagram client waits for its retry timer
-
-	iov      []unix.Iovec // writev for stream ports: prefix and frame per message
-	prefixes [][streamPrefix]byte
+	retryPending bool // a port waits for its retry timer (port.retryAt)
 
 	start     time.Time
 	now       int64 // nanoseconds since start, read once per loop iteration
@@ -168,7 +161,7 @@ type listenerState struct {
 	Listener
 	pausedUntil int64 // accept paused after EMFILE and the like, with back-off
 	backoff     time.Duration
-	unnamed     uint64 // dgram: datagrams from unbound sockets, dropped
+	dgram       *dgramListener // a datagram listener's clients and scratch; nil for the others
 }
 
 // New checks cfg and allocates everything the loop will ever use.
@@ -239,27 +232,21 @@ func New(cfg Config) (*Engine, error) {
 		dirty:     make([]*port, 0, maxPorts),
 		events:    make([]event, 128),
 		rxRefs:    make([]ring.Ref, cfg.Batch),
-		io:        newBatchIO(cfg.Batch),
+		io:        portIO{pool: pool, batch: cfg.Batch},
 		start:     time.Now(),
 		users:     make(map[int32]*user),
 		reqs:      make(chan func(), 16),
 		exited:    make(chan struct{}),
 
-		rxPending:  make([]*port, 0, 2*maxPorts),
-		dgramPeers: make(map[string]*port),
-		dgNames:    make([]unix.RawSockaddrUnix, cfg.Batch),
-		dgNameLens: make([]int, cfg.Batch),
-		dgCreds:    make([]senderCred, cfg.Batch),
-		dgKey:      make([]byte, 0, len(unix.RawSockaddrUnix{}.Path)),
-		iov:        make([]unix.Iovec, 0, 2*cfg.Batch),
-		prefixes:   make([][streamPrefix]byte, cfg.Batch),
+		rxPending: make([]*port, 0, 2*maxPorts),
 	}
 	for id := maxPorts - 1; id >= 1; id-- {
 		e.freeIDs = append(e.freeIDs, uint32(id))
 		e.freeUserSlots = append(e.freeUserSlots, uint32(id))
 	}
 	if cfg.TapFd >= 0 {
-		tap := e.newPort(0, kindTap, cfg.TapFd, cfg.TapName)
+		tap := e.newPort(0, newTapTransport(&e.io), cfg.TapFd, cfg.TapName)
+		tap.host = true
 		if err := e.poll.add(tap.fd, tap.id); err != nil {
 			e.poll.close()
 			return nil, fmt.Errorf("watching TAP %s: %w", cfg.TapName, err)
@@ -276,7 +263,11 @@ func New(cfg Config) (*Engine, error) {
 			e.poll.close()
 			return nil, fmt.Errorf("watching listener %s: %w", l.Path, err)
 		}
-		e.listeners = append(e.listeners, listenerState{Listener: l, backoff: 50 * time.Millisecond})
+		ls := listenerState{Listener: l, backoff: 50 * time.Millisecond}
+		if l.Kind == Dgram {
+			ls.dgram = newDgramListener(cfg.Batch)
+		}
+		e.listeners = append(e.listeners, ls)
 	}
 	return e, nil
 }
@@ -294,15 +285,15 @@ func MaxPorts(maxClients int) int {
 // mayQueue applies the pool's guarantee (see pressureBacklog) to one more
 // frame for out.
 func (e *Engine) mayQueue(out *port) bool {
-	blocked := out.writeArmed || out.dgram != nil && out.dgram.retryAt != 0
+	blocked := out.writeArmed || out.retryAt != 0
 	if !blocked || out.txq.Len() < pressureBacklog {
 		return true
 	}
 	return e.pool.Free() >= max(pressureBacklog, e.cfg.Batch)*len(e.live)+poolReserve*e.cfg.Batch
 }
 
-func (e *Engine) newPort(id uint32, kind portKind, fd int, name string) *port {
-	p := &port{id: id, kind: kind, fd: fd, name: name, pid: -1, uid: -1, txq: ring.NewQueue(e.cfg.QueueLen)}
+func (e *Engine) newPort(id uint32, t transport, fd int, name string) *port {
+	p := &port{id: id, t: t, fd: fd, name: name, pid: -1, uid: -1, txq: ring.NewQueue(e.cfg.QueueLen)}
 	e.ports[id] = p
 	e.live = append(e.live, p)
 	return p
@@ -327,7 +318,7 @@ func (e *Engine) Run() error {
 		e.receivePending()
 		if e.retryPending {
 			e.retryPending = false
-			e.retryDgram()
+			e.retryPorts()
 		}
 		e.reap()
 		e.resumeListeners()
@@ -379,7 +370,7 @@ func (e *Engine) receive(p *port) {
 		p.cnt.drops[DropNoBuffer]++
 		return
 	}
-	n, err := e.readBatch(p, refs)
+	n, err := e.read(p, refs)
 	e.releaseBuffers(refs[n:])
 	e.forward(p, refs[:n])
 	e.flush()
@@ -387,7 +378,7 @@ func (e *Engine) receive(p *port) {
 		e.kill(p, err)
 		return
 	}
-	if p.stream != nil && p.stream.buffered {
+	if b, ok := p.t.(bufferedReader); ok && b.buffered() {
 		e.rxPending = append(e.rxPending, p)
 	}
 }
@@ -414,7 +405,7 @@ func (e *Engine) releaseBuffers(refs []ring.Ref) {
 func (e *Engine) receivePending() {
 	n := len(e.rxPending)
 	for i := 0; i < n; i++ {
-		if p := e.rxPending[i]; !p.dead && p.stream.buffered {
+		if p := e.rxPending[i]; !p.dead && p.t.(bufferedReader).buffered() {
 			e.receive(p) // may append p again, after n
 		}
 	}
@@ -436,7 +427,7 @@ func (e *Engine) flush() {
 // then write readiness is armed and the rest waits in the queue.
 func (e *Engine) transmit(p *port) {
 	for p.txq.Len() > 0 {
-		err := e.writeBatch(p)
+		err := p.t.write(p)
 		if err == nil {
 			continue
 		}
@@ -453,7 +444,7 @@ func (e *Engine) transmit(p *port) {
 			}
 			return
 		}
-		if peerGone(err) && p.kind != kindDgram {
+		if peerGone(err) {
 			e.sendingStopped(p)
 			return
 		}
@@ -506,7 +497,7 @@ func (e *Engine) kill(p *port, err error) {
 		return
 	}
 	p.dead = true
-	if p.kind == kindTap {
+	if p.host {
 		// The TAP only fails when its device went away; the switch goes on
 		// between its clients, and the operator hears about it.
 		e.log.Error("TAP port failed, clients keep switching among themselves", "tap", p.name, "err", err)
@@ -543,15 +534,12 @@ func (e *Engine) close(p *port) {
 	e.leaveUser(p)
 	e.policy.RemovePort(p.id)
 	e.ports[p.id] = nil
-	if p.kind == kindTap {
-		return // the caller owns the TAP fd
-	}
-	if p.fd >= 0 {
-		closeFd(p.fd)
+	p.t.close(p)
+	if p.host {
+		return
 	}
 	e.freeIDs = append(e.freeIDs, p.id)
-	switch p.kind {
-	case kindMonitor:
+	if p.observer {
 		e.monitors--
 		for i, m := range e.mirrors {
 			if m == p {
@@ -560,14 +548,37 @@ func (e *Engine) close(p *port) {
 			}
 		}
 		return
-	case kindDgram:
-		if e.dgramPeers[p.dgram.key] == p { // a stale one may have been replaced already
-			delete(e.dgramPeers, p.dgram.key)
-		}
-		p.dgram.closePath()
 	}
 	e.departed.add(&p.cnt)
 	e.clients--
+}
+
+// read reads a batch from p through its transport.
+func (e *Engine) read(p *port, refs []ring.Ref) (int, error) {
+	n, err := p.t.read(p, refs)
+	if n == 0 && errors.Is(err, unix.ECONNRESET) {
+		// A SEQPACKET peer that closed with our frames unread leaves
+		// ECONNRESET on our socket, reported (once) before the messages
+		// it sent earlier: the client hung up, and those are still ours.
+		p.hangup = true
+		n, err = p.t.read(p, refs)
+	}
+	return n, err
+}
+
+// retryPorts sends to ports whose retry time has come.
+func (e *Engine) retryPorts() {
+	for _, p := range e.live {
+		if p.retryAt == 0 || p.dead {
+			continue
+		}
+		if e.now < p.retryAt {
+			e.retryPending = true // not yet: keep the timer running
+			continue
+		}
+		p.retryAt = 0
+		e.transmit(p)
+	}
 }
 
 // sweep ages the MAC table and the secure-mode bindings.
@@ -601,7 +612,7 @@ func (e *Engine) timeoutMs() int {
 // shutdown closes every client; queued frames are counted as port-closed.
 func (e *Engine) shutdown() {
 	for _, p := range e.live {
-		if p.kind != kindTap {
+		if !p.host {
 			p.dead = true
 		}
 	}

@@ -153,7 +153,7 @@ func (s *testSwitch) pump() {
 		}
 		if s.e.retryPending {
 			s.e.retryPending = false
-			s.e.retryDgram()
+			s.e.retryPorts()
 		}
 		s.e.reap()
 		for _, p := range s.e.live {
@@ -841,4 +841,15 @@ func TestUserClientLimit(t *testing.T) {
 	if s.e.clients != 3 {
 		t.Fatalf("%d clients after the refusal", s.e.clients)
 	}
+}
+
+// dgramPeers is the clients map of the switch's datagram listener.
+func (s *testSwitch) dgramPeers() map[string]*port {
+	for i := range s.e.listeners {
+		if l := &s.e.listeners[i]; l.dgram != nil {
+			return l.dgram.peers
+		}
+	}
+	s.t.Fatal("the switch has no datagram listener")
+	return nil
 }

@@ -46,7 +46,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 		return
 	}
 
-	fromClient := in.kind != kindTap
+	fromClient := !in.host
 	src := mactable.Key(frame[6:12])
 	if fromClient && e.secure {
 		if v := e.check.Check(frame, in.id); v != secure.Pass {
@@ -135,7 +135,7 @@ func (e *Engine) learn(in *port, src uint64) {
 // enqueue puts a reference to r on out's transmit queue. Frames bound for
 // the TAP from a client pass the secure-mode TAP rules first.
 func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
-	if out.kind == kindTap && fromClient && e.secure {
+	if out.host && fromClient && e.secure {
 		if v := e.check.ToTap(); v != secure.Pass {
 			e.refused(in, v)
 			return

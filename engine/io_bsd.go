@@ -7,15 +7,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// batchIO on the BSDs reads and writes one message per syscall: DragonFly
-// has no recvmmsg, and one code path for both keeps the port simple.
-type batchIO struct{}
+// On the BSDs messages move one per syscall: DragonFly has no recvmmsg, and
+// one code path for both keeps the port simple. The types keep the Linux
+// names so the transports are the same code.
 
-func newBatchIO(int) batchIO { return batchIO{} }
+type msgBatch struct{}
 
-func (batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
+func newMsgBatch(int) msgBatch { return msgBatch{} }
+
+func (msgBatch) recv(io *portIO, p *port, refs []ring.Ref) (int, error) {
 	for i, r := range refs {
-		buf := e.pool.Buf(r)
+		buf := io.pool.Buf(r)
 		n, _, flags, _, err := unix.Recvmsg(p.fd, buf, nil, unix.MSG_DONTWAIT)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
@@ -28,25 +30,67 @@ func (batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
 		if flags&unix.MSG_TRUNC != 0 {
 			n = len(buf)
 		}
-		e.pool.SetLen(r, n)
+		io.pool.SetLen(r, n)
 	}
 	return len(refs), nil
 }
 
-func (batchIO) send(e *Engine, p *port) error {
-	return e.writeEach(p)
+func (msgBatch) send(io *portIO, p *port) error {
+	sent := 0
+	for sent < p.txq.Len() && sent < io.batch {
+		_, err := unix.Write(p.fd, io.pool.Frame(p.txq.At(sent)))
+		switch {
+		case err == nil:
+			sent++
+			continue
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN && sent > 0:
+		case err == unix.EAGAIN:
+			return errWouldBlock
+		case err == unix.EMSGSIZE:
+			io.sent(p, sent)
+			io.skipHead(p)
+			return nil
+		default:
+			io.sent(p, sent)
+			return err
+		}
+		break
+	}
+	io.sent(p, sent)
+	return nil
 }
 
-func setsockoptForceSndbuf(fd, bytes int) error {
-	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, bytes)
+type namedBatch struct{}
+
+func newNamedBatch(int) namedBatch { return namedBatch{} }
+
+// sendTo sends p's queued frames through fd to the client's path, key.
+func (namedBatch) sendTo(io *portIO, p *port, fd int, _ *unix.RawSockaddrUnix, _ int, key string) error {
+	to := &unix.SockaddrUnix{Name: key}
+	sent := 0
+	for sent < p.txq.Len() && sent < io.batch {
+		if err := unix.Sendto(fd, io.pool.Frame(p.txq.At(sent)), 0, to); err != nil {
+			io.sent(p, sent)
+			return err
+		}
+		sent++
+	}
+	io.sent(p, sent)
+	return nil
 }
+
+type senderBatch struct{}
+
+func newSenderBatch(int) senderBatch { return senderBatch{} }
 
 // recvFrom reads datagrams and their senders' paths one at a time. (The
 // BSD path favours simplicity over the Linux batch: it allocates the
 // sender's address per datagram.)
-func (batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int, creds []senderCred) (int, error) {
+func (senderBatch) recvFrom(io *portIO, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int, creds []senderCred) (int, error) {
 	for i, r := range refs {
-		buf := e.pool.Buf(r)
+		buf := io.pool.Buf(r)
 		n, _, flags, from, err := unix.Recvmsg(fd, buf, nil, unix.MSG_DONTWAIT)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
@@ -57,7 +101,7 @@ func (batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSock
 		if flags&unix.MSG_TRUNC != 0 {
 			n = len(buf)
 		}
-		e.pool.SetLen(r, n)
+		io.pool.SetLen(r, n)
 		creds[i] = senderCred{-1, -1}
 		names[i] = unix.RawSockaddrUnix{}
 		nameLens[i] = 2
@@ -71,17 +115,6 @@ func (batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSock
 	return len(refs), nil
 }
 
-// sendTo sends p's queued frames through fd to the client's path.
-func (batchIO) sendTo(e *Engine, p *port, fd int, _ *unix.RawSockaddrUnix, _ int) error {
-	to := &unix.SockaddrUnix{Name: p.dgram.key}
-	sent := 0
-	for sent < p.txq.Len() && sent < e.cfg.Batch {
-		if err := unix.Sendto(fd, e.pool.Frame(p.txq.At(sent)), 0, to); err != nil {
-			e.sent(p, sent)
-			return err
-		}
-		sent++
-	}
-	e.sent(p, sent)
-	return nil
+func setsockoptForceSndbuf(fd, bytes int) error {
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, bytes)
 }

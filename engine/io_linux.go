@@ -6,35 +6,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// batchIO moves a batch of messages per syscall with recvmmsg/sendmmsg.
-// Its headers point into the pool's slab, which never moves. named is a
-// second set whose messages carry socket addresses, for sending through a
-// dgram listener; creds reads from dgram listeners, with each sender's
-// address and credentials. (Sends never carry control data: a stale
-// SCM_CREDENTIALS sent by root would be believed.)
-type batchIO struct {
-	b     *mmsg.Batch
-	named *mmsg.Batch
-	creds *mmsg.Batch
-}
+// msgBatch moves a batch of messages per syscall with recvmmsg/sendmmsg,
+// for the transports whose fd carries one frame per message. Its headers
+// point into the pool's slab, which never moves. Each transport has its
+// own.
+type msgBatch struct{ b *mmsg.Batch }
 
-func newBatchIO(batch int) batchIO {
-	return batchIO{b: mmsg.NewBatch(batch), named: mmsg.NewBatch(batch), creds: mmsg.NewBatch(batch).WithCredentials()}
-}
+func newMsgBatch(n int) msgBatch { return msgBatch{mmsg.NewBatch(n)} }
 
-func (io batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
-	n, err := recvBatch(e, p.fd, io.b, refs)
+// recv reads up to len(refs) messages from p's fd.
+func (m msgBatch) recv(io *portIO, p *port, refs []ring.Ref) (int, error) {
+	n, err := recvBatch(io, p.fd, m.b, refs)
 	if err != nil {
 		return 0, err
 	}
 	for i := 0; i < n; i++ {
-		size := receivedLen(e, io.b, i)
+		size := receivedLen(io, m.b, i)
 		if size == 0 && (p.hangup || p.txClosed) {
 			// An empty read after the peer hung up is end of stream, not
 			// an empty frame.
 			return i, errPeerClosed
 		}
-		e.pool.SetLen(refs[i], size)
+		io.pool.SetLen(refs[i], size)
 	}
 	return n, nil
 }
@@ -42,9 +35,9 @@ func (io batchIO) recv(e *Engine, p *port, refs []ring.Ref) (int, error) {
 // recvBatch receives up to len(refs) messages from fd into refs' buffers
 // through b, whose names (if any) the caller has set. EAGAIN and EINTR
 // are no messages, not errors.
-func recvBatch(e *Engine, fd int, b *mmsg.Batch, refs []ring.Ref) (int, error) {
+func recvBatch(io *portIO, fd int, b *mmsg.Batch, refs []ring.Ref) (int, error) {
 	for i, r := range refs {
-		b.Set(i, e.pool.Buf(r))
+		b.Set(i, io.pool.Buf(r))
 	}
 	// MSG_CMSG_CLOEXEC: should a passed fd ever be installed, no child inherits it.
 	n, err := mmsg.Recv(fd, b, len(refs), unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
@@ -60,76 +53,85 @@ func recvBatch(e *Engine, fd int, b *mmsg.Batch, refs []ring.Ref) (int, error) {
 // receivedLen is the length to record for message i of b: a message cut
 // to fit its buffer counts as the whole buffer, more than maxFrame, so it
 // is dropped as oversize rather than forwarded cut.
-func receivedLen(e *Engine, b *mmsg.Batch, i int) int {
+func receivedLen(io *portIO, b *mmsg.Batch, i int) int {
 	if b.Truncated(i) {
-		return e.pool.Size()
+		return io.pool.Size()
 	}
 	return b.Len(i)
 }
 
-func (io batchIO) send(e *Engine, p *port) error {
-	count := p.txq.Len()
-	if count > io.b.Cap() {
-		count = io.b.Cap()
-	}
+// send sends a batch from the head of p's queue on p's fd.
+func (m msgBatch) send(io *portIO, p *port) error {
+	count := min(p.txq.Len(), m.b.Cap())
 	for i := 0; i < count; i++ {
-		io.b.Set(i, e.pool.Frame(p.txq.At(i)))
+		m.b.Set(i, io.pool.Frame(p.txq.At(i)))
 	}
-	n, err := mmsg.Send(p.fd, io.b, count, unix.MSG_DONTWAIT)
+	n, err := mmsg.Send(p.fd, m.b, count, unix.MSG_DONTWAIT)
 	switch {
 	case err == unix.EAGAIN:
 		return errWouldBlock
 	case err == unix.EINTR:
 		return nil
 	case err == unix.EMSGSIZE:
-		// The head frame is larger than the client's socket accepts; skip
-		// it rather than retrying it forever.
-		e.pool.Release(p.txq.At(0))
-		p.txq.Drop(1)
-		p.cnt.drops[DropSendError]++
+		// The head frame is larger than the client's socket accepts.
+		io.skipHead(p)
 		return nil
 	case err != nil:
 		return err
 	}
-	e.sent(p, n)
+	io.sent(p, n)
 	return nil
 }
 
-// recvFrom reads datagrams with their senders' addresses and credentials
-// (the listener has SO_PASSCRED; without credentials a sender is unknown, -1).
-func (io batchIO) recvFrom(e *Engine, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int, creds []senderCred) (int, error) {
-	for i := range refs {
-		io.creds.SetName(i, &names[i])
+// namedBatch sends a batch through a socket not connected to the peer,
+// each message addressed to it: a datagram client answered through its
+// listener. (Sends never carry control data: a stale SCM_CREDENTIALS sent
+// by root would be believed.)
+type namedBatch struct{ b *mmsg.Batch }
+
+func newNamedBatch(n int) namedBatch { return namedBatch{mmsg.NewBatch(n)} }
+
+// sendTo sends p's queued frames through fd, each addressed to addr.
+func (m namedBatch) sendTo(io *portIO, p *port, fd int, addr *unix.RawSockaddrUnix, addrLen int, _ string) error {
+	count := min(p.txq.Len(), m.b.Cap())
+	for i := 0; i < count; i++ {
+		m.b.Set(i, io.pool.Frame(p.txq.At(i)))
+		m.b.SetName(i, addr)
+		m.b.SetNameLen(i, addrLen)
 	}
-	n, err := recvBatch(e, fd, io.creds, refs)
+	n, err := mmsg.Send(fd, m.b, count, unix.MSG_DONTWAIT)
+	if err != nil {
+		return err
+	}
+	io.sent(p, n)
+	return nil
+}
+
+// senderBatch reads datagrams from a listener with each sender's address
+// and credentials (the listener has SO_PASSCRED).
+type senderBatch struct{ b *mmsg.Batch }
+
+func newSenderBatch(n int) senderBatch { return senderBatch{mmsg.NewBatch(n).WithCredentials()} }
+
+// recvFrom reads datagrams with their senders' addresses and credentials
+// (without credentials a sender is unknown, -1).
+func (m senderBatch) recvFrom(io *portIO, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int, creds []senderCred) (int, error) {
+	for i := range refs {
+		m.b.SetName(i, &names[i])
+	}
+	n, err := recvBatch(io, fd, m.b, refs)
 	if err != nil {
 		return 0, err
 	}
 	for i := 0; i < n; i++ {
-		e.pool.SetLen(refs[i], receivedLen(e, io.creds, i))
-		nameLens[i] = io.creds.NameLen(i)
+		io.pool.SetLen(refs[i], receivedLen(io, m.b, i))
+		nameLens[i] = m.b.NameLen(i)
 		creds[i] = senderCred{-1, -1}
-		if pid, uid, ok := io.creds.Credentials(i); ok {
+		if pid, uid, ok := m.b.Credentials(i); ok {
 			creds[i] = senderCred{pid, int32(uid)}
 		}
 	}
 	return n, nil
-}
-
-// sendTo sends p's queued frames through fd, each addressed to addr.
-func (io batchIO) sendTo(e *Engine, p *port, fd int, addr *unix.RawSockaddrUnix, addrLen int) error {
-	count := min(p.txq.Len(), io.named.Cap())
-	for i := 0; i < count; i++ {
-		io.named.Set(i, e.pool.Frame(p.txq.At(i)))
-		io.named.SetName(i, addr)
-		io.named.SetNameLen(i, addrLen)
-	}
-	n, err := mmsg.Send(fd, io.named, count, unix.MSG_DONTWAIT)
-	if err != nil {
-		return err
-	}
-	e.sent(p, n)
-	return nil
 }
 
 func setsockoptForceSndbuf(fd, bytes int) error {

@@ -26,7 +26,8 @@ func (e *Engine) AttachMonitor(fd int, mirror bool, name string) (uint32, error)
 		}
 		e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
 		setSndbuf(fd, clientSndbuf)
-		p := e.newPort(id, kindMonitor, fd, name)
+		p := e.newPort(id, newMonitorTransport(&e.io), fd, name)
+		p.observer = true
 		p.pid, p.uid = peerCred(fd)
 		p.mirror = mirror
 		if mirror {

@@ -29,25 +29,48 @@ func (e errStreamLength) Error() string {
 
 var errClosedMidFrame = errors.New("stream client closed in the middle of a frame")
 
-func newStreamState(maxFrame int) *streamState {
-	return &streamState{buf: make([]byte, streamPrefix+maxFrame+streamReadChunk)}
+// streamTransport is QEMU's -netdev stream (and socket_vmnet, passt): it
+// reassembles length-prefixed frames from the byte stream, and remembers
+// how much of the head frame a short write left unsent.
+type streamTransport struct {
+	io       *portIO
+	maxFrame int
+	buf      []byte
+	start    int  // unread bytes are buf[start:end]
+	end      int  //
+	pending  bool // complete frames may be waiting in buf: read again without polling
+	txOff    int  // bytes of the head frame (length prefix included) already written
+
+	iov      []unix.Iovec // writev: prefix and frame per message
+	prefixes [][streamPrefix]byte
 }
 
-// readStream cuts complete frames out of the port's byte stream into
-// refs, reading more only when the buffer holds no complete frame.
-func (e *Engine) readStream(p *port, refs []ring.Ref) (int, error) {
-	s := p.stream
+func newStreamTransport(io *portIO, maxFrame int) *streamTransport {
+	return &streamTransport{io: io, maxFrame: maxFrame, buf: make([]byte, streamPrefix+maxFrame+streamReadChunk),
+		iov: make([]unix.Iovec, 0, 2*io.batch), prefixes: make([][streamPrefix]byte, io.batch)}
+}
+
+func (*streamTransport) kind() string { return "stream" }
+
+func (s *streamTransport) buffered() bool { return s.pending }
+
+func (*streamTransport) close(p *port) { closeFd(p.fd) }
+
+// read cuts complete frames out of the port's byte stream into refs,
+// reading more only when the buffer holds no complete frame.
+func (s *streamTransport) read(p *port, refs []ring.Ref) (int, error) {
+	pool := s.io.pool
 	n := 0
 	for n < len(refs) {
 		if s.end-s.start >= streamPrefix {
 			length := binary.BigEndian.Uint32(s.buf[s.start:])
-			if length == 0 || int(length) > e.maxFrame {
+			if length == 0 || int(length) > s.maxFrame {
 				p.cnt.drops[DropBadLength]++
 				return n, errStreamLength{length}
 			}
 			if total := streamPrefix + int(length); s.end-s.start >= total {
-				copy(e.pool.Buf(refs[n]), s.buf[s.start+streamPrefix:s.start+total])
-				e.pool.SetLen(refs[n], int(length))
+				copy(pool.Buf(refs[n]), s.buf[s.start+streamPrefix:s.start+total])
+				pool.SetLen(refs[n], int(length))
 				s.start += total
 				n++
 				continue
@@ -61,7 +84,7 @@ func (e *Engine) readStream(p *port, refs []ring.Ref) (int, error) {
 		m, err := unix.Read(p.fd, s.buf[s.end:])
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
-			s.buffered = false
+			s.pending = false
 			return n, nil
 		case err != nil:
 			return n, err
@@ -75,22 +98,19 @@ func (e *Engine) readStream(p *port, refs []ring.Ref) (int, error) {
 	}
 	// refs ran out first: more frames may sit in the buffer with nothing
 	// left in the kernel to make the poller report the fd again.
-	s.buffered = true
+	s.pending = true
 	return n, nil
 }
 
-// writeStream writes the queue's head frames with their length prefixes in
-// one writev, resuming a frame a short write cut.
-func (e *Engine) writeStream(p *port) error {
-	s := p.stream
-	count := p.txq.Len()
-	if count > e.cfg.Batch {
-		count = e.cfg.Batch
-	}
-	iov := e.iov[:0]
+// write writes the queue's head frames with their length prefixes in one
+// writev, resuming a frame a short write cut.
+func (s *streamTransport) write(p *port) error {
+	pool := s.io.pool
+	count := min(p.txq.Len(), len(s.prefixes))
+	iov := s.iov[:0]
 	for i := 0; i < count; i++ {
-		frame := e.pool.Frame(p.txq.At(i))
-		hdr := e.prefixes[i][:]
+		frame := pool.Frame(p.txq.At(i))
+		hdr := s.prefixes[i][:]
 		binary.BigEndian.PutUint32(hdr, uint32(len(frame)))
 		if i == 0 && s.txOff > 0 {
 			if s.txOff < streamPrefix {
@@ -116,7 +136,7 @@ func (e *Engine) writeStream(p *port) error {
 	// Retire every frame the write covered; a cut frame stays at the head.
 	for written > 0 {
 		r := p.txq.At(0)
-		left := streamPrefix + e.pool.Len(r) - s.txOff
+		left := streamPrefix + pool.Len(r) - s.txOff
 		if written < left {
 			s.txOff += written
 			return errWouldBlock // the socket is full: wait for writability
@@ -124,8 +144,8 @@ func (e *Engine) writeStream(p *port) error {
 		written -= left
 		s.txOff = 0
 		p.cnt.txFrames++
-		p.cnt.txBytes += uint64(e.pool.Len(r))
-		e.pool.Release(r)
+		p.cnt.txBytes += uint64(pool.Len(r))
+		pool.Release(r)
 		p.txq.Drop(1)
 	}
 	return nil

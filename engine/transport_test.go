@@ -266,10 +266,10 @@ func TestDgramClientsKeyedBySourcePath(t *testing.T) {
 	vm1.sendTo(t, lpath, hello)
 	s.pump()
 	expectFrames(t, "seqpacket client", a.recv(t), hello)
-	if s.e.clients != 2 || s.e.dgramPeers[vm1.path] == nil {
-		t.Fatalf("clients %d, vm1 known %v", s.e.clients, s.e.dgramPeers[vm1.path] != nil)
+	if s.e.clients != 2 || s.dgramPeers()[vm1.path] == nil {
+		t.Fatalf("clients %d, vm1 known %v", s.e.clients, s.dgramPeers()[vm1.path] != nil)
 	}
-	if s.e.dgramPeers[vm1.path].dgram.via != nil {
+	if dgramOf(s.dgramPeers()[vm1.path]).via != nil {
 		t.Fatal("an unconnected client should get its own sending socket")
 	}
 	f2 := ethFrame(broadcast, mac(0x12), 0x0806, 60)
@@ -287,7 +287,7 @@ func TestDgramClientsKeyedBySourcePath(t *testing.T) {
 	s.pump()
 	expectFrames(t, "vm1", vm1.recv(t), to1)
 	expectFrames(t, "vm2", vm2.recv(t), to2)
-	if p := s.e.dgramPeers[vm2.path]; p == nil || p.dgram.via == nil {
+	if p := s.dgramPeers()[vm2.path]; p == nil || dgramOf(p).via == nil {
 		t.Fatal("a client connected to the listener must be answered through it")
 	}
 }
@@ -309,9 +309,9 @@ func TestDgramClientsExpireAndDepart(t *testing.T) {
 	s.e.now += int64(6 * time.Second)
 	s.e.sweep()
 	s.e.reap()
-	if s.e.dgramPeers[vm1.path] != nil || s.e.dgramPeers[vm2.path] == nil {
+	if s.dgramPeers()[vm1.path] != nil || s.dgramPeers()[vm2.path] == nil {
 		t.Fatalf("after idle: vm1 known %v (want false), vm2 known %v (want true)",
-			s.e.dgramPeers[vm1.path] != nil, s.e.dgramPeers[vm2.path] != nil)
+			s.dgramPeers()[vm1.path] != nil, s.dgramPeers()[vm2.path] != nil)
 	}
 	if _, ok := s.e.macs.Lookup(macKey(0x11), s.e.now); ok {
 		t.Fatal("an expired datagram client's MAC outlived it")
@@ -322,7 +322,7 @@ func TestDgramClientsExpireAndDepart(t *testing.T) {
 	a := s.connect()
 	a.send(t, ethFrame(mac(0x12), mac(1), 0x0800, 60))
 	s.pump()
-	if s.e.dgramPeers[vm2.path] != nil {
+	if s.dgramPeers()[vm2.path] != nil {
 		t.Fatal("a datagram client whose socket is closed was not forgotten")
 	}
 }
@@ -341,7 +341,7 @@ func TestDgramBackPressureKeepsTheClient(t *testing.T) {
 		}
 	}
 	s.pump()
-	p := s.e.dgramPeers[vm.path]
+	p := s.dgramPeers()[vm.path]
 	if p == nil || p.dead {
 		t.Fatal("a datagram client with a full queue was dropped")
 	}
@@ -460,8 +460,8 @@ func TestDgramViaListenerRetriesAfterBackPressure(t *testing.T) {
 		}
 	}
 	s.pump()
-	p := s.e.dgramPeers[vm.path]
-	if p == nil || p.dgram.via == nil {
+	p := s.dgramPeers()[vm.path]
+	if p == nil || dgramOf(p).via == nil {
 		t.Fatal("the connected client is not answered through the listener")
 	}
 	if p.txq.Len() == 0 || !s.e.retryPending {

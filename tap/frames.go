@@ -1,0 +1,58 @@
+package tap
+
+import "golang.org/x/sys/unix"
+
+// TAP I/O, batch-first. A TAP fd is a character device, not a socket: it
+// has no recvmmsg or sendmmsg (ENOTSOCK), it hands over one frame per
+// read, and it takes one frame per write (writev would glue frames into
+// one). So a batch is a loop of non-blocking calls until the kernel has
+// nothing more to give or take.
+
+// ReadFrames reads frames from the non-blocking TAP fd into bufs, one per
+// read, until the device has none left (EAGAIN) or bufs run out, and puts
+// each frame's length in sizes. It returns how many bufs hold frames; a
+// non-nil error means the device is gone.
+func ReadFrames(fd int, bufs [][]byte, sizes []int) (int, error) {
+	for i := range bufs {
+		n, err := unix.Read(fd, bufs[i])
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return i, nil
+		case err != nil:
+			return i, err
+		}
+		sizes[i] = n
+	}
+	return len(bufs), nil
+}
+
+// WriteFrames writes frames to the non-blocking TAP fd, one per write, in
+// order, until the device pushes back (EAGAIN) or all are written. It
+// returns how many of the head frames are done with: written, or refused
+// by the device one by one (EIO while it is down, EMSGSIZE, EINVAL: that
+// frame cannot go, the next may), which it marks in refused. It returns
+// unix.EAGAIN when it could do nothing at all, and an error after which
+// the fd is unusable (EBADF and the like).
+func WriteFrames(fd int, frames [][]byte, refused []bool) (int, error) {
+	done := 0
+	for done < len(frames) {
+		_, err := unix.Write(fd, frames[done])
+		switch {
+		case err == nil:
+			refused[done] = false
+		case err == unix.EAGAIN:
+			if done == 0 {
+				return 0, unix.EAGAIN
+			}
+			return done, nil
+		case err == unix.EINTR:
+			continue
+		case err == unix.EBADF || err == unix.EFAULT:
+			return done, err
+		default:
+			refused[done] = true
+		}
+		done++
+	}
+	return done, nil
+}
