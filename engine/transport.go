@@ -43,6 +43,14 @@ type bufferedReader interface {
 type portIO struct {
 	pool  *ring.Pool
 	batch int
+
+	// What moving frames costs, counted by every transport on the loop
+	// goroutine: system calls made for frames, and frames copied in user
+	// space (beyond the kernel's copy into or out of the pool). The
+	// performance guards (guards_test.go) hold them per frame, since
+	// timings on these machines vary and these numbers do not.
+	syscalls uint64
+	copies   uint64
 }
 
 // sent is the common tail of a send: count and release the first n queued
