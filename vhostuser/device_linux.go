@@ -102,9 +102,12 @@ func (d *Device) HandleSocket() (Changes, error) {
 	var ch Changes
 	for {
 		ok, err := d.conn.read()
-		if err != nil || !ok {
+		if err != nil {
 			d.conn.done()
 			return ch, err
+		}
+		if !ok {
+			return ch, nil // the rest of a message comes with the next call
 		}
 		c, err := d.handle(d.conn.hdr, d.conn.payload())
 		d.conn.done()
