@@ -93,30 +93,6 @@ func serve(d *Device, fn func() error) error {
 	return err
 }
 
-func frame(size, seq int) []byte {
-	f := make([]byte, size)
-	for i := range f {
-		f[i] = byte(i*7 + seq)
-	}
-	return f
-}
-
-func frames(n, size int) [][]byte {
-	fs := make([][]byte, n)
-	for i := range fs {
-		fs[i] = frame(size, i)
-	}
-	return fs
-}
-
-func bufs(n, size int) ([][]byte, []int) {
-	b := make([][]byte, n)
-	for i := range b {
-		b[i] = make([]byte, size)
-	}
-	return b, make([]int, n)
-}
-
 func sameFrames(t testing.TB, what string, want [][]byte, got [][]byte, sizes []int) {
 	t.Helper()
 	for i := range want {
