@@ -16,11 +16,14 @@ import "golang.org/x/sys/unix"
 // never cut. An error means the device is unusable: close it.
 func (d *Device) ReadTX(bufs [][]byte, sizes []int, offset int) (n int, more bool, err error) {
 	q := &d.q[TXQ]
-	if !q.started || q.vq.avail == nil {
+	// A disabled ring is left alone, frames and all, as DPDK's vhost does:
+	// QEMU disables rings just before stopping them, and what the guest
+	// queued meanwhile is taken after the resume, not lost.
+	if !q.started || !q.enabled || q.vq.avail == nil {
 		return 0, false, nil
 	}
 	defer recoverFault(&err)
-	n, more, call, err := q.vq.readBatch(&d.mem, virtioNetHdrLen(d.features), q.enabled, bufs, sizes, offset, &d.stats)
+	n, more, call, err := q.vq.readBatch(&d.mem, virtioNetHdrLen(d.features), bufs, sizes, offset, &d.stats)
 	if err == nil && call {
 		d.call(q)
 	}

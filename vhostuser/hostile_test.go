@@ -91,7 +91,7 @@ func TestHostileRings(t *testing.T) {
 				_, _, err = im.q.writeBatch(&im.m, 12, true, frames(4, 1514), &Stats{})
 			} else {
 				b, s := bufs(4, 2048)
-				_, _, _, err = im.q.readBatch(&im.m, 12, true, b, s, 0, &Stats{})
+				_, _, _, err = im.q.readBatch(&im.m, 12, b, s, 0, &Stats{})
 			}
 			if !errors.Is(err, ErrViolation) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want a violation containing %q", err, c.want)
@@ -119,7 +119,7 @@ func TestOversizeAndShort(t *testing.T) {
 	}
 	b, s := bufs(4, 2048)
 	var st Stats
-	n, more, _, err := im.q.readBatch(&im.m, 12, true, b, s, 0, &st)
+	n, more, _, err := im.q.readBatch(&im.m, 12, b, s, 0, &st)
 	if n != 1 || more || err != nil || s[0] != 60 {
 		t.Fatalf("readBatch = %d, %v, %v, size %d", n, more, err, s[0])
 	}

@@ -1,6 +1,7 @@
 package vhostuser
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/vknetd/vknetd/internal/vhostguest"
@@ -139,4 +140,36 @@ func TestStopAndResume(t *testing.T) {
 		t.Fatalf("after resume ReadTX = %d, %v; want the 5 queued frames", n, err)
 	}
 	sameFrames(t, "resumed tx", fs[:5], got, sizes)
+}
+
+// TestDisabledRingKeepsFrames: frames the guest queues while the front-end
+// has the TX ring disabled stay in the ring and are taken once enabled.
+func TestDisabledRingKeepsFrames(t *testing.T) {
+	p := newPair(t, vhostguest.Options{})
+	enable := func(on uint32) {
+		t.Helper()
+		err := serve(p.d, func() error {
+			st := binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, TXQ), on)
+			if err := p.g.Message(vhostguest.ReqSetVringEnable, vhostguest.FlagVersion1|vhostguest.FlagNeedReply, st); err != nil {
+				return err
+			}
+			_, err := p.g.Reply(vhostguest.ReqSetVringEnable)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	enable(0)
+	fs := frames(3, 100)
+	p.g.Send(fs)
+	got, sizes := bufs(8, 2048)
+	if n, _, err := p.d.ReadTX(got, sizes, 0); n != 0 || err != nil || p.d.Ready() {
+		t.Fatalf("disabled ring: ReadTX = %d, %v; ready %v", n, err, p.d.Ready())
+	}
+	enable(1)
+	if n, _, err := p.d.ReadTX(got, sizes, 0); n != 3 || err != nil {
+		t.Fatalf("re-enabled ring: ReadTX = %d, %v", n, err)
+	}
+	sameFrames(t, "tx", fs, got, sizes)
 }

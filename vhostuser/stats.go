@@ -8,7 +8,6 @@ type Stats struct {
 	TXBytes    uint64
 	TXOversize uint64 // frames longer than the caller's buffer: dropped, never cut
 	TXShort    uint64 // chains with no frame after the virtio-net header: dropped
-	TXDisabled uint64 // frames discarded because the front-end disabled the ring
 
 	RXFrames   uint64 // frames written into the guest's RX ring
 	RXBytes    uint64

@@ -9,10 +9,7 @@ package vhostuser
 // was asked not to kick: call again. With more false the ring was seen
 // empty after kicks were allowed again, so the next frame will kick.
 // call says the guest wants to be told about the used entries.
-//
-// A disabled ring (the front-end's SET_VRING_ENABLE 0) is drained and its
-// frames discarded, as the spec asks of a network device.
-func (q *virtq) readBatch(m *memory, hdrLen int, enabled bool, bufs [][]byte, sizes []int, offset int, st *Stats) (n int, more, call bool, err error) {
+func (q *virtq) readBatch(m *memory, hdrLen int, bufs [][]byte, sizes []int, offset int, st *Stats) (n int, more, call bool, err error) {
 	old := q.usedIdx
 	taken := 0 // used entries written and not yet published
 	for {
@@ -41,10 +38,7 @@ func (q *virtq) readBatch(m *memory, hdrLen int, enabled bool, bufs [][]byte, si
 			if err != nil {
 				return n, false, false, err
 			}
-			var dst []byte
-			if enabled {
-				dst = bufs[n][offset:]
-			}
+			dst := bufs[n][offset:]
 			size, err := q.readFrame(m, h, hdrLen, dst)
 			if err != nil {
 				return n, false, false, err
@@ -53,8 +47,6 @@ func (q *virtq) readBatch(m *memory, hdrLen int, enabled bool, bufs [][]byte, si
 			taken++
 			q.lastAvail++
 			switch {
-			case !enabled:
-				st.TXDisabled++
 			case size <= 0:
 				st.TXShort++
 			case size > len(dst):
