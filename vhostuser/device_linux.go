@@ -98,8 +98,9 @@ func (d *Device) Stats() Stats { return d.stats }
 // what changed. Call it when the socket is readable. An error matching
 // ErrViolation or ErrHangup (or any other) means the device is done:
 // Close it.
-func (d *Device) HandleSocket() (Changes, error) {
-	var ch Changes
+func (d *Device) HandleSocket() (ch Changes, err error) {
+	// Starting a ring writes into guest memory (kick suppression fields).
+	defer recoverFault(&err)
 	for {
 		ok, err := d.conn.read()
 		if err != nil {

@@ -18,3 +18,30 @@
 // as virtio 1.0 rings are little-endian and their indices are accessed as
 // native words.
 package vhostuser
+
+// How the engine drives a Device (one per accepted connection):
+//
+//	d, err := vhostuser.NewDevice(conn, vhostuser.Config{Note: logf})
+//	poll d.SocketFD() for reading
+//
+//	socket readable:
+//		ch, err := d.HandleSocket()   // err: close d, log err
+//		if ch&vhostuser.KickChanged != 0 {
+//			re-register d.KickFD(vhostuser.RXQ) and d.KickFD(vhostuser.TXQ) (-1: none)
+//		}
+//		if ch&vhostuser.StateChanged != 0 && d.Ready() {
+//			read TX once and flush the RX queue: a resumed guest may not kick
+//		}
+//	TX kick readable, or TX marked busy:
+//		d.DrainKick(vhostuser.TXQ)
+//		n, more, err := d.ReadTX(bufs, sizes, offset)   // forward bufs[:n]
+//		more: the guest will not kick; come back after serving other ports
+//	frames queued for the guest, or RX kick readable:
+//		d.DrainKick(vhostuser.RXQ)
+//		n, err := d.WriteRX(frames)   // drop frames[:n] from the queue
+//		n < len(frames): out of buffers; wait for the RX kick
+//
+// The loop's goroutine must call debug.SetPanicOnFault(true) once: a
+// front-end that truncates a shared memory file makes our next access
+// fault, and that turns the fault into an error closing that guest instead
+// of a crash of the daemon.

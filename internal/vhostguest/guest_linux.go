@@ -301,3 +301,17 @@ func (g *Guest) memFDs() []int {
 	}
 	return []int{g.memfd}
 }
+
+// Dial connects to a vhost-user back-end listening on path and returns the
+// socket, for Attach.
+func Dial(path string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("vhostguest: socket: %w", err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("vhostguest: connecting to %s: %w", path, err)
+	}
+	return fd, nil
+}
