@@ -38,6 +38,21 @@ type bufferedReader interface {
 	buffered() bool
 }
 
+// eventSource is a transport that polls fds of its own (subToken) and
+// decides what their readiness means: ready is called for each report,
+// sub 0 being the port's own fd, and says whether the loop should read
+// frames, send queued ones, both or neither. An error closes the port.
+type eventSource interface {
+	ready(p *port, sub uint8, hangup bool) (read, write bool, err error)
+}
+
+// writeWaiter is a transport that learns by other means than its fd's
+// write readiness when its peer can take frames again (vhost-user: the
+// guest kicks its RX ring).
+type writeWaiter interface {
+	waitWritable(p *port, on bool) error
+}
+
 // portIO is what every transport reads and writes through: the pool its
 // frames live in and the loop's batch size.
 type portIO struct {

@@ -146,6 +146,9 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	if o.dgram != "" {
 		sockets = append(sockets, clientSocket{o.dgram, "--dgram", unix.SOCK_DGRAM, engine.Dgram})
 	}
+	if o.vhostUser != "" {
+		sockets = append(sockets, clientSocket{o.vhostUser, "--vhost-user", unix.SOCK_STREAM, engine.VhostUser})
+	}
 	for _, s := range sockets {
 		if err = claimSocketPath(s.path, s.sotype, s.flag); err != nil {
 			return nil, err
@@ -222,7 +225,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "control", o.control, "metrics", o.metrics, "mode", mode, "user", d.userName(), "pid", os.Getpid())
+		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }
 

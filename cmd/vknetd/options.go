@@ -39,6 +39,7 @@ type options struct {
 	ipv6        netip.Prefix
 	stream      string
 	dgram       string
+	vhostUser   string
 	dgramIdle   time.Duration
 	version     bool
 	control     string // --control, the -p path plus ".ctl" unless given
@@ -72,6 +73,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVarP(&o.tapName, "tap", "t", "", "use (or create) this TAP interface instead of a free tapN")
 	fs.StringVar(&o.stream, "stream", "", "also listen on this SOCK_STREAM socket for QEMU -netdev stream clients (4-byte length before each frame)")
 	fs.StringVar(&o.dgram, "dgram", "", "also listen on this SOCK_DGRAM socket for QEMU -netdev dgram and vfkit clients")
+	fs.StringVar(&o.vhostUser, "vhost-user", "", "also listen on this socket for vhost-user guests (QEMU -netdev vhost-user with shared memory): frames on shared virtio rings (Linux)")
 	o.dgramIdle = 60 * time.Second
 	fs.Var((*secondsValue)(&o.dgramIdle), "dgram-idle", "forget a datagram client (and its MACs) after this long without a frame from it")
 	fs.StringVar(&o.group, "group", "vknet", "group owning the socket (mode 0660): its members may connect")
@@ -180,7 +182,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		}
 	}
 	paths := map[string]string{o.socket: "-p", o.pidfile: "-i"}
-	for flag, p := range map[string]string{"--stream": o.stream, "--dgram": o.dgram, "--control": o.control} {
+	for flag, p := range map[string]string{"--stream": o.stream, "--dgram": o.dgram, "--vhost-user": o.vhostUser, "--control": o.control} {
 		if p == "" {
 			continue
 		}
