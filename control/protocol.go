@@ -148,7 +148,7 @@ type Sides struct {
 // ClientKinds are the kinds a client port can have, listed in Stats even
 // when no client of that kind is connected so that consumers see zeros
 // rather than missing keys.
-var ClientKinds = []string{"seqpacket", "stream", "dgram"}
+var ClientKinds = []string{"seqpacket", "stream", "dgram", "vhost-user"}
 
 // PortFrom converts an engine snapshot of one port.
 func PortFrom(p engine.PortStats) Port {

@@ -60,7 +60,7 @@ func TestWriteStats(t *testing.T) {
 		},
 		Drops: map[string]uint64{"tx-queue-full": 13, "ipv4-src-outside": 1}, Unlearned: 6,
 	})
-	const want = `clients      2 (seqpacket 1, stream 0, dgram 1), 9 accepted since start
+	const want = `clients      2 (seqpacket 1, stream 0, dgram 1, vhost-user 0), 9 accepted since start
 monitors     1
 macs         3
 buffers      90 free of 128, 4 frames queued
