@@ -106,7 +106,7 @@ func (l *lab) boot(t *testing.T, name, mac string, tr transport, params ...strin
 		// msix_set_vector_notifiers when vhost starts with MSI-X.
 		netdev = "vhost-user,id=n0,chardev=c0"
 		extra = []string{"-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
-			"-chardev", "socket,id=c0,path=" + l.vhost}
+			"-chardev", "socket,id=c0,reconnect=1,path=" + l.vhost}
 	case overStream:
 		netdev = "stream,id=n0,server=off,addr.type=unix,addr.path=" + l.stream
 	case overDgram:
@@ -276,6 +276,42 @@ func TestVhostUserGuestLeasesAndPingsHostAndStreamGuest(t *testing.T) {
 	}
 	gv.stop(t)
 	gs.stop(t)
+}
+
+// QEMU's reconnect= brings a vhost-user guest back after the daemon
+// restarts: the new daemon's host reaches it again.
+func TestVhostUserGuestSurvivesDaemonRestart(t *testing.T) {
+	const macV, ipV = "52:54:00:76:6b:31", "198.18.0.31"
+	l := newLab(t, map[string]string{macV: ipV})
+	gv := l.boot(t, "v", macV, overVhostUser, "vkt.ping="+hostIP, hold())
+	rv, errV := gv.wait(time.Now().Add(guestTimeout))
+	gv.check(t, rv, errV, ipV, hostIP)
+	if t.Failed() {
+		return
+	}
+	if err := l.daemon.Stop(testbed.StopTimeout); err != nil {
+		t.Fatalf("stopping vknetd: %v", err)
+	}
+	dir := l.dir
+	again := l.ns.StartDaemon(t, vknetd, testbed.DaemonConfig{
+		Sock: filepath.Join(dir, "vknet"), Pidfile: filepath.Join(dir, "vknetd.pid"),
+		Args:  []string{"-t", tapName, "--stream", l.stream, "--dgram", l.dgram, "--vhost-user", l.vhost, hostNet},
+		Ready: 15 * time.Second,
+	})
+	waitUntil(t, 20*time.Second, "QEMU to reconnect to the new daemon", again.Proc, func() bool {
+		return strings.Contains(again.Stderr(), "kind=vhost-user")
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok, out := l.ns.Ping(t, ipV, 1)
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart the host cannot ping the vhost-user guest at %s:\n%s\nvknetd:\n%s", ipV, out, again.Stderr())
+		}
+	}
+	gv.stop(t)
 }
 
 func exists(path string) bool {
