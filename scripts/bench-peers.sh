@@ -214,7 +214,7 @@ if [ "$VHOST" = 1 ]; then
 		if mount -t hugetlbfs -o pagesize=2M nodev "$work/huge" 2>"$work/huge.err"; then
 			huge_mounted=1
 			huge_old=$(cat /proc/sys/vm/nr_hugepages)
-			huge_set=$((huge_old + 512))
+			huge_set=$((huge_old + 768))
 			echo "$huge_set" >/proc/sys/vm/nr_hugepages || true
 			free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
 			if [ "$free" -ge 384 ]; then
@@ -283,7 +283,7 @@ vhost_point() {
 		# instead of spinning; the forwarding lcore is on CPU 1.
 		mkfifo "$fifo"
 		ip netns exec "$ns" timeout $((DURATION + 40)) dpdk-testpmd -l 0,1 --main-lcore 0 --no-pci \
-			--file-prefix "vkpsw$$" --huge-dir "$work/huge" -m 256 \
+			--file-prefix "vkpsw$$-$round-$size" --huge-dir "$work/huge" -m 256 \
 			--vdev "net_vhost0,iface=$sock0,queues=1" --vdev "net_vhost1,iface=$sock1,queues=1" -- \
 			-i --forward-mode=io --total-num-mbufs=16384 <"$fifo" >"$work/sw.log" 2>&1 &
 		sw=$!
@@ -325,7 +325,7 @@ vhost_point() {
 		echo stop
 		echo quit
 	) | ip netns exec "$ns" timeout $((DURATION + 30)) dpdk-testpmd -l 0,1 --main-lcore 1 --no-pci \
-		--single-file-segments --file-prefix "vkpg$$" --huge-dir "$work/huge" -m 256 \
+		--single-file-segments --file-prefix "vkpg$$-$round-$size-${target//[^a-zA-Z]/}" --huge-dir "$work/huge" -m 256 \
 		--vdev "net_virtio_user0,path=$sock0,mac=$m0,queues=1" \
 		--vdev "net_virtio_user1,path=$sock1,mac=$m1,queues=1" -- \
 		-i --forward-mode=mac --eth-peer=0,$m1 --eth-peer=1,$m0 --txpkts="$size" \
@@ -343,8 +343,8 @@ vhost_point() {
 	fi
 	# The second "show port stats all" holds the rates over DURATION.
 	local rx tx cpu=""
-	rx=$(grep 'Rx-pps:' "$work/guest.log" | tail -2 | awk '{s += $2} END {if (NR == 2) print s}')
-	tx=$(grep 'Tx-pps:' "$work/guest.log" | tail -2 | awk '{s += $2} END {if (NR == 2) print s}')
+	rx=$(grep 'Rx-pps:' "$work/guest.log" | tail -2 | awk '{s += $2} END {if (NR == 2) print s}' || true)
+	tx=$(grep 'Tx-pps:' "$work/guest.log" | tail -2 | awk '{s += $2} END {if (NR == 2) print s}' || true)
 	if [ -s "$work/t0" ] && [ -s "$work/t1" ]; then
 		cpu=$(awk -v a="$(cat "$work/t0")" -v b="$(cat "$work/t1")" -v d="$DURATION" 'BEGIN {printf "%.3f", (b - a) / 100 / d}')
 	fi
@@ -355,8 +355,11 @@ vhost_point() {
 	else
 		echo "$round,vhost,$target,$size,failed,,,," >>"$raw"
 		say "round $round: $target $size B failed; guest log:"
-		tail -15 "$work/guest.log" >&2
-		cp "$work/guest.log" "$work/guest-failed-$round-$size.log"
+		grep -v '^VHOST_CONFIG' "$work/guest.log" | tail -15 >&2
+		if [ "$target" = "testpmd vhost" ]; then
+			say "vhost backend log:"
+			grep -v '^VHOST_CONFIG' "$work/sw.log" | tail -15 >&2
+		fi
 	fi
 }
 
@@ -388,7 +391,8 @@ for round in $(seq "$ROUNDS"); do
 		done
 	fi
 done
-[ -n "$vhost_why" ] && echo "vhost-user=not measured: $vhost_why" >>"$machine"
+echo "load average at end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$machine"
+if [ -n "$vhost_why" ]; then echo "vhost-user=not measured: $vhost_why" >>"$machine"; fi
 
 cp "$raw" "$out/peers.csv"
 "$pb" report -in "$out/peers.csv" -machine "$machine" -md "$out/peers.md" -svg "$out/peers.svg"

@@ -307,6 +307,10 @@ func markdown(fams []*family, meta map[string]string) string {
 			}
 			b.WriteString("\n")
 		}
+		if f.name == "vhost" {
+			b.WriteString("\ntestpmd's vhost backend and OVS-DPDK busy-poll: a CPU figure well below 1.00 means " +
+				"other processes took their core during that point, and the rate with it.\n")
+		}
 		var rows []string
 		for _, t := range f.targets {
 			if !strings.HasPrefix(t, "vknetd") {
