@@ -84,6 +84,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	if note := d.tap.MTUNote(); note != "" {
+		ready.warn(note)
+	}
 	if o.debug {
 		fmt.Fprintln(stdout, d.tap.Name())
 	}
@@ -162,13 +165,19 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 	}
-	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix}); err != nil {
+	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix,
+		VXLAN: o.vxlan, FitMTU: !o.mtuSet}); err != nil {
 		return nil, err
 	}
+	if note := d.tap.MTUNote(); note != "" {
+		log.Warn(note)
+	}
 	policy, err := secure.New(secure.Config{
-		Secure:       !o.unsecure,
-		Network:      o.prefix,
-		TapMAC:       d.tap.MAC(),
+		Secure:  !o.unsecure,
+		Network: o.prefix,
+		// The host is the bridge when the TAP is in one: its address is
+		// there, and it answers from the bridge's MAC.
+		TapMAC:       d.tap.HostMAC(),
 		IPv6:         o.ipv6,
 		BindingAge:   o.macAge,
 		MaxBindings:  o.macMax,
@@ -196,7 +205,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		TapFd:     d.tap.Fd(),
 		TapName:   d.tap.Name(),
 		Listeners: listeners,
-		MTU:       o.mtu,
+		MTU:       d.tap.MTU(), // --mtu, or less to fit a VXLAN underlay
 		MACTable: mactable.Config{
 			Capacity:   o.macMax,
 			PortLimit:  o.portMACs,
@@ -225,7 +234,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "user", d.userName(), "pid", os.Getpid())
+		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }
 
