@@ -252,6 +252,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.TapFd >= 0 {
 		tap := e.newPort(0, newTapTransport(&e.io), cfg.TapFd, cfg.TapName)
 		tap.host = true
+		e.macs.SetHostPort(0) // a bridged LAN or other hosts may be behind it
 		if err := e.poll.add(tap.fd, tap.id); err != nil {
 			e.poll.close()
 			return nil, fmt.Errorf("watching TAP %s: %w", cfg.TapName, err)
