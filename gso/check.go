@@ -44,7 +44,11 @@ func check(frame []byte, hdr VirtioNetHdr, mtu int) *Error {
 		if err != nil {
 			return err
 		}
-		return checkCsumOffsets(&l, hdr)
+		if err := checkCsumOffsets(&l, hdr); err != nil {
+			return err
+		}
+		_, err = l.datagramEnd(frame)
+		return err
 	}
 
 	l, err := parseSuperframe(frame, hdr)

@@ -2,6 +2,7 @@ package gso
 
 import (
 	"bytes"
+	"encoding/binary"
 	"regexp"
 	"testing"
 )
@@ -88,5 +89,33 @@ func TestReasonNames(t *testing.T) {
 	}
 	if s := NumReasons.String(); s != "gso-reason-10" {
 		t.Errorf("out of range: %q", s)
+	}
+}
+
+// A plain UDP frame's checksum covers its UDP length, which must therefore
+// be sane when the checksum is asked for; a USO superframe's is ignored.
+func TestCheckUDPLength(t *testing.T) {
+	f := buildFrame(t, frameSpec{udp: true, payload: randomPayload(5, 100)})
+	csum := VirtioNetHdr{Flags: FlagNeedsCsum, CsumStart: 34, CsumOffset: 6}
+	uso := VirtioNetHdr{Flags: FlagNeedsCsum, GSOType: GSOUDPL4, GSOSize: 50, CsumStart: 34, CsumOffset: 6}
+	for ulen, want := range map[uint16]Reason{108: OK, 50: OK, 8: OK, 7: FrameMalformed, 109: FrameMalformed, 0: FrameMalformed} {
+		g := bytes.Clone(f)
+		binary.BigEndian.PutUint16(g[38:], ulen)
+		if r := Check(g, csum, 1500); r != want {
+			t.Errorf("UDP length %d: %v, want %v", ulen, r, want)
+		}
+		if r := Check(g, uso, 1500); r != OK {
+			t.Errorf("USO, UDP length %d: %v", ulen, r)
+		}
+		if err := CompleteChecksum(g, csum); (err == nil) != (want == OK) {
+			t.Errorf("UDP length %d: CompleteChecksum says %v", ulen, err)
+		}
+		if want == OK {
+			if d, _, ok := decode(g); !ok || len(d.payload) != int(ulen)-8 {
+				t.Errorf("UDP length %d: gopacket decodes %d bytes of payload", ulen, len(d.payload))
+			} else {
+				verifyL4Checksum(t, d)
+			}
+		}
 	}
 }

@@ -81,7 +81,7 @@ func makePartial(t *testing.T, full []byte) ([]byte, VirtioNetHdr) {
 		t.Fatal(err)
 	}
 	f := bytes.Clone(full)
-	binary.BigEndian.PutUint16(f[l.l4+l.csumOffset():], fold(l.pseudo(f)))
+	binary.BigEndian.PutUint16(f[l.l4+l.csumOffset():], fold(l.pseudo(f, l.end)))
 	return f, VirtioNetHdr{Flags: FlagNeedsCsum, CsumStart: uint16(l.l4), CsumOffset: uint16(l.csumOffset())}
 }
 
@@ -213,7 +213,7 @@ func TestPartialChecksum(t *testing.T) {
 		if hdr != want {
 			t.Fatalf("%v: header %+v, want %+v", c.typ, hdr, want)
 		}
-		if got := binary.BigEndian.Uint16(f[l.l4+l.csumOffset():]); got != fold(l.pseudo(f)) {
+		if got := binary.BigEndian.Uint16(f[l.l4+l.csumOffset():]); got != fold(l.pseudo(f, l.end)) {
 			t.Fatalf("%v: L4 field %#04x is not the pseudo-header sum", c.typ, got)
 		}
 		if r := Check(f, hdr, 1500); r != OK {

@@ -33,7 +33,11 @@ func CompleteChecksum(frame []byte, hdr VirtioNetHdr) error {
 		return err
 	}
 	if checkCsumOffsets(&l, hdr) == nil {
-		setL4Checksum(frame, &l)
+		end, err := l.datagramEnd(frame)
+		if err != nil {
+			return err
+		}
+		setL4Checksum(frame, &l, end)
 		return nil
 	}
 	start, at := int(hdr.CsumStart), int(hdr.CsumStart)+int(hdr.CsumOffset)
@@ -48,23 +52,24 @@ func CompleteChecksum(frame []byte, hdr VirtioNetHdr) error {
 	return nil
 }
 
-// setL4Checksum writes the full TCP/UDP checksum of a parsed frame.
-func setL4Checksum(frame []byte, l *layout) {
+// setL4Checksum writes the full TCP/UDP checksum of a parsed frame whose L4
+// packet ends at end.
+func setL4Checksum(frame []byte, l *layout, end int) {
 	at := l.l4 + l.csumOffset()
 	frame[at], frame[at+1] = 0, 0
-	c := Checksum(frame[l.l4:l.end], fold(l.pseudo(frame)))
+	c := Checksum(frame[l.l4:end], fold(l.pseudo(frame, end)))
 	if c == 0 && l.proto == protoUDP {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(frame[at:], c)
 }
 
-// pseudo is the pseudo-header sum of the frame's whole L4 packet.
-func (l *layout) pseudo(frame []byte) uint64 {
+// pseudo is the pseudo-header sum of the frame's L4 packet ending at end.
+func (l *layout) pseudo(frame []byte, end int) uint64 {
 	if l.ipv6 {
-		return pseudoIPv6(frame[l.l3+8:], frame[l.l3+24:], l.proto, l.end-l.l4)
+		return pseudoIPv6(frame[l.l3+8:], frame[l.l3+24:], l.proto, end-l.l4)
 	}
-	return pseudoIPv4(frame[l.l3+12:], frame[l.l3+16:], l.proto, l.end-l.l4)
+	return pseudoIPv4(frame[l.l3+12:], frame[l.l3+16:], l.proto, end-l.l4)
 }
 
 // PartialChecksum prepares a frame, in place, for a device that finishes
@@ -99,10 +104,16 @@ func PartialChecksum(frame []byte, hdr *VirtioNetHdr) error {
 	if err != nil {
 		return err
 	}
+	end := l.end // a superframe's UDP length means nothing
+	if hdr.GSOType == GSONone {
+		if end, err = l.datagramEnd(frame); err != nil {
+			return err
+		}
+	}
 	if !l.ipv6 {
 		binary.BigEndian.PutUint16(frame[l.l3+10:], IPv4HeaderChecksum(frame[l.l3:l.l4]))
 	}
-	binary.BigEndian.PutUint16(frame[l.l4+l.csumOffset():], fold(l.pseudo(frame)))
+	binary.BigEndian.PutUint16(frame[l.l4+l.csumOffset():], fold(l.pseudo(frame, end)))
 	hdr.Flags = FlagNeedsCsum
 	hdr.HdrLen = uint16(l.data)
 	hdr.CsumStart = uint16(l.l4)

@@ -23,6 +23,7 @@ var (
 	ErrTruncated       = &Error{FrameMalformed, "gso: a header ends past the frame or past its IP packet"}
 	ErrIPHeader        = &Error{FrameMalformed, "gso: IP version, header length or packet length invalid"}
 	ErrFragment        = &Error{FrameMalformed, "gso: IP fragment"}
+	ErrUDPLength       = &Error{FrameMalformed, "gso: UDP length below 8 or past the IP packet"}
 	ErrTrailingBytes   = &Error{FrameMalformed, "gso: bytes past the IP packet's end in a superframe"}
 	ErrFlags           = &Error{FlagsInvalid, "gso: virtio_net_hdr flags other than NEEDS_CSUM and DATA_VALID"}
 	ErrGSOType         = &Error{GSOTypeUnknown, "gso: unknown gso_type"}

@@ -188,3 +188,20 @@ func (l *layout) parseIPv6(frame []byte) *Error {
 	l.proto = next
 	return nil
 }
+
+// datagramEnd is where the L4 packet of a frame that is not a superframe
+// ends: the IP packet's end for TCP, the UDP length's for UDP. A receiver
+// trims a UDP datagram to its UDP length and checksums that much (RFC 768),
+// so a checksum completed over more would not verify; a UDP length below 8
+// or past the IP packet is refused as a receiver refuses it. (A USO
+// superframe's UDP length is ignored instead: see Split.)
+func (l *layout) datagramEnd(frame []byte) (int, *Error) {
+	if l.proto != protoUDP {
+		return l.end, nil
+	}
+	ulen := int(binary.BigEndian.Uint16(frame[l.l4+4:]))
+	if ulen < udpHeaderLen || ulen > l.end-l.l4 {
+		return 0, ErrUDPLength
+	}
+	return l.l4 + ulen, nil
+}

@@ -15,8 +15,9 @@ const (
 	// FrameMalformed: a superframe, or a frame asking for a checksum,
 	// whose Ethernet, IP or TCP/UDP headers do not parse: truncated, a bad
 	// IP version or length, an IP fragment, a TCP data offset below 5,
-	// bytes past the IP packet's end in a frame longer than the Ethernet
-	// minimum.
+	// bytes past the IP packet's end in a superframe longer than the
+	// Ethernet minimum, or (in a frame asking for its UDP checksum) a UDP
+	// length below 8 or past the IP packet.
 	FrameMalformed
 	// FlagsInvalid: flags other than NEEDS_CSUM and DATA_VALID.
 	FlagsInvalid

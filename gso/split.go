@@ -46,7 +46,9 @@ func segments(l *layout, gsoSize int) int {
 //   - IPv4: total length, ID + i, header checksum; IPv6: payload length;
 //   - TCP (TSO): sequence number advanced by the payload before it, FIN and
 //     PSH only on the last segment, CWR only on the first;
-//   - UDP (USO): the datagram's own length;
+//   - UDP (USO): the datagram's own length (the superframe's UDP length is
+//     ignored, as the kernel's __udp_gso_segment ignores it: the IP length
+//     says where the payload ends);
 //   - a full TCP/UDP checksum, whatever the superframe's field held.
 //
 // A frame whose gso_type is NONE is copied into out[0] whole, its checksum

@@ -191,7 +191,7 @@ func TestSplitNone(t *testing.T) {
 	frame := buildFrame(t, frameSpec{udp: true, payload: randomPayload(22, 333)})
 	l, _ := parse(frame)
 	partial := bytes.Clone(frame)
-	binary.BigEndian.PutUint16(partial[l.l4+6:], fold(l.pseudo(frame)))
+	binary.BigEndian.PutUint16(partial[l.l4+6:], fold(l.pseudo(frame, l.end)))
 	out, sizes := segmentBuffers(1, 1600)
 	hdr := VirtioNetHdr{Flags: FlagNeedsCsum, CsumStart: uint16(l.l4), CsumOffset: 6}
 	n, err := Split(partial, hdr, out, sizes, 0)
