@@ -431,7 +431,16 @@ func (e *Engine) receivePending() {
 func (e *Engine) flush() {
 	for _, p := range e.dirty {
 		p.dirty = false
-		if !p.dead && !p.writeArmed {
+		if p.dead {
+			continue
+		}
+		// A port waiting for write readiness is left to the poller: trying
+		// again would cost a syscall that fails. A transport that learns
+		// of room by other means (vhost-user: its ring in shared memory) is
+		// tried anyway, for free: its peer may have made room before the
+		// poller says so, and the frames just queued would otherwise fill
+		// the queue meanwhile.
+		if _, free := p.t.(writeWaiter); !p.writeArmed || free {
 			e.transmit(p)
 		}
 	}
