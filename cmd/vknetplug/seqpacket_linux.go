@@ -34,7 +34,7 @@ func dialSeqpacket(path string) (*seqLink, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s (-p): set non-blocking: %w", path, err)
 	}
-	return &seqLink{fd: fd, ep: -1, path: path, rb: mmsg.NewBatch(batchSize), sb: mmsg.NewBatch(batchSize)}, nil
+	return &seqLink{fd: fd, ep: -1, path: path, rb: newMmsgBatch(), sb: newMmsgBatch()}, nil
 }
 
 // dialErr says what to do about a failed connect to the daemon.
@@ -55,6 +55,8 @@ func dialErr(path, flag string, err error) error {
 	}
 	return fmt.Errorf("connecting to %s (%s): %w", path, flag, err)
 }
+
+func newMmsgBatch() *mmsg.Batch { return mmsg.NewBatch(batchSize) }
 
 func (s *seqLink) gone() error {
 	return fmt.Errorf("vknetd closed the connection on %s (-p): the daemon stopped, or dropped this client (see its log)", s.path)

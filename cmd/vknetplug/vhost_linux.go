@@ -50,6 +50,12 @@ func dialVhost(path string) (*vhostLink, error) {
 		unix.Close(fd)
 		return nil, dialErr(path, "--vhost-user", err)
 	}
+	return newVhostLink(fd, path)
+}
+
+// newVhostLink plays the guest on the connected socket fd, which it owns
+// from here on.
+func newVhostLink(fd int, path string) (*vhostLink, error) {
 	g, err := vhostguest.New(vhostguest.Options{QueueSize: vhostQueueSize, QuietTX: true})
 	if err != nil {
 		unix.Close(fd)
