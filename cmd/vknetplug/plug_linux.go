@@ -11,6 +11,16 @@ import (
 
 // plug connects to the switch, creates the TAP, tells stdout its name and
 // moves frames until a signal (nil) or the daemon or TAP goes away.
+//
+// Offloads come later, and fit here: the TAP opened with IFF_VNET_HDR
+// (TUNSETVNETHDRSZ 12, TUNSETOFFLOAD) puts a virtio_net_hdr before every
+// frame it reads and expects one before every frame written, and that is
+// byte for byte the header a vhost-user ring carries before a frame. So the
+// frames in a batch would start with their header, buffers sized for
+// superframes; the vhost-user link would accept HOST_TSO4/6, CSUM and
+// GUEST_* and pass the header through; the SEQPACKET link, whose protocol
+// has no header, would cut superframes with package gso before sendmmsg
+// and write a zero header before each frame it receives.
 func plug(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err error) {
 	var sw link
 	if o.vhostUser != "" {
