@@ -295,7 +295,7 @@ func (d *Device) startRing(i int) error {
 	if d.features&(1<<featProtocolFeatures) == 0 {
 		q.enabled = true // no SET_VRING_ENABLE will come
 	}
-	q.vq.allowKicks()
+	q.vq.allowKicks(q.vq.lastAvail)
 	return nil
 }
 

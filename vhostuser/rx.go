@@ -13,9 +13,15 @@ const (
 // writeBatch writes frames into an RX ring, each after a virtio-net
 // header, and returns how many frames it took: written, or dropped
 // (counted) because the guest's buffers cannot hold them. Fewer than
-// len(frames) means the guest is out of buffers; kicks were allowed and
-// the ring re-checked, so the guest's next post will kick. call says the
-// guest wants to be told about the used entries.
+// len(frames) means the guest is out of buffers; kicks were allowed at
+// the avail idx last seen and the ring re-checked, so the guest's next
+// post will kick. call says the guest wants to be told about the used
+// entries.
+//
+// With MRG_RXBUF the guest may have posted buffers, too few for the next
+// frame: then avail_event must be the guest's avail idx, not lastAvail
+// (the first of those buffers), which the guest has crossed already and
+// would never kick for again.
 //
 // With mrg (MRG_RXBUF) a frame fills as many chains as it needs and its
 // header's num_buffers says how many; without, it needs one chain big
@@ -23,6 +29,7 @@ const (
 func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, st *Stats) (n int, call bool, err error) {
 	old := q.usedIdx
 	taken := 0
+	rechecks := 0 // kick requests since the last frame went in
 	for n < len(frames) {
 		k, fit, err := q.writeFrame(m, hdrLen, mrg, frames[n], taken)
 		if err != nil {
@@ -35,6 +42,7 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, st 
 			st.RXFrames++
 			st.RXBytes += uint64(len(frames[n]))
 			n++
+			rechecks = 0
 			if q.kicksAllowed {
 				q.stopKicks()
 			}
@@ -48,12 +56,19 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, st 
 			taken = 0
 			continue
 		}
-		// fitNoBufs: ask for a kick, then look once more, so buffers posted
-		// before the guest saw the request are not left waiting.
-		if q.kicksAllowed {
+		// fitNoBufs: ask for a kick on the guest's next post, then look once
+		// more, so buffers posted before the guest saw the request are not
+		// left waiting. Done when that look found nothing new since the
+		// request. Without EVENT_IDX the cleared flag asks for every post.
+		// An honest guest posts at most num entries we have not taken, so
+		// the idx moves at most num times; a guest rewriting it to keep us
+		// here only loses its own kick.
+		at := q.availIdx()
+		if q.kicksAllowed && (!q.eventIdx || q.kickAt == at) || rechecks > q.num {
 			break
 		}
-		q.allowKicks()
+		q.allowKicks(at)
+		rechecks++
 	}
 	if taken > 0 {
 		q.publish(taken)

@@ -18,7 +18,7 @@ func (q *virtq) readBatch(m *memory, hdrLen int, bufs [][]byte, sizes []int, off
 			return n, false, false, err
 		}
 		if avail == 0 && !q.kicksAllowed {
-			q.allowKicks()
+			q.allowKicks(q.lastAvail) // the avail idx we just saw
 			if avail, err = q.pending(); err != nil {
 				return n, false, false, err
 			}

@@ -48,8 +48,9 @@ type virtq struct {
 	usedIdx   uint16 // next used entry we will fill; published up to here
 	usedFlags uint16 // our shadow of used->flags
 
-	eventIdx     bool // EVENT_IDX negotiated
-	kicksAllowed bool // the guest may kick (flag clear / avail_event current)
+	eventIdx     bool   // EVENT_IDX negotiated
+	kicksAllowed bool   // the guest may kick (flag clear / avail_event current)
+	kickAt       uint16 // with EVENT_IDX and kicksAllowed: the avail_event we stored
 }
 
 // reset prepares q for a ring of num entries whose next avail entry is
@@ -161,12 +162,18 @@ func (q *virtq) needCall(old uint16) bool {
 	return q.availFlags()&availFNoInterrupt == 0
 }
 
-// allowKicks asks the guest to kick us for the next avail entry. The
-// caller must then re-check pending: an entry added before the guest saw
-// this would otherwise wait for a kick that never comes.
-func (q *virtq) allowKicks() {
+// allowKicks asks the guest to kick us when it publishes avail entry at
+// (with EVENT_IDX: avail_event; without, any entry). at must be an avail
+// idx we have seen, not one behind it: the guest kicks only when its idx
+// crosses avail_event, and it never crosses an entry it published
+// already. The caller must then re-check the avail idx: an entry added
+// before the guest saw this would otherwise wait for a kick that never
+// comes. The fence orders our store before that load, as the guest's
+// orders its avail idx store before its avail_event load.
+func (q *virtq) allowKicks(at uint16) {
 	if q.eventIdx {
-		store16(q.used, 4+8*q.num, q.lastAvail) // avail_event
+		store16(q.used, 4+8*q.num, at) // avail_event
+		q.kickAt = at
 	} else {
 		q.usedFlags &^= usedFNoNotify
 		store32(q.used, 0, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
