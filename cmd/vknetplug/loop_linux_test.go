@@ -118,7 +118,7 @@ func TestLoopAllocs(t *testing.T) {
 		s.run(swPeer, tapPeer, fs, false)
 	})
 	t.Logf("%.2f allocations per round of %d frames each way", allocs, len(fs))
-	if allocs != 0 {
+	if allocs != 0 && !raceEnabled {
 		t.Fatalf("%.2f allocations per round of %d frames each way, want 0", allocs, len(fs))
 	}
 }
@@ -280,7 +280,7 @@ func TestLoopVhostAllocs(t *testing.T) {
 		s.down(tapPeer, fs, false)
 	})
 	t.Logf("%.2f allocations per round of %d frames each way", allocs, len(fs))
-	if allocs != 0 {
+	if allocs != 0 && !raceEnabled {
 		t.Fatalf("%.2f allocations per round of %d frames each way, want 0", allocs, len(fs))
 	}
 }
