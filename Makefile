@@ -17,6 +17,7 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/vknetd ./cmd/vknetd
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/vknetctl ./cmd/vknetctl
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/vknetplug ./cmd/vknetplug
 
 # Test and demo tools from Debian (socat, tcpdump, iperf3, dnsmasq, iproute2).
 deps:
@@ -71,8 +72,10 @@ bench-peers:
 install: build
 	install -D -m 0755 bin/vknetd $(DESTDIR)$(PREFIX)/sbin/vknetd
 	install -D -m 0755 bin/vknetctl $(DESTDIR)$(PREFIX)/bin/vknetctl
+	install -D -m 0755 bin/vknetplug $(DESTDIR)$(PREFIX)/bin/vknetplug
 	install -D -m 0644 vknetd.8 $(DESTDIR)$(PREFIX)/share/man/man8/vknetd.8
 	install -D -m 0644 vknetctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/vknetctl.1
+	install -D -m 0644 vknetplug.1 $(DESTDIR)$(PREFIX)/share/man/man1/vknetplug.1
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|' contrib/vknetd.service >$(DESTDIR)$(PREFIX)/lib/systemd/system/vknetd.service
 	install -D -m 0644 contrib/vknetd.default $(DESTDIR)$(PREFIX)/share/doc/vknetd/vknetd.default

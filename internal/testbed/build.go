@@ -13,25 +13,28 @@ import (
 // directory and returns the binary's path and a function that removes the directory.
 // TestMain calls it once, so that every test of a package drives the same fresh build
 // of the working tree, not whatever vknetd is installed.
-func BuildVknetd() (bin string, remove func(), err error) {
+func BuildVknetd() (bin string, remove func(), err error) { return BuildCommand("vknetd") }
+
+// BuildCommand builds ./cmd/<name> (vknetd, vknetplug...) as BuildVknetd does.
+func BuildCommand(name string) (bin string, remove func(), err error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", nil, err
 	}
-	dir, err := os.MkdirTemp("", "vknetd-build-")
+	dir, err := os.MkdirTemp("", name+"-build-")
 	if err != nil {
 		return "", nil, err
 	}
 	remove = func() { os.RemoveAll(dir) }
-	bin = filepath.Join(dir, "vknetd")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/vknetd")
+	bin = filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
 	build.Dir = root
 	// As make build does: without cgo, so that --user can drop
 	// capabilities on every thread (see cmd/vknetd/privdrop_linux.go).
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		remove()
-		return "", nil, fmt.Errorf("go build ./cmd/vknetd in %s: %v\n%s", root, err, out)
+		return "", nil, fmt.Errorf("go build ./cmd/%s in %s: %v\n%s", name, root, err, out)
 	}
 	return bin, remove, nil
 }

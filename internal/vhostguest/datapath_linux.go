@@ -165,9 +165,41 @@ func (g *Guest) Send(frames [][]byte) int {
 		r.availIdx++
 		sent++
 	}
-	g.askCall(r)
+	if !g.opts.QuietTX {
+		g.askCall(r)
+	}
 	g.publish(1, old)
 	return sent
+}
+
+// RXReady is what a driver calls before it sleeps on CallFD(0) once
+// Receive has returned fewer frames than it asked for: it asks the device
+// to call for its next used entry, then, after a full barrier, looks at
+// the used ring again. True means frames arrived in between (the device
+// may have published them before it saw the request, and will not call
+// for them): Receive again instead of sleeping.
+func (g *Guest) RXReady() bool {
+	r := &g.q[0]
+	g.askCall(r)
+	fence()
+	return g.usedIdx(r) != r.lastUsed
+}
+
+// TXRoom is what a driver calls when Send took fewer frames than it was
+// given, before it sleeps on CallFD(1): it reclaims what the device has
+// used, and if no descriptor is free asks the device to call for its next
+// used entry and, after a full barrier, reclaims again. True means Send
+// has room now.
+func (g *Guest) TXRoom() bool {
+	r := &g.q[1]
+	g.reclaimTX()
+	if len(r.free) > 0 {
+		return true
+	}
+	g.askCall(r)
+	fence()
+	g.reclaimTX()
+	return len(r.free) > 0
 }
 
 func (g *Guest) descLen(r *ring, i uint16) uint32 {

@@ -22,6 +22,11 @@ type Options struct {
 	// SplitTX sends each frame as a header descriptor followed by data
 	// descriptors of at most 4 KiB, instead of one descriptor.
 	SplitTX bool
+	// QuietTX: Send does not ask the device to call when it has used TX
+	// frames; a driver that waits for TX room asks with TXRoom. Without
+	// it every TX batch the device uses costs it a call (an eventfd
+	// write) and the driver a wake-up.
+	QuietTX bool
 }
 
 const (
@@ -134,6 +139,10 @@ func (g *Guest) RingOffsets(q int) (desc, avail, used int) {
 // kick.
 func (g *Guest) CallFD(q int) int { return g.callfd[q] }
 func (g *Guest) KickFD(q int) int { return g.kick[q] }
+
+// SocketFD is the vhost-user socket (-1 before Attach), for a driver
+// that polls it to learn that the device hung up.
+func (g *Guest) SocketFD() int { return g.sock }
 
 // HeaderLen is the virtio-net header size negotiated.
 func (g *Guest) HeaderLen() int { return g.hdrLen }
