@@ -49,6 +49,11 @@ const (
 // DropsMapName is the reference of the drop counter's map in the program.
 const DropsMapName = "kernel_drops"
 
+// VfkitHello is the 4-byte datagram vfkit sends before its first frame
+// (the engine's dgram listener registers the client on it): not a frame,
+// but the filter must let it through.
+var VfkitHello = [4]byte{'V', 'F', 'K', 'T'}
+
 // Labels shared by every section of the program.
 const (
 	labelPass = "pass"
@@ -58,8 +63,9 @@ const (
 // FilterInstructions returns the kernel filter for p: a socket filter that
 // returns 0 (drop) or the frame's length (keep). mtu is the engine's MTU:
 // an untagged frame longer than mtu+14 is oversize, and secure mode drops
-// every tagged one. A dropped frame first adds one to the 64-bit counter
-// at key 0 of the per-CPU array the loader associates with DropsMapName.
+// every tagged one. A dropped frame first adds one to its socket's 64-bit
+// counter, keyed by socket cookie, in the per-CPU hash the loader
+// associates with DropsMapName.
 // The program is a pure function of its arguments, so tests can pin its
 // text. p must be secure.
 func (p *Policy) FilterInstructions(mtu int) asm.Instructions {
@@ -95,16 +101,22 @@ func (f *filterBuilder) label(name string, comment string, ins ...asm.Instructio
 }
 
 func (f *filterBuilder) entry(mtu int) {
-	f.add("runt and oversize frames: the engine drops them before any rule",
+	f.add("oversize frames: the engine drops them before any rule",
 		asm.Mov.Reg(regCtx, asm.R1),
 		asm.LoadMem(regLen, regCtx, 0, asm.Word), // __sk_buff.len
-		asm.JLT.Imm(regLen, etherLen, labelDrop),
 		asm.JGT.Imm(regLen, int32(mtu+etherLen), labelDrop),
+		asm.JGE.Imm(regLen, etherLen, "src-mac"),
+	)
+	f.add("runts, but for vfkit's hello on a datagram listener: it registers the client",
+		asm.JNE.Imm(regLen, int32(len(VfkitHello)), labelDrop),
+		asm.LoadAbs(0, asm.Word),
+		asm.JEq.Imm32(asm.R0, int32(binary.BigEndian.Uint32(VfkitHello[:])), labelPass),
+		asm.Ja.Label(labelDrop),
 	)
 }
 
 func (f *filterBuilder) sourceMAC(tap [6]byte) {
-	f.add("source MAC: multicast (and broadcast)",
+	f.label("src-mac", "source MAC: multicast (and broadcast)",
 		asm.LoadAbs(6, asm.Byte),
 		asm.JSet.Imm(asm.R0, 1, labelDrop),
 	)
@@ -398,15 +410,32 @@ func (f *filterBuilder) verdicts() {
 		asm.Mov.Reg(asm.R0, regLen),
 		asm.Return(),
 	)
-	f.label(labelDrop, "count the drop in this CPU's slot of the counter array",
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+	// The filter runs for the receiving socket, and bpf_get_socket_cookie
+	// names it (TestKernelFilterCountsPerSocket holds the kernel to it):
+	// the engine reads each port's count by its socket's SO_COOKIE.
+	f.label(labelDrop, "count the drop under the socket's cookie, in this CPU's slot",
+		asm.Mov.Reg(asm.R1, regCtx),
+		asm.FnGetSocketCookie.Call(),
+		asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
 		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
+		asm.Add.Imm(asm.R2, -8),
 		asm.LoadMapPtr(asm.R1, 0).WithReference(DropsMapName),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "drop-return"),
+		asm.JEq.Imm(asm.R0, 0, "drop-first"),
 		asm.Mov.Imm(asm.R1, 1),
 		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+		asm.Ja.Label("drop-return"),
+	)
+	f.label("drop-first", "the socket's first drop on this CPU: insert it (BPF_ANY: another CPU may have)",
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(DropsMapName),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -16),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnMapUpdateElem.Call(),
 	)
 	f.label("drop-return", "", asm.Mov.Imm(asm.R0, 0), asm.Return())
 }

@@ -13,24 +13,28 @@ import (
 // (loading needs CAP_BPF or root); attaching it to a socket needs none.
 type KernelFilter struct {
 	Program *ebpf.Program
-	// Drops is a per-CPU array of one 64-bit counter: the frames the
-	// program dropped, on every socket it is attached to.
+	// Drops counts the frames the program dropped per socket: a per-CPU
+	// LRU hash from socket cookie to a 64-bit count. LRU, so that more
+	// sockets than it holds evict the oldest counts instead of going
+	// uncounted.
 	Drops *ebpf.Map
 }
 
 // LoadKernelFilter builds p's filter (FilterInstructions) and loads it.
+// sockets is how many sockets it may be attached to at once (clients and
+// listeners), the size of its counter map.
 // Its errors say what the kernel refused; a caller that cannot load it runs
 // with the userspace Checker alone, which judges every frame anyway.
-func LoadKernelFilter(p *Policy, mtu int) (*KernelFilter, error) {
+func LoadKernelFilter(p *Policy, mtu, sockets int) (*KernelFilter, error) {
 	if !p.secure {
 		return nil, errors.New("kernel filter: the policy is not secure (-U): there is nothing to filter")
 	}
 	drops, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "vknetd_drops",
-		Type:       ebpf.PerCPUArray,
-		KeySize:    4,
+		Type:       ebpf.LRUCPUHash,
+		KeySize:    8,
 		ValueSize:  8,
-		MaxEntries: 1,
+		MaxEntries: uint32(max(sockets, 1)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kernel filter: creating its counter map: %w", err)
@@ -53,20 +57,29 @@ func LoadKernelFilter(p *Policy, mtu int) (*KernelFilter, error) {
 	return &KernelFilter{Program: prog, Drops: drops}, nil
 }
 
-// Attach makes the kernel run the filter on every message sent to fd,
-// in the sender's sendmsg. It needs no privilege.
-func (k *KernelFilter) Attach(fd int) error {
+// Attach makes the kernel run the filter on every message sent to fd, in
+// the sender's sendmsg, and returns fd's socket cookie, the key of its drop
+// counter. It needs no privilege.
+func (k *KernelFilter) Attach(fd int) (uint64, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_BPF, k.Program.FD()); err != nil {
-		return fmt.Errorf("attaching the kernel filter (SO_ATTACH_BPF): %w", err)
+		return 0, fmt.Errorf("attaching the kernel filter (SO_ATTACH_BPF): %w", err)
 	}
-	return nil
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("reading the socket's cookie (SO_COOKIE) for the kernel filter's counter: %w", err)
+	}
+	return cookie, nil
 }
 
-// Dropped returns how many frames the filter has dropped since it was
-// loaded, summed over the CPUs.
-func (k *KernelFilter) Dropped() (uint64, error) {
+// Dropped returns how many frames the filter has dropped on the socket
+// with this cookie, summed over the CPUs.
+func (k *KernelFilter) Dropped(cookie uint64) (uint64, error) {
 	var perCPU []uint64
-	if err := k.Drops.Lookup(uint32(0), &perCPU); err != nil {
+	err := k.Drops.Lookup(cookie, &perCPU)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return 0, nil
+	case err != nil:
 		return 0, fmt.Errorf("reading the kernel filter's counter: %w", err)
 	}
 	var n uint64
@@ -74,6 +87,12 @@ func (k *KernelFilter) Dropped() (uint64, error) {
 		n += v
 	}
 	return n, nil
+}
+
+// Forget deletes the counter of a socket that is closed (cookies are never
+// reused, so it would only take room).
+func (k *KernelFilter) Forget(cookie uint64) {
+	_ = k.Drops.Delete(cookie)
 }
 
 // Close unloads the filter; sockets it is attached to keep their copy.
