@@ -21,6 +21,7 @@ type options struct {
 	client   bool         // -c
 	debug    bool         // -d
 	unsecure bool         // -U
+	noBPF    bool         // --no-bpf
 	bridge   string       // -b
 	socket   string       // -p
 	pidfile  string       // -i
@@ -84,6 +85,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.IntVar(&o.portIPs, "port-ips", 16, "secure mode: most IP addresses one client may hold (bound to its MACs)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
+	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.StringVar(&o.control, "control", "", "path of the control socket for vknetctl, same group and mode as -p (default: the -p path plus .ctl)")
 	fs.StringVar(&o.user, "user", "", "once the TAP, sockets and pidfile exist, run as this user (a name or uid) keeping only CAP_NET_ADMIN; a root helper removes the files at exit (Linux)")
