@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,6 +30,9 @@ func LoadKernelFilter(p *Policy, mtu, sockets int) (*KernelFilter, error) {
 	if !p.secure {
 		return nil, errors.New("kernel filter: the policy is not secure (-U): there is nothing to filter")
 	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; on later
+	// ones this does nothing. A failure shows as the load's error below.
+	_ = rlimit.RemoveMemlock()
 	drops, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "vknetd_drops",
 		Type:       ebpf.LRUCPUHash,

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"runtime"
+
 	"github.com/vknetd/vknetd/engine"
 	"github.com/vknetd/vknetd/secure"
 )
@@ -12,7 +14,8 @@ import (
 // spares the daemon the frames it drops.
 func (d *daemon) loadKernelFilter(policy *secure.Policy) engine.ClientFilter {
 	switch {
-	case d.o.unsecure:
+	case d.o.unsecure, runtime.GOOS != "linux":
+		// The BSDs have no eBPF socket filters: nothing to say.
 		return nil
 	case d.o.noBPF:
 		d.log.Info("kernel filter off (--no-bpf): secure mode checks every frame in userspace alone")
