@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Packages whose code runs goroutines get the race detector.
 RACE_PKGS := ./engine/... ./mactable/... ./cmd/... ./internal/... ./control/... ./metrics/...
 
-.PHONY: all build deps test vet fmt-check demo bench bench-spoof bench-compare install clean test-qemu qemu-guest
+.PHONY: all build deps test vet fmt-check demo bench bench-spoof bench-compare bench-peers install clean test-qemu qemu-guest
 
 all: build
 
@@ -68,6 +68,13 @@ bench-spoof:
 
 bench-compare:
 	./scripts/bench-compare.sh $(or $(BASE),HEAD)
+
+# vknetd against vde_switch, testpmd's vhost backend and OVS-DPDK, side by
+# side in one run (root; installs vde2, dpdk-dev and openvswitch-switch-dpdk
+# when missing; borrows 2 MiB hugepages and gives them back). Writes
+# bench/results/peers.{md,svg,csv}. ROUNDS=3 DURATION=3 (seconds per point).
+bench-peers:
+	./scripts/bench-peers.sh
 
 # Binaries, manual pages and the systemd unit under $(DESTDIR)$(PREFIX).
 install: build

@@ -112,7 +112,7 @@ func sampleStats() engine.Stats {
 func TestSummarize(t *testing.T) {
 	got := Summarize(sampleStats())
 	want := Stats{
-		Clients: 2, ClientsByKind: map[string]int{"seqpacket": 1, "stream": 0, "dgram": 1}, Monitors: 1, Accepted: 9,
+		Clients: 2, ClientsByKind: map[string]int{"seqpacket": 1, "stream": 0, "dgram": 1, "vhost-user": 0}, Monitors: 1, Accepted: 9,
 		MACs: 3, Buffers: 128, BuffersFree: 90, Queued: 4,
 		Traffic: Sides{
 			TAP:     Traffic{RxFrames: 10, RxBytes: 1000, TxFrames: 20, TxBytes: 2000},

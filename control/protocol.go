@@ -102,6 +102,11 @@ type MAC struct {
 	PID      int32   `json:"pid"` // -1 when unknown
 	AgeSecs  float64 `json:"age_seconds"`
 	PortGone bool    `json:"port_gone,omitempty"` // the port closed between the two snapshots
+	// Via and VTEP say, for a MAC learned on the TAP, that it sits on
+	// another host: behind the VXLAN device Via (the bridge's fdb says
+	// so), at the peer VTEP when the device knows (empty otherwise).
+	Via  string `json:"via,omitempty"`
+	VTEP string `json:"vtep,omitempty"`
 }
 
 // Binding is a secure-mode IP-to-MAC binding.
@@ -144,12 +149,17 @@ type Stats struct {
 type Sides struct {
 	TAP     Traffic `json:"tap"`
 	Clients Traffic `json:"clients"` // every client there has been, connected or not
+	// Remote is, with --vxlan, the VXLAN device's own counters: Rx what
+	// came from other hosts, Tx what went to them (a frame flooded to N
+	// peers counts N times). It is part of the TAP's side: the TAP's
+	// counters include it, together with the host's own traffic.
+	Remote *Traffic `json:"remote,omitempty"`
 }
 
 // ClientKinds are the kinds a client port can have, listed in Stats even
 // when no client of that kind is connected so that consumers see zeros
 // rather than missing keys.
-var ClientKinds = []string{"seqpacket", "stream", "dgram"}
+var ClientKinds = []string{"seqpacket", "stream", "dgram", "vhost-user"}
 
 // PortFrom converts an engine snapshot of one port.
 func PortFrom(p engine.PortStats) Port {
@@ -220,6 +230,23 @@ func MACsFrom(entries []engine.MACEntry, ports []engine.PortStats) []MAC {
 		out = append(out, m)
 	}
 	return out
+}
+
+// Where is where a remote MAC sits: the VXLAN device and, when known, the
+// peer's underlay address.
+type Where struct{ Via, VTEP string }
+
+// MarkRemote fills Via and VTEP of the MACs learned on the TAP that the
+// bridge has behind the VXLAN device; where is keyed like MAC.MAC.
+func MarkRemote(macs []MAC, where map[string]Where) {
+	for i := range macs {
+		if macs[i].Kind != "tap" {
+			continue
+		}
+		if w, ok := where[macs[i].MAC]; ok {
+			macs[i].Via, macs[i].VTEP = w.Via, w.VTEP
+		}
+	}
 }
 
 // BindingsFrom converts secure mode's bindings.

@@ -29,9 +29,20 @@ type Engine interface {
 	AttachMonitor(fd int, mirror bool, name string) (uint32, error)
 }
 
+// Remote is what the server asks of the VXLAN side (--vxlan): which MACs
+// sit behind the VXLAN device, keyed like MAC.MAC, and what the device
+// carried (ok false without one). Its calls read the kernel's tables over
+// netlink on the server's goroutine, off the forwarding path.
+type Remote interface {
+	RemoteMACs() (map[string]Where, error)
+	RemoteTraffic() (t Traffic, ok bool, err error)
+}
+
 // ServerConfig is what NewServer needs besides the listener.
 type ServerConfig struct {
 	Engine Engine
+	// Remote is nil without a VXLAN device.
+	Remote Remote
 	// GID and Group are the group allowed besides root (the daemon's
 	// --group); Group is only used in messages.
 	GID   int
@@ -270,7 +281,15 @@ func (s *Server) answer(req Request) ([][]byte, error) {
 		if err != nil {
 			return nil, engineErr(err)
 		}
-		return encodeList(MACsFrom(ms, st.Ports), func(r *Reply, c []MAC) { r.MACs = c })
+		macs := MACsFrom(ms, st.Ports)
+		if s.cfg.Remote != nil {
+			where, err := s.cfg.Remote.RemoteMACs()
+			if err != nil {
+				return nil, err
+			}
+			MarkRemote(macs, where)
+		}
+		return encodeList(macs, func(r *Reply, c []MAC) { r.MACs = c })
 	case CmdBindings:
 		bs, err := e.Bindings()
 		if err != nil {
@@ -283,6 +302,15 @@ func (s *Server) answer(req Request) ([][]byte, error) {
 			return nil, engineErr(err)
 		}
 		sum := Summarize(st)
+		if s.cfg.Remote != nil {
+			t, ok, err := s.cfg.Remote.RemoteTraffic()
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				sum.Traffic.Remote = &t
+			}
+		}
 		b, err := json.Marshal(Reply{V: Version, OK: true, Stats: &sum})
 		return [][]byte{b}, err
 	}

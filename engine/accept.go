@@ -91,15 +91,22 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	if pid < 0 {
 		name = fmt.Sprintf("fd %d", fd)
 	}
+	// The transport is chosen once, by the listener's protocol.
+	var t transport = newMsgTransport(&e.io)
+	switch kind {
+	case Stream:
+		t = newStreamTransport(&e.io, e.maxFrame)
+	case VhostUser:
+		vt, err := e.newVhostTransport(fd, id, name)
+		if err != nil {
+			return nil, err
+		}
+		t = vt
+	}
 	if err := e.poll.add(fd, id); err != nil {
 		return nil, err
 	}
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
-	// The transport is chosen once, by the listener's protocol.
-	var t transport = newMsgTransport(&e.io)
-	if kind == Stream {
-		t = newStreamTransport(&e.io, e.maxFrame)
-	}
 	p := e.newPort(id, t, fd, name)
 	p.pid, p.uid = pid, uid
 	if kind == Seqpacket {

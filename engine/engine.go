@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -36,6 +37,10 @@ const (
 	// Dgram is QEMU's -netdev dgram and vfkit: a bound SOCK_DGRAM socket,
 	// one frame per datagram, clients known by their source path.
 	Dgram
+	// VhostUser is a vhost-user back-end socket (SOCK_STREAM): each
+	// connection is one guest's virtio-net device, its frames on virtio
+	// rings in guest memory shared with the switch (Linux only).
+	VhostUser
 )
 
 // Listener is a listening socket the engine accepts clients from. The
@@ -253,6 +258,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.TapFd >= 0 {
 		tap := e.newPort(0, newTapTransport(&e.io), cfg.TapFd, cfg.TapName)
 		tap.host = true
+		e.macs.SetHostPort(0) // a bridged LAN or other hosts may be behind it
 		if err := e.poll.add(tap.fd, tap.id); err != nil {
 			e.poll.close()
 			return nil, fmt.Errorf("watching TAP %s: %w", cfg.TapName, err)
@@ -310,6 +316,10 @@ func (e *Engine) newPort(id uint32, t transport, fd int, name string) *port {
 // client; the TAP and listener fds stay open for the caller to close.
 func (e *Engine) Run() error {
 	defer close(e.exited)
+	// A vhost-user guest that shrinks a shared memory file after we mapped
+	// it makes our next access fault: with this the fault is an error that
+	// closes that guest (package vhostuser recovers it), not a crash.
+	debug.SetPanicOnFault(true)
 	e.now = int64(time.Since(e.start))
 	e.nextSweep = e.now + int64(sweepInterval)
 	for !e.stopping {
@@ -350,8 +360,13 @@ func (e *Engine) dispatch(ev event) {
 			e.accept(l)
 		}
 	default:
-		p := e.ports[ev.token]
+		id, sub := splitToken(ev.token)
+		p := e.ports[id]
 		if p == nil || p.dead {
+			return
+		}
+		if src, ok := p.t.(eventSource); ok {
+			e.sourceEvent(p, src, sub, ev)
 			return
 		}
 		if ev.hangup {
@@ -445,7 +460,7 @@ func (e *Engine) transmit(p *port) {
 		if errors.Is(err, errWouldBlock) {
 			if !p.writeArmed {
 				p.writeArmed = true
-				if err := e.poll.setWrite(p.fd, p.id, true); err != nil {
+				if err := e.waitWritable(p, true); err != nil {
 					e.kill(p, err)
 				}
 			}
@@ -460,9 +475,34 @@ func (e *Engine) transmit(p *port) {
 	}
 	if p.writeArmed {
 		p.writeArmed = false
-		if err := e.poll.setWrite(p.fd, p.id, false); err != nil {
+		if err := e.waitWritable(p, false); err != nil {
 			e.kill(p, err)
 		}
+	}
+}
+
+// waitWritable asks to be told (or no longer) when p can take frames
+// again: write readiness on its fd, unless its transport knows better.
+func (e *Engine) waitWritable(p *port, on bool) error {
+	if w, ok := p.t.(writeWaiter); ok {
+		return w.waitWritable(p, on)
+	}
+	return e.poll.setWrite(p.fd, p.id, on)
+}
+
+// sourceEvent serves a port whose transport polls fds of its own: the
+// transport says what the readiness of fd sub means.
+func (e *Engine) sourceEvent(p *port, src eventSource, sub uint8, ev event) {
+	read, write, err := src.ready(p, sub, ev.hangup)
+	if err != nil {
+		e.kill(p, err)
+		return
+	}
+	if write && !p.txClosed {
+		e.transmit(p)
+	}
+	if read {
+		e.receive(p)
 	}
 }
 
@@ -476,7 +516,7 @@ func (e *Engine) sendingStopped(p *port) {
 	e.dropQueue(p)
 	if p.writeArmed {
 		p.writeArmed = false
-		if err := e.poll.setWrite(p.fd, p.id, false); err != nil {
+		if err := e.waitWritable(p, false); err != nil {
 			e.kill(p, err)
 		}
 	}

@@ -18,6 +18,7 @@ func newMsgBatch(int) msgBatch { return msgBatch{} }
 func (msgBatch) recv(io *portIO, p *port, refs []ring.Ref) (int, error) {
 	for i, r := range refs {
 		buf := io.pool.Buf(r)
+		io.syscalls++
 		n, _, flags, _, err := unix.Recvmsg(p.fd, buf, nil, unix.MSG_DONTWAIT)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
@@ -38,6 +39,7 @@ func (msgBatch) recv(io *portIO, p *port, refs []ring.Ref) (int, error) {
 func (msgBatch) send(io *portIO, p *port) error {
 	sent := 0
 	for sent < p.txq.Len() && sent < io.batch {
+		io.syscalls++
 		_, err := unix.Write(p.fd, io.pool.Frame(p.txq.At(sent)))
 		switch {
 		case err == nil:
@@ -71,6 +73,7 @@ func (namedBatch) sendTo(io *portIO, p *port, fd int, _ *unix.RawSockaddrUnix, _
 	to := &unix.SockaddrUnix{Name: key}
 	sent := 0
 	for sent < p.txq.Len() && sent < io.batch {
+		io.syscalls++
 		if err := unix.Sendto(fd, io.pool.Frame(p.txq.At(sent)), 0, to); err != nil {
 			io.sent(p, sent)
 			return err
@@ -91,6 +94,7 @@ func newSenderBatch(int) senderBatch { return senderBatch{} }
 func (senderBatch) recvFrom(io *portIO, fd int, refs []ring.Ref, names []unix.RawSockaddrUnix, nameLens []int, creds []senderCred) (int, error) {
 	for i, r := range refs {
 		buf := io.pool.Buf(r)
+		io.syscalls++
 		n, _, flags, from, err := unix.Recvmsg(fd, buf, nil, unix.MSG_DONTWAIT)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:

@@ -40,6 +40,7 @@ func recvBatch(io *portIO, fd int, b *mmsg.Batch, refs []ring.Ref) (int, error) 
 		b.Set(i, io.pool.Buf(r))
 	}
 	// MSG_CMSG_CLOEXEC: should a passed fd ever be installed, no child inherits it.
+	io.syscalls++
 	n, err := mmsg.Recv(fd, b, len(refs), unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
@@ -66,6 +67,7 @@ func (m msgBatch) send(io *portIO, p *port) error {
 	for i := 0; i < count; i++ {
 		m.b.Set(i, io.pool.Frame(p.txq.At(i)))
 	}
+	io.syscalls++
 	n, err := mmsg.Send(p.fd, m.b, count, unix.MSG_DONTWAIT)
 	switch {
 	case err == unix.EAGAIN:
@@ -99,6 +101,7 @@ func (m namedBatch) sendTo(io *portIO, p *port, fd int, addr *unix.RawSockaddrUn
 		m.b.SetName(i, addr)
 		m.b.SetNameLen(i, addrLen)
 	}
+	io.syscalls++
 	n, err := mmsg.Send(fd, m.b, count, unix.MSG_DONTWAIT)
 	if err != nil {
 		return err

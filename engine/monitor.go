@@ -15,29 +15,32 @@ import (
 func (e *Engine) AttachMonitor(fd int, mirror bool, name string) (uint32, error) {
 	var id uint32
 	var err error
-	derr := e.do(func() {
-		if e.monitors >= maxMonitors || len(e.freeIDs) == 0 {
-			err = fmt.Errorf("too many monitors (%d)", e.monitors)
-			return
-		}
-		id = e.freeIDs[len(e.freeIDs)-1]
-		if err = e.poll.add(fd, id); err != nil {
-			return
-		}
-		e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
-		setSndbuf(fd, clientSndbuf)
-		p := e.newPort(id, newMonitorTransport(&e.io), fd, name)
-		p.observer = true
-		p.pid, p.uid = peerCred(fd)
-		p.mirror = mirror
-		if mirror {
-			e.mirrors = append(e.mirrors, p)
-		}
-		e.monitors++
-		e.clientLog.Info("monitor attached", "port", id, "monitor", name, "all", mirror)
-	})
+	derr := e.do(func() { id, err = e.attachMonitor(fd, mirror, name) })
 	if derr != nil {
 		return 0, errors.Join(derr, err)
 	}
 	return id, err
+}
+
+// attachMonitor is AttachMonitor on the loop goroutine.
+func (e *Engine) attachMonitor(fd int, mirror bool, name string) (uint32, error) {
+	if e.monitors >= maxMonitors || len(e.freeIDs) == 0 {
+		return 0, fmt.Errorf("too many monitors (%d)", e.monitors)
+	}
+	id := e.freeIDs[len(e.freeIDs)-1]
+	if err := e.poll.add(fd, id); err != nil {
+		return 0, err
+	}
+	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
+	setSndbuf(fd, clientSndbuf)
+	p := e.newPort(id, newMonitorTransport(&e.io), fd, name)
+	p.observer = true
+	p.pid, p.uid = peerCred(fd)
+	p.mirror = mirror
+	if mirror {
+		e.mirrors = append(e.mirrors, p)
+	}
+	e.monitors++
+	e.clientLog.Info("monitor attached", "port", id, "monitor", name, "all", mirror)
+	return id, nil
 }

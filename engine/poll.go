@@ -9,7 +9,20 @@ type event struct {
 	hangup   bool // peer closed or the fd is in error: read to drain, then close
 }
 
-// Tokens above every port number name the engine's own fds.
+// A port's transport may poll fds of its own besides the port's (vhost-user
+// polls its socket and the guest's kick eventfds): they are registered as
+// the port's id with a sub-number in the token's top byte. Port ids stay
+// below 1<<subShift; sub 0 is the port's own fd.
+const subShift = 24
+
+func subToken(id uint32, sub uint8) uint32 { return id | uint32(sub)<<subShift }
+
+func splitToken(token uint32) (id uint32, sub uint8) {
+	return token & (1<<subShift - 1), uint8(token >> subShift)
+}
+
+// Tokens above every port number name the engine's own fds (their top
+// byte, 0xff, is no sub-number a transport uses).
 const (
 	tokenWake     = ^uint32(0)     // the wake-up fd used by control requests
 	tokenListener = ^uint32(0) - 1 // listener i is tokenListener - i

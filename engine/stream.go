@@ -70,6 +70,7 @@ func (s *streamTransport) read(p *port, refs []ring.Ref) (int, error) {
 			}
 			if total := streamPrefix + int(length); s.end-s.start >= total {
 				copy(pool.Buf(refs[n]), s.buf[s.start+streamPrefix:s.start+total])
+				s.io.copies++
 				pool.SetLen(refs[n], int(length))
 				s.start += total
 				n++
@@ -81,6 +82,7 @@ func (s *streamTransport) read(p *port, refs []ring.Ref) (int, error) {
 			s.end = copy(s.buf, s.buf[s.start:s.end])
 			s.start = 0
 		}
+		s.io.syscalls++
 		m, err := unix.Read(p.fd, s.buf[s.end:])
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
@@ -124,6 +126,7 @@ func (s *streamTransport) write(p *port) error {
 		iov = appendIov(iov, hdr)
 		iov = appendIov(iov, frame)
 	}
+	s.io.syscalls++
 	written, err := writev(p.fd, iov)
 	switch {
 	case err == unix.EAGAIN:

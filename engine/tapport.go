@@ -32,6 +32,10 @@ func (t *tapTransport) read(p *port, refs []ring.Ref) (int, error) {
 		bufs[i] = t.io.pool.Buf(r)
 	}
 	n, err := tap.ReadFrames(p.fd, bufs, t.sizes)
+	t.io.syscalls += uint64(n)
+	if n < len(bufs) {
+		t.io.syscalls++ // the read that found nothing more
+	}
 	for i := 0; i < n; i++ {
 		t.io.pool.SetLen(refs[i], t.sizes[i])
 	}
@@ -44,6 +48,10 @@ func (t *tapTransport) write(p *port) error {
 		frames[i] = t.io.pool.Frame(p.txq.At(i))
 	}
 	done, err := tap.WriteFrames(p.fd, frames, t.refused)
+	t.io.syscalls += uint64(done)
+	if done < len(frames) {
+		t.io.syscalls++ // the write the device pushed back
+	}
 	for i := 0; i < done; i++ {
 		r := p.txq.At(i)
 		if t.refused[i] {

@@ -38,11 +38,34 @@ type bufferedReader interface {
 	buffered() bool
 }
 
+// eventSource is a transport that polls fds of its own (subToken) and
+// decides what their readiness means: ready is called for each report,
+// sub 0 being the port's own fd, and says whether the loop should read
+// frames, send queued ones, both or neither. An error closes the port.
+type eventSource interface {
+	ready(p *port, sub uint8, hangup bool) (read, write bool, err error)
+}
+
+// writeWaiter is a transport that learns by other means than its fd's
+// write readiness when its peer can take frames again (vhost-user: the
+// guest kicks its RX ring).
+type writeWaiter interface {
+	waitWritable(p *port, on bool) error
+}
+
 // portIO is what every transport reads and writes through: the pool its
 // frames live in and the loop's batch size.
 type portIO struct {
 	pool  *ring.Pool
 	batch int
+
+	// What moving frames costs, counted by every transport on the loop
+	// goroutine: system calls made for frames, and frames copied in user
+	// space (beyond the kernel's copy into or out of the pool). The
+	// performance guards (guards_test.go) hold them per frame, since
+	// timings on these machines vary and these numbers do not.
+	syscalls uint64
+	copies   uint64
 }
 
 // sent is the common tail of a send: count and release the first n queued

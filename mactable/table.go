@@ -97,6 +97,7 @@ type Table struct {
 	maxAge     int64 // in ticks
 	capacity   int32 // MaxCapacity fits
 	portLimit  int32
+	hostPort   int32 // a port without the port limit (the TAP, see SetHostPort); -1 none
 	ownerLimit int32
 
 	// The fields above are read by every Lookup; writers update the ones
@@ -157,6 +158,7 @@ func newTable(cfg Config, seed uint64) *Table {
 		maxAge:     (int64(cfg.MaxAge) + tick - 1) / tick,
 		capacity:   int32(cfg.Capacity),
 		portLimit:  int32(limit),
+		hostPort:   -1,
 		ownerLimit: int32(ownerLimit),
 	}
 	t.lastReclaim.Store(-1 << 63)
@@ -200,7 +202,7 @@ func (t *Table) OwnerLen(owner uint32) int {
 // take reserves a new entry for port against the port's and its owner's
 // limits (the table's count is the caller's).
 func (t *Table) take(port uint32) Result {
-	if !reserve(&t.ports[port], t.portLimit) {
+	if !reserve(&t.ports[port], t.limitOfPort(port)) {
 		return PortFull
 	}
 	owner := t.portOwner[port].Load()
@@ -214,7 +216,7 @@ func (t *Table) take(port uint32) Result {
 // move counts an entry off old and onto port; between two ports of one
 // owner the owner's count stays as it is.
 func (t *Table) move(port, old uint32) Result {
-	if !reserve(&t.ports[port], t.portLimit) {
+	if !reserve(&t.ports[port], t.limitOfPort(port)) {
 		return PortFull
 	}
 	to, from := t.portOwner[port].Load(), t.portOwner[old].Load()
@@ -233,6 +235,22 @@ func (t *Table) move(port, old uint32) Result {
 func (t *Table) give(port uint32) {
 	t.ports[port].Add(-1)
 	t.owners[t.portOwner[port].Load()].Add(-1)
+}
+
+// SetHostPort exempts port from PortLimit: the host's side of the switch,
+// behind which a bridged LAN or other hosts (VXLAN) may hold any number of
+// MACs. Call it before the port learns anything.
+func (t *Table) SetHostPort(port uint32) {
+	if int(port) < len(t.ports) {
+		t.hostPort = int32(port)
+	}
+}
+
+func (t *Table) limitOfPort(port uint32) int32 {
+	if int32(port) == t.hostPort {
+		return t.capacity
+	}
+	return t.portLimit
 }
 
 func (t *Table) limitOf(owner uint32) int32 {

@@ -591,3 +591,21 @@ func TestOwnerLimitSpansPorts(t *testing.T) {
 		}
 	}
 }
+
+// The host's port (the TAP) learns past PortLimit: a bridged LAN or other
+// hosts behind it may hold any number of MACs.
+func TestHostPortHasNoPortLimit(t *testing.T) {
+	tb := mustNew(t, Config{Capacity: 100, PortLimit: 4, MaxAge: time.Minute, MaxPorts: 8})
+	tb.SetHostPort(0)
+	for i := 0; i < 50; i++ {
+		if r := tb.Learn(uint64(0x020000000100+i), 0, 0); r != Learned {
+			t.Fatalf("host port MAC %d: %v", i, r)
+		}
+	}
+	for i := 0; i < 5; i++ {
+		r := tb.Learn(uint64(0x020000000200+i), 1, 0)
+		if (i < 4 && r != Learned) || (i == 4 && r != PortFull) {
+			t.Fatalf("client port MAC %d: %v", i, r)
+		}
+	}
+}

@@ -33,8 +33,17 @@ type Config struct {
 	// (address/cidrbits). The zero Prefix configures no address.
 	Prefix netip.Prefix
 	// Bridge is a bridge to add the TAP to, created if missing (-b).
-	// Empty means no bridge.
+	// Empty means no bridge, unless VXLAN asks for one. With a bridge the
+	// address goes on the bridge, not the TAP: Linux delivers nothing to
+	// the address of a bridge port.
 	Bridge string
+	// FitMTU lets Open lower MTU to what the VXLAN underlay carries
+	// (--mtu left at its default); without it Open refuses a VXLAN that
+	// cannot carry MTU, saying what to raise.
+	FitMTU bool
+	// VXLAN, when set, joins a VXLAN device to the TAP's bridge (Linux
+	// only): see VXLAN.
+	VXLAN *VXLAN
 }
 
 // MTU limits shared by Linux's tun driver (68..65535); IPv4 cannot work
@@ -60,6 +69,11 @@ func (c *Config) validate() error {
 	}
 	if c.MTU != 0 && (c.MTU < minMTU || c.MTU > maxMTU) {
 		return fmt.Errorf("tap: MTU %d (--mtu) out of range; use %d to %d", c.MTU, minMTU, maxMTU)
+	}
+	if c.VXLAN != nil {
+		if err := c.VXLAN.validate(); err != nil {
+			return err
+		}
 	}
 	if c.Prefix.IsValid() {
 		a := c.Prefix.Addr()
@@ -99,6 +113,16 @@ type Device struct {
 	name string
 	fd   int
 	mac  [6]byte
+	mtu  int
+
+	// hostMAC is the MAC the host answers from: the bridge's when the TAP
+	// is in one, else the TAP's own.
+	hostMAC [6]byte
+	bridge  string
+	vx      *vxlanPort // nil without VXLAN
+	os      osDevice
+	// mtuNote says why the MTU is below Config.MTU (FitMTU), "" if not.
+	mtuNote string
 
 	mu     sync.Mutex
 	closed bool
@@ -122,9 +146,24 @@ func (d *Device) Fd() int {
 	return d.fd
 }
 
-// MAC is the TAP interface's own hardware address, the host's side of the
-// port.
+// MAC is the TAP interface's own hardware address.
 func (d *Device) MAC() [6]byte { return d.mac }
+
+// HostMAC is the host's side of the port, the MAC its address answers
+// from: the bridge's when the TAP is in one (-b, --vxlan), else the TAP's.
+// Secure mode reserves it.
+func (d *Device) HostMAC() [6]byte { return d.hostMAC }
+
+// MTU is the TAP's MTU as Open left it: Config.MTU, or less when FitMTU
+// let Open fit it to the VXLAN underlay; 0 when Config.MTU was 0.
+func (d *Device) MTU() int { return d.mtu }
+
+// MTUNote says, when FitMTU lowered the MTU, what bounded it and what to
+// raise; "" when the MTU is Config.MTU.
+func (d *Device) MTUNote() string { return d.mtuNote }
+
+// Bridge is the bridge the TAP is in, "" when none.
+func (d *Device) Bridge() string { return d.bridge }
 
 // Close closes the descriptor and undoes what Open changed: it removes a TAP
 // or bridge Open created and restores the address, MTU, up/down state and

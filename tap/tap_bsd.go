@@ -21,11 +21,20 @@ import (
 // stable interface to them, and Open runs only once per daemon.
 const ifconfigPath = "/sbin/ifconfig"
 
+// osDevice holds nothing on the BSDs: ifconfig(8) needs no handle.
+type osDevice struct{}
+
 // Open opens the tap(4) device named by cfg, or a fresh one from the
 // cloning device /dev/tap, and configures it with ifconfig(8).
 func Open(cfg Config) (*Device, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if cfg.VXLAN != nil {
+		// vxlan(4) exists on FreeBSD and DragonFly, but its configuration
+		// (ifconfig vxlanid/vxlanremote, one peer per interface) is not
+		// done here yet.
+		return nil, errors.New("tap: --vxlan is supported on Linux only; on this system create a vxlan(4) interface with ifconfig and add it to the bridge (-b) yourself")
 	}
 	d := &Device{fd: -1}
 	existed, err := d.attach(cfg.Name)
@@ -35,6 +44,11 @@ func Open(cfg Config) (*Device, error) {
 	if err := d.configure(cfg, existed); err != nil {
 		return nil, d.rollback(err)
 	}
+	// The address stays on the TAP here, as before: older if_bridge(4)
+	// delivers to a member's address, but FreeBSD 15 refuses addresses on
+	// members by default (net.link.bridge.member_ifaddrs), so with -b the
+	// address should move to the bridge as on Linux; not done (untested).
+	d.mtu, d.hostMAC, d.bridge = cfg.MTU, d.mac, cfg.Bridge
 	return d, nil
 }
 

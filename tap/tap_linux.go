@@ -10,6 +10,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// osDevice is what a Linux Device keeps besides the shared fields: the
+// rtnetlink handle Open made, for Close and the VXLAN listings.
+type osDevice struct {
+	h *netlink.Handle
+}
+
 // tunPath is the TUN/TAP clone device; a variable so a test can point it at
 // a missing path.
 var tunPath = "/dev/net/tun"
@@ -18,19 +24,37 @@ var tunPath = "/dev/net/tun"
 // and everything else Open touches live in the network namespace of the
 // calling thread: a caller working in another namespace must lock its OS
 // thread there for the duration of Open.
+//
+// The order is the one that lets every refusal come before any change: the
+// VXLAN plan (device, underlay MTU) is read first; then the TAP, its bridge,
+// the VXLAN device, and last the host's address, on the bridge when there
+// is one.
 func Open(cfg Config) (*Device, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	// One handle, bound to the namespace Open runs in, serves Close too,
-	// whichever thread Close runs on.
+	// One handle, bound to the namespace Open runs in, serves Close and
+	// the listings too, whichever thread they run on.
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("tap: open rtnetlink socket: %w", err)
 	}
-	d := &Device{fd: -1}
+	d := &Device{fd: -1, os: osDevice{h: h}}
 	d.onClose(func() error { h.Close(); return nil })
 
+	var plan *vxlanPlan
+	if cfg.VXLAN != nil {
+		if plan, err = planVXLAN(h, cfg); err != nil {
+			return nil, d.rollback(err)
+		}
+		if plan.mtu < cfg.MTU {
+			d.mtuNote = fitNote(cfg.MTU, plan.mtu, plan)
+		}
+		cfg.MTU = plan.mtu
+		if cfg.Bridge == "" {
+			cfg.Bridge = plan.bridge
+		}
+	}
 	if cfg.Name != "" {
 		if err := refuseNonTAP(h, cfg.Name); err != nil {
 			return nil, d.rollback(err)
@@ -40,8 +64,37 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, d.rollback(err)
 	}
-	if err := d.configure(h, cfg, existed); err != nil {
+	link, priorMaster, err := d.configure(h, cfg, existed)
+	if err != nil {
 		return nil, d.rollback(err)
+	}
+	d.mtu, d.hostMAC = cfg.MTU, d.mac
+	host := link // where the host's address goes
+	if cfg.Bridge != "" {
+		br, err := d.joinBridge(h, link, priorMaster, cfg.Bridge, existed)
+		if err != nil {
+			return nil, d.rollback(err)
+		}
+		if plan != nil {
+			if err := d.joinVXLAN(h, plan, br); err != nil {
+				return nil, d.rollback(err)
+			}
+		}
+		// Read after every port has joined: a bridge without an address
+		// of its own set takes the lowest of its ports'.
+		if br, err = h.LinkByIndex(br.Attrs().Index); err != nil {
+			return nil, d.rollback(devErr(cfg.Bridge, "look up bridge", err))
+		}
+		copy(d.hostMAC[:], br.Attrs().HardwareAddr)
+		d.bridge, host = cfg.Bridge, br
+	}
+	if cfg.Prefix.IsValid() {
+		// A TAP created here takes its address with it; anything that
+		// stays must lose it at Close.
+		undo := existed || host != link
+		if err := d.addAddress(h, host, cfg.Prefix, undo); err != nil {
+			return nil, d.rollback(err)
+		}
 	}
 	return d, nil
 }
@@ -156,19 +209,20 @@ func (d *Device) attach(h *netlink.Handle, name string) (existed bool, err error
 	return existed, nil
 }
 
-// configure sets MTU, address, up state and bridge membership. For a TAP
-// that existed it records how to put each one back; a TAP created here
-// needs none of that, it disappears with its descriptor.
-func (d *Device) configure(h *netlink.Handle, cfg Config, existed bool) error {
+// configure sets the TAP's MTU and up state. For a TAP that existed it
+// records how to put each one back; a TAP created here needs none of that,
+// it disappears with its descriptor. It returns the TAP and the master it
+// had.
+func (d *Device) configure(h *netlink.Handle, cfg Config, existed bool) (netlink.Link, int, error) {
 	link, err := h.LinkByName(d.name)
 	if err != nil {
-		return devErr(d.name, "look up interface", err)
+		return nil, 0, devErr(d.name, "look up interface", err)
 	}
 	prior := *link.Attrs()
 
 	if cfg.MTU != 0 && cfg.MTU != prior.MTU {
 		if err := h.LinkSetMTU(link, cfg.MTU); err != nil {
-			return devErr(d.name, fmt.Sprintf("set MTU %d (--mtu)", cfg.MTU), err)
+			return nil, 0, devErr(d.name, fmt.Sprintf("set MTU %d (--mtu)", cfg.MTU), err)
 		}
 		if existed {
 			d.onClose(func() error {
@@ -177,90 +231,31 @@ func (d *Device) configure(h *netlink.Handle, cfg Config, existed bool) error {
 		}
 	}
 
-	if cfg.Prefix.IsValid() {
-		addr := &netlink.Addr{IPNet: ipNet(cfg.Prefix)}
-		err := h.AddrAdd(link, addr)
-		switch {
-		case errors.Is(err, unix.EEXIST):
-			// Already configured by someone else: theirs to keep at Close.
-		case err != nil:
-			return devErr(d.name, "add address "+cfg.Prefix.String(), err)
-		case existed:
-			d.onClose(func() error {
-				return wrapErr(d.name, "remove address "+cfg.Prefix.String(), h.AddrDel(link, &netlink.Addr{IPNet: ipNet(cfg.Prefix)}))
-			})
-		}
-	}
-
 	if prior.Flags&net.FlagUp == 0 {
 		if err := h.LinkSetUp(link); err != nil {
-			return devErr(d.name, "bring up", err)
+			return nil, 0, devErr(d.name, "bring up", err)
 		}
 		if existed {
 			d.onClose(func() error { return wrapErr(d.name, "set down again", h.LinkSetDown(link)) })
 		}
 	}
-
-	if cfg.Bridge != "" {
-		return d.joinBridge(h, link, prior.MasterIndex, cfg.Bridge, existed)
-	}
-	return nil
+	return link, prior.MasterIndex, nil
 }
 
-// joinBridge creates the bridge if missing, enslaves the TAP to it and
-// brings the bridge up.
-func (d *Device) joinBridge(h *netlink.Handle, link netlink.Link, priorMaster int, name string, tapExisted bool) error {
-	br, err := h.LinkByName(name)
-	var notFound netlink.LinkNotFoundError
-	created := false
+// addAddress puts the host's address on link (the TAP, or its bridge). An
+// address someone else configured already stays theirs at Close.
+func (d *Device) addAddress(h *netlink.Handle, link netlink.Link, p netip.Prefix, undo bool) error {
+	name := link.Attrs().Name
+	err := h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(p)})
 	switch {
-	case errors.As(err, &notFound):
-		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
-			return devErr(name, "create bridge (-b)", err)
-		}
-		created = true
-		br, err = h.LinkByName(name)
-		if err != nil {
-			// Cannot know which link to delete safely; say so.
-			return devErr(name, "look up the bridge just created (remove it with ip link del "+name+")", err)
-		}
-		index := br.Attrs().Index
-		d.onClose(func() error {
-			l, err := h.LinkByIndex(index)
-			if err != nil || l.Attrs().Name != name || l.Type() != "bridge" {
-				return nil // already gone
-			}
-			return wrapErr(name, "delete bridge", h.LinkDel(l))
-		})
+	case errors.Is(err, unix.EEXIST):
+		return nil
 	case err != nil:
-		return devErr(name, "look up bridge (-b)", err)
-	case br.Type() != "bridge":
-		return fmt.Errorf("tap: bridge %s (-b) exists and is a %s device, not a bridge; choose another bridge name or remove it (ip link del %s)",
-			name, br.Type(), name)
-	}
-
-	brIndex := br.Attrs().Index
-	if priorMaster != brIndex {
-		if err := h.LinkSetMasterByIndex(link, brIndex); err != nil {
-			return devErr(d.name, "add to bridge "+name, err)
-		}
-		if tapExisted {
-			d.onClose(func() error {
-				if priorMaster == 0 {
-					return wrapErr(d.name, "remove from bridge "+name, h.LinkSetNoMaster(link))
-				}
-				return wrapErr(d.name, "restore previous master", h.LinkSetMasterByIndex(link, priorMaster))
-			})
-		}
-	}
-
-	if br.Attrs().Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(br); err != nil {
-			return devErr(name, "bring bridge up", err)
-		}
-		if !created {
-			d.onClose(func() error { return wrapErr(name, "set bridge down again", h.LinkSetDown(br)) })
-		}
+		return devErr(name, "add address "+p.String(), err)
+	case undo:
+		d.onClose(func() error {
+			return wrapErr(name, "remove address "+p.String(), h.AddrDel(link, &netlink.Addr{IPNet: ipNet(p)}))
+		})
 	}
 	return nil
 }

@@ -222,6 +222,7 @@ func TestPreexistingTAPAndBridgeRestored(t *testing.T) {
 	n.ip(t, "tuntap", "add", "dev", "vkt-ptap", "mode", "tap")
 	n.ip(t, "link", "set", "vkt-ptap", "mtu", "1400")
 	brMTU := n.link(t, "vktbr1").Attrs().MTU
+	brMAC := n.link(t, "vktbr1").Attrs().HardwareAddr
 
 	d := openTAP(t, Config{Name: "vkt-ptap", MTU: 1500, Prefix: netip.MustParsePrefix("198.18.1.1/24"), Bridge: "vktbr1"})
 	tp, br := n.link(t, "vkt-ptap"), n.link(t, "vktbr1")
@@ -229,8 +230,16 @@ func TestPreexistingTAPAndBridgeRestored(t *testing.T) {
 		t.Errorf("while open: TAP up %v MTU %d master %d, bridge %d up %v; want up, 1500, in the bridge, bridge up",
 			isUp(tp), tp.Attrs().MTU, tp.Attrs().MasterIndex, br.Attrs().Index, isUp(br))
 	}
-	if got := n.v4Addrs(t, tp); !slices.Equal(got, []string{"198.18.1.1/24"}) {
-		t.Errorf("while open: addresses %v, want [198.18.1.1/24]", got)
+	// Linux delivers nothing to a bridge port's address: the host's
+	// address goes on the bridge.
+	if got := n.v4Addrs(t, br); !slices.Equal(got, []string{"198.18.1.1/24"}) {
+		t.Errorf("while open: bridge addresses %v, want [198.18.1.1/24]", got)
+	}
+	if got := n.v4Addrs(t, tp); len(got) != 0 {
+		t.Errorf("while open: TAP addresses %v, want none (the address belongs on the bridge)", got)
+	}
+	if d.HostMAC() != [6]byte(br.Attrs().HardwareAddr) || d.Bridge() != "vktbr1" {
+		t.Errorf("HostMAC %x, Bridge %q; want the bridge's MAC %s and vktbr1", d.HostMAC(), d.Bridge(), br.Attrs().HardwareAddr)
 	}
 
 	if err := d.Close(); err != nil {
@@ -246,6 +255,12 @@ func TestPreexistingTAPAndBridgeRestored(t *testing.T) {
 	}
 	if br.Type() != "bridge" || isUp(br) || br.Attrs().MTU != brMTU {
 		t.Errorf("after Close: bridge %s up %v MTU %d; want it as found: down, MTU %d", br.Type(), isUp(br), br.Attrs().MTU, brMTU)
+	}
+	if got := n.v4Addrs(t, br); len(got) != 0 {
+		t.Errorf("after Close: bridge addresses %v, want none", got)
+	}
+	if !bytes.Equal(br.Attrs().HardwareAddr, brMAC) {
+		t.Errorf("after Close: bridge MAC %s, want it as found: %s", br.Attrs().HardwareAddr, brMAC)
 	}
 }
 

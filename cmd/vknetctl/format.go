@@ -59,6 +59,13 @@ func writeMACs(w io.Writer, macs []control.MAC) error {
 		if m.PortGone {
 			line += " (port closed)"
 		}
+		if m.Via != "" {
+			// Like bridge fdb's "dev vxlan0 dst 192.0.2.2": another host's.
+			line += " remote via " + m.Via
+			if m.VTEP != "" {
+				line += " dst " + m.VTEP
+			}
+		}
 		if _, err := fmt.Fprintln(w, strings.Join(strings.Fields(line), " ")); err != nil {
 			return err
 		}
@@ -93,6 +100,9 @@ func writeStats(w io.Writer, s control.Stats) error {
 		fmt.Fprintf(tw, "%s\trx %d frames %d bytes, tx %d frames %d bytes\n", name, t.RxFrames, t.RxBytes, t.TxFrames, t.TxBytes)
 	}
 	traffic("tap", s.Traffic.TAP)
+	if s.Traffic.Remote != nil {
+		traffic("  remote hosts", *s.Traffic.Remote)
+	}
 	traffic("all clients", s.Traffic.Clients)
 	fmt.Fprintf(tw, "drops\t%s\n", strings.ReplaceAll(drops(s.Drops, " "), ",", ", "))
 	fmt.Fprintf(tw, "unlearned\t%d\n", s.Unlearned)

@@ -30,11 +30,15 @@ func TestWriteMACsLikeBridgeFdb(t *testing.T) {
 		{MAC: "e2:8a:0b:3d:17:6e", Port: 0, Kind: "tap", Name: "tap0", PID: -1, AgeSecs: 0.2},
 		{MAC: "02:00:00:00:00:07", Port: 4, Kind: "dgram", Name: "/run/vm 1.sock", PID: -1, AgeSecs: 301},
 		{MAC: "02:00:00:00:00:09", Port: 5, PID: -1, PortGone: true},
+		{MAC: "ce:20:71:f1:44:b3", Port: 0, Kind: "tap", Name: "tap0", PID: -1, AgeSecs: 3, Via: "vkvx42", VTEP: "198.19.0.2"},
+		{MAC: "ce:20:71:f1:44:b4", Port: 0, Kind: "tap", Name: "tap0", PID: -1, AgeSecs: 3, Via: "vxlan100"},
 	})
 	const want = `02:00:00:00:00:05 port 3 seqpacket pid 123 age 12s
 e2:8a:0b:3d:17:6e port 0 tap tap0 age 0s
 02:00:00:00:00:07 port 4 dgram /run/vm 1.sock age 5m1s
 02:00:00:00:00:09 port 5 age 0s (port closed)
+ce:20:71:f1:44:b3 port 0 tap tap0 age 3s remote via vkvx42 dst 198.19.0.2
+ce:20:71:f1:44:b4 port 0 tap tap0 age 3s remote via vxlan100
 `
 	if b.String() != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
@@ -57,17 +61,19 @@ func TestWriteStats(t *testing.T) {
 		Traffic: control.Sides{
 			TAP:     control.Traffic{RxFrames: 10, RxBytes: 1000, TxFrames: 20, TxBytes: 2000},
 			Clients: control.Traffic{RxFrames: 106, RxBytes: 10560, TxFrames: 209, TxBytes: 20820},
+			Remote:  &control.Traffic{RxFrames: 4, RxBytes: 400, TxFrames: 5, TxBytes: 500},
 		},
 		Drops: map[string]uint64{"tx-queue-full": 13, "ipv4-src-outside": 1}, Unlearned: 6,
 	})
-	const want = `clients      2 (seqpacket 1, stream 0, dgram 1), 9 accepted since start
-monitors     1
-macs         3
-buffers      90 free of 128, 4 frames queued
-tap          rx 10 frames 1000 bytes, tx 20 frames 2000 bytes
-all clients  rx 106 frames 10560 bytes, tx 209 frames 20820 bytes
-drops        ipv4-src-outside 1, tx-queue-full 13
-unlearned    6
+	const want = `clients         2 (seqpacket 1, stream 0, dgram 1, vhost-user 0), 9 accepted since start
+monitors        1
+macs            3
+buffers         90 free of 128, 4 frames queued
+tap             rx 10 frames 1000 bytes, tx 20 frames 2000 bytes
+  remote hosts  rx 4 frames 400 bytes, tx 5 frames 500 bytes
+all clients     rx 106 frames 10560 bytes, tx 209 frames 20820 bytes
+drops           ipv4-src-outside 1, tx-queue-full 13
+unlearned       6
 `
 	if b.String() != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)

@@ -17,9 +17,19 @@ import (
 // leaves room.
 const fdsPerClient = 2
 
+// vhostFdsPerClient replaces fdsPerClient with --vhost-user: a guest holds
+// its socket and a kick and a call eventfd for each of its two rings.
+// (The memory table's region fds are open only while one message is
+// handled: vhostMessageFds, once.)
+const (
+	vhostFdsPerClient = 5
+	vhostMessageFds   = 8
+)
+
 // daemonFds is what the daemon holds for itself: stdio, the pidfile, the
-// TAP and its netlink socket, two pollers and their wake-ups, the log
-// (about a dozen measured), plus some open only for a moment: a client
+// TAP and its netlink socket, two pollers and their wake-ups, the log,
+// secure mode's kernel filter (its program and counter map; about a dozen
+// in all, measured), plus some open only for a moment: a client
 // refused beyond --max-clients, netlink while the TAP is taken down, a
 // /proc file.
 const daemonFds = 32
@@ -38,7 +48,7 @@ type fdBudget struct {
 
 func newFdBudget(o *options) fdBudget {
 	b := fdBudget{
-		clients:  fdsPerClient * o.maxClients,
+		clients:  clientFds(o) * o.maxClients,
 		sockets:  1,
 		observer: control.MaxFds + engine.MaxMonitors,
 		daemon:   daemonFds,
@@ -49,10 +59,22 @@ func newFdBudget(o *options) fdBudget {
 	if o.dgram != "" {
 		b.sockets++
 	}
+	if o.vhostUser != "" {
+		b.sockets++
+		b.daemon += vhostMessageFds
+	}
 	if o.metrics != "" {
 		b.observer += metrics.MaxFds // its listener included
 	}
 	return b
+}
+
+// clientFds is what one client may hold at most, given the listeners.
+func clientFds(o *options) int {
+	if o.vhostUser != "" {
+		return vhostFdsPerClient
+	}
+	return fdsPerClient
 }
 
 func (b fdBudget) total() int { return b.clients + b.sockets + b.observer + b.daemon }
@@ -67,11 +89,12 @@ func (b fdBudget) check(limit uint64, maxClients int) error {
 	}
 	others := need - b.clients
 	fix := fmt.Sprintf("raise the limit to %d or more (LimitNOFILE= in vknetd.service, ulimit -n in a shell)", need)
-	if fits := (int64(limit) - int64(others)) / fdsPerClient; fits >= 1 {
+	perClient := b.clients / max(maxClients, 1)
+	if fits := (int64(limit) - int64(others)) / int64(perClient); fits >= 1 {
 		fix += fmt.Sprintf(", or lower --max-clients to %d", fits)
 	}
 	return fmt.Errorf("file descriptor limit %d is too low: --max-clients %d needs up to %d (%d per client, %d for vknetctl, monitors, --metrics and listening sockets, %d for the daemon itself); %s",
-		limit, maxClients, need, fdsPerClient, b.sockets+b.observer, b.daemon, fix)
+		limit, maxClients, need, perClient, b.sockets+b.observer, b.daemon, fix)
 }
 
 // reserveFds raises the soft RLIMIT_NOFILE to the hard limit (Go does

@@ -84,6 +84,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	if note := d.tap.MTUNote(); note != "" {
+		ready.warn(note)
+	}
 	if o.debug {
 		fmt.Fprintln(stdout, d.tap.Name())
 	}
@@ -147,6 +150,9 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	if o.dgram != "" {
 		sockets = append(sockets, clientSocket{o.dgram, "--dgram", unix.SOCK_DGRAM, engine.Dgram})
 	}
+	if o.vhostUser != "" {
+		sockets = append(sockets, clientSocket{o.vhostUser, "--vhost-user", unix.SOCK_STREAM, engine.VhostUser})
+	}
 	for _, s := range sockets {
 		if err = claimSocketPath(s.path, s.sotype, s.flag); err != nil {
 			return nil, err
@@ -160,13 +166,19 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 	}
-	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix}); err != nil {
+	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix,
+		VXLAN: o.vxlan, FitMTU: !o.mtuSet}); err != nil {
 		return nil, err
 	}
+	if note := d.tap.MTUNote(); note != "" {
+		log.Warn(note)
+	}
 	policy, err := secure.New(secure.Config{
-		Secure:       !o.unsecure,
-		Network:      o.prefix,
-		TapMAC:       d.tap.MAC(),
+		Secure:  !o.unsecure,
+		Network: o.prefix,
+		// The host is the bridge when the TAP is in one: its address is
+		// there, and it answers from the bridge's MAC.
+		TapMAC:       d.tap.HostMAC(),
 		IPv6:         o.ipv6,
 		BindingAge:   o.macAge,
 		MaxBindings:  o.macMax,
@@ -191,12 +203,12 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	}
 	d.listeners = append(d.listeners, ctl)
 	// Loading BPF needs root (or CAP_BPF): before giveUpRoot.
-	filter := d.loadKernelFilter(policy)
+	filter := d.loadKernelFilter(policy, d.tap.MTU())
 	d.engine, err = engine.New(engine.Config{
 		TapFd:     d.tap.Fd(),
 		TapName:   d.tap.Name(),
 		Listeners: listeners,
-		MTU:       o.mtu,
+		MTU:       d.tap.MTU(), // --mtu, or less to fit a VXLAN underlay
 		MACTable: mactable.Config{
 			Capacity:   o.macMax,
 			PortLimit:  o.portMACs,
@@ -226,7 +238,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", o.bridge, "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "control", o.control, "metrics", o.metrics, "mode", mode,
+		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode,
 		"kernel_filter", d.kfilter != nil, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }

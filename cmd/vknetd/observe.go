@@ -13,7 +13,11 @@ func (d *daemon) startObservers(ctl *unixListener, gid int) error {
 	if err != nil {
 		return err
 	}
-	d.control = control.NewServer(ln, control.ServerConfig{Engine: d.engine, GID: gid, Group: d.o.group, Log: d.log})
+	cfg := control.ServerConfig{Engine: d.engine, GID: gid, Group: d.o.group, Log: d.log}
+	if d.tap.VXLANDev() != "" {
+		cfg.Remote = remoteView{d.tap}
+	}
+	d.control = control.NewServer(ln, cfg)
 	if d.metricsLn != nil {
 		d.metrics = metrics.Serve(d.metricsLn, d.engine, d.log)
 		d.metricsLn = nil // the server owns it now

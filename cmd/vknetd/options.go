@@ -14,6 +14,7 @@ import (
 	"github.com/vknetd/vknetd/internal/cli"
 	"github.com/vknetd/vknetd/metrics"
 	"github.com/vknetd/vknetd/secure"
+	"github.com/vknetd/vknetd/tap"
 )
 
 // options is the parsed command line.
@@ -30,6 +31,8 @@ type options struct {
 
 	group       string
 	mtu         int
+	mtuSet      bool // --mtu given: never fitted to a VXLAN underlay
+	vxlan       *tap.VXLAN
 	macAge      time.Duration
 	macMax      int
 	portMACs    int
@@ -40,6 +43,7 @@ type options struct {
 	ipv6        netip.Prefix
 	stream      string
 	dgram       string
+	vhostUser   string
 	dgramIdle   time.Duration
 	version     bool
 	control     string // --control, the -p path plus ".ctl" unless given
@@ -57,7 +61,16 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 const usageLine = "usage: vknetd [-cdU] [-b bridgeN] [-p socket_path] [-i pidfile] [-t tapN] [address/cidrbits]"
 
-func newFlagSet(o *options) *pflag.FlagSet {
+// vxlanFlags holds the --vxlan flags as given, checked into a tap.VXLAN.
+type vxlanFlags struct {
+	vni     int
+	remotes []string
+	local   string
+	port    int
+	dev     string
+}
+
+func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("vknetd", pflag.ContinueOnError)
 	// Errors are reported by run, with the fix; help goes to stdout.
 	fs.SetOutput(io.Discard)
@@ -73,10 +86,11 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVarP(&o.tapName, "tap", "t", "", "use (or create) this TAP interface instead of a free tapN")
 	fs.StringVar(&o.stream, "stream", "", "also listen on this SOCK_STREAM socket for QEMU -netdev stream clients (4-byte length before each frame)")
 	fs.StringVar(&o.dgram, "dgram", "", "also listen on this SOCK_DGRAM socket for QEMU -netdev dgram and vfkit clients")
+	fs.StringVar(&o.vhostUser, "vhost-user", "", "also listen on this socket for vhost-user guests (QEMU -netdev vhost-user with shared memory): frames on shared virtio rings (Linux)")
 	o.dgramIdle = 60 * time.Second
 	fs.Var((*secondsValue)(&o.dgramIdle), "dgram-idle", "forget a datagram client (and its MACs) after this long without a frame from it")
 	fs.StringVar(&o.group, "group", "vknet", "group owning the socket (mode 0660): its members may connect")
-	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the TAP; frames longer than MTU+14 bytes (MTU+18 with a VLAN tag) are dropped")
+	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the TAP; frames longer than MTU+14 bytes (MTU+18 with a VLAN tag) are dropped; with --vxlan and no --mtu, lowered to fit the underlay (with a warning)")
 	o.macAge = 300 * time.Second
 	fs.Var((*secondsValue)(&o.macAge), "mac-age", "forget a MAC address (and, in secure mode, its IP binding) this long after it was last seen: seconds or a duration like 5m")
 	fs.IntVar(&o.macMax, "mac-max", 16384, "most MAC addresses the switch learns in all")
@@ -87,6 +101,11 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
+	fs.IntVar(&vx.vni, "vxlan", 0, "stretch the network to other hosts: the kernel's VXLAN device with this VNI (1-16777215) joins a bridge with the TAP (-b, or vkbrVNI created for it) (Linux)")
+	fs.StringArrayVar(&vx.remotes, "vxlan-remote", nil, "with --vxlan: a peer host's underlay address; repeat for each peer (broadcasts go to every one)")
+	fs.StringVar(&vx.local, "vxlan-local", "", "with --vxlan: this host's underlay address to send from (default: chosen by route)")
+	fs.IntVar(&vx.port, "vxlan-port", tap.DefaultVXLANPort, "with --vxlan: the UDP port of every host's VXLAN device")
+	fs.StringVar(&vx.dev, "vxlan-dev", "", "attach this existing VXLAN device (e.g. managed by FRR/EVPN) instead of creating one: vknetd only adds it to the bridge, never changes its forwarding entries")
 	fs.StringVar(&o.control, "control", "", "path of the control socket for vknetctl, same group and mode as -p (default: the -p path plus .ctl)")
 	fs.StringVar(&o.user, "user", "", "once the TAP, sockets and pidfile exist, run as this user (a name or uid) keeping only CAP_NET_ADMIN; a root helper removes the files at exit (Linux)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics over HTTP at ADDR/metrics, e.g. 127.0.0.1:9477; bind it to loopback or a management address: it has no authentication (off unless given)")
@@ -100,7 +119,8 @@ func newFlagSet(o *options) *pflag.FlagSet {
 // and returns pflag.ErrHelp.
 func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	o := &options{}
-	fs := newFlagSet(o)
+	var vx vxlanFlags
+	fs := newFlagSet(o, &vx)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			printUsage(helpOut, fs)
@@ -136,6 +156,11 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	}
 	if o.mtu < 68 || o.mtu > 65535 {
 		return nil, usagef("--mtu %d is out of range: use 68 to 65535 (Ethernet is 1500)", o.mtu)
+	}
+	o.mtuSet = fs.Changed("mtu")
+	var err error
+	if o.vxlan, err = vx.parse(fs); err != nil {
+		return nil, err
 	}
 	if o.macAge < time.Second {
 		return nil, usagef("--mac-age %s is too short: use at least 1 second", o.macAge)
@@ -182,7 +207,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		}
 	}
 	paths := map[string]string{o.socket: "-p", o.pidfile: "-i"}
-	for flag, p := range map[string]string{"--stream": o.stream, "--dgram": o.dgram, "--control": o.control} {
+	for flag, p := range map[string]string{"--stream": o.stream, "--dgram": o.dgram, "--vhost-user": o.vhostUser, "--control": o.control} {
 		if p == "" {
 			continue
 		}
@@ -195,6 +220,53 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		return nil, usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")
 	}
 	return o, nil
+}
+
+// parse checks the --vxlan flags together: the peers' addresses, and
+// which flags need which.
+func (vx *vxlanFlags) parse(fs *pflag.FlagSet) (*tap.VXLAN, error) {
+	if !fs.Changed("vxlan") && vx.dev == "" {
+		for _, f := range []string{"vxlan-remote", "vxlan-local", "vxlan-port"} {
+			if fs.Changed(f) {
+				return nil, usagef("--%s needs --vxlan VNI", f)
+			}
+		}
+		return nil, nil
+	}
+	if fs.Changed("vxlan") && (vx.vni < 1 || vx.vni > 1<<24-1) {
+		return nil, usagef("--vxlan %d is out of range: a VNI is 1 to 16777215", vx.vni)
+	}
+	v := &tap.VXLAN{VNI: vx.vni, Dev: vx.dev}
+	if vx.dev != "" {
+		for _, f := range []string{"vxlan-remote", "vxlan-local", "vxlan-port"} {
+			if fs.Changed(f) {
+				return nil, usagef("--%s does not go with --vxlan-dev %s: an attached device keeps its own configuration (drop --vxlan-dev to have vknetd create one)", f, vx.dev)
+			}
+		}
+		return v, nil
+	}
+	if len(vx.remotes) == 0 {
+		return nil, usagef("--vxlan %d needs a peer: give each other host's underlay address with --vxlan-remote ADDR (repeat it), or attach a device another tool manages with --vxlan-dev", vx.vni)
+	}
+	for _, r := range vx.remotes {
+		a, err := netip.ParseAddr(r)
+		if err != nil {
+			return nil, usagef("--vxlan-remote %q is not an IP address: give a peer host's underlay address, e.g. 198.19.0.2", r)
+		}
+		v.Remotes = append(v.Remotes, a.Unmap())
+	}
+	if vx.local != "" {
+		a, err := netip.ParseAddr(vx.local)
+		if err != nil {
+			return nil, usagef("--vxlan-local %q is not an IP address: give this host's underlay address, e.g. 198.19.0.1", vx.local)
+		}
+		v.Local = a.Unmap()
+	}
+	if vx.port < 1 || vx.port > 65535 {
+		return nil, usagef("--vxlan-port %d is out of range: use 1 to 65535 (VXLAN's is %d, the same on every host)", vx.port, tap.DefaultVXLANPort)
+	}
+	v.Port = vx.port
+	return v, nil
 }
 
 // parseCIDR accepts the manual's address/cidrbits: an IPv4 address for the

@@ -1,0 +1,210 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/internal/vhostguest"
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/secure"
+)
+
+// startVhostSwitch runs an engine with a vhost-user listener and no TAP,
+// with an MTU for 9000-byte frames.
+func startVhostSwitch(tb testing.TB, secureMode bool) (string, *engine.Engine) {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "vhost")
+	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: path}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 16); err != nil {
+		tb.Fatal(err)
+	}
+	pcfg := secure.Config{Secure: secureMode, BindingAge: time.Minute, MaxBindings: 1024}
+	if secureMode {
+		pcfg.Network = netip.MustParsePrefix("198.18.0.1/16")
+		pcfg.TapMAC = [6]byte{0x02, 0, 0, 0, 0, 0xfe}
+	}
+	policy, err := secure.New(pcfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e, err := engine.New(engine.Config{
+		TapFd: -1, MTU: 9000, Policy: policy,
+		MACTable:  mactable.Config{Capacity: 1024, PortLimit: 16, MaxAge: time.Minute},
+		Listeners: []engine.Listener{{Fd: lfd, Kind: engine.VhostUser, Path: path}},
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		// The switch on the second CPU, the guests' polling on the first,
+		// as a host would place them.
+		runtime.LockOSThread()
+		pinToCPU(1)
+		done <- e.Run()
+	}()
+	tb.Cleanup(func() {
+		e.Stop()
+		<-done
+		unix.Close(lfd)
+	})
+	return path, e
+}
+
+// pinToCPU binds the calling thread (locked to its goroutine) to cpu, when
+// the machine has it.
+func pinToCPU(cpu int) {
+	if runtime.NumCPU() <= cpu {
+		return
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	unix.SchedSetaffinity(0, &set)
+}
+
+// vhostGuest is a guest driven by this process: it polls its rings (as
+// DPDK's virtio-user does) rather than waiting for the switch's calls.
+func vhostGuest(tb testing.TB, path string) *vhostguest.Guest {
+	tb.Helper()
+	g, err := vhostguest.New(vhostguest.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(g.Close)
+	fd, err := vhostguest.Dial(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g.Attach(fd)
+	if err := g.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	g.PostRX(1 << 16)
+	return g
+}
+
+// guestPair connects a sender and a receiver guest and lets the switch
+// learn the receiver's MAC.
+func guestPair(tb testing.TB, secureMode bool) (a, rx *vhostguest.Guest, e *engine.Engine) {
+	path, e := startVhostSwitch(tb, secureMode)
+	a, rx = vhostGuest(tb, path), vhostGuest(tb, path)
+	hello := udpFrame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macB, ipB, [4]byte{198, 18, 255, 255}, 60)
+	for rx.Send([][]byte{hello}) != 1 {
+		runtime.Gosched()
+	}
+	bufs, sizes := frameBufs(1)
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Receive(bufs, sizes) != 1 {
+		if time.Now().After(deadline) {
+			tb.Fatal("the receiver's hello did not reach the sender through the switch")
+		}
+		runtime.Gosched()
+	}
+	a.PostRX(1)
+	return a, rx, e
+}
+
+func frameBufs(n int) ([][]byte, []int) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, 9100)
+	}
+	return bufs, make([]int, n)
+}
+
+// BenchmarkVhostUser forwards frames from one Go guest to another through
+// the switch's vhost-user ports: guest memory shared, rings polled by the
+// guests, the switch woken by kicks only when it asked for them.
+func BenchmarkVhostUser(b *testing.B) {
+	for _, mode := range []struct {
+		name   string
+		secure bool
+	}{{"unsecure", false}, {"secure", true}} {
+		for _, size := range []int{64, 1514, 9000} {
+			b.Run(fmt.Sprintf("mode=%s/size=%dB", mode.name, size), func(b *testing.B) {
+				a, rx, _ := guestPair(b, mode.secure)
+				got, elapsed := vhostCounted(b, a, rx, size, b.N)
+				b.ReportMetric(float64(got)/elapsed.Seconds(), "frames/s")
+				b.ReportMetric(float64(b.N-got)/float64(b.N), "dropped/op")
+			})
+		}
+	}
+}
+
+// vhostCounted sends n frames of size bytes from a to rx's MAC and
+// returns how many arrived and how long that took. One goroutine on its
+// own CPU drives both guests, polling, as a DPDK lcore does: a sends at
+// most a window ahead of what rx has received.
+func vhostCounted(tb testing.TB, a, rx *vhostguest.Guest, size, n int) (int, time.Duration) {
+	frame := udpFrame(macB, macA, ipA, ipB, size)
+	batch := make([][]byte, 32)
+	for i := range batch {
+		batch[i] = frame
+	}
+	bufs, sizes := frameBufs(64)
+	const window = 512
+	result := make(chan [2]int64, 1)
+	b, _ := tb.(*testing.B)
+	if b != nil {
+		b.SetBytes(int64(size))
+		b.ResetTimer()
+	}
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		pinToCPU(0)
+		start := time.Now()
+		var last time.Duration
+		sent, received := 0, 0
+		quiet := time.Now()
+		for received < n {
+			if ahead := sent - received; sent < n && ahead < window {
+				sent += a.Send(batch[:min(len(batch), n-sent, window-ahead)])
+			}
+			k := rx.Receive(bufs, sizes)
+			if k == 0 {
+				if time.Since(quiet) > 500*time.Millisecond {
+					break // the rest was dropped
+				}
+				continue
+			}
+			rx.PostRX(1 << 16) // every free buffer: a big frame spans several
+			received += k
+			last = time.Since(start)
+			quiet = time.Now()
+		}
+		result <- [2]int64{int64(received), int64(last)}
+	}()
+	r := <-result
+	if b != nil {
+		b.StopTimer()
+	}
+	return int(r[0]), time.Duration(r[1])
+}
+
+// TestVhostUserBenchmarkHarness runs the benchmark's path once as a test.
+func TestVhostUserBenchmarkHarness(t *testing.T) {
+	for _, secureMode := range []bool{false, true} {
+		a, rx, _ := guestPair(t, secureMode)
+		const n = 2000
+		if got, _ := vhostCounted(t, a, rx, 1514, n); got != n {
+			t.Fatalf("secure=%v: %d of %d frames arrived", secureMode, got, n)
+		}
+	}
+}

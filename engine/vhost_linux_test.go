@@ -1,0 +1,207 @@
+package engine
+
+import (
+	"bytes"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/internal/vhostguest"
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/secure"
+)
+
+// vhostSwitch runs an engine with a vhost-user listener in its own
+// goroutine (the guests' set-up waits for the switch's replies).
+func vhostSwitch(t *testing.T, secureMode bool, tweak func(*Config)) (e *Engine, path string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "vhost")
+	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(lfd) })
+	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 16); err != nil {
+		t.Fatal(err)
+	}
+	pcfg := secure.Config{Secure: secureMode, MaxBindings: 1024, BindingAge: time.Minute}
+	if secureMode {
+		pcfg.Network = netip.MustParsePrefix("198.18.0.1/16")
+		pcfg.TapMAC = mac(0xfe)
+	}
+	policy, err := secure.New(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{TapFd: -1, MTU: 9000, Policy: policy, Logger: quietLogger(), MaxClients: 16,
+		MACTable:  mactable.Config{Capacity: 64, PortLimit: 8, MaxAge: time.Minute},
+		Listeners: []Listener{{Fd: lfd, Kind: VhostUser, Path: path}}}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	e, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run() }()
+	t.Cleanup(func() {
+		e.Stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return e, path
+}
+
+// startGuest connects a Go guest to the switch and brings its device up.
+func startGuest(t *testing.T, path string, o vhostguest.Options) *vhostguest.Guest {
+	t.Helper()
+	g, err := vhostguest.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	fd, err := vhostguest.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Attach(fd)
+	if err := g.Start(); err != nil {
+		t.Fatalf("starting the guest's device: %v", err)
+	}
+	g.PostRX(1 << 16)
+	return g
+}
+
+// receiveFrames collects n frames on g within a few seconds, posting its
+// RX buffers back as it goes.
+func receiveFrames(t *testing.T, g *vhostguest.Guest, n int) [][]byte {
+	t.Helper()
+	bufs := make([][]byte, 64)
+	for i := range bufs {
+		bufs[i] = make([]byte, 10000)
+	}
+	sizes := make([]int, len(bufs))
+	var out [][]byte
+	deadline := time.Now().Add(5 * time.Second)
+	for len(out) < n && time.Now().Before(deadline) {
+		k := g.Receive(bufs, sizes)
+		for i := 0; i < k; i++ {
+			out = append(out, append([]byte(nil), bufs[i][:sizes[i]]...))
+		}
+		g.PostRX(k)
+		if k == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return out
+}
+
+func TestVhostUserGuestsSwitchFrames(t *testing.T) {
+	e, path := vhostSwitch(t, false, nil)
+	a := startGuest(t, path, vhostguest.Options{})
+	b := startGuest(t, path, vhostguest.Options{NoMergeRX: true, RXBufSize: 9100})
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
+
+	// b speaks first, so the switch learns where mac(2) is.
+	hello := ethFrame(broadcast, mac(2), 0x88b5, 60)
+	if b.Send([][]byte{hello}) != 1 {
+		t.Fatal("b could not send")
+	}
+	if got := receiveFrames(t, a, 1); len(got) != 1 || !bytes.Equal(got[0], hello) {
+		t.Fatalf("a received %d frames, want b's broadcast", len(got))
+	}
+	// Then a batch of every size, unicast to b.
+	var want [][]byte
+	for _, size := range []int{60, 1514, 9014} {
+		for i := 0; i < 20; i++ {
+			f := ethFrame(mac(2), mac(1), 0x88b5, size)
+			f[20] = byte(i)
+			want = append(want, f)
+		}
+	}
+	for sent := 0; sent < len(want); {
+		sent += a.Send(want[sent:])
+	}
+	got := receiveFrames(t, b, len(want))
+	expectFrames(t, "b", got, want...)
+	st, _ := e.Stats()
+	for _, p := range st.Ports {
+		if p.Kind != "vhost-user" {
+			t.Fatalf("port %d has kind %q", p.ID, p.Kind)
+		}
+	}
+}
+
+// A guest without receive buffers is back-pressure for itself only: its
+// queue fills and drops are counted, the other guests keep switching, and
+// once it posts buffers it gets what waited.
+func TestVhostUserGuestWithoutBuffersStallsNobody(t *testing.T) {
+	e, path := vhostSwitch(t, false, func(c *Config) { c.QueueLen = 64 })
+	a := startGuest(t, path, vhostguest.Options{})
+	b := startGuest(t, path, vhostguest.Options{})
+	starved, err := vhostguest.New(vhostguest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer starved.Close()
+	fd, err := vhostguest.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	starved.Attach(fd)
+	if err := starved.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 3 })
+	const burst = 1000
+	frames := make([][]byte, 32)
+	for i := range frames {
+		frames[i] = ethFrame(broadcast, mac(1), 0x88b5, 200)
+	}
+	got := 0
+	bufs := make([][]byte, 64)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	sizes := make([]int, 64)
+	deadline := time.Now().Add(10 * time.Second)
+	for sent := 0; (sent < burst || got < burst) && time.Now().Before(deadline); {
+		if sent < burst {
+			sent += a.Send(frames[:min(32, burst-sent)])
+		}
+		k := b.Receive(bufs, sizes)
+		b.PostRX(k)
+		got += k
+		if k == 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	if got != burst {
+		t.Fatalf("b received %d of %d broadcasts while a third guest had no buffers", got, burst)
+	}
+	st, _ := e.Stats()
+	var starvedDrops uint64
+	for _, p := range st.Ports {
+		if p.Queued == 64 {
+			for _, d := range p.Drops {
+				starvedDrops += d.Count
+			}
+		}
+	}
+	if starvedDrops == 0 {
+		t.Fatalf("the starved guest's full queue counted no drops: %+v", st.Ports)
+	}
+	// Buffers at last: the queued frames arrive.
+	starved.PostRX(1 << 16)
+	if n := len(receiveFrames(t, starved, 64)); n != 64 {
+		t.Fatalf("the starved guest got %d of its 64 queued frames after posting buffers", n)
+	}
+}

@@ -1,0 +1,152 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vknetd/vknetd/ring"
+	"github.com/vknetd/vknetd/vhostuser"
+)
+
+// vhostTransport is a QEMU (or DPDK virtio-user) guest on shared-memory
+// virtio rings: frames move with one copy and no syscall per frame. The
+// port's fd is the vhost-user socket; the guest's kick eventfds are polled
+// beside it under the port's id (subTXKick, subRXKick), and the device
+// package decides everything that touches guest memory.
+type vhostTransport struct {
+	io    *portIO
+	dev   *vhostuser.Device
+	poll  poller
+	id    uint32
+	kicks [2]int // the kick fds registered with the poller, by queue; -1 none
+
+	bufs  [][]byte // the batch's pool buffers or frames, as the device takes them
+	sizes []int
+	more  bool // the TX ring may hold frames the guest will not kick for
+}
+
+// The sub-numbers of a vhost-user port's fds in the poller.
+const (
+	subSocket = 0 // the port's own fd
+	subTXKick = 1 // the guest sent frames
+	subRXKick = 2 // the guest posted receive buffers
+)
+
+func (e *Engine) newVhostTransport(fd int, id uint32, name string) (*vhostTransport, error) {
+	dev, err := vhostuser.NewDevice(fd, vhostuser.Config{Note: func(msg string) {
+		e.clientLog.Info("vhost-user request ignored", "port", id, "client", name, "request", msg)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &vhostTransport{io: &e.io, dev: dev, poll: e.poll, id: id, kicks: [2]int{-1, -1},
+		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch)}, nil
+}
+
+func (*vhostTransport) kind() string { return "vhost-user" }
+
+func (t *vhostTransport) buffered() bool { return t.more }
+
+// ready serves the socket's messages and the guest's kicks.
+func (t *vhostTransport) ready(p *port, sub uint8, hangup bool) (read, write bool, err error) {
+	switch sub {
+	case subTXKick:
+		t.dev.DrainKick(vhostuser.TXQ)
+		return true, false, nil
+	case subRXKick:
+		t.dev.DrainKick(vhostuser.RXQ)
+		return false, true, nil
+	}
+	ch, err := t.dev.HandleSocket()
+	if errors.Is(err, vhostuser.ErrHangup) {
+		return false, false, errPeerClosed
+	}
+	if err != nil {
+		return false, false, err
+	}
+	if ch&vhostuser.KickChanged != 0 {
+		if err := t.watchKicks(); err != nil {
+			return false, false, err
+		}
+	}
+	if ch&vhostuser.StateChanged != 0 && t.dev.Ready() {
+		// A ring that (re)started may hold frames from before a stop or
+		// a reconnect, and the guest will not kick for those.
+		return true, true, nil
+	}
+	return false, false, nil
+}
+
+// watchKicks follows the guest's kick fds into the poller. Replaced fds
+// were closed by the device, which took them out of epoll already; their
+// numbers may be the new ones.
+func (t *vhostTransport) watchKicks() error {
+	for q, sub := range [2]uint8{vhostuser.RXQ: subRXKick, vhostuser.TXQ: subTXKick} {
+		fd := t.dev.KickFD(q)
+		if fd == t.kicks[q] {
+			continue
+		}
+		if t.kicks[q] >= 0 {
+			t.poll.remove(t.kicks[q]) // gone with its close already, most likely
+		}
+		t.kicks[q] = -1
+		if fd < 0 {
+			continue
+		}
+		if err := t.poll.add(fd, subToken(t.id, sub)); err != nil {
+			return fmt.Errorf("watching the guest's kick fd: %w", err)
+		}
+		t.kicks[q] = fd
+	}
+	return nil
+}
+
+// read takes a batch of frames from the guest's TX ring into pool buffers.
+func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
+	bufs := t.bufs[:len(refs)]
+	for i, r := range refs {
+		bufs[i] = t.io.pool.Buf(r)
+	}
+	n, more, err := t.dev.ReadTX(bufs, t.sizes, 0)
+	t.more = more && err == nil
+	for i := 0; i < n; i++ {
+		t.io.pool.SetLen(refs[i], t.sizes[i])
+	}
+	return n, err
+}
+
+// write puts queued frames into the guest's RX buffers. A guest without
+// buffers is back-pressure: the rest stays queued until it kicks its RX
+// ring.
+func (t *vhostTransport) write(p *port) error {
+	frames := t.bufs[:min(p.txq.Len(), len(t.bufs))]
+	for i := range frames {
+		frames[i] = t.io.pool.Frame(p.txq.At(i))
+	}
+	before := t.dev.Stats().RXOversize
+	n, err := t.dev.WriteRX(frames)
+	// Frames the guest's buffers can never hold are taken and dropped; the
+	// bytes count them too (they are rare: a guest posting tiny buffers).
+	refused := t.dev.Stats().RXOversize - before
+	p.cnt.drops[DropSendError] += refused
+	p.cnt.txFrames += uint64(n) - refused
+	for i := 0; i < n; i++ {
+		r := p.txq.At(i)
+		p.cnt.txBytes += uint64(t.io.pool.Len(r))
+		t.io.pool.Release(r)
+	}
+	p.txq.Drop(n)
+	switch {
+	case err != nil:
+		return err
+	case n < len(frames):
+		return errWouldBlock
+	}
+	return nil
+}
+
+// waitWritable: the RX kick is always polled; the device asks the guest
+// for it when the ring runs out of buffers.
+func (*vhostTransport) waitWritable(*port, bool) error { return nil }
+
+func (t *vhostTransport) close(p *port) { t.dev.Close() }

@@ -1,0 +1,209 @@
+package vhostguest
+
+import (
+	"encoding/binary"
+
+	"golang.org/x/sys/unix"
+)
+
+// Ring layout offsets (virtio 1.x split virtqueue).
+const (
+	descNext  = 1
+	descWrite = 2
+)
+
+func (g *Guest) setDesc(r *ring, i uint16, addr uint64, n uint32, flags, next uint16) {
+	b := g.mem[r.desc+16*int(i):]
+	binary.LittleEndian.PutUint64(b, addr)
+	binary.LittleEndian.PutUint32(b[8:], n)
+	binary.LittleEndian.PutUint16(b[12:], flags)
+	binary.LittleEndian.PutUint16(b[14:], next)
+}
+
+func (g *Guest) descAt(r *ring, i uint16) (flags, next uint16) {
+	b := g.mem[r.desc+16*int(i):]
+	return binary.LittleEndian.Uint16(b[12:]), binary.LittleEndian.Uint16(b[14:])
+}
+
+// publish makes avail entries up to r.availIdx visible and kicks queue q
+// if the device asked for it. It returns whether it kicked.
+func (g *Guest) publish(q int, old uint16) bool {
+	r := &g.q[q]
+	if r.availIdx == old {
+		return false
+	}
+	store32(g.mem, r.avail, uint32(r.availIdx)<<16) // avail flags 0: we want calls
+	fence()
+	var kick bool
+	if g.features&FeatEventIdx != 0 {
+		ev := load16(g.mem, r.used+4+8*r.num) // avail_event
+		kick = r.availIdx-ev-1 < r.availIdx-old
+	} else {
+		kick = load32(g.mem, r.used)&1 == 0 // !VRING_USED_F_NO_NOTIFY
+	}
+	if kick {
+		var one [8]byte
+		one[0] = 1
+		unix.Write(g.kick[q], one[:])
+		g.Kicks[q]++
+	}
+	return kick
+}
+
+// usedIdx loads the device's used idx with acquire semantics.
+func (g *Guest) usedIdx(r *ring) uint16 { return uint16(load32(g.mem, r.used) >> 16) }
+
+func (g *Guest) usedEntry(r *ring, k uint16) (id uint16, n uint32) {
+	b := g.mem[r.used+4+8*int(k&uint16(r.num-1)):]
+	return uint16(binary.LittleEndian.Uint32(b)), binary.LittleEndian.Uint32(b[4:])
+}
+
+// askCall sets used_event so the device calls for its next used entry.
+func (g *Guest) askCall(r *ring) {
+	if g.features&FeatEventIdx != 0 {
+		store16(g.mem, r.avail+4+2*r.num, r.lastUsed)
+	}
+}
+
+// PostRX posts up to n empty RX buffers, one descriptor each, and returns
+// how many it posted.
+func (g *Guest) PostRX(n int) int {
+	r := &g.q[0]
+	old := r.availIdx
+	posted := 0
+	for ; posted < n && len(r.free) > 0; posted++ {
+		i := r.free[len(r.free)-1]
+		r.free = r.free[:len(r.free)-1]
+		g.setDesc(r, i, GuestAddr(r.buf+int(i)*r.bufSize), uint32(r.bufSize), descWrite, 0)
+		binary.LittleEndian.PutUint16(g.mem[r.avail+4+2*int(r.availIdx&uint16(r.num-1)):], i)
+		r.availIdx++
+	}
+	g.askCall(r)
+	g.publish(0, old)
+	return posted
+}
+
+// Receive takes frames the device wrote into the RX ring, copying each
+// (without header) into bufs[k] and its length into sizes[k]; it returns
+// how many. Buffers go back to the free list; PostRX them again.
+func (g *Guest) Receive(bufs [][]byte, sizes []int) int {
+	r := &g.q[0]
+	got := 0
+	for got < len(bufs) {
+		idx := g.usedIdx(r)
+		if idx == r.lastUsed {
+			break
+		}
+		id, n := g.usedEntry(r, r.lastUsed)
+		nb := 1
+		if g.hdrLen == 12 {
+			nb = int(binary.LittleEndian.Uint16(g.mem[r.buf+int(id)*r.bufSize+10:]))
+		}
+		if nb < 1 || int(idx-r.lastUsed) < nb {
+			break // the rest of the frame is not published yet
+		}
+		size := 0
+		for k := 0; k < nb; k++ {
+			id, n = g.usedEntry(r, r.lastUsed)
+			data := g.mem[r.buf+int(id)*r.bufSize : r.buf+int(id)*r.bufSize+int(n)]
+			if k == 0 {
+				data = data[g.hdrLen:]
+			}
+			size += copy(bufs[got][size:], data)
+			r.free = append(r.free, id)
+			r.lastUsed++
+		}
+		sizes[got] = size
+		got++
+	}
+	g.askCall(r)
+	return got
+}
+
+// Send puts frames on the TX ring, reclaiming what the device used first,
+// and kicks once if the device wants it. It returns how many it sent
+// (fewer when descriptors run out).
+func (g *Guest) Send(frames [][]byte) int {
+	r := &g.q[1]
+	g.reclaimTX()
+	old := r.availIdx
+	sent := 0
+	for _, f := range frames {
+		need := 1
+		if g.opts.SplitTX {
+			need = 1 + (len(f)+splitChunk-1)/splitChunk
+		}
+		if len(r.free) < need || len(f)+g.hdrLen > txBufSize {
+			break
+		}
+		var head, prev uint16
+		for k := 0; k < need; k++ {
+			i := r.free[len(r.free)-1]
+			r.free = r.free[:len(r.free)-1]
+			off := r.buf + int(i)*r.bufSize
+			var n int
+			switch {
+			case !g.opts.SplitTX:
+				clear(g.mem[off : off+g.hdrLen])
+				n = g.hdrLen + copy(g.mem[off+g.hdrLen:], f)
+			case k == 0:
+				clear(g.mem[off : off+g.hdrLen])
+				n = g.hdrLen
+			default:
+				chunk := f[(k-1)*splitChunk : min(k*splitChunk, len(f))]
+				n = copy(g.mem[off:], chunk)
+			}
+			g.setDesc(r, i, GuestAddr(off), uint32(n), 0, 0)
+			if k == 0 {
+				head = i
+			} else {
+				g.setDesc(r, prev, GuestAddr(r.buf+int(prev)*r.bufSize), g.descLen(r, prev), descNext, i)
+			}
+			prev = i
+		}
+		binary.LittleEndian.PutUint16(g.mem[r.avail+4+2*int(r.availIdx&uint16(r.num-1)):], head)
+		r.availIdx++
+		sent++
+	}
+	g.askCall(r)
+	g.publish(1, old)
+	return sent
+}
+
+func (g *Guest) descLen(r *ring, i uint16) uint32 {
+	return binary.LittleEndian.Uint32(g.mem[r.desc+16*int(i)+8:])
+}
+
+// reclaimTX frees the chains the device has used.
+func (g *Guest) reclaimTX() {
+	r := &g.q[1]
+	for idx := g.usedIdx(r); r.lastUsed != idx; r.lastUsed++ {
+		id, _ := g.usedEntry(r, r.lastUsed)
+		for k := 0; k < r.num; k++ {
+			r.free = append(r.free, id)
+			flags, next := g.descAt(r, id)
+			if flags&descNext == 0 {
+				break
+			}
+			id = next
+		}
+	}
+}
+
+// TXInFlight is how many TX frames the device has not used yet.
+func (g *Guest) TXInFlight() int {
+	r := &g.q[1]
+	return int(r.availIdx - g.usedIdx(r))
+}
+
+// CollectCalls reads the call eventfds and adds what they counted to
+// Calls; it returns the totals.
+func (g *Guest) CollectCalls() [2]uint64 {
+	for q, fd := range g.callfd {
+		var b [8]byte
+		if n, err := unix.Read(fd, b[:]); err == nil && n == 8 {
+			g.Calls[q] += binary.LittleEndian.Uint64(b[:])
+		}
+	}
+	return g.Calls
+}

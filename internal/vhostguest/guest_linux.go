@@ -1,0 +1,317 @@
+package vhostguest
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options shape a guest. Zero values pick what Linux's virtio-net does.
+type Options struct {
+	QueueSize  int  // entries per ring, a power of 2; 256
+	RXBufSize  int  // bytes per posted RX buffer, header included; 2048
+	NoMergeRX  bool // do not accept MRG_RXBUF: one RX buffer per frame
+	NoEventIdx bool
+	// NoProtocolFeatures: do not accept PROTOCOL_FEATURES, so no REPLY_ACK
+	// and rings enabled as soon as they start.
+	NoProtocolFeatures bool
+	// TwoRegions splits guest memory into two regions, the second one
+	// starting in the middle of the TX buffers, so frames cross regions.
+	TwoRegions bool
+	// SplitTX sends each frame as a header descriptor followed by data
+	// descriptors of at most 4 KiB, instead of one descriptor.
+	SplitTX bool
+}
+
+const (
+	txBufSize  = 16 << 10 // per TX descriptor: a 9000-byte frame and header fit in one
+	splitChunk = 4 << 10
+	guestBase  = 0x100000       // guest-physical address of memory offset 0
+	userBase   = 0x7f3a00000000 // the "QEMU virtual" address of memory offset 0
+)
+
+// Guest is one guest with a virtio-net device over vhost-user.
+type Guest struct {
+	opts     Options
+	memfd    int
+	mem      []byte
+	sock     int
+	features uint64 // accepted
+	protocol uint64
+	hdrLen   int
+	q        [2]ring
+	kick     [2]int // eventfds: we write, the device reads
+	callfd   [2]int // eventfds: the device writes, we read
+
+	Kicks [2]uint64 // kicks we sent
+	Calls [2]uint64 // calls we saw (see Calls)
+}
+
+// ring is one split virtqueue as the guest drives it. Descriptor i always
+// uses buffer memory buf + i*bufSize.
+type ring struct {
+	num                int
+	desc, avail, used  int // offsets in mem
+	buf, bufSize       int
+	free               []uint16 // free descriptors
+	availIdx, lastUsed uint16
+	base               uint16 // where the device resumes (SET_VRING_BASE)
+}
+
+// New builds a guest's memory and rings; Attach connects it to a device.
+func New(o Options) (*Guest, error) {
+	if o.QueueSize == 0 {
+		o.QueueSize = 256
+	}
+	if o.RXBufSize == 0 {
+		o.RXBufSize = 2048
+	}
+	n := o.QueueSize
+	g := &Guest{opts: o, memfd: -1, sock: -1, kick: [2]int{-1, -1}, callfd: [2]int{-1, -1}}
+	off := 0
+	for i := range g.q {
+		r := &g.q[i]
+		r.num = n
+		r.desc = off
+		r.avail = off + 16*n
+		r.used = align(r.avail+6+2*n, 4096)
+		off = align(r.used+6+8*n, 4096)
+	}
+	g.q[0].buf, g.q[0].bufSize = off, o.RXBufSize
+	off = align(off+n*o.RXBufSize, 4096)
+	g.q[1].buf, g.q[1].bufSize = off, txBufSize
+	off = align(off+n*txBufSize, 1<<20)
+	for i := range g.q {
+		r := &g.q[i]
+		r.free = make([]uint16, n)
+		for j := range r.free {
+			r.free[j] = uint16(n - 1 - j)
+		}
+	}
+	fd, err := unix.MemfdCreate("vhostguest", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("vhostguest: memfd_create: %w", err)
+	}
+	g.memfd = fd
+	if err := unix.Ftruncate(fd, int64(off)); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("vhostguest: ftruncate memfd: %w", err)
+	}
+	if g.mem, err = unix.Mmap(fd, 0, off, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("vhostguest: mmap memfd: %w", err)
+	}
+	for i := range g.kick {
+		if g.kick[i], err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("vhostguest: eventfd: %w", err)
+		}
+		if g.callfd[i], err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("vhostguest: eventfd: %w", err)
+		}
+	}
+	return g, nil
+}
+
+func align(v, a int) int { return (v + a - 1) &^ (a - 1) }
+
+// Mem is the guest's memory; offset o is guest-physical address
+// GuestAddr(o). Tests rewrite it to play a hostile guest.
+func (g *Guest) Mem() []byte { return g.mem }
+
+// GuestAddr is the guest-physical address of memory offset o.
+func GuestAddr(o int) uint64 { return guestBase + uint64(o) }
+
+// RingOffsets returns where queue q's descriptor table, avail and used
+// rings sit in Mem.
+func (g *Guest) RingOffsets(q int) (desc, avail, used int) {
+	return g.q[q].desc, g.q[q].avail, g.q[q].used
+}
+
+// CallFD is the eventfd the device calls for queue q; KickFD the one we
+// kick.
+func (g *Guest) CallFD(q int) int { return g.callfd[q] }
+func (g *Guest) KickFD(q int) int { return g.kick[q] }
+
+// HeaderLen is the virtio-net header size negotiated.
+func (g *Guest) HeaderLen() int { return g.hdrLen }
+
+// Features is what the guest accepted.
+func (g *Guest) Features() uint64 { return g.features }
+
+// Attach sets the socket to the device (connected, blocking); the guest
+// owns and closes it.
+func (g *Guest) Attach(sock int) {
+	if g.sock >= 0 {
+		unix.Close(g.sock)
+	}
+	g.sock = sock
+}
+
+// Close releases the guest's socket, eventfds and memory.
+func (g *Guest) Close() {
+	for _, fd := range []*int{&g.sock, &g.memfd, &g.kick[0], &g.kick[1], &g.callfd[0], &g.callfd[1]} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
+	if g.mem != nil {
+		unix.Munmap(g.mem)
+		g.mem = nil
+	}
+}
+
+// Start negotiates and sets the device up as QEMU 7.2 does for a
+// virtio-net device: features, protocol features, owner, the call fds at
+// init, then on start features, memory table, each ring's size, base,
+// addresses, kick and call, and finally enables the rings.
+func (g *Guest) Start() error {
+	p, err := g.get(ReqGetFeatures, nil)
+	if err != nil {
+		return err
+	}
+	offered := binary.LittleEndian.Uint64(p)
+	want := uint64(FeatVersion1 | FeatMrgRxbuf | FeatEventIdx | FeatProtocolFeature)
+	if g.opts.NoMergeRX {
+		want &^= FeatMrgRxbuf
+	}
+	if g.opts.NoEventIdx {
+		want &^= FeatEventIdx
+	}
+	if g.opts.NoProtocolFeatures {
+		want &^= FeatProtocolFeature
+	}
+	g.features = offered & want
+	g.protocol = 0
+	if g.features&FeatProtocolFeature != 0 {
+		p, err := g.get(ReqGetProtocolFeatures, nil)
+		if err != nil {
+			return err
+		}
+		proto := binary.LittleEndian.Uint64(p) & ProtoFeatReplyAck
+		if err := g.Message(ReqSetProtocolFeatures, FlagVersion1, u64(proto)); err != nil {
+			return err
+		}
+		g.protocol = proto
+	}
+	if err := g.call(ReqSetOwner, nil); err != nil {
+		return err
+	}
+	for i := range g.q {
+		if err := g.call(ReqSetVringCall, u64(uint64(i)), g.callfd[i]); err != nil {
+			return err
+		}
+	}
+	if err := g.call(ReqSetFeatures, u64(g.features)); err != nil {
+		return err
+	}
+	g.hdrLen = 10
+	if g.features&(FeatVersion1|FeatMrgRxbuf) != 0 {
+		g.hdrLen = 12
+	}
+	if err := g.call(ReqSetMemTable, g.memTable(), g.memFDs()...); err != nil {
+		return err
+	}
+	for i := range g.q {
+		r := &g.q[i]
+		if err := g.call(ReqSetVringNum, state(uint32(i), uint32(r.num))); err != nil {
+			return err
+		}
+		if err := g.call(ReqSetVringBase, state(uint32(i), uint32(r.base))); err != nil {
+			return err
+		}
+		a := binary.LittleEndian.AppendUint32(nil, uint32(i))
+		a = binary.LittleEndian.AppendUint32(a, 0)
+		a = binary.LittleEndian.AppendUint64(a, userBase+uint64(r.desc))
+		a = binary.LittleEndian.AppendUint64(a, userBase+uint64(r.used))
+		a = binary.LittleEndian.AppendUint64(a, userBase+uint64(r.avail))
+		a = binary.LittleEndian.AppendUint64(a, 0)
+		if err := g.call(ReqSetVringAddr, a); err != nil {
+			return err
+		}
+		if err := g.call(ReqSetVringKick, u64(uint64(i)), g.kick[i]); err != nil {
+			return err
+		}
+		if err := g.call(ReqSetVringCall, u64(uint64(i)), g.callfd[i]); err != nil {
+			return err
+		}
+	}
+	if g.features&FeatProtocolFeature != 0 {
+		for i := range g.q {
+			if err := g.call(ReqSetVringEnable, state(uint32(i), 1)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Stop stops both rings as QEMU does (disable, then GET_VRING_BASE) and
+// remembers where the device stopped, for the next Start.
+func (g *Guest) Stop() ([2]uint16, error) {
+	var bases [2]uint16
+	for i := range g.q {
+		if g.features&FeatProtocolFeature != 0 {
+			if err := g.call(ReqSetVringEnable, state(uint32(i), 0)); err != nil {
+				return bases, err
+			}
+		}
+	}
+	for i := range g.q {
+		p, err := g.get(ReqGetVringBase, state(uint32(i), 0))
+		if err != nil {
+			return bases, err
+		}
+		if len(p) != 8 || binary.LittleEndian.Uint32(p) != uint32(i) {
+			return bases, fmt.Errorf("vhostguest: GET_VRING_BASE %d answered %x", i, p)
+		}
+		bases[i] = uint16(binary.LittleEndian.Uint32(p[4:]))
+		g.q[i].base = bases[i]
+	}
+	return bases, nil
+}
+
+// memTable is the SET_MEM_TABLE payload: one region, or two split in the
+// middle of the TX buffers.
+func (g *Guest) memTable() []byte {
+	type reg struct{ off, size int }
+	regs := []reg{{0, len(g.mem)}}
+	if g.opts.TwoRegions {
+		// 8 KiB into a 16 KiB buffer: that buffer straddles the regions.
+		mid := g.q[1].buf + g.q[1].num*txBufSize/2 + 8192
+		regs = []reg{{0, mid}, {mid, len(g.mem) - mid}}
+	}
+	b := binary.LittleEndian.AppendUint32(nil, uint32(len(regs)))
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	for _, r := range regs {
+		b = binary.LittleEndian.AppendUint64(b, GuestAddr(r.off))
+		b = binary.LittleEndian.AppendUint64(b, uint64(r.size))
+		b = binary.LittleEndian.AppendUint64(b, userBase+uint64(r.off))
+		b = binary.LittleEndian.AppendUint64(b, uint64(r.off))
+	}
+	return b
+}
+
+func (g *Guest) memFDs() []int {
+	if g.opts.TwoRegions {
+		return []int{g.memfd, g.memfd}
+	}
+	return []int{g.memfd}
+}
+
+// Dial connects to a vhost-user back-end listening on path and returns the
+// socket, for Attach.
+func Dial(path string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("vhostguest: socket: %w", err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("vhostguest: connecting to %s: %w", path, err)
+	}
+	return fd, nil
+}

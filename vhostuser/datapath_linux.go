@@ -1,0 +1,101 @@
+package vhostuser
+
+import "golang.org/x/sys/unix"
+
+// ReadTX takes up to len(bufs) frames the guest sent, copying each into
+// bufs[i][offset:] without its virtio-net header and storing its length in
+// sizes[i]; it returns how many. The guest's buffers are all returned
+// (used) before ReadTX returns, with at most one call notification.
+//
+// more says the ring may hold frames not taken and the guest was asked not
+// to kick: call ReadTX again, now or after serving other ports, without
+// waiting for the kick fd. With more false the ring was empty after kicks
+// were re-enabled, and the guest's next frame kicks.
+//
+// A frame longer than its buffer is dropped and counted (Stats.TXOversize),
+// never cut. An error means the device is unusable: close it.
+func (d *Device) ReadTX(bufs [][]byte, sizes []int, offset int) (n int, more bool, err error) {
+	q := &d.q[TXQ]
+	// A disabled ring is left alone, frames and all, as DPDK's vhost does:
+	// QEMU disables rings just before stopping them, and what the guest
+	// queued meanwhile is taken after the resume, not lost.
+	if !q.started || !q.enabled || q.vq.avail == nil {
+		return 0, false, nil
+	}
+	defer recoverFault(&err)
+	n, more, call, err := q.vq.readBatch(&d.mem, virtioNetHdrLen(d.features), bufs, sizes, offset, &d.stats)
+	if err == nil && call {
+		d.call(q)
+	}
+	return n, more, err
+}
+
+// WriteRX writes frames into the guest's RX buffers and returns how many
+// of them it took: written, or dropped because the guest's buffers cannot
+// hold them (Stats.RXOversize). Fewer than len(frames) means the guest is
+// out of buffers (or its RX ring is not running): keep the rest and try
+// again when KickFD(RXQ) fires. At most one call notification per batch.
+func (d *Device) WriteRX(frames [][]byte) (n int, err error) {
+	q := &d.q[RXQ]
+	if !q.started || !q.enabled || q.vq.avail == nil {
+		return 0, nil
+	}
+	defer recoverFault(&err)
+	f := d.features
+	n, call, err := q.vq.writeBatch(&d.mem, virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0, frames, &d.stats)
+	if err == nil && call {
+		d.call(q)
+	}
+	return n, err
+}
+
+// DrainKick reads queue q's kick eventfd after the poller reported it
+// readable, so that it stops being readable until the next kick.
+func (d *Device) DrainKick(q int) {
+	fd := d.q[q].kick
+	if fd < 0 {
+		return
+	}
+	for {
+		_, err := unix.Read(fd, d.drain[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == nil {
+			d.stats.Kicks++
+		}
+		return
+	}
+}
+
+// call tells the guest about new used entries. A full or odd fd is the
+// front-end's problem, never a reason to block or stop.
+func (d *Device) call(q *queue) {
+	if q.call < 0 {
+		return
+	}
+	for {
+		_, err := unix.Write(q.call, d.one[:])
+		if err == unix.EINTR {
+			continue
+		}
+		d.stats.Calls++
+		return
+	}
+}
+
+// recoverFault turns a fault on guest memory into an error. A front-end
+// can shrink a memory file after we mapped it; touching the lost pages
+// raises SIGBUS, which the runtime turns into a panic only on goroutines
+// that called debug.SetPanicOnFault(true): the engine's loop must.
+func recoverFault(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if f, ok := r.(interface{ Addr() uintptr }); ok {
+		*err = violation("fault on guest memory at %#x: the front-end shrank a memory file", f.Addr())
+		return
+	}
+	panic(r)
+}

@@ -1,0 +1,460 @@
+package vhostuser
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Changes says what a call to HandleSocket changed that the engine's
+// poller or scheduler must follow.
+type Changes uint8
+
+const (
+	// KickChanged: a queue's kick fd was set, replaced or closed. Re-read
+	// KickFD for both queues and re-register them; the old numbers are
+	// closed already (and may be reused by the new ones).
+	KickChanged Changes = 1 << iota
+	// StateChanged: a queue started, stopped, was enabled or disabled, or
+	// the memory table changed. Check Ready; a TX ring that just started
+	// may hold frames from before a reconnect, so read it once without
+	// waiting for a kick.
+	StateChanged
+)
+
+// Config tunes a Device.
+type Config struct {
+	// Note receives one line for each request the device ignored
+	// (unknown, no reply expected). Nil discards them.
+	Note func(msg string)
+}
+
+// Device is one guest's virtio-net device behind one vhost-user
+// connection. It is not safe for concurrent use: the engine's loop owns
+// it.
+type Device struct {
+	conn *conn
+	cfg  Config
+
+	features uint64 // acked by SET_FEATURES
+	protocol uint64 // acked by SET_PROTOCOL_FEATURES
+
+	mem   memory
+	maps  [maxRegions][]byte // whole mappings, for munmap
+	nmaps int
+
+	q     [numQueues]queue
+	stats Stats
+
+	one   [8]byte // 1, written to a call eventfd
+	drain [8]byte // a kick eventfd's counter, read and thrown away
+}
+
+// queue is what the front-end told us about one virtqueue, and the ring
+// itself once started.
+type queue struct {
+	vq      virtq
+	num     int // SET_VRING_NUM; 0 until then
+	addr    vringAddr
+	addrSet bool
+	base    uint16 // SET_VRING_BASE: first avail entry to take when started
+	kick    int    // eventfd the guest kicks; -1 none
+	call    int    // eventfd we call; -1 none (the guest polls)
+	started bool   // kick fd received and rings mapped; until GET_VRING_BASE
+	enabled bool   // SET_VRING_ENABLE 1, or always without PROTOCOL_FEATURES
+}
+
+// NewDevice serves a vhost-user front-end on sock, a connected unix stream
+// socket the Device now owns (it is made non-blocking and closed by Close).
+func NewDevice(sock int, cfg Config) (*Device, error) {
+	if err := unix.SetNonblock(sock, true); err != nil {
+		return nil, fmt.Errorf("vhost-user: making socket %d non-blocking: %w", sock, err)
+	}
+	d := &Device{conn: newConn(sock), cfg: cfg}
+	binary.LittleEndian.PutUint64(d.one[:], 1)
+	for i := range d.q {
+		d.q[i] = queue{vq: virtq{index: i}, kick: -1, call: -1}
+	}
+	return d, nil
+}
+
+// SocketFD is the connection to poll for readability.
+func (d *Device) SocketFD() int { return d.conn.fd }
+
+// KickFD is queue q's kick eventfd to poll for readability, -1 if none.
+func (d *Device) KickFD(q int) int { return d.q[q].kick }
+
+// Ready says whether frames can flow both ways: memory mapped, both rings
+// started and enabled.
+func (d *Device) Ready() bool {
+	return d.q[RXQ].started && d.q[RXQ].enabled && d.q[TXQ].started && d.q[TXQ].enabled
+}
+
+// Stats returns the device's counters.
+func (d *Device) Stats() Stats { return d.stats }
+
+// HandleSocket processes every message the socket holds now and returns
+// what changed. Call it when the socket is readable. An error matching
+// ErrViolation or ErrHangup (or any other) means the device is done:
+// Close it.
+func (d *Device) HandleSocket() (ch Changes, err error) {
+	// Starting a ring writes into guest memory (kick suppression fields).
+	defer recoverFault(&err)
+	for {
+		ok, err := d.conn.read()
+		if err != nil {
+			d.conn.done()
+			return ch, err
+		}
+		if !ok {
+			return ch, nil // the rest of a message comes with the next call
+		}
+		c, err := d.handle(d.conn.hdr, d.conn.payload())
+		d.conn.done()
+		ch |= c
+		if err != nil {
+			return ch, err
+		}
+	}
+}
+
+// handle processes one message; the conn's fds not taken are closed after.
+func (d *Device) handle(h header, p []byte) (Changes, error) {
+	nfds := d.conn.nfds
+	wantFDs := 0
+	var ch Changes
+	var err error
+	replied := false
+	switch h.req {
+	case reqGetFeatures:
+		err, replied = d.replyU64(h, offeredFeatures), true
+	case reqSetFeatures:
+		var v uint64
+		if v, err = payloadU64(h, p); err == nil {
+			if extra := v &^ offeredFeatures; extra != 0 {
+				err = violation("%v: features %#x were not offered (offered %#x)", h.req, extra, uint64(offeredFeatures))
+			}
+			d.features = v
+		}
+	case reqGetProtocolFeatures:
+		err, replied = d.replyU64(h, offeredProtocolFeatures), true
+	case reqSetProtocolFeatures:
+		var v uint64
+		if v, err = payloadU64(h, p); err == nil {
+			if extra := v &^ offeredProtocolFeatures; extra != 0 {
+				err = violation("%v: protocol features %#x were not offered (offered %#x)", h.req, extra, uint64(offeredProtocolFeatures))
+			}
+			d.protocol = v
+		}
+	case reqGetQueueNum:
+		err, replied = d.replyU64(h, 1), true // queue pairs; asked only with MQ, which we do not offer
+	case reqSetOwner:
+	case reqResetOwner, reqResetDevice:
+		ch = d.reset()
+	case reqSetMemTable:
+		wantFDs = -1 // checked against the region count
+		ch, err = d.setMemTable(h, p)
+	case reqSetVringNum, reqSetVringBase, reqSetVringEnable:
+		ch, err = d.setVringState(h, p)
+	case reqSetVringAddr:
+		err = d.setVringAddr(h, p)
+	case reqGetVringBase:
+		ch, err = d.getVringBase(h, p)
+		replied = true
+	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
+		wantFDs = -1
+		ch, err = d.setVringFD(h, p)
+	default:
+		if h.needReply() || h.req.alwaysReplies() {
+			return 0, violation("%v: not supported, and the front-end expects a reply", h.req)
+		}
+		if d.cfg.Note != nil {
+			d.cfg.Note(fmt.Sprintf("vhost-user: ignored %v (%d bytes, %d fds)", h.req, len(p), nfds))
+		}
+		return 0, nil
+	}
+	if err == nil && wantFDs == 0 && nfds != 0 {
+		err = violation("%v: came with %d fds, takes none", h.req, nfds)
+	}
+	if err != nil {
+		return ch, err
+	}
+	if !replied && h.needReply() && d.protocol&(1<<protoFeatReplyAck) != 0 {
+		return ch, d.replyU64(h, 0) // success; failures close the connection instead
+	}
+	return ch, nil
+}
+
+func (d *Device) replyU64(h header, v uint64) error {
+	var p [8]byte
+	binary.LittleEndian.PutUint64(p[:], v)
+	return d.conn.reply(h, p[:])
+}
+
+// queueIndex checks a ring index from a message.
+func queueIndex(h header, i uint32) (int, error) {
+	if i >= numQueues {
+		return 0, violation("%v: queue %d, this device has %d (one RX/TX pair, no MQ)", h.req, i, numQueues)
+	}
+	return int(i), nil
+}
+
+func (d *Device) setVringState(h header, p []byte) (Changes, error) {
+	s, err := payloadState(h, p)
+	if err != nil {
+		return 0, err
+	}
+	i, err := queueIndex(h, s.index)
+	if err != nil {
+		return 0, err
+	}
+	q := &d.q[i]
+	switch h.req {
+	case reqSetVringNum:
+		if q.started {
+			return 0, violation("%v: queue %d is running", h.req, i)
+		}
+		if s.num == 0 || s.num > maxQueueSize || s.num&(s.num-1) != 0 {
+			return 0, violation("%v: queue %d size %d is not a power of 2 up to %d", h.req, i, s.num, maxQueueSize)
+		}
+		q.num = int(s.num)
+	case reqSetVringBase:
+		if q.started {
+			return 0, violation("%v: queue %d is running", h.req, i)
+		}
+		if s.num > 0xffff {
+			return 0, violation("%v: queue %d base %d does not fit a split ring index", h.req, i, s.num)
+		}
+		q.base = uint16(s.num)
+	case reqSetVringEnable:
+		if s.num > 1 {
+			return 0, violation("%v: queue %d: %d is neither 0 nor 1", h.req, i, s.num)
+		}
+		q.enabled = s.num == 1
+		return StateChanged, nil
+	}
+	return 0, nil
+}
+
+func (d *Device) setVringAddr(h header, p []byte) error {
+	a, err := payloadAddr(h, p)
+	if err != nil {
+		return err
+	}
+	i, err := queueIndex(h, a.index)
+	if err != nil {
+		return err
+	}
+	if a.flags != 0 {
+		// Bit 0 asks for dirty logging, which needs LOG_ALL: not offered.
+		return violation("%v: queue %d flags %#x: logging was not negotiated", h.req, i, a.flags)
+	}
+	q := &d.q[i]
+	q.addr, q.addrSet = a, true
+	if q.started {
+		return d.mapRings(i)
+	}
+	return nil
+}
+
+// mapRings translates queue i's ring addresses into views of our mappings
+// and installs them. Each ring must lie whole in one region.
+func (d *Device) mapRings(i int) error {
+	q := &d.q[i]
+	switch {
+	case q.num == 0:
+		return violation("queue %d started before SET_VRING_NUM", i)
+	case !q.addrSet:
+		return violation("queue %d started before SET_VRING_ADDR", i)
+	case d.mem.n == 0:
+		return violation("queue %d started before SET_MEM_TABLE", i)
+	}
+	desc := d.mem.user(q.addr.desc, descTableSize(q.num))
+	avail := d.mem.user(q.addr.avail, availRingSize(q.num))
+	used := d.mem.user(q.addr.used, usedRingSize(q.num))
+	switch {
+	case desc == nil:
+		return violation("queue %d: descriptor table %#x+%#x is not inside one memory region", i, q.addr.desc, descTableSize(q.num))
+	case avail == nil:
+		return violation("queue %d: avail ring %#x+%#x is not inside one memory region", i, q.addr.avail, availRingSize(q.num))
+	case used == nil:
+		return violation("queue %d: used ring %#x+%#x is not inside one memory region", i, q.addr.used, usedRingSize(q.num))
+	}
+	return q.vq.setRings(desc, avail, used)
+}
+
+// startRing starts queue i on its first kick fd.
+func (d *Device) startRing(i int) error {
+	q := &d.q[i]
+	q.vq.reset(q.num, q.base, d.features&(1<<featRingEventIdx) != 0)
+	if err := d.mapRings(i); err != nil {
+		return err
+	}
+	q.started = true
+	if d.features&(1<<featProtocolFeatures) == 0 {
+		q.enabled = true // no SET_VRING_ENABLE will come
+	}
+	q.vq.allowKicks()
+	return nil
+}
+
+// stopRing stops queue i and remembers where it stopped.
+func (d *Device) stopRing(i int) {
+	q := &d.q[i]
+	if q.started {
+		q.base = q.vq.lastAvail
+	}
+	q.started, q.enabled = false, false
+	q.vq.desc, q.vq.avail, q.vq.used = nil, nil, nil
+	closeFD(&q.kick)
+}
+
+func (d *Device) getVringBase(h header, p []byte) (Changes, error) {
+	s, err := payloadState(h, p)
+	if err != nil {
+		return 0, err
+	}
+	i, err := queueIndex(h, s.index)
+	if err != nil {
+		return 0, err
+	}
+	d.stopRing(i)
+	var r [8]byte
+	binary.LittleEndian.PutUint32(r[0:], uint32(i))
+	binary.LittleEndian.PutUint32(r[4:], uint32(d.q[i].base))
+	return KickChanged | StateChanged, d.conn.reply(h, r[:])
+}
+
+func (d *Device) setVringFD(h header, p []byte) (Changes, error) {
+	v, err := payloadU64(h, p)
+	if err != nil {
+		return 0, err
+	}
+	if v&^(vringIndexMask|vringNoFD) != 0 {
+		return 0, violation("%v: payload %#x has unknown bits", h.req, v)
+	}
+	i, err := queueIndex(h, uint32(v&vringIndexMask))
+	if err != nil {
+		return 0, err
+	}
+	noFD := v&vringNoFD != 0
+	switch {
+	case noFD && d.conn.nfds != 0:
+		return 0, violation("%v: queue %d: no-fd flag set, yet %d fds came", h.req, i, d.conn.nfds)
+	case !noFD && d.conn.nfds != 1:
+		return 0, violation("%v: queue %d: %d fds came, want 1", h.req, i, d.conn.nfds)
+	}
+	q := &d.q[i]
+	switch h.req {
+	case reqSetVringKick:
+		if noFD {
+			return 0, violation("%v: queue %d: polling without a kick fd is not supported", h.req, i)
+		}
+		fd := d.conn.take(0)
+		// Our loop must never block on a descriptor the front-end chose.
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return 0, violation("%v: queue %d: kick fd: %v", h.req, i, err)
+		}
+		closeFD(&q.kick)
+		q.kick = fd
+		if !q.started {
+			if err := d.startRing(i); err != nil {
+				return KickChanged, err
+			}
+		}
+		return KickChanged | StateChanged, nil
+	case reqSetVringCall:
+		closeFD(&q.call)
+		if !noFD {
+			q.call = d.conn.take(0)
+			if err := unix.SetNonblock(q.call, true); err != nil {
+				return 0, violation("%v: queue %d: call fd: %v", h.req, i, err)
+			}
+		}
+	case reqSetVringErr:
+		// We never report ring errors through it: the fd is closed when
+		// the message is done, and errors close the connection instead.
+	}
+	return 0, nil
+}
+
+// setMemTable maps a new memory table, then drops the old one and moves
+// running rings onto the new mappings.
+func (d *Device) setMemTable(h header, p []byte) (Changes, error) {
+	var regs [maxRegions]Region
+	n, err := payloadMemTable(h, p, &regs)
+	if err != nil {
+		return 0, err
+	}
+	if d.conn.nfds != n {
+		return 0, violation("%v: %d regions, %d fds", h.req, n, d.conn.nfds)
+	}
+	if err := validateRegions(regs[:n]); err != nil {
+		return 0, err
+	}
+	var mem memory
+	var maps [maxRegions][]byte
+	for i := range n {
+		mapping, view, err := mapRegion(i, regs[i], d.conn.fds[i])
+		if err != nil {
+			for _, m := range maps[:i] {
+				unmap(m)
+			}
+			return 0, err
+		}
+		maps[i] = mapping
+		mem.add(regs[i], view)
+	}
+	// The fds are closed when the message is done: the mappings keep the
+	// files alive.
+	d.unmapAll()
+	d.mem, d.maps, d.nmaps = mem, maps, n
+	for i := range d.q {
+		if d.q[i].started {
+			if err := d.mapRings(i); err != nil {
+				return StateChanged, err
+			}
+		}
+	}
+	return StateChanged, nil
+}
+
+func (d *Device) unmapAll() {
+	for i := range d.q {
+		d.q[i].vq.desc, d.q[i].vq.avail, d.q[i].vq.used = nil, nil, nil
+	}
+	for i := 0; i < d.nmaps; i++ {
+		unmap(d.maps[i])
+		d.maps[i] = nil
+	}
+	d.nmaps = 0
+	d.mem = memory{}
+}
+
+// reset forgets the rings and the negotiated features, as on a fresh
+// connection; the memory table stays until replaced or closed.
+func (d *Device) reset() Changes {
+	for i := range d.q {
+		d.stopRing(i)
+		closeFD(&d.q[i].call)
+		d.q[i] = queue{vq: virtq{index: i}, kick: -1, call: -1}
+	}
+	d.features, d.protocol = 0, 0
+	return KickChanged | StateChanged
+}
+
+func closeFD(fd *int) {
+	if *fd >= 0 {
+		unix.Close(*fd)
+		*fd = -1
+	}
+}
+
+// Close releases everything: the socket, the eventfds, the mappings.
+func (d *Device) Close() error {
+	d.reset()
+	d.unmapAll()
+	return d.conn.close()
+}

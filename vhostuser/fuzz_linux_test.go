@@ -1,0 +1,59 @@
+package vhostuser
+
+import (
+	"errors"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// FuzzMessages feeds the fuzzer's bytes to a device as the front-end's
+// side of the socket, in two writes, then hangs up. The device must not
+// panic, must end with an error (the hangup at the latest), and must keep
+// working through anything it accepts.
+func FuzzMessages(f *testing.F) {
+	f.Add(msg(1, 1, nil), 6)
+	f.Add(append(msg(2, 1, u64p(offeredFeatures)), msg(15, 1, nil)...), 13)
+	f.Add(append(msg(8, 1, statep(0, 256)), msg(9, 1, addrp(0, 1, 2, 3))...), 20)
+	f.Add(append(msg(10, 1, statep(1, 7)), msg(11, 1, statep(1, 0))...), 0)
+	f.Add(msg(5, 9, memTable(Region{Size: 4096})), 12)
+	f.Add(msg(18, 1, statep(0, 1)), 3)
+	f.Add(msg(77, 8, nil), 1)
+	f.Fuzz(func(t *testing.T, in []byte, cut int) {
+		a, b := socketpair(t)
+		defer unix.Close(b)
+		d, err := NewDevice(a, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if cut < 0 || cut > len(in) {
+			cut = len(in)
+		}
+		var last error
+		for _, part := range [][]byte{in[:cut], in[cut:]} {
+			if len(part) > 0 {
+				if _, err := unix.Write(b, part); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, last = d.HandleSocket(); last != nil {
+				break
+			}
+		}
+		if last == nil {
+			unix.Shutdown(b, unix.SHUT_WR)
+			_, last = d.HandleSocket()
+		}
+		if last == nil {
+			t.Fatal("no error after hangup")
+		}
+		if !errors.Is(last, ErrViolation) && !errors.Is(last, ErrHangup) {
+			t.Fatalf("unexpected error kind: %v", last)
+		}
+		// Whatever state it is in, the data path must not panic.
+		bb, s := bufs(2, 2048)
+		d.ReadTX(bb, s, 0)
+		d.WriteRX(frames(1, 64))
+	})
+}

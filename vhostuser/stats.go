@@ -1,0 +1,18 @@
+package vhostuser
+
+// Stats counts what a device moved and dropped. The engine keeps its own
+// per-port counters for forwarded frames; these say what happened before a
+// frame reached it or after it left.
+type Stats struct {
+	TXFrames   uint64 // frames taken from the guest's TX ring
+	TXBytes    uint64
+	TXOversize uint64 // frames longer than the caller's buffer: dropped, never cut
+	TXShort    uint64 // chains with no frame after the virtio-net header: dropped
+
+	RXFrames   uint64 // frames written into the guest's RX ring
+	RXBytes    uint64
+	RXOversize uint64 // frames larger than the guest's posted buffers can hold: dropped
+
+	Kicks uint64 // kick eventfd reads that found the guest had kicked
+	Calls uint64 // call eventfd writes: one at most per batch
+}

@@ -1,0 +1,187 @@
+package vhostuser
+
+import "encoding/binary"
+
+// Queue numbers of a single-queue-pair virtio-net device.
+const (
+	RXQ = 0 // switch -> guest: the guest posts empty buffers, we fill them
+	TXQ = 1 // guest -> switch: the guest posts frames, we take them
+)
+
+const numQueues = 2
+
+// maxQueueSize is the largest split virtqueue (virtio 1.x: 32768).
+const maxQueueSize = 32768
+
+// Descriptor flags. Anything else (INDIRECT included: not negotiated) is a
+// violation.
+const (
+	descFNext  = 1
+	descFWrite = 2
+	descFKnown = descFNext | descFWrite
+)
+
+// Ring flags.
+const (
+	availFNoInterrupt = 1 // guest: do not call me (ignored with EVENT_IDX)
+	usedFNoNotify     = 1 // us: do not kick me (ignored with EVENT_IDX)
+)
+
+// Byte sizes of the three parts of a split ring of num entries, with the
+// EVENT_IDX trailer (we always require room for it: two bytes).
+func descTableSize(num int) uint64 { return 16 * uint64(num) }
+func availRingSize(num int) uint64 { return 6 + 2*uint64(num) }
+func usedRingSize(num int) uint64  { return 6 + 8*uint64(num) }
+
+// virtq is one split virtqueue over guest memory: the descriptor table, the
+// avail ring the guest produces into and the used ring we produce into.
+// Nothing here holds a pointer into guest memory across a change of the
+// memory table: the views are re-derived by setRings.
+type virtq struct {
+	index int // RXQ or TXQ, for error messages
+	num   int // entries, a power of 2
+	mask  uint16
+
+	desc, avail, used []byte
+
+	lastAvail uint16 // next avail entry we will take
+	usedIdx   uint16 // next used entry we will fill; published up to here
+	usedFlags uint16 // our shadow of used->flags
+
+	eventIdx     bool // EVENT_IDX negotiated
+	kicksAllowed bool // the guest may kick (flag clear / avail_event current)
+}
+
+// reset prepares q for a ring of num entries whose next avail entry is
+// base; we hold no descriptor, so everything before base is used.
+func (q *virtq) reset(num int, base uint16, eventIdx bool) {
+	q.num = num
+	q.mask = uint16(num - 1)
+	q.lastAvail = base
+	q.usedIdx = base
+	q.usedFlags = 0
+	q.eventIdx = eventIdx
+	q.kicksAllowed = true
+}
+
+// setRings checks and installs the three ring views. Each must be exactly
+// the size the queue needs and aligned for the atomic word accesses.
+func (q *virtq) setRings(desc, avail, used []byte) error {
+	switch {
+	case uint64(len(desc)) != descTableSize(q.num):
+		return violation("queue %d: descriptor table of %d bytes, want %d", q.index, len(desc), descTableSize(q.num))
+	case uint64(len(avail)) != availRingSize(q.num):
+		return violation("queue %d: avail ring of %d bytes, want %d", q.index, len(avail), availRingSize(q.num))
+	case uint64(len(used)) != usedRingSize(q.num):
+		return violation("queue %d: used ring of %d bytes, want %d", q.index, len(used), usedRingSize(q.num))
+	case !alignedTo(avail, 4):
+		// The spec asks for 2; we load idx with its flags as one aligned
+		// word. Linux, QEMU and DPDK lay the avail ring right after the
+		// 16-byte aligned descriptor table.
+		return violation("queue %d: avail ring not 4-byte aligned", q.index)
+	case !alignedTo(used, 4):
+		return violation("queue %d: used ring not 4-byte aligned", q.index)
+	}
+	q.desc, q.avail, q.used = desc, avail, used
+	return nil
+}
+
+// availIdx loads the guest's avail idx with acquire semantics: ring
+// entries below it are read only after it.
+func (q *virtq) availIdx() uint16 { return uint16(load32(q.avail, 0) >> 16) }
+
+func (q *virtq) availFlags() uint16 { return uint16(load32(q.avail, 0)) }
+
+// pending is how many avail entries we have not taken. More than the
+// queue size means the guest's index is garbage.
+func (q *virtq) pending() (int, error) {
+	n := int(q.availIdx() - q.lastAvail)
+	if n > q.num {
+		return 0, violation("queue %d: avail idx %d is %d entries past our %d, queue size %d",
+			q.index, q.lastAvail+uint16(n), n, q.lastAvail, q.num)
+	}
+	return n, nil
+}
+
+// head reads the descriptor index the guest put in avail entry lastAvail+k.
+func (q *virtq) head(k int) (uint16, error) {
+	slot := (q.lastAvail + uint16(k)) & q.mask
+	h := load16(q.avail, 4+2*int(slot))
+	if int(h) >= q.num {
+		return 0, violation("queue %d: avail entry %d names descriptor %d, queue size %d",
+			q.index, q.lastAvail+uint16(k), h, q.num)
+	}
+	return h, nil
+}
+
+// descriptor is one entry of the table, read once: the guest may change
+// the table while we walk it, and every check applies to these copies.
+type descriptor struct {
+	addr  uint64
+	len   uint32
+	flags uint16
+	next  uint16
+}
+
+func (q *virtq) readDesc(i uint16) descriptor {
+	b := q.desc[16*int(i) : 16*int(i)+16]
+	return descriptor{
+		addr:  binary.LittleEndian.Uint64(b[0:]),
+		len:   binary.LittleEndian.Uint32(b[8:]),
+		flags: binary.LittleEndian.Uint16(b[12:]),
+		next:  binary.LittleEndian.Uint16(b[14:]),
+	}
+}
+
+// putUsed fills used entry usedIdx+k; it is published by publish.
+func (q *virtq) putUsed(k int, id uint16, n uint32) {
+	off := 4 + 8*int((q.usedIdx+uint16(k))&q.mask)
+	binary.LittleEndian.PutUint32(q.used[off:], uint32(id))
+	binary.LittleEndian.PutUint32(q.used[off+4:], n)
+}
+
+// publish makes k more used entries visible: the entries were written
+// before, and the store of the idx word is a release.
+func (q *virtq) publish(k int) {
+	q.usedIdx += uint16(k)
+	store32(q.used, 0, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+}
+
+// needCall says whether the guest asked to be told of used entries
+// published since old (the used idx when this batch began).
+func (q *virtq) needCall(old uint16) bool {
+	if q.usedIdx == old {
+		return false
+	}
+	fence() // our used idx store before the guest's event/flags load
+	if q.eventIdx {
+		ev := load16(q.avail, 4+2*q.num) // used_event
+		return q.usedIdx-ev-1 < q.usedIdx-old
+	}
+	return q.availFlags()&availFNoInterrupt == 0
+}
+
+// allowKicks asks the guest to kick us for the next avail entry. The
+// caller must then re-check pending: an entry added before the guest saw
+// this would otherwise wait for a kick that never comes.
+func (q *virtq) allowKicks() {
+	if q.eventIdx {
+		store16(q.used, 4+8*q.num, q.lastAvail) // avail_event
+	} else {
+		q.usedFlags &^= usedFNoNotify
+		store32(q.used, 0, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+	}
+	q.kicksAllowed = true
+	fence()
+}
+
+// stopKicks tells the guest we are busy with the ring and will look at it
+// again without being kicked. With EVENT_IDX there is nothing to write:
+// avail_event stays behind, and the guest kicks only when crossing it.
+func (q *virtq) stopKicks() {
+	if !q.eventIdx {
+		q.usedFlags |= usedFNoNotify
+		store32(q.used, 0, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+	}
+	q.kicksAllowed = false
+}
