@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/vknetd/vknetd/mactable"
-	"github.com/vknetd/vknetd/secure"
 )
 
 // fakeFilter stands in for secure.KernelFilter: it records the sockets it
@@ -80,13 +79,5 @@ func TestKernelFilterNotAttachedWhenUnsecure(t *testing.T) {
 	s.connect()
 	if len(f.attached) != 0 {
 		t.Fatalf("attached to %d sockets with -U", len(f.attached))
-	}
-}
-
-// The kernel filter lets vfkit's hello through for the dgram listener to
-// register the client: both must mean the same 4 bytes.
-func TestKernelFilterKnowsVfkitHello(t *testing.T) {
-	if vfkitHello != secure.VfkitHello {
-		t.Fatalf("engine's vfkit hello %q, the kernel filter's %q", vfkitHello[:], secure.VfkitHello[:])
 	}
 }

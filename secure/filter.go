@@ -17,6 +17,7 @@ import (
 // "drop" below is taken only for a frame on which Checker.Check returns a
 // drop whatever the binding table holds. What it cannot decide in a few
 // loads it passes, and the Checker decides. In particular:
+//   - runts and oversize frames are left to the engine (see entry);
 //   - IPv4 options are not walked and the header checksum is checked only
 //     for a 20-byte header (the common case, unrolled);
 //   - a DHCP client's frame from 0.0.0.0 passes: its body is the Checker's;
@@ -46,11 +47,6 @@ const (
 // DropsMapName is the reference of the drop counter's map in the program.
 const DropsMapName = "kernel_drops"
 
-// VfkitHello is the 4-byte datagram vfkit sends before its first frame
-// (the engine's dgram listener registers the client on it): not a frame,
-// but the filter must let it through.
-var VfkitHello = [4]byte{'V', 'F', 'K', 'T'}
-
 // Labels shared by every section of the program.
 const (
 	labelPass = "pass"
@@ -58,16 +54,14 @@ const (
 )
 
 // FilterInstructions returns the kernel filter for p: a socket filter that
-// returns 0 (drop) or the frame's length (keep). mtu is the engine's MTU:
-// an untagged frame longer than mtu+14 is oversize, and secure mode drops
-// every tagged one. A dropped frame first adds one to its socket's 64-bit
-// counter, keyed by socket cookie, in the per-CPU hash the loader
-// associates with DropsMapName.
-// The program is a pure function of its arguments, so tests can pin its
-// text. p must be secure.
-func (p *Policy) FilterInstructions(mtu int) asm.Instructions {
+// returns 0 (drop) or the frame's length (keep). A dropped frame first
+// adds one to its socket's 64-bit counter, keyed by socket cookie, in the
+// per-CPU hash the loader associates with DropsMapName. The program is a
+// pure function of the policy, so tests can pin its text. p must be
+// secure.
+func (p *Policy) FilterInstructions() asm.Instructions {
 	var f filterBuilder
-	f.entry(mtu)
+	f.entry()
 	f.sourceMAC(p.tapMAC)
 	f.etherType(p.ipv6)
 	f.arp(p)
@@ -97,23 +91,23 @@ func (f *filterBuilder) label(name string, comment string, ins ...asm.Instructio
 	f.add(comment, ins...)
 }
 
-func (f *filterBuilder) entry(mtu int) {
-	f.add("oversize frames: the engine drops them before any rule",
+// entry passes runts and oversize frames untouched: the engine drops them
+// too, but counts them as runt and oversize, which tell an operator of a
+// broken client or an MTU mismatch where kernel-filter would not. A
+// flood of them costs the daemon no more than one of frames the filter
+// passes anyway. The filter then needs no MTU, so it cannot disagree with
+// the engine's; and a datagram listener gets vfkit's 4-byte hello, which
+// registers the client.
+func (f *filterBuilder) entry() {
+	f.add("runts: the engine's (it counts them as runt)",
 		asm.Mov.Reg(regCtx, asm.R1),
 		asm.LoadMem(regLen, regCtx, 0, asm.Word), // __sk_buff.len
-		asm.JGT.Imm(regLen, int32(mtu+etherLen), labelDrop),
-		asm.JGE.Imm(regLen, etherLen, "src-mac"),
-	)
-	f.add("runts, but for vfkit's hello on a datagram listener: it registers the client",
-		asm.JNE.Imm(regLen, int32(len(VfkitHello)), labelDrop),
-		asm.LoadAbs(0, asm.Word),
-		asm.JEq.Imm32(asm.R0, int32(binary.BigEndian.Uint32(VfkitHello[:])), labelPass),
-		asm.Ja.Label(labelDrop),
+		asm.JLT.Imm(regLen, etherLen, labelPass),
 	)
 }
 
 func (f *filterBuilder) sourceMAC(tap [6]byte) {
-	f.label("src-mac", "source MAC: multicast (and broadcast)",
+	f.add("source MAC: multicast (and broadcast)",
 		asm.LoadAbs(6, asm.Byte),
 		asm.JSet.Imm(asm.R0, 1, labelDrop),
 	)

@@ -26,7 +26,7 @@ type KernelFilter struct {
 // listeners), the size of its counter map.
 // Its errors say what the kernel refused; a caller that cannot load it runs
 // with the userspace Checker alone, which judges every frame anyway.
-func LoadKernelFilter(p *Policy, mtu, sockets int) (*KernelFilter, error) {
+func LoadKernelFilter(p *Policy, sockets int) (*KernelFilter, error) {
 	if !p.secure {
 		return nil, errors.New("kernel filter: the policy is not secure (-U): there is nothing to filter")
 	}
@@ -43,7 +43,7 @@ func LoadKernelFilter(p *Policy, mtu, sockets int) (*KernelFilter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel filter: creating its counter map: %w", err)
 	}
-	insns := p.FilterInstructions(mtu)
+	insns := p.FilterInstructions()
 	if err := insns.AssociateMap(DropsMapName, drops); err != nil {
 		drops.Close()
 		return nil, fmt.Errorf("kernel filter: %w", err)

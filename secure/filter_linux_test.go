@@ -33,7 +33,7 @@ func loadTestFilter(t testing.TB, v6 bool) *KernelFilter {
 				kernelLoadErr = err
 				return
 			}
-			if kernelByV6[i], kernelLoadErr = LoadKernelFilter(p, testMTU, 64); kernelLoadErr != nil {
+			if kernelByV6[i], kernelLoadErr = LoadKernelFilter(p, 64); kernelLoadErr != nil {
 				return
 			}
 		}
@@ -217,10 +217,10 @@ func TestKernelFilterDrops(t *testing.T) {
 		{"IPv4 bad checksum", false, setIPv4(tcpFrame(macA, ipA, tapIP), 10, 0, 0), false},
 		{"source MAC the TAP's", false, tcpFrame(tapMAC, ipA, tapIP), false},
 		{"multicast source MAC", false, tcpFrame(mac("01:00:5e:00:00:01"), ipA, tapIP), false},
-		{"runt", false, tcpFrame(macA, ipA, tapIP)[:13], false},
-		{"vfkit hello (not a frame, registers a datagram client)", false, VfkitHello[:], true},
-		{"4-byte runt", false, []byte("VFKU"), false},
-		{"oversize", false, make([]byte, testMTU+15), false},
+		{"runt: the engine's to count", false, tcpFrame(macA, ipA, tapIP)[:13], true},
+		{"vfkit hello (not a frame, registers a datagram client)", false, []byte("VFKT"), true},
+		{"oversize: the engine's to count", false, append(tcpFrame(macA, ipA, tapIP), make([]byte, testMTU)...), true},
+		{"oversize and spoofed", false, append(tcpFrame(macA, "10.0.0.1", tapIP), make([]byte, testMTU)...), false},
 		{"IPv6 without --ipv6", false, echo6Frame(macA, llA, "fe80::1"), false},
 		{"IPv6 link-local", true, echo6Frame(macA, llA, "fe80::1"), true},
 		{"IPv6 source outside", true, echo6Frame(macA, "2001:db9::a", tap6), false},
@@ -266,8 +266,8 @@ func TestKernelFilterOnSocket(t *testing.T) {
 			if run := kernelKeeps(t, k, tc.frame); run != onSocket {
 				t.Errorf("%s: the socket keeps %v, the test run %v", tc.name, onSocket, run)
 			}
-		} else if onSocket {
-			t.Errorf("%s: a %d-byte runt passed the socket filter", tc.name, len(tc.frame))
+		} else if !onSocket {
+			t.Errorf("%s: the socket filter dropped a %d-byte runt: the engine counts those", tc.name, len(tc.frame))
 		}
 	}
 	// The filter counts under the receiving socket's cookie: the

@@ -9,7 +9,7 @@ import "errors"
 type KernelFilter struct{}
 
 // LoadKernelFilter always fails outside Linux.
-func LoadKernelFilter(p *Policy, mtu, sockets int) (*KernelFilter, error) {
+func LoadKernelFilter(p *Policy, sockets int) (*KernelFilter, error) {
 	return nil, errors.New("kernel filter: eBPF socket filters need Linux")
 }
 

@@ -26,8 +26,8 @@ func TestFilterGolden(t *testing.T) {
 		if v6 {
 			v6prefix = cfg.IPv6.String()
 		}
-		fmt.Fprintf(&b, "; policy %s, TAP %x, IPv6 %s, MTU %d\n", cfg.Network, cfg.TapMAC, v6prefix, 1500)
-		fmt.Fprintf(&b, "%v\n", p.FilterInstructions(1500))
+		fmt.Fprintf(&b, "; policy %s, TAP %x, IPv6 %s\n", cfg.Network, cfg.TapMAC, v6prefix)
+		fmt.Fprintf(&b, "%v\n", p.FilterInstructions())
 	}
 	golden := filepath.Join("testdata", "filter.golden")
 	if *update {

@@ -12,11 +12,7 @@ import (
 // every frame is checked in userspace alone. It never fails the start:
 // the userspace checker judges every frame either way, the filter only
 // spares the daemon the frames it drops.
-//
-// mtu must be the engine's (engine.Config.MTU): the filter drops as
-// oversize what the engine would, and with a larger MTU the engine would
-// pass frames the filter dropped.
-func (d *daemon) loadKernelFilter(policy *secure.Policy, mtu int) engine.ClientFilter {
+func (d *daemon) loadKernelFilter(policy *secure.Policy) engine.ClientFilter {
 	switch {
 	case d.o.unsecure, runtime.GOOS != "linux":
 		// The BSDs have no eBPF socket filters: nothing to say.
@@ -27,7 +23,7 @@ func (d *daemon) loadKernelFilter(policy *secure.Policy, mtu int) engine.ClientF
 	}
 	// One counter per socket it may filter: every client (SEQPACKET or
 	// datagram) and the datagram listener, with room to spare.
-	k, err := secure.LoadKernelFilter(policy, mtu, engine.MaxPorts(d.o.maxClients)+8)
+	k, err := secure.LoadKernelFilter(policy, engine.MaxPorts(d.o.maxClients)+8)
 	if err != nil {
 		d.log.Warn("kernel filter unavailable: secure mode checks every frame in userspace alone", "err", err,
 			"hint", "loading it needs root or CAP_BPF and a kernel with eBPF socket filters; --no-bpf turns it off without this warning")

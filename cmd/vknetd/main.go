@@ -203,7 +203,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	}
 	d.listeners = append(d.listeners, ctl)
 	// Loading BPF needs root (or CAP_BPF): before giveUpRoot.
-	filter := d.loadKernelFilter(policy, d.tap.MTU())
+	filter := d.loadKernelFilter(policy)
 	d.engine, err = engine.New(engine.Config{
 		TapFd:     d.tap.Fd(),
 		TapName:   d.tap.Name(),
