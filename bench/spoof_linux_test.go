@@ -66,6 +66,7 @@ func BenchmarkSpoofFlood(b *testing.B) {
 			b.ReportMetric(median(rs, func(r floodResult) float64 { return float64(r.spoofSent) / spoofFloodTime.Seconds() }), "spoof-frames/s")
 			b.ReportMetric(median(rs, func(r floodResult) float64 { return float64(r.legitGot) / spoofFloodTime.Seconds() }), "legit-frames/s")
 			b.ReportMetric(median(rs, func(r floodResult) float64 { return float64(r.legitAlone) / spoofFloodTime.Seconds() }), "legit-alone-frames/s")
+			b.ReportMetric(median(rs, func(r floodResult) float64 { return float64(r.legitBusy) / spoofFloodTime.Seconds() }), "legit-busy-frames/s")
 			b.ReportMetric(median(rs, func(r floodResult) float64 { return float64(r.kernelDrops) }), "kernel-drops")
 		})
 	}
@@ -85,6 +86,7 @@ type floodResult struct {
 	spoofSent   int
 	legitGot    int64 // beside the flood
 	legitAlone  int64 // without it
+	legitBusy   int64 // beside a process as busy as the attacker, sending nothing
 	kernelDrops uint64
 }
 
@@ -129,7 +131,12 @@ func spoofFlood(b *testing.B, bin string, extra []string) floodResult {
 	floodCPU, spoofSent, _ := floodPhase(b, d.Pid(), d.Sock, nil, nil, nil)
 	_, _, legitAlone := floodPhase(b, d.Pid(), "", tx, rx, legit)
 	_, _, legitGot := floodPhase(b, d.Pid(), d.Sock, tx, rx, legit)
-	r := floodResult{daemonCPU: floodCPU, spoofSent: spoofSent, legitGot: legitGot, legitAlone: legitAlone}
+	// The control: the attacker's CPU kept as busy, sending nothing. With
+	// the filter the attacker never waits for the daemon, so its CPU is
+	// always busy; on a machine with other load that pushes the load onto
+	// the CPUs of the daemon and the pair.
+	_, _, legitBusy := floodPhase(b, d.Pid(), busyAttacker, tx, rx, legit)
+	r := floodResult{daemonCPU: floodCPU, spoofSent: spoofSent, legitGot: legitGot, legitAlone: legitAlone, legitBusy: legitBusy}
 	c := d.Counters(b)
 	for _, p := range append(c.Ports, c.Departed) {
 		if v := p["drop_kernel-filter"]; v != "" {
@@ -138,9 +145,10 @@ func spoofFlood(b *testing.B, bin string, extra []string) floodResult {
 		}
 	}
 	// On stderr as it happens: a benchmark with sub-benchmarks keeps no log.
-	fmt.Fprintf(os.Stderr, "round %v: flood alone: daemon CPU %.2fs over %v, attacker %.0f spoofed frames/s; legitimate pair alone %.0f frames/s, beside the flood %.0f frames/s; kernel-filter drops %d\n",
+	fmt.Fprintf(os.Stderr, "round %v: flood alone: daemon CPU %.2fs over %v, attacker %.0f spoofed frames/s; legitimate pair alone %.0f frames/s, beside the flood %.0f frames/s, beside a busy CPU %.0f frames/s; kernel-filter drops %d\n",
 		extra, r.daemonCPU.Seconds(), spoofFloodTime, float64(r.spoofSent)/spoofFloodTime.Seconds(),
-		float64(r.legitAlone)/spoofFloodTime.Seconds(), float64(r.legitGot)/spoofFloodTime.Seconds(), r.kernelDrops)
+		float64(r.legitAlone)/spoofFloodTime.Seconds(), float64(r.legitGot)/spoofFloodTime.Seconds(),
+		float64(r.legitBusy)/spoofFloodTime.Seconds(), r.kernelDrops)
 	return r
 }
 
@@ -211,6 +219,10 @@ func runAttacker(b *testing.B, sock string) int {
 
 const attackerSockEnv = "VKNETD_SPOOF_ATTACK_SOCK"
 
+// busyAttacker, as floodPhase's sock, runs the attacker as a CPU-bound
+// process that sends nothing.
+const busyAttacker = "busy"
+
 // attackerCPU pins the attacker to CPU 0, as a VM is held to its own vCPU,
 // and returns nil where it cannot (one CPU, no taskset). The daemon and
 // the legitimate pair get the other CPUs (see daemonCPUs; make bench-spoof
@@ -242,6 +254,16 @@ func TestSpoofAttacker(t *testing.T) {
 	sock := os.Getenv(attackerSockEnv)
 	if sock == "" {
 		t.Skip("BenchmarkSpoofFlood's attacker process; not a test of its own")
+	}
+	if sock == busyAttacker {
+		spin := 0
+		for end := time.Now().Add(spoofFloodTime); time.Now().Before(end); {
+			for i := 0; i < 1<<16; i++ {
+				spin += i
+			}
+		}
+		fmt.Printf("sent %d\n", spin&0)
+		return
 	}
 	c, err := Dial(sock, 32)
 	if err != nil {
