@@ -138,7 +138,8 @@ type Stats struct {
 	BuffersFree   int            `json:"buffers_free"`
 	Queued        int            `json:"queued"` // frames waiting in all transmit queues
 	Traffic       Sides          `json:"traffic"`
-	// Drops and Unlearned are summed over the TAP and every client.
+	// Drops and Unlearned are summed over the TAP and every client; Drops
+	// also holds what the kernel filter dropped on datagram listeners.
 	Drops     map[string]uint64 `json:"drops"`
 	Unlearned uint64            `json:"unlearned"`
 }
@@ -202,6 +203,11 @@ func Summarize(s engine.Stats) Stats {
 		}
 	}
 	add(&out.Traffic.Clients, s.Departed)
+	// Frames the kernel filter dropped on a datagram listener belong to
+	// no port (the filter cannot name their sender), but to the total.
+	if s.ListenerKernelDrops != 0 {
+		out.Drops[engine.DropKernelFilter.String()] += s.ListenerKernelDrops
+	}
 	return out
 }
 

@@ -109,6 +109,9 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
 	p := e.newPort(id, t, fd, name)
 	p.pid, p.uid = pid, uid
+	if kind == Seqpacket {
+		p.filterCookie = e.attachFilter(fd, via)
+	}
 	e.joinUser(p)
 	e.clients++
 	e.accepted++

@@ -86,10 +86,12 @@ func (e *Engine) stats() Stats {
 	for _, p := range e.live {
 		ps := PortStats{ID: p.id, Kind: p.t.kind(), Name: p.name, PID: p.pid, UID: p.uid,
 			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len()}
-		p.cnt.snapshot(&ps)
+		c := e.withKernelDrops(p)
+		c.snapshot(&ps)
 		s.Ports = append(s.Ports, ps)
 	}
 	s.Departed = PortStats{Kind: "departed", Name: "disconnected clients", PID: -1, UID: -1}
 	e.departed.snapshot(&s.Departed)
+	s.ListenerKernelDrops = e.listenerKernelDrops()
 	return s
 }

@@ -193,6 +193,10 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
 	p := e.newPort(id, t, fd, dgramDisplayName(key))
 	p.pid, p.uid = from.pid, from.uid
+	if fd >= 0 {
+		// The client may also send to the switch's own socket for it.
+		p.filterCookie = e.attachFilter(fd, p.name)
+	}
 	e.joinUser(p)
 	l.dgram.peers[key] = p
 	e.clients++

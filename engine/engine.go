@@ -72,6 +72,9 @@ type Config struct {
 	// Policy is the secure-mode policy. Required: with -U it is a policy
 	// built with Secure=false, which passes everything.
 	Policy *secure.Policy
+	// ClientFilter, in secure mode, is attached to the client sockets the
+	// kernel can filter (see ClientFilter). nil: userspace only.
+	ClientFilter ClientFilter
 
 	MaxClients int // connected clients at most (default 1024)
 	// UserClients is how many clients one user (uid) may have connected
@@ -167,6 +170,9 @@ type listenerState struct {
 	pausedUntil int64 // accept paused after EMFILE and the like, with back-off
 	backoff     time.Duration
 	dgram       *dgramListener // a datagram listener's clients and scratch; nil for the others
+	// filterCookie keys the kernel filter's drop counter of a datagram
+	// listener; 0 when it has no filter.
+	filterCookie uint64
 }
 
 // New checks cfg and allocates everything the loop will ever use.
@@ -272,6 +278,7 @@ func New(cfg Config) (*Engine, error) {
 		ls := listenerState{Listener: l, backoff: 50 * time.Millisecond}
 		if l.Kind == Dgram {
 			ls.dgram = newDgramListener(cfg.Batch)
+			ls.filterCookie = e.attachFilter(l.Fd, l.Path)
 		}
 		e.listeners = append(e.listeners, ls)
 	}
@@ -598,6 +605,7 @@ func (e *Engine) close(p *port) {
 		}
 		return
 	}
+	e.forgetFilter(p)
 	e.departed.add(&p.cnt)
 	e.clients--
 }

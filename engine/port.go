@@ -18,6 +18,9 @@ type port struct {
 	dead       bool       // closed at the end of this loop iteration
 
 	cnt counters
+	// filterCookie keys the kernel filter's drop counter for the socket
+	// this client sends on; 0 when the kernel does not filter it.
+	filterCookie uint64
 
 	// Drop logging is rate limited per port: at most one line per second,
 	// with the number of drops that were not logged in between.

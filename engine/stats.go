@@ -23,6 +23,7 @@ const (
 	DropUserMACLimit             // secure mode: the client's user already holds --user-macs MACs
 	DropMACTableFull             // secure mode: the table holds --mac-max MACs; a MAC it cannot learn does not speak
 	DropWrongUser                // dgram: sent under a client's address by another user than the one that registered it
+	DropKernelFilter             // secure mode: dropped in the client's sendmsg by the kernel filter (ClientFilter)
 	numDrops
 )
 
@@ -42,6 +43,7 @@ var dropNames = [numDrops]string{
 	DropUserMACLimit: "user-mac-limit",
 	DropMACTableFull: "mac-table-full",
 	DropWrongUser:    "wrong-user",
+	DropKernelFilter: "kernel-filter",
 }
 
 func (d Drop) String() string {
@@ -104,8 +106,11 @@ type Stats struct {
 	MACs     int         // MAC table entries
 	Clients  int         // connected clients
 	Accepted uint64      // clients accepted since start
-	PoolFree int         // free frame buffers
-	PoolCap  int
+	// ListenerKernelDrops is what the kernel filter dropped on datagram
+	// listeners, whose senders it cannot name (not in any port's Drops).
+	ListenerKernelDrops uint64
+	PoolFree            int // free frame buffers
+	PoolCap             int
 }
 
 func (c *counters) snapshot(s *PortStats) {

@@ -45,4 +45,9 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
 Frames to the TAP must in addition be ARP, IPv4 carrying ICMP, UDP or TCP,
 or (with --ipv6) IPv6 carrying ICMPv6, UDP or TCP. Other ethertypes (LLDP,
 for example) pass between clients but never reach the TAP.
+On Linux the rules a frame can be judged by alone also run in the kernel,
+as an eBPF socket filter on the switch's end of SEQPACKET clients and
+datagram sockets: it drops spoofed frames in the sender's own sendmsg,
+counted as kernel-filter, and never a frame the rules above would pass.
+STREAM clients are checked in userspace alone; --no-bpf turns it off.
 `

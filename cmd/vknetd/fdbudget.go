@@ -27,8 +27,9 @@ const (
 )
 
 // daemonFds is what the daemon holds for itself: stdio, the pidfile, the
-// TAP and its netlink socket, two pollers and their wake-ups, the log
-// (about a dozen measured), plus some open only for a moment: a client
+// TAP and its netlink socket, two pollers and their wake-ups, the log,
+// secure mode's kernel filter (its program and counter map; about a dozen
+// in all, measured), plus some open only for a moment: a client
 // refused beyond --max-clients, netlink while the TAP is taken down, a
 // /proc file.
 const daemonFds = 32

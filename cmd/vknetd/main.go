@@ -108,6 +108,7 @@ type daemon struct {
 	metrics   *metrics.Server
 	runAs     *runAs  // --user; nil stays root
 	keeper    *keeper // removes the files once the daemon has given up root
+	kfilter   *secure.KernelFilter
 }
 
 func start(o *options, log *slog.Logger) (_ *daemon, err error) {
@@ -201,6 +202,8 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.listeners = append(d.listeners, ctl)
+	// Loading BPF needs root (or CAP_BPF): before giveUpRoot.
+	filter := d.loadKernelFilter(policy)
 	d.engine, err = engine.New(engine.Config{
 		TapFd:     d.tap.Fd(),
 		TapName:   d.tap.Name(),
@@ -212,11 +215,12 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			OwnerLimit: o.userMACs,
 			MaxAge:     o.macAge,
 		},
-		Policy:      policy,
-		MaxClients:  o.maxClients,
-		UserClients: o.userClients,
-		DgramIdle:   o.dgramIdle,
-		Logger:      log,
+		Policy:       policy,
+		ClientFilter: filter,
+		MaxClients:   o.maxClients,
+		UserClients:  o.userClients,
+		DgramIdle:    o.dgramIdle,
+		Logger:       log,
 	})
 	if err != nil {
 		return nil, err
@@ -234,7 +238,8 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "user", d.userName(), "pid", os.Getpid())
+		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode,
+		"kernel_filter", d.kfilter != nil, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }
 
@@ -286,7 +291,7 @@ func (d *daemon) logCounters() {
 		return
 	}
 	d.log.Info("counters", "clients", s.Clients, "accepted", s.Accepted, "macs", s.MACs,
-		"buffers_free", s.PoolFree, "buffers", s.PoolCap)
+		"buffers_free", s.PoolFree, "buffers", s.PoolCap, "listener_drop_kernel-filter", s.ListenerKernelDrops)
 	for _, p := range append(s.Ports, s.Departed) {
 		attrs := []any{"port", p.ID, "kind", p.Kind, "name", p.Name,
 			"rx_frames", p.RxFrames, "rx_bytes", p.RxBytes, "tx_frames", p.TxFrames, "tx_bytes", p.TxBytes,
@@ -312,4 +317,5 @@ func (d *daemon) cleanup() {
 	}
 	d.pid.remove()
 	d.keeper.release(d.log)
+	d.closeKernelFilter()
 }

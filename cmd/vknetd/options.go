@@ -22,6 +22,7 @@ type options struct {
 	client   bool         // -c
 	debug    bool         // -d
 	unsecure bool         // -U
+	noBPF    bool         // --no-bpf
 	bridge   string       // -b
 	socket   string       // -p
 	pidfile  string       // -i
@@ -98,6 +99,7 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 	fs.IntVar(&o.portIPs, "port-ips", 16, "secure mode: most IP addresses one client may hold (bound to its MACs)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
+	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.IntVar(&vx.vni, "vxlan", 0, "stretch the network to other hosts: the kernel's VXLAN device with this VNI (1-16777215) joins a bridge with the TAP (-b, or vkbrVNI created for it) (Linux)")
 	fs.StringArrayVar(&vx.remotes, "vxlan-remote", nil, "with --vxlan: a peer host's underlay address; repeat for each peer (broadcasts go to every one)")
