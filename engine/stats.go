@@ -23,6 +23,8 @@ const (
 	DropUserMACLimit             // secure mode: the client's user already holds --user-macs MACs
 	DropMACTableFull             // secure mode: the table holds --mac-max MACs; a MAC it cannot learn does not speak
 	DropWrongUser                // dgram: sent under a client's address by another user than the one that registered it
+	DropGSOInvalid               // TAP offloads: a superframe or NEEDS_CSUM frame whose virtio_net_hdr does not describe it (gso.Check, gso.Split)
+	DropGSOSegments              // TAP offloads: a superframe cut into more frames than a read may fill (gso_size too small)
 	numDrops
 )
 
@@ -42,6 +44,8 @@ var dropNames = [numDrops]string{
 	DropUserMACLimit: "user-mac-limit",
 	DropMACTableFull: "mac-table-full",
 	DropWrongUser:    "wrong-user",
+	DropGSOInvalid:   "gso-invalid",
+	DropGSOSegments:  "gso-too-many-segments",
 }
 
 func (d Drop) String() string {
