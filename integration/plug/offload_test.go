@@ -3,6 +3,7 @@
 package plug
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,6 +55,22 @@ func TestTapOffloadIperf(t *testing.T) {
 		r.up = iperf3(t, d.Netns, client, host, secs, false)
 		r.down = iperf3(t, d.Netns, client, host, secs, true)
 		results = append(results, r)
+		// The kernel counts a superframe as one packet: with offloads its
+		// packets to the switch average far above an MTU frame.
+		out, err := d.Netns.Try("ip", "-s", "-j", "link", "show", "dev", d.TAP)
+		var links []struct {
+			Stats struct {
+				TX struct{ Bytes, Packets float64 }
+			} `json:"stats64"`
+		}
+		if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 || links[0].Stats.TX.Packets == 0 {
+			t.Fatalf("ip -s -j link show %s: %v\n%s", d.TAP, err, out)
+		}
+		avg := links[0].Stats.TX.Bytes / links[0].Stats.TX.Packets
+		t.Logf("%s: the host sent the switch %.0f packets of %.0f bytes on average", c.name, links[0].Stats.TX.Packets, avg)
+		if c.offload && avg <= 1514 {
+			t.Errorf("%s: the host's packets to the switch average %.0f bytes: no superframes", c.name, avg)
+		}
 		stopped(t, client, p)
 		if strings.Contains(d.Stderr(), "level=ERROR") {
 			t.Errorf("%s: daemon logged errors:\n%s", c.name, d.Stderr())
