@@ -59,7 +59,7 @@ func newDgramListener(batch int) *dgramListener {
 // receiveDgram reads a batch of datagrams from a dgram listener and
 // forwards each from the port of its sender.
 func (e *Engine) receiveDgram(l *listenerState) {
-	refs := e.takeBuffers()
+	refs := e.takeBuffers(e.cfg.Batch)
 	if len(refs) == 0 {
 		return
 	}

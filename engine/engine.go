@@ -58,6 +58,12 @@ type Config struct {
 	// (benchmarks and tests).
 	TapFd   int
 	TapName string
+	// TapVnetHdr: the TAP fd carries a virtio_net_hdr (tap.VnetHdrSize
+	// bytes) before every frame, with TSO and checksum offload on
+	// (tap.Device.VnetHdr). Superframes read from it are cut into MTU
+	// frames (package gso) before they are switched; frames written to
+	// it get a zero header.
+	TapVnetHdr bool
 
 	Listeners []Listener
 
@@ -198,6 +204,9 @@ func New(cfg Config) (*Engine, error) {
 	// Below this the guarantee above cannot hold. The default adds room
 	// for full queues on top; the slab is touched only as it is used.
 	minBuffers := MaxPorts(cfg.MaxClients)*max(pressureBacklog, cfg.Batch) + 2*poolReserve*cfg.Batch
+	if cfg.TapVnetHdr {
+		minBuffers += tapReadBudget // a superframe's segments, cut in one read
+	}
 	if cfg.Buffers <= 0 {
 		cfg.Buffers = 4096 + minBuffers
 	}
@@ -242,7 +251,7 @@ func New(cfg Config) (*Engine, error) {
 		live:      make([]*port, 0, maxPorts),
 		dirty:     make([]*port, 0, maxPorts),
 		events:    make([]event, 128),
-		rxRefs:    make([]ring.Ref, cfg.Batch),
+		rxRefs:    make([]ring.Ref, max(cfg.Batch, maxReadBudget)),
 		io:        portIO{pool: pool, batch: cfg.Batch},
 		start:     time.Now(),
 		users:     make(map[int32]*user),
@@ -256,7 +265,7 @@ func New(cfg Config) (*Engine, error) {
 		e.freeUserSlots = append(e.freeUserSlots, uint32(id))
 	}
 	if cfg.TapFd >= 0 {
-		tap := e.newPort(0, newTapTransport(&e.io), cfg.TapFd, cfg.TapName)
+		tap := e.newPort(0, newTapTransport(&e.io, cfg.TapVnetHdr, cfg.MTU), cfg.TapFd, cfg.TapName)
 		tap.host = true
 		e.macs.SetHostPort(0) // a bridged LAN or other hosts may be behind it
 		if err := e.poll.add(tap.fd, tap.id); err != nil {
@@ -387,7 +396,11 @@ func (e *Engine) dispatch(ev event) {
 // batch queued frames on. One batch per readiness report keeps a busy
 // client from starving the others: level-triggered polling brings us back.
 func (e *Engine) receive(p *port) {
-	refs := e.takeBuffers()
+	budget := e.cfg.Batch
+	if b, ok := p.t.(readBudgeter); ok {
+		budget = min(b.readBudget(), maxReadBudget)
+	}
+	refs := e.takeBuffers(budget)
 	if len(refs) == 0 {
 		p.cnt.drops[DropNoBuffer]++
 		return
@@ -405,10 +418,11 @@ func (e *Engine) receive(p *port) {
 	}
 }
 
-// takeBuffers takes up to a batch of free buffers to read into; what a
-// read leaves unused goes back with releaseBuffers.
-func (e *Engine) takeBuffers() []ring.Ref {
-	refs := e.rxRefs[:min(e.cfg.Batch, e.pool.Free())]
+// takeBuffers takes up to budget free buffers to read into (a batch, or
+// what a readBudgeter asks for); what a read leaves unused goes back with
+// releaseBuffers.
+func (e *Engine) takeBuffers(budget int) []ring.Ref {
+	refs := e.rxRefs[:min(budget, len(e.rxRefs), e.pool.Free())]
 	for i := range refs {
 		refs[i], _ = e.pool.Get()
 	}

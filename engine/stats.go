@@ -24,6 +24,8 @@ const (
 	DropMACTableFull             // secure mode: the table holds --mac-max MACs; a MAC it cannot learn does not speak
 	DropWrongUser                // dgram: sent under a client's address by another user than the one that registered it
 	DropKernelFilter             // secure mode: dropped in the client's sendmsg by the kernel filter (ClientFilter)
+	DropGSOInvalid               // TAP offloads: a superframe or NEEDS_CSUM frame whose virtio_net_hdr does not describe it (gso.Check, gso.Split)
+	DropGSOSegments              // TAP offloads: a superframe cut into more frames than a read may fill (gso_size too small)
 	numDrops
 )
 
@@ -44,6 +46,8 @@ var dropNames = [numDrops]string{
 	DropMACTableFull: "mac-table-full",
 	DropWrongUser:    "wrong-user",
 	DropKernelFilter: "kernel-filter",
+	DropGSOInvalid:   "gso-invalid",
+	DropGSOSegments:  "gso-too-many-segments",
 }
 
 func (d Drop) String() string {

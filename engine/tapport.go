@@ -2,34 +2,88 @@ package engine
 
 import (
 	"errors"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/ring"
 	"github.com/vknetd/vknetd/tap"
 )
 
+// tapReadBudget is how many buffers the TAP asks for per read with
+// offloads on: a 64 KiB TCP superframe of 1448-byte segments (MTU 1500
+// with timestamps) is cut into 46 frames. A superframe that needs more
+// (a gso_size far below the MTU) is dropped as gso-too-many-segments.
+const tapReadBudget = maxReadBudget
+
 // tapTransport is the host's side of the switch: the TAP device, read and
 // written one frame per syscall by package tap. Its fd belongs to whoever
 // opened the TAP, who closes it after Run.
+//
+// With offloads (Config.TapVnetHdr) every read and write carries a
+// virtio_net_hdr. A read goes to [header][a pool buffer][the overflow
+// buffer]: a plain frame lands in the pool buffer as before (its checksum
+// completed when the kernel left it to the device, NEEDS_CSUM, since
+// clients do not negotiate checksum offload); a superframe (a GSO type, or
+// longer than the pool buffer) is made contiguous in the overflow buffer,
+// judged by gso.Check and cut by gso.Split into as many pool buffers as it
+// has segments, each then switched like any frame (rx counters count
+// segments). The overflow buffer is the only large buffer: one per TAP,
+// not one per pool frame. A superframe that does not fit the rest of a
+// read's buffers waits there for the next read (buffered). Writes are
+// plain frames behind a zero header: no GSO writes yet.
 type tapTransport struct {
 	io      *portIO
 	bufs    [][]byte // the batch's buffers, as tap wants them
 	sizes   []int
 	refused []bool
+
+	// Offloads only.
+	vnet     bool
+	mtu      int
+	hdrIn    [tap.VnetHdrSize]byte
+	hdrOut   [tap.VnetHdrSize]byte // always zero: no offload asked of the kernel
+	iov      [3]unix.Iovec
+	over     []byte           // gso.MaxFrameLen: where a superframe is assembled and cut
+	pending  int              // length of a superframe in over waiting for buffers, or 0
+	pendHdr  gso.VirtioNetHdr // its header
+	segBufs  [][]byte         // tapReadBudget
+	segSizes []int
+	// superframes counts superframes cut (tests; not in the listings).
+	superframes uint64
 }
 
-func newTapTransport(io *portIO) *tapTransport {
-	return &tapTransport{io: io, bufs: make([][]byte, io.batch), sizes: make([]int, io.batch),
-		refused: make([]bool, io.batch)}
+func newTapTransport(io *portIO, vnet bool, mtu int) *tapTransport {
+	t := &tapTransport{io: io, bufs: make([][]byte, io.batch), sizes: make([]int, io.batch),
+		refused: make([]bool, io.batch), vnet: vnet, mtu: mtu}
+	if vnet {
+		t.over = make([]byte, gso.MaxFrameLen)
+		t.segBufs = make([][]byte, tapReadBudget)
+		t.segSizes = make([]int, tapReadBudget)
+	}
+	return t
 }
 
 func (*tapTransport) kind() string { return "tap" }
 
+func (t *tapTransport) readBudget() int {
+	if t.vnet {
+		return tapReadBudget
+	}
+	return t.io.batch
+}
+
+// buffered: a superframe read waits in the overflow buffer.
+func (t *tapTransport) buffered() bool { return t.pending > 0 }
+
 func (t *tapTransport) read(p *port, refs []ring.Ref) (int, error) {
-	bufs := t.bufs[:len(refs)]
-	for i, r := range refs {
-		bufs[i] = t.io.pool.Buf(r)
+	if t.vnet {
+		return t.readVnet(p, refs)
+	}
+	bufs := t.bufs[:min(len(refs), len(t.bufs))]
+	for i := range bufs {
+		bufs[i] = t.io.pool.Buf(refs[i])
 	}
 	n, err := tap.ReadFrames(p.fd, bufs, t.sizes)
 	t.io.syscalls += uint64(n)
@@ -42,7 +96,129 @@ func (t *tapTransport) read(p *port, refs []ring.Ref) (int, error) {
 	return n, err
 }
 
+// readVnet reads frames with their virtio_net_hdr until the TAP has none
+// left or refs are used up, cutting superframes into refs.
+func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
+	n := 0
+	if t.pending > 0 {
+		k, wait := t.cut(p, refs)
+		if wait {
+			// Fewer buffers than segments even at the start of a read:
+			// the pool is short. The superframe is lost, as a frame
+			// with no buffer to read into would stay in the kernel.
+			t.pending = 0
+			p.cnt.drops[DropNoBuffer]++
+			return 0, nil
+		}
+		n = k
+	}
+	t.iov[0] = unix.Iovec{Base: &t.hdrIn[0]}
+	t.iov[0].SetLen(len(t.hdrIn))
+	for n < len(refs) {
+		buf := t.io.pool.Buf(refs[n])
+		t.iov[1] = unix.Iovec{Base: &buf[0]}
+		t.iov[1].SetLen(len(buf))
+		rest := t.over[len(buf):]
+		t.iov[2] = unix.Iovec{Base: &rest[0]}
+		t.iov[2].SetLen(len(rest))
+		m, err := readv(p.fd, t.iov[:])
+		t.io.syscalls++
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return n, nil
+		case err != nil:
+			return n, err
+		case m < len(t.hdrIn)+etherHeaderLen:
+			p.cnt.rxFrames++
+			p.cnt.drops[DropRunt]++
+			continue
+		}
+		var hdr gso.VirtioNetHdr
+		if err := hdr.Decode(t.hdrIn[:], len(t.hdrIn)); err != nil {
+			return n, err // cannot happen: the size is right
+		}
+		flen := m - len(t.hdrIn)
+		if hdr.GSOType == gso.GSONone && flen <= len(buf) {
+			if hdr.Flags&gso.FlagNeedsCsum != 0 {
+				if gso.CompleteChecksum(buf[:flen], hdr) != nil {
+					p.cnt.rxFrames++
+					p.cnt.drops[DropGSOInvalid]++
+					continue
+				}
+			}
+			t.io.pool.SetLen(refs[n], flen)
+			n++
+			continue
+		}
+		if hdr.GSOType == gso.GSONone && hdr.Flags&gso.FlagNeedsCsum == 0 {
+			// Too long for any port and nothing to cut: forwardOne
+			// drops it as oversize, as without offloads.
+			t.io.pool.SetLen(refs[n], len(buf))
+			n++
+			continue
+		}
+		// A superframe: its head is in buf, its tail already in place
+		// after it in over.
+		copy(t.over, buf[:min(flen, len(buf))])
+		t.io.copies++
+		if gso.Check(t.over[:flen], hdr, t.mtu) != gso.OK {
+			p.cnt.rxFrames++
+			p.cnt.drops[DropGSOInvalid]++
+			continue
+		}
+		t.pending, t.pendHdr = flen, hdr
+		k, wait := t.cut(p, refs[n:])
+		if wait {
+			return n, nil // the next read (buffered) cuts it
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// cut splits the pending superframe into refs and reports how many it
+// filled, or wait when refs are too few for it (it stays pending). A
+// superframe that cannot be cut is dropped and counted.
+func (t *tapTransport) cut(p *port, refs []ring.Ref) (n int, wait bool) {
+	frame, hdr := t.over[:t.pending], t.pendHdr
+	segs, err := gso.Segments(frame, hdr)
+	switch {
+	case err != nil:
+		t.pending = 0
+		p.cnt.rxFrames++
+		p.cnt.drops[DropGSOInvalid]++
+		return 0, false
+	case segs > len(t.segBufs):
+		t.pending = 0
+		p.cnt.rxFrames++
+		p.cnt.drops[DropGSOSegments]++
+		return 0, false
+	case segs > len(refs):
+		return 0, true
+	}
+	out := t.segBufs[:segs]
+	for i := range out {
+		out[i] = t.io.pool.Buf(refs[i])
+	}
+	t.pending = 0
+	k, err := gso.Split(frame, hdr, out, t.segSizes, 0)
+	if err != nil {
+		p.cnt.rxFrames++
+		p.cnt.drops[DropGSOInvalid]++
+		return 0, false
+	}
+	for i := 0; i < k; i++ {
+		t.io.pool.SetLen(refs[i], t.segSizes[i])
+	}
+	t.io.copies += uint64(k)
+	t.superframes++
+	return k, false
+}
+
 func (t *tapTransport) write(p *port) error {
+	if t.vnet {
+		return t.writeVnet(p)
+	}
 	frames := t.bufs[:min(p.txq.Len(), len(t.bufs))]
 	for i := range frames {
 		frames[i] = t.io.pool.Frame(p.txq.At(i))
@@ -69,4 +245,49 @@ func (t *tapTransport) write(p *port) error {
 	return err
 }
 
+// writeVnet writes queued frames behind a zero virtio_net_hdr, one writev
+// per frame (a TAP takes one frame per write), with tap.WriteFrames'
+// rules for what the device refuses.
+func (t *tapTransport) writeVnet(p *port) error {
+	t.iov[0] = unix.Iovec{Base: &t.hdrOut[0]}
+	t.iov[0].SetLen(len(t.hdrOut))
+	for done := 0; done < t.io.batch && p.txq.Len() > 0; {
+		r := p.txq.At(0)
+		frame := t.io.pool.Frame(r)
+		t.iov[1] = unix.Iovec{Base: &frame[0]}
+		t.iov[1].SetLen(len(frame))
+		_, err := writev(p.fd, t.iov[:2])
+		t.io.syscalls++
+		switch {
+		case err == nil:
+			p.cnt.txFrames++
+			p.cnt.txBytes += uint64(len(frame))
+		case err == unix.EAGAIN:
+			if done == 0 {
+				return errWouldBlock
+			}
+			return nil
+		case err == unix.EINTR:
+			continue
+		case err == unix.EBADF || err == unix.EFAULT:
+			return err
+		default:
+			p.cnt.drops[DropSendError]++
+		}
+		t.io.pool.Release(r)
+		p.txq.Drop(1)
+		done++
+	}
+	return nil
+}
+
 func (*tapTransport) close(*port) {} // the TAP's owner closes its fd
+
+// readv without x/sys's per-call iovec slice, like writev.
+func readv(fd int, iov []unix.Iovec) (int, error) {
+	n, _, errno := unix.RawSyscall(unix.SYS_READV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}

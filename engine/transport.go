@@ -38,6 +38,18 @@ type bufferedReader interface {
 	buffered() bool
 }
 
+// readBudgeter is a transport that may need more buffers for one read
+// than a batch: the TAP with offloads cuts a 64 KiB superframe into up to
+// tapReadBudget frames. receive gives it up to readBudget buffers, at most
+// maxReadBudget.
+type readBudgeter interface {
+	readBudget() int
+}
+
+// maxReadBudget caps readBudget: the engine's receive scratch is sized for
+// it once.
+const maxReadBudget = 64
+
 // eventSource is a transport that polls fds of its own (subToken) and
 // decides what their readiness means: ready is called for each report,
 // sub 0 being the port's own fd, and says whether the loop should read

@@ -44,7 +44,18 @@ type Config struct {
 	// VXLAN, when set, joins a VXLAN device to the TAP's bridge (Linux
 	// only): see VXLAN.
 	VXLAN *VXLAN
+	// Offload asks for the TAP's offloads (Linux only): every read and
+	// write carries a virtio_net_hdr of VnetHdrSize bytes, and the host
+	// may hand over TCP superframes of up to 64 KiB and frames whose
+	// checksum is left to finish (NEEDS_CSUM). A TAP that refuses them is
+	// used without; Device.VnetHdr says which, Device.OffloadNote why.
+	// Ignored on the BSDs.
+	Offload bool
 }
+
+// VnetHdrSize is the virtio_net_hdr before every frame of a TAP with
+// offloads (TUNSETVNETHDRSZ): gso.HdrSize, without num_buffers.
+const VnetHdrSize = 10
 
 // MTU limits shared by Linux's tun driver (68..65535); IPv4 cannot work
 // below 68 bytes.
@@ -123,6 +134,10 @@ type Device struct {
 	os      osDevice
 	// mtuNote says why the MTU is below Config.MTU (FitMTU), "" if not.
 	mtuNote string
+	// vnetHdr: the fd carries a virtio_net_hdr before every frame, with
+	// offloads on; offloadNote says why not when they were asked for.
+	vnetHdr     bool
+	offloadNote string
 
 	mu     sync.Mutex
 	closed bool
@@ -145,6 +160,14 @@ func (d *Device) Fd() int {
 	}
 	return d.fd
 }
+
+// VnetHdr reports whether every read and write on Fd carries a
+// virtio_net_hdr of VnetHdrSize bytes before the frame, with TSO and
+// checksum offload negotiated (Config.Offload, Linux).
+func (d *Device) VnetHdr() bool { return d.vnetHdr }
+
+// OffloadNote says why offloads were asked for and are off, "" otherwise.
+func (d *Device) OffloadNote() string { return d.offloadNote }
 
 // MAC is the TAP interface's own hardware address.
 func (d *Device) MAC() [6]byte { return d.mac }

@@ -60,7 +60,7 @@ func Open(cfg Config) (*Device, error) {
 			return nil, d.rollback(err)
 		}
 	}
-	existed, err := d.attach(h, cfg.Name)
+	existed, err := d.attach(h, cfg.Name, cfg.Offload)
 	if err != nil {
 		return nil, d.rollback(err)
 	}
@@ -130,38 +130,29 @@ func isTAP(l netlink.Link) bool {
 // attach opens the clone device and binds it to name (or a kernel-chosen
 // tapN). It reports whether the TAP existed before, which decides whether
 // Close deletes it or restores it.
-func (d *Device) attach(h *netlink.Handle, name string) (existed bool, err error) {
-	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
-			return false, fmt.Errorf("tap: open %s: %w; load the TUN/TAP driver (modprobe tun)", tunPath, err)
+func (d *Device) attach(h *netlink.Handle, name string, offload bool) (existed bool, err error) {
+	var fd int
+	var ifr *unix.Ifreq
+	if offload {
+		fd, ifr, err = openTun(name, true)
+		if err == nil {
+			err = setOffload(fd)
+			if err != nil {
+				unix.Close(fd)
+			}
 		}
-		return false, devErr(tunPath, "open", err)
-	}
-	req := name
-	if req == "" {
-		req = "tap%d" // the kernel replaces %d with the lowest free number
-	}
-	ifr, err := unix.NewIfreq(req)
-	if err != nil {
-		unix.Close(fd)
-		return false, fmt.Errorf("tap: interface name %q: %w", req, err)
-	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		shown := name
-		if shown == "" {
-			shown = "new TAP"
+		if err == nil {
+			d.vnetHdr = true
+		} else {
+			// A TAP someone else set up may refuse the change; the switch
+			// works without offloads, one frame per read and write.
+			d.offloadNote = fmt.Sprintf("TAP offloads unavailable, frames cross the TAP one by one: %v", err)
 		}
-		switch {
-		case errors.Is(err, unix.EBUSY):
-			return false, fmt.Errorf("tap: %s: TUNSETIFF: %w; another process has it open, stop it or choose another name (-t)", shown, err)
-		case errors.Is(err, unix.EINVAL):
-			return false, fmt.Errorf("tap: %s: TUNSETIFF: %w; it exists with settings a single-queue TAP cannot attach to (multi-queue?), remove it (ip link del %s) or choose another name (-t)",
-				shown, err, shown)
+	}
+	if !d.vnetHdr {
+		if fd, ifr, err = openTun(name, false); err != nil {
+			return false, err
 		}
-		return false, devErr(shown, "TUNSETIFF", err)
 	}
 	d.name = ifr.Name()
 
@@ -207,6 +198,68 @@ func (d *Device) attach(h *netlink.Handle, name string) (existed bool, err error
 	ifindex = l.Attrs().Index
 	copy(d.mac[:], l.Attrs().HardwareAddr)
 	return existed, nil
+}
+
+// openTun opens the clone device and binds it to name (or a kernel-chosen
+// tapN), with a virtio_net_hdr before every frame when vnet is set.
+func openTun(name string, vnet bool) (int, *unix.Ifreq, error) {
+	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
+			return -1, nil, fmt.Errorf("tap: open %s: %w; load the TUN/TAP driver (modprobe tun)", tunPath, err)
+		}
+		return -1, nil, devErr(tunPath, "open", err)
+	}
+	req := name
+	if req == "" {
+		req = "tap%d" // the kernel replaces %d with the lowest free number
+	}
+	ifr, err := unix.NewIfreq(req)
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("tap: interface name %q: %w", req, err)
+	}
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if vnet {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		shown := name
+		if shown == "" {
+			shown = "new TAP"
+		}
+		switch {
+		case errors.Is(err, unix.EBUSY):
+			return -1, nil, fmt.Errorf("tap: %s: TUNSETIFF: %w; another process has it open, stop it or choose another name (-t)", shown, err)
+		case errors.Is(err, unix.EINVAL):
+			return -1, nil, fmt.Errorf("tap: %s: TUNSETIFF: %w; it exists with settings a single-queue TAP cannot attach to (multi-queue?), remove it (ip link del %s) or choose another name (-t)",
+				shown, err, shown)
+		}
+		return -1, nil, devErr(shown, "TUNSETIFF", err)
+	}
+	return fd, ifr, nil
+}
+
+// The tun driver's offload bits (include/uapi/linux/if_tun.h).
+const (
+	tunFCsum = 0x01
+	tunFTSO4 = 0x02
+	tunFTSO6 = 0x04
+)
+
+// setOffload makes the TAP's virtio_net_hdr 10 bytes (gso.HdrSize) and
+// lets the host's stack hand over TCP superframes of up to 64 KiB and
+// frames with a partial checksum.
+func setOffload(fd int) error {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VnetHdrSize); err != nil {
+		return fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+		return fmt.Errorf("TUNSETOFFLOAD: %w", err)
+	}
+	return nil
 }
 
 // configure sets the TAP's MTU and up state. For a TAP that existed it

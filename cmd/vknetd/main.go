@@ -167,8 +167,11 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		}
 	}
 	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix,
-		VXLAN: o.vxlan, FitMTU: !o.mtuSet}); err != nil {
+		VXLAN: o.vxlan, FitMTU: !o.mtuSet, Offload: !o.noOffload}); err != nil {
 		return nil, err
+	}
+	if note := d.tap.OffloadNote(); note != "" {
+		log.Warn(note)
 	}
 	if note := d.tap.MTUNote(); note != "" {
 		log.Warn(note)
@@ -205,10 +208,11 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	// Loading BPF needs root (or CAP_BPF): before giveUpRoot.
 	filter := d.loadKernelFilter(policy)
 	d.engine, err = engine.New(engine.Config{
-		TapFd:     d.tap.Fd(),
-		TapName:   d.tap.Name(),
-		Listeners: listeners,
-		MTU:       d.tap.MTU(), // --mtu, or less to fit a VXLAN underlay
+		TapFd:      d.tap.Fd(),
+		TapName:    d.tap.Name(),
+		TapVnetHdr: d.tap.VnetHdr(),
+		Listeners:  listeners,
+		MTU:        d.tap.MTU(), // --mtu, or less to fit a VXLAN underlay
 		MACTable: mactable.Config{
 			Capacity:   o.macMax,
 			PortLimit:  o.portMACs,
@@ -238,7 +242,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode,
+		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode,
 		"kernel_filter", d.kfilter != nil, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }

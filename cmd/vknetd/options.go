@@ -32,6 +32,7 @@ type options struct {
 	group       string
 	mtu         int
 	mtuSet      bool // --mtu given: never fitted to a VXLAN underlay
+	noOffload   bool // --no-offload: the TAP without virtio_net_hdr, TSO or checksum offload
 	vxlan       *tap.VXLAN
 	macAge      time.Duration
 	macMax      int
@@ -91,6 +92,7 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 	fs.Var((*secondsValue)(&o.dgramIdle), "dgram-idle", "forget a datagram client (and its MACs) after this long without a frame from it")
 	fs.StringVar(&o.group, "group", "vknet", "group owning the socket (mode 0660): its members may connect")
 	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the TAP; frames longer than MTU+14 bytes (MTU+18 with a VLAN tag) are dropped; with --vxlan and no --mtu, lowered to fit the underlay (with a warning)")
+	fs.BoolVar(&o.noOffload, "no-offload", false, "open the TAP without offloads: no 64 KiB TCP segments from the host, one frame per read (Linux; the BSDs have none)")
 	o.macAge = 300 * time.Second
 	fs.Var((*secondsValue)(&o.macAge), "mac-age", "forget a MAC address (and, in secure mode, its IP binding) this long after it was last seen: seconds or a duration like 5m")
 	fs.IntVar(&o.macMax, "mac-max", 16384, "most MAC addresses the switch learns in all")

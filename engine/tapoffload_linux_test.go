@@ -1,0 +1,251 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/mactable"
+)
+
+// The TAP with offloads, played by a SEQPACKET socketpair whose host end
+// writes [virtio_net_hdr][frame] messages, as an IFF_VNET_HDR TAP hands
+// them over (a socketpair keeps message boundaries and readv scatters a
+// message as read does a TAP's frame).
+
+var (
+	tsoSrcIP = [4]byte{198, 18, 0, 1}
+	tsoDstIP = [4]byte{198, 18, 1, 2}
+)
+
+// tcpSuperframe builds what the host's stack hands a TAP with TSO4: one
+// Ethernet/IPv4/TCP frame with payload bytes of data, the pseudo-header sum
+// in the TCP checksum field, and its header (NEEDS_CSUM, TCPV4, gso_size
+// mss). mss 0 makes a plain NEEDS_CSUM frame (GSO none).
+func tcpSuperframe(dst, src [6]byte, payload, mss int) (gso.VirtioNetHdr, []byte) {
+	f := make([]byte, 14+20+20+payload)
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:34]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+20+payload))
+	binary.BigEndian.PutUint16(ip[4:], 0x1234)
+	ip[6] = 0x40 // DF
+	ip[8] = 64
+	ip[9] = 6
+	copy(ip[12:16], tsoSrcIP[:])
+	copy(ip[16:20], tsoDstIP[:])
+	binary.BigEndian.PutUint16(ip[10:], gso.IPv4HeaderChecksum(ip))
+	tcp := f[34:54]
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 5201)
+	binary.BigEndian.PutUint32(tcp[4:], 1000)
+	binary.BigEndian.PutUint32(tcp[8:], 7)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x18 // PSH, ACK
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	binary.BigEndian.PutUint16(tcp[16:], gso.PseudoHeaderSumIPv4(tsoSrcIP[:], tsoDstIP[:], 6, 20+payload))
+	for i := 54; i < len(f); i++ {
+		f[i] = byte(i * 7)
+	}
+	hdr := gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, HdrLen: 54, CsumStart: 34, CsumOffset: 16}
+	if mss > 0 {
+		hdr.GSOType, hdr.GSOSize = gso.GSOTCPv4, uint16(mss)
+	}
+	return hdr, f
+}
+
+func vnetMsg(hdr gso.VirtioNetHdr, frame []byte) []byte {
+	msg := make([]byte, gso.HdrSize+len(frame))
+	if err := hdr.Encode(msg, gso.HdrSize); err != nil {
+		panic(err)
+	}
+	copy(msg[gso.HdrSize:], frame)
+	return msg
+}
+
+// newOffloadSwitch is an unsecure switch whose TAP carries virtio_net_hdr,
+// with one SEQPACKET client; host is the kernel's end of the TAP.
+func newOffloadSwitch(t *testing.T) (s *testSwitch, host int, cl *testClient) {
+	tweak, host := connectTap(t)
+	s = newTestSwitch(t, false, mactable.Config{}, func(c *Config) { tweak(c); c.TapVnetHdr = true })
+	cl = s.connect()
+	bigRcvbuf(t, cl.fd)
+	return s, host, cl
+}
+
+func bigRcvbuf(t *testing.T, fd int) {
+	t.Helper()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkSegments decodes frames with gopacket and checks each is a valid
+// TCPv4 segment of at most mss bytes (lengths and both checksums), in
+// sequence, together carrying want.
+func checkSegments(t *testing.T, frames [][]byte, mss int, want []byte) {
+	t.Helper()
+	var got []byte
+	seq := uint32(1000)
+	for i, f := range frames {
+		if len(f) > 1514 {
+			t.Fatalf("segment %d: %d bytes, longer than an MTU frame", i, len(f))
+		}
+		pkt := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+		if el := pkt.ErrorLayer(); el != nil {
+			t.Fatalf("segment %d: %v", i, el.Error())
+		}
+		ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		tcp, _ := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if ip == nil || tcp == nil {
+			t.Fatalf("segment %d: not TCP/IPv4", i)
+		}
+		if int(ip.Length) != len(f)-14 {
+			t.Errorf("segment %d: IP length %d, frame %d", i, ip.Length, len(f))
+		}
+		if gso.Checksum(f[14:34], 0) != 0 {
+			t.Errorf("segment %d: bad IPv4 header checksum", i)
+		}
+		l4 := f[34:]
+		if gso.Checksum(l4, gso.PseudoHeaderSumIPv4(ip.SrcIP, ip.DstIP, 6, len(l4))) != 0 {
+			t.Errorf("segment %d: bad TCP checksum %#04x", i, tcp.Checksum)
+		}
+		if len(tcp.Payload) > mss {
+			t.Errorf("segment %d: %d bytes of payload, MSS %d", i, len(tcp.Payload), mss)
+		}
+		if tcp.Seq != seq {
+			t.Errorf("segment %d: seq %d, want %d", i, tcp.Seq, seq)
+		}
+		if last := i == len(frames)-1; tcp.PSH != last {
+			t.Errorf("segment %d: PSH %v", i, tcp.PSH)
+		}
+		seq += uint32(len(tcp.Payload))
+		got = append(got, tcp.Payload...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("segments carry %d bytes that differ from the superframe's %d", len(got), len(want))
+	}
+}
+
+func TestTapSuperframeReachesSeqpacketClientAsMTUFrames(t *testing.T) {
+	s, host, cl := newOffloadSwitch(t)
+	const mss = 1448
+	payload := 65535 - 40
+	hdr, f := tcpSuperframe(broadcast, mac(0xfe), payload, mss)
+	for i := 0; i < 3; i++ { // three: the second does not fit the first read's buffers
+		if _, err := unix.Write(host, vnetMsg(hdr, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.pump()
+	frames := cl.recv(t)
+	per := (payload + mss - 1) / mss
+	if len(frames) != 3*per {
+		t.Fatalf("client got %d frames, want %d (drops %v)", len(frames), 3*per, s.e.ports[0].cnt.drops)
+	}
+	for i := 0; i < 3; i++ {
+		checkSegments(t, frames[i*per:(i+1)*per], mss, f[54:])
+	}
+	tp := s.e.ports[0]
+	if tp.cnt.rxFrames != uint64(3*per) {
+		t.Errorf("TAP rx %d frames, want the %d segments", tp.cnt.rxFrames, 3*per)
+	}
+	if st := tp.t.(*tapTransport).superframes; st != 3 {
+		t.Errorf("%d superframes cut, want 3", st)
+	}
+}
+
+func TestTapNeedsCsumFrameIsCompleted(t *testing.T) {
+	s, host, cl := newOffloadSwitch(t)
+	hdr, f := tcpSuperframe(broadcast, mac(0xfe), 300, 0)
+	hdr.Flags |= gso.FlagDataValid
+	unix.Write(host, vnetMsg(hdr, f))
+	s.pump()
+	frames := cl.recv(t)
+	if len(frames) != 1 || len(frames[0]) != len(f) {
+		t.Fatalf("client got %d frames, want 1 of %d bytes", len(frames), len(f))
+	}
+	checkSegments(t, frames, 1500, f[54:])
+}
+
+func TestTapLyingHeaderIsDroppedAndCounted(t *testing.T) {
+	s, host, cl := newOffloadSwitch(t)
+	_, good := tcpSuperframe(broadcast, mac(0xfe), 4000, 1448)
+	lies := []gso.VirtioNetHdr{
+		{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv6, GSOSize: 1448, CsumStart: 34, CsumOffset: 16}, // not IPv6
+		{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv4, GSOSize: 0, CsumStart: 34, CsumOffset: 16},    // gso_size 0
+		{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv4, GSOSize: 9000, CsumStart: 34, CsumOffset: 16}, // past the MTU
+		{GSOType: gso.GSOTCPv4, GSOSize: 1448},                                                          // no NEEDS_CSUM
+		{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv4, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}, // csum_start wrong
+		{Flags: 0x40, GSOType: gso.GSOTCPv4, GSOSize: 1448, CsumStart: 34, CsumOffset: 16},              // unknown flag
+	}
+	for _, h := range lies {
+		unix.Write(host, vnetMsg(h, good))
+	}
+	// A superframe whose gso_size cuts it into more frames than a read
+	// may fill.
+	_, small := tcpSuperframe(broadcast, mac(0xfe), 60000, 0)
+	unix.Write(host, vnetMsg(gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv4, GSOSize: 100,
+		CsumStart: 34, CsumOffset: 16}, small))
+	s.pump()
+	if got := cl.recv(t); len(got) != 0 {
+		t.Errorf("client got %d frames from lying headers", len(got))
+	}
+	d := s.e.ports[0].cnt.drops
+	if d[DropGSOInvalid] != uint64(len(lies)) || d[DropGSOSegments] != 1 {
+		t.Errorf("drops: %d gso-invalid (want %d), %d gso-too-many-segments (want 1)",
+			d[DropGSOInvalid], len(lies), d[DropGSOSegments])
+	}
+}
+
+func TestTapWritesCarryZeroVnetHdr(t *testing.T) {
+	s, host, cl := newOffloadSwitch(t)
+	f := ethFrame(mac(0xfe), mac(1), 0x88b5, 200)
+	cl.send(t, f)
+	s.pump()
+	got := drainFrames(t, host)
+	want := append(make([]byte, gso.HdrSize), f...)
+	if len(got) != 1 || !bytes.Equal(got[0], want) {
+		t.Fatalf("TAP got %d messages, want one [zero header][frame]", len(got))
+	}
+}
+
+func TestTapSuperframesAllocateNothing(t *testing.T) {
+	s, host, cl := newOffloadSwitch(t)
+	hdr, f := tcpSuperframe(broadcast, mac(0xfe), 65535-40, 1448)
+	msg := vnetMsg(hdr, f)
+	buf := make([]byte, 4096)
+	tp := s.e.ports[0]
+	const perRun = 4
+	unix.SetNonblock(cl.fd, true)
+	before := cl.port.cnt.txFrames
+	allocs := testing.AllocsPerRun(20, func() {
+		for i := 0; i < perRun; i++ {
+			unix.Write(host, msg)
+		}
+		for i := 0; i < 2*perRun; i++ {
+			s.e.receive(tp)
+			if len(s.e.rxPending) > 0 {
+				s.e.receivePending()
+			}
+		}
+		for {
+			if n, err := unix.Read(cl.fd, buf); err != nil || n == 0 {
+				break
+			}
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.0f allocations per %d superframes", allocs, perRun)
+	}
+	if sent := cl.port.cnt.txFrames - before; sent < 21*perRun*46 {
+		t.Errorf("only %d frames reached the client (drops %v)", sent, tp.cnt.drops)
+	}
+}
