@@ -301,3 +301,23 @@ func vhostLongRun(t *testing.T, secureMode bool, size, n int) {
 		}
 	}
 }
+
+// Idle guests cost nothing: with guests connected and quiet the switch
+// sleeps in epoll (no polling of rings), so the process uses next to no
+// CPU. A busy-polling loop would use the whole half second.
+func TestIdleVhostUserGuestsCostNoCPU(t *testing.T) {
+	e, path := vhostSwitch(t, true, nil)
+	startGuest(t, path, vhostguest.Options{})
+	startGuest(t, path, vhostguest.Options{})
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
+	cpu := func() time.Duration {
+		var ru unix.Rusage
+		unix.Getrusage(unix.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before := cpu()
+	time.Sleep(500 * time.Millisecond)
+	if used := cpu() - before; used > 50*time.Millisecond {
+		t.Fatalf("the switch with two idle vhost-user guests used %v of CPU in 500ms: something polls", used)
+	}
+}
