@@ -107,8 +107,18 @@ func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
 	for i, r := range refs {
 		bufs[i] = t.io.pool.Buf(r)
 	}
+	before := t.dev.Stats()
 	n, more, err := t.dev.ReadTX(bufs, t.sizes, 0)
 	t.more = more && err == nil
+	// Frames the device dropped before they reached a buffer of ours are
+	// counted as the same frames on a socket would be: received, and
+	// dropped as oversize (longer than our buffers) or runt (no frame
+	// after the virtio-net header).
+	after := t.dev.Stats()
+	over, short := after.TXOversize-before.TXOversize, after.TXShort-before.TXShort
+	p.cnt.rxFrames += over + short
+	p.cnt.drops[DropOversize] += over
+	p.cnt.drops[DropRunt] += short
 	for i := 0; i < n; i++ {
 		t.io.pool.SetLen(refs[i], t.sizes[i])
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -377,14 +378,22 @@ func legitMark(i int) []byte { return []byte(fmt.Sprintf("LEGIT#%03d#", i)) }
 // under its reason. It runs with the kernel filter (the default), which
 // drops some of the attack in the attacker's sendmsg, and without it.
 func TestSpoofBattery(t *testing.T) {
-	t.Run("kernel filter", func(t *testing.T) { spoofBattery(t, true) })
-	t.Run("no-bpf", func(t *testing.T) { spoofBattery(t, false) })
+	t.Run("kernel filter", func(t *testing.T) { spoofBattery(t, true, false) })
+	t.Run("no-bpf", func(t *testing.T) { spoofBattery(t, false, false) })
+	// A vhost-user guest is judged by the same policy, in userspace alone
+	// (no socket carries its frames for the kernel to filter).
+	t.Run("vhost-user", func(t *testing.T) { spoofBattery(t, false, true) })
 }
 
-func spoofBattery(t *testing.T, bpf bool) {
+func spoofBattery(t *testing.T, bpf, vhost bool) {
 	args := []string{"--port-macs", "2"}
 	if !bpf {
 		args = append(args, "--no-bpf")
+	}
+	vhostPath := ""
+	if vhost {
+		vhostPath = filepath.Join(testbed.ShortTempDir(t), "vknet.vhost")
+		args = append(args, "--vhost-user", vhostPath)
 	}
 	d := startDaemon(t, args...)
 	if on := strings.Contains(d.p.Output(), "kernel_filter=true"); on != bpf {
@@ -398,7 +407,15 @@ func spoofBattery(t *testing.T, bpf bool) {
 	if ok, out := victim.Ping(t, tapIP.String(), 2); !ok {
 		t.Fatalf("the legitimate client cannot ping the host before the attack:\n%s", out)
 	}
-	attacker, aport := d.connect(t)
+	var attacker frameClient
+	var aport int
+	if vhost {
+		before := len(d.connectedPorts())
+		attacker = dialVhost(t, vhostPath)
+		aport = d.waitNewPort(t, before)
+	} else {
+		attacker, aport = d.connect(t)
+	}
 	observer, _ := d.connect(t)
 	env := &batteryEnv{tapMAC: d.tapMAC, victimMAC: victimMAC}
 
@@ -535,7 +552,7 @@ func spoofBattery(t *testing.T, bpf bool) {
 }
 
 // expectARPReply waits for the host's ARP reply to ip at mac.
-func expectARPReply(t *testing.T, c *testbed.SeqpacketClient, from [6]byte, to netip.Addr) {
+func expectARPReply(t *testing.T, c frameClient, from [6]byte, to netip.Addr) {
 	t.Helper()
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
 		f, err := c.Recv(time.Until(deadline))
