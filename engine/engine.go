@@ -136,6 +136,7 @@ type Engine struct {
 	check     *secure.Checker
 	secure    bool
 	maxFrame  int
+	readMax   int // the most frames one read may bring; the pool's guarantee counts with it
 
 	ports   []*port // by id; nil where free. Port 0 is the TAP when there is one.
 	live    []*port // every open port, the flood list
@@ -202,11 +203,14 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Batch = defaultBatch
 	}
 	// Below this the guarantee above cannot hold. The default adds room
-	// for full queues on top; the slab is touched only as it is used.
-	minBuffers := MaxPorts(cfg.MaxClients)*max(pressureBacklog, cfg.Batch) + 2*poolReserve*cfg.Batch
+	// for full queues on top; the slab is touched only as it is used. A
+	// read brings at most readMax frames: a batch, or a TAP superframe's
+	// segments, cut in one read.
+	readMax := cfg.Batch
 	if cfg.TapVnetHdr {
-		minBuffers += tapReadBudget // a superframe's segments, cut in one read
+		readMax = max(readMax, tapReadBudget)
 	}
+	minBuffers := MaxPorts(cfg.MaxClients)*max(pressureBacklog, readMax) + 2*poolReserve*readMax
 	if cfg.Buffers <= 0 {
 		cfg.Buffers = 4096 + minBuffers
 	}
@@ -247,6 +251,7 @@ func New(cfg Config) (*Engine, error) {
 		check:     cfg.Policy.NewChecker(),
 		secure:    cfg.Policy.Secure(),
 		maxFrame:  maxFrame,
+		readMax:   readMax,
 		ports:     make([]*port, maxPorts),
 		live:      make([]*port, 0, maxPorts),
 		dirty:     make([]*port, 0, maxPorts),
@@ -311,7 +316,7 @@ func (e *Engine) mayQueue(out *port) bool {
 	if !blocked || out.txq.Len() < pressureBacklog {
 		return true
 	}
-	return e.pool.Free() >= max(pressureBacklog, e.cfg.Batch)*len(e.live)+poolReserve*e.cfg.Batch
+	return e.pool.Free() >= max(pressureBacklog, e.readMax)*len(e.live)+poolReserve*e.readMax
 }
 
 func (e *Engine) newPort(id uint32, t transport, fd int, name string) *port {
