@@ -100,15 +100,17 @@ const (
 	defaultQueueLen   = 256
 	defaultBatch      = 32
 	sweepInterval     = time.Second
-	// The pool's guarantee. While free buffers are fewer than
-	// max(pressureBacklog, Batch) per live port plus poolReserve batches,
-	// a port whose kernel pushed back (write-blocked) and already has
-	// pressureBacklog frames queued gets no more (pool-pressure drops).
-	// A port that is not blocked gains at most a batch before it is
-	// flushed, so from then on each port adds at most that many buffers:
-	// however many clients are stuck (paused VMs do not read) the pool
-	// keeps poolReserve batches free and the switch keeps reading, and a
-	// client that keeps up never loses a frame to pressure.
+	// The pool's guarantee. Let a read be the most frames one read may
+	// bring (readMax: a batch, or a TAP superframe's segments). While free
+	// buffers are fewer than max(pressureBacklog, a read) per live port
+	// plus poolReserve reads, a port whose kernel pushed back
+	// (write-blocked) and already has pressureBacklog frames queued gets
+	// no more (pool-pressure drops). A port that is not blocked gains at
+	// most a read before it is flushed, so from then on each port adds at
+	// most that many buffers: however many clients are stuck (paused VMs
+	// do not read) the pool keeps poolReserve reads free and the switch
+	// keeps reading, and a client that keeps up never loses a frame to
+	// pressure.
 	pressureBacklog = 16
 	poolReserve     = 4
 	// Client sockets get a larger send buffer so a briefly slow VM absorbs
