@@ -32,12 +32,26 @@ func udpFrame(dst, src [6]byte, srcIP, dstIP [4]byte, size int) []byte {
 	return testbed.IPv4UDP(src, dst, netip.AddrFrom4(srcIP), netip.AddrFrom4(dstIP), 40000, 9, make([]byte, max(size, 60)-14-20-8))
 }
 
-// startSwitch runs an engine without a TAP, listening in a temporary
-// directory; frames never leave this process's sockets.
+// startSwitch runs an engine without a TAP, listening for SEQPACKET
+// clients in a temporary directory; frames never leave this process's
+// sockets.
 func startSwitch(tb testing.TB, secureMode bool) string {
+	path, _ := startEngine(tb, secureMode, engine.Seqpacket, nil, nil)
+	return path
+}
+
+// startEngine runs an engine without a TAP with one listener of kind in a
+// temporary directory, its config changed by tweak, and its loop started by
+// run (the loop goroutine's own set-up, such as pinning it to a CPU, goes
+// there; nil runs it as is).
+func startEngine(tb testing.TB, secureMode bool, kind engine.ListenerKind, tweak func(*engine.Config), run func(loop func() error) error) (string, *engine.Engine) {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "vknet")
-	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	sotype := unix.SOCK_SEQPACKET
+	if kind != engine.Seqpacket {
+		sotype = unix.SOCK_STREAM
+	}
+	lfd, err := unix.Socket(unix.AF_UNIX, sotype|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -56,23 +70,30 @@ func startSwitch(tb testing.TB, secureMode bool) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := engine.New(engine.Config{
+	cfg := engine.Config{
 		TapFd: -1, MTU: 1500, Policy: policy,
 		MACTable:  mactable.Config{Capacity: 1024, PortLimit: 16, MaxAge: time.Minute},
-		Listeners: []engine.Listener{{Fd: lfd, Kind: engine.Seqpacket, Path: path}},
+		Listeners: []engine.Listener{{Fd: lfd, Kind: kind, Path: path}},
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	e, err := engine.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	if run == nil {
+		run = func(loop func() error) error { return loop() }
+	}
 	done := make(chan error, 1)
-	go func() { done <- e.Run() }()
+	go func() { done <- run(e.Run) }()
 	tb.Cleanup(func() {
 		e.Stop()
 		<-done
 		unix.Close(lfd)
 	})
-	return path
+	return path, e
 }
 
 // BenchmarkForward is the forwarding baseline: client A sends b.N frames

@@ -2,10 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
-	"net/netip"
-	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -14,8 +10,6 @@ import (
 
 	"github.com/vknetd/vknetd/engine"
 	"github.com/vknetd/vknetd/internal/vhostguest"
-	"github.com/vknetd/vknetd/mactable"
-	"github.com/vknetd/vknetd/secure"
 )
 
 // vhostQueueLen is the switch's queue per port, in frames: how far ahead
@@ -23,52 +17,16 @@ import (
 const vhostQueueLen = 256
 
 // startVhostSwitch runs an engine with a vhost-user listener and no TAP,
-// with an MTU for 9000-byte frames.
+// with an MTU for 9000-byte frames, its loop on the second CPU and the
+// guests' polling on the first, as a host would place them.
 func startVhostSwitch(tb testing.TB, secureMode bool) (string, *engine.Engine) {
-	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "vhost")
-	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: path}); err != nil {
-		tb.Fatal(err)
-	}
-	if err := unix.Listen(lfd, 16); err != nil {
-		tb.Fatal(err)
-	}
-	pcfg := secure.Config{Secure: secureMode, BindingAge: time.Minute, MaxBindings: 1024}
-	if secureMode {
-		pcfg.Network = netip.MustParsePrefix("198.18.0.1/16")
-		pcfg.TapMAC = [6]byte{0x02, 0, 0, 0, 0, 0xfe}
-	}
-	policy, err := secure.New(pcfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	e, err := engine.New(engine.Config{
-		TapFd: -1, MTU: 9000, Policy: policy, QueueLen: vhostQueueLen,
-		MACTable:  mactable.Config{Capacity: 1024, PortLimit: 16, MaxAge: time.Minute},
-		Listeners: []engine.Listener{{Fd: lfd, Kind: engine.VhostUser, Path: path}},
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		// The switch on the second CPU, the guests' polling on the first,
-		// as a host would place them.
+	return startEngine(tb, secureMode, engine.VhostUser, func(c *engine.Config) {
+		c.MTU, c.QueueLen = 9000, vhostQueueLen
+	}, func(loop func() error) error {
 		runtime.LockOSThread()
 		pinToCPU(1)
-		done <- e.Run()
-	}()
-	tb.Cleanup(func() {
-		e.Stop()
-		<-done
-		unix.Close(lfd)
+		return loop()
 	})
-	return path, e
 }
 
 // pinToCPU binds the calling thread (locked to its goroutine) to cpu, when
