@@ -205,30 +205,38 @@ func dgramQueueLimit(t *testing.T) int {
 	return n
 }
 
+// attachMirror attaches a monitor that gets every forwarded frame and
+// returns its reading end.
+func attachMirror(t *testing.T, s *testSwitch, name string) int {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]) })
+	unix.SetNonblock(fds[1], true)
+	bigSndbuf(t, fds[1])
+	if _, err := s.e.attachMonitor(fds[1], true, name); err != nil {
+		t.Fatal(err)
+	}
+	return fds[0]
+}
+
 // A monitor costs one more send per batch, not one per frame.
 func TestMonitorCostsOneSendPerBatch(t *testing.T) {
 	s := newTestSwitch(t, false, mactable.Config{}, nil)
 	a, b := s.connect(), s.connect()
 	bigSndbuf(t, a.fd)
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[0])
-	unix.SetNonblock(fds[1], true)
-	bigSndbuf(t, fds[1])
-	if _, err := s.e.attachMonitor(fds[1], true, "guard"); err != nil {
-		t.Fatal(err)
-	}
+	monitor := attachMirror(t, s, "guard")
 	b.send(t, ethFrame(mac(1), mac(2), 0x88b5, 64))
 	s.pump()
 	a.recv(t)
-	drainFrames(t, fds[0])
+	drainFrames(t, monitor)
 	for i := 0; i < guardFrames; i++ {
 		a.send(t, ethFrame(mac(2), mac(1), 0x88b5, 64))
 	}
 	c := s.measure(s.pump)
-	if got := len(drainFrames(t, fds[0])); got != guardFrames {
+	if got := len(drainFrames(t, monitor)); got != guardFrames {
 		t.Fatalf("the monitor received %d of %d", got, guardFrames)
 	}
 	if bound := uint64(3*guardFrames/defaultBatch) + 2; c.syscalls > bound {
@@ -262,16 +270,7 @@ func TestNoAllocationOnAnyPath(t *testing.T) {
 		st := s.connectStream()
 		unix.SetNonblock(st.fd, true)
 		bigSndbuf(t, a.fd)
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(fds[0])
-		unix.SetNonblock(fds[1], true)
-		bigSndbuf(t, fds[1])
-		if _, err := s.e.attachMonitor(fds[1], true, "allocs"); err != nil {
-			t.Fatal(err)
-		}
+		monitor := attachMirror(t, s, "allocs")
 		// Every client owns an address, so secure mode passes its frames.
 		udp := func(dst, src byte) []byte {
 			return ipv4UDP(mac(dst), mac(src), [4]byte{198, 18, 1, src}, [4]byte{198, 18, 1, dst})
@@ -285,7 +284,7 @@ func TestNoAllocationOnAnyPath(t *testing.T) {
 		unix.Write(st.fd, prefixed(udp(0xff, 9)))
 		unix.Write(host, frame(0xff, 0xfe))
 		s.pump()
-		for _, fd := range []int{a.fd, b.fd, c.fd, host, fds[0]} {
+		for _, fd := range []int{a.fd, b.fd, c.fd, host, monitor} {
 			unix.SetNonblock(fd, true)
 			drain(fd)
 		}
@@ -318,7 +317,7 @@ func TestNoAllocationOnAnyPath(t *testing.T) {
 				for _, fd := range path.out {
 					drain(fd)
 				}
-				drain(fds[0])
+				drain(monitor)
 			})
 			forwarded := b.port.cnt.txFrames + c.port.cnt.txFrames + tapPort.cnt.txFrames - before
 			if allocs != 0 {
