@@ -38,12 +38,6 @@ type options struct {
 	cmd     string
 }
 
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -92,7 +86,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 			printUsage(helpOut, fs)
 			return nil, err
 		}
-		return nil, usagef("%v", err)
+		return nil, cli.Usagef("%v", err)
 	}
 	if o.version {
 		return o, nil
@@ -100,33 +94,33 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	rest := fs.Args()
 	if len(rest) != 1 {
 		if len(rest) == 0 {
-			return nil, usagef("which command? ports, macs, bindings, stats or monitor")
+			return nil, cli.Usagef("which command? ports, macs, bindings, stats or monitor")
 		}
-		return nil, usagef("one command expected, got %q", strings.Join(rest, " "))
+		return nil, cli.Usagef("one command expected, got %q", strings.Join(rest, " "))
 	}
 	o.cmd = rest[0]
 	switch o.cmd {
 	case "ports", "macs", "bindings", "stats":
 		for _, f := range []string{"all", "write", "count"} {
 			if fs.Changed(f) {
-				return nil, usagef("--%s only goes with monitor, not %s", f, o.cmd)
+				return nil, cli.Usagef("--%s only goes with monitor, not %s", f, o.cmd)
 			}
 		}
 	case "monitor":
 		if o.json {
-			return nil, usagef("monitor prints one line per frame, not JSON: use -w FILE for a pcap that tools can read")
+			return nil, cli.Usagef("monitor prints one line per frame, not JSON: use -w FILE for a pcap that tools can read")
 		}
 		if o.count < 0 {
-			return nil, usagef("-c %d: give a number of frames, 1 or more (or leave -c out to watch until Ctrl-C)", o.count)
+			return nil, cli.Usagef("-c %d: give a number of frames, 1 or more (or leave -c out to watch until Ctrl-C)", o.count)
 		}
 		if fs.Changed("count") && o.count == 0 {
-			return nil, usagef("-c 0 would stop before the first frame: give 1 or more, or leave -c out")
+			return nil, cli.Usagef("-c 0 would stop before the first frame: give 1 or more, or leave -c out")
 		}
 	default:
-		return nil, usagef("unknown command %q: use ports, macs, bindings, stats or monitor", o.cmd)
+		return nil, cli.Usagef("unknown command %q: use ports, macs, bindings, stats or monitor", o.cmd)
 	}
 	if o.socket == "" {
-		return nil, usagef("--socket needs a path")
+		return nil, cli.Usagef("--socket needs a path")
 	}
 	return o, nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/vknetd/vknetd/internal/cli"
 )
 
 func TestParseArgsControlMetricsWrite(t *testing.T) {
@@ -34,7 +36,7 @@ func TestParseArgsControlMetricsWrite(t *testing.T) {
 		{[]string{"--stream", "/q", "--control", "/q", "198.18.0.1/16"}, []string{"/q", "--control", "--stream"}},
 	} {
 		_, err := parseArgs(c.args, &bytes.Buffer{})
-		if _, ok := err.(usageError); !ok {
+		if _, ok := err.(cli.UsageError); !ok {
 			t.Errorf("%q: got %v, want a usage error (exit 2)", c.args, err)
 			continue
 		}

@@ -53,13 +53,6 @@ type options struct {
 	write       string // -w, with -c
 }
 
-// usageError is a command-line mistake: exit status 2, like getopt tools.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
-
 const usageLine = "usage: vknetd [-cdU] [-b bridgeN] [-p socket_path] [-i pidfile] [-t tapN] [address/cidrbits]"
 
 // vxlanFlags holds the --vxlan flags as given, checked into a tap.VXLAN.
@@ -117,7 +110,7 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 }
 
 // parseArgs turns the command line into options. Every error is a
-// usageError that names the value and the fix; --help prints to helpOut
+// cli.UsageError that names the value and the fix; --help prints to helpOut
 // and returns pflag.ErrHelp.
 func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	o := &options{}
@@ -128,7 +121,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 			printUsage(helpOut, fs)
 			return nil, err
 		}
-		return nil, usagef("%v", err)
+		return nil, cli.Usagef("%v", err)
 	}
 	if o.version {
 		return o, nil
@@ -136,7 +129,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	rest := fs.Args()
 	switch {
 	case len(rest) > 1:
-		return nil, usagef("one address/cidrbits argument expected, got %d: %s", len(rest), strings.Join(rest, " "))
+		return nil, cli.Usagef("one address/cidrbits argument expected, got %d: %s", len(rest), strings.Join(rest, " "))
 	case len(rest) == 1:
 		p, err := parseCIDR(rest[0])
 		if err != nil {
@@ -145,19 +138,19 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		o.prefix = p
 	}
 	if o.write != "" && !o.client {
-		return nil, usagef("-w %s writes what -c receives: add -c, or use 'vknetctl monitor -w %s' beside a running daemon", o.write, o.write)
+		return nil, cli.Usagef("-w %s writes what -c receives: add -c, or use 'vknetctl monitor -w %s' beside a running daemon", o.write, o.write)
 	}
 	if o.client {
 		if o.user != "" {
-			return nil, usagef("--user %s is for the daemon; run -c as the user you want", o.user)
+			return nil, cli.Usagef("--user %s is for the daemon; run -c as the user you want", o.user)
 		}
 		return o, nil
 	}
 	if !o.unsecure && !o.prefix.IsValid() {
-		return nil, usagef("secure mode (the default) needs the network as address/cidrbits, e.g. 'vknetd 198.18.0.1/16'; add -U for an unsecured bridge without an address")
+		return nil, cli.Usagef("secure mode (the default) needs the network as address/cidrbits, e.g. 'vknetd 198.18.0.1/16'; add -U for an unsecured bridge without an address")
 	}
 	if o.mtu < 68 || o.mtu > 65535 {
-		return nil, usagef("--mtu %d is out of range: use 68 to 65535 (Ethernet is 1500)", o.mtu)
+		return nil, cli.Usagef("--mtu %d is out of range: use 68 to 65535 (Ethernet is 1500)", o.mtu)
 	}
 	o.mtuSet = fs.Changed("mtu")
 	var err error
@@ -165,47 +158,47 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		return nil, err
 	}
 	if o.macAge < time.Second {
-		return nil, usagef("--mac-age %s is too short: use at least 1 second", o.macAge)
+		return nil, cli.Usagef("--mac-age %s is too short: use at least 1 second", o.macAge)
 	}
 	if o.macMax < 1 {
-		return nil, usagef("--mac-max %d: the table needs room for at least one MAC", o.macMax)
+		return nil, cli.Usagef("--mac-max %d: the table needs room for at least one MAC", o.macMax)
 	}
 	if o.portMACs < 1 || o.portMACs > o.macMax {
-		return nil, usagef("--port-macs %d must be between 1 and --mac-max (%d)", o.portMACs, o.macMax)
+		return nil, cli.Usagef("--port-macs %d must be between 1 and --mac-max (%d)", o.portMACs, o.macMax)
 	}
 	if !fs.Changed("user-macs") {
 		o.userMACs = min(max(o.macMax/4, o.portMACs), o.macMax)
 	}
 	if o.userMACs < 1 || o.userMACs > o.macMax {
-		return nil, usagef("--user-macs %d must be between 1 and --mac-max (%d)", o.userMACs, o.macMax)
+		return nil, cli.Usagef("--user-macs %d must be between 1 and --mac-max (%d)", o.userMACs, o.macMax)
 	}
 	if !fs.Changed("port-ips") && o.portIPs > o.macMax {
 		o.portIPs = o.macMax // the default never asks for more than the table holds
 	}
 	if o.portIPs < 1 || o.portIPs > o.macMax {
-		return nil, usagef("--port-ips %d must be between 1 and --mac-max (%d)", o.portIPs, o.macMax)
+		return nil, cli.Usagef("--port-ips %d must be between 1 and --mac-max (%d)", o.portIPs, o.macMax)
 	}
 	if o.maxClients < 1 || o.maxClients > 65535 {
-		return nil, usagef("--max-clients %d is out of range: use 1 to 65535", o.maxClients)
+		return nil, cli.Usagef("--max-clients %d is out of range: use 1 to 65535", o.maxClients)
 	}
 	if !fs.Changed("user-clients") {
 		o.userClients = max(o.maxClients/4, 1)
 	}
 	if o.userClients < 1 || o.userClients > o.maxClients {
-		return nil, usagef("--user-clients %d must be between 1 and --max-clients (%d)", o.userClients, o.maxClients)
+		return nil, cli.Usagef("--user-clients %d must be between 1 and --max-clients (%d)", o.userClients, o.maxClients)
 	}
 	if o.socket == "" || o.pidfile == "" {
-		return nil, usagef("-p and -i need a path")
+		return nil, cli.Usagef("-p and -i need a path")
 	}
 	if o.dgramIdle < time.Second {
-		return nil, usagef("--dgram-idle %s is too short: use at least 1 second", o.dgramIdle)
+		return nil, cli.Usagef("--dgram-idle %s is too short: use at least 1 second", o.dgramIdle)
 	}
 	if o.control == "" {
 		o.control = o.socket + ".ctl"
 	}
 	if o.metrics != "" {
 		if err := metrics.CheckAddr(o.metrics); err != nil {
-			return nil, usagef("%v", err)
+			return nil, cli.Usagef("%v", err)
 		}
 	}
 	paths := map[string]string{o.socket: "-p", o.pidfile: "-i"}
@@ -214,12 +207,12 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 			continue
 		}
 		if other, dup := paths[p]; dup {
-			return nil, usagef("%s %s is the same path as %s: give each socket its own path", flag, p, other)
+			return nil, cli.Usagef("%s %s is the same path as %s: give each socket its own path", flag, p, other)
 		}
 		paths[p] = flag
 	}
 	if o.ipv6.IsValid() && o.unsecure {
-		return nil, usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")
+		return nil, cli.Usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")
 	}
 	return o, nil
 }
@@ -230,42 +223,42 @@ func (vx *vxlanFlags) parse(fs *pflag.FlagSet) (*tap.VXLAN, error) {
 	if !fs.Changed("vxlan") && vx.dev == "" {
 		for _, f := range []string{"vxlan-remote", "vxlan-local", "vxlan-port"} {
 			if fs.Changed(f) {
-				return nil, usagef("--%s needs --vxlan VNI", f)
+				return nil, cli.Usagef("--%s needs --vxlan VNI", f)
 			}
 		}
 		return nil, nil
 	}
 	if fs.Changed("vxlan") && (vx.vni < 1 || vx.vni > 1<<24-1) {
-		return nil, usagef("--vxlan %d is out of range: a VNI is 1 to 16777215", vx.vni)
+		return nil, cli.Usagef("--vxlan %d is out of range: a VNI is 1 to 16777215", vx.vni)
 	}
 	v := &tap.VXLAN{VNI: vx.vni, Dev: vx.dev}
 	if vx.dev != "" {
 		for _, f := range []string{"vxlan-remote", "vxlan-local", "vxlan-port"} {
 			if fs.Changed(f) {
-				return nil, usagef("--%s does not go with --vxlan-dev %s: an attached device keeps its own configuration (drop --vxlan-dev to have vknetd create one)", f, vx.dev)
+				return nil, cli.Usagef("--%s does not go with --vxlan-dev %s: an attached device keeps its own configuration (drop --vxlan-dev to have vknetd create one)", f, vx.dev)
 			}
 		}
 		return v, nil
 	}
 	if len(vx.remotes) == 0 {
-		return nil, usagef("--vxlan %d needs a peer: give each other host's underlay address with --vxlan-remote ADDR (repeat it), or attach a device another tool manages with --vxlan-dev", vx.vni)
+		return nil, cli.Usagef("--vxlan %d needs a peer: give each other host's underlay address with --vxlan-remote ADDR (repeat it), or attach a device another tool manages with --vxlan-dev", vx.vni)
 	}
 	for _, r := range vx.remotes {
 		a, err := netip.ParseAddr(r)
 		if err != nil {
-			return nil, usagef("--vxlan-remote %q is not an IP address: give a peer host's underlay address, e.g. 198.19.0.2", r)
+			return nil, cli.Usagef("--vxlan-remote %q is not an IP address: give a peer host's underlay address, e.g. 198.19.0.2", r)
 		}
 		v.Remotes = append(v.Remotes, a.Unmap())
 	}
 	if vx.local != "" {
 		a, err := netip.ParseAddr(vx.local)
 		if err != nil {
-			return nil, usagef("--vxlan-local %q is not an IP address: give this host's underlay address, e.g. 198.19.0.1", vx.local)
+			return nil, cli.Usagef("--vxlan-local %q is not an IP address: give this host's underlay address, e.g. 198.19.0.1", vx.local)
 		}
 		v.Local = a.Unmap()
 	}
 	if vx.port < 1 || vx.port > 65535 {
-		return nil, usagef("--vxlan-port %d is out of range: use 1 to 65535 (VXLAN's is %d, the same on every host)", vx.port, tap.DefaultVXLANPort)
+		return nil, cli.Usagef("--vxlan-port %d is out of range: use 1 to 65535 (VXLAN's is %d, the same on every host)", vx.port, tap.DefaultVXLANPort)
 	}
 	v.Port = vx.port
 	return v, nil
@@ -276,21 +269,21 @@ func (vx *vxlanFlags) parse(fs *pflag.FlagSet) (*tap.VXLAN, error) {
 func parseCIDR(s string) (netip.Prefix, error) {
 	addrPart, bitsPart, ok := strings.Cut(s, "/")
 	if !ok {
-		return netip.Prefix{}, usagef("address %q has no /cidrbits: write the TAP's address and the network's bits, e.g. 198.18.0.1/16", s)
+		return netip.Prefix{}, cli.Usagef("address %q has no /cidrbits: write the TAP's address and the network's bits, e.g. 198.18.0.1/16", s)
 	}
 	addr, err := netip.ParseAddr(addrPart)
 	if err != nil || !addr.Is4() {
-		return netip.Prefix{}, usagef("address %q is not an IPv4 address/cidrbits: write it like 198.18.0.1/16", s)
+		return netip.Prefix{}, cli.Usagef("address %q is not an IPv4 address/cidrbits: write it like 198.18.0.1/16", s)
 	}
 	bits, err := strconv.Atoi(bitsPart)
 	if err != nil {
-		return netip.Prefix{}, usagef("cidrbits %q in %q is not a number: use 1 to 32, e.g. 198.18.0.1/16", bitsPart, s)
+		return netip.Prefix{}, cli.Usagef("cidrbits %q in %q is not a number: use 1 to 32, e.g. 198.18.0.1/16", bitsPart, s)
 	}
 	if bits < 1 || bits > 32 {
-		return netip.Prefix{}, usagef("cidrbits /%d in %q is out of range: use 1 to 32 (/0 would admit every IPv4 address), e.g. 198.18.0.1/16", bits, s)
+		return netip.Prefix{}, cli.Usagef("cidrbits /%d in %q is out of range: use 1 to 32 (/0 would admit every IPv4 address), e.g. 198.18.0.1/16", bits, s)
 	}
 	if addr.IsUnspecified() || addr.IsMulticast() || addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return netip.Prefix{}, usagef("address %s in %q cannot be the TAP's address: give a unicast host address, e.g. 198.18.0.1/16", addr, s)
+		return netip.Prefix{}, cli.Usagef("address %s in %q cannot be the TAP's address: give a unicast host address, e.g. 198.18.0.1/16", addr, s)
 	}
 	return netip.PrefixFrom(addr, bits), nil
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/vknetd/vknetd/internal/cli"
 )
 
 func TestParseArgsManualCommandLine(t *testing.T) {
@@ -80,7 +82,7 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := parseArgs(c.args, &bytes.Buffer{})
-		var ue usageError
+		var ue cli.UsageError
 		if !errors.As(err, &ue) {
 			t.Errorf("%q: error %v is not a usage error (exit status 2)", c.args, err)
 			continue
@@ -137,7 +139,7 @@ func FuzzParseCIDR(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := parseCIDR(s)
 		if err != nil {
-			var ue usageError
+			var ue cli.UsageError
 			if !errors.As(err, &ue) {
 				t.Fatalf("%q: %v is not a usage error", s, err)
 			}

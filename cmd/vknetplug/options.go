@@ -24,13 +24,6 @@ type options struct {
 	version   bool
 }
 
-// usageError is a command-line mistake: exit status 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
-
 const usageLine = "usage: vknetplug [-v] [-p socket | --vhost-user path] [-t name] [--mtu n] [address/bits]"
 
 const (
@@ -52,7 +45,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	return fs
 }
 
-// parseArgs turns the command line into options. Errors are usageErrors
+// parseArgs turns the command line into options. Errors are cli.UsageError values
 // naming the flag and the fix; --help prints to helpOut and returns
 // pflag.ErrHelp.
 func parseArgs(args []string, helpOut io.Writer) (*options, error) {
@@ -63,7 +56,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 			printUsage(helpOut, fs)
 			return nil, err
 		}
-		return nil, usagef("%v", err)
+		return nil, cli.Usagef("%v", err)
 	}
 	if o.version {
 		return o, nil
@@ -71,7 +64,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	rest := fs.Args()
 	switch {
 	case len(rest) > 1:
-		return nil, usagef("one address/bits argument expected, got %d: %s", len(rest), strings.Join(rest, " "))
+		return nil, cli.Usagef("one address/bits argument expected, got %d: %s", len(rest), strings.Join(rest, " "))
 	case len(rest) == 1:
 		p, err := parsePrefix(rest[0])
 		if err != nil {
@@ -80,19 +73,19 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		o.prefix = p
 	}
 	if fs.Changed("socket") && o.vhostUser != "" {
-		return nil, usagef("-p %s and --vhost-user %s both name the switch: give one (--vhost-user where the daemon listens for vhost-user guests, -p otherwise)", o.socket, o.vhostUser)
+		return nil, cli.Usagef("-p %s and --vhost-user %s both name the switch: give one (--vhost-user where the daemon listens for vhost-user guests, -p otherwise)", o.socket, o.vhostUser)
 	}
 	if o.socket == "" {
-		return nil, usagef("-p needs the path of the daemon's socket, e.g. %s", defaultSocket)
+		return nil, cli.Usagef("-p needs the path of the daemon's socket, e.g. %s", defaultSocket)
 	}
 	if fs.Changed("vhost-user") && o.vhostUser == "" {
-		return nil, usagef("--vhost-user needs the path of the daemon's vhost-user socket (its --vhost-user)")
+		return nil, cli.Usagef("--vhost-user needs the path of the daemon's vhost-user socket (its --vhost-user)")
 	}
 	if o.tapName == "" {
-		return nil, usagef("-t needs an interface name, e.g. %s", defaultTAP)
+		return nil, cli.Usagef("-t needs an interface name, e.g. %s", defaultTAP)
 	}
 	if o.mtu < 68 || o.mtu > 65535 {
-		return nil, usagef("--mtu %d is out of range: use 68 to 65535 (Ethernet is 1500), the same as the daemon's", o.mtu)
+		return nil, cli.Usagef("--mtu %d is out of range: use 68 to 65535 (Ethernet is 1500), the same as the daemon's", o.mtu)
 	}
 	return o, nil
 }
@@ -102,19 +95,19 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 func parsePrefix(s string) (netip.Prefix, error) {
 	addrPart, bitsPart, ok := strings.Cut(s, "/")
 	if !ok {
-		return netip.Prefix{}, usagef("address %q has no /bits: write the TAP's address and the network's prefix length, e.g. 198.18.0.2/16", s)
+		return netip.Prefix{}, cli.Usagef("address %q has no /bits: write the TAP's address and the network's prefix length, e.g. 198.18.0.2/16", s)
 	}
 	addr, err := netip.ParseAddr(addrPart)
 	if err != nil || addr.Zone() != "" {
-		return netip.Prefix{}, usagef("%q is not an address/bits: write it like 198.18.0.2/16", s)
+		return netip.Prefix{}, cli.Usagef("%q is not an address/bits: write it like 198.18.0.2/16", s)
 	}
 	addr = addr.Unmap()
 	bits, err := strconv.Atoi(bitsPart)
 	if err != nil || bits < 1 || bits > addr.BitLen() {
-		return netip.Prefix{}, usagef("prefix length /%s in %q: use 1 to %d, e.g. 198.18.0.2/16", bitsPart, s, addr.BitLen())
+		return netip.Prefix{}, cli.Usagef("prefix length /%s in %q: use 1 to %d, e.g. 198.18.0.2/16", bitsPart, s, addr.BitLen())
 	}
 	if addr.IsUnspecified() || addr.IsMulticast() || addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return netip.Prefix{}, usagef("address %s in %q cannot be an interface's address: give a unicast host address, e.g. 198.18.0.2/16", addr, s)
+		return netip.Prefix{}, cli.Usagef("address %s in %q cannot be an interface's address: give a unicast host address, e.g. 198.18.0.2/16", addr, s)
 	}
 	return netip.PrefixFrom(addr, bits), nil
 }
