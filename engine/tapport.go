@@ -32,7 +32,7 @@ const tapReadBudget = maxReadBudget
 // segments). The overflow buffer is the only large buffer: one per TAP,
 // not one per pool frame. A superframe that does not fit the rest of a
 // read's buffers waits there for the next read (buffered). Writes are
-// plain frames behind a zero header: no GSO writes yet.
+// plain frames behind a zero header (tap.WriteVnetFrames): no GSO writes yet.
 type tapTransport struct {
 	io      *portIO
 	bufs    [][]byte // the batch's buffers, as tap wants them
@@ -216,14 +216,17 @@ func (t *tapTransport) cut(p *port, refs []ring.Ref) (n int, wait bool) {
 }
 
 func (t *tapTransport) write(p *port) error {
-	if t.vnet {
-		return t.writeVnet(p)
-	}
 	frames := t.bufs[:min(p.txq.Len(), len(t.bufs))]
 	for i := range frames {
 		frames[i] = t.io.pool.Frame(p.txq.At(i))
 	}
-	done, err := tap.WriteFrames(p.fd, frames, t.refused)
+	// With offloads every frame goes behind a zero virtio_net_hdr: plain
+	// frames, nothing asked of the kernel.
+	var hdr []byte
+	if t.vnet {
+		hdr = t.hdrOut[:]
+	}
+	done, err := tap.WriteVnetFrames(p.fd, hdr, frames, t.refused)
 	t.io.syscalls += uint64(done)
 	if done < len(frames) {
 		t.io.syscalls++ // the write the device pushed back
@@ -243,42 +246,6 @@ func (t *tapTransport) write(p *port) error {
 		return errWouldBlock
 	}
 	return err
-}
-
-// writeVnet writes queued frames behind a zero virtio_net_hdr, one writev
-// per frame (a TAP takes one frame per write), with tap.WriteFrames'
-// rules for what the device refuses.
-func (t *tapTransport) writeVnet(p *port) error {
-	t.iov[0] = unix.Iovec{Base: &t.hdrOut[0]}
-	t.iov[0].SetLen(len(t.hdrOut))
-	for done := 0; done < t.io.batch && p.txq.Len() > 0; {
-		r := p.txq.At(0)
-		frame := t.io.pool.Frame(r)
-		t.iov[1] = unix.Iovec{Base: &frame[0]}
-		t.iov[1].SetLen(len(frame))
-		_, err := writev(p.fd, t.iov[:2])
-		t.io.syscalls++
-		switch {
-		case err == nil:
-			p.cnt.txFrames++
-			p.cnt.txBytes += uint64(len(frame))
-		case err == unix.EAGAIN:
-			if done == 0 {
-				return errWouldBlock
-			}
-			return nil
-		case err == unix.EINTR:
-			continue
-		case err == unix.EBADF || err == unix.EFAULT:
-			return err
-		default:
-			p.cnt.drops[DropSendError]++
-		}
-		t.io.pool.Release(r)
-		p.txq.Drop(1)
-		done++
-	}
-	return nil
 }
 
 func (*tapTransport) close(*port) {} // the TAP's owner closes its fd

@@ -1,6 +1,10 @@
 package tap
 
-import "golang.org/x/sys/unix"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // TAP I/O, batch-first. A TAP fd is a character device, not a socket: it
 // has no recvmmsg or sendmmsg (ENOTSOCK), it hands over one frame per
@@ -34,9 +38,15 @@ func ReadFrames(fd int, bufs [][]byte, sizes []int) (int, error) {
 // unix.EAGAIN when it could do nothing at all, and an error after which
 // the fd is unusable (EBADF and the like).
 func WriteFrames(fd int, frames [][]byte, refused []bool) (int, error) {
+	return WriteVnetFrames(fd, nil, frames, refused)
+}
+
+// WriteVnetFrames is WriteFrames for a TAP opened with IFF_VNET_HDR: hdr,
+// the virtio_net_hdr, goes before every frame, in the same writev.
+func WriteVnetFrames(fd int, hdr []byte, frames [][]byte, refused []bool) (int, error) {
 	done := 0
 	for done < len(frames) {
-		_, err := unix.Write(fd, frames[done])
+		err := writeFrame(fd, hdr, frames[done])
 		switch {
 		case err == nil:
 			refused[done] = false
@@ -55,4 +65,21 @@ func WriteFrames(fd int, frames [][]byte, refused []bool) (int, error) {
 		done++
 	}
 	return done, nil
+}
+
+// writeFrame writes one frame, behind hdr when there is one.
+func writeFrame(fd int, hdr, frame []byte) error {
+	if len(hdr) == 0 {
+		_, err := unix.Write(fd, frame)
+		return err
+	}
+	var iov [2]unix.Iovec
+	iov[0].Base, iov[1].Base = &hdr[0], &frame[0]
+	iov[0].SetLen(len(hdr))
+	iov[1].SetLen(len(frame))
+	_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
