@@ -2,7 +2,6 @@ package engine
 
 import (
 	"errors"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -44,11 +43,10 @@ type tapTransport struct {
 	mtu      int
 	hdrIn    [tap.VnetHdrSize]byte
 	hdrOut   [tap.VnetHdrSize]byte // always zero: no offload asked of the kernel
-	iov      [3]unix.Iovec
-	over     []byte           // gso.MaxFrameLen: where a superframe is assembled and cut
-	pending  int              // length of a superframe in over waiting for buffers, or 0
-	pendHdr  gso.VirtioNetHdr // its header
-	segBufs  [][]byte         // tapReadBudget
+	over     []byte                // gso.MaxFrameLen: where a superframe is assembled and cut
+	pending  int                   // length of a superframe in over waiting for buffers, or 0
+	pendHdr  gso.VirtioNetHdr      // its header
+	segBufs  [][]byte              // tapReadBudget
 	segSizes []int
 	// superframes counts superframes cut (tests; not in the listings).
 	superframes uint64
@@ -112,16 +110,11 @@ func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 		}
 		n = k
 	}
-	t.iov[0] = unix.Iovec{Base: &t.hdrIn[0]}
-	t.iov[0].SetLen(len(t.hdrIn))
 	for n < len(refs) {
 		buf := t.io.pool.Buf(refs[n])
-		t.iov[1] = unix.Iovec{Base: &buf[0]}
-		t.iov[1].SetLen(len(buf))
-		rest := t.over[len(buf):]
-		t.iov[2] = unix.Iovec{Base: &rest[0]}
-		t.iov[2].SetLen(len(rest))
-		m, err := readv(p.fd, t.iov[:])
+		// A superframe's tail lands in over right where it belongs
+		// behind its head, which cut copies in front of it.
+		m, err := tap.ReadVnetFrame(p.fd, t.hdrIn[:], buf, t.over[len(buf):])
 		t.io.syscalls++
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
@@ -249,12 +242,3 @@ func (t *tapTransport) write(p *port) error {
 }
 
 func (*tapTransport) close(*port) {} // the TAP's owner closes its fd
-
-// readv without x/sys's per-call iovec slice, like writev.
-func readv(fd int, iov []unix.Iovec) (int, error) {
-	n, _, errno := unix.RawSyscall(unix.SYS_READV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}

@@ -30,6 +30,23 @@ func ReadFrames(fd int, bufs [][]byte, sizes []int) (int, error) {
 	return len(bufs), nil
 }
 
+// ReadVnetFrame reads one frame from a non-blocking TAP opened with
+// IFF_VNET_HDR: its virtio_net_hdr into hdr, the frame into buf and, when
+// it is longer (a superframe of up to 64 KiB), on into over. It returns
+// the bytes read, header included; unix.EAGAIN when the device has none.
+func ReadVnetFrame(fd int, hdr, buf, over []byte) (int, error) {
+	var iov [3]unix.Iovec
+	iov[0].Base, iov[1].Base, iov[2].Base = &hdr[0], &buf[0], &over[0]
+	iov[0].SetLen(len(hdr))
+	iov[1].SetLen(len(buf))
+	iov[2].SetLen(len(over))
+	n, _, errno := unix.RawSyscall(unix.SYS_READV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
 // WriteFrames writes frames to the non-blocking TAP fd, one per write, in
 // order, until the device pushes back (EAGAIN) or all are written. It
 // returns how many of the head frames are done with: written, or refused
