@@ -102,5 +102,20 @@ func (n *Netns) TryStartDaemon(t testing.TB, bin string, c DaemonConfig) (*Daemo
 		case <-tick.C:
 		}
 	}
+	// The daemon logs its start-up line before it prints the TAP's name,
+	// but stdout and stderr are two pipes: wait for the line too, so a test
+	// reading the log at once finds it.
+	for !strings.Contains(d.Stderr(), startedLine) {
+		select {
+		case <-d.Done():
+			return d, nil
+		case <-deadline:
+			return d, nil
+		case <-tick.C:
+		}
+	}
 	return d, nil
 }
+
+// startedLine is in the log line vknetd writes once it is up.
+const startedLine = `msg="vknetd started"`
