@@ -1,6 +1,8 @@
 // Package ring owns the switch's frame memory: one slab of equal-size
 // buffers allocated at start, handed out by reference, and bounded FIFO
-// queues of those references.
+// queues of those references. A pool may also hold a few large buffers in
+// a slab of their own, for superframes (64 KiB TCP segments with offloads):
+// sizing every buffer for them would cost 32 times the memory.
 //
 // Nothing here locks. The engine's event loop is the only owner of a Pool
 // and its Queues; that is what makes a reference count a plain int32 and a
@@ -9,39 +11,70 @@
 // has sent it.
 package ring
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/vknetd/vknetd/gso"
+)
 
 // Ref names one buffer of a Pool. It is an index, not a pointer, so queues
 // of references are small and hold nothing the garbage collector must scan.
 type Ref int32
 
-// Pool is a fixed set of equal-size frame buffers carved out of one slab.
+// Pool is a fixed set of equal-size frame buffers carved out of one slab,
+// and optionally a few large ones carved out of another. References below
+// count name small buffers, the ones above name large buffers.
 type Pool struct {
-	slab []byte
-	size int
-	lens []int32 // frame length held in each buffer
-	refs []int32 // outstanding references; 0 means free
-	free []Ref   // stack of free buffers
+	slab  []byte
+	size  int
+	count int                // small buffers
+	lens  []int32            // frame length held in each buffer
+	refs  []int32            // outstanding references; 0 means free
+	hdrs  []gso.VirtioNetHdr // each frame's offload header; zero for a plain frame
+	free  []Ref              // stack of free small buffers
+
+	large     []byte
+	largeSize int
+	freeLarge []Ref // stack of free large buffers
 }
 
 // NewPool allocates count buffers of size bytes each in one slab.
 func NewPool(count, size int) (*Pool, error) {
+	return NewPoolWithLarge(count, size, 0, 0)
+}
+
+// NewPoolWithLarge allocates count buffers of size bytes in one slab and
+// largeCount buffers of largeSize bytes in another (none if largeCount is
+// 0). Get hands out the first kind, GetLarge the second.
+func NewPoolWithLarge(count, size, largeCount, largeSize int) (*Pool, error) {
 	if count <= 0 || size <= 0 {
 		return nil, fmt.Errorf("ring: pool needs a positive buffer count and size, got %d x %d", count, size)
 	}
-	if count > 1<<30 {
-		return nil, fmt.Errorf("ring: pool of %d buffers is larger than a Ref can name", count)
+	if largeCount < 0 || (largeCount > 0 && largeSize < size) {
+		return nil, fmt.Errorf("ring: large buffers must be at least as big as the others, got %d x %d", largeCount, largeSize)
 	}
+	if count+largeCount > 1<<30 {
+		return nil, fmt.Errorf("ring: pool of %d buffers is larger than a Ref can name", count+largeCount)
+	}
+	all := count + largeCount
 	p := &Pool{
-		slab: make([]byte, count*size),
-		size: size,
-		lens: make([]int32, count),
-		refs: make([]int32, count),
-		free: make([]Ref, count),
+		slab:      make([]byte, count*size),
+		size:      size,
+		count:     count,
+		lens:      make([]int32, all),
+		refs:      make([]int32, all),
+		hdrs:      make([]gso.VirtioNetHdr, all),
+		free:      make([]Ref, count),
+		large:     make([]byte, largeCount*largeSize),
+		largeSize: largeSize,
+		freeLarge: make([]Ref, largeCount),
 	}
 	// Hand out low indices first so a lightly loaded switch touches few pages.
 	for i := range p.free {
 		p.free[i] = Ref(count - 1 - i)
+	}
+	for i := range p.freeLarge {
+		p.freeLarge[i] = Ref(all - 1 - i)
 	}
 	return p, nil
 }
@@ -55,22 +88,51 @@ func (p *Pool) Get() (Ref, bool) {
 	}
 	r := p.free[n-1]
 	p.free = p.free[:n-1]
-	p.refs[r] = 1
-	p.lens[r] = 0
+	p.take(r)
 	return r, true
 }
 
+// GetLarge takes a free large buffer with one reference, or reports false
+// when none is free (or the pool has none).
+func (p *Pool) GetLarge() (Ref, bool) {
+	n := len(p.freeLarge)
+	if n == 0 {
+		return -1, false
+	}
+	r := p.freeLarge[n-1]
+	p.freeLarge = p.freeLarge[:n-1]
+	p.take(r)
+	return r, true
+}
+
+func (p *Pool) take(r Ref) {
+	p.refs[r] = 1
+	p.lens[r] = 0
+	p.hdrs[r] = gso.VirtioNetHdr{}
+}
+
+// IsLarge reports whether r names a large buffer.
+func (p *Pool) IsLarge(r Ref) bool { return int(r) >= p.count }
+
 // Buf is the whole buffer behind r, for reading a frame into.
 func (p *Pool) Buf(r Ref) []byte {
-	off := int(r) * p.size
-	return p.slab[off : off+p.size : off+p.size]
+	if int(r) < p.count {
+		off := int(r) * p.size
+		return p.slab[off : off+p.size : off+p.size]
+	}
+	off := (int(r) - p.count) * p.largeSize
+	return p.large[off : off+p.largeSize : off+p.largeSize]
 }
 
 // Frame is the frame held in r: its buffer cut to the length set by SetLen.
 func (p *Pool) Frame(r Ref) []byte {
-	off := int(r) * p.size
-	return p.slab[off : off+int(p.lens[r]) : off+p.size]
+	return p.Buf(r)[:p.lens[r]]
 }
+
+// Hdr is the offload header of the frame in r, zero for a plain frame;
+// the frame's reader sets it, and whoever cuts or finishes the frame
+// updates it in place.
+func (p *Pool) Hdr(r Ref) *gso.VirtioNetHdr { return &p.hdrs[r] }
 
 // SetLen records how many bytes of r's buffer hold the frame.
 func (p *Pool) SetLen(r Ref, n int) { p.lens[r] = int32(n) }
@@ -85,18 +147,29 @@ func (p *Pool) Hold(r Ref) { p.refs[r]++ }
 func (p *Pool) Release(r Ref) {
 	p.refs[r]--
 	switch {
-	case p.refs[r] == 0:
+	case p.refs[r] == 0 && int(r) < p.count:
 		p.free = append(p.free, r) // never grows: capacity is the buffer count
+	case p.refs[r] == 0:
+		p.freeLarge = append(p.freeLarge, r)
 	case p.refs[r] < 0:
 		panic(fmt.Sprintf("ring: buffer %d released more often than held", r))
 	}
 }
 
-// Free is the number of buffers not in use.
+// Free is the number of small buffers not in use.
 func (p *Pool) Free() int { return len(p.free) }
 
-// Cap is the number of buffers in the pool.
-func (p *Pool) Cap() int { return len(p.refs) }
+// Cap is the number of small buffers in the pool.
+func (p *Pool) Cap() int { return p.count }
 
-// Size is the size of every buffer.
+// Size is the size of every small buffer.
 func (p *Pool) Size() int { return p.size }
+
+// FreeLarge is the number of large buffers not in use.
+func (p *Pool) FreeLarge() int { return len(p.freeLarge) }
+
+// CapLarge is the number of large buffers in the pool.
+func (p *Pool) CapLarge() int { return len(p.refs) - p.count }
+
+// LargeSize is the size of every large buffer.
+func (p *Pool) LargeSize() int { return p.largeSize }

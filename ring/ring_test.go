@@ -126,3 +126,52 @@ func TestNoAllocations(t *testing.T) {
 		t.Fatalf("pool/queue cycle allocates %.1f times", allocs)
 	}
 }
+
+func TestPoolLargeBuffers(t *testing.T) {
+	p, err := NewPoolWithLarge(4, 64, 2, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Cap() != 4 || p.CapLarge() != 2 || p.Free() != 4 || p.FreeLarge() != 2 {
+		t.Fatalf("cap %d/%d free %d/%d, want 4/2 and 4/2", p.Cap(), p.CapLarge(), p.Free(), p.FreeLarge())
+	}
+	small, _ := p.Get()
+	big, ok := p.GetLarge()
+	if !ok || !p.IsLarge(big) || p.IsLarge(small) {
+		t.Fatalf("GetLarge = %d,%v; IsLarge(small)=%v", big, ok, p.IsLarge(small))
+	}
+	if len(p.Buf(big)) != 1024 || len(p.Buf(small)) != 64 {
+		t.Fatalf("buffer sizes %d and %d, want 1024 and 64", len(p.Buf(big)), len(p.Buf(small)))
+	}
+	p.Hdr(big).GSOSize = 1448
+	p.SetLen(big, 900)
+	if len(p.Frame(big)) != 900 || p.Hdr(small).GSOSize != 0 {
+		t.Fatal("frame length or header not kept per buffer")
+	}
+	// Writing a large buffer whole touches no small one.
+	for i := range p.Buf(big) {
+		p.Buf(big)[i] = 0xff
+	}
+	if p.Buf(small)[0] != 0 {
+		t.Fatal("large buffer overlaps a small one")
+	}
+	p.Release(big)
+	if p.FreeLarge() != 2 || p.Free() != 3 {
+		t.Fatalf("after release free %d/%d, want 3/2", p.Free(), p.FreeLarge())
+	}
+	again, _ := p.GetLarge()
+	if p.Hdr(again).GSOSize != 0 || p.Len(again) != 0 {
+		t.Fatal("a reused large buffer keeps its old header or length")
+	}
+	p.GetLarge()
+	if _, ok := p.GetLarge(); ok {
+		t.Fatal("GetLarge succeeded with none free")
+	}
+	none, _ := NewPool(2, 64)
+	if _, ok := none.GetLarge(); ok || none.CapLarge() != 0 {
+		t.Fatal("a pool without large buffers handed one out")
+	}
+	if _, err := NewPoolWithLarge(2, 64, 1, 32); err == nil {
+		t.Fatal("large buffers smaller than the small ones were accepted")
+	}
+}
