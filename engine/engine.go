@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/internal/ratelog"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
@@ -60,10 +61,21 @@ type Config struct {
 	TapName string
 	// TapVnetHdr: the TAP fd carries a virtio_net_hdr (tap.VnetHdrSize
 	// bytes) before every frame, with TSO and checksum offload on
-	// (tap.Device.VnetHdr). Superframes read from it are cut into MTU
-	// frames (package gso) before they are switched; frames written to
-	// it get a zero header.
+	// (tap.Device.VnetHdr). Superframes read from it cross the switch
+	// whole to ports that negotiated the offloads and are cut into MTU
+	// frames (package gso) for the others; superframes from those ports
+	// go to the TAP whole, in one write.
 	TapVnetHdr bool
+	// Offloads offers vhost-user guests checksum offload and TSO (CSUM,
+	// GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6), so their superframes cross
+	// the switch whole too (--no-offload turns it off).
+	Offloads bool
+	// LargeBuffers is how many superframe buffers (gso.MaxFrameLen bytes,
+	// apart from the pool's small ones) the switch has when TapVnetHdr or
+	// Offloads is set (default 32: 2 MiB). When they are all in use,
+	// superframes from the TAP are cut as they are read and those from
+	// guests wait in the guests' rings.
+	LargeBuffers int
 
 	Listeners []Listener
 
@@ -99,7 +111,9 @@ const (
 	defaultMaxClients = 1024
 	defaultQueueLen   = 256
 	defaultBatch      = 32
-	sweepInterval     = time.Second
+	// defaultLargeBuffers: a TAP read batch of superframes, or a guest's.
+	defaultLargeBuffers = 32
+	sweepInterval       = time.Second
 	// The pool's guarantee. Let a read be the most frames one read may
 	// bring (readMax: a batch, or a TAP superframe's segments). While free
 	// buffers are fewer than max(pressureBacklog, a read) per live port
@@ -155,7 +169,11 @@ type Engine struct {
 
 	events []event
 	rxRefs []ring.Ref
-	io     portIO // the pool and batch size every transport works with
+	io     portIO     // the pool and batch size every transport works with
+	cut    cutScratch // the frame being switched, when it carries offload work (offload.go)
+	// superframesCut counts superframes cut for ports without offloads
+	// (tests; not in the listings).
+	superframesCut uint64
 
 	rxPending []*port // ports whose transport holds complete frames already read
 	mirrors   []*port // monitors that get a copy of every forwarded frame
@@ -230,7 +248,14 @@ func New(cfg Config) (*Engine, error) {
 	// One spare byte and more show an oversize message as longer than
 	// maxFrame instead of silently truncating it to fit.
 	bufSize := (maxFrame + 64) &^ 63
-	pool, err := ring.NewPool(cfg.Buffers, bufSize)
+	large := 0
+	if cfg.TapVnetHdr || cfg.Offloads {
+		if cfg.LargeBuffers <= 0 {
+			cfg.LargeBuffers = defaultLargeBuffers
+		}
+		large = cfg.LargeBuffers
+	}
+	pool, err := ring.NewPoolWithLarge(cfg.Buffers, bufSize, large, (gso.MaxFrameLen+63)&^63)
 	if err != nil {
 		return nil, err
 	}
@@ -259,6 +284,7 @@ func New(cfg Config) (*Engine, error) {
 		dirty:     make([]*port, 0, maxPorts),
 		events:    make([]event, 128),
 		rxRefs:    make([]ring.Ref, max(cfg.Batch, maxReadBudget)),
+		cut:       newCutScratch(),
 		io:        portIO{pool: pool, batch: cfg.Batch},
 		start:     time.Now(),
 		users:     make(map[int32]*user),
@@ -274,6 +300,11 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.TapFd >= 0 {
 		tap := e.newPort(0, newTapTransport(&e.io, cfg.TapVnetHdr, cfg.MTU), cfg.TapFd, cfg.TapName)
 		tap.host = true
+		if cfg.TapVnetHdr {
+			// What the kernel takes in a write (virtio_net_hdr_to_skb):
+			// tap.Open asked TUNSETOFFLOAD for the same, for its reads.
+			tap.offloads = gso.OffloadCsum | gso.OffloadTSO4 | gso.OffloadTSO6 | gso.OffloadECN
+		}
 		e.macs.SetHostPort(0) // a bridged LAN or other hosts may be behind it
 		if err := e.poll.add(tap.fd, tap.id); err != nil {
 			e.poll.close()

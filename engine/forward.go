@@ -3,6 +3,7 @@ package engine
 import (
 	"time"
 
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
 	"github.com/vknetd/vknetd/secure"
@@ -27,6 +28,9 @@ func (e *Engine) forward(in *port, refs []ring.Ref) {
 	for _, r := range refs {
 		e.forwardOne(in, r)
 		e.pool.Release(r)
+		if e.endCut() {
+			e.flush()
+		}
 	}
 }
 
@@ -34,19 +38,34 @@ func (e *Engine) forward(in *port, refs []ring.Ref) {
 // secure mode, learn the source, then send to the one port that owns the
 // destination or flood to every other port.
 func (e *Engine) forwardOne(in *port, r ring.Ref) {
-	frame := e.pool.Frame(r)
+	frame, hdr := e.pool.Frame(r), e.pool.Hdr(r)
 	in.cnt.rxFrames++
 	in.cnt.rxBytes += uint64(len(frame))
+	fromClient := !in.host
+	if fromClient {
+		// Only the host's kernel may vouch for a checksum (a TAP read);
+		// a guest's word would have the host skip checking its frames.
+		hdr.Flags &^= gso.FlagDataValid
+	}
+	offloaded := hdr.Offloaded()
+	e.cut.begin(offloaded)
 	switch {
 	case len(frame) < etherHeaderLen:
 		e.dropped(in, DropRunt)
 		return
-	case len(frame) > e.maxFrame-vlanTagLen && !vlanTagged(frame), len(frame) > e.maxFrame:
+	case hdr.GSOType == gso.GSONone &&
+		(len(frame) > e.maxFrame-vlanTagLen && !vlanTagged(frame) || len(frame) > e.maxFrame):
 		e.dropped(in, DropOversize)
 		return
+	case offloaded:
+		// The header must describe its frame, in every mode: it decides
+		// how the frame is cut and which bytes a device rewrites.
+		if v := gso.Check(frame, *hdr, e.cfg.MTU); v != gso.OK {
+			e.droppedGSO(in, v)
+			return
+		}
 	}
 
-	fromClient := !in.host
 	src := mactable.Key(frame[6:12])
 	if fromClient && e.secure {
 		if v := e.check.Check(frame, in.id); v != secure.Pass {
@@ -68,7 +87,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 		e.learn(in, src)
 	}
 	for _, m := range e.mirrors {
-		e.enqueue(in, m, r, false)
+		e.deliver(in, m, r, false)
 	}
 
 	dst := mactable.Key(frame[0:6])
@@ -80,14 +99,14 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 				e.dropped(in, DropSamePort)
 				return
 			}
-			e.enqueue(in, e.ports[id], r, fromClient)
+			e.deliver(in, e.ports[id], r, fromClient)
 			return
 		}
 	}
 	// Broadcast, multicast and unknown unicast: every other port.
 	for _, out := range e.live {
 		if out != in && !out.dead && !out.mirror {
-			e.enqueue(in, out, r, fromClient)
+			e.deliver(in, out, r, fromClient)
 		}
 	}
 }

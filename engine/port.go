@@ -1,6 +1,9 @@
 package engine
 
-import "github.com/vknetd/vknetd/ring"
+import (
+	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/ring"
+)
 
 // port is one side of the switch: the TAP, a connected client, or a monitor.
 type port struct {
@@ -31,6 +34,11 @@ type port struct {
 	// monitor, which gets copies of frames and is counted apart; mirror
 	// one that gets every forwarded frame, not only floods.
 	host, observer, mirror bool
+
+	// offloads is what the port takes whole (gso.Offloads.Takes): the
+	// TAP's with TapVnetHdr, a vhost-user guest's as it negotiated them.
+	// Frames that ask for more are cut or finished for it.
+	offloads gso.Offloads
 
 	// retryAt is when to retry sending after the peer pushed back where
 	// the poller cannot tell us (datagrams through a listener); 0 when not

@@ -1,6 +1,9 @@
 package engine
 
-import "github.com/vknetd/vknetd/secure"
+import (
+	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/secure"
+)
 
 // Drop is why the engine itself discarded a frame. Secure-mode verdicts are
 // counted separately, by secure.Reason, so both sets of names stay owned by
@@ -24,8 +27,8 @@ const (
 	DropMACTableFull             // secure mode: the table holds --mac-max MACs; a MAC it cannot learn does not speak
 	DropWrongUser                // dgram: sent under a client's address by another user than the one that registered it
 	DropKernelFilter             // secure mode: dropped in the client's sendmsg by the kernel filter (ClientFilter)
-	DropGSOInvalid               // TAP offloads: a superframe or NEEDS_CSUM frame whose virtio_net_hdr does not describe it (gso.Check, gso.Split)
-	DropGSOSegments              // TAP offloads: a superframe cut into more frames than a read may fill (gso_size too small)
+	DropGSOInvalid               // offloads: a superframe gso.Check passed that could still not be cut or finished (never seen; counted, not trusted)
+	DropGSOSegments              // offloads: a superframe that would be cut into more frames than maxSegments (gso_size too small)
 	numDrops
 )
 
@@ -65,6 +68,9 @@ type counters struct {
 	unlearned         uint64 // frames whose source MAC the full table could not learn
 	drops             [numDrops]uint64
 	secureDrops       [secure.NumReasons]uint64
+	// gsoDrops counts superframes and NEEDS_CSUM frames whose
+	// virtio_net_hdr lies about them, by what it lies about (gso.Check).
+	gsoDrops [gso.NumReasons]uint64
 }
 
 func (c *counters) add(o *counters) {
@@ -78,6 +84,9 @@ func (c *counters) add(o *counters) {
 	}
 	for i := range c.secureDrops {
 		c.secureDrops[i] += o.secureDrops[i]
+	}
+	for i := range c.gsoDrops {
+		c.gsoDrops[i] += o.gsoDrops[i]
 	}
 }
 
@@ -97,7 +106,7 @@ type PortStats struct {
 	RxBytes   uint64
 	TxFrames  uint64 // frames sent to this port
 	TxBytes   uint64
-	Drops     []DropCount // non-zero drop counters, engine reasons then secure-mode reasons
+	Drops     []DropCount // non-zero drop counters: engine reasons, secure-mode reasons, then lying offload headers
 	Unlearned uint64      // frames forwarded without learning their source (table or port limit)
 	MACs      int         // MAC table entries learned on this port
 	Queued    int         // frames waiting in its transmit queue
@@ -130,6 +139,11 @@ func (c *counters) snapshot(s *PortStats) {
 	for i, n := range c.secureDrops {
 		if n != 0 {
 			s.Drops = append(s.Drops, DropCount{secure.Reason(i).String(), n})
+		}
+	}
+	for i, n := range c.gsoDrops {
+		if n != 0 {
+			s.Drops = append(s.Drops, DropCount{gso.Reason(i).String(), n})
 		}
 	}
 }

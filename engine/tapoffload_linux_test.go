@@ -134,31 +134,56 @@ func checkSegments(t *testing.T, frames [][]byte, mss int, want []byte) {
 	}
 }
 
+// A superframe from the TAP reaches a SEQPACKET client (no offloads) as
+// valid MTU frames: switched whole and cut for the client (the usual way),
+// or, when every large buffer is in use, cut as the TAP reads it.
 func TestTapSuperframeReachesSeqpacketClientAsMTUFrames(t *testing.T) {
-	s, host, cl := newOffloadSwitch(t)
-	const mss = 1448
-	payload := 65535 - 40
-	hdr, f := tcpSuperframe(broadcast, mac(0xfe), payload, mss)
-	for i := 0; i < 3; i++ { // three: the second does not fit the first read's buffers
-		if _, err := unix.Write(host, vnetMsg(hdr, f)); err != nil {
-			t.Fatal(err)
+	for _, noLarge := range []bool{false, true} {
+		name := "switched whole, cut for the client"
+		if noLarge {
+			name = "no large buffer free, cut when read"
 		}
-	}
-	s.pump()
-	frames := cl.recv(t)
-	per := (payload + mss - 1) / mss
-	if len(frames) != 3*per {
-		t.Fatalf("client got %d frames, want %d (drops %v)", len(frames), 3*per, s.e.ports[0].cnt.drops)
-	}
-	for i := 0; i < 3; i++ {
-		checkSegments(t, frames[i*per:(i+1)*per], mss, f[54:])
-	}
-	tp := s.e.ports[0]
-	if tp.cnt.rxFrames != uint64(3*per) {
-		t.Errorf("TAP rx %d frames, want the %d segments", tp.cnt.rxFrames, 3*per)
-	}
-	if st := tp.t.(*tapTransport).superframes; st != 3 {
-		t.Errorf("%d superframes cut, want 3", st)
+		t.Run(name, func(t *testing.T) {
+			s, host, cl := newOffloadSwitch(t)
+			if noLarge {
+				for {
+					if _, ok := s.e.pool.GetLarge(); !ok {
+						break
+					}
+				}
+			}
+			const mss = 1448
+			payload := 65535 - 40
+			hdr, f := tcpSuperframe(broadcast, mac(0xfe), payload, mss)
+			for i := 0; i < 3; i++ { // three: the second does not fit the first read's buffers
+				if _, err := unix.Write(host, vnetMsg(hdr, f)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.pump()
+			frames := cl.recv(t)
+			per := (payload + mss - 1) / mss
+			if len(frames) != 3*per {
+				t.Fatalf("client got %d frames, want %d (drops %v)", len(frames), 3*per, s.e.ports[0].cnt.drops)
+			}
+			for i := 0; i < 3; i++ {
+				checkSegments(t, frames[i*per:(i+1)*per], mss, f[54:])
+			}
+			tp := s.e.ports[0]
+			wantRx, atRead, inSwitch := uint64(3), uint64(0), uint64(3)
+			if noLarge {
+				wantRx, atRead, inSwitch = uint64(3*per), 3, 0
+			}
+			if tp.cnt.rxFrames != wantRx {
+				t.Errorf("TAP rx %d frames, want %d", tp.cnt.rxFrames, wantRx)
+			}
+			if got := tp.t.(*tapTransport).superframes; got != atRead {
+				t.Errorf("%d superframes cut as read, want %d", got, atRead)
+			}
+			if s.e.superframesCut != inSwitch {
+				t.Errorf("%d superframes cut in the switch, want %d", s.e.superframesCut, inSwitch)
+			}
+		})
 	}
 }
 
@@ -198,10 +223,17 @@ func TestTapLyingHeaderIsDroppedAndCounted(t *testing.T) {
 	if got := cl.recv(t); len(got) != 0 {
 		t.Errorf("client got %d frames from lying headers", len(got))
 	}
-	d := s.e.ports[0].cnt.drops
-	if d[DropGSOInvalid] != uint64(len(lies)) || d[DropGSOSegments] != 1 {
-		t.Errorf("drops: %d gso-invalid (want %d), %d gso-too-many-segments (want 1)",
-			d[DropGSOInvalid], len(lies), d[DropGSOSegments])
+	c := s.e.ports[0].cnt
+	want := map[gso.Reason]uint64{gso.GSOTypeMismatch: 1, gso.GSOSizeInvalid: 2, gso.CsumMissing: 1,
+		gso.CsumOffsetInvalid: 1, gso.FlagsInvalid: 1}
+	for r := gso.Reason(1); r < gso.NumReasons; r++ {
+		if c.gsoDrops[r] != want[r] {
+			t.Errorf("%d dropped as %s, want %d", c.gsoDrops[r], r, want[r])
+		}
+	}
+	if c.drops[DropGSOSegments] != 1 || c.drops[DropGSOInvalid] != 0 {
+		t.Errorf("drops: %d gso-too-many-segments (want 1), %d gso-invalid (want 0)",
+			c.drops[DropGSOSegments], c.drops[DropGSOInvalid])
 	}
 }
 

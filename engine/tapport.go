@@ -21,17 +21,17 @@ const tapReadBudget = maxReadBudget
 // opened the TAP, who closes it after Run.
 //
 // With offloads (Config.TapVnetHdr) every read and write carries a
-// virtio_net_hdr. A read goes to [header][a pool buffer][the overflow
-// buffer]: a plain frame lands in the pool buffer as before (its checksum
-// completed when the kernel left it to the device, NEEDS_CSUM, since
-// clients do not negotiate checksum offload); a superframe (a GSO type, or
-// longer than the pool buffer) is made contiguous in the overflow buffer,
-// judged by gso.Check and cut by gso.Split into as many pool buffers as it
-// has segments, each then switched like any frame (rx counters count
-// segments). The overflow buffer is the only large buffer: one per TAP,
-// not one per pool frame. A superframe that does not fit the rest of a
-// read's buffers waits there for the next read (buffered). Writes are
-// plain frames behind a zero header (tap.WriteVnetFrames): no GSO writes yet.
+// virtio_net_hdr. A read goes to [header][a pool buffer][a large buffer]:
+// a plain frame lands in the pool buffer as before; a superframe (up to
+// 64 KiB) runs on into the large buffer, which then takes its head and
+// replaces the small one, so the superframe is switched whole with its
+// header (forwardOne cuts it for the ports that need it cut). Only when
+// every large buffer is in use does the read go on into the TAP's own
+// overflow buffer instead, and the superframe is cut right there into as
+// many pool buffers as it has segments; one that does not fit the rest of
+// a read's buffers waits there for the next read (buffered). Writes go
+// behind each frame's own header: a superframe from a guest goes to the
+// kernel whole, in one write, for it to cut or take as it is (TSO).
 type tapTransport struct {
 	io      *portIO
 	bufs    [][]byte // the batch's buffers, as tap wants them
@@ -42,23 +42,30 @@ type tapTransport struct {
 	vnet     bool
 	mtu      int
 	hdrIn    [tap.VnetHdrSize]byte
-	hdrOut   [tap.VnetHdrSize]byte // always zero: no offload asked of the kernel
-	over     []byte                // gso.MaxFrameLen: where a superframe is assembled and cut
-	pending  int                   // length of a superframe in over waiting for buffers, or 0
-	pendHdr  gso.VirtioNetHdr      // its header
-	segBufs  [][]byte              // tapReadBudget
+	hdrOut   [][tap.VnetHdrSize]byte // the batch's headers, encoded
+	hdrBufs  [][]byte                // hdrOut's, as tap wants them
+	spare    ring.Ref                // a large buffer to read the next superframe into, or -1
+	over     []byte                  // gso.MaxFrameLen: where a superframe is cut when no large buffer is free
+	pending  int                     // length of a superframe in over waiting for buffers, or 0
+	pendHdr  gso.VirtioNetHdr        // its header
+	segBufs  [][]byte                // tapReadBudget
 	segSizes []int
-	// superframes counts superframes cut (tests; not in the listings).
+	// superframes counts superframes cut on the way in (tests; not in the listings).
 	superframes uint64
 }
 
 func newTapTransport(io *portIO, vnet bool, mtu int) *tapTransport {
 	t := &tapTransport{io: io, bufs: make([][]byte, io.batch), sizes: make([]int, io.batch),
-		refused: make([]bool, io.batch), vnet: vnet, mtu: mtu}
+		refused: make([]bool, io.batch), vnet: vnet, mtu: mtu, spare: -1}
 	if vnet {
 		t.over = make([]byte, gso.MaxFrameLen)
 		t.segBufs = make([][]byte, tapReadBudget)
 		t.segSizes = make([]int, tapReadBudget)
+		t.hdrOut = make([][tap.VnetHdrSize]byte, io.batch)
+		t.hdrBufs = make([][]byte, io.batch)
+		for i := range t.hdrBufs {
+			t.hdrBufs[i] = t.hdrOut[i][:]
+		}
 	}
 	return t
 }
@@ -94,8 +101,23 @@ func (t *tapTransport) read(p *port, refs []ring.Ref) (int, error) {
 	return n, err
 }
 
+// overflow is where the next read's bytes past a pool buffer go: a large
+// buffer of the pool (large true) while one is free, else over.
+func (t *tapTransport) overflow() (buf []byte, large bool) {
+	if t.spare < 0 {
+		if r, ok := t.io.pool.GetLarge(); ok {
+			t.spare = r
+		}
+	}
+	if t.spare >= 0 {
+		return t.io.pool.Buf(t.spare), true
+	}
+	return t.over, false
+}
+
 // readVnet reads frames with their virtio_net_hdr until the TAP has none
-// left or refs are used up, cutting superframes into refs.
+// left or refs are used up. A superframe replaces its ref with the large
+// buffer it was read into, or, with none free, is cut into refs.
 func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 	n := 0
 	if t.pending > 0 {
@@ -112,9 +134,10 @@ func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 	}
 	for n < len(refs) {
 		buf := t.io.pool.Buf(refs[n])
+		over, large := t.overflow()
 		// A superframe's tail lands in over right where it belongs
-		// behind its head, which cut copies in front of it.
-		m, err := tap.ReadVnetFrame(p.fd, t.hdrIn[:], buf, t.over[len(buf):])
+		// behind its head, which is copied in front of it.
+		m, err := tap.ReadVnetFrame(p.fd, t.hdrIn[:], buf, over[len(buf):])
 		t.io.syscalls++
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
@@ -131,32 +154,34 @@ func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 			return n, err // cannot happen: the size is right
 		}
 		flen := m - len(t.hdrIn)
-		if hdr.GSOType == gso.GSONone && flen <= len(buf) {
-			if hdr.Flags&gso.FlagNeedsCsum != 0 {
-				if gso.CompleteChecksum(buf[:flen], hdr) != nil {
-					p.cnt.rxFrames++
-					p.cnt.drops[DropGSOInvalid]++
-					continue
-				}
-			}
+		switch {
+		case flen <= len(buf):
+			// A frame (or a superframe small enough) in its pool buffer;
+			// forwardOne judges its header.
+			*t.io.pool.Hdr(refs[n]) = hdr
 			t.io.pool.SetLen(refs[n], flen)
 			n++
 			continue
-		}
-		if hdr.GSOType == gso.GSONone && hdr.Flags&gso.FlagNeedsCsum == 0 {
+		case !hdr.Offloaded():
 			// Too long for any port and nothing to cut: forwardOne
 			// drops it as oversize, as without offloads.
 			t.io.pool.SetLen(refs[n], len(buf))
 			n++
 			continue
 		}
-		// A superframe: its head is in buf, its tail already in place
-		// after it in over.
-		copy(t.over, buf[:min(flen, len(buf))])
+		copy(over, buf)
 		t.io.copies++
-		if gso.Check(t.over[:flen], hdr, t.mtu) != gso.OK {
+		if large {
+			t.io.pool.Release(refs[n])
+			refs[n], t.spare = t.spare, -1
+			*t.io.pool.Hdr(refs[n]) = hdr
+			t.io.pool.SetLen(refs[n], flen)
+			n++
+			continue
+		}
+		if v := gso.Check(t.over[:flen], hdr, t.mtu); v != gso.OK {
 			p.cnt.rxFrames++
-			p.cnt.drops[DropGSOInvalid]++
+			p.cnt.gsoDrops[v]++
 			continue
 		}
 		t.pending, t.pendHdr = flen, hdr
@@ -213,13 +238,17 @@ func (t *tapTransport) write(p *port) error {
 	for i := range frames {
 		frames[i] = t.io.pool.Frame(p.txq.At(i))
 	}
-	// With offloads every frame goes behind a zero virtio_net_hdr: plain
-	// frames, nothing asked of the kernel.
-	var hdr []byte
+	// With offloads every frame goes behind its own header: zero for a
+	// plain frame, the superframe's (made by gso.PartialChecksum) for
+	// one the kernel is to cut or finish.
+	var hdrs [][]byte
 	if t.vnet {
-		hdr = t.hdrOut[:]
+		hdrs = t.hdrBufs[:len(frames)]
+		for i := range frames {
+			t.io.pool.Hdr(p.txq.At(i)).Encode(hdrs[i], tap.VnetHdrSize)
+		}
 	}
-	done, err := tap.WriteVnetFrames(p.fd, hdr, frames, t.refused)
+	done, err := tap.WriteVnetFrames(p.fd, hdrs, frames, t.refused)
 	t.io.syscalls += uint64(done)
 	if done < len(frames) {
 		t.io.syscalls++ // the write the device pushed back
@@ -241,4 +270,10 @@ func (t *tapTransport) write(p *port) error {
 	return err
 }
 
-func (*tapTransport) close(*port) {} // the TAP's owner closes its fd
+// close lets go of the spare large buffer; the TAP's owner closes its fd.
+func (t *tapTransport) close(*port) {
+	if t.spare >= 0 {
+		t.io.pool.Release(t.spare)
+		t.spare = -1
+	}
+}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/vknetd/vknetd/control"
 	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/secure"
 )
 
@@ -68,8 +69,8 @@ var (
 		"Frames waiting in all transmit queues.", nil, nil)
 )
 
-// DropReasons lists every reason the engine and the secure-mode policy
-// can count, so drops_total has a zero series for each from the first
+// DropReasons lists every reason the engine, the secure-mode policy and
+// the offload header check (gso.Check) can count, so drops_total has a zero series for each from the first
 // scrape (a series that appears only with its first drop defeats rate()).
 func DropReasons() []string {
 	var out []string
@@ -78,6 +79,9 @@ func DropReasons() []string {
 		out = append(out, d.String())
 	}
 	for r := secure.Reason(1); r < secure.NumReasons; r++ { // 0 is Pass, not a drop
+		out = append(out, r.String())
+	}
+	for r := gso.Reason(1); r < gso.NumReasons; r++ { // 0 is OK, not a drop
 		out = append(out, r.String())
 	}
 	return out

@@ -58,11 +58,17 @@ func WriteFrames(fd int, frames [][]byte, refused []bool) (int, error) {
 	return WriteVnetFrames(fd, nil, frames, refused)
 }
 
-// WriteVnetFrames is WriteFrames for a TAP opened with IFF_VNET_HDR: hdr,
-// the virtio_net_hdr, goes before every frame, in the same writev.
-func WriteVnetFrames(fd int, hdr []byte, frames [][]byte, refused []bool) (int, error) {
+// WriteVnetFrames is WriteFrames for a TAP opened with IFF_VNET_HDR:
+// hdrs[i], frame i's virtio_net_hdr, goes before it in the same writev. A
+// superframe's header asks the kernel to cut it (TSO) or finish its
+// checksum. nil hdrs writes the frames bare, as WriteFrames.
+func WriteVnetFrames(fd int, hdrs [][]byte, frames [][]byte, refused []bool) (int, error) {
 	done := 0
 	for done < len(frames) {
+		var hdr []byte
+		if hdrs != nil {
+			hdr = hdrs[done]
+		}
 		err := writeFrame(fd, hdr, frames[done])
 		switch {
 		case err == nil:

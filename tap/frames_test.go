@@ -75,25 +75,25 @@ func TestWriteFramesStopsWhenPushedBack(t *testing.T) {
 	}
 }
 
-// With a virtio_net_hdr each frame goes out behind it in one writev, and
-// writing allocates nothing.
+// With virtio_net_hdrs each frame goes out behind its own in one writev,
+// and writing allocates nothing.
 func TestWriteVnetFramesPrefixesTheHeader(t *testing.T) {
 	ours, theirs := framePair(t)
-	hdr := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	hdrs := [][]byte{{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {11, 12, 13, 14, 15, 16, 17, 18, 19, 20}}
 	frames := [][]byte{bytes.Repeat([]byte{0xaa}, 60), bytes.Repeat([]byte{0xbb}, 100)}
 	refused := make([]bool, len(frames))
-	if n, err := WriteVnetFrames(ours, hdr, frames, refused); n != 2 || err != nil {
+	if n, err := WriteVnetFrames(ours, hdrs, frames, refused); n != 2 || err != nil {
 		t.Fatalf("WriteVnetFrames = %d, %v", n, err)
 	}
 	buf := make([]byte, 2048)
 	for i, f := range frames {
 		n, err := unix.Read(theirs, buf)
-		if err != nil || !bytes.Equal(buf[:n], append(append([]byte(nil), hdr...), f...)) {
-			t.Fatalf("message %d: %d bytes, err %v: not the header then the frame", i, n, err)
+		if err != nil || !bytes.Equal(buf[:n], append(append([]byte(nil), hdrs[i]...), f...)) {
+			t.Fatalf("message %d: %d bytes, err %v: not its header then the frame", i, n, err)
 		}
 	}
 	allocs := testing.AllocsPerRun(100, func() {
-		WriteVnetFrames(ours, hdr, frames, refused)
+		WriteVnetFrames(ours, hdrs, frames, refused)
 		unix.Read(theirs, buf)
 		unix.Read(theirs, buf)
 	})
