@@ -211,6 +211,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		TapFd:      d.tap.Fd(),
 		TapName:    d.tap.Name(),
 		TapVnetHdr: d.tap.VnetHdr(),
+		Offloads:   !o.noOffload,
 		Listeners:  listeners,
 		MTU:        d.tap.MTU(), // --mtu, or less to fit a VXLAN underlay
 		MACTable: mactable.Config{
