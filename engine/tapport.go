@@ -27,8 +27,10 @@ const tapReadBudget = maxReadBudget
 // replaces the small one, so the superframe is switched whole with its
 // header (forwardOne cuts it for the ports that need it cut). Only when
 // every large buffer is in use does the read go on into the TAP's own
-// overflow buffer instead, and the superframe is cut right there into as
-// many pool buffers as it has segments; one that does not fit the rest of
+// overflow buffer instead (when even the read's first frame finds none:
+// after that the read ends and the next one waits for the switch to send
+// what it holds), and the superframe is cut right there into as many pool
+// buffers as it has segments; one that does not fit the rest of
 // a read's buffers waits there for the next read (buffered). Writes go
 // behind each frame's own header: a superframe from a guest goes to the
 // kernel whole, in one write, for it to cut or take as it is (TSO).
@@ -135,6 +137,13 @@ func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 	for n < len(refs) {
 		buf := t.io.pool.Buf(refs[n])
 		over, large := t.overflow()
+		if !large && n > 0 {
+			// The large buffers are all in this read's frames (or
+			// queues): switch these, which frees them, before reading
+			// on, rather than cut the next superframe for ports that
+			// take it whole. The TAP stays readable (level-triggered).
+			return n, nil
+		}
 		// A superframe's tail lands in over right where it belongs
 		// behind its head, which is copied in front of it.
 		m, err := tap.ReadVnetFrame(p.fd, t.hdrIn[:], buf, over[len(buf):])
