@@ -61,6 +61,11 @@ func (e *Engine) deliver(in, out *port, r ring.Ref, fromClient bool) {
 		e.enqueue(in, out, r, fromClient)
 		return
 	}
+	if out.observer {
+		// A monitor gets frames whole or not at all (the pool's rules).
+		out.cnt.drops[DropPoolPressure]++
+		return
+	}
 	for _, s := range e.cutFrame(in, r) {
 		e.enqueue(in, out, s, fromClient)
 	}

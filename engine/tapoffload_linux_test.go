@@ -281,3 +281,26 @@ func TestTapSuperframesAllocateNothing(t *testing.T) {
 		t.Errorf("only %d frames reached the client (drops %v)", sent, tp.cnt.drops)
 	}
 }
+
+// A monitor sees a superframe as it crossed the switch, whole, while a
+// client without offloads beside it gets the cut.
+func TestMonitorSeesSuperframeWhole(t *testing.T) {
+	s, host, cl := newOffloadSwitch(t)
+	mon := attachMirror(t, s, "all")
+	hdr, f := tcpSuperframe(broadcast, mac(0xfe), 20000, 1448)
+	if _, err := unix.Write(host, vnetMsg(hdr, f)); err != nil {
+		t.Fatal(err)
+	}
+	s.pump()
+	if got := cl.recv(t); len(got) != (20000+1447)/1448 {
+		t.Fatalf("client got %d frames, want the %d segments", len(got), (20000+1447)/1448)
+	}
+	buf := make([]byte, 70000)
+	n, err := unix.Read(mon, buf)
+	if err != nil || n != len(f) {
+		t.Fatalf("monitor read %d bytes (%v), want the %d-byte superframe", n, err, len(f))
+	}
+	if !bytes.Equal(buf[54:n], f[54:]) || !bytes.Equal(buf[:14], f[:14]) {
+		t.Error("the monitor's superframe differs from the one the host sent")
+	}
+}
