@@ -195,7 +195,7 @@ func (s *vhostShuttle) up(tapPeer int, frames [][]byte, check bool) {
 		}
 		s.d.DrainKick(vhostuser.TXQ)
 		for {
-			n, _, err := s.d.ReadTX(s.bufs, s.sizes, 0)
+			n, _, err := s.d.ReadTX(s.bufs, s.sizes, nil)
 			if err != nil {
 				s.t.Fatal(err)
 			}
@@ -221,7 +221,7 @@ func (s *vhostShuttle) down(tapPeer int, frames [][]byte, check bool) {
 		}
 		if put < len(frames) {
 			s.d.DrainKick(vhostuser.RXQ)
-			n, err := s.d.WriteRX(frames[put:])
+			n, err := s.d.WriteRX(frames[put:], nil)
 			if err != nil {
 				s.t.Fatal(err)
 			}

@@ -109,7 +109,7 @@ func (v *vhostLink) event(tok int, _ uint32) (in, out bool, err error) {
 }
 
 func (v *vhostLink) recv(bufs [][]byte, sizes []int) (int, error) {
-	n := v.g.Receive(bufs, sizes)
+	n := v.g.Receive(bufs, sizes, nil)
 	if n > 0 {
 		v.g.PostRX(vhostQueueSize) // every buffer Receive freed
 	}
@@ -120,7 +120,7 @@ func (v *vhostLink) recv(bufs [][]byte, sizes []int) (int, error) {
 func (v *vhostLink) send(frames [][]byte) (int, error) {
 	for i, f := range frames {
 		if len(f) > v.maxTX {
-			n := v.g.Send(frames[:i])
+			n := v.g.Send(frames[:i], nil)
 			if n < i {
 				return n, nil
 			}
@@ -128,7 +128,7 @@ func (v *vhostLink) send(frames [][]byte) (int, error) {
 			return i + 1, nil
 		}
 	}
-	return v.g.Send(frames), nil
+	return v.g.Send(frames, nil), nil
 }
 
 func (v *vhostLink) idleIn() bool             { return v.g.RXReady() }
