@@ -72,9 +72,12 @@ func plug(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 		return err
 	}
 	defer l.close()
-	done := make(chan struct{})
-	defer close(done)
+	// The signal watcher is gone before l.close: a signal at the last
+	// moment must not write to a closed (or reused) stop fd.
+	done, watcherGone := make(chan struct{}), make(chan struct{})
+	defer func() { close(done); <-watcherGone }()
 	go func() {
+		defer close(watcherGone)
 		select {
 		case <-sigs:
 			l.stop()
