@@ -9,7 +9,8 @@ import (
 // ReadTX takes up to len(bufs) frames the guest sent, copying each into
 // bufs[i] without its virtio-net header, storing its length in sizes[i]
 // and its header in hdrs[i] (the zero header when the guest negotiated no
-// offload to send); it returns how many. The guest's buffers are all
+// offload to send; nil hdrs discards them, for a caller without
+// Config.Offloads); it returns how many. The guest's buffers are all
 // returned (used) before ReadTX returns, with at most one call
 // notification.
 //
