@@ -67,12 +67,12 @@ func guestPair(tb testing.TB, secureMode bool) (a, rx *vhostguest.Guest, e *engi
 	path, e := startVhostSwitch(tb, secureMode)
 	a, rx = vhostGuest(tb, path), vhostGuest(tb, path)
 	hello := udpFrame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macB, ipB, [4]byte{198, 18, 255, 255}, 60)
-	for rx.Send([][]byte{hello}) != 1 {
+	for rx.Send([][]byte{hello}, nil) != 1 {
 		runtime.Gosched()
 	}
 	bufs, sizes := frameBufs(1)
 	deadline := time.Now().Add(5 * time.Second)
-	for a.Receive(bufs, sizes) != 1 {
+	for a.Receive(bufs, sizes, nil) != 1 {
 		if time.Now().After(deadline) {
 			tb.Fatal("the receiver's hello did not reach the sender through the switch")
 		}
@@ -154,11 +154,11 @@ func vhostCounted(tb testing.TB, a, rx *vhostguest.Guest, size, n int) (int, tim
 		quiet := time.Now()
 		for received < n {
 			if ahead := sent - received; sent < n && ahead < window {
-				sent += a.Send(batch[:min(len(batch), n-sent, window-ahead)])
+				sent += a.Send(batch[:min(len(batch), n-sent, window-ahead)], nil)
 			}
-			k := rx.Receive(bufs, sizes)
+			k := rx.Receive(bufs, sizes, nil)
 			if k == 0 && time.Since(quiet) > stallTimeout {
-				if k = rx.Receive(bufs, sizes); k == 0 {
+				if k = rx.Receive(bufs, sizes, nil); k == 0 {
 					break // lost, or the switch stalled
 				}
 			}

@@ -96,7 +96,7 @@ func receiveFrames(t *testing.T, g *vhostguest.Guest, n int) [][]byte {
 	var out [][]byte
 	deadline := time.Now().Add(5 * time.Second)
 	for len(out) < n && time.Now().Before(deadline) {
-		k := g.Receive(bufs, sizes)
+		k := g.Receive(bufs, sizes, nil)
 		for i := 0; i < k; i++ {
 			out = append(out, append([]byte(nil), bufs[i][:sizes[i]]...))
 		}
@@ -116,7 +116,7 @@ func TestVhostUserGuestsSwitchFrames(t *testing.T) {
 
 	// b speaks first, so the switch learns where mac(2) is.
 	hello := ethFrame(broadcast, mac(2), 0x88b5, 60)
-	if b.Send([][]byte{hello}) != 1 {
+	if b.Send([][]byte{hello}, nil) != 1 {
 		t.Fatal("b could not send")
 	}
 	if got := receiveFrames(t, a, 1); len(got) != 1 || !bytes.Equal(got[0], hello) {
@@ -132,7 +132,7 @@ func TestVhostUserGuestsSwitchFrames(t *testing.T) {
 		}
 	}
 	for sent := 0; sent < len(want); {
-		sent += a.Send(want[sent:])
+		sent += a.Send(want[sent:], nil)
 	}
 	got := receiveFrames(t, b, len(want))
 	expectFrames(t, "b", got, want...)
@@ -179,9 +179,9 @@ func TestVhostUserGuestWithoutBuffersStallsNobody(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for sent := 0; (sent < burst || got < burst) && time.Now().Before(deadline); {
 		if sent < burst {
-			sent += a.Send(frames[:min(32, burst-sent)])
+			sent += a.Send(frames[:min(32, burst-sent)], nil)
 		}
-		k := b.Receive(bufs, sizes)
+		k := b.Receive(bufs, sizes, nil)
 		b.PostRX(k)
 		got += k
 		if k == 0 {
@@ -240,7 +240,7 @@ func vhostLongRun(t *testing.T, secureMode bool, size, n int) {
 
 	// b speaks first (a broadcast from its address, which secure mode
 	// binds), so the switch learns where macB is.
-	if b.Send([][]byte{ipv4UDP(broadcast, macB, ipB, [4]byte{198, 18, 255, 255})}) != 1 {
+	if b.Send([][]byte{ipv4UDP(broadcast, macB, ipB, [4]byte{198, 18, 255, 255})}, nil) != 1 {
 		t.Fatal("b could not send")
 	}
 	if got := receiveFrames(t, a, 1); len(got) != 1 {
@@ -269,9 +269,9 @@ func vhostLongRun(t *testing.T, secureMode bool, size, n int) {
 			for i := range batch[:k] {
 				binary.BigEndian.PutUint32(batch[i][seqAt:], uint32(sent+i))
 			}
-			sent += a.Send(batch[:k])
+			sent += a.Send(batch[:k], nil)
 		}
-		k := b.Receive(bufs, sizes)
+		k := b.Receive(bufs, sizes, nil)
 		for i := 0; i < k; i++ {
 			if sizes[i] != size {
 				t.Fatalf("frame %d: %d bytes, want %d", got, sizes[i], size)
@@ -337,7 +337,7 @@ func TestVhostUserForwardingAllocatesNothing(t *testing.T) {
 		waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
 		ip := func(last byte) [4]byte { return [4]byte{198, 18, 1, last} }
 		hello := ipv4UDP(broadcast, mac(2), ip(2), [4]byte{198, 18, 255, 255})
-		b.Send([][]byte{hello})
+		b.Send([][]byte{hello}, nil)
 		receiveFrames(t, a, 1)
 		frame := ipv4UDP(mac(2), mac(1), ip(1), ip(2))
 		batch := make([][]byte, 64)
@@ -351,10 +351,10 @@ func TestVhostUserForwardingAllocatesNothing(t *testing.T) {
 		sizes := make([]int, 64)
 		allocs := testing.AllocsPerRun(20, func() {
 			for sent := 0; sent < len(batch); {
-				sent += a.Send(batch[sent:])
+				sent += a.Send(batch[sent:], nil)
 			}
 			for got := 0; got < len(batch); {
-				k := b.Receive(bufs, sizes)
+				k := b.Receive(bufs, sizes, nil)
 				b.PostRX(1 << 16)
 				got += k
 			}

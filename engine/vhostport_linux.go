@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/ring"
 	"github.com/vknetd/vknetd/vhostuser"
 )
@@ -22,7 +23,8 @@ type vhostTransport struct {
 
 	bufs  [][]byte // the batch's pool buffers or frames, as the device takes them
 	sizes []int
-	more  bool // the TX ring may hold frames the guest will not kick for
+	hdrs  []gso.VirtioNetHdr // ReadTX's headers; not used yet (no offloads offered)
+	more  bool               // the TX ring may hold frames the guest will not kick for
 }
 
 // The sub-numbers of a vhost-user port's fds in the poller.
@@ -40,7 +42,8 @@ func (e *Engine) newVhostTransport(fd int, id uint32, name string) (*vhostTransp
 		return nil, err
 	}
 	return &vhostTransport{io: &e.io, dev: dev, poll: e.poll, id: id, kicks: [2]int{-1, -1},
-		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch)}, nil
+		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
+		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}, nil
 }
 
 func (*vhostTransport) kind() string { return "vhost-user" }
@@ -108,7 +111,7 @@ func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
 		bufs[i] = t.io.pool.Buf(r)
 	}
 	before := t.dev.Stats()
-	n, more, err := t.dev.ReadTX(bufs, t.sizes, 0)
+	n, more, err := t.dev.ReadTX(bufs, t.sizes, t.hdrs)
 	t.more = more && err == nil
 	// Frames the device dropped before they reached a buffer of ours are
 	// counted as the same frames on a socket would be: received, and
@@ -134,7 +137,7 @@ func (t *vhostTransport) write(p *port) error {
 		frames[i] = t.io.pool.Frame(p.txq.At(i))
 	}
 	before := t.dev.Stats().RXOversize
-	n, err := t.dev.WriteRX(frames)
+	n, err := t.dev.WriteRX(frames, nil)
 	// Frames the guest's buffers can never hold are taken and dropped; the
 	// bytes count them too (they are rare: a guest posting tiny buffers).
 	refused := t.dev.Stats().RXOversize - before

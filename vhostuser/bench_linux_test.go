@@ -11,16 +11,16 @@ const benchBatch = 32
 
 // roundTrip moves one batch guest -> device (TX) and device -> guest (RX).
 func roundTrip(tb testing.TB, p *pair, fs, got [][]byte, sizes []int) {
-	p.g.Send(fs)
+	p.g.Send(fs, nil)
 	p.d.DrainKick(TXQ)
-	if n, _, err := p.d.ReadTX(got, sizes, 0); n != len(fs) || err != nil {
+	if n, _, err := p.d.ReadTX(got, sizes, nil); n != len(fs) || err != nil {
 		tb.Fatalf("ReadTX = %d, %v", n, err)
 	}
 	p.g.PostRX(len(fs) * ((len(fs[0]) + 12 + 2047) / 2048)) // 2 KiB buffers
-	if n, err := p.d.WriteRX(fs); n != len(fs) || err != nil {
+	if n, err := p.d.WriteRX(fs, nil); n != len(fs) || err != nil {
 		tb.Fatalf("WriteRX = %d, %v", n, err)
 	}
-	if n := p.g.Receive(got, sizes); n != len(fs) {
+	if n := p.g.Receive(got, sizes, nil); n != len(fs) {
 		tb.Fatalf("Receive = %d", n)
 	}
 	p.g.CollectCalls()
@@ -55,9 +55,9 @@ func BenchmarkTX(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(size * benchBatch))
 			for b.Loop() {
-				p.g.Send(fs)
+				p.g.Send(fs, nil)
 				p.d.DrainKick(TXQ)
-				if n, _, err := p.d.ReadTX(got, sizes, 0); n != benchBatch || err != nil {
+				if n, _, err := p.d.ReadTX(got, sizes, nil); n != benchBatch || err != nil {
 					b.Fatalf("ReadTX = %d, %v", n, err)
 				}
 			}
@@ -79,10 +79,10 @@ func BenchmarkRX(b *testing.B) {
 			for b.Loop() {
 				p.g.PostRX(benchBatch)
 				p.d.DrainKick(RXQ)
-				if n, err := p.d.WriteRX(fs); n != benchBatch || err != nil {
+				if n, err := p.d.WriteRX(fs, nil); n != benchBatch || err != nil {
 					b.Fatalf("WriteRX = %d, %v", n, err)
 				}
-				p.g.Receive(got, sizes)
+				p.g.Receive(got, sizes, nil)
 				p.g.CollectCalls()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/frame")

@@ -1,20 +1,31 @@
 package vhostuser
 
-import "golang.org/x/sys/unix"
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/gso"
+)
 
 // ReadTX takes up to len(bufs) frames the guest sent, copying each into
-// bufs[i][offset:] without its virtio-net header and storing its length in
-// sizes[i]; it returns how many. The guest's buffers are all returned
-// (used) before ReadTX returns, with at most one call notification.
+// bufs[i] without its virtio-net header, storing its length in sizes[i]
+// and its header in hdrs[i] (the zero header when the guest negotiated no
+// offload to send; nil hdrs discards them, for a caller without
+// Config.Offloads); it returns how many. The guest's buffers are all
+// returned (used) before ReadTX returns, with at most one call
+// notification.
 //
 // more says the ring may hold frames not taken and the guest was asked not
 // to kick: call ReadTX again, now or after serving other ports, without
 // waiting for the kick fd. With more false the ring was empty after kicks
 // were re-enabled, and the guest's next frame kicks.
 //
-// A frame longer than its buffer is dropped and counted (Stats.TXOversize),
-// never cut. An error means the device is unusable: close it.
-func (d *Device) ReadTX(bufs [][]byte, sizes []int, offset int) (n int, more bool, err error) {
+// A frame longer than its buffer goes to a buffer from Config.Large, if
+// any (which then stays in bufs[i], frame or not), else it is dropped and
+// counted (Stats.TXOversize), never cut. A header asking for an offload
+// the guest did not negotiate drops its frame (Stats.TXBadHdr); whether
+// a header fits its frame is left to the caller (gso.Check). An error
+// means the device is unusable: close it.
+func (d *Device) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n int, more bool, err error) {
 	q := &d.q[TXQ]
 	// A disabled ring is left alone, frames and all, as DPDK's vhost does:
 	// QEMU disables rings just before stopping them, and what the guest
@@ -23,26 +34,35 @@ func (d *Device) ReadTX(bufs [][]byte, sizes []int, offset int) (n int, more boo
 		return 0, false, nil
 	}
 	defer recoverFault(&err)
-	n, more, call, err := q.vq.readBatch(&d.mem, virtioNetHdrLen(d.features), bufs, sizes, offset, &d.stats)
+	d.tx = txRules{hdrLen: virtioNetHdrLen(d.features), sendable: guestOffloads(d.features, false)}
+	if d.cfg.Offloads {
+		d.tx.large = d.cfg.Large
+	}
+	n, more, call, err := q.vq.readBatch(&d.mem, &d.tx, bufs, sizes, hdrs, &d.stats)
 	if err == nil && call {
 		d.call(q)
 	}
 	return n, more, err
 }
 
-// WriteRX writes frames into the guest's RX buffers and returns how many
-// of them it took: written, or dropped because the guest's buffers cannot
-// hold them (Stats.RXOversize). Fewer than len(frames) means the guest is
-// out of buffers (or its RX ring is not running): keep the rest and try
-// again when KickFD(RXQ) fires. At most one call notification per batch.
-func (d *Device) WriteRX(frames [][]byte) (n int, err error) {
+// WriteRX writes frames into the guest's RX buffers, each behind its
+// header hdrs[i] (all zero when hdrs is nil; num_buffers is the device's
+// to fill), and returns how many of them it took: written, or dropped
+// because the guest's buffers cannot hold them (Stats.RXOversize). Fewer
+// than len(frames) means the guest is out of buffers (or its RX ring is
+// not running): keep the rest and try again when KickFD(RXQ) fires. At
+// most one call notification per batch.
+//
+// The header is not checked against what the guest negotiated: pass
+// only headers Offloads Takes.
+func (d *Device) WriteRX(frames [][]byte, hdrs []gso.VirtioNetHdr) (n int, err error) {
 	q := &d.q[RXQ]
 	if !q.started || !q.enabled || q.vq.avail == nil {
 		return 0, nil
 	}
 	defer recoverFault(&err)
 	f := d.features
-	n, call, err := q.vq.writeBatch(&d.mem, virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0, frames, &d.stats)
+	n, call, err := q.vq.writeBatch(&d.mem, virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0, frames, hdrs, &d.stats)
 	if err == nil && call {
 		d.call(q)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/gso"
 )
 
 // Changes says what a call to HandleSocket changed that the engine's
@@ -28,6 +30,19 @@ type Config struct {
 	// Note receives one line for each request the device ignored
 	// (unknown, no reply expected). Nil discards them.
 	Note func(msg string)
+
+	// Offloads offers the guest checksum and TSO offloads both ways (CSUM,
+	// GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, HOST_ECN, GUEST_ECN): ReadTX
+	// then hands out each frame's virtio_net_hdr, and WriteRX writes the
+	// one it is given. The caller must carry frames of up to
+	// gso.MaxFrameLen bytes, or give Large.
+	Offloads bool
+
+	// Large, with Offloads, is asked for a buffer when a guest frame does
+	// not fit bufs[slot] of ReadTX: one of at least gso.MaxFrameLen bytes
+	// that replaces bufs[slot] (what was copied moves over), or nil to
+	// drop the frame (Stats.TXOversize).
+	Large func(slot int) []byte
 }
 
 // Device is one guest's virtio-net device behind one vhost-user
@@ -46,6 +61,7 @@ type Device struct {
 
 	q     [numQueues]queue
 	stats Stats
+	tx    txRules // ReadTX's, kept here so the batch does not allocate them
 
 	one   [8]byte // 1, written to a call eventfd
 	drain [8]byte // a kick eventfd's counter, read and thrown away
@@ -94,6 +110,13 @@ func (d *Device) Ready() bool {
 // Stats returns the device's counters.
 func (d *Device) Stats() Stats { return d.stats }
 
+// Offloads is what the guest accepted to receive whole (GUEST_CSUM,
+// GUEST_TSO4/6, GUEST_ECN); 0 without Config.Offloads or before the
+// front-end set its features. A guest with GUEST_TSO and without
+// MRG_RXBUF posts buffers big enough for a superframe (Linux does); a
+// frame its buffers cannot hold is dropped (Stats.RXOversize).
+func (d *Device) Offloads() gso.Offloads { return guestOffloads(d.features, true) }
+
 // HandleSocket processes every message the socket holds now and returns
 // what changed. Call it when the socket is readable. An error matching
 // ErrViolation or ErrHangup (or any other) means the device is done:
@@ -128,12 +151,12 @@ func (d *Device) handle(h header, p []byte) (Changes, error) {
 	replied := false
 	switch h.req {
 	case reqGetFeatures:
-		err, replied = d.replyU64(h, offeredFeatures), true
+		err, replied = d.replyU64(h, offeredFeatures(d.cfg.Offloads)), true
 	case reqSetFeatures:
 		var v uint64
 		if v, err = payloadU64(h, p); err == nil {
-			if extra := v &^ offeredFeatures; extra != 0 {
-				err = violation("%v: features %#x were not offered (offered %#x)", h.req, extra, uint64(offeredFeatures))
+			if extra := v &^ offeredFeatures(d.cfg.Offloads); extra != 0 {
+				err = violation("%v: features %#x were not offered (offered %#x)", h.req, extra, offeredFeatures(d.cfg.Offloads))
 			}
 			d.features = v
 		}

@@ -27,24 +27,24 @@ func TestFramesBothWays(t *testing.T) {
 				const batch = 32
 				for round := 0; round < 20; round++ { // wrap the 256-entry rings
 					want := frames(batch, size)
-					if n := p.g.Send(want); n != batch {
+					if n := p.g.Send(want, nil); n != batch {
 						t.Fatalf("guest sent %d of %d", n, batch)
 					}
 					p.d.DrainKick(TXQ)
 					got, sizes := bufs(batch, 9216)
-					n, more, err := p.d.ReadTX(got, sizes, 0)
+					n, more, err := p.d.ReadTX(got, sizes, nil)
 					if err != nil || n != batch || more {
 						t.Fatalf("ReadTX = %d, %v, %v; want %d, false, nil", n, more, err, batch)
 					}
 					sameFrames(t, "tx", want, got, sizes)
 
 					p.g.PostRX(256)
-					n, err = p.d.WriteRX(want)
+					n, err = p.d.WriteRX(want, nil)
 					if err != nil || n != batch {
 						t.Fatalf("WriteRX = %d, %v; want %d (stats %+v)", n, err, batch, p.d.Stats())
 					}
 					got, sizes = bufs(batch, 9216)
-					if n := p.g.Receive(got, sizes); n != batch {
+					if n := p.g.Receive(got, sizes, nil); n != batch {
 						t.Fatalf("guest received %d of %d", n, batch)
 					}
 					sameFrames(t, "rx", want, got, sizes)

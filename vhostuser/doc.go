@@ -14,6 +14,15 @@
 // used; a violation is an error matching [ErrViolation] that names the
 // queue, index or address at fault, and the engine closes that guest.
 //
+// With [Config.Offloads] the guest may negotiate checksum and TSO
+// offloads both ways, and each frame travels with its virtio_net_hdr as
+// a [gso.VirtioNetHdr]: [Device.ReadTX] hands out what the guest wrote
+// (dropping headers that ask for an offload the guest did not negotiate:
+// that breaks the protocol), [Device.WriteRX] writes what the engine
+// gives, and [Device.Offloads] says what the guest takes whole. Whether a
+// header fits its frame is the engine's to check ([gso.Check]), as is
+// cutting superframes for a guest that does not take them.
+//
 // The control and data paths assume a little-endian host (amd64, arm64),
 // as virtio 1.0 rings are little-endian and their indices are accessed as
 // native words.
@@ -21,7 +30,7 @@ package vhostuser
 
 // How the engine drives a Device (one per accepted connection):
 //
-//	d, err := vhostuser.NewDevice(conn, vhostuser.Config{Note: logf})
+//	d, err := vhostuser.NewDevice(conn, vhostuser.Config{Note: logf, Offloads: true, Large: bigBuf})
 //	poll d.SocketFD() for reading
 //
 //	socket readable:
@@ -34,11 +43,12 @@ package vhostuser
 //		}
 //	TX kick readable, or TX marked busy:
 //		d.DrainKick(vhostuser.TXQ)
-//		n, more, err := d.ReadTX(bufs, sizes, offset)   // forward bufs[:n]
+//		n, more, err := d.ReadTX(bufs, sizes, hdrs)   // forward bufs[:n], gso.Check hdrs[:n]
 //		more: the guest will not kick; come back after serving other ports
 //	frames queued for the guest, or RX kick readable:
 //		d.DrainKick(vhostuser.RXQ)
-//		n, err := d.WriteRX(frames)   // drop frames[:n] from the queue
+//		n, err := d.WriteRX(frames, hdrs)   // drop frames[:n] from the queue
+//		(hdrs: only headers d.Offloads() Takes; nil for none)
 //		n < len(frames): out of buffers; wait for the RX kick
 //
 // The loop's goroutine must call debug.SetPanicOnFault(true) once: a

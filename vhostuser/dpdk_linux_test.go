@@ -94,7 +94,7 @@ func TestDPDKGuest(t *testing.T) {
 		d.DrainKick(TXQ)
 		d.DrainKick(RXQ)
 		for {
-			n, more, err := d.ReadTX(got, sizes, 0)
+			n, more, err := d.ReadTX(got, sizes, nil)
 			if err != nil {
 				t.Fatalf("ReadTX: %v", err)
 			}
@@ -106,7 +106,7 @@ func TestDPDKGuest(t *testing.T) {
 				}
 			}
 			if len(queue) > 0 {
-				w, err := d.WriteRX(queue)
+				w, err := d.WriteRX(queue, nil)
 				if err != nil {
 					t.Fatalf("WriteRX: %v", err)
 				}

@@ -1,7 +1,17 @@
 package vhostuser
 
+import "github.com/vknetd/vknetd/gso"
+
 // Virtio and vhost-user feature bits (virtio 1.x spec, QEMU vhost-user.rst).
 const (
+	featNetCsum           = 0  // VIRTIO_NET_F_CSUM: the guest may send a partial checksum
+	featNetGuestCsum      = 1  // VIRTIO_NET_F_GUEST_CSUM: the guest takes partial checksums
+	featNetGuestTSO4      = 7  // VIRTIO_NET_F_GUEST_TSO4: the guest takes TCPv4 superframes
+	featNetGuestTSO6      = 8  // VIRTIO_NET_F_GUEST_TSO6
+	featNetGuestECN       = 9  // VIRTIO_NET_F_GUEST_ECN: ... with the ECN bit
+	featNetHostTSO4       = 11 // VIRTIO_NET_F_HOST_TSO4: the guest may send TCPv4 superframes
+	featNetHostTSO6       = 12 // VIRTIO_NET_F_HOST_TSO6
+	featNetHostECN        = 13 // VIRTIO_NET_F_HOST_ECN: ... with the ECN bit
 	featNetMrgRxbuf       = 15 // VIRTIO_NET_F_MRG_RXBUF: an RX frame may span several chains
 	featRingIndirectDesc  = 28 // VIRTIO_RING_F_INDIRECT_DESC: never offered
 	featRingEventIdx      = 29 // VIRTIO_RING_F_EVENT_IDX: used_event / avail_event
@@ -14,15 +24,31 @@ const (
 	protoFeatConfigMemSls = 15 // VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS: not offered, 8 regions
 )
 
-// offeredFeatures is what GET_FEATURES answers. Offloads (CSUM, GUEST_CSUM,
-// HOST_TSO4/6, GUEST_TSO4/6) belong here once the engine carries
-// virtio_net_hdr beside frames (DESIGN.md, "Superframes"); until then the
-// header is stripped on TX and written zeroed on RX, which is only correct
-// because none of them is negotiated. NOTIFY_ON_EMPTY and ANY_LAYOUT are
-// left out: the first would oblige us to call on an empty ring, the second
-// is implied by VERSION_1 and we handle any layout regardless.
-const offeredFeatures = 1<<featNetMrgRxbuf | 1<<featRingEventIdx |
+// baseFeatures is what GET_FEATURES answers without Config.Offloads: the
+// header is then stripped on TX and written zeroed on RX, which is only
+// correct because no offload is negotiated. NOTIFY_ON_EMPTY and
+// ANY_LAYOUT are left out: the first would oblige us to call on an empty
+// ring, the second is implied by VERSION_1 and we handle any layout
+// regardless.
+const baseFeatures = 1<<featNetMrgRxbuf | 1<<featRingEventIdx |
 	1<<featProtocolFeatures | 1<<featVersion1
+
+// offloadFeatures are added with Config.Offloads: the engine then carries
+// the virtio_net_hdr beside each frame (DESIGN.md, "Superframes"), so a
+// guest may send superframes and partial checksums (CSUM, HOST_*) and be
+// given them (GUEST_*). UFO (the kernel no longer makes it) and USO (not
+// carried by the switch yet) are not offered.
+const offloadFeatures = 1<<featNetCsum | 1<<featNetGuestCsum |
+	1<<featNetGuestTSO4 | 1<<featNetGuestTSO6 | 1<<featNetGuestECN |
+	1<<featNetHostTSO4 | 1<<featNetHostTSO6 | 1<<featNetHostECN
+
+// offeredFeatures is what GET_FEATURES answers.
+func offeredFeatures(offloads bool) uint64 {
+	if offloads {
+		return baseFeatures | offloadFeatures
+	}
+	return baseFeatures
+}
 
 // offeredProtocolFeatures is what GET_PROTOCOL_FEATURES answers: only
 // REPLY_ACK, so the front-end can wait for SET_MEM_TABLE to be mapped. No
@@ -37,4 +63,24 @@ func virtioNetHdrLen(features uint64) int {
 		return 12
 	}
 	return 10
+}
+
+// guestOffloads maps negotiated features to the offloads of one
+// direction: the guest's receive side (GUEST_*) with guest true, its
+// send side (CSUM, HOST_*) with guest false.
+func guestOffloads(features uint64, guest bool) gso.Offloads {
+	csum, tso4, tso6, ecn := featNetCsum, featNetHostTSO4, featNetHostTSO6, featNetHostECN
+	if guest {
+		csum, tso4, tso6, ecn = featNetGuestCsum, featNetGuestTSO4, featNetGuestTSO6, featNetGuestECN
+	}
+	var o gso.Offloads
+	for _, m := range [...]struct {
+		bit int
+		o   gso.Offloads
+	}{{csum, gso.OffloadCsum}, {tso4, gso.OffloadTSO4}, {tso6, gso.OffloadTSO6}, {ecn, gso.OffloadECN}} {
+		if features&(1<<m.bit) != 0 {
+			o |= m.o
+		}
+	}
+	return o
 }

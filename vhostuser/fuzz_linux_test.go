@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/gso"
 )
 
 // FuzzMessages feeds the fuzzer's bytes to a device as the front-end's
@@ -13,7 +15,8 @@ import (
 // working through anything it accepts.
 func FuzzMessages(f *testing.F) {
 	f.Add(msg(1, 1, nil), 6)
-	f.Add(append(msg(2, 1, u64p(offeredFeatures)), msg(15, 1, nil)...), 13)
+	f.Add(append(msg(2, 1, u64p(offeredFeatures(false))), msg(15, 1, nil)...), 13)
+	f.Add(append(msg(2, 1, u64p(offeredFeatures(true))), msg(15, 1, nil)...), 14) // offloads: cut is even
 	f.Add(append(msg(8, 1, statep(0, 256)), msg(9, 1, addrp(0, 1, 2, 3))...), 20)
 	f.Add(append(msg(10, 1, statep(1, 7)), msg(11, 1, statep(1, 0))...), 0)
 	f.Add(msg(5, 9, memTable(Region{Size: 4096})), 12)
@@ -22,7 +25,8 @@ func FuzzMessages(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte, cut int) {
 		a, b := socketpair(t)
 		defer unix.Close(b)
-		d, err := NewDevice(a, Config{})
+		// An even cut offers offloads, with a Large that always answers.
+		d, err := NewDevice(a, Config{Offloads: cut%2 == 0, Large: func(int) []byte { return make([]byte, gso.MaxFrameLen) }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +57,7 @@ func FuzzMessages(f *testing.F) {
 		}
 		// Whatever state it is in, the data path must not panic.
 		bb, s := bufs(2, 2048)
-		d.ReadTX(bb, s, 0)
-		d.WriteRX(frames(1, 64))
+		d.ReadTX(bb, s, make([]gso.VirtioNetHdr, 2))
+		d.WriteRX(frames(1, 64), []gso.VirtioNetHdr{{Flags: gso.FlagNeedsCsum, CsumStart: 20, CsumOffset: 6}})
 	})
 }

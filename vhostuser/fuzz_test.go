@@ -3,6 +3,8 @@ package vhostuser
 import (
 	"encoding/binary"
 	"testing"
+
+	"github.com/vknetd/vknetd/gso"
 )
 
 // FuzzVirtqueue drives TX and RX processing over guest memory the fuzzer
@@ -38,6 +40,12 @@ func FuzzVirtqueue(f *testing.F) {
 	f.Add(seed(3, [][4]uint64{{data, 1000, descFWrite, 0}, {data + 2040, 1000, descFWrite, 0}}, []uint16{0, 1}, 2))
 	f.Add(seed(0, [][4]uint64{{1<<64 - 8, 64, 0, 0}}, []uint16{0}, 1))
 	f.Add(seed(0, nil, []uint16{7}, 9))
+	// Headers: a header cut across three descriptors, with offloads
+	// negotiated (mode 16) and without; a long frame and a Large buffer
+	// (mode 32). The fuzzer writes the header bytes themselves.
+	f.Add(seed(16, [][4]uint64{{data, 3, descFNext, 1}, {data + 3, 7, descFNext, 2}, {data + 10, 2 + 1500, 0, 0}}, []uint16{0}, 1))
+	f.Add(seed(0, [][4]uint64{{data, 3, descFNext, 1}, {data + 3, 7, descFNext, 2}, {data + 10, 2 + 1500, 0, 0}}, []uint16{0}, 1))
+	f.Add(seed(48, [][4]uint64{{data, 12 + 8000, 0, 0}}, []uint16{0}, 1))
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 3 {
@@ -61,21 +69,33 @@ func FuzzVirtqueue(f *testing.F) {
 		if mode&4 != 0 {
 			hdrLen = 10
 		}
+		rules := txRules{hdrLen: hdrLen}
+		if mode&16 != 0 {
+			rules.sendable = gso.OffloadCsum | gso.OffloadTSO4 | gso.OffloadTSO6 | gso.OffloadECN
+		}
+		if mode&32 != 0 {
+			rules.large = func(int) []byte { return make([]byte, gso.MaxFrameLen) }
+		}
 		var st Stats
 		for round := 0; round < 3; round++ {
 			if mode&1 == 0 {
 				b, s := bufs(4, 1600)
-				n, _, _, err := im.q.readBatch(&im.m, hdrLen, b, s, 2, &st)
+				h := make([]gso.VirtioNetHdr, len(b))
+				n, _, _, err := im.q.readBatch(&im.m, &rules, b, s, h, &st)
 				for i := 0; i < n; i++ {
-					if s[i] <= 0 || s[i] > len(b[i])-2 {
-						t.Fatalf("frame %d of %d bytes in a %d-byte buffer", i, s[i], len(b[i])-2)
+					if s[i] <= 0 || s[i] > len(b[i]) {
+						t.Fatalf("frame %d of %d bytes in a %d-byte buffer", i, s[i], len(b[i]))
+					}
+					if !rules.sendable.Takes(h[i]) {
+						t.Fatalf("frame %d came with header %+v, which the guest may not send", i, h[i])
 					}
 				}
 				if err != nil {
 					break
 				}
 			} else {
-				_, _, err := im.q.writeBatch(&im.m, hdrLen, mode&8 == 0, frames(3, 1514), &st)
+				hs := []gso.VirtioNetHdr{{}, {Flags: gso.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}, {GSOType: gso.GSOTCPv4, GSOSize: 1448, HdrLen: 54}}
+				_, _, err := im.q.writeBatch(&im.m, hdrLen, mode&8 == 0, frames(3, 1514), hs, &st)
 				if err != nil {
 					break
 				}

@@ -14,8 +14,9 @@ import (
 // pair is a device and a guest talking over a socketpair, both driven by
 // the test goroutine except while serve runs the device's side.
 type pair struct {
-	d *Device
-	g *vhostguest.Guest
+	d   *Device
+	g   *vhostguest.Guest
+	cfg Config // for the devices connect makes
 }
 
 func socketpair(t testing.TB) (int, int) {
@@ -30,12 +31,20 @@ func socketpair(t testing.TB) (int, int) {
 // newPair connects a new guest to a new device and starts it.
 func newPair(t testing.TB, o vhostguest.Options) *pair {
 	t.Helper()
+	return newPairConfig(t, o, Config{})
+}
+
+// newPairConfig is newPair with a device configured by cfg (its Note
+// logs to t).
+func newPairConfig(t testing.TB, o vhostguest.Options, cfg Config) *pair {
+	t.Helper()
 	g, err := vhostguest.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	p := &pair{g: g}
+	cfg.Note = func(s string) { t.Log(s) }
+	p := &pair{g: g, cfg: cfg}
 	p.connect(t)
 	return p
 }
@@ -45,7 +54,7 @@ func newPair(t testing.TB, o vhostguest.Options) *pair {
 func (p *pair) connect(t testing.TB) {
 	t.Helper()
 	a, b := socketpair(t)
-	d, err := NewDevice(a, Config{Note: func(s string) { t.Log(s) }})
+	d, err := NewDevice(a, p.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,10 +88,10 @@ func TestHostileRings(t *testing.T) {
 			c.setup(im)
 			var err error
 			if c.rx {
-				_, _, err = im.q.writeBatch(&im.m, 12, true, frames(4, 1514), &Stats{})
+				_, _, err = im.q.writeBatch(&im.m, 12, true, frames(4, 1514), nil, &Stats{})
 			} else {
 				b, s := bufs(4, 2048)
-				_, _, _, err = im.q.readBatch(&im.m, 12, b, s, 0, &Stats{})
+				_, _, _, err = im.q.readBatch(&im.m, &txRules{hdrLen: 12}, b, s, nil, &Stats{})
 			}
 			if !errors.Is(err, ErrViolation) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want a violation containing %q", err, c.want)
@@ -119,7 +119,7 @@ func TestOversizeAndShort(t *testing.T) {
 	}
 	b, s := bufs(4, 2048)
 	var st Stats
-	n, more, _, err := im.q.readBatch(&im.m, 12, b, s, 0, &st)
+	n, more, _, err := im.q.readBatch(&im.m, &txRules{hdrLen: 12}, b, s, nil, &st)
 	if n != 1 || more || err != nil || s[0] != 60 {
 		t.Fatalf("readBatch = %d, %v, %v, size %d", n, more, err, s[0])
 	}
@@ -137,7 +137,7 @@ func TestOversizeAndShort(t *testing.T) {
 	rx.setDesc(0, rx.addr(0), 1526, descFWrite, 0)
 	rx.post(0)
 	fs := [][]byte{frame(9000, 0), frame(1514, 1)}
-	n, _, err = rx.q.writeBatch(&rx.m, 12, false, fs, &st)
+	n, _, err = rx.q.writeBatch(&rx.m, 12, false, fs, nil, &st)
 	if n != 2 || err != nil || st.RXOversize != 1 || st.RXFrames != 1 || rx.q.usedIdx != 1 {
 		t.Fatalf("writeBatch = %d, %v, stats %+v, used %d", n, err, st, rx.q.usedIdx)
 	}

@@ -210,7 +210,7 @@ func TestPartialMessage(t *testing.T) {
 	var r [40]byte
 	n, _ := unix.Read(b, r[:])
 	if n != 40 || binary.LittleEndian.Uint32(r[0:]) != 1 || binary.LittleEndian.Uint32(r[20:]) != 15 ||
-		binary.LittleEndian.Uint64(r[12:]) != offeredFeatures || binary.LittleEndian.Uint64(r[32:]) != offeredProtocolFeatures {
+		binary.LittleEndian.Uint64(r[12:]) != offeredFeatures(false) || binary.LittleEndian.Uint64(r[32:]) != offeredProtocolFeatures {
 		t.Fatalf("replies % x", r[:n])
 	}
 	unix.Close(b)
@@ -225,10 +225,10 @@ func TestPartialMessage(t *testing.T) {
 func TestShrunkMemory(t *testing.T) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	p := newPair(t, vhostguest.Options{})
-	p.g.Send(frames(4, 64))
+	p.g.Send(frames(4, 64), nil)
 	unix.Ftruncate(guestMemfd(t), 0)
 	b, s := bufs(4, 2048)
-	_, _, err := p.d.ReadTX(b, s, 0)
+	_, _, err := p.d.ReadTX(b, s, nil)
 	if !errors.Is(err, ErrViolation) || !strings.Contains(err.Error(), "fault on guest memory") {
 		t.Fatalf("err = %v", err)
 	}

@@ -93,7 +93,7 @@ func serveFirmware(t *testing.T, d *Device, conn int) {
 			}
 		}
 		d.DrainKick(TXQ)
-		n, _, err := d.ReadTX(got, sizes, 0)
+		n, _, err := d.ReadTX(got, sizes, nil)
 		if err != nil {
 			t.Fatalf("connection %d: ReadTX: %v", conn, err)
 		}

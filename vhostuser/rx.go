@@ -1,5 +1,7 @@
 package vhostuser
 
+import "github.com/vknetd/vknetd/gso"
+
 // frameFit says how a frame went into an RX ring.
 type frameFit uint8
 
@@ -11,7 +13,7 @@ const (
 )
 
 // writeBatch writes frames into an RX ring, each after a virtio-net
-// header, and returns how many frames it took: written, or dropped
+// header (hdrs[i], or all zero when hdrs is nil), and returns how many frames it took: written, or dropped
 // (counted) because the guest's buffers cannot hold them. Fewer than
 // len(frames) means the guest is out of buffers; kicks were allowed at
 // the avail idx last seen and the ring re-checked, so the guest's next
@@ -26,12 +28,16 @@ const (
 // With mrg (MRG_RXBUF) a frame fills as many chains as it needs and its
 // header's num_buffers says how many; without, it needs one chain big
 // enough for all of it.
-func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, st *Stats) (n int, call bool, err error) {
+func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdrs []gso.VirtioNetHdr, st *Stats) (n int, call bool, err error) {
 	old := q.usedIdx
 	taken := 0
 	rechecks := 0 // kick requests since the last frame went in
 	for n < len(frames) {
-		k, fit, err := q.writeFrame(m, hdrLen, mrg, frames[n], taken)
+		var hdr gso.VirtioNetHdr
+		if hdrs != nil {
+			hdr = hdrs[n]
+		}
+		k, fit, err := q.writeFrame(m, hdrLen, mrg, frames[n], &hdr, taken)
 		if err != nil {
 			return n, false, err
 		}
@@ -76,16 +82,19 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, st 
 	return n, q.needCall(old), nil
 }
 
-// writeFrame writes one frame into the chains at avail entries lastAvail,
-// lastAvail+1..., filling used entries from taken on, and returns how many
-// chains it used. Nothing is committed: the caller advances lastAvail.
-func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, taken int) (int, frameFit, error) {
+// writeFrame writes one frame behind its header h into the chains at
+// avail entries lastAvail, lastAvail+1..., filling used entries from taken
+// on, and returns how many chains it used. Nothing is committed: the
+// caller advances lastAvail. h's NumBuffers is ours to set, not the
+// caller's.
+func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso.VirtioNetHdr, taken int) (int, frameFit, error) {
 	avail, err := q.pending()
 	if err != nil {
 		return 0, 0, err
 	}
-	var hdr [12]byte // flags, gso_type, hdr_len, gso_size, csum_*: all 0 without offloads
-	hdr[10] = 1      // num_buffers: one chain unless patched below
+	var hdr [gso.HdrSizeMrgRxbuf]byte
+	h.NumBuffers = 1 // one chain unless patched below
+	h.Encode(hdr[:], gso.HdrSizeMrgRxbuf)
 	need := hdrLen + len(frame)
 	var nb [2][]byte // where num_buffers' two bytes went
 	pos, chains := 0, 0
@@ -102,18 +111,18 @@ func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, taken 
 			}
 			return 0, fitNoRoom, nil
 		}
-		h, err := q.head(chains)
+		head, err := q.head(chains)
 		if err != nil {
 			return 0, 0, err
 		}
-		wrote, err := q.fillChain(m, h, hdr[:hdrLen], frame, pos, &nb)
+		wrote, err := q.fillChain(m, head, hdr[:hdrLen], frame, pos, &nb)
 		if err != nil {
 			return 0, 0, err
 		}
 		if !mrg && wrote < need {
 			return 0, fitTooBig, nil
 		}
-		q.putUsed(taken+chains, h, uint32(wrote))
+		q.putUsed(taken+chains, head, uint32(wrote))
 		chains++
 		pos += wrote
 	}

@@ -8,6 +8,7 @@ type Stats struct {
 	TXBytes    uint64
 	TXOversize uint64 // frames longer than the caller's buffer: dropped, never cut
 	TXShort    uint64 // chains with no frame after the virtio-net header: dropped
+	TXBadHdr   uint64 // headers asking for an offload the guest did not negotiate: dropped
 
 	RXFrames   uint64 // frames written into the guest's RX ring
 	RXBytes    uint64

@@ -1,17 +1,38 @@
 package vhostuser
 
-// readBatch takes frames from a TX ring into bufs[i][offset:], stripping
-// the hdrLen-byte virtio-net header, and records their lengths in sizes.
-// Every chain it takes is returned to the guest as used before it returns,
-// so no guest buffer outlives the call.
+import "github.com/vknetd/vknetd/gso"
+
+// txRules is how readBatch treats the frames of one TX ring: what their
+// header is and may ask for, and where a frame too big for its buffer may
+// go instead.
+type txRules struct {
+	hdrLen int // virtio-net header before every frame: 10 or 12
+	// sendable is what the guest negotiated to send (CSUM, HOST_TSO4/6,
+	// HOST_ECN). A header asking for more broke the protocol: the frame
+	// is dropped (Stats.TXBadHdr). Zero: headers are not handed out.
+	sendable gso.Offloads
+	// large, if not nil, gives a bigger buffer for slot when a frame does
+	// not fit bufs[slot] (Config.Large).
+	large func(slot int) []byte
+}
+
+// readBatch takes frames from a TX ring into bufs[i], stripping the
+// virtio-net header (decoded into hdrs[i] when hdrs is not nil), and
+// records their lengths in sizes. Every chain it takes is returned to the
+// guest as used before it returns, so no guest buffer outlives the call.
+//
+// A buffer rules.large returned replaces bufs[slot] and stays there even
+// when that frame is dropped after all (the next frame reuses it), so the
+// caller finds every buffer it handed out in bufs.
 //
 // more says the ring may hold frames we did not take, and that the guest
 // was asked not to kick: call again. With more false the ring was seen
 // empty after kicks were allowed again, so the next frame will kick.
 // call says the guest wants to be told about the used entries.
-func (q *virtq) readBatch(m *memory, hdrLen int, bufs [][]byte, sizes []int, offset int, st *Stats) (n int, more, call bool, err error) {
+func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr, st *Stats) (n int, more, call bool, err error) {
 	old := q.usedIdx
 	taken := 0 // used entries written and not yet published
+	var raw [gso.HdrSizeMrgRxbuf]byte
 	for {
 		avail, err := q.pending()
 		if err != nil {
@@ -38,8 +59,7 @@ func (q *virtq) readBatch(m *memory, hdrLen int, bufs [][]byte, sizes []int, off
 			if err != nil {
 				return n, false, false, err
 			}
-			dst := bufs[n][offset:]
-			size, err := q.readFrame(m, h, hdrLen, dst)
+			size, err := q.readFrame(m, h, rules, &raw, bufs, n)
 			if err != nil {
 				return n, false, false, err
 			}
@@ -49,14 +69,28 @@ func (q *virtq) readBatch(m *memory, hdrLen int, bufs [][]byte, sizes []int, off
 			switch {
 			case size <= 0:
 				st.TXShort++
-			case size > len(dst):
+				continue
+			case size > len(bufs[n]):
 				st.TXOversize++
-			default:
-				sizes[n] = size
-				n++
-				st.TXFrames++
-				st.TXBytes += uint64(size)
+				continue
 			}
+			var hdr gso.VirtioNetHdr
+			hdr.Decode(raw[:], rules.hdrLen)
+			hdr.NumBuffers = 0 // meaningless on TX
+			if !rules.sendable.Takes(hdr) {
+				st.TXBadHdr++
+				continue
+			}
+			sizes[n] = size
+			if hdrs != nil {
+				if rules.sendable == 0 {
+					hdr = gso.VirtioNetHdr{} // the rest is noise nobody negotiated
+				}
+				hdrs[n] = hdr
+			}
+			n++
+			st.TXFrames++
+			st.TXBytes += uint64(size)
 		}
 	}
 	if taken > 0 {
@@ -66,14 +100,21 @@ func (q *virtq) readBatch(m *memory, hdrLen int, bufs [][]byte, sizes []int, off
 	return n, more, call, nil
 }
 
-// readFrame walks the chain at head, checking every descriptor, and copies
-// the frame after the header into dst. It returns the frame's length: 0
-// or less when the chain holds no frame after the header, more than
-// len(dst) when the frame did not fit (then dst holds nothing useful). The
-// chain is walked to its end either way, so a bad descriptor is always
-// found.
-func (q *virtq) readFrame(m *memory, head uint16, hdrLen int, dst []byte) (int, error) {
-	skip := uint64(hdrLen)
+// readFrame walks the chain at head, checking every descriptor, copies
+// its virtio-net header into raw and the frame after it into bufs[slot].
+// It returns the frame's length: 0 or less when the chain holds no frame
+// after the header, more than len(bufs[slot]) when the frame did not fit
+// (then the buffer holds nothing useful). The header may be cut across
+// descriptors anywhere. The chain is walked to its end either way, so a
+// bad descriptor is always found.
+//
+// When the frame outgrows bufs[slot] and rules.large gives a bigger
+// buffer, what was copied moves there, the buffer replaces bufs[slot] and
+// the copy goes on.
+func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, bufs [][]byte, slot int) (int, error) {
+	dst := bufs[slot]
+	large := rules.large
+	skip := uint64(rules.hdrLen)
 	var total uint64 // frame bytes after the header; at most num * 4 GiB
 	i := head
 	for count := 1; ; count++ {
@@ -90,11 +131,22 @@ func (q *virtq) readFrame(m *memory, head uint16, hdrLen int, dst []byte) (int, 
 		addr, n := d.addr, uint64(d.len)
 		if skip > 0 {
 			s := min(skip, n)
+			at := uint64(rules.hdrLen) - skip
+			m.copyFrom(raw[at:at+s], addr)
 			addr += s
 			n -= s
 			skip -= s
 		}
 		if n > 0 {
+			if total+n > uint64(len(dst)) && large != nil {
+				// Asked once per frame: a nil answer stands.
+				if b := large(slot); len(b) > len(dst) {
+					copy(b, dst[:total])
+					dst = b
+					bufs[slot] = b
+				}
+				large = nil
+			}
 			if total < uint64(len(dst)) {
 				c := min(n, uint64(len(dst))-total)
 				m.copyFrom(dst[total:total+c], addr)

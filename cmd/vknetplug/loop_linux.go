@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/tap"
 )
 
@@ -18,6 +19,9 @@ const (
 
 const (
 	batchSize = 64 // frames per read or write call
+	// superBatchSize is the batch when frames carry headers: each buffer
+	// holds a 64 KiB superframe, so 16 of them are 1 MiB per direction.
+	superBatchSize = 16
 	// maxRounds bounds the batches one direction moves per wake-up, so
 	// the other is served too.
 	maxRounds = 16
@@ -35,11 +39,13 @@ type link interface {
 	// event serves readiness on one of the link's fds: in says the switch
 	// may have frames for us, out that it may take frames again.
 	event(tok int, events uint32) (in, out bool, err error)
-	// recv takes up to len(bufs) frames from the switch, lengths in sizes.
-	recv(bufs [][]byte, sizes []int) (int, error)
-	// send gives frames to the switch and returns how many it took;
-	// fewer than given means it is full for now.
-	send(frames [][]byte) (int, error)
+	// recv takes up to len(bufs) frames from the switch, lengths in sizes
+	// and, when hdrs is not nil, virtio-net headers in hdrs.
+	recv(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (int, error)
+	// send gives frames to the switch, behind headers hdrs unless nil,
+	// and returns how many it took; fewer than given means it is full
+	// for now.
+	send(frames [][]byte, hdrs []gso.VirtioNetHdr) (int, error)
 	// idleIn is called when recv came back short, before the loop may
 	// sleep: true means frames arrived since and recv should run again.
 	idleIn() bool
@@ -56,19 +62,24 @@ type link interface {
 }
 
 // batch is one direction's buffers: frames[head:n] are read and not yet
-// written.
+// written; hdrs[i] is frame i's header when the TAP carries them (else
+// hdrs is nil).
 type batch struct {
 	bufs    [][]byte
 	sizes   []int
 	frames  [][]byte
+	hdrs    []gso.VirtioNetHdr
 	refused []bool
 	head, n int
 }
 
-func newBatch(n, size int) batch {
+func newBatch(n, size int, vnet bool) batch {
 	b := batch{bufs: make([][]byte, n), sizes: make([]int, n), frames: make([][]byte, n), refused: make([]bool, n)}
 	for i := range b.bufs {
 		b.bufs[i] = make([]byte, size)
+	}
+	if vnet {
+		b.hdrs = make([]gso.VirtioNetHdr, n)
 	}
 	return b
 }
@@ -80,6 +91,7 @@ type counters struct {
 	upFrames, upBytes     uint64 // TAP to switch
 	downFrames, downBytes uint64 // switch to TAP
 	tapRefused            uint64 // frames the TAP would not take
+	tapTooLong            uint64 // frames read from the TAP longer than a buffer: dropped
 }
 
 // loop moves frames between the TAP and the switch: one epoll set, level-
@@ -92,6 +104,14 @@ type loop struct {
 	sw                link
 	up, dn            batch // up: TAP to switch; dn: switch to TAP
 
+	// vnet: every TAP read and write carries a virtio_net_hdr
+	// (tap.VnetHdrSize bytes), passed to and from the link beside the
+	// frame. vnetHdr is the header being read or written; over catches
+	// the end of a frame longer than a buffer, to drop it.
+	vnet    bool
+	vnetHdr [tap.VnetHdrSize]byte
+	over    [1]byte
+
 	tapIn, swIn          bool // the source may have frames
 	upBlocked, dnBlocked bool // the switch, the TAP took fewer than given
 	tapEvents            uint32
@@ -103,10 +123,17 @@ type loop struct {
 
 // newLoop builds the loop over a non-blocking TAP fd (or any fd with one
 // frame per read and write) and a link; frameSize is the largest frame
-// either way.
-func newLoop(tapfd int, tapName string, sw link, frameSize int) (*loop, error) {
-	l := &loop{ep: -1, stopfd: -1, tapfd: tapfd, tapName: tapName, sw: sw,
-		up: newBatch(batchSize, frameSize), dn: newBatch(batchSize, frameSize),
+// either way. With vnet the TAP carries a virtio_net_hdr before every
+// frame and the link takes and gives headers: frames are superframes of
+// up to gso.MaxFrameLen bytes, whatever frameSize says, in smaller
+// batches.
+func newLoop(tapfd int, tapName string, sw link, frameSize int, vnet bool) (*loop, error) {
+	n := batchSize
+	if vnet {
+		n, frameSize = superBatchSize, gso.MaxFrameLen
+	}
+	l := &loop{ep: -1, stopfd: -1, tapfd: tapfd, tapName: tapName, sw: sw, vnet: vnet,
+		up: newBatch(n, frameSize, vnet), dn: newBatch(n, frameSize, vnet),
 		tapIn: true, swIn: true, linkIn: true}
 	var err error
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -213,7 +240,7 @@ func (l *loop) upward() error {
 	b := &l.up
 	for r := 0; r < maxRounds; r++ {
 		if b.pending() {
-			k, err := l.sw.send(b.frames[b.head:b.n])
+			k, err := l.sw.send(b.frames[b.head:b.n], b.hdrsOf(b.head, b.n))
 			if err != nil {
 				return err
 			}
@@ -233,7 +260,7 @@ func (l *loop) upward() error {
 		if !l.tapIn {
 			return nil
 		}
-		n, err := tap.ReadFrames(l.tapfd, b.bufs, b.sizes)
+		n, err := l.readTAP(b)
 		if err != nil {
 			return fmt.Errorf("reading TAP %s: %w (was it deleted?)", l.tapName, err)
 		}
@@ -253,7 +280,7 @@ func (l *loop) down() error {
 	b := &l.dn
 	for r := 0; r < maxRounds; r++ {
 		if b.pending() {
-			k, err := tap.WriteFrames(l.tapfd, b.frames[b.head:b.n], b.refused[:b.n-b.head])
+			k, err := l.writeTAP(b)
 			if err == unix.EAGAIN {
 				k, err = 0, nil
 			}
@@ -277,7 +304,7 @@ func (l *loop) down() error {
 		if !l.swIn {
 			return nil
 		}
-		n, err := l.sw.recv(b.bufs, b.sizes)
+		n, err := l.sw.recv(b.bufs, b.sizes, b.hdrs)
 		if err != nil {
 			return err
 		}
@@ -290,6 +317,76 @@ func (l *loop) down() error {
 		b.head, b.n = 0, n
 	}
 	return nil
+}
+
+// hdrsOf is hdrs[from:to], or nil when frames carry no header.
+func (b *batch) hdrsOf(from, to int) []gso.VirtioNetHdr {
+	if b.hdrs == nil {
+		return nil
+	}
+	return b.hdrs[from:to]
+}
+
+// readTAP fills b's buffers from the TAP (and, with vnet, b.hdrs from
+// the headers before the frames) until it is empty or the buffers are
+// full; it returns how many frames it read.
+func (l *loop) readTAP(b *batch) (int, error) {
+	if !l.vnet {
+		return tap.ReadFrames(l.tapfd, b.bufs, b.sizes)
+	}
+	n := 0
+	for n < len(b.bufs) {
+		k, err := tap.ReadVnetFrame(l.tapfd, l.vnetHdr[:], b.bufs[n], l.over[:])
+		switch {
+		case err == unix.EAGAIN:
+			return n, nil
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return n, err
+		case k > len(l.vnetHdr)+len(b.bufs[n]):
+			l.st.tapTooLong++ // cannot happen with gso.MaxFrameLen buffers
+			continue
+		case k <= len(l.vnetHdr):
+			continue // no frame behind the header: nothing to forward
+		}
+		b.hdrs[n].Decode(l.vnetHdr[:], tap.VnetHdrSize)
+		b.sizes[n] = k - len(l.vnetHdr)
+		n++
+	}
+	return n, nil
+}
+
+// writeTAP writes b's pending frames to the TAP as tap.WriteFrames does
+// (same return values and refusals), with vnet each behind its own
+// header.
+func (l *loop) writeTAP(b *batch) (int, error) {
+	frames, refused := b.frames[b.head:b.n], b.refused[:b.n-b.head]
+	if !l.vnet {
+		return tap.WriteFrames(l.tapfd, frames, refused)
+	}
+	done := 0
+	for done < len(frames) {
+		b.hdrs[b.head+done].Encode(l.vnetHdr[:], tap.VnetHdrSize)
+		err := writeVnetFrame(l.tapfd, l.vnetHdr[:], frames[done])
+		switch {
+		case err == nil:
+			refused[done] = false
+		case err == unix.EAGAIN:
+			if done == 0 {
+				return 0, unix.EAGAIN
+			}
+			return done, nil
+		case err == unix.EINTR:
+			continue
+		case err == unix.EBADF || err == unix.EFAULT:
+			return done, err
+		default:
+			refused[done] = true // EIO while down, EINVAL for a header the TAP rejects
+		}
+		done++
+	}
+	return done, nil
 }
 
 // sync brings the epoll interests in line with the blocked directions:

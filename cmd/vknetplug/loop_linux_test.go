@@ -87,7 +87,7 @@ func seqLoop(t testing.TB) (l *loop, tapPeer, swPeer int) {
 	tapA, tapB := seqpair(t)
 	swA, swB := seqpair(t)
 	sw := &seqLink{fd: swA, ep: -1, path: "test", rb: newMmsgBatch(), sb: newMmsgBatch()}
-	l, err := newLoop(tapA, "test", sw, 1518)
+	l, err := newLoop(tapA, "test", sw, 1518, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,13 +125,29 @@ func TestLoopAllocs(t *testing.T) {
 
 // vhostLoop runs the loop with a vhost-user link to a vhostuser.Device
 // in this process, on a socketpair: the test plays the switch with the
-// device's WriteRX and ReadTX.
-func vhostLoop(t testing.TB) (l *loop, tapPeer int, d *vhostuser.Device) {
+// device's WriteRX and ReadTX. With offloads the device offers them, and
+// the loop's fake TAP carries a virtio_net_hdr before every frame, as a
+// TAP with IFF_VNET_HDR does.
+func vhostLoop(t testing.TB, offloads bool) (l *loop, tapPeer int, d *vhostuser.Device, large *largeBuffers) {
+	large = &largeBuffers{}
+	d, v := vhostDevice(t, vhostuser.Config{Offloads: offloads, Large: large.get}, offloads)
+	tapA, tapB := seqpair(t)
+	var err error
+	if l, err = newLoop(tapA, "test", v, 1518, offloads); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.close)
+	return l, tapB, d, large
+}
+
+// vhostDevice connects a vhostLink (offloads: accepting them) to a new
+// device in this process.
+func vhostDevice(t testing.TB, cfg vhostuser.Config, offloads bool) (*vhostuser.Device, *vhostLink) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err = vhostuser.NewDevice(fds[0], vhostuser.Config{})
+	d, err := vhostuser.NewDevice(fds[0], cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +168,7 @@ func vhostLoop(t testing.TB) (l *loop, tapPeer int, d *vhostuser.Device) {
 			}
 		}
 	}()
-	v, err := newVhostLink(fds[1], "test")
+	v, err := newVhostLink(fds[1], "test", offloads)
 	<-done
 	if err != nil {
 		t.Fatal(err)
@@ -161,12 +177,25 @@ func vhostLoop(t testing.TB) (l *loop, tapPeer int, d *vhostuser.Device) {
 	if !d.Ready() {
 		t.Fatal("vhost-user device not ready after the guest's Start")
 	}
-	tapA, tapB := seqpair(t)
-	if l, err = newLoop(tapA, "test", v, 1518); err != nil {
-		t.Fatal(err)
+	if v.offloads() != (offloads && cfg.Offloads) {
+		t.Fatalf("link offloads %v, want %v", v.offloads(), offloads && cfg.Offloads)
 	}
-	t.Cleanup(l.close)
-	return l, tapB, d
+	return d, v
+}
+
+// largeBuffers is a vhostuser.Config.Large handing out preallocated
+// superframe buffers; reset makes them all available again.
+type largeBuffers struct {
+	bufs [][]byte
+	next int
+}
+
+func (l *largeBuffers) get(int) []byte {
+	if l.next == len(l.bufs) {
+		return nil
+	}
+	l.next++
+	return l.bufs[l.next-1]
 }
 
 // vhostShuttle moves frames TAP -> TX ring (read by the device) and
@@ -195,7 +224,7 @@ func (s *vhostShuttle) up(tapPeer int, frames [][]byte, check bool) {
 		}
 		s.d.DrainKick(vhostuser.TXQ)
 		for {
-			n, _, err := s.d.ReadTX(s.bufs, s.sizes, 0)
+			n, _, err := s.d.ReadTX(s.bufs, s.sizes, nil)
 			if err != nil {
 				s.t.Fatal(err)
 			}
@@ -221,7 +250,7 @@ func (s *vhostShuttle) down(tapPeer int, frames [][]byte, check bool) {
 		}
 		if put < len(frames) {
 			s.d.DrainKick(vhostuser.RXQ)
-			n, err := s.d.WriteRX(frames[put:])
+			n, err := s.d.WriteRX(frames[put:], nil)
 			if err != nil {
 				s.t.Fatal(err)
 			}
@@ -247,7 +276,7 @@ func (s *vhostShuttle) down(tapPeer int, frames [][]byte, check bool) {
 }
 
 func newVhostShuttle(t testing.TB) (*vhostShuttle, int) {
-	l, tapPeer, d := vhostLoop(t)
+	l, tapPeer, d, _ := vhostLoop(t, false)
 	s := &vhostShuttle{shuttle: shuttle{t: t, l: l, buf: make([]byte, 2048)}, d: d,
 		bufs: make([][]byte, 64), sizes: make([]int, 64)}
 	for i := range s.bufs {

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/internal/mmsg"
 )
 
@@ -95,7 +96,9 @@ func (s *seqLink) interest(in, out bool) error {
 
 // recv takes a batch; a frame longer than its buffer is dropped, and an
 // empty message is the daemon's end of the connection.
-func (s *seqLink) recv(bufs [][]byte, sizes []int) (int, error) {
+// recv never fills hdrs: the SEQPACKET protocol has no header, and the
+// loop over it has a TAP without one (hdrs is nil).
+func (s *seqLink) recv(bufs [][]byte, sizes []int, _ []gso.VirtioNetHdr) (int, error) {
 	for i := range bufs {
 		s.rb.Set(i, bufs[i])
 	}
@@ -128,7 +131,7 @@ func (s *seqLink) recv(bufs [][]byte, sizes []int) (int, error) {
 
 // send gives a batch to the daemon. A full socket takes fewer; a frame
 // the socket refuses alone (too big) is dropped.
-func (s *seqLink) send(frames [][]byte) (int, error) {
+func (s *seqLink) send(frames [][]byte, _ []gso.VirtioNetHdr) (int, error) {
 	for i, f := range frames {
 		s.sb.Set(i, f)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/internal/vhostguest"
 )
 
@@ -15,10 +16,12 @@ import (
 // maps, frames go on split virtqueues in it. It never polls: it asks the
 // switch for calls (used_event) before it sleeps and waits for them on the
 // call eventfds, as a virtio-net driver waits for interrupts.
+//
+// With offloads the guest accepts checksum and TSO offloads both ways, so
+// frames go with their virtio_net_hdr and may be 64 KiB superframes.
 type vhostLink struct {
 	g       *vhostguest.Guest
 	path    string
-	maxTX   int // the longest frame a TX descriptor holds
 	scratch [8]byte
 	dropped uint64
 }
@@ -30,18 +33,15 @@ const (
 	tokVhostSock
 )
 
-const (
-	vhostQueueSize = 256   // entries per ring, as QEMU's default
-	vhostTXBuf     = 16384 // vhostguest's TX buffer per descriptor
-)
-
-// maxVhostMTU is the largest --mtu a frame of which fits one TX buffer
-// with its virtio-net header (12 bytes) and a VLAN tag.
-const maxVhostMTU = vhostTXBuf - 12 - 18
+// vhostQueueSize is the entries per ring, as QEMU's default. A TX frame
+// takes a chain of 16 KiB buffers (a superframe five), an RX frame as many
+// 2 KiB buffers as it needs (a superframe 33).
+const vhostQueueSize = 256
 
 // dialVhost connects to the daemon's vhost-user socket and negotiates the
-// device as QEMU would, then posts every receive buffer.
-func dialVhost(path string) (*vhostLink, error) {
+// device as QEMU would, then posts every receive buffer. With offloads the
+// guest accepts checksum and TSO offloads if the switch offers them.
+func dialVhost(path string, offloads bool) (*vhostLink, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
@@ -50,13 +50,13 @@ func dialVhost(path string) (*vhostLink, error) {
 		unix.Close(fd)
 		return nil, dialErr(path, "--vhost-user", err)
 	}
-	return newVhostLink(fd, path)
+	return newVhostLink(fd, path, offloads)
 }
 
 // newVhostLink plays the guest on the connected socket fd, which it owns
 // from here on.
-func newVhostLink(fd int, path string) (*vhostLink, error) {
-	g, err := vhostguest.New(vhostguest.Options{QueueSize: vhostQueueSize, QuietTX: true})
+func newVhostLink(fd int, path string, offloads bool) (*vhostLink, error) {
+	g, err := vhostguest.New(vhostguest.Options{QueueSize: vhostQueueSize, QuietTX: true, Offloads: offloads})
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -70,7 +70,25 @@ func newVhostLink(fd int, path string) (*vhostLink, error) {
 		return nil, fmt.Errorf("setting up the vhost-user device on %s (--vhost-user): %w", path, err)
 	}
 	g.PostRX(vhostQueueSize)
-	return &vhostLink{g: g, path: path, maxTX: vhostTXBuf - g.HeaderLen()}, nil
+	return &vhostLink{g: g, path: path}, nil
+}
+
+// tapOffloads is what a TAP with TUNSETOFFLOAD CSUM|TSO4|TSO6 hands over
+// and takes: the link carries headers only if the switch takes and gives
+// all of it.
+const tapOffloads = gso.OffloadCsum | gso.OffloadTSO4 | gso.OffloadTSO6
+
+// offloads says whether the switch accepted every offload a TAP with its
+// virtio_net_hdr hands over, both ways: then frames may go with headers.
+func (v *vhostLink) offloads() bool {
+	send, receive := v.g.Offloads()
+	return send == tapOffloads && receive == tapOffloads
+}
+
+// offloadsAny says whether anything was negotiated at all.
+func (v *vhostLink) offloadsAny() bool {
+	send, receive := v.g.Offloads()
+	return send|receive != 0
 }
 
 func (v *vhostLink) gone() error {
@@ -108,19 +126,20 @@ func (v *vhostLink) event(tok int, _ uint32) (in, out bool, err error) {
 	return false, false, v.gone()
 }
 
-func (v *vhostLink) recv(bufs [][]byte, sizes []int) (int, error) {
-	n := v.g.Receive(bufs, sizes)
+func (v *vhostLink) recv(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (int, error) {
+	n := v.g.Receive(bufs, sizes, hdrs)
 	if n > 0 {
 		v.g.PostRX(vhostQueueSize) // every buffer Receive freed
 	}
 	return n, nil
 }
 
-// send puts frames on the TX ring; a frame no TX buffer holds is dropped.
-func (v *vhostLink) send(frames [][]byte) (int, error) {
+// send puts frames on the TX ring; a frame longer than a superframe
+// (which a TAP does not make) is dropped.
+func (v *vhostLink) send(frames [][]byte, hdrs []gso.VirtioNetHdr) (int, error) {
 	for i, f := range frames {
-		if len(f) > v.maxTX {
-			n := v.g.Send(frames[:i])
+		if len(f) > gso.MaxFrameLen {
+			n := v.g.Send(frames[:i], hdrs)
 			if n < i {
 				return n, nil
 			}
@@ -128,7 +147,7 @@ func (v *vhostLink) send(frames [][]byte) (int, error) {
 			return i + 1, nil
 		}
 	}
-	return v.g.Send(frames), nil
+	return v.g.Send(frames, hdrs), nil
 }
 
 func (v *vhostLink) idleIn() bool             { return v.g.RXReady() }

@@ -53,7 +53,7 @@ func dialVhost(t *testing.T, path string) *vhostClient {
 
 func (c *vhostClient) Send(t testing.TB, frame []byte) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); c.g.Send([][]byte{frame}) != 1; {
+	for deadline := time.Now().Add(5 * time.Second); c.g.Send([][]byte{frame}, nil) != 1; {
 		if time.Now().After(deadline) {
 			t.Fatal("the switch took no frame from the guest's TX ring for 5s")
 		}
@@ -63,7 +63,7 @@ func (c *vhostClient) Send(t testing.TB, frame []byte) {
 
 func (c *vhostClient) Recv(timeout time.Duration) ([]byte, error) {
 	for deadline := time.Now().Add(timeout); ; {
-		if c.g.Receive(c.bufs, c.sizes) == 1 {
+		if c.g.Receive(c.bufs, c.sizes, nil) == 1 {
 			c.g.PostRX(1 << 16)
 			return append([]byte(nil), c.bufs[0][:c.sizes[0]]...), nil
 		}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/gso"
 )
 
 // Ring layout offsets (virtio 1.x split virtqueue).
@@ -84,9 +86,12 @@ func (g *Guest) PostRX(n int) int {
 }
 
 // Receive takes frames the device wrote into the RX ring, copying each
-// (without header) into bufs[k] and its length into sizes[k]; it returns
-// how many. Buffers go back to the free list; PostRX them again.
-func (g *Guest) Receive(bufs [][]byte, sizes []int) int {
+// (without header, reassembled from the buffers num_buffers says it
+// spans) into bufs[k], its length into sizes[k] and, when hdrs is not
+// nil, its header into hdrs[k]; it returns how many. A frame longer than
+// bufs[k] is cut to it and counted (RXTruncated). Buffers go back to the
+// free list; PostRX them again.
+func (g *Guest) Receive(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) int {
 	r := &g.q[0]
 	got := 0
 	for got < len(bufs) {
@@ -94,24 +99,33 @@ func (g *Guest) Receive(bufs [][]byte, sizes []int) int {
 		if idx == r.lastUsed {
 			break
 		}
-		id, n := g.usedEntry(r, r.lastUsed)
+		id, _ := g.usedEntry(r, r.lastUsed)
+		first := g.mem[r.buf+int(id)*r.bufSize:][:r.bufSize]
 		nb := 1
 		if g.hdrLen == 12 {
-			nb = int(binary.LittleEndian.Uint16(g.mem[r.buf+int(id)*r.bufSize+10:]))
+			nb = int(binary.LittleEndian.Uint16(first[10:]))
 		}
 		if nb < 1 || int(idx-r.lastUsed) < nb {
 			break // the rest of the frame is not published yet
 		}
-		size := 0
+		if hdrs != nil {
+			hdrs[got].Decode(first, g.hdrLen)
+		}
+		size, lost := 0, false
 		for k := 0; k < nb; k++ {
-			id, n = g.usedEntry(r, r.lastUsed)
+			id, n := g.usedEntry(r, r.lastUsed)
 			data := g.mem[r.buf+int(id)*r.bufSize : r.buf+int(id)*r.bufSize+int(n)]
 			if k == 0 {
 				data = data[g.hdrLen:]
 			}
-			size += copy(bufs[got][size:], data)
+			c := copy(bufs[got][size:], data)
+			size += c
+			lost = lost || c < len(data)
 			r.free = append(r.free, id)
 			r.lastUsed++
+		}
+		if lost {
+			g.RXTruncated++
 		}
 		sizes[got] = size
 		got++
@@ -120,41 +134,55 @@ func (g *Guest) Receive(bufs [][]byte, sizes []int) int {
 	return got
 }
 
-// Send puts frames on the TX ring, reclaiming what the device used first,
-// and kicks once if the device wants it. It returns how many it sent
-// (fewer when descriptors run out).
-func (g *Guest) Send(frames [][]byte) int {
+// Send puts frames on the TX ring, each behind its header hdrs[k] (zero
+// when hdrs is nil), reclaiming what the device used first, and kicks
+// once if the device wants it. It returns how many it sent: fewer when
+// descriptors run out, or at a frame longer than gso.MaxFrameLen. A frame
+// and its header fill a chain of TX buffers (with SplitTX: a header
+// descriptor, then 4 KiB pieces).
+func (g *Guest) Send(frames [][]byte, hdrs []gso.VirtioNetHdr) int {
 	r := &g.q[1]
 	g.reclaimTX()
 	old := r.availIdx
 	sent := 0
-	for _, f := range frames {
-		need := 1
+	for k, f := range frames {
+		if len(f) > gso.MaxFrameLen {
+			break
+		}
+		need := (g.hdrLen + len(f) + r.bufSize - 1) / r.bufSize
 		if g.opts.SplitTX {
 			need = 1 + (len(f)+splitChunk-1)/splitChunk
 		}
-		if len(r.free) < need || len(f)+g.hdrLen > txBufSize {
+		if len(r.free) < need {
 			break
 		}
+		var h gso.VirtioNetHdr
+		if hdrs != nil {
+			h = hdrs[k]
+		}
+		h.NumBuffers = 0 // the device's field, on RX only
 		var head, prev uint16
-		for k := 0; k < need; k++ {
+		pos := 0 // bytes of f placed
+		for c := 0; c < need; c++ {
 			i := r.free[len(r.free)-1]
 			r.free = r.free[:len(r.free)-1]
 			off := r.buf + int(i)*r.bufSize
-			var n int
-			switch {
-			case !g.opts.SplitTX:
-				clear(g.mem[off : off+g.hdrLen])
-				n = g.hdrLen + copy(g.mem[off+g.hdrLen:], f)
-			case k == 0:
-				clear(g.mem[off : off+g.hdrLen])
+			room := g.mem[off : off+r.bufSize]
+			if g.opts.SplitTX {
+				room = room[:splitChunk]
+			}
+			n := 0
+			if c == 0 {
+				h.Encode(room, g.hdrLen)
 				n = g.hdrLen
-			default:
-				chunk := f[(k-1)*splitChunk : min(k*splitChunk, len(f))]
-				n = copy(g.mem[off:], chunk)
+			}
+			if c > 0 || !g.opts.SplitTX {
+				w := copy(room[n:], f[pos:])
+				n += w
+				pos += w
 			}
 			g.setDesc(r, i, GuestAddr(off), uint32(n), 0, 0)
-			if k == 0 {
+			if c == 0 {
 				head = i
 			} else {
 				g.setDesc(r, prev, GuestAddr(r.buf+int(prev)*r.bufSize), g.descLen(r, prev), descNext, i)

@@ -86,10 +86,10 @@ func TestDPDKBackend(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for rounds := 0; rounds < 100 && time.Now().Before(deadline); {
 		if g.TXInFlight() == 0 {
-			sent += g.Send(want)
+			sent += g.Send(want, nil)
 			rounds++
 		}
-		k := g.Receive(got, sizes)
+		k := g.Receive(got, sizes, nil)
 		for i := 0; i < k; i++ {
 			w := want[(received+i)%n]
 			if !bytes.Equal(got[i][:sizes[i]], w) {
@@ -101,7 +101,7 @@ func TestDPDKBackend(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
-	for k := g.Receive(got, sizes); k > 0; k = g.Receive(got, sizes) {
+	for k := g.Receive(got, sizes, nil); k > 0; k = g.Receive(got, sizes, nil) {
 		received += k
 		g.PostRX(k)
 	}

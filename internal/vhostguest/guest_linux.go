@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/gso"
 )
 
 // Options shape a guest. Zero values pick what Linux's virtio-net does.
@@ -27,10 +29,17 @@ type Options struct {
 	// it every TX batch the device uses costs it a call (an eventfd
 	// write) and the driver a wake-up.
 	QuietTX bool
+	// Offloads accepts checksum and TSO offloads both ways when offered
+	// (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6): Send may then pass
+	// superframes and partial checksums, and Receive may get them.
+	Offloads bool
 }
 
+// offloadFeatures are what Options.Offloads accepts.
+const offloadFeatures = FeatCsum | FeatGuestCsum | FeatGuestTSO4 | FeatGuestTSO6 | FeatHostTSO4 | FeatHostTSO6
+
 const (
-	txBufSize  = 16 << 10 // per TX descriptor: a 9000-byte frame and header fit in one
+	txBufSize  = 16 << 10 // per TX descriptor: a 9000-byte frame and header fit in one, a superframe in a chain of 5
 	splitChunk = 4 << 10
 	guestBase  = 0x100000       // guest-physical address of memory offset 0
 	userBase   = 0x7f3a00000000 // the "QEMU virtual" address of memory offset 0
@@ -49,8 +58,9 @@ type Guest struct {
 	kick     [2]int // eventfds: we write, the device reads
 	callfd   [2]int // eventfds: the device writes, we read
 
-	Kicks [2]uint64 // kicks we sent
-	Calls [2]uint64 // calls we saw (see Calls)
+	Kicks       [2]uint64 // kicks we sent
+	Calls       [2]uint64 // calls we saw (see Calls)
+	RXTruncated uint64    // frames Receive cut to the caller's buffer
 }
 
 // ring is one split virtqueue as the guest drives it. Descriptor i always
@@ -150,6 +160,29 @@ func (g *Guest) HeaderLen() int { return g.hdrLen }
 // Features is what the guest accepted.
 func (g *Guest) Features() uint64 { return g.features }
 
+// Offloads says what the guest negotiated to send (CSUM, HOST_TSO4/6)
+// and to receive (GUEST_CSUM, GUEST_TSO4/6).
+func (g *Guest) Offloads() (send, receive gso.Offloads) {
+	f := g.features
+	for _, m := range [...]struct {
+		feat uint64
+		send bool
+		o    gso.Offloads
+	}{
+		{FeatCsum, true, gso.OffloadCsum}, {FeatHostTSO4, true, gso.OffloadTSO4}, {FeatHostTSO6, true, gso.OffloadTSO6},
+		{FeatGuestCsum, false, gso.OffloadCsum}, {FeatGuestTSO4, false, gso.OffloadTSO4}, {FeatGuestTSO6, false, gso.OffloadTSO6},
+	} {
+		switch {
+		case f&m.feat == 0:
+		case m.send:
+			send |= m.o
+		default:
+			receive |= m.o
+		}
+	}
+	return send, receive
+}
+
 // Attach sets the socket to the device (connected, blocking); the guest
 // owns and closes it.
 func (g *Guest) Attach(sock int) {
@@ -184,6 +217,9 @@ func (g *Guest) Start() error {
 	}
 	offered := binary.LittleEndian.Uint64(p)
 	want := uint64(FeatVersion1 | FeatMrgRxbuf | FeatEventIdx | FeatProtocolFeature)
+	if g.opts.Offloads {
+		want |= offloadFeatures
+	}
 	if g.opts.NoMergeRX {
 		want &^= FeatMrgRxbuf
 	}

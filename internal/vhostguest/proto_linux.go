@@ -36,6 +36,12 @@ const (
 
 // Feature bits the guest may accept.
 const (
+	FeatCsum            = 1 << 0  // the guest sends partial checksums
+	FeatGuestCsum       = 1 << 1  // the guest takes partial checksums
+	FeatGuestTSO4       = 1 << 7  // the guest takes TCPv4 superframes
+	FeatGuestTSO6       = 1 << 8  // the guest takes TCPv6 superframes
+	FeatHostTSO4        = 1 << 11 // the guest sends TCPv4 superframes
+	FeatHostTSO6        = 1 << 12 // the guest sends TCPv6 superframes
 	FeatMrgRxbuf        = 1 << 15
 	FeatEventIdx        = 1 << 29
 	FeatProtocolFeature = 1 << 30

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/tap"
+	"github.com/vknetd/vknetd/vhostuser"
+)
+
+// The header path's tests: a SEQPACKET socketpair stands in for a TAP
+// with IFF_VNET_HDR (one message is a header and its frame, which is all
+// readv and writev on a TAP see), and a real TAP in a namespace of its
+// own checks the kernel's side.
+
+// tcpSuperframe builds an Ethernet/IPv4/TCP frame with payload bytes of
+// TCP payload and the header the kernel's TSO gives it: a partial
+// checksum and segments of mss bytes.
+func tcpSuperframe(payload, mss int, seq byte) ([]byte, gso.VirtioNetHdr) {
+	const l2, l3, l4 = 14, 20, 20
+	f := make([]byte, l2+l3+l4+payload)
+	copy(f, []byte{0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00})
+	ip, tcp := f[l2:l2+l3], f[l2+l3:l2+l3+l4]
+	ip[0], ip[8], ip[9] = 0x45, 64, 6
+	binary.BigEndian.PutUint16(ip[2:], uint16(l3+l4+payload))
+	copy(ip[12:], []byte{198, 18, 0, 1, 198, 18, 0, 2})
+	binary.BigEndian.PutUint16(ip[10:], ^foldSum(ip, 0))
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 5001)
+	tcp[7], tcp[12], tcp[13] = seq, 5<<4, 0x18
+	for i := l2 + l3 + l4; i < len(f); i++ {
+		f[i] = byte(i*13) + seq
+	}
+	binary.BigEndian.PutUint16(tcp[16:], foldSum(ip[12:20], uint32(6+l4+payload)))
+	return f, gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv4, HdrLen: l2 + l3 + l4,
+		GSOSize: uint16(mss), CsumStart: l2 + l3, CsumOffset: 16}
+}
+
+func foldSum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
+
+// offloadFrames is n frames cycling through a 64 KiB superframe, a
+// partial-checksum frame and a plain one, with their headers.
+func offloadFrames(n int) ([][]byte, []gso.VirtioNetHdr) {
+	fs, hs := make([][]byte, n), make([]gso.VirtioNetHdr, n)
+	for i := range fs {
+		switch i % 3 {
+		case 0:
+			fs[i], hs[i] = tcpSuperframe(65535-40, 1448, byte(i))
+		case 1:
+			fs[i], hs[i] = tcpSuperframe(1000, 1448, byte(i))
+			hs[i].GSOType, hs[i].GSOSize = gso.GSONone, 0
+		default:
+			fs[i] = testFrames(1, 1514)[0]
+		}
+	}
+	return fs, hs
+}
+
+// withHdrs is each frame behind its 10-byte header: what the TAP reads.
+func withHdrs(fs [][]byte, hs []gso.VirtioNetHdr) [][]byte {
+	ms := make([][]byte, len(fs))
+	for i := range fs {
+		ms[i] = make([]byte, tap.VnetHdrSize+len(fs[i]))
+		hs[i].Encode(ms[i], tap.VnetHdrSize)
+		copy(ms[i][tap.VnetHdrSize:], fs[i])
+	}
+	return ms
+}
+
+// vnetShuttle moves frames with headers fake TAP -> device and device ->
+// fake TAP, allocating nothing itself.
+type vnetShuttle struct {
+	t     testing.TB
+	l     *loop
+	d     *vhostuser.Device
+	large *largeBuffers
+	small [][]byte // bufs as given, before Large replaced some
+	bufs  [][]byte
+	sizes []int
+	hdrs  []gso.VirtioNetHdr
+	msg   []byte
+}
+
+func newVnetShuttle(t testing.TB) (*vnetShuttle, int) {
+	l, tapPeer, d, large := vhostLoop(t, true)
+	for range superBatchSize {
+		large.bufs = append(large.bufs, make([]byte, gso.MaxFrameLen))
+	}
+	s := &vnetShuttle{t: t, l: l, d: d, large: large, small: make([][]byte, 64), bufs: make([][]byte, 64),
+		sizes: make([]int, 64), hdrs: make([]gso.VirtioNetHdr, 64), msg: make([]byte, tap.VnetHdrSize+gso.MaxFrameLen+1)}
+	for i := range s.small {
+		s.small[i] = make([]byte, 2048)
+	}
+	return s, tapPeer
+}
+
+func (s *vnetShuttle) up(tapPeer int, msgs, frames [][]byte, hdrs []gso.VirtioNetHdr, check bool) {
+	for _, m := range msgs {
+		if _, err := unix.Write(tapPeer, m); err != nil {
+			s.t.Fatalf("writing a frame in: %v", err)
+		}
+	}
+	got := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for got < len(frames) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%d of %d frames reached the device", got, len(frames))
+		}
+		if err := s.l.once(1); err != nil {
+			s.t.Fatalf("loop: %v", err)
+		}
+		s.d.DrainKick(vhostuser.TXQ)
+		for {
+			s.large.next = 0
+			copy(s.bufs, s.small)
+			n, _, err := s.d.ReadTX(s.bufs, s.sizes, s.hdrs)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			for i := 0; i < n && check; i++ {
+				if !bytes.Equal(s.bufs[i][:s.sizes[i]], frames[got+i]) || s.hdrs[i] != hdrs[got+i] {
+					s.t.Fatalf("frame %d reached the device as %d bytes, header %+v; want %d, %+v",
+						got+i, s.sizes[i], s.hdrs[i], len(frames[got+i]), hdrs[got+i])
+				}
+			}
+			got += n
+			if n == 0 {
+				break
+			}
+		}
+	}
+}
+
+func (s *vnetShuttle) down(tapPeer int, frames [][]byte, hdrs []gso.VirtioNetHdr, check bool) {
+	got, put := 0, 0
+	deadline := time.Now().Add(10 * time.Second)
+	for got < len(frames) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%d of %d frames reached the TAP (%d put)", got, len(frames), put)
+		}
+		if put < len(frames) {
+			s.d.DrainKick(vhostuser.RXQ)
+			n, err := s.d.WriteRX(frames[put:], hdrs[put:])
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			put += n
+		}
+		if err := s.l.once(1); err != nil {
+			s.t.Fatalf("loop: %v", err)
+		}
+		for got < len(frames) {
+			n, err := unix.Read(tapPeer, s.msg)
+			if err == unix.EAGAIN {
+				break
+			}
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			if check {
+				var h gso.VirtioNetHdr
+				h.Decode(s.msg, tap.VnetHdrSize)
+				if !bytes.Equal(s.msg[tap.VnetHdrSize:n], frames[got]) || h != hdrs[got] {
+					s.t.Fatalf("frame %d reached the TAP as %d bytes, header %+v; want %d, %+v",
+						got, n-tap.VnetHdrSize, h, len(frames[got]), hdrs[got])
+				}
+			}
+			got++
+		}
+	}
+}
+
+// TestLoopVnetBothWays: superframes, partial checksums and plain frames
+// cross the plug both ways with their headers, more of them than a batch
+// or a ring holds.
+func TestLoopVnetBothWays(t *testing.T) {
+	s, tapPeer := newVnetShuttle(t)
+	fs, hs := offloadFrames(100)
+	ms := withHdrs(fs, hs)
+	for i := 0; i < len(fs); i += 10 { // the fake TAP's queue holds 4 MiB
+		s.up(tapPeer, ms[i:i+10], fs[i:i+10], hs[i:i+10], true)
+	}
+	s.down(tapPeer, fs, hs, true)
+	if st := s.l.st; st.upFrames != 100 || st.downFrames != 100 || st.tapRefused != 0 || st.tapTooLong != 0 {
+		t.Fatalf("counters %+v", st)
+	}
+}
+
+// TestLoopVnetAllocs: headers and superframes cost the loop no
+// allocation per frame either.
+func TestLoopVnetAllocs(t *testing.T) {
+	s, tapPeer := newVnetShuttle(t)
+	fs, hs := offloadFrames(30)
+	ms := withHdrs(fs, hs)
+	s.up(tapPeer, ms, fs, hs, false)
+	s.down(tapPeer, fs, hs, false)
+	allocs := testing.AllocsPerRun(10, func() {
+		s.up(tapPeer, ms, fs, hs, false)
+		s.down(tapPeer, fs, hs, false)
+	})
+	t.Logf("%.2f allocations per round of %d frames each way", allocs, len(fs))
+	if allocs != 0 && !raceEnabled {
+		t.Fatalf("%.2f allocations per round of %d frames each way, want 0", allocs, len(fs))
+	}
+}
+
+// TestLoopVnetSwitchWithoutOffloads: a switch that offers none leaves the
+// link without headers, so the plug opens its TAP as before.
+func TestLoopVnetSwitchWithoutOffloads(t *testing.T) {
+	_, v := vhostDevice(t, vhostuser.Config{}, true)
+	if v.offloads() || v.offloadsAny() {
+		t.Fatal("offloads negotiated with a switch that offers none")
+	}
+}
