@@ -11,46 +11,48 @@ import (
 type Drop uint8
 
 const (
-	DropRunt         Drop = iota // shorter than an Ethernet header (14 bytes)
-	DropOversize                 // longer than the MTU's frame size
-	DropQueueFull                // destination port's transmit queue full (a slow or stuck receiver)
-	DropPoolPressure             // buffer pool nearly empty and this receiver already has a backlog
-	DropNoBuffer                 // no free buffer to read into (the frame stays in the kernel)
-	DropSendError                // the kernel refused this one frame (e.g. EMSGSIZE)
-	DropSamePort                 // destination is learned on the port the frame came from
-	DropPortClosed               // queued for a port that disconnected before it was sent
-	DropMACInUse                 // secure mode: source MAC is live on another port
-	DropPortMACLimit             // secure mode: the client already holds --port-macs MACs
-	DropBadLength                // stream client sent a zero or oversize length (it is closed)
-	DropMonitorInput             // a monitor sent something; monitors only listen
-	DropUserMACLimit             // secure mode: the client's user already holds --user-macs MACs
-	DropMACTableFull             // secure mode: the table holds --mac-max MACs; a MAC it cannot learn does not speak
-	DropWrongUser                // dgram: sent under a client's address by another user than the one that registered it
-	DropKernelFilter             // secure mode: dropped in the client's sendmsg by the kernel filter (ClientFilter)
-	DropGSOInvalid               // offloads: a superframe gso.Check passed that could still not be cut or finished (never seen; counted, not trusted)
-	DropGSOSegments              // offloads: a superframe that would be cut into more frames than maxSegments (gso_size too small)
+	DropRunt                 Drop = iota // shorter than an Ethernet header (14 bytes)
+	DropOversize                         // longer than the MTU's frame size
+	DropQueueFull                        // destination port's transmit queue full (a slow or stuck receiver)
+	DropPoolPressure                     // buffer pool nearly empty and this receiver already has a backlog
+	DropNoBuffer                         // no free buffer to read into (the frame stays in the kernel)
+	DropSendError                        // the kernel refused this one frame (e.g. EMSGSIZE)
+	DropSamePort                         // destination is learned on the port the frame came from
+	DropPortClosed                       // queued for a port that disconnected before it was sent
+	DropMACInUse                         // secure mode: source MAC is live on another port
+	DropPortMACLimit                     // secure mode: the client already holds --port-macs MACs
+	DropBadLength                        // stream client sent a zero or oversize length (it is closed)
+	DropMonitorInput                     // a monitor sent something; monitors only listen
+	DropUserMACLimit                     // secure mode: the client's user already holds --user-macs MACs
+	DropMACTableFull                     // secure mode: the table holds --mac-max MACs; a MAC it cannot learn does not speak
+	DropWrongUser                        // dgram: sent under a client's address by another user than the one that registered it
+	DropKernelFilter                     // secure mode: dropped in the client's sendmsg by the kernel filter (ClientFilter)
+	DropGSOInvalid                       // offloads: a superframe gso.Check passed that could still not be cut or finished (never seen; counted, not trusted)
+	DropGSOSegments                      // offloads: a superframe that would be cut into more frames than maxSegments (gso_size too small)
+	DropOffloadNotNegotiated             // vhost-user: a virtio_net_hdr asking for an offload the guest did not negotiate
 	numDrops
 )
 
 var dropNames = [numDrops]string{
-	DropRunt:         "runt",
-	DropOversize:     "oversize",
-	DropQueueFull:    "tx-queue-full",
-	DropPoolPressure: "pool-pressure",
-	DropNoBuffer:     "no-buffer",
-	DropSendError:    "send-error",
-	DropSamePort:     "same-port",
-	DropPortClosed:   "port-closed",
-	DropMACInUse:     "src-mac-in-use",
-	DropPortMACLimit: "port-mac-limit",
-	DropBadLength:    "bad-length",
-	DropMonitorInput: "monitor-input",
-	DropUserMACLimit: "user-mac-limit",
-	DropMACTableFull: "mac-table-full",
-	DropWrongUser:    "wrong-user",
-	DropKernelFilter: "kernel-filter",
-	DropGSOInvalid:   "gso-invalid",
-	DropGSOSegments:  "gso-too-many-segments",
+	DropRunt:                 "runt",
+	DropOversize:             "oversize",
+	DropQueueFull:            "tx-queue-full",
+	DropPoolPressure:         "pool-pressure",
+	DropNoBuffer:             "no-buffer",
+	DropSendError:            "send-error",
+	DropSamePort:             "same-port",
+	DropPortClosed:           "port-closed",
+	DropMACInUse:             "src-mac-in-use",
+	DropPortMACLimit:         "port-mac-limit",
+	DropBadLength:            "bad-length",
+	DropMonitorInput:         "monitor-input",
+	DropUserMACLimit:         "user-mac-limit",
+	DropMACTableFull:         "mac-table-full",
+	DropWrongUser:            "wrong-user",
+	DropKernelFilter:         "kernel-filter",
+	DropGSOInvalid:           "gso-invalid",
+	DropGSOSegments:          "gso-too-many-segments",
+	DropOffloadNotNegotiated: "offload-not-negotiated",
 }
 
 func (d Drop) String() string {

@@ -28,6 +28,11 @@ var (
 // in the TCP checksum field, and its header (NEEDS_CSUM, TCPV4, gso_size
 // mss). mss 0 makes a plain NEEDS_CSUM frame (GSO none).
 func tcpSuperframe(dst, src [6]byte, payload, mss int) (gso.VirtioNetHdr, []byte) {
+	return tcpSuperframeIP(dst, src, tsoSrcIP, tsoDstIP, payload, mss)
+}
+
+// tcpSuperframeIP is tcpSuperframe between given IPv4 addresses.
+func tcpSuperframeIP(dst, src [6]byte, srcIP, dstIP [4]byte, payload, mss int) (gso.VirtioNetHdr, []byte) {
 	f := make([]byte, 14+20+20+payload)
 	copy(f[0:6], dst[:])
 	copy(f[6:12], src[:])
@@ -39,8 +44,8 @@ func tcpSuperframe(dst, src [6]byte, payload, mss int) (gso.VirtioNetHdr, []byte
 	ip[6] = 0x40 // DF
 	ip[8] = 64
 	ip[9] = 6
-	copy(ip[12:16], tsoSrcIP[:])
-	copy(ip[16:20], tsoDstIP[:])
+	copy(ip[12:16], srcIP[:])
+	copy(ip[16:20], dstIP[:])
 	binary.BigEndian.PutUint16(ip[10:], gso.IPv4HeaderChecksum(ip))
 	tcp := f[34:54]
 	binary.BigEndian.PutUint16(tcp[0:], 40000)
@@ -50,7 +55,7 @@ func tcpSuperframe(dst, src [6]byte, payload, mss int) (gso.VirtioNetHdr, []byte
 	tcp[12] = 5 << 4
 	tcp[13] = 0x18 // PSH, ACK
 	binary.BigEndian.PutUint16(tcp[14:], 65535)
-	binary.BigEndian.PutUint16(tcp[16:], gso.PseudoHeaderSumIPv4(tsoSrcIP[:], tsoDstIP[:], 6, 20+payload))
+	binary.BigEndian.PutUint16(tcp[16:], gso.PseudoHeaderSumIPv4(srcIP[:], dstIP[:], 6, 20+payload))
 	for i := 54; i < len(f); i++ {
 		f[i] = byte(i * 7)
 	}

@@ -23,8 +23,11 @@ type vhostTransport struct {
 
 	bufs  [][]byte // the batch's pool buffers or frames, as the device takes them
 	sizes []int
-	hdrs  []gso.VirtioNetHdr // ReadTX's headers; not used yet (no offloads offered)
+	hdrs  []gso.VirtioNetHdr // the batch's virtio_net_hdrs, both ways
 	more  bool               // the TX ring may hold frames the guest will not kick for
+	// refs are the pool buffers of the read under way, for large: a
+	// superframe's buffer replaces its slot's small one.
+	refs []ring.Ref
 }
 
 // The sub-numbers of a vhost-user port's fds in the poller.
@@ -35,15 +38,35 @@ const (
 )
 
 func (e *Engine) newVhostTransport(fd int, id uint32, name string) (*vhostTransport, error) {
+	t := &vhostTransport{io: &e.io, poll: e.poll, id: id, kicks: [2]int{-1, -1},
+		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
+		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}
+	// Offloads only with large buffers for the guest's superframes.
+	offloads := e.cfg.Offloads && e.pool.CapLarge() > 0
 	dev, err := vhostuser.NewDevice(fd, vhostuser.Config{Note: func(msg string) {
 		e.clientLog.Info("vhost-user request ignored", "port", id, "client", name, "request", msg)
-	}})
+	}, Offloads: offloads, Large: t.large})
 	if err != nil {
 		return nil, err
 	}
-	return &vhostTransport{io: &e.io, dev: dev, poll: e.poll, id: id, kicks: [2]int{-1, -1},
-		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
-		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}, nil
+	t.dev = dev
+	return t, nil
+}
+
+// large gives the device a large pool buffer for a guest superframe that
+// outgrew the small one in slot, which goes back to the pool; nil while
+// none is free, and the superframe waits in the guest's ring.
+func (t *vhostTransport) large(slot int) []byte {
+	if t.io.pool.IsLarge(t.refs[slot]) {
+		return t.io.pool.Buf(t.refs[slot]) // taken for a frame the device dropped since
+	}
+	r, ok := t.io.pool.GetLarge()
+	if !ok {
+		return nil
+	}
+	t.io.pool.Release(t.refs[slot])
+	t.refs[slot] = r
+	return t.io.pool.Buf(r)
 }
 
 func (*vhostTransport) kind() string { return "vhost-user" }
@@ -72,6 +95,9 @@ func (t *vhostTransport) ready(p *port, sub uint8, hangup bool) (read, write boo
 			return false, false, err
 		}
 	}
+	// What the guest takes whole is known once it set its features, and
+	// may change when it resets its card.
+	p.offloads = t.dev.Offloads()
 	if ch&vhostuser.StateChanged != 0 && t.dev.Ready() {
 		// A ring that (re)started may hold frames from before a stop or
 		// a reconnect, and the guest will not kick for those.
@@ -111,7 +137,9 @@ func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
 		bufs[i] = t.io.pool.Buf(r)
 	}
 	before := t.dev.Stats()
+	t.refs = refs
 	n, more, err := t.dev.ReadTX(bufs, t.sizes, t.hdrs)
+	t.refs = nil
 	t.more = more && err == nil
 	// Frames the device dropped before they reached a buffer of ours are
 	// counted as the same frames on a socket would be: received, and
@@ -122,8 +150,14 @@ func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
 	p.cnt.rxFrames += over + short
 	p.cnt.drops[DropOversize] += over
 	p.cnt.drops[DropRunt] += short
+	// A header asking for an offload the guest did not negotiate broke
+	// the protocol; the device dropped its frame.
+	bad := after.TXBadHdr - before.TXBadHdr
+	p.cnt.rxFrames += bad
+	p.cnt.drops[DropOffloadNotNegotiated] += bad
 	for i := 0; i < n; i++ {
 		t.io.pool.SetLen(refs[i], t.sizes[i])
+		*t.io.pool.Hdr(refs[i]) = t.hdrs[i]
 	}
 	return n, err
 }
@@ -136,8 +170,18 @@ func (t *vhostTransport) write(p *port) error {
 	for i := range frames {
 		frames[i] = t.io.pool.Frame(p.txq.At(i))
 	}
+	// Headers only to a guest that negotiated offloads: forwardOne gave
+	// it only frames whose header it takes. Any other guest gets zero
+	// headers: it asked for nothing, and DATA_VALID is not its to see.
+	var hdrs []gso.VirtioNetHdr
+	if p.offloads != 0 {
+		hdrs = t.hdrs[:len(frames)]
+		for i := range frames {
+			hdrs[i] = *t.io.pool.Hdr(p.txq.At(i))
+		}
+	}
 	before := t.dev.Stats().RXOversize
-	n, err := t.dev.WriteRX(frames, nil)
+	n, err := t.dev.WriteRX(frames, hdrs)
 	// Frames the guest's buffers can never hold are taken and dropped; the
 	// bytes count them too (they are rare: a guest posting tiny buffers).
 	refused := t.dev.Stats().RXOversize - before

@@ -19,9 +19,10 @@ import (
 // waiting for the kick fd. With more false the ring was empty after kicks
 // were re-enabled, and the guest's next frame kicks.
 //
-// A frame longer than its buffer goes to a buffer from Config.Large, if
-// any (which then stays in bufs[i], frame or not), else it is dropped and
-// counted (Stats.TXOversize), never cut. A header asking for an offload
+// A frame longer than its buffer goes to a buffer from Config.Large (which
+// then stays in bufs[i], frame or not); when Large has none, ReadTX stops
+// before that frame and says more. Without Large, or longer than its
+// buffer, a frame is dropped and counted (Stats.TXOversize), never cut. A header asking for an offload
 // the guest did not negotiate drops its frame (Stats.TXBadHdr); whether
 // a header fits its frame is left to the caller (gso.Check). An error
 // means the device is unusable: close it.

@@ -40,8 +40,10 @@ type Config struct {
 
 	// Large, with Offloads, is asked for a buffer when a guest frame does
 	// not fit bufs[slot] of ReadTX: one of at least gso.MaxFrameLen bytes
-	// that replaces bufs[slot] (what was copied moves over), or nil to
-	// drop the frame (Stats.TXOversize).
+	// that replaces bufs[slot] (what was copied moves over), or nil when
+	// none is free: ReadTX then stops before that frame, which stays in
+	// the ring for a later call (more), as a socket's frame waits in the
+	// kernel for a buffer to read it into.
 	Large func(slot int) []byte
 }
 

@@ -137,20 +137,29 @@ func TestSuperframeBothWays(t *testing.T) {
 	}
 }
 
-// TestLargeNil: a superframe with no large buffer to go to is dropped and
-// counted; the frames around it pass.
+// TestLargeNil: a superframe with no large buffer to go to waits in the
+// ring: ReadTX stops before it and says more, and the next call with a
+// large buffer free takes it and the frames after it. Nothing is lost.
 func TestLargeNil(t *testing.T) {
-	p := newPairConfig(t, vhostguest.Options{Offloads: true}, Config{Offloads: true, Large: func(int) []byte { return nil }})
+	large := newLargeBuffers(0)
+	p := newPairConfig(t, vhostguest.Options{Offloads: true}, Config{Offloads: true, Large: large.get})
 	fs, hs := offloadBatch()
 	p.g.Send(fs, hs)
 	got, sizes := bufs(4, 2048)
 	hdrs := make([]gso.VirtioNetHdr, 4)
-	n, _, err := p.d.ReadTX(got, sizes, hdrs)
-	if n != 2 || err != nil || p.d.Stats().TXOversize != 1 {
-		t.Fatalf("ReadTX = %d, %v; stats %+v", n, err, p.d.Stats())
+	n, more, err := p.d.ReadTX(got, sizes, hdrs)
+	if n != 1 || !more || err != nil || p.d.Stats().TXOversize != 0 {
+		t.Fatalf("ReadTX = %d, more %v, %v; stats %+v; want the frame before the superframe, and more", n, more, err, p.d.Stats())
 	}
-	sameFrames(t, "TX", [][]byte{fs[0], fs[2]}, got, sizes)
-	if hdrs[0] != hs[0] || hdrs[1] != hs[2] {
+	sameFrames(t, "TX before the superframe", fs[:1], got, sizes)
+	large.bufs = append(large.bufs, make([]byte, gso.MaxFrameLen))
+	got, sizes = bufs(4, 2048)
+	n, _, err = p.d.ReadTX(got, sizes, hdrs)
+	if n != 2 || err != nil || p.d.Stats().TXOversize != 0 {
+		t.Fatalf("second ReadTX = %d, %v; stats %+v", n, err, p.d.Stats())
+	}
+	sameFrames(t, "TX from the superframe on", fs[1:], got, sizes)
+	if hdrs[0] != hs[1] || hdrs[1] != hs[2] {
 		t.Fatalf("headers %+v", hdrs[:2])
 	}
 }

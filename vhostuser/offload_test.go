@@ -170,9 +170,10 @@ func TestTXLarge(t *testing.T) {
 		b, s := bufs(2, 2048)
 		rules := txRules{hdrLen: 12, sendable: allSendable, large: func(int) []byte { return nil }}
 		var st Stats
-		n, _, _, err := im.q.readBatch(&im.m, &rules, b, s, make([]gso.VirtioNetHdr, 2), &st)
-		if n != 1 || err != nil || s[0] != 60 || st.TXOversize != 1 {
-			t.Fatalf("readBatch = %d, %v, size %d; stats %+v", n, err, s[0], st)
+		n, more, _, err := im.q.readBatch(&im.m, &rules, b, s, make([]gso.VirtioNetHdr, 2), &st)
+		if n != 0 || !more || err != nil || st.TXOversize != 0 || im.q.lastAvail != 0 {
+			t.Fatalf("readBatch = %d, more %v, %v, lastAvail %d; stats %+v: the superframe must wait in the ring",
+				n, more, err, im.q.lastAvail, st)
 		}
 	})
 	t.Run("longer than the large buffer", func(t *testing.T) {

@@ -33,6 +33,7 @@ func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int,
 	old := q.usedIdx
 	taken := 0 // used entries written and not yet published
 	var raw [gso.HdrSizeMrgRxbuf]byte
+ring:
 	for {
 		avail, err := q.pending()
 		if err != nil {
@@ -59,9 +60,15 @@ func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int,
 			if err != nil {
 				return n, false, false, err
 			}
-			size, err := q.readFrame(m, h, rules, &raw, bufs, n)
+			size, wait, err := q.readFrame(m, h, rules, &raw, bufs, n)
 			if err != nil {
 				return n, false, false, err
+			}
+			if wait {
+				// No large buffer for it now: the chain stays in the
+				// ring, untouched, for a call that has one.
+				more = true
+				break ring
 			}
 			q.putUsed(taken, h, 0)
 			taken++
@@ -110,8 +117,10 @@ func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int,
 //
 // When the frame outgrows bufs[slot] and rules.large gives a bigger
 // buffer, what was copied moves there, the buffer replaces bufs[slot] and
-// the copy goes on.
-func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, bufs [][]byte, slot int) (int, error) {
+// the copy goes on. When rules.large has none to give (nil), readFrame
+// stops and reports wait: the frame is to stay in the ring until a buffer
+// is free, as a socket's frame stays in the kernel, rather than be lost.
+func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, bufs [][]byte, slot int) (size int, wait bool, err error) {
 	dst := bufs[slot]
 	large := rules.large
 	skip := uint64(rules.hdrLen)
@@ -120,13 +129,13 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 	for count := 1; ; count++ {
 		d := q.readDesc(i)
 		if d.flags&^descFKnown != 0 {
-			return 0, violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
+			return 0, false, violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
 		}
 		if d.flags&descFWrite != 0 {
-			return 0, violation("queue %d: descriptor %d in a TX chain is device-writable", q.index, i)
+			return 0, false, violation("queue %d: descriptor %d in a TX chain is device-writable", q.index, i)
 		}
 		if !m.mapped(d.addr, uint64(d.len)) {
-			return 0, violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
+			return 0, false, violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
 		}
 		addr, n := d.addr, uint64(d.len)
 		if skip > 0 {
@@ -139,8 +148,12 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 		}
 		if n > 0 {
 			if total+n > uint64(len(dst)) && large != nil {
-				// Asked once per frame: a nil answer stands.
-				if b := large(slot); len(b) > len(dst) {
+				b := large(slot)
+				if b == nil {
+					return 0, true, nil
+				}
+				// Asked once per frame: a frame longer than b is dropped.
+				if len(b) > len(dst) {
 					copy(b, dst[:total])
 					dst = b
 					bufs[slot] = b
@@ -157,15 +170,15 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 			break
 		}
 		if int(d.next) >= q.num {
-			return 0, violation("queue %d: descriptor %d chains to %d, queue size %d", q.index, i, d.next, q.num)
+			return 0, false, violation("queue %d: descriptor %d chains to %d, queue size %d", q.index, i, d.next, q.num)
 		}
 		if count >= q.num {
-			return 0, violation("queue %d: chain from descriptor %d is longer than the queue (%d): a loop", q.index, head, q.num)
+			return 0, false, violation("queue %d: chain from descriptor %d is longer than the queue (%d): a loop", q.index, head, q.num)
 		}
 		i = d.next
 	}
 	if skip > 0 {
-		return 0, nil
+		return 0, false, nil
 	}
-	return int(total), nil
+	return int(total), false, nil
 }
