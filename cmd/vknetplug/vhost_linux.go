@@ -38,6 +38,11 @@ const (
 // 2 KiB buffers as it needs (a superframe 33).
 const vhostQueueSize = 256
 
+// vhostRXBufOffload is each RX buffer's size when the switch may send
+// superframes: a 64 KiB one then spans 5 buffers, not 33 of the 2 KiB a
+// plain frame needs, and the ring holds 4 MiB of them in flight.
+const vhostRXBufOffload = 16 << 10
+
 // dialVhost connects to the daemon's vhost-user socket and negotiates the
 // device as QEMU would, then posts every receive buffer. With offloads the
 // guest accepts checksum and TSO offloads if the switch offers them.
@@ -56,7 +61,11 @@ func dialVhost(path string, offloads bool) (*vhostLink, error) {
 // newVhostLink plays the guest on the connected socket fd, which it owns
 // from here on.
 func newVhostLink(fd int, path string, offloads bool) (*vhostLink, error) {
-	g, err := vhostguest.New(vhostguest.Options{QueueSize: vhostQueueSize, QuietTX: true, Offloads: offloads})
+	o := vhostguest.Options{QueueSize: vhostQueueSize, QuietTX: true, Offloads: offloads}
+	if offloads {
+		o.RXBufSize = vhostRXBufOffload
+	}
+	g, err := vhostguest.New(o)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err

@@ -5,6 +5,7 @@ package plug
 import (
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,10 +15,13 @@ import (
 // TestPlugCompare measures, in one run, iperf3 TCP both ways between the
 // daemon's host side (its namespace) and a namespace plugged with
 // vknetplug over SEQPACKET, with vknetplug over vhost-user, and with socat
-// over SEQPACKET, next to the kernel's own bridge between two veth
-// namespaces. It logs the rates and asserts none: timings are not
-// assertions here. It takes about a minute, so it runs only with
-// VKNETPLUG_COMPARE=1 (VKNETPLUG_SECONDS sets the iperf3 time, 5).
+// over SEQPACKET, and between two namespaces both plugged over
+// vhost-user, next to the kernel's own bridge between two veth
+// namespaces. It logs the rates, each as a share of the bridge's, and the
+// daemon's resident memory (it stays flat: VKNETPLUG_SECONDS=60 makes
+// each run a minute), and asserts none: timings are not assertions here.
+// It takes about a minute, so it runs only with VKNETPLUG_COMPARE=1
+// (VKNETPLUG_SECONDS sets the iperf3 time, 5).
 //
 //	VKNETPLUG_COMPARE=1 go test -v -run Compare ./integration/plug/
 func TestPlugCompare(t *testing.T) {
@@ -32,14 +36,16 @@ func TestPlugCompare(t *testing.T) {
 	}
 	d, vhostPath := switchNS(t)
 	type result struct {
-		name     string
-		up, down float64
+		name               string
+		up, down           float64
+		rssBefore, rssPeak int // the daemon's VmRSS and VmHWM, KiB: memory stays flat
 	}
 	var results []result
 	measure := func(name string, server, client *testbed.Netns, addr string) {
-		r := result{name: name}
+		r := result{name: name, rssBefore: procKiB(t, d.Pid(), "VmRSS")}
 		r.up = iperf3(t, server, client, addr, secs, false)
 		r.down = iperf3(t, server, client, addr, secs, true)
+		r.rssPeak = procKiB(t, d.Pid(), "VmHWM")
 		results = append(results, r)
 	}
 	for i, c := range []struct {
@@ -55,6 +61,14 @@ func TestPlugCompare(t *testing.T) {
 		measure(c.name, d.Netns, ns, host)
 		stopped(t, ns, p)
 	}
+	// Two namespaces plugged over vhost-user, one the other's server.
+	nsA, pa := plugged(t, "--vhost-user", vhostPath, "198.18.0.30/16")
+	nsB, pb := plugged(t, "--vhost-user", vhostPath, "198.18.0.31/16")
+	mustPing(t, nsB, "198.18.0.30", "plugged to plugged")
+	measure("vknetplug <-> vknetplug (vhost-user)", nsA, nsB, "198.18.0.30")
+	stopped(t, nsA, pa)
+	stopped(t, nsB, pb)
+
 	socatNS, socat := testbed.SocatClient(t, d.Sock, "198.18.0.20/16")
 	mustPing(t, socatNS, host, "socat")
 	measure("socat (SEQPACKET)", d.Netns, socatNS, host)
@@ -75,7 +89,26 @@ func TestPlugCompare(t *testing.T) {
 	measure("kernel bridge (veth)", x, y, "198.18.1.1")
 
 	t.Logf("iperf3 -t %d, TCP, secure mode, one run (client namespace -> host side is 'up'):", secs)
+	bridge := results[len(results)-1]
 	for _, r := range results {
-		t.Logf("  %-26s up %6.2f Gbit/s   down %6.2f Gbit/s", r.name, r.up, r.down)
+		t.Logf("  %-38s up %6.2f Gbit/s (%.2f of the bridge)   down %6.2f Gbit/s (%.2f)   vknetd RSS %d KiB before, peak %d KiB",
+			r.name, r.up, r.up/bridge.up, r.down, r.down/bridge.down, r.rssBefore, r.rssPeak)
 	}
+}
+
+// procKiB reads a "Vm..." line of /proc/PID/status, in KiB.
+func procKiB(t *testing.T, pid int, field string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
 }
