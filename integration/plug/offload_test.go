@@ -14,12 +14,14 @@ import (
 )
 
 // TestTapOffloadIperf runs iperf3 TCP both ways between the daemon's host
-// side (its TAP's address, in its namespace) and a namespace plugged with
-// vknetplug over SEQPACKET, with the TAP's offloads on (the default: the
-// host hands the switch 64 KiB superframes, cut into MTU frames) and with
+// side (its TAP's address, in its namespace) and a plugged namespace, in
+// secure mode: over SEQPACKET with the TAP's offloads on (the default: the
+// host hands the switch 64 KiB superframes, cut into MTU frames for the
+// plug), over vhost-user with offloads (superframes cross whole both
+// ways: the plug's and the daemon's TAPs both carry them), and with
 // --no-offload, in one run. It asserts that every transfer completes and
-// that offloads were on when asked for, and logs the rates without
-// asserting them. VKNETD_OFFLOAD_SECONDS sets the iperf3 time (3).
+// that superframes crossed where offloads were on, and logs the rates
+// without asserting them. VKNETD_OFFLOAD_SECONDS sets the iperf3 time (3).
 //
 //	go test -v -run TapOffload ./integration/plug/
 func TestTapOffloadIperf(t *testing.T) {
@@ -37,47 +39,73 @@ func TestTapOffloadIperf(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		args    []string
+		vhost   bool
 		offload bool
 	}{
-		{"TAP offloads on", nil, true},
-		{"--no-offload", []string{"--no-offload"}, false},
+		{"-p, TAP offloads", nil, false, true},
+		{"--vhost-user, offloads", nil, true, true},
+		{"-p, --no-offload", []string{"--no-offload"}, false, false},
 	} {
 		dir := testbed.ShortTempDir(t)
+		vhostPath := filepath.Join(dir, "vhost")
+		args := append(c.args, "--vhost-user", vhostPath, host+"/16")
 		ns := testbed.NewNetns(t)
-		d := ns.StartDaemon(t, vknetd, testbed.DaemonConfig{Sock: filepath.Join(dir, "vknet"),
-			Args: append(c.args, host+"/16")})
+		d := ns.StartDaemon(t, vknetd, testbed.DaemonConfig{Sock: filepath.Join(dir, "vknet"), Args: args})
 		if got := strings.Contains(d.Stderr(), "offload=true"); got != c.offload {
 			t.Fatalf("%s: daemon logged offload=%v, want %v:\n%s", c.name, got, c.offload, d.Stderr())
 		}
-		client, p := plugged(t, "-p", d.Sock, "198.18.0.10/16")
+		link := []string{"-p", d.Sock}
+		if c.vhost {
+			link = []string{"--vhost-user", vhostPath}
+		}
+		client, p := plugged(t, append(link, "198.18.0.10/16")...)
 		mustPing(t, client, host, c.name)
 		r := result{name: c.name}
 		r.up = iperf3(t, d.Netns, client, host, secs, false)
 		r.down = iperf3(t, d.Netns, client, host, secs, true)
 		results = append(results, r)
-		// The kernel counts a superframe as one packet: with offloads its
-		// packets to the switch average far above an MTU frame.
-		out, err := d.Netns.Try("ip", "-s", "-j", "link", "show", "dev", d.TAP)
-		var links []struct {
-			Stats struct {
-				TX struct{ Bytes, Packets float64 }
-			} `json:"stats64"`
+		// The kernel counts a superframe as one packet: with offloads the
+		// host's packets to the switch average far above an MTU frame,
+		// and with superframes crossing whole so do the switch's to the
+		// host and to the plugged namespace.
+		hostTX, hostRX := tapAverages(t, d.Netns, d.TAP)
+		_, plugRX := tapAverages(t, client, "vkplug0")
+		t.Logf("%s: average packet: host to switch %.0f bytes, switch to host %.0f, switch to the plugged namespace %.0f",
+			c.name, hostTX, hostRX, plugRX)
+		if c.offload && hostTX <= 1514 {
+			t.Errorf("%s: the host's packets to the switch average %.0f bytes: no superframes", c.name, hostTX)
 		}
-		if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 || links[0].Stats.TX.Packets == 0 {
-			t.Fatalf("ip -s -j link show %s: %v\n%s", d.TAP, err, out)
+		if c.vhost && (hostRX <= 1514 || plugRX <= 1514) {
+			t.Errorf("%s: packets to the host average %.0f bytes, to the plugged namespace %.0f: superframes were cut", c.name, hostRX, plugRX)
 		}
-		avg := links[0].Stats.TX.Bytes / links[0].Stats.TX.Packets
-		t.Logf("%s: the host sent the switch %.0f packets of %.0f bytes on average", c.name, links[0].Stats.TX.Packets, avg)
-		if c.offload && avg <= 1514 {
-			t.Errorf("%s: the host's packets to the switch average %.0f bytes: no superframes", c.name, avg)
+		if !c.vhost && plugRX > 1514 {
+			t.Errorf("%s: the plugged namespace got packets of %.0f bytes on average over SEQPACKET", c.name, plugRX)
 		}
 		stopped(t, client, p)
 		if strings.Contains(d.Stderr(), "level=ERROR") {
 			t.Errorf("%s: daemon logged errors:\n%s", c.name, d.Stderr())
 		}
 	}
-	t.Logf("iperf3 -t %d, TCP, secure mode, host side <-> vknetplug -p (client -> host is 'up'):", secs)
+	t.Logf("iperf3 -t %d, TCP, secure mode, host side <-> vknetplug (client -> host is 'up'):", secs)
 	for _, r := range results {
-		t.Logf("  %-16s up %6.2f Gbit/s   down %6.2f Gbit/s", r.name, r.up, r.down)
+		t.Logf("  %-24s up %6.2f Gbit/s   down %6.2f Gbit/s", r.name, r.up, r.down)
 	}
+}
+
+// tapAverages is the average size of the packets dev sent (the kernel to
+// the TAP's reader) and received (written to it), from ip -s -j link.
+func tapAverages(t *testing.T, ns *testbed.Netns, dev string) (tx, rx float64) {
+	t.Helper()
+	out, err := ns.Try("ip", "-s", "-j", "link", "show", "dev", dev)
+	var links []struct {
+		Stats struct {
+			TX, RX struct{ Bytes, Packets float64 }
+		} `json:"stats64"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 ||
+		links[0].Stats.TX.Packets == 0 || links[0].Stats.RX.Packets == 0 {
+		t.Fatalf("ip -s -j link show %s: %v\n%s", dev, err, out)
+	}
+	st := links[0].Stats
+	return st.TX.Bytes / st.TX.Packets, st.RX.Bytes / st.RX.Packets
 }
