@@ -68,14 +68,14 @@ type link interface {
 // in memory the plug maps. Superframes then cross the plug with no copy of
 // its own.
 type directLink interface {
-	// sendFrom reads up to max frames from the TAP and gives them to the
+	// sendFrom reads up to limit frames from the TAP and gives them to the
 	// switch: SinkFull means the switch is full (blockedOut, then event,
 	// say when it is not), SourceDry that the TAP is empty.
-	sendFrom(tapfd, max int) (vhostguest.Moved, error)
-	// recvTo writes up to max frames from the switch to the TAP, leaving
+	sendFrom(tapfd, limit int) (vhostguest.Moved, error)
+	// recvTo writes up to limit frames from the switch to the TAP, leaving
 	// in the switch's ring those the TAP pushed back (SinkFull); SourceDry
 	// means the switch had no more (idleIn before sleeping).
-	recvTo(tapfd, max int) (vhostguest.Moved, error)
+	recvTo(tapfd, limit int) (vhostguest.Moved, error)
 }
 
 // batch is one direction's buffers: frames[head:n] are read and not yet

@@ -163,12 +163,12 @@ func (v *vhostLink) send(frames [][]byte, hdrs []gso.VirtioNetHdr) (int, error) 
 // sendFrom and recvTo make the link a directLink when the TAP carries
 // headers: the guest's TX and RX buffers are the TAP's read and write
 // buffers.
-func (v *vhostLink) sendFrom(tapfd, max int) (vhostguest.Moved, error) {
-	return v.g.SendFromFD(tapfd, tap.VnetHdrSize, max)
+func (v *vhostLink) sendFrom(tapfd, limit int) (vhostguest.Moved, error) {
+	return v.g.SendFromFD(tapfd, tap.VnetHdrSize, limit)
 }
 
-func (v *vhostLink) recvTo(tapfd, max int) (vhostguest.Moved, error) {
-	return v.g.ReceiveToFD(tapfd, tap.VnetHdrSize, max)
+func (v *vhostLink) recvTo(tapfd, limit int) (vhostguest.Moved, error) {
+	return v.g.ReceiveToFD(tapfd, tap.VnetHdrSize, limit)
 }
 
 func (v *vhostLink) idleIn() bool             { return v.g.RXReady() }

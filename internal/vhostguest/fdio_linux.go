@@ -22,7 +22,7 @@ const txChainBufs = (gso.HdrSizeMrgRxbuf + gso.MaxFrameLen + 1 + txBufSize - 1) 
 
 // Moved is what SendFromFD or ReceiveToFD did: frames and their bytes
 // (headers not counted) moved, frames dropped, and why it stopped short
-// of max, if it did.
+// of the limit it was given, if it did.
 type Moved struct {
 	Frames, Bytes int
 	// Dropped: SendFromFD read frames longer than gso.MaxFrameLen;
@@ -48,7 +48,7 @@ func (g *Guest) checkFDHdr(fdHdr int) error {
 	return nil
 }
 
-// SendFromFD reads up to max frames from the non-blocking fd, each behind
+// SendFromFD reads up to limit frames from the non-blocking fd, each behind
 // its virtio_net_hdr of fdHdr bytes (10, or 12 if the guest's header is
 // 12 too), straight into chains of TX buffers, and publishes them with
 // one kick decision, as Send does. The header lands in the guest's header,
@@ -58,7 +58,7 @@ func (g *Guest) checkFDHdr(fdHdr int) error {
 // chain is free after reclaiming (SinkFull); an error other than EAGAIN
 // or EINTR from the read is returned after publishing what was read.
 // Frames with no byte behind the header are skipped.
-func (g *Guest) SendFromFD(fd, fdHdr, max int) (Moved, error) {
+func (g *Guest) SendFromFD(fd, fdHdr, limit int) (Moved, error) {
 	var m Moved
 	if err := g.checkFDHdr(fdHdr); err != nil {
 		return m, err
@@ -68,7 +68,7 @@ func (g *Guest) SendFromFD(fd, fdHdr, max int) (Moved, error) {
 	r.want = 1
 	old := r.availIdx
 	var err error
-	for m.Frames < max {
+	for m.Frames < limit {
 		if len(r.free) < txChainBufs {
 			g.reclaimTX()
 			if len(r.free) < txChainBufs {
@@ -138,7 +138,7 @@ func (g *Guest) SendFromFD(fd, fdHdr, max int) (Moved, error) {
 	return m, err
 }
 
-// ReceiveToFD writes up to max frames the device put in the RX ring to the
+// ReceiveToFD writes up to limit frames the device put in the RX ring to the
 // non-blocking fd, one writev each straight from the buffers the frame
 // spans: the first fdHdr bytes of the guest's header (10, or 12 if the
 // guest's is 12 too), then the frame. Only a frame the fd took (or
@@ -146,14 +146,14 @@ func (g *Guest) SendFromFD(fd, fdHdr, max int) (Moved, error) {
 // posted again at the end; at EAGAIN the frame stays where it is, for the
 // next call (SinkFull). An error other than EAGAIN, EINTR or a refusal of
 // the frame alone (the fd is unusable) is returned.
-func (g *Guest) ReceiveToFD(fd, fdHdr, max int) (Moved, error) {
+func (g *Guest) ReceiveToFD(fd, fdHdr, limit int) (Moved, error) {
 	var m Moved
 	if err := g.checkFDHdr(fdHdr); err != nil {
 		return m, err
 	}
 	r := &g.q[0]
 	var err error
-	for m.Frames+m.Dropped < max {
+	for m.Frames+m.Dropped < limit {
 		idx := g.usedIdx(r)
 		id, n0 := g.usedEntry(r, r.lastUsed)
 		nb := 1
