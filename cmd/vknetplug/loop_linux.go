@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/vhostguest"
 	"github.com/vknetd/vknetd/tap"
 )
 
@@ -61,6 +62,22 @@ type link interface {
 	close() error
 }
 
+// directLink is a link that moves frames between the TAP (with its
+// virtio_net_hdr) and the switch itself, the kernel copying them straight
+// to and from the switch's memory: the vhost-user link, whose rings are
+// in memory the plug maps. Superframes then cross the plug with no copy of
+// its own.
+type directLink interface {
+	// sendFrom reads up to limit frames from the TAP and gives them to the
+	// switch: SinkFull means the switch is full (blockedOut, then event,
+	// say when it is not), SourceDry that the TAP is empty.
+	sendFrom(tapfd, limit int) (vhostguest.Moved, error)
+	// recvTo writes up to limit frames from the switch to the TAP, leaving
+	// in the switch's ring those the TAP pushed back (SinkFull); SourceDry
+	// means the switch had no more (idleIn before sleeping).
+	recvTo(tapfd, limit int) (vhostguest.Moved, error)
+}
+
 // batch is one direction's buffers: frames[head:n] are read and not yet
 // written; hdrs[i] is frame i's header when the TAP carries them (else
 // hdrs is nil).
@@ -103,6 +120,9 @@ type loop struct {
 	tapName           string
 	sw                link
 	up, dn            batch // up: TAP to switch; dn: switch to TAP
+	// direct, with vnet over a link that can, moves frames in place of
+	// up and dn, which are then empty.
+	direct directLink
 
 	// vnet: every TAP read and write carries a virtio_net_hdr
 	// (tap.VnetHdrSize bytes), passed to and from the link beside the
@@ -126,14 +146,23 @@ type loop struct {
 // either way. With vnet the TAP carries a virtio_net_hdr before every
 // frame and the link takes and gives headers: frames are superframes of
 // up to gso.MaxFrameLen bytes, whatever frameSize says, in smaller
-// batches.
+// batches. Such a link that is a directLink moves the frames itself, and
+// the loop needs no buffers.
 func newLoop(tapfd int, tapName string, sw link, frameSize int, vnet bool) (*loop, error) {
 	n := batchSize
 	if vnet {
 		n, frameSize = superBatchSize, gso.MaxFrameLen
 	}
-	l := &loop{ep: -1, stopfd: -1, tapfd: tapfd, tapName: tapName, sw: sw, vnet: vnet,
-		up: newBatch(n, frameSize, vnet), dn: newBatch(n, frameSize, vnet),
+	direct, _ := sw.(directLink)
+	if !vnet {
+		direct = nil
+	}
+	bufs := n
+	if direct != nil {
+		bufs = 0
+	}
+	l := &loop{ep: -1, stopfd: -1, tapfd: tapfd, tapName: tapName, sw: sw, vnet: vnet, direct: direct,
+		up: newBatch(bufs, frameSize, vnet), dn: newBatch(bufs, frameSize, vnet),
 		tapIn: true, swIn: true, linkIn: true}
 	var err error
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -235,8 +264,57 @@ func (l *loop) once(timeout int) error {
 	return l.sync()
 }
 
+// upwardDirect is upward over a directLink: the frames go from the TAP
+// into the switch's ring with no stop in between, so the TAP is read only
+// while the ring has room for a superframe.
+func (l *loop) upwardDirect() error {
+	for r := 0; r < maxRounds && l.tapIn; r++ {
+		m, err := l.direct.sendFrom(l.tapfd, superBatchSize)
+		l.st.upFrames += uint64(m.Frames)
+		l.st.upBytes += uint64(m.Bytes)
+		l.st.tapTooLong += uint64(m.Dropped)
+		if err != nil {
+			return fmt.Errorf("reading TAP %s: %w (was it deleted?)", l.tapName, err)
+		}
+		if m.SourceDry {
+			l.tapIn = false // empty: epoll says when it is not
+		}
+		if m.SinkFull && !l.sw.blockedOut() {
+			l.upBlocked = true
+			return nil
+		}
+	}
+	return nil
+}
+
+// downDirect is down over a directLink: the frames go from the switch's
+// ring to the TAP, and one the TAP pushes back waits in the ring (which
+// holds the switch's next frames back too) until the TAP is writable.
+func (l *loop) downDirect() error {
+	for r := 0; r < maxRounds && l.swIn; r++ {
+		m, err := l.direct.recvTo(l.tapfd, superBatchSize)
+		l.st.downFrames += uint64(m.Frames)
+		l.st.downBytes += uint64(m.Bytes)
+		l.st.tapRefused += uint64(m.Dropped)
+		if err != nil {
+			return fmt.Errorf("writing TAP %s: %w (was it deleted?)", l.tapName, err)
+		}
+		if m.SinkFull {
+			l.dnBlocked = true
+			return nil
+		}
+		if m.SourceDry && !l.sw.idleIn() {
+			l.swIn = false
+		}
+	}
+	return nil
+}
+
 // upward moves frames from the TAP to the switch.
 func (l *loop) upward() error {
+	if l.direct != nil {
+		return l.upwardDirect()
+	}
 	b := &l.up
 	for r := 0; r < maxRounds; r++ {
 		if b.pending() {
@@ -277,6 +355,9 @@ func (l *loop) upward() error {
 
 // down moves frames from the switch to the TAP.
 func (l *loop) down() error {
+	if l.direct != nil {
+		return l.downDirect()
+	}
 	b := &l.dn
 	for r := 0; r < maxRounds; r++ {
 		if b.pending() {

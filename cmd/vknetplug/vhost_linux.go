@@ -9,6 +9,7 @@ import (
 
 	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/internal/vhostguest"
+	"github.com/vknetd/vknetd/tap"
 )
 
 // vhostLink is a vhost-user connection to the daemon's --vhost-user
@@ -157,6 +158,17 @@ func (v *vhostLink) send(frames [][]byte, hdrs []gso.VirtioNetHdr) (int, error) 
 		}
 	}
 	return v.g.Send(frames, hdrs), nil
+}
+
+// sendFrom and recvTo make the link a directLink when the TAP carries
+// headers: the guest's TX and RX buffers are the TAP's read and write
+// buffers.
+func (v *vhostLink) sendFrom(tapfd, limit int) (vhostguest.Moved, error) {
+	return v.g.SendFromFD(tapfd, tap.VnetHdrSize, limit)
+}
+
+func (v *vhostLink) recvTo(tapfd, limit int) (vhostguest.Moved, error) {
+	return v.g.ReceiveToFD(tapfd, tap.VnetHdrSize, limit)
 }
 
 func (v *vhostLink) idleIn() bool             { return v.g.RXReady() }

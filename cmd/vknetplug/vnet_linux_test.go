@@ -225,3 +225,153 @@ func TestLoopVnetSwitchWithoutOffloads(t *testing.T) {
 		t.Fatal("offloads negotiated with a switch that offers none")
 	}
 }
+
+// TestLoopVnetDirect: with headers over vhost-user the loop has no
+// buffers of its own: the link moves the frames.
+func TestLoopVnetDirect(t *testing.T) {
+	l, _, _, _ := vhostLoop(t, true)
+	if l.direct == nil || len(l.up.bufs) != 0 || len(l.dn.bufs) != 0 {
+		t.Fatalf("direct %v, %d and %d loop buffers", l.direct != nil, len(l.up.bufs), len(l.dn.bufs))
+	}
+}
+
+// vnetSizes is frames of sizes around each 16 KiB buffer boundary (with
+// the guest's 12-byte header in front), the smallest and the largest,
+// every other one a partial-checksum TCP frame or superframe.
+func vnetSizes() ([][]byte, []gso.VirtioNetHdr) {
+	var fs [][]byte
+	var hs []gso.VirtioNetHdr
+	add := func(n int) {
+		f := make([]byte, n)
+		for i := range f {
+			f[i] = byte(i*5 + len(fs))
+		}
+		fs, hs = append(fs, f), append(hs, gso.VirtioNetHdr{})
+	}
+	for _, n := range []int{1, 14, 60, 1514, 9018} {
+		add(n)
+	}
+	for b := 16 << 10; b <= 5*16<<10; b += 16 << 10 {
+		for d := -13; d <= -11; d++ {
+			if n := b + d; n <= gso.MaxFrameLen {
+				add(n)
+			}
+		}
+	}
+	add(gso.MaxFrameLen - 1)
+	add(gso.MaxFrameLen)
+	for _, p := range []int{100, 16000, 40000, 65535 - 40} {
+		f, h := tcpSuperframe(p, 1448, byte(p))
+		fs, hs = append(fs, f), append(hs, h)
+	}
+	return fs, hs
+}
+
+// TestLoopVnetSizes: frames of every length class up to gso.MaxFrameLen
+// cross the plug intact both ways, superframes still pass gso.Check.
+func TestLoopVnetSizes(t *testing.T) {
+	s, tapPeer := newVnetShuttle(t)
+	fs, hs := vnetSizes()
+	ms := withHdrs(fs, hs)
+	for i := 0; i < len(fs); i += 8 {
+		end := min(i+8, len(fs))
+		s.up(tapPeer, ms[i:end], fs[i:end], hs[i:end], true)
+	}
+	s.down(tapPeer, fs, hs, true)
+	for i := range fs {
+		if hs[i].GSOType != gso.GSONone {
+			if r := gso.Check(fs[i], hs[i], 1500); r != gso.OK {
+				t.Fatalf("frame %d: gso.Check: %v", i, r)
+			}
+		}
+	}
+	if st := s.l.st; st.upFrames != uint64(len(fs)) || st.downFrames != uint64(len(fs)) || st.tapRefused+st.tapTooLong != 0 {
+		t.Fatalf("counters %+v, want %d frames each way", st, len(fs))
+	}
+}
+
+// TestLoopVnetTAPFull: a TAP that pushes back leaves the switch's frames
+// in the RX ring; the loop then sleeps (no work until the TAP is
+// writable, nothing read from the ring) and delivers them, in order,
+// when the TAP takes them again.
+func TestLoopVnetTAPFull(t *testing.T) {
+	l, tapPeer, d, _ := vhostLoop(t, true)
+	unix.SetsockoptInt(l.tapfd, unix.SOL_SOCKET, unix.SO_SNDBUF, 256<<10)
+	fs, hs := make([][]byte, 40), make([]gso.VirtioNetHdr, 40)
+	for i := range fs {
+		fs[i], hs[i] = tcpSuperframe(65535-40, 1448, byte(i))
+	}
+	n, err := d.WriteRX(fs, hs)
+	if err != nil || n < 20 {
+		t.Fatalf("WriteRX = %d, %v", n, err)
+	}
+	for range 5 {
+		if err := l.once(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !l.dnBlocked || l.dnWork() || l.upWork() || l.tapEvents&unix.EPOLLOUT == 0 {
+		t.Fatalf("TAP full: blocked %v, work %v %v, TAP events %#x", l.dnBlocked, l.dnWork(), l.upWork(), l.tapEvents)
+	}
+	early := l.st.downFrames
+	if early == 0 || early >= uint64(n) {
+		t.Fatalf("%d of %d frames went before the TAP was full", early, n)
+	}
+	msg := make([]byte, tap.VnetHdrSize+gso.MaxFrameLen+1)
+	got, put := 0, n
+	deadline := time.Now().Add(10 * time.Second)
+	for got < len(fs) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d frames reached the TAP", got, len(fs))
+		}
+		if put < len(fs) {
+			k, err := d.WriteRX(fs[put:], hs[put:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			put += k
+		}
+		// One frame out per round: the TAP stays nearly full.
+		if k, err := unix.Read(tapPeer, msg); err == nil {
+			var h gso.VirtioNetHdr
+			h.Decode(msg, tap.VnetHdrSize)
+			if !bytes.Equal(msg[tap.VnetHdrSize:k], fs[got]) || h != hs[got] {
+				t.Fatalf("frame %d reached the TAP as %d bytes, header %+v", got, k-tap.VnetHdrSize, h)
+			}
+			got++
+		}
+		if err := l.once(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := l.st; st.downFrames != uint64(len(fs)) || st.tapRefused != 0 {
+		t.Fatalf("counters %+v", st)
+	}
+}
+
+// TestLoopVnetSwitchFull: a switch whose TX ring has no room leaves the
+// frames in the TAP, which is not read until the switch takes frames
+// again; then they all go, in order.
+func TestLoopVnetSwitchFull(t *testing.T) {
+	s, tapPeer := newVnetShuttle(t)
+	fs, hs := make([][]byte, 60), make([]gso.VirtioNetHdr, 60)
+	for i := range fs {
+		fs[i], hs[i] = tcpSuperframe(65535-40, 1448, byte(i))
+	}
+	ms := withHdrs(fs, hs)
+	for _, m := range ms {
+		if _, err := unix.Write(tapPeer, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		if err := s.l.once(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 256 descriptors, five per superframe: 51 in the ring.
+	if !s.l.upBlocked || s.l.upWork() || s.l.tapEvents&unix.EPOLLIN != 0 || s.l.st.upFrames != 51 {
+		t.Fatalf("switch full: blocked %v, work %v, TAP events %#x, %d frames up", s.l.upBlocked, s.l.upWork(), s.l.tapEvents, s.l.st.upFrames)
+	}
+	s.up(tapPeer, nil, fs, hs, true)
+}

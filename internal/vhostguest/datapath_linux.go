@@ -143,6 +143,7 @@ func (g *Guest) Receive(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) int
 func (g *Guest) Send(frames [][]byte, hdrs []gso.VirtioNetHdr) int {
 	r := &g.q[1]
 	g.reclaimTX()
+	r.want = 1
 	old := r.availIdx
 	sent := 0
 	for k, f := range frames {
@@ -154,6 +155,7 @@ func (g *Guest) Send(frames [][]byte, hdrs []gso.VirtioNetHdr) int {
 			need = 1 + (len(f)+splitChunk-1)/splitChunk
 		}
 		if len(r.free) < need {
+			r.want = need
 			break
 		}
 		var h gso.VirtioNetHdr
@@ -213,21 +215,22 @@ func (g *Guest) RXReady() bool {
 	return g.usedIdx(r) != r.lastUsed
 }
 
-// TXRoom is what a driver calls when Send took fewer frames than it was
-// given, before it sleeps on CallFD(1): it reclaims what the device has
-// used, and if no descriptor is free asks the device to call for its next
-// used entry and, after a full barrier, reclaims again. True means Send
-// has room now.
+// TXRoom is what a driver calls when Send or SendFromFD took fewer frames
+// than it was given, before it sleeps on CallFD(1): it reclaims what the
+// device has used, and if fewer descriptors are free than the frame that
+// did not fit needs, asks the device to call for its next used entry and,
+// after a full barrier, reclaims again. True means that frame fits now.
 func (g *Guest) TXRoom() bool {
 	r := &g.q[1]
+	need := max(r.want, 1)
 	g.reclaimTX()
-	if len(r.free) > 0 {
+	if len(r.free) >= need {
 		return true
 	}
 	g.askCall(r)
 	fence()
 	g.reclaimTX()
-	return len(r.free) > 0
+	return len(r.free) >= need
 }
 
 func (g *Guest) descLen(r *ring, i uint16) uint32 {

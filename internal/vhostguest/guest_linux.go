@@ -55,8 +55,9 @@ type Guest struct {
 	protocol uint64
 	hdrLen   int
 	q        [2]ring
-	kick     [2]int // eventfds: we write, the device reads
-	callfd   [2]int // eventfds: the device writes, we read
+	kick     [2]int       // eventfds: we write, the device reads
+	callfd   [2]int       // eventfds: the device writes, we read
+	iov      []unix.Iovec // SendFromFD's and ReceiveToFD's, for one frame
 
 	Kicks       [2]uint64 // kicks we sent
 	Calls       [2]uint64 // calls we saw (see Calls)
@@ -72,6 +73,7 @@ type ring struct {
 	free               []uint16 // free descriptors
 	availIdx, lastUsed uint16
 	base               uint16 // where the device resumes (SET_VRING_BASE)
+	want               int    // TX: free descriptors the last short send needed
 }
 
 // New builds a guest's memory and rings; Attach connects it to a device.
@@ -83,7 +85,8 @@ func New(o Options) (*Guest, error) {
 		o.RXBufSize = 2048
 	}
 	n := o.QueueSize
-	g := &Guest{opts: o, memfd: -1, sock: -1, kick: [2]int{-1, -1}, callfd: [2]int{-1, -1}}
+	g := &Guest{opts: o, memfd: -1, sock: -1, kick: [2]int{-1, -1}, callfd: [2]int{-1, -1},
+		iov: make([]unix.Iovec, 0, max(n, txChainBufs)+1)}
 	off := 0
 	for i := range g.q {
 		r := &g.q[i]

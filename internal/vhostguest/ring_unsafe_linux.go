@@ -3,6 +3,8 @@ package vhostguest
 import (
 	"sync/atomic"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ring index accesses, the guest's half: the avail word (flags, idx) is
@@ -31,3 +33,21 @@ func store16(b []byte, off int, v uint16) {
 var fenceWord uint32
 
 func fence() { atomic.AddUint32(&fenceWord, 0) }
+
+// setIov points v at b, which must not be empty.
+func setIov(v *unix.Iovec, b []byte) {
+	v.Base = &b[0]
+	v.SetLen(len(b))
+}
+
+// readv and writev on a non-blocking fd: raw, as nothing here sleeps in
+// the kernel, and with the iovecs the caller keeps (no allocation).
+func readv(fd int, iov []unix.Iovec) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall(unix.SYS_READV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	return int(n), errno
+}
+
+func writev(fd int, iov []unix.Iovec) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	return int(n), errno
+}

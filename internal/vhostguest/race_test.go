@@ -1,0 +1,5 @@
+//go:build race
+
+package vhostguest_test
+
+const raceEnabled = true
