@@ -87,7 +87,7 @@ func iperf3(t *testing.T, server, client *testbed.Netns, addr string, seconds in
 	// JSON, and may still exit 0.
 	for i := 0; i < 50; i++ {
 		r.Error = ""
-		out, err = client.Try(args...)
+		out, err = client.TryFor(time.Duration(seconds)*time.Second+testbed.CommandTimeout, args...)
 		if jerr := json.Unmarshal([]byte(out), &r); jerr == nil && !strings.Contains(r.Error, "unable to connect") {
 			break
 		}

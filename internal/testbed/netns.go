@@ -69,8 +69,15 @@ func (n *Netns) Command(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 // Try runs a command inside the namespace and returns its combined output.
+// It is killed after CommandTimeout.
 func (n *Netns) Try(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	return n.TryFor(CommandTimeout, args...)
+}
+
+// TryFor is Try for a command that may rightly take longer than
+// CommandTimeout (a long measurement): it is killed after timeout.
+func (n *Netns) TryFor(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	out, err := n.Command(ctx, args...).CombinedOutput()
 	if err != nil {
