@@ -31,8 +31,7 @@ const largeBacklog = 2
 type cutScratch struct {
 	offloaded bool // the frame's header leaves work: deliver per port
 	whole     bool // the frame is prepared to go whole (gso.PartialChecksum done)
-	done      bool // the frame was cut or finished for ports without offloads
-	failed    bool // ... or could not be; those ports do not get it
+	done      bool // the frame was cut or finished for ports without offloads (or could not be: segs is empty)
 	segs      []ring.Ref
 	bufs      [][]byte
 	sizes     []int
@@ -45,15 +44,19 @@ func newCutScratch() cutScratch {
 
 // begin resets the scratch for frame r.
 func (c *cutScratch) begin(offloaded bool) {
-	c.offloaded, c.whole, c.done, c.failed = offloaded, false, false, false
+	c.offloaded, c.whole, c.done = offloaded, false, false
 	c.segs = c.segs[:0]
 }
 
 // deliver queues frame r, which came in on in, to out: as it is, or, when
 // it carries offload work out did not negotiate, as its cut.
 func (e *Engine) deliver(in, out *port, r ring.Ref, fromClient bool) {
+	if !e.cut.offloaded {
+		e.enqueue(in, out, r, fromClient)
+		return
+	}
 	hdr := e.pool.Hdr(r)
-	if !e.cut.offloaded || !hdr.Offloaded() { // (finished in place for an earlier port)
+	if !hdr.Offloaded() { // finished in place for an earlier port
 		e.enqueue(in, out, r, fromClient)
 		return
 	}
@@ -112,7 +115,7 @@ func (e *Engine) cutFrame(in *port, r ring.Ref) []ring.Ref {
 	frame, hdr := e.pool.Frame(r), e.pool.Hdr(r)
 	if hdr.GSOType == gso.GSONone {
 		if gso.CompleteChecksum(frame, *hdr) != nil {
-			c.fail(in, DropGSOInvalid)
+			in.cnt.drops[DropGSOInvalid]++
 			return nil
 		}
 		hdr.Flags &^= gso.FlagNeedsCsum
@@ -124,15 +127,15 @@ func (e *Engine) cutFrame(in *port, r ring.Ref) []ring.Ref {
 	n, err := gso.Segments(frame, *hdr)
 	switch {
 	case err != nil:
-		c.fail(in, DropGSOInvalid)
+		in.cnt.drops[DropGSOInvalid]++
 		return nil
 	case n > maxSegments:
-		c.fail(in, DropGSOSegments)
+		in.cnt.drops[DropGSOSegments]++
 		return nil
 	case e.pool.Free() < n+poolReserve*e.readMax:
 		// The cut would eat into the reserve that keeps the switch
 		// reading; the sender's TCP sends it again.
-		c.fail(in, DropNoBuffer)
+		in.cnt.drops[DropNoBuffer]++
 		return nil
 	}
 	for i := 0; i < n; i++ {
@@ -144,7 +147,7 @@ func (e *Engine) cutFrame(in *port, r ring.Ref) []ring.Ref {
 	if err != nil {
 		e.releaseBuffers(c.segs)
 		c.segs = c.segs[:0]
-		c.fail(in, DropGSOInvalid)
+		in.cnt.drops[DropGSOInvalid]++
 		return nil
 	}
 	for i := 0; i < k; i++ {
@@ -157,12 +160,7 @@ func (e *Engine) cutFrame(in *port, r ring.Ref) []ring.Ref {
 	return c.segs
 }
 
-func (c *cutScratch) fail(in *port, d Drop) {
-	c.failed = true
-	in.cnt.drops[d]++
-}
-
-// end lets go of the cut's own references once r has been delivered
+// endCut lets go of the cut's own references once r has been delivered
 // everywhere: the queues hold theirs. It reports whether r was cut into
 // segments, which the caller flushes before the next frame: a batch of
 // superframes cut for one port would overflow its queue otherwise.
