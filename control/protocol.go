@@ -91,6 +91,10 @@ type Port struct {
 	Drops     map[string]uint64 `json:"drops"`     // non-zero drop counters by reason
 	Unlearned uint64            `json:"unlearned"` // frames forwarded without learning their source
 	Queued    int               `json:"queued"`    // frames waiting in its transmit queue
+	// Offloads is what the port takes whole: csum, tso4, tso6, ecn, uso,
+	// comma-separated (the TAP's, a vhost-user guest's as it negotiated
+	// them), or "-" for none.
+	Offloads string `json:"offloads,omitempty"`
 }
 
 // MAC is one learned address, as `bridge fdb show` lists it.
@@ -165,7 +169,8 @@ var ClientKinds = []string{"seqpacket", "stream", "dgram", "vhost-user"}
 func PortFrom(p engine.PortStats) Port {
 	out := Port{ID: p.ID, Kind: p.Kind, Name: p.Name, PID: p.PID, UID: p.UID, MACs: p.MACs,
 		RxFrames: p.RxFrames, RxBytes: p.RxBytes, TxFrames: p.TxFrames, TxBytes: p.TxBytes,
-		Drops: make(map[string]uint64, len(p.Drops)), Unlearned: p.Unlearned, Queued: p.Queued}
+		Drops: make(map[string]uint64, len(p.Drops)), Unlearned: p.Unlearned, Queued: p.Queued,
+		Offloads: p.Offloads}
 	for _, d := range p.Drops {
 		out.Drops[d.Reason] += d.Count
 	}

@@ -112,6 +112,9 @@ type PortStats struct {
 	Unlearned uint64      // frames forwarded without learning their source (table or port limit)
 	MACs      int         // MAC table entries learned on this port
 	Queued    int         // frames waiting in its transmit queue
+	// Offloads is what the port takes whole (gso.Offloads.String): the
+	// TAP's, a vhost-user guest's as negotiated; "-" for none.
+	Offloads string
 }
 
 // Stats is a snapshot of the whole switch.

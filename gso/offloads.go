@@ -20,6 +20,26 @@ const (
 	OffloadUSO
 )
 
+var offloadNames = [...]string{"csum", "tso4", "tso6", "ecn", "uso"}
+
+// String lists the offloads by name, comma-separated ("csum,tso4,tso6"),
+// or "-" for none, as listings show them.
+func (o Offloads) String() string {
+	if o == 0 {
+		return "-"
+	}
+	s := ""
+	for i, name := range offloadNames {
+		if o&(1<<i) != 0 {
+			if s != "" {
+				s += ","
+			}
+			s += name
+		}
+	}
+	return s
+}
+
 // Takes reports whether a port with offloads o can be given a frame with
 // header h as it is. A superframe always needs checksum offload too: its
 // segments' checksums are left to whoever cuts it.

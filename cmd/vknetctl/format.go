@@ -13,10 +13,14 @@ import (
 
 func writePorts(w io.Writer, ports []control.Port) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tPID\tUID\tMACS\tRX-FRAMES\tRX-BYTES\tTX-FRAMES\tTX-BYTES\tQUEUED\tDROPS\tNAME")
+	fmt.Fprintln(tw, "PORT\tKIND\tPID\tUID\tMACS\tRX-FRAMES\tRX-BYTES\tTX-FRAMES\tTX-BYTES\tQUEUED\tOFFLOADS\tDROPS\tNAME")
 	for _, p := range ports {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.ID, p.Kind, cred(p.PID), cred(p.UID),
-			p.MACs, p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Queued, drops(p.Drops, "="), p.Name)
+		off := p.Offloads
+		if off == "" {
+			off = "-" // a daemon from before offloads were listed
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", p.ID, p.Kind, cred(p.PID), cred(p.UID),
+			p.MACs, p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Queued, off, drops(p.Drops, "="), p.Name)
 	}
 	return tw.Flush()
 }

@@ -301,6 +301,9 @@ func (d *daemon) logCounters() {
 		attrs := []any{"port", p.ID, "kind", p.Kind, "name", p.Name,
 			"rx_frames", p.RxFrames, "rx_bytes", p.RxBytes, "tx_frames", p.TxFrames, "tx_bytes", p.TxBytes,
 			"macs", p.MACs, "queued", p.Queued, "unlearned", p.Unlearned}
+		if p.Offloads != "" && p.Offloads != "-" {
+			attrs = append(attrs, "offloads", p.Offloads)
+		}
 		for _, dr := range p.Drops {
 			attrs = append(attrs, "drop_"+dr.Reason, dr.Count)
 		}
