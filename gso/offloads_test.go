@@ -33,7 +33,7 @@ func TestOffloadsTakes(t *testing.T) {
 
 func TestOffloadsString(t *testing.T) {
 	for o, want := range map[Offloads]string{0: "-", OffloadCsum: "csum",
-		OffloadCsum | OffloadTSO4 | OffloadTSO6: "csum,tso4,tso6",
+		OffloadCsum | OffloadTSO4 | OffloadTSO6:                           "csum,tso4,tso6",
 		OffloadCsum | OffloadTSO4 | OffloadTSO6 | OffloadECN | OffloadUSO: "csum,tso4,tso6,ecn,uso"} {
 		if got := o.String(); got != want {
 			t.Errorf("Offloads(%#x) = %q, want %q", uint8(o), got, want)
