@@ -28,7 +28,7 @@ func (e *Engine) forward(in *port, refs []ring.Ref) {
 	for _, r := range refs {
 		e.forwardOne(in, r)
 		e.pool.Release(r)
-		if e.endCut() {
+		if e.cut.offloaded && e.endCut() {
 			e.flush()
 		}
 	}
@@ -42,13 +42,16 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 	in.cnt.rxFrames++
 	in.cnt.rxBytes += uint64(len(frame))
 	fromClient := !in.host
-	if fromClient {
+	if fromClient && hdr.Flags != 0 {
 		// Only the host's kernel may vouch for a checksum (a TAP read);
 		// a guest's word would have the host skip checking its frames.
 		hdr.Flags &^= gso.FlagDataValid
 	}
 	offloaded := hdr.Offloaded()
-	e.cut.begin(offloaded)
+	e.cut.offloaded = offloaded
+	if offloaded {
+		e.cut.begin()
+	}
 	switch {
 	case len(frame) < etherHeaderLen:
 		e.dropped(in, DropRunt)

@@ -42,9 +42,9 @@ func newCutScratch() cutScratch {
 		sizes: make([]int, maxSegments)}
 }
 
-// begin resets the scratch for frame r.
-func (c *cutScratch) begin(offloaded bool) {
-	c.offloaded, c.whole, c.done = offloaded, false, false
+// begin resets the scratch for a frame that carries offload work.
+func (c *cutScratch) begin() {
+	c.whole, c.done = false, false
 	c.segs = c.segs[:0]
 }
 

@@ -157,7 +157,9 @@ func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
 	p.cnt.drops[DropOffloadNotNegotiated] += bad
 	for i := 0; i < n; i++ {
 		t.io.pool.SetLen(refs[i], t.sizes[i])
-		*t.io.pool.Hdr(refs[i]) = t.hdrs[i]
+		if t.hdrs[i] != (gso.VirtioNetHdr{}) { // Get zeroed it
+			*t.io.pool.Hdr(refs[i]) = t.hdrs[i]
+		}
 	}
 	return n, err
 }

@@ -92,9 +92,11 @@ func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso
 	if err != nil {
 		return 0, 0, err
 	}
-	var hdr [gso.HdrSizeMrgRxbuf]byte
-	h.NumBuffers = 1 // one chain unless patched below
-	h.Encode(hdr[:], gso.HdrSizeMrgRxbuf)
+	hdr := [gso.HdrSizeMrgRxbuf]byte{10: 1} // a plain frame's: num_buffers 1 unless patched below
+	if h.Flags|uint8(h.GSOType) != 0 || h.HdrLen|h.GSOSize|h.CsumStart|h.CsumOffset != 0 {
+		h.NumBuffers = 1
+		h.Encode(hdr[:], gso.HdrSizeMrgRxbuf)
+	}
 	need := hdrLen + len(frame)
 	var nb [2][]byte // where num_buffers' two bytes went
 	pos, chains := 0, 0
