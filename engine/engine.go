@@ -176,8 +176,11 @@ type Engine struct {
 	superframesCut uint64
 
 	rxPending []*port // ports whose transport holds complete frames already read
-	mirrors   []*port // monitors that get a copy of every forwarded frame
-	monitors  int
+	// largeWaiters are ports whose last read stopped for want of a large
+	// buffer (largeWaiter); they are read again once one is free.
+	largeWaiters []*port
+	mirrors      []*port // monitors that get a copy of every forwarded frame
+	monitors     int
 
 	retryPending bool // a port waits for its retry timer (port.retryAt)
 
@@ -291,7 +294,8 @@ func New(cfg Config) (*Engine, error) {
 		reqs:      make(chan func(), 16),
 		exited:    make(chan struct{}),
 
-		rxPending: make([]*port, 0, 2*maxPorts),
+		rxPending:    make([]*port, 0, 2*maxPorts),
+		largeWaiters: make([]*port, 0, maxPorts),
 	}
 	for id := maxPorts - 1; id >= 1; id-- {
 		e.freeIDs = append(e.freeIDs, uint32(id))
@@ -380,6 +384,9 @@ func (e *Engine) Run() error {
 			e.dispatch(ev)
 		}
 		e.receivePending()
+		if len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0 {
+			e.receiveLargeWaiters()
+		}
 		if e.retryPending {
 			e.retryPending = false
 			e.retryPorts()
@@ -454,6 +461,23 @@ func (e *Engine) receive(p *port) {
 	if b, ok := p.t.(bufferedReader); ok && b.buffered() {
 		e.rxPending = append(e.rxPending, p)
 	}
+	if w, ok := p.t.(largeWaiter); ok && w.waitsForLarge() {
+		e.largeWaiters = append(e.largeWaiters, p)
+	}
+}
+
+// receiveLargeWaiters reads again, one batch each, the ports that waited
+// for a large buffer, now that one is free: the frames that wait are
+// superframes, and reading frees no large buffer, so they waited for the
+// writes of this loop iteration.
+func (e *Engine) receiveLargeWaiters() {
+	n := len(e.largeWaiters)
+	for i := 0; i < n; i++ {
+		if p := e.largeWaiters[i]; !p.dead {
+			e.receive(p) // may append p again, after n
+		}
+	}
+	e.largeWaiters = append(e.largeWaiters[:0], e.largeWaiters[n:]...)
 }
 
 // takeBuffers takes up to budget free buffers to read into (a batch, or
@@ -705,7 +729,7 @@ func (e *Engine) timeoutMs() int {
 			next = u
 		}
 	}
-	if len(e.rxPending) > 0 {
+	if len(e.rxPending) > 0 || len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0 {
 		return 0
 	}
 	if e.retryPending && e.now+int64(dgramRetry) < next {

@@ -58,6 +58,14 @@ type eventSource interface {
 	ready(p *port, sub uint8, hangup bool) (read, write bool, err error)
 }
 
+// largeWaiter is a transport whose read may stop at a superframe for want
+// of a large buffer (vhost-user: the frame waits in the guest's ring, and
+// the guest will not kick for it again). The engine reads it again once a
+// large buffer is free, rather than at once and in vain.
+type largeWaiter interface {
+	waitsForLarge() bool
+}
+
 // writeWaiter is a transport that learns by other means than its fd's
 // write readiness when its peer can take frames again (vhost-user: the
 // guest kicks its RX ring).

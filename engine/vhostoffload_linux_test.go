@@ -10,6 +10,7 @@ import (
 
 	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/internal/vhostguest"
+	"github.com/vknetd/vknetd/ring"
 )
 
 // Superframes between the TAP (with offloads, played by a socketpair) and
@@ -310,4 +311,51 @@ func TestVhostSuperframesAllocateNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A guest whose superframes wait for a large buffer costs the switch no
+// CPU while it waits (it is not read again and again in vain), and its
+// frames go on, none lost, as soon as buffers are free.
+func TestVhostWaitingForLargeBuffersCostsNoCPU(t *testing.T) {
+	if raceDetector {
+		t.Skip("CPU time under the race detector says little")
+	}
+	e, path, host := offloadVhostSwitch(t, false, 4)
+	g := startGuest(t, path, vhostguest.Options{Offloads: true})
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 1 })
+	var held []ring.Ref
+	e.do(func() {
+		for {
+			r, ok := e.pool.GetLarge()
+			if !ok {
+				return
+			}
+			held = append(held, r)
+		}
+	})
+	const n = 8
+	hdr, f := tcpSuperframe(mac(0xfe), mac(7), 20000, 1448)
+	for sent := 0; sent < n; {
+		sent += g.Send([][]byte{f}, []gso.VirtioNetHdr{hdr})
+	}
+	time.Sleep(50 * time.Millisecond) // the kick is served, the read starves
+	cpu := func() time.Duration {
+		var ru unix.Rusage
+		unix.Getrusage(unix.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before := cpu()
+	time.Sleep(500 * time.Millisecond)
+	if used := cpu() - before; used > 50*time.Millisecond {
+		t.Errorf("the switch used %v of CPU in 500ms while a guest's superframes waited for large buffers: it spins", used)
+	}
+	if st, _ := e.Stats(); st.Ports[1].RxFrames != 0 {
+		t.Fatalf("the guest's port received %d frames with no large buffer free", st.Ports[1].RxFrames)
+	}
+	e.do(func() {
+		for _, r := range held {
+			e.pool.Release(r)
+		}
+	})
+	readTap(t, host, n)
 }

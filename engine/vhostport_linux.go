@@ -28,6 +28,9 @@ type vhostTransport struct {
 	// refs are the pool buffers of the read under way, for large: a
 	// superframe's buffer replaces its slot's small one.
 	refs []ring.Ref
+	// starved: the read stopped at a superframe for want of a large
+	// buffer; the engine reads again when one is free (largeWaiter).
+	starved bool
 }
 
 // The sub-numbers of a vhost-user port's fds in the poller.
@@ -62,6 +65,7 @@ func (t *vhostTransport) large(slot int) []byte {
 	}
 	r, ok := t.io.pool.GetLarge()
 	if !ok {
+		t.starved = true
 		return nil
 	}
 	t.io.pool.Release(t.refs[slot])
@@ -137,10 +141,12 @@ func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
 		bufs[i] = t.io.pool.Buf(r)
 	}
 	before := t.dev.Stats()
-	t.refs = refs
+	t.refs, t.starved = refs, false
 	n, more, err := t.dev.ReadTX(bufs, t.sizes, t.hdrs)
 	t.refs = nil
-	t.more = more && err == nil
+	// Starved, the ring's next frame can only wait for a large buffer:
+	// reading again at once would spin until one is free.
+	t.more = more && err == nil && !t.starved
 	// Frames the device dropped before they reached a buffer of ours are
 	// counted as the same frames on a socket would be: received, and
 	// dropped as oversize (longer than our buffers) or runt (no frame
@@ -203,6 +209,10 @@ func (t *vhostTransport) write(p *port) error {
 	}
 	return nil
 }
+
+// waitsForLarge: the last read stopped at a superframe no large buffer
+// was free for.
+func (t *vhostTransport) waitsForLarge() bool { return t.starved }
 
 // waitWritable: the RX kick is always polled; the device asks the guest
 // for it when the ring runs out of buffers.
