@@ -309,3 +309,66 @@ func TestMonitorSeesSuperframeWhole(t *testing.T) {
 		t.Error("the monitor's superframe differs from the one the host sent")
 	}
 }
+
+// udpSuperframe is what the host's stack hands a TAP with USO for a UDP
+// socket with UDP_SEGMENT: one Ethernet/IPv4/UDP frame of payload bytes,
+// the pseudo-header sum in the checksum field, cut every mss bytes.
+func udpSuperframe(dst, src [6]byte, payload, mss int) (gso.VirtioNetHdr, []byte) {
+	f := make([]byte, 14+20+8+payload)
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:34]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+payload))
+	ip[8], ip[9] = 64, 17
+	copy(ip[12:16], tsoSrcIP[:])
+	copy(ip[16:20], tsoDstIP[:])
+	binary.BigEndian.PutUint16(ip[10:], gso.IPv4HeaderChecksum(ip))
+	udp := f[34:42]
+	binary.BigEndian.PutUint16(udp[0:], 40000)
+	binary.BigEndian.PutUint16(udp[2:], 443)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+payload))
+	binary.BigEndian.PutUint16(udp[6:], gso.PseudoHeaderSumIPv4(tsoSrcIP[:], tsoDstIP[:], 17, 8+payload))
+	for i := 42; i < len(f); i++ {
+		f[i] = byte(i * 11)
+	}
+	return gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOUDPL4, GSOSize: uint16(mss),
+		HdrLen: 42, CsumStart: 34, CsumOffset: 6}, f
+}
+
+// A UDP superframe from the host (USO) reaches a client without offloads
+// as the datagrams the kernel would have sent, each with its own length
+// and checksum.
+func TestTapUDPSuperframeReachesSeqpacketClientAsDatagrams(t *testing.T) {
+	s, host, cl := newOffloadSwitch(t)
+	const mss, payload = 1200, 10000
+	hdr, f := udpSuperframe(broadcast, mac(0xfe), payload, mss)
+	if _, err := unix.Write(host, vnetMsg(hdr, f)); err != nil {
+		t.Fatal(err)
+	}
+	s.pump()
+	frames := cl.recv(t)
+	if want := (payload + mss - 1) / mss; len(frames) != want {
+		t.Fatalf("client got %d frames, want %d datagrams (drops %v %v)", len(frames), want,
+			s.e.ports[0].cnt.drops, s.e.ports[0].cnt.gsoDrops)
+	}
+	var got []byte
+	for i, d := range frames {
+		l4 := d[34:]
+		switch {
+		case gso.Checksum(d[14:34], 0) != 0:
+			t.Errorf("datagram %d: bad IPv4 header checksum", i)
+		case int(binary.BigEndian.Uint16(d[16:])) != len(d)-14 || int(binary.BigEndian.Uint16(l4[4:])) != len(l4):
+			t.Errorf("datagram %d: IP or UDP length wrong for %d bytes", i, len(d))
+		case gso.Checksum(l4, gso.PseudoHeaderSumIPv4(tsoSrcIP[:], tsoDstIP[:], 17, len(l4))) != 0:
+			t.Errorf("datagram %d: bad UDP checksum", i)
+		case len(l4)-8 > mss:
+			t.Errorf("datagram %d: %d bytes of payload, gso_size %d", i, len(l4)-8, mss)
+		}
+		got = append(got, l4[8:]...)
+	}
+	if !bytes.Equal(got, f[42:]) {
+		t.Error("the datagrams do not carry the superframe's payload")
+	}
+}

@@ -309,3 +309,95 @@ func TestKernelSuperframesPassCheckAndSplit(t *testing.T) {
 		t.Fatalf("the namespace's connection: %v", err)
 	}
 }
+
+// The kernel's UDP superframes (a socket with UDP_SEGMENT), read from a
+// TAP with USO on, pass Check and Split cuts them into the datagrams the
+// kernel would have sent, each with its own length and checksum. Skipped
+// on kernels without USO on TAPs (before 6.2).
+func TestKernelUDPSuperframesPassCheckAndSplit(t *testing.T) {
+	const tunFUSO4, tunFUSO6 = 0x20, 0x40
+	ns, k := newKernelTAP(t, true)
+	raw, err := k.f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ioErr error
+	raw.Control(func(fd uintptr) {
+		ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6|tunFUSO4|tunFUSO6)
+	})
+	if errors.Is(ioErr, unix.EINVAL) {
+		t.Skip("this kernel's TAP has no USO (TUN_F_USO4/6 came in Linux 6.2)")
+	} else if ioErr != nil {
+		t.Fatalf("TUNSETOFFLOAD with USO: %v", ioErr)
+	}
+	const gsoSize, total = 1000, 8500
+	data := randomPayload(45, total)
+	err = ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT, gsoSize); err != nil {
+			return fmt.Errorf("UDP_SEGMENT: %w", err)
+		}
+		return unix.Sendto(fd, data, 0, &unix.SockaddrInet4{Port: 5002, Addr: [4]byte(peerIP.To4())})
+	})
+	if err != nil {
+		t.Fatalf("sending a UDP superframe in %s: %v", ns.Name, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_ = k.f.SetReadDeadline(deadline)
+		n, err := k.f.Read(k.buf)
+		if err != nil {
+			t.Fatalf("TAP read: %v (no UDP superframe came)", err)
+		}
+		var hdr VirtioNetHdr
+		if err := hdr.Decode(k.buf[:n], HdrSize); err != nil {
+			t.Fatal(err)
+		}
+		frame := k.buf[HdrSize:n]
+		p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+		if udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); !ok || udp.DstPort != 5002 {
+			continue
+		}
+		if hdr.GSOType != GSOUDPL4 || hdr.GSOSize != gsoSize {
+			t.Fatalf("the UDP frame came with header %+v, not a USO superframe of gso_size %d", hdr, gsoSize)
+		}
+		if r := Check(frame, hdr, 1500); r != OK {
+			t.Fatalf("the kernel's UDP superframe (%+v) fails Check: %v", hdr, r)
+		}
+		out, sizes := segmentBuffers(16, 1514)
+		segs, err := Split(frame, hdr, out, sizes, 0)
+		if err != nil {
+			t.Fatalf("Split of the kernel's UDP superframe: %v", err)
+		}
+		var got []byte
+		for i := range segs {
+			seg := out[i][:sizes[i]]
+			p := gopacket.NewPacket(seg, layers.LayerTypeEthernet, gopacket.Default)
+			ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			udp, _ := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+			if ip == nil || udp == nil {
+				t.Fatalf("datagram %d is not UDP/IPv4", i)
+			}
+			l4 := seg[14+int(ip.IHL)*4:]
+			switch {
+			case Checksum(seg[14:14+int(ip.IHL)*4], 0) != 0:
+				t.Errorf("datagram %d: bad IPv4 header checksum", i)
+			case int(ip.Length) != len(seg)-14 || int(udp.Length) != len(l4):
+				t.Errorf("datagram %d: IP length %d, UDP length %d, frame %d", i, ip.Length, udp.Length, len(seg))
+			case Checksum(l4, PseudoHeaderSumIPv4(ip.SrcIP, ip.DstIP, 17, len(l4))) != 0:
+				t.Errorf("datagram %d: bad UDP checksum", i)
+			case len(udp.Payload) > gsoSize:
+				t.Errorf("datagram %d: %d bytes of payload, gso_size %d", i, len(udp.Payload), gsoSize)
+			}
+			got = append(got, udp.Payload...)
+		}
+		if segs != (total+gsoSize-1)/gsoSize || !bytes.Equal(got, data) {
+			t.Fatalf("%d datagrams carrying %d bytes, want %d carrying the %d sent", segs, len(got), (total+gsoSize-1)/gsoSize, total)
+		}
+		return
+	}
+}

@@ -51,6 +51,11 @@ type Config struct {
 	// used without; Device.VnetHdr says which, Device.OffloadNote why.
 	// Ignored on the BSDs.
 	Offload bool
+	// USO, with Offload, also lets the host hand over UDP superframes
+	// (UDP_SEGMENT, TUN_F_USO4/6) where the kernel has them (6.2+;
+	// Device.USO says): only for a reader that cuts them or passes them
+	// on to a peer that negotiated them.
+	USO bool
 }
 
 // VnetHdrSize is the virtio_net_hdr before every frame of a TAP with
@@ -138,6 +143,7 @@ type Device struct {
 	// offloads on; offloadNote says why not when they were asked for.
 	vnetHdr     bool
 	offloadNote string
+	uso         bool // the host may hand over UDP superframes too
 
 	mu     sync.Mutex
 	closed bool
@@ -168,6 +174,10 @@ func (d *Device) VnetHdr() bool { return d.vnetHdr }
 
 // OffloadNote says why offloads were asked for and are off, "" otherwise.
 func (d *Device) OffloadNote() string { return d.offloadNote }
+
+// USO reports whether the host may hand over UDP superframes (Config.USO
+// asked for it and the kernel has it).
+func (d *Device) USO() bool { return d.uso }
 
 // MAC is the TAP interface's own hardware address.
 func (d *Device) MAC() [6]byte { return d.mac }

@@ -60,7 +60,7 @@ func Open(cfg Config) (*Device, error) {
 			return nil, d.rollback(err)
 		}
 	}
-	existed, err := d.attach(h, cfg.Name, cfg.Offload)
+	existed, err := d.attach(h, cfg.Name, cfg.Offload, cfg.USO)
 	if err != nil {
 		return nil, d.rollback(err)
 	}
@@ -130,13 +130,13 @@ func isTAP(l netlink.Link) bool {
 // attach opens the clone device and binds it to name (or a kernel-chosen
 // tapN). It reports whether the TAP existed before, which decides whether
 // Close deletes it or restores it.
-func (d *Device) attach(h *netlink.Handle, name string, offload bool) (existed bool, err error) {
+func (d *Device) attach(h *netlink.Handle, name string, offload, uso bool) (existed bool, err error) {
 	var fd int
 	var ifr *unix.Ifreq
 	if offload {
 		fd, ifr, err = openTun(name, true)
 		if err == nil {
-			err = setOffload(fd)
+			d.uso, err = setOffload(fd, uso)
 			if err != nil {
 				unix.Close(fd)
 			}
@@ -247,19 +247,27 @@ const (
 	tunFCsum = 0x01
 	tunFTSO4 = 0x02
 	tunFTSO6 = 0x04
+	tunFUSO4 = 0x20 // Linux 6.2+
+	tunFUSO6 = 0x40
 )
 
 // setOffload makes the TAP's virtio_net_hdr 10 bytes (gso.HdrSize) and
 // lets the host's stack hand over TCP superframes of up to 64 KiB and
-// frames with a partial checksum.
-func setOffload(fd int) error {
+// frames with a partial checksum; with uso, UDP superframes (UDP_SEGMENT)
+// too where the kernel has them (it reports whether).
+func setOffload(fd int, uso bool) (usoOn bool, err error) {
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VnetHdrSize); err != nil {
-		return fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
+		return false, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
 	}
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
-		return fmt.Errorf("TUNSETOFFLOAD: %w", err)
+	const tso = tunFCsum | tunFTSO4 | tunFTSO6
+	if uso && unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tso|tunFUSO4|tunFUSO6) == nil {
+		return true, nil
 	}
-	return nil
+	// Before 6.2 the kernel refuses the USO bits (EINVAL): TSO alone.
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tso); err != nil {
+		return false, fmt.Errorf("TUNSETOFFLOAD: %w", err)
+	}
+	return false, nil
 }
 
 // configure sets the TAP's MTU and up state. For a TAP that existed it

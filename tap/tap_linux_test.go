@@ -501,3 +501,34 @@ func TestCloseFromAnotherThread(t *testing.T) {
 	}
 	n.gone(t, "vktbr3")
 }
+
+// Offload asks for TSO and checksum offload; USO adds UDP superframes
+// where the kernel has them (6.2+; checked with the kernel's answer, not
+// the version). The plug opens its TAP without USO: its link has no way
+// to pass UDP superframes on.
+func TestOffloadAndUSO(t *testing.T) {
+	enterNetns(t)
+	plain := openTAP(t, Config{Name: "vkt-off0", Offload: true})
+	if !plain.VnetHdr() || plain.USO() {
+		t.Errorf("Offload alone: VnetHdr %v USO %v, want true, false (%s)", plain.VnetHdr(), plain.USO(), plain.OffloadNote())
+	}
+	uso := openTAP(t, Config{Name: "vkt-off1", Offload: true, USO: true})
+	if !uso.VnetHdr() {
+		t.Fatalf("Offload and USO: no virtio_net_hdr (%s)", uso.OffloadNote())
+	}
+	// What the kernel says to the USO bits alone decides what USO must be.
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, _ := unix.NewIfreq("vkt-off2")
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		t.Fatal(err)
+	}
+	kernelHasUSO := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6|tunFUSO4|tunFUSO6) == nil
+	if uso.USO() != kernelHasUSO {
+		t.Errorf("USO() = %v, but the kernel takes the USO bits: %v", uso.USO(), kernelHasUSO)
+	}
+}

@@ -167,7 +167,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		}
 	}
 	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix,
-		VXLAN: o.vxlan, FitMTU: !o.mtuSet, Offload: !o.noOffload}); err != nil {
+		VXLAN: o.vxlan, FitMTU: !o.mtuSet, Offload: !o.noOffload, USO: !o.noOffload}); err != nil {
 		return nil, err
 	}
 	if note := d.tap.OffloadNote(); note != "" {
@@ -243,7 +243,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode,
+		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "uso", d.tap.USO(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode,
 		"kernel_filter", d.kfilter != nil, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }

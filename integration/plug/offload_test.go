@@ -3,12 +3,16 @@
 package plug
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/internal/testbed"
 )
@@ -108,4 +112,80 @@ func tapAverages(t *testing.T, ns *testbed.Netns, dev string) (tx, rx float64) {
 	}
 	st := links[0].Stats
 	return st.TX.Bytes / st.TX.Packets, st.RX.Bytes / st.RX.Packets
+}
+
+// A UDP superframe from the host (a socket with UDP_SEGMENT; the daemon's
+// TAP takes USO where the kernel has it) reaches a namespace plugged over
+// vhost-user as the datagrams it stands for: the switch cuts it, since
+// the plug does not take UDP superframes, and the payload arrives whole.
+func TestHostUDPSuperframeReachesPluggedNamespace(t *testing.T) {
+	needRoot(t)
+	d, vhostPath := switchNS(t)
+	client, p := plugged(t, "--vhost-user", vhostPath, "198.18.0.10/16")
+	defer stopped(t, client, p)
+	mustPing(t, client, host, "vhost-user")
+	var rx int
+	if err := client.Do(func() error {
+		var err error
+		if rx, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		return unix.Bind(rx, &unix.SockaddrInet4{Port: 5002, Addr: [4]byte{198, 18, 0, 10}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rx)
+	tv := unix.NsecToTimeval(int64(5 * time.Second))
+	unix.SetsockoptTimeval(rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+
+	const gsoSize, total = 1000, 8500
+	data := make([]byte, total)
+	for i := range data {
+		data[i] = byte(i*7 + i/251)
+	}
+	hostTX := func() float64 {
+		out, err := d.Netns.Try("ip", "-s", "-j", "link", "show", "dev", d.TAP)
+		var links []struct {
+			Stats struct{ TX struct{ Packets float64 } } `json:"stats64"`
+		}
+		if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 {
+			t.Fatalf("ip -s -j link show %s: %v\n%s", d.TAP, err, out)
+		}
+		return links[0].Stats.TX.Packets
+	}
+	before := hostTX()
+	if err := d.Netns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT, gsoSize); err != nil {
+			return err
+		}
+		return unix.Sendto(fd, data, 0, &unix.SockaddrInet4{Port: 5002, Addr: [4]byte{198, 18, 0, 10}})
+	}); err != nil {
+		t.Fatalf("sending a UDP superframe from the host side: %v", err)
+	}
+	var got []byte
+	buf := make([]byte, 2048)
+	for i := 0; i < (total+gsoSize-1)/gsoSize; i++ {
+		n, err := unix.Read(rx, buf)
+		if err != nil {
+			t.Fatalf("datagram %d never reached the plugged namespace: %v (%d bytes so far)", i, err, len(got))
+		}
+		if n > gsoSize {
+			t.Errorf("datagram %d carries %d bytes, more than gso_size %d", i, n, gsoSize)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the datagrams do not carry what the host sent")
+	}
+	sent := hostTX() - before
+	uso := strings.Contains(d.Stderr(), "uso=true")
+	t.Logf("the host handed the switch %.0f packets for %d bytes (TAP USO %v)", sent, total, uso)
+	if uso && sent > 2 {
+		t.Errorf("with USO on the TAP the host sent %.0f packets for one UDP superframe", sent)
+	}
 }
