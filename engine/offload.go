@@ -16,9 +16,11 @@ import (
 // flood queues one buffer many times.
 
 // maxSegments is the most frames one superframe may be cut into: a 64 KiB
-// TCP superframe of 1448-byte segments (MTU 1500) is 46. One with a
-// gso_size far below the MTU is dropped as gso-too-many-segments.
-const maxSegments = 64
+// TCP superframe of 1448-byte segments (MTU 1500) is 46, and a UDP socket
+// may ask for up to 128 datagrams in one (UDP_MAX_SEGMENTS). One with
+// more is dropped as gso-too-many-segments. (The TAP's cut as it reads,
+// when no large buffer is free, stops at tapReadBudget.)
+const maxSegments = 128
 
 // largeBacklog is how many frames a port that pushed back may have queued
 // and still be given a superframe whole: the few large buffers must not

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"strconv"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -341,8 +342,13 @@ func udpSuperframe(dst, src [6]byte, payload, mss int) (gso.VirtioNetHdr, []byte
 // as the datagrams the kernel would have sent, each with its own length
 // and checksum.
 func TestTapUDPSuperframeReachesSeqpacketClientAsDatagrams(t *testing.T) {
+	for _, c := range []struct{ mss, payload int }{{1200, 10000}, {500, 64000}} { // 64000: 128 datagrams, UDP_MAX_SEGMENTS
+		t.Run(strconv.Itoa((c.payload+c.mss-1)/c.mss)+" datagrams", func(t *testing.T) { tapUDPSuperframe(t, c.mss, c.payload) })
+	}
+}
+
+func tapUDPSuperframe(t *testing.T, mss, payload int) {
 	s, host, cl := newOffloadSwitch(t)
-	const mss, payload = 1200, 10000
 	hdr, f := udpSuperframe(broadcast, mac(0xfe), payload, mss)
 	if _, err := unix.Write(host, vnetMsg(hdr, f)); err != nil {
 		t.Fatal(err)
