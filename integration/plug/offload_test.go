@@ -185,7 +185,9 @@ func TestHostUDPSuperframeReachesPluggedNamespace(t *testing.T) {
 	sent := hostTX() - before
 	uso := strings.Contains(d.Stderr(), "uso=true")
 	t.Logf("the host handed the switch %.0f packets for %d bytes (TAP USO %v)", sent, total, uso)
-	if uso && sent > 2 {
-		t.Errorf("with USO on the TAP the host sent %.0f packets for one UDP superframe", sent)
+	// One superframe, and perhaps a stray packet of the host's own (IPv6
+	// neighbour discovery): never the 9 datagrams the kernel would cut.
+	if uso && sent >= (total+gsoSize-1)/gsoSize {
+		t.Errorf("with USO on the TAP the host sent %.0f packets for one UDP superframe: the kernel cut it", sent)
 	}
 }
