@@ -97,10 +97,15 @@ func writeFrame(fd int, hdr, frame []byte) error {
 		return err
 	}
 	var iov [2]unix.Iovec
-	iov[0].Base, iov[1].Base = &hdr[0], &frame[0]
+	n := 1
+	iov[0].Base = &hdr[0]
 	iov[0].SetLen(len(hdr))
-	iov[1].SetLen(len(frame))
-	_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if len(frame) > 0 { // the TAP refuses a bare header: let it say so
+		iov[1].Base = &frame[0]
+		iov[1].SetLen(len(frame))
+		n = 2
+	}
+	_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
 	if errno != 0 {
 		return errno
 	}

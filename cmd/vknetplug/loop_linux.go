@@ -80,12 +80,13 @@ type directLink interface {
 
 // batch is one direction's buffers: frames[head:n] are read and not yet
 // written; hdrs[i] is frame i's header when the TAP carries them (else
-// hdrs is nil).
+// hdrs is nil), encoded in wire[i] for a write to the TAP.
 type batch struct {
 	bufs    [][]byte
 	sizes   []int
 	frames  [][]byte
 	hdrs    []gso.VirtioNetHdr
+	wire    [][]byte
 	refused []bool
 	head, n int
 }
@@ -97,6 +98,10 @@ func newBatch(n, size int, vnet bool) batch {
 	}
 	if vnet {
 		b.hdrs = make([]gso.VirtioNetHdr, n)
+		b.wire = make([][]byte, n)
+		for i := range b.wire {
+			b.wire[i] = make([]byte, tap.VnetHdrSize)
+		}
 	}
 	return b
 }
@@ -126,7 +131,7 @@ type loop struct {
 
 	// vnet: every TAP read and write carries a virtio_net_hdr
 	// (tap.VnetHdrSize bytes), passed to and from the link beside the
-	// frame. vnetHdr is the header being read or written; over catches
+	// frame. vnetHdr is the header being read; over catches
 	// the end of a frame longer than a buffer, to drop it.
 	vnet    bool
 	vnetHdr [tap.VnetHdrSize]byte
@@ -446,28 +451,11 @@ func (l *loop) writeTAP(b *batch) (int, error) {
 	if !l.vnet {
 		return tap.WriteFrames(l.tapfd, frames, refused)
 	}
-	done := 0
-	for done < len(frames) {
-		b.hdrs[b.head+done].Encode(l.vnetHdr[:], tap.VnetHdrSize)
-		err := writeVnetFrame(l.tapfd, l.vnetHdr[:], frames[done])
-		switch {
-		case err == nil:
-			refused[done] = false
-		case err == unix.EAGAIN:
-			if done == 0 {
-				return 0, unix.EAGAIN
-			}
-			return done, nil
-		case err == unix.EINTR:
-			continue
-		case err == unix.EBADF || err == unix.EFAULT:
-			return done, err
-		default:
-			refused[done] = true // EIO while down, EINVAL for a header the TAP rejects
-		}
-		done++
+	wire := b.wire[b.head:b.n]
+	for i := range wire {
+		b.hdrs[b.head+i].Encode(wire[i], tap.VnetHdrSize)
 	}
-	return done, nil
+	return tap.WriteVnetFrames(l.tapfd, wire, frames, refused)
 }
 
 // sync brings the epoll interests in line with the blocked directions:
