@@ -81,7 +81,8 @@ func withHdrs(fs [][]byte, hs []gso.VirtioNetHdr) [][]byte {
 }
 
 // vnetShuttle moves frames with headers fake TAP -> device and device ->
-// fake TAP, allocating nothing itself.
+// fake TAP, allocating nothing itself. Over a link without offloads
+// (newShuttleOver) the frames carry no header: hdrs are nil.
 type vnetShuttle struct {
 	t     testing.TB
 	l     *loop
@@ -92,15 +93,23 @@ type vnetShuttle struct {
 	sizes []int
 	hdrs  []gso.VirtioNetHdr
 	msg   []byte
+	hdrAt int // the header's length on the TAP: 0 without offloads
 }
 
-func newVnetShuttle(t testing.TB) (*vnetShuttle, int) {
-	l, tapPeer, d, large := vhostLoop(t, true)
-	for range superBatchSize {
-		large.bufs = append(large.bufs, make([]byte, gso.MaxFrameLen))
+func newVnetShuttle(t testing.TB) (*vnetShuttle, int) { return newShuttleOver(t, true) }
+
+func newShuttleOver(t testing.TB, offloads bool) (*vnetShuttle, int) {
+	l, tapPeer, d, large := vhostLoop(t, offloads)
+	if offloads {
+		for range superBatchSize {
+			large.bufs = append(large.bufs, make([]byte, gso.MaxFrameLen))
+		}
 	}
 	s := &vnetShuttle{t: t, l: l, d: d, large: large, small: make([][]byte, 64), bufs: make([][]byte, 64),
 		sizes: make([]int, 64), hdrs: make([]gso.VirtioNetHdr, 64), msg: make([]byte, tap.VnetHdrSize+gso.MaxFrameLen+1)}
+	if offloads {
+		s.hdrAt = tap.VnetHdrSize
+	}
 	for i := range s.small {
 		s.small[i] = make([]byte, 2048)
 	}
@@ -131,7 +140,7 @@ func (s *vnetShuttle) up(tapPeer int, msgs, frames [][]byte, hdrs []gso.VirtioNe
 				s.t.Fatal(err)
 			}
 			for i := 0; i < n && check; i++ {
-				if !bytes.Equal(s.bufs[i][:s.sizes[i]], frames[got+i]) || s.hdrs[i] != hdrs[got+i] {
+				if !bytes.Equal(s.bufs[i][:s.sizes[i]], frames[got+i]) || hdrs != nil && s.hdrs[i] != hdrs[got+i] {
 					s.t.Fatalf("frame %d reached the device as %d bytes, header %+v; want %d, %+v",
 						got+i, s.sizes[i], s.hdrs[i], len(frames[got+i]), hdrs[got+i])
 				}
@@ -153,7 +162,11 @@ func (s *vnetShuttle) down(tapPeer int, frames [][]byte, hdrs []gso.VirtioNetHdr
 		}
 		if put < len(frames) {
 			s.d.DrainKick(vhostuser.RXQ)
-			n, err := s.d.WriteRX(frames[put:], hdrs[put:])
+			var h []gso.VirtioNetHdr
+			if hdrs != nil {
+				h = hdrs[put:]
+			}
+			n, err := s.d.WriteRX(frames[put:], h)
 			if err != nil {
 				s.t.Fatal(err)
 			}
@@ -171,11 +184,14 @@ func (s *vnetShuttle) down(tapPeer int, frames [][]byte, hdrs []gso.VirtioNetHdr
 				s.t.Fatal(err)
 			}
 			if check {
-				var h gso.VirtioNetHdr
-				h.Decode(s.msg, tap.VnetHdrSize)
-				if !bytes.Equal(s.msg[tap.VnetHdrSize:n], frames[got]) || h != hdrs[got] {
+				var h, want gso.VirtioNetHdr
+				if hdrs != nil {
+					h.Decode(s.msg, tap.VnetHdrSize)
+					want = hdrs[got]
+				}
+				if !bytes.Equal(s.msg[s.hdrAt:n], frames[got]) || h != want {
 					s.t.Fatalf("frame %d reached the TAP as %d bytes, header %+v; want %d, %+v",
-						got, n-tap.VnetHdrSize, h, len(frames[got]), hdrs[got])
+						got, n-s.hdrAt, h, len(frames[got]), want)
 				}
 			}
 			got++
