@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/superframe"
 	"github.com/vknetd/vknetd/mactable"
 )
 
@@ -34,37 +35,9 @@ func tcpSuperframe(dst, src [6]byte, payload, mss int) (gso.VirtioNetHdr, []byte
 
 // tcpSuperframeIP is tcpSuperframe between given IPv4 addresses.
 func tcpSuperframeIP(dst, src [6]byte, srcIP, dstIP [4]byte, payload, mss int) (gso.VirtioNetHdr, []byte) {
-	f := make([]byte, 14+20+20+payload)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:34]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+20+payload))
-	binary.BigEndian.PutUint16(ip[4:], 0x1234)
-	ip[6] = 0x40 // DF
-	ip[8] = 64
-	ip[9] = 6
-	copy(ip[12:16], srcIP[:])
-	copy(ip[16:20], dstIP[:])
-	binary.BigEndian.PutUint16(ip[10:], gso.IPv4HeaderChecksum(ip))
-	tcp := f[34:54]
-	binary.BigEndian.PutUint16(tcp[0:], 40000)
-	binary.BigEndian.PutUint16(tcp[2:], 5201)
-	binary.BigEndian.PutUint32(tcp[4:], 1000)
-	binary.BigEndian.PutUint32(tcp[8:], 7)
-	tcp[12] = 5 << 4
-	tcp[13] = 0x18 // PSH, ACK
-	binary.BigEndian.PutUint16(tcp[14:], 65535)
-	binary.BigEndian.PutUint16(tcp[16:], gso.PseudoHeaderSumIPv4(srcIP[:], dstIP[:], 6, 20+payload))
-	for i := 54; i < len(f); i++ {
-		f[i] = byte(i * 7)
-	}
-	hdr := gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, HdrLen: 54, CsumStart: 34, CsumOffset: 16}
-	if mss > 0 {
-		hdr.GSOType, hdr.GSOSize = gso.GSOTCPv4, uint16(mss)
-	}
-	return hdr, f
+	f, h := superframe.Flow{DstMAC: dst, SrcMAC: src, SrcIP: srcIP, DstIP: dstIP, SrcPort: 40000, DstPort: 5201,
+		MSS: mss}.TCP(payload, 1000)
+	return h, f
 }
 
 func vnetMsg(hdr gso.VirtioNetHdr, frame []byte) []byte {
@@ -312,30 +285,11 @@ func TestMonitorSeesSuperframeWhole(t *testing.T) {
 }
 
 // udpSuperframe is what the host's stack hands a TAP with USO for a UDP
-// socket with UDP_SEGMENT: one Ethernet/IPv4/UDP frame of payload bytes,
-// the pseudo-header sum in the checksum field, cut every mss bytes.
+// socket with UDP_SEGMENT: payload bytes cut every mss bytes.
 func udpSuperframe(dst, src [6]byte, payload, mss int) (gso.VirtioNetHdr, []byte) {
-	f := make([]byte, 14+20+8+payload)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:34]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+payload))
-	ip[8], ip[9] = 64, 17
-	copy(ip[12:16], tsoSrcIP[:])
-	copy(ip[16:20], tsoDstIP[:])
-	binary.BigEndian.PutUint16(ip[10:], gso.IPv4HeaderChecksum(ip))
-	udp := f[34:42]
-	binary.BigEndian.PutUint16(udp[0:], 40000)
-	binary.BigEndian.PutUint16(udp[2:], 443)
-	binary.BigEndian.PutUint16(udp[4:], uint16(8+payload))
-	binary.BigEndian.PutUint16(udp[6:], gso.PseudoHeaderSumIPv4(tsoSrcIP[:], tsoDstIP[:], 17, 8+payload))
-	for i := 42; i < len(f); i++ {
-		f[i] = byte(i * 11)
-	}
-	return gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOUDPL4, GSOSize: uint16(mss),
-		HdrLen: 42, CsumStart: 34, CsumOffset: 6}, f
+	f, h := superframe.Flow{DstMAC: dst, SrcMAC: src, SrcIP: tsoSrcIP, DstIP: tsoDstIP, SrcPort: 40000, DstPort: 443,
+		MSS: mss}.UDP(payload)
+	return h, f
 }
 
 // A UDP superframe from the host (USO) reaches a client without offloads

@@ -2,13 +2,13 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/superframe"
 	"github.com/vknetd/vknetd/tap"
 	"github.com/vknetd/vknetd/vhostuser"
 )
@@ -22,33 +22,9 @@ import (
 // TCP payload and the header the kernel's TSO gives it: a partial
 // checksum and segments of mss bytes.
 func tcpSuperframe(payload, mss int, seq byte) ([]byte, gso.VirtioNetHdr) {
-	const l2, l3, l4 = 14, 20, 20
-	f := make([]byte, l2+l3+l4+payload)
-	copy(f, []byte{0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00})
-	ip, tcp := f[l2:l2+l3], f[l2+l3:l2+l3+l4]
-	ip[0], ip[8], ip[9] = 0x45, 64, 6
-	binary.BigEndian.PutUint16(ip[2:], uint16(l3+l4+payload))
-	copy(ip[12:], []byte{198, 18, 0, 1, 198, 18, 0, 2})
-	binary.BigEndian.PutUint16(ip[10:], ^foldSum(ip, 0))
-	binary.BigEndian.PutUint16(tcp[0:], 40000)
-	binary.BigEndian.PutUint16(tcp[2:], 5001)
-	tcp[7], tcp[12], tcp[13] = seq, 5<<4, 0x18
-	for i := l2 + l3 + l4; i < len(f); i++ {
-		f[i] = byte(i*13) + seq
-	}
-	binary.BigEndian.PutUint16(tcp[16:], foldSum(ip[12:20], uint32(6+l4+payload)))
-	return f, gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv4, HdrLen: l2 + l3 + l4,
-		GSOSize: uint16(mss), CsumStart: l2 + l3, CsumOffset: 16}
-}
-
-func foldSum(b []byte, sum uint32) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return uint16(sum)
+	return superframe.Flow{DstMAC: [6]byte{2, 0, 0, 0, 0, 2}, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1},
+		SrcIP: [4]byte{198, 18, 0, 1}, DstIP: [4]byte{198, 18, 0, 2}, SrcPort: 40000, DstPort: 5001,
+		MSS: mss, Fill: seq}.TCP(payload, uint32(seq))
 }
 
 // offloadFrames is n frames cycling through a 64 KiB superframe, a

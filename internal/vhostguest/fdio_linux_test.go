@@ -2,13 +2,13 @@ package vhostguest_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/superframe"
 	"github.com/vknetd/vknetd/internal/vhostguest"
 	"github.com/vknetd/vknetd/vhostuser"
 )
@@ -109,33 +109,9 @@ func testFrame(size int, seq int) []byte {
 // tcpSuperframe is an Ethernet/IPv4/TCP frame with payload bytes and the
 // header the kernel's TSO gives it, which gso.Check accepts.
 func tcpSuperframe(payload int, seq byte) ([]byte, gso.VirtioNetHdr) {
-	const l2, l3, l4 = 14, 20, 20
-	f := make([]byte, l2+l3+l4+payload)
-	copy(f, []byte{0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00})
-	ip, tcp := f[l2:l2+l3], f[l2+l3:l2+l3+l4]
-	ip[0], ip[8], ip[9] = 0x45, 64, 6
-	binary.BigEndian.PutUint16(ip[2:], uint16(l3+l4+payload))
-	copy(ip[12:], []byte{198, 18, 0, 1, 198, 18, 0, 2})
-	binary.BigEndian.PutUint16(ip[10:], ^sum16(ip, 0))
-	binary.BigEndian.PutUint16(tcp[0:], 40000)
-	binary.BigEndian.PutUint16(tcp[2:], 5201)
-	tcp[7], tcp[12], tcp[13] = seq, 5<<4, 0x18
-	for i := l2 + l3 + l4; i < len(f); i++ {
-		f[i] = byte(i*11) ^ seq
-	}
-	binary.BigEndian.PutUint16(tcp[16:], sum16(ip[12:20], uint32(6+l4+payload)))
-	return f, gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv4, HdrLen: l2 + l3 + l4,
-		GSOSize: 1448, CsumStart: l2 + l3, CsumOffset: 16}
-}
-
-func sum16(b []byte, s uint32) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
+	return superframe.Flow{DstMAC: [6]byte{2, 0, 0, 0, 0, 2}, SrcMAC: [6]byte{2, 0, 0, 0, 0, 1},
+		SrcIP: [4]byte{198, 18, 0, 1}, DstIP: [4]byte{198, 18, 0, 2}, SrcPort: 40000, DstPort: 5201,
+		MSS: 1448, Fill: seq}.TCP(payload, uint32(seq))
 }
 
 // mixedFrames is a frame of each size of frameSizes, a 64 KiB TCP
