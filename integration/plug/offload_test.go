@@ -96,21 +96,31 @@ func TestTapOffloadIperf(t *testing.T) {
 	}
 }
 
-// tapAverages is the average size of the packets dev sent (the kernel to
-// the TAP's reader) and received (written to it), from ip -s -j link.
-func tapAverages(t *testing.T, ns *testbed.Netns, dev string) (tx, rx float64) {
+// linkTraffic is what dev sent (the kernel to the TAP's reader) and
+// received (written to it), from ip -s -j link.
+type linkTraffic struct {
+	TX, RX struct{ Bytes, Packets float64 }
+}
+
+func tapTraffic(t *testing.T, ns *testbed.Netns, dev string) linkTraffic {
 	t.Helper()
 	out, err := ns.Try("ip", "-s", "-j", "link", "show", "dev", dev)
 	var links []struct {
-		Stats struct {
-			TX, RX struct{ Bytes, Packets float64 }
-		} `json:"stats64"`
+		Stats linkTraffic `json:"stats64"`
 	}
-	if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 ||
-		links[0].Stats.TX.Packets == 0 || links[0].Stats.RX.Packets == 0 {
+	if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 {
 		t.Fatalf("ip -s -j link show %s: %v\n%s", dev, err, out)
 	}
-	st := links[0].Stats
+	return links[0].Stats
+}
+
+// tapAverages is the average size of the packets dev sent and received.
+func tapAverages(t *testing.T, ns *testbed.Netns, dev string) (tx, rx float64) {
+	t.Helper()
+	st := tapTraffic(t, ns, dev)
+	if st.TX.Packets == 0 || st.RX.Packets == 0 {
+		t.Fatalf("%s sent %.0f and received %.0f packets: no traffic to average", dev, st.TX.Packets, st.RX.Packets)
+	}
 	return st.TX.Bytes / st.TX.Packets, st.RX.Bytes / st.RX.Packets
 }
 
@@ -143,17 +153,7 @@ func TestHostUDPSuperframeReachesPluggedNamespace(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i*7 + i/251)
 	}
-	hostTX := func() float64 {
-		out, err := d.Netns.Try("ip", "-s", "-j", "link", "show", "dev", d.TAP)
-		var links []struct {
-			Stats struct{ TX struct{ Packets float64 } } `json:"stats64"`
-		}
-		if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 {
-			t.Fatalf("ip -s -j link show %s: %v\n%s", d.TAP, err, out)
-		}
-		return links[0].Stats.TX.Packets
-	}
-	before := hostTX()
+	before := tapTraffic(t, d.Netns, d.TAP).TX.Packets
 	if err := d.Netns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -182,7 +182,7 @@ func TestHostUDPSuperframeReachesPluggedNamespace(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("the datagrams do not carry what the host sent")
 	}
-	sent := hostTX() - before
+	sent := tapTraffic(t, d.Netns, d.TAP).TX.Packets - before
 	uso := strings.Contains(d.Stderr(), "uso=true")
 	t.Logf("the host handed the switch %.0f packets for %d bytes (TAP USO %v)", sent, total, uso)
 	// One superframe, and perhaps a stray packet of the host's own (IPv6
