@@ -175,7 +175,12 @@ type Engine struct {
 	// (tests; not in the listings).
 	superframesCut uint64
 
-	rxPending []*port // ports whose transport holds complete frames already read
+	// round counts the loop's rounds (step); readNext are the ports to be
+	// read once more in the next round: they hold frames already read (a
+	// stream's buffer, a vhost-user ring that has more) or were reported
+	// again in a round that had read them.
+	round    uint64
+	readNext []*port
 	// largeWaiters are ports whose last read stopped for want of a large
 	// buffer (largeWaiter); they are read again once one is free.
 	largeWaiters []*port
@@ -294,7 +299,7 @@ func New(cfg Config) (*Engine, error) {
 		reqs:      make(chan func(), 16),
 		exited:    make(chan struct{}),
 
-		rxPending:    make([]*port, 0, 2*maxPorts),
+		readNext:     make([]*port, 0, 2*maxPorts),
 		largeWaiters: make([]*port, 0, maxPorts),
 	}
 	for id := maxPorts - 1; id >= 1; id-- {
@@ -374,30 +379,53 @@ func (e *Engine) Run() error {
 	e.now = int64(time.Since(e.start))
 	e.nextSweep = e.now + int64(sweepInterval)
 	for !e.stopping {
-		n, err := e.poll.wait(e.events, e.timeoutMs())
-		if err != nil {
+		if err := e.step(e.timeoutMs()); err != nil {
 			e.shutdown()
 			return err
 		}
-		e.now = int64(time.Since(e.start))
-		for _, ev := range e.events[:n] {
-			e.dispatch(ev)
-		}
-		e.receivePending()
-		if len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0 {
-			e.receiveLargeWaiters()
-		}
-		if e.retryPending {
-			e.retryPending = false
-			e.retryPorts()
-		}
-		e.reap()
-		e.resumeListeners()
-		if e.now >= e.nextSweep {
-			e.sweep()
-		}
 	}
 	e.shutdown()
+	return nil
+}
+
+// step is one round of the loop: wait for readiness (up to timeoutMs),
+// then serve every port that is ready.
+//
+// Fairness: in one round a port is read at most once, one batch (Batch
+// frames; the TAP up to maxReadBudget, a superframe's segments), however
+// many frames it offers and however many of its fds were reported. A port
+// that still holds frames afterwards (a stream's buffer, a vhost-user ring
+// with more, a second report of the same round) is read again in the next
+// round, in turn with the others, never before them. So a port offering 100
+// times the frames of the others delays their frames by at most one round:
+// its one batch. Ports whose fds the kernel reports ready are served in the
+// order epoll reports them, and level-triggered epoll puts a reported fd at
+// the end of its ready list, so no port is passed over for two rounds.
+// Datagram clients share their listener's socket: the kernel queues their
+// frames together, and one batch per round is read for all of them.
+func (e *Engine) step(timeoutMs int) error {
+	n, err := e.poll.wait(e.events, timeoutMs)
+	if err != nil {
+		return err
+	}
+	e.now = int64(time.Since(e.start))
+	carried := e.beginRound()
+	for _, ev := range e.events[:n] {
+		e.dispatch(ev)
+	}
+	e.receiveCarried(carried)
+	if len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0 {
+		e.receiveLargeWaiters()
+	}
+	if e.retryPending {
+		e.retryPending = false
+		e.retryPorts()
+	}
+	e.reap()
+	e.resumeListeners()
+	if e.now >= e.nextSweep {
+		e.sweep()
+	}
 	return nil
 }
 
@@ -430,17 +458,36 @@ func (e *Engine) dispatch(ev event) {
 			e.transmit(p)
 		}
 		if ev.readable {
-			e.receive(p)
+			e.serve(p)
 		} else if ev.hangup {
 			e.kill(p, nil)
 		}
 	}
 }
 
+// serve reads p in this round, or, if p had its read in this round
+// already, in the next one (see step).
+func (e *Engine) serve(p *port) {
+	if p.readRound == e.round {
+		e.readNextRound(p)
+		return
+	}
+	e.receive(p)
+}
+
+// readNextRound queues p for one read in the next round, once.
+func (e *Engine) readNextRound(p *port) {
+	if !p.readAgain {
+		p.readAgain = true
+		e.readNext = append(e.readNext, p)
+	}
+}
+
 // receive reads one batch from p, forwards it, and flushes every port the
-// batch queued frames on. One batch per readiness report keeps a busy
-// client from starving the others: level-triggered polling brings us back.
+// batch queued frames on. A port that holds frames it has read already
+// (bufferedReader) is read again in the next round (step).
 func (e *Engine) receive(p *port) {
+	p.readRound, p.readAgain = e.round, false
 	budget := e.cfg.Batch
 	if b, ok := p.t.(readBudgeter); ok {
 		budget = min(b.readBudget(), maxReadBudget)
@@ -459,9 +506,17 @@ func (e *Engine) receive(p *port) {
 		return
 	}
 	if b, ok := p.t.(bufferedReader); ok && b.buffered() {
-		e.rxPending = append(e.rxPending, p)
+		e.readNextRound(p)
 	}
 	if w, ok := p.t.(largeWaiter); ok && w.waitsForLarge() {
+		e.waitForLarge(p)
+	}
+}
+
+// waitForLarge queues p, once, to be read when a large buffer is free.
+func (e *Engine) waitForLarge(p *port) {
+	if !p.waitsLarge {
+		p.waitsLarge = true
 		e.largeWaiters = append(e.largeWaiters, p)
 	}
 }
@@ -469,11 +524,18 @@ func (e *Engine) receive(p *port) {
 // receiveLargeWaiters reads again, one batch each, the ports that waited
 // for a large buffer, now that one is free: the frames that wait are
 // superframes, and reading frees no large buffer, so they waited for the
-// writes of this loop iteration.
+// writes of this loop iteration. A port read in this round already waits
+// for the next one (step).
 func (e *Engine) receiveLargeWaiters() {
 	n := len(e.largeWaiters)
 	for i := 0; i < n; i++ {
-		if p := e.largeWaiters[i]; !p.dead {
+		p := e.largeWaiters[i]
+		p.waitsLarge = false
+		switch {
+		case p.dead:
+		case p.readRound == e.round:
+			e.waitForLarge(p)
+		default:
 			e.receive(p) // may append p again, after n
 		}
 	}
@@ -497,17 +559,25 @@ func (e *Engine) releaseBuffers(refs []ring.Ref) {
 	}
 }
 
-// receivePending serves stream ports that still hold complete frames in
-// their buffers: the poller will not report them again, the data is ours
-// now. One batch each per loop iteration, like every other port.
-func (e *Engine) receivePending() {
-	n := len(e.rxPending)
-	for i := 0; i < n; i++ {
-		if p := e.rxPending[i]; !p.dead && p.t.(bufferedReader).buffered() {
-			e.receive(p) // may append p again, after n
+// beginRound starts a round of the loop and says how many ports wait
+// in readNext from earlier rounds: the ones receiveCarried serves.
+func (e *Engine) beginRound() (carried int) {
+	e.round++
+	return len(e.readNext)
+}
+
+// receiveCarried gives the first carried ports of readNext their read of
+// this round, unless they had it already (a poll report came first: that
+// read queued them again if they still hold frames). Ports queued during
+// this round stay for the next one.
+func (e *Engine) receiveCarried(carried int) {
+	for _, p := range e.readNext[:carried] {
+		if p.dead || !p.readAgain || p.readRound == e.round {
+			continue
 		}
+		e.receive(p)
 	}
-	e.rxPending = append(e.rxPending[:0], e.rxPending[n:]...)
+	e.readNext = append(e.readNext[:0], e.readNext[carried:]...)
 }
 
 // flush transmits on every port that got frames during the last batch.
@@ -587,7 +657,7 @@ func (e *Engine) sourceEvent(p *port, src eventSource, sub uint8, ev event) {
 		e.transmit(p)
 	}
 	if read {
-		e.receive(p)
+		e.serve(p)
 	}
 }
 
@@ -729,7 +799,7 @@ func (e *Engine) timeoutMs() int {
 			next = u
 		}
 	}
-	if len(e.rxPending) > 0 || len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0 {
+	if len(e.readNext) > 0 || len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0 {
 		return 0
 	}
 	if e.retryPending && e.now+int64(dgramRetry) < next {

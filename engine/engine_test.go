@@ -116,6 +116,9 @@ func (c *testClient) close() {
 func (s *testSwitch) pump() {
 	for again := true; again; {
 		again = false
+		// Each pass is a round of the loop: every readable port gets its
+		// one read, and ports carried from the last pass get theirs.
+		carried := s.e.beginRound()
 		for _, p := range append([]*port(nil), s.e.live...) {
 			if p.dead || p.fd < 0 {
 				continue // fd < 0: a datagram client reached through its listener
@@ -147,8 +150,8 @@ func (s *testSwitch) pump() {
 				again = true
 			}
 		}
-		if len(s.e.rxPending) > 0 {
-			s.e.receivePending()
+		s.e.receiveCarried(carried)
+		if len(s.e.readNext) > 0 {
 			again = true
 		}
 		if s.e.retryPending {

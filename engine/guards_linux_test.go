@@ -310,9 +310,7 @@ func TestNoAllocationOnAnyPath(t *testing.T) {
 				}
 				for n := 0; n < perRun/defaultBatch+2; n++ {
 					s.e.receive(path.in)
-					if len(s.e.rxPending) > 0 {
-						s.e.receivePending()
-					}
+					s.e.receiveCarried(s.e.beginRound())
 				}
 				for _, fd := range path.out {
 					drain(fd)

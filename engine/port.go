@@ -20,6 +20,13 @@ type port struct {
 	txClosed   bool       // sending failed because the peer is gone; read what is left, then close
 	dead       bool       // closed at the end of this loop iteration
 
+	// readRound is the loop's round in which p was last read; readAgain
+	// says p is in Engine.readNext, to be read in the next round.
+	readRound uint64
+	readAgain bool
+	// waitsLarge: p is in Engine.largeWaiters.
+	waitsLarge bool
+
 	cnt counters
 	// filterCookie keys the kernel filter's drop counter for the socket
 	// this client sends on; 0 when the kernel does not filter it.

@@ -123,7 +123,7 @@ func TestStreamBufferedFramesAreNotStranded(t *testing.T) {
 	}
 	unix.Write(q.fd, prefixed(frames...))
 	s.e.receive(q.port) // what one poll report does
-	if len(s.e.rxPending) == 0 {
+	if len(s.e.readNext) == 0 {
 		t.Fatal("a stream port with buffered frames was not queued for another pass")
 	}
 	s.pump()
