@@ -372,6 +372,9 @@ func (e *Engine) newPort(id uint32, t transport, fd int, name string) *port {
 // client; the TAP and listener fds stay open for the caller to close.
 func (e *Engine) Run() error {
 	defer close(e.exited)
+	// The buffers are mapped apart from the heap (ring.mapSlab): only the
+	// loop touches them, and it is done.
+	defer e.pool.Close()
 	// A vhost-user guest that shrinks a shared memory file after we mapped
 	// it makes our next access fault: with this the fault is an error that
 	// closes that guest (package vhostuser recovers it), not a crash.

@@ -80,6 +80,7 @@ func newTestSwitch(t *testing.T, secureMode bool, mt mactable.Config, tweak func
 		}
 		e.reap()
 		e.closePoller()
+		e.pool.Close() // what Run does at its end: fuzzing makes thousands of these
 	})
 	return &testSwitch{t: t, e: e}
 }

@@ -1,6 +1,7 @@
 // Package ring owns the switch's frame memory: one slab of equal-size
-// buffers allocated at start, handed out by reference, and bounded FIFO
-// queues of those references. A pool may also hold a few large buffers in
+// buffers allocated at start (mapped apart from the garbage-collected
+// heap, see mapSlab), handed out by reference, and bounded FIFO queues of
+// those references. A pool may also hold a few large buffers in
 // a slab of their own, for superframes (64 KiB TCP segments with offloads):
 // sizing every buffer for them would cost 32 times the memory.
 //
@@ -57,15 +58,24 @@ func NewPoolWithLarge(count, size, largeCount, largeSize int) (*Pool, error) {
 		return nil, fmt.Errorf("ring: pool of %d buffers is larger than a Ref can name", count+largeCount)
 	}
 	all := count + largeCount
+	slab, err := mapSlab(count * size)
+	if err != nil {
+		return nil, err
+	}
+	large, err := mapSlab(largeCount * largeSize)
+	if err != nil {
+		unmapSlab(slab)
+		return nil, err
+	}
 	p := &Pool{
-		slab:      make([]byte, count*size),
+		slab:      slab,
 		size:      size,
 		count:     count,
 		lens:      make([]int32, all),
 		refs:      make([]int32, all),
 		hdrs:      make([]gso.VirtioNetHdr, all),
 		free:      make([]Ref, count),
-		large:     make([]byte, largeCount*largeSize),
+		large:     large,
 		largeSize: largeSize,
 		freeLarge: make([]Ref, largeCount),
 	}
@@ -77,6 +87,15 @@ func NewPoolWithLarge(count, size, largeCount, largeSize int) (*Pool, error) {
 		p.freeLarge[i] = Ref(all - 1 - i)
 	}
 	return p, nil
+}
+
+// Close returns the slabs to the system. Neither the pool nor any buffer
+// it handed out may be used after: the engine closes its pool when its
+// loop has ended.
+func (p *Pool) Close() {
+	unmapSlab(p.slab)
+	unmapSlab(p.large)
+	p.slab, p.large = nil, nil
 }
 
 // Get takes a free buffer with one reference, or reports false when the
