@@ -451,7 +451,7 @@ func (d *Device) setMemTable(h header, p []byte) (Changes, error) {
 	}
 	if d.cfg.Memory != nil {
 		if err := d.cfg.Memory(total); err != nil {
-			return 0, violation("%v: %d regions refused: %v", h.req, n, err)
+			return 0, violation("%v: memory table refused: %v", h.req, err)
 		}
 	}
 	d.memBytes = total
