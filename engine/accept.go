@@ -40,7 +40,7 @@ func (e *Engine) accept(l *listenerState) {
 		if e.clients >= e.cfg.MaxClients || len(e.freeIDs) == 0 {
 			e.clientLog.Warn("client refused: too many clients", "socket", l.Path, "clients", e.clients,
 				"hint", "raise --max-clients")
-			e.refuse(fd, l.Kind, fmt.Sprintf("too many clients: %d are connected, the most --max-clients lets in: raise --max-clients", e.clients))
+			e.refuse(fd, l.Kind, fmt.Sprintf("too many clients: --max-clients is %d, and that many are connected: raise --max-clients", e.cfg.MaxClients))
 			continue
 		}
 		if _, err := e.addClient(fd, l.Kind, l.Path); err != nil {
