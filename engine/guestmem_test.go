@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -144,4 +145,61 @@ func testConfigForCaps(t *testing.T) Config {
 	}
 	return Config{TapFd: -1, MTU: 1500, Policy: policy, Logger: quietLogger(), MaxClients: 4,
 		MACTable: mactable.Config{Capacity: 64, PortLimit: 8, MaxAge: time.Minute}}
+}
+
+// TestGuestMemoryRandomTables drives many guests of a few users through
+// random tables (as the hostile front-ends' 11,000 SET_MEM_TABLEs did),
+// refusals and closes: the caps always hold, every count is the sum of
+// what is held, and everything closes back to zero.
+func TestGuestMemoryRandomTables(t *testing.T) {
+	const M = 1 << 20
+	b := &guestMemoryBudget{perGuest: 64 * M, perUser: 160 * M, total: 400 * M}
+	users := []*user{{uid: 1}, {uid: 2}, {uid: 3}, {uid: 4}}
+	guests := make([]*guestMemory, 24)
+	for i := range guests {
+		guests[i] = &guestMemory{budget: b}
+		guests[i].joined(users[i%len(users)])
+	}
+	rng := rand.New(rand.NewPCG(15, 3))
+	refusals := 0
+	for step := 0; step < 20000; step++ {
+		g := guests[rng.IntN(len(guests))]
+		want := uint64(rng.IntN(80)) * M
+		if rng.IntN(8) == 0 {
+			want = 0 // a close, or a table that failed half way
+		}
+		err := g.set(want)
+		if err != nil {
+			refusals++
+			if want <= g.held {
+				t.Fatalf("step %d: a table that does not grow (%d, held %d) was refused: %v", step, want, g.held, err)
+			}
+		}
+		var sum uint64
+		perUser := map[*user]uint64{}
+		for _, g := range guests {
+			if g.held > b.perGuest {
+				t.Fatalf("step %d: a guest holds %d, over its cap", step, g.held)
+			}
+			sum += g.held
+			perUser[g.user] += g.held
+		}
+		for _, u := range users {
+			if u.guestMemory != perUser[u] || u.guestMemory > b.perUser {
+				t.Fatalf("step %d: uid %d counted %d, its guests hold %d (cap %d)", step, u.uid, u.guestMemory, perUser[u], b.perUser)
+			}
+		}
+		if b.used != sum || sum > b.total {
+			t.Fatalf("step %d: daemon counted %d, guests hold %d (cap %d)", step, b.used, sum, b.total)
+		}
+	}
+	if refusals == 0 {
+		t.Fatal("no table was ever refused: the caps were not exercised")
+	}
+	for _, g := range guests {
+		g.set(0)
+	}
+	if b.used != 0 {
+		t.Fatalf("%d bytes counted after every guest closed", b.used)
+	}
 }
