@@ -150,8 +150,11 @@ func TestVhostUserMemoryCaps(t *testing.T) {
 	const tib = 1 << 40
 	before := vmSize(t)
 	held := 0
+	var hoard []*vhostguest.Guest
 	for ; held < 32; held++ {
-		err := setBigTable(t, dialAs(t, path, hoarder), tib)
+		g := dialAs(t, path, hoarder)
+		hoard = append(hoard, g)
+		err := setBigTable(t, g, tib)
 		if err != nil {
 			refusedFor(t, "the hoarder's guest over its user's cap", err, "raise --user-vhost-memory")
 			break
@@ -187,6 +190,23 @@ func TestVhostUserMemoryCaps(t *testing.T) {
 	}
 	if got := receiveFrames(t, b, 1); len(got) != 1 || string(got[0]) != string(reply) {
 		t.Fatalf("b received %d frames, want a's reply", len(got))
+	}
+
+	// The hoarder's guests go: their share goes with them, to the byte.
+	for _, g := range hoard {
+		g.Close()
+	}
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
+	var used uint64
+	var hoarderLeft bool
+	if err := e.do(func() { used, hoarderLeft = e.guestMem.used, e.users[int32(hoarder.UID)] != nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(len(a.Mem()) + len(b.Mem())); used != want || hoarderLeft {
+		t.Fatalf("after the hoarder left: %d bytes counted (the tenant's guests map %d), hoarder still a user: %v", used, want, hoarderLeft)
+	}
+	if err := setBigTable(t, dialAs(t, path, hoarder), tib); err != nil {
+		t.Fatalf("the hoarder's share was not released: %v", err)
 	}
 }
 
