@@ -40,14 +40,24 @@ func (e *Engine) accept(l *listenerState) {
 		if e.clients >= e.cfg.MaxClients || len(e.freeIDs) == 0 {
 			e.clientLog.Warn("client refused: too many clients", "socket", l.Path, "clients", e.clients,
 				"hint", "raise --max-clients")
-			closeFd(fd)
+			e.refuse(fd, l.Kind, fmt.Sprintf("too many clients: --max-clients is %d, and that many are connected: raise --max-clients", e.cfg.MaxClients))
 			continue
 		}
 		if _, err := e.addClient(fd, l.Kind, l.Path); err != nil {
 			e.clientLog.Error("client refused", "socket", l.Path, "err", err)
-			closeFd(fd)
+			e.refuse(fd, l.Kind, err.Error())
 		}
 	}
+}
+
+// refuse closes a connection the switch will not serve; a vhost-user
+// front-end is told why first (its protocol has no error message, so the
+// note is ours: vhostuser.Refuse).
+func (e *Engine) refuse(fd int, kind ListenerKind, reason string) {
+	if kind == VhostUser {
+		refuseVhost(fd, reason)
+	}
+	closeFd(fd)
 }
 
 // resumeListeners re-arms listeners whose back-off has passed.
@@ -93,11 +103,13 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	}
 	// The transport is chosen once, by the listener's protocol.
 	var t transport = newMsgTransport(&e.io)
+	var mem *guestMemory // a vhost-user guest's account of the memory it has us map
 	switch kind {
 	case Stream:
 		t = newStreamTransport(&e.io, e.maxFrame)
 	case VhostUser:
-		vt, err := e.newVhostTransport(fd, id, name)
+		mem = &guestMemory{budget: &e.guestMem}
+		vt, err := e.newVhostTransport(fd, id, name, mem)
 		if err != nil {
 			return nil, err
 		}
@@ -113,6 +125,9 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 		p.filterCookie = e.attachFilter(fd, via)
 	}
 	e.joinUser(p)
+	if mem != nil {
+		mem.joined(p.user)
+	}
 	e.clients++
 	e.accepted++
 	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", t.kind())

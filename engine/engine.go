@@ -104,6 +104,15 @@ type Config struct {
 	Batch       int           // frames per read or write syscall batch (default 32)
 	Buffers     int           // frame buffers in the pool (default from MaxClients)
 
+	// GuestMemoryMax is the most guest memory one vhost-user connection
+	// may have the switch map, in bytes of mappings (default 1 TiB);
+	// UserGuestMemory the most all of one user's connections may (default
+	// a quarter of GuestMemoryTotal, at least GuestMemoryMax), and
+	// GuestMemoryTotal the most all guests may (default 64 TiB, half of
+	// x86-64's address space). A table over one of them closes its guest
+	// before anything is mapped (guestmem.go).
+	GuestMemoryMax, UserGuestMemory, GuestMemoryTotal uint64
+
 	Logger *slog.Logger
 }
 
@@ -162,6 +171,7 @@ type Engine struct {
 
 	users         map[int32]*user // by uid: users with clients connected (users.go)
 	freeUserSlots []uint32
+	guestMem      guestMemoryBudget // what vhost-user guests map (guestmem.go)
 
 	listeners []listenerState
 	accepted  uint64
@@ -226,6 +236,19 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = defaultQueueLen
+	}
+	if cfg.GuestMemoryTotal == 0 {
+		cfg.GuestMemoryTotal = defaultGuestMemoryTotal
+	}
+	if cfg.GuestMemoryMax == 0 {
+		cfg.GuestMemoryMax = min(defaultGuestMemoryMax, cfg.GuestMemoryTotal)
+	}
+	if cfg.UserGuestMemory == 0 {
+		cfg.UserGuestMemory = max(cfg.GuestMemoryTotal/4, cfg.GuestMemoryMax)
+	}
+	if cfg.GuestMemoryMax > cfg.UserGuestMemory || cfg.UserGuestMemory > cfg.GuestMemoryTotal {
+		return nil, fmt.Errorf("--vhost-memory-max %s, --user-vhost-memory %s and --vhost-memory-total %s: each must be at most the next",
+			sizeString(cfg.GuestMemoryMax), sizeString(cfg.UserGuestMemory), sizeString(cfg.GuestMemoryTotal))
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = defaultBatch
@@ -296,6 +319,7 @@ func New(cfg Config) (*Engine, error) {
 		io:        portIO{pool: pool, batch: cfg.Batch},
 		start:     time.Now(),
 		users:     make(map[int32]*user),
+		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
 		reqs:      make(chan func(), 16),
 		exited:    make(chan struct{}),
 

@@ -8,8 +8,9 @@ import "fmt"
 // to the user who connected it (SO_PEERCRED, or a datagram's
 // SCM_CREDENTIALS), and a user's ports share two limits: clients connected
 // at once (Config.UserClients, --user-clients) and MAC addresses learned
-// (mactable's OwnerLimit, --user-macs). The TAP and monitors belong to no
-// user.
+// (mactable's OwnerLimit, --user-macs), and vhost-user guests share the
+// guest memory they may have the switch map (--user-vhost-memory). The TAP
+// and monitors belong to no user.
 
 // user is one uid with connected clients. Its slot is its owner number in
 // the MAC table: 1 and up, 0 being no owner.
@@ -17,6 +18,9 @@ type user struct {
 	uid   int32
 	slot  uint32
 	ports int
+	// guestMemory is what the user's vhost-user guests map, in bytes
+	// (guestmem.go).
+	guestMemory uint64
 }
 
 // joinUser counts p against its user (p.uid), whom userRoom has let in,

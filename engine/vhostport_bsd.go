@@ -5,6 +5,9 @@ package engine
 import "errors"
 
 // vhost-user needs eventfds and memfd-shared guest memory: Linux only.
-func (e *Engine) newVhostTransport(int, uint32, string) (transport, error) {
+func (e *Engine) newVhostTransport(int, uint32, string, *guestMemory) (transport, error) {
 	return nil, errors.New("vhost-user ports are Linux-only")
 }
+
+// refuseVhost has nothing to say on a platform without vhost-user.
+func refuseVhost(int, string) {}

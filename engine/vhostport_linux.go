@@ -40,7 +40,9 @@ const (
 	subRXKick = 2 // the guest posted receive buffers
 )
 
-func (e *Engine) newVhostTransport(fd int, id uint32, name string) (*vhostTransport, error) {
+// newVhostTransport serves the guest on fd; mem is the port's account of
+// the guest memory its device maps (guestmem.go).
+func (e *Engine) newVhostTransport(fd int, id uint32, name string, mem *guestMemory) (*vhostTransport, error) {
 	t := &vhostTransport{io: &e.io, poll: e.poll, id: id, kicks: [2]int{-1, -1},
 		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
 		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}
@@ -48,7 +50,7 @@ func (e *Engine) newVhostTransport(fd int, id uint32, name string) (*vhostTransp
 	offloads := e.cfg.Offloads && e.pool.CapLarge() > 0
 	dev, err := vhostuser.NewDevice(fd, vhostuser.Config{Note: func(msg string) {
 		e.clientLog.Info("vhost-user request ignored", "port", id, "client", name, "request", msg)
-	}, Offloads: offloads, Large: t.large})
+	}, Offloads: offloads, Large: t.large, Memory: mem.set})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +46,17 @@ type Config struct {
 	// the ring for a later call (more), as a socket's frame waits in the
 	// kernel for a buffer to read it into.
 	Large func(slot int) []byte
+
+	// Memory, when set, is who pays for the guest memory the device maps.
+	// Before mapping a memory table the device calls it with the bytes
+	// the new table's mappings take in all (each region's mapping length,
+	// rounded up to the file's block size as mapped), which replace what
+	// it held until then; it calls it with 0 when it lets go of its
+	// mappings (Close, or a table that failed to map). An error refuses
+	// the table before anything is mapped: the device closes with a
+	// violation carrying the error, which should say what to raise. A
+	// call that does not grow what the device holds must not fail.
+	Memory func(bytes uint64) error
 }
 
 // Device is one guest's virtio-net device behind one vhost-user
@@ -57,9 +69,10 @@ type Device struct {
 	features uint64 // acked by SET_FEATURES
 	protocol uint64 // acked by SET_PROTOCOL_FEATURES
 
-	mem   memory
-	maps  [maxRegions][]byte // whole mappings, for munmap
-	nmaps int
+	mem      memory
+	maps     [maxRegions][]byte // whole mappings, for munmap
+	nmaps    int
+	memBytes uint64 // the table's mapping lengths, as told to Config.Memory
 
 	q     [numQueues]queue
 	stats Stats
@@ -122,8 +135,14 @@ func (d *Device) Offloads() gso.Offloads { return guestOffloads(d.features, true
 // HandleSocket processes every message the socket holds now and returns
 // what changed. Call it when the socket is readable. An error matching
 // ErrViolation or ErrHangup (or any other) means the device is done:
-// Close it.
+// Close it. A violation has been told to the front-end already, in a
+// refusal note (RefusalRequest) carrying the error's text.
 func (d *Device) HandleSocket() (ch Changes, err error) {
+	defer func() {
+		if errors.Is(err, ErrViolation) {
+			Refuse(d.conn.fd, err.Error())
+		}
+	}()
 	// Starting a ring writes into guest memory (kick suppression fields).
 	defer recoverFault(&err)
 	for {
@@ -406,7 +425,10 @@ func (d *Device) setVringFD(h header, p []byte) (Changes, error) {
 }
 
 // setMemTable maps a new memory table, then drops the old one and moves
-// running rings onto the new mappings.
+// running rings onto the new mappings. The new table's mappings are
+// checked against Config.Memory before any is made, replacing the old
+// table's share; a table that fails to map half way leaves the device with
+// no memory at all, and closing.
 func (d *Device) setMemTable(h header, p []byte) (Changes, error) {
 	var regs [maxRegions]Region
 	n, err := payloadMemTable(h, p, &regs)
@@ -419,15 +441,33 @@ func (d *Device) setMemTable(h header, p []byte) (Changes, error) {
 	if err := validateRegions(regs[:n]); err != nil {
 		return 0, err
 	}
+	var plan [maxRegions]regionMapping
+	var total uint64 // at most 8 regions of 1 TiB and a block each: no overflow
+	for i := range n {
+		if plan[i], err = planRegion(i, regs[i], d.conn.fds[i]); err != nil {
+			return 0, err
+		}
+		total += plan[i].length
+	}
+	if d.cfg.Memory != nil {
+		if err := d.cfg.Memory(total); err != nil {
+			return 0, violation("%v: memory table refused: %v", h.req, err)
+		}
+	}
+	d.memBytes = total
 	var mem memory
 	var maps [maxRegions][]byte
 	for i := range n {
-		mapping, view, err := mapRegion(i, regs[i], d.conn.fds[i])
+		mapping, view, err := mapRegion(i, regs[i], d.conn.fds[i], plan[i])
 		if err != nil {
 			for _, m := range maps[:i] {
 				unmap(m)
 			}
-			return 0, err
+			// The old table was given up for this one, which failed:
+			// the device is done, and holds nothing any more.
+			d.unmapAll()
+			d.releaseMemory()
+			return StateChanged, err
 		}
 		maps[i] = mapping
 		mem.add(regs[i], view)
@@ -458,6 +498,15 @@ func (d *Device) unmapAll() {
 	d.mem = memory{}
 }
 
+// releaseMemory tells Config.Memory that the device holds no mappings any
+// more; letting go never fails.
+func (d *Device) releaseMemory() {
+	if d.memBytes != 0 && d.cfg.Memory != nil {
+		_ = d.cfg.Memory(0)
+	}
+	d.memBytes = 0
+}
+
 // reset forgets the rings and the negotiated features, as on a fresh
 // connection; the memory table stays until replaced or closed.
 func (d *Device) reset() Changes {
@@ -481,5 +530,6 @@ func closeFD(fd *int) {
 func (d *Device) Close() error {
 	d.reset()
 	d.unmapAll()
+	d.releaseMemory()
 	return d.conn.close()
 }

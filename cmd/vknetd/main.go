@@ -226,6 +226,10 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		UserClients:  o.userClients,
 		DgramIdle:    o.dgramIdle,
 		Logger:       log,
+
+		GuestMemoryMax:   o.vhostMemoryMax,
+		UserGuestMemory:  o.userVhostMemory,
+		GuestMemoryTotal: o.vhostMemoryTotal,
 	})
 	if err != nil {
 		return nil, err

@@ -51,6 +51,10 @@ type options struct {
 	metrics     string // --metrics, off when empty
 	user        string // --user, stays root when empty
 	write       string // -w, with -c
+
+	// The caps on the guest memory vhost-user guests have the daemon map
+	// (engine.Config.GuestMemoryMax and the others), in bytes.
+	vhostMemoryMax, userVhostMemory, vhostMemoryTotal uint64
 }
 
 const usageLine = "usage: vknetd [-cdU] [-b bridgeN] [-p socket_path] [-i pidfile] [-t tapN] [address/cidrbits]"
@@ -81,6 +85,10 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 	fs.StringVar(&o.stream, "stream", "", "also listen on this SOCK_STREAM socket for QEMU -netdev stream clients (4-byte length before each frame)")
 	fs.StringVar(&o.dgram, "dgram", "", "also listen on this SOCK_DGRAM socket for QEMU -netdev dgram and vfkit clients")
 	fs.StringVar(&o.vhostUser, "vhost-user", "", "also listen on this socket for vhost-user guests (QEMU -netdev vhost-user with shared memory): frames on shared virtio rings (Linux)")
+	o.vhostMemoryMax = defaultVhostMemoryMax
+	fs.Var((*sizeValue)(&o.vhostMemoryMax), "vhost-memory-max", "most guest memory one vhost-user guest may have the daemon map, like 64G or 1T: at least the guest's RAM (a table over it closes the guest)")
+	fs.Var((*sizeValue)(&o.userVhostMemory), "user-vhost-memory", "most guest memory the vhost-user guests of one user (uid) may have the daemon map together (default: a quarter of --vhost-memory-total, at least --vhost-memory-max)")
+	fs.Var((*sizeValue)(&o.vhostMemoryTotal), "vhost-memory-total", "most guest memory all vhost-user guests may have the daemon map together (default: half of the daemon's address space, 64T on x86-64)")
 	o.dgramIdle = 60 * time.Second
 	fs.Var((*secondsValue)(&o.dgramIdle), "dgram-idle", "forget a datagram client (and its MACs) after this long without a frame from it")
 	fs.StringVar(&o.group, "group", "vknet", "group owning the socket (mode 0660): its members may connect")
@@ -187,6 +195,9 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	if o.userClients < 1 || o.userClients > o.maxClients {
 		return nil, cli.Usagef("--user-clients %d must be between 1 and --max-clients (%d)", o.userClients, o.maxClients)
 	}
+	if err := o.checkVhostMemory(fs); err != nil {
+		return nil, err
+	}
 	if o.socket == "" || o.pidfile == "" {
 		return nil, cli.Usagef("-p and -i need a path")
 	}
@@ -215,6 +226,101 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		return nil, cli.Usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")
 	}
 	return o, nil
+}
+
+// defaultVhostMemoryMax fits large VMs: 1 TiB of RAM, the most one
+// memory region may hold.
+const defaultVhostMemoryMax = 1 << 40
+
+// checkVhostMemory fills in the defaults of the guest memory caps and
+// checks that each is at most the next: one guest's, one user's, all
+// guests', and that one below the address space, so the daemon and a new
+// guest always have room to map.
+func (o *options) checkVhostMemory(fs *pflag.FlagSet) error {
+	space := addressSpace()
+	if !fs.Changed("vhost-memory-total") {
+		o.vhostMemoryTotal = space / 2
+	}
+	if o.vhostMemoryTotal < 1<<20 || o.vhostMemoryTotal > space {
+		return cli.Usagef("--vhost-memory-total %s is out of range: use 1M to this machine's user address space (%s), better half of it to leave room for the daemon itself",
+			sizeFlag(o.vhostMemoryTotal), sizeFlag(space))
+	}
+	if !fs.Changed("vhost-memory-max") {
+		o.vhostMemoryMax = min(o.vhostMemoryMax, o.vhostMemoryTotal)
+	}
+	if o.vhostMemoryMax < 1<<20 || o.vhostMemoryMax > o.vhostMemoryTotal {
+		return cli.Usagef("--vhost-memory-max %s is out of range: use 1M (the rings and buffers of a small guest) to --vhost-memory-total (%s); a guest needs at least its RAM size",
+			sizeFlag(o.vhostMemoryMax), sizeFlag(o.vhostMemoryTotal))
+	}
+	if !fs.Changed("user-vhost-memory") {
+		o.userVhostMemory = max(o.vhostMemoryTotal/4, o.vhostMemoryMax)
+	}
+	if o.userVhostMemory < o.vhostMemoryMax || o.userVhostMemory > o.vhostMemoryTotal {
+		return cli.Usagef("--user-vhost-memory %s must be between --vhost-memory-max (%s) and --vhost-memory-total (%s)",
+			sizeFlag(o.userVhostMemory), sizeFlag(o.vhostMemoryMax), sizeFlag(o.vhostMemoryTotal))
+	}
+	return nil
+}
+
+// sizeValue is a size in bytes: plain bytes ("1048576") or with a binary
+// unit K, M, G, T or P ("64G", "1T"; "64GiB" and "64GB" mean the same).
+type sizeValue uint64
+
+func (v *sizeValue) String() string { return sizeFlag(uint64(*v)) }
+func (v *sizeValue) Type() string   { return "size" }
+func (v *sizeValue) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	*v = sizeValue(n)
+	return nil
+}
+
+// parseSize reads a sizeValue.
+func parseSize(s string) (uint64, error) {
+	bad := fmt.Errorf("want bytes or a size like 512M, 64G or 1T")
+	num := strings.TrimRight(s, "KMGTPEiBkmgtpeb")
+	unit := strings.ToUpper(s[len(num):])
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return 0, bad
+	}
+	shift := 0
+	switch unit {
+	case "":
+	case "K":
+		shift = 10
+	case "M":
+		shift = 20
+	case "G":
+		shift = 30
+	case "T":
+		shift = 40
+	case "P":
+		shift = 50
+	default:
+		return 0, bad
+	}
+	if n > (1<<64-1)>>shift {
+		return 0, fmt.Errorf("%s does not fit in 64 bits", s)
+	}
+	return n << shift, nil
+}
+
+// sizeFlag writes n as a sizeValue is given: the largest unit it is a
+// whole number of.
+func sizeFlag(n uint64) string {
+	for _, u := range []struct {
+		shift  uint
+		letter string
+	}{{50, "P"}, {40, "T"}, {30, "G"}, {20, "M"}, {10, "K"}} {
+		if n != 0 && n&(1<<u.shift-1) == 0 {
+			return strconv.FormatUint(n>>u.shift, 10) + u.letter
+		}
+	}
+	return strconv.FormatUint(n, 10)
 }
 
 // parse checks the --vxlan flags together: the peers' addresses, and
@@ -331,7 +437,7 @@ func (v *prefixValue) Set(s string) error {
 
 func printUsage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, "%s\n\nA userspace Ethernet switch for virtual machines: clients connect to a\nSOCK_SEQPACKET unix socket (one frame per message) and are switched with\neach other and with a TAP interface carrying address/cidrbits.\n\nOptions:\n", usageLine)
-	cli.PrintFlags(w, fs, 26)
+	cli.PrintFlags(w, fs, 29)
 	fmt.Fprintf(w, "\n%s", secure.PolicySummary)
 	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\n")
 	fmt.Fprintf(w, "\nSignals: SIGTERM/SIGINT stop and clean up; SIGUSR1 logs every port's counters;\nSIGHUP forgets all learned MAC addresses (frames flood until relearned).\n")

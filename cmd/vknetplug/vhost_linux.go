@@ -74,13 +74,26 @@ func newVhostLink(fd int, path string, offloads bool) (*vhostLink, error) {
 	g.Attach(fd)
 	if err := g.Start(); err != nil {
 		g.Close()
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
-			return nil, fmt.Errorf("vknetd closed the vhost-user connection on %s (--vhost-user) while setting up the device: it refused this guest (see its log: too many clients?)", path)
-		}
-		return nil, fmt.Errorf("setting up the vhost-user device on %s (--vhost-user): %w", path, err)
+		return nil, setupErr(path, err)
 	}
 	g.PostRX(vhostQueueSize)
 	return &vhostLink{g: g, path: path}, nil
+}
+
+// setupErr explains why setting the device up failed. vknetd says why it
+// refuses a guest in a note before closing (vhostguest.RefusedError); a
+// connection closed without one was closed by something that does not
+// speak vhost-user, most likely another of vknetd's sockets, which drops a
+// client whose first bytes make no frame.
+func setupErr(path string, err error) error {
+	var refused *vhostguest.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		return fmt.Errorf("vknetd refused this guest: %s", refused.Reason)
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE):
+		return fmt.Errorf("the connection on %s closed while setting up the vhost-user device, without a reason: check that %s is vknetd's --vhost-user socket (not its -p or --stream socket), and the daemon's log", path, path)
+	}
+	return fmt.Errorf("setting up the vhost-user device on %s (--vhost-user): %w", path, err)
 }
 
 // tapOffloads is what a TAP with TUNSETOFFLOAD CSUM|TSO4|TSO6 hands over
@@ -102,6 +115,9 @@ func (v *vhostLink) offloadsAny() bool {
 }
 
 func (v *vhostLink) gone() error {
+	if reason, ok := v.g.Refusal(); ok {
+		return fmt.Errorf("vknetd dropped this guest on %s (--vhost-user): %s", v.path, reason)
+	}
 	return fmt.Errorf("vknetd closed the vhost-user connection on %s (--vhost-user): the daemon stopped, or dropped this guest (see its log)", v.path)
 }
 

@@ -3,6 +3,7 @@
 package plug
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -99,4 +100,50 @@ func TestPlugRefusals(t *testing.T) {
 			t.Errorf("vknetplug %s left vkplug0 behind:\n%s", strings.Join(c.args, " "), show)
 		}
 	}
+}
+
+// TestPlugSaysWhyTheDaemonRefused is finding 9 of issue 15 against the
+// real daemon: a vhost-user plug it refuses prints the daemon's reason (a
+// memory table over --vhost-memory-max, too many clients), and one
+// pointed at its --stream socket says it does not know why and what to
+// check, instead of guessing "too many clients?". The daemon logs the
+// refused table naming the flag.
+func TestPlugSaysWhyTheDaemonRefused(t *testing.T) {
+	needRoot(t)
+	dir := testbed.ShortTempDir(t)
+	vhostPath, streamPath := filepath.Join(dir, "vhost"), filepath.Join(dir, "stream")
+	d := testbed.NewNetns(t).StartDaemon(t, vknetd, testbed.DaemonConfig{Sock: filepath.Join(dir, "vknet"),
+		Args: []string{"--vhost-user", vhostPath, "--stream", streamPath, "--vhost-memory-max", "1M", "--max-clients", "1", host + "/16"}})
+	ns := testbed.NewNetns(t)
+	try := func(what, path string, want ...string) {
+		t.Helper()
+		out, err := ns.Try(vknetplug, "--vhost-user", path, "198.18.0.2/16")
+		for _, w := range want {
+			if err == nil || !strings.Contains(out, w) {
+				t.Errorf("%s: vknetplug %v, output %q; want a failure saying %q", what, err, out, w)
+			}
+		}
+		if strings.Contains(out, "too many clients?") {
+			t.Errorf("%s: vknetplug still guesses: %q", what, out)
+		}
+		t.Logf("%s: %s", what, strings.TrimSpace(out))
+		if show, ok := ns.LinkShow("vkplug0"); ok {
+			t.Errorf("%s: vkplug0 left behind:\n%s", what, show)
+		}
+	}
+	try("memory cap", vhostPath, "vknetd refused this guest: ", "over --vhost-memory-max 1 MiB", "raise --vhost-memory-max")
+	try("a --stream socket", streamPath, "without a reason", "is vknetd's --vhost-user socket", "--stream", "the daemon's log")
+	logged := false
+	for _, r := range d.Log() {
+		if r.Has("msg=client closed after error") && strings.Contains(r["err"], "raise --vhost-memory-max") {
+			logged = true
+		}
+	}
+	if !logged {
+		t.Errorf("the daemon's log has no line for the refused table naming --vhost-memory-max")
+	}
+
+	// The one client slot taken, the next guest hears why it is refused.
+	_, _ = plugged(t, "-p", d.Sock, "198.18.0.3/16")
+	try("too many clients", vhostPath, "vknetd refused this guest: too many clients", "raise --max-clients")
 }

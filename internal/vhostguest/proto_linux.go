@@ -61,13 +61,36 @@ func (g *Guest) Message(req, flags uint32, payload []byte, fds ...int) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	if err := unix.Sendmsg(g.sock, b, oob, nil, 0); err != nil {
+	if err := unix.Sendmsg(g.sock, b, oob, nil, unix.MSG_NOSIGNAL); err != nil {
+		// A back-end that refused us may have closed before this request
+		// went out (no REPLY_ACK to wait on): its note is still readable.
+		if reason, ok := g.Refusal(); ok {
+			return &RefusedError{Request: req, Reason: reason}
+		}
 		return fmt.Errorf("vhostguest: sending request %d: %w", req, err)
 	}
 	return nil
 }
 
-// Reply reads the back-end's reply to req and returns its payload.
+// RefusalRequest is the request code of vknetd's refusal note
+// (vhostuser.RefusalRequest): a reply-flagged message the switch writes
+// before closing a connection it refuses, its payload the reason in
+// UTF-8. vhost-user itself has no way to say why.
+const RefusalRequest = 0x766b6e64
+
+// RefusedError is a refusal note: the back-end closed the connection and
+// said why.
+type RefusedError struct {
+	Request uint32 // the request whose reply the note came in place of; 0 if none
+	Reason  string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("vhostguest: request %d: the back-end refused this guest: %s", e.Request, e.Reason)
+}
+
+// Reply reads the back-end's reply to req and returns its payload. A
+// refusal note in its place is a *RefusedError.
 func (g *Guest) Reply(req uint32) ([]byte, error) {
 	var h [12]byte
 	if err := g.readFull(h[:]); err != nil {
@@ -76,14 +99,42 @@ func (g *Guest) Reply(req uint32) ([]byte, error) {
 	got := binary.LittleEndian.Uint32(h[0:])
 	flags := binary.LittleEndian.Uint32(h[4:])
 	size := binary.LittleEndian.Uint32(h[8:])
-	if got != req || flags != FlagVersion1|FlagReply || size > 4096 {
+	if size > 4096 || flags != FlagVersion1|FlagReply || got != req && got != RefusalRequest {
 		return nil, fmt.Errorf("vhostguest: reply to request %d: header req %d flags %#x size %d", req, got, flags, size)
 	}
 	p := make([]byte, size)
 	if err := g.readFull(p); err != nil {
 		return nil, fmt.Errorf("vhostguest: reply to request %d: %w", req, err)
 	}
+	if got == RefusalRequest {
+		return nil, &RefusedError{Request: req, Reason: string(p)}
+	}
 	return p, nil
+}
+
+// Refusal reads a refusal note the back-end left on a connection it
+// closed, without waiting: after a send failed (the back-end had closed
+// before the request went out), or when the socket reports a hang-up.
+// ok is false when none is there (a close without a note, or the
+// connection is still up).
+func (g *Guest) Refusal() (reason string, ok bool) {
+	var b [12 + 4096]byte
+	n := 0
+	for n < len(b) {
+		k, _, err := unix.Recvfrom(g.sock, b[n:], unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || k == 0 {
+			break
+		}
+		n += k
+	}
+	if n < 12 || binary.LittleEndian.Uint32(b[0:]) != RefusalRequest {
+		return "", false
+	}
+	size := int(binary.LittleEndian.Uint32(b[8:]))
+	return string(b[12:min(n, 12+size)]), true
 }
 
 func (g *Guest) readFull(b []byte) error {
