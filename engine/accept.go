@@ -101,8 +101,9 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	if pid < 0 {
 		name = fmt.Sprintf("fd %d", fd)
 	}
-	// The transport is chosen once, by the listener's protocol.
-	var t transport = newMsgTransport(&e.io)
+	// The transport is chosen once, by the listener's protocol (and only
+	// the one chosen is built: each holds a batch's scratch).
+	var t transport
 	var mem *guestMemory // a vhost-user guest's account of the memory it has us map
 	switch kind {
 	case Stream:
@@ -114,6 +115,8 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 			return nil, err
 		}
 		t = vt
+	default:
+		t = newMsgTransport(&e.io)
 	}
 	if err := e.poll.add(fd, id); err != nil {
 		return nil, err
