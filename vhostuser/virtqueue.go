@@ -124,6 +124,7 @@ func (q *virtq) setRings(desc, avail, used []byte) error {
 		return violation("queue %d: used ring not 4-byte aligned", q.index)
 	}
 	q.desc, q.avail, q.used = desc, avail, used
+	q.short = shortChains{} // learned from the old views
 	return nil
 }
 
