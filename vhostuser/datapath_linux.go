@@ -23,9 +23,12 @@ import (
 // then stays in bufs[i], frame or not); when Large has none, ReadTX stops
 // before that frame and says more. Without Large, or longer than its
 // buffer, a frame is dropped and counted (Stats.TXOversize), never cut. A header asking for an offload
-// the guest did not negotiate drops its frame (Stats.TXBadHdr); whether
+// the guest did not negotiate drops its frame (Stats.TXBadHdr), one with
+// bits no driver may send too (Stats.TXHdrFlags, TXHdrGSOType); whether
 // a header fits its frame is left to the caller (gso.Check). An error
-// means the device is unusable: close it.
+// means the device is unusable: close it. It matches ErrViolation when
+// the guest broke the rules, its rings' cost budget included (see
+// virtq.budget): the error says what it did.
 func (d *Device) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n int, more bool, err error) {
 	q := &d.q[TXQ]
 	// A disabled ring is left alone, frames and all, as DPDK's vhost does:
