@@ -227,11 +227,20 @@ func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb
 	empties := 0
 	i := head
 	for count := 1; ; count++ {
-		d, err := q.rxDesc(m, head, i, q.budget, &empties)
-		if err != nil {
-			return 0, err
+		if q.budget <= 0 {
+			return 0, q.overBudget(head)
 		}
 		q.budget--
+		q.walked++
+		d := q.readDesc(i)
+		if d.flags&^descFKnown != 0 || d.flags&descFWrite == 0 || !m.mapped(d.addr, uint64(d.len)) {
+			return 0, q.badRXDesc(i, d)
+		}
+		if d.len == 0 {
+			if empties++; empties > maxEmptyDescs {
+				return 0, q.tooManyEmpty(head)
+			}
+		}
 		addr := d.addr
 		room += uint64(d.len)
 		for left := uint64(d.len); left > 0 && pos < need; {
@@ -266,8 +275,8 @@ func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb
 		if pos == need {
 			break
 		}
-		if err := q.rxNext(head, i, d, count); err != nil {
-			return 0, err
+		if int(d.next) >= q.num || count >= q.num {
+			return 0, q.badNext(head, i, d)
 		}
 		i = d.next
 	}
@@ -282,11 +291,20 @@ func (q *virtq) chainRoom(m *memory, head uint16, hdrLen int, want uint64, budge
 	empties := 0
 	i := head
 	for count := 1; ; count++ {
-		d, err := q.rxDesc(m, head, i, budget-descs, &empties)
-		if err != nil {
-			return 0, 0, false, err
+		if descs >= budget {
+			return 0, 0, false, q.overBudget(head)
 		}
 		descs++
+		q.walked++
+		d := q.readDesc(i)
+		if d.flags&^descFKnown != 0 || d.flags&descFWrite == 0 || !m.mapped(d.addr, uint64(d.len)) {
+			return 0, 0, false, q.badRXDesc(i, d)
+		}
+		if d.len == 0 {
+			if empties++; empties > maxEmptyDescs {
+				return 0, 0, false, q.tooManyEmpty(head)
+			}
+		}
 		room += uint64(d.len)
 		if d.flags&descFNext == 0 {
 			if room < uint64(hdrLen) {
@@ -297,49 +315,43 @@ func (q *virtq) chainRoom(m *memory, head uint16, hdrLen int, want uint64, budge
 		if room >= want {
 			return room, descs, false, nil
 		}
-		if err := q.rxNext(head, i, d, count); err != nil {
-			return 0, 0, false, err
+		if int(d.next) >= q.num || count >= q.num {
+			return 0, 0, false, q.badNext(head, i, d)
 		}
 		i = d.next
 	}
 }
 
-// rxDesc reads descriptor i of the RX chain at head and checks it: budget
-// is how many more descriptors the walk may read, empties the chain's
-// zero-length descriptors so far.
-func (q *virtq) rxDesc(m *memory, head, i uint16, budget int, empties *int) (descriptor, error) {
-	if budget <= 0 {
-		return descriptor{}, violation("queue %d: chain from descriptor %d takes one frame past %d descriptors, the queue size: chains in flight share descriptors",
-			q.index, head, q.num)
-	}
-	q.walked++
-	d := q.readDesc(i)
-	if d.flags&^descFKnown != 0 {
-		return d, violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
-	}
-	if d.flags&descFWrite == 0 {
-		return d, violation("queue %d: descriptor %d in an RX chain is not device-writable", q.index, i)
-	}
-	if !m.mapped(d.addr, uint64(d.len)) {
-		return d, violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
-	}
-	if d.len == 0 {
-		if *empties++; *empties > maxEmptyDescs {
-			return d, violation("queue %d: chain from descriptor %d holds more than %d zero-length descriptors", q.index, head, maxEmptyDescs)
-		}
-	}
-	return d, nil
+// overBudget: the chain at head takes the walk past the queue size in
+// descriptors, which distinct chains in flight never do.
+func (q *virtq) overBudget(head uint16) error {
+	return violation("queue %d: chain from descriptor %d takes one frame past %d descriptors, the queue size: chains in flight share descriptors",
+		q.index, head, q.num)
 }
 
-// rxNext checks the link from descriptor i, the count-th of the chain at head.
-func (q *virtq) rxNext(head, i uint16, d descriptor, count int) error {
+// badRXDesc says what is wrong with descriptor i of an RX chain (a check
+// of the walk failed; the message is built only then).
+func (q *virtq) badRXDesc(i uint16, d descriptor) error {
+	switch {
+	case d.flags&^descFKnown != 0:
+		return violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
+	case d.flags&descFWrite == 0:
+		return violation("queue %d: descriptor %d in an RX chain is not device-writable", q.index, i)
+	}
+	return violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
+}
+
+func (q *virtq) tooManyEmpty(head uint16) error {
+	return violation("queue %d: chain from descriptor %d holds more than %d zero-length descriptors", q.index, head, maxEmptyDescs)
+}
+
+// badNext: descriptor i of the chain at head links past the table, or
+// the chain is longer than the queue.
+func (q *virtq) badNext(head, i uint16, d descriptor) error {
 	if int(d.next) >= q.num {
 		return violation("queue %d: descriptor %d chains to %d, queue size %d", q.index, i, d.next, q.num)
 	}
-	if count >= q.num {
-		return violation("queue %d: chain from descriptor %d is longer than the queue (%d): a loop", q.index, head, q.num)
-	}
-	return nil
+	return violation("queue %d: chain from descriptor %d is longer than the queue (%d): a loop", q.index, head, q.num)
 }
 
 // smallChain: a receive buffer must hold at least a virtio-net header

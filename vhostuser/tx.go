@@ -186,7 +186,7 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 		}
 		if d.len == 0 {
 			if empties++; empties > maxEmptyDescs {
-				return 0, false, violation("queue %d: chain from descriptor %d holds more than %d zero-length descriptors", q.index, head, maxEmptyDescs)
+				return 0, false, q.tooManyEmpty(head)
 			}
 		}
 		addr, n := d.addr, uint64(d.len)
