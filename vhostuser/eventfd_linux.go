@@ -16,9 +16,10 @@ import (
 // would spin the daemon at no cost to the guest (issue 15, finding 2).
 //
 // The kernel tells an eventfd by its fdinfo, the only one with an
-// "eventfd-count:" line (since Linux 3.8; "eventfd-semaphore:" since
-// 6.5). /proc/self is the daemon's own, readable under --user too. Read
-// once per SET_VRING_KICK or SET_VRING_CALL, never per frame.
+// "eventfd-count:" line (since Linux 3.8); recent kernels add an
+// "eventfd-semaphore:" line, older ones let semaphore mode pass. /proc/self
+// is the daemon's own, readable under --user too. Read once per
+// SET_VRING_KICK or SET_VRING_CALL, never per frame.
 func checkEventfd(h header, q int, what string, fd int) error {
 	path := "/proc/self/fdinfo/" + strconv.Itoa(fd)
 	info, err := os.ReadFile(path)
