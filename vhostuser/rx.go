@@ -325,7 +325,7 @@ func (q *virtq) chainRoom(m *memory, head uint16, hdrLen int, want uint64, budge
 // overBudget: the chain at head takes the walk past the queue size in
 // descriptors, which distinct chains in flight never do.
 func (q *virtq) overBudget(head uint16) error {
-	return violation("queue %d: chain from descriptor %d takes one frame past %d descriptors, the queue size: chains in flight share descriptors",
+	return violation("queue %d: chain from descriptor %d takes the frames since the last used-ring update past %d descriptors, the queue size: chains in flight share descriptors",
 		q.index, head, q.num)
 }
 

@@ -63,13 +63,14 @@ type virtq struct {
 	kicksAllowed bool   // the guest may kick (flag clear / avail_event current)
 	kickAt       uint16 // with EVENT_IDX and kicksAllowed: the avail_event we stored
 
-	// budget is how many more descriptors the batch (TX) or the frame
-	// (RX) under way may walk. Chains the guest has posted and we have
-	// not returned are disjoint, so an honest guest never makes us walk
-	// more than the queue size before we publish: more means chains in
-	// flight share descriptors (every avail entry naming one long chain),
-	// and the guest is closed. This bounds one call's cost by the queue
-	// size, not its square.
+	// budget is how many more descriptors may be walked before we next
+	// publish used entries: by the TX batch under way, or by the RX
+	// frames taken since the last publish and the one under way. Chains
+	// the guest has posted and we have not returned are disjoint, so an
+	// honest guest never makes us walk more than the queue size in that
+	// time: more means chains in flight share descriptors (every avail
+	// entry naming one long chain), and the guest is closed. This bounds
+	// one TX call's cost by the queue size, not its square.
 	budget int
 	// walked counts every descriptor read, for the tests that hold a
 	// call's cost to the queue size whatever the guest wrote.
