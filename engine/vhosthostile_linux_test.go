@@ -94,56 +94,82 @@ func TestVhostKickFDNotEventfdClosesGuest(t *testing.T) {
 	}
 }
 
-// A guest of issue 15, finding 1: queue size 32768, every TX avail entry
+// A guest of issue 15, finding 1: queue size 32768, every avail entry
 // names the head of one chain through the whole descriptor table, of
-// zero-length descriptors. One kick used to cost the switch 32768 x 32768
-// steps (7-13 s); now the guest is closed at once, counted and logged,
-// and the other guests keep switching.
+// zero-length descriptors. On TX one kick used to cost the switch
+// 32768 x 32768 steps (7-13 s); on RX every frame flooded to it walked up
+// to 32768 chains and was dropped, the ring never taken. Now the guest is
+// closed at once, counted and logged, and the other guests keep switching.
 func TestVhostOneChainEverywhereClosesGuest(t *testing.T) {
-	log := &syncBuffer{}
-	e, path := vhostSwitch(t, false, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(log, nil)) })
-	a := startGuest(t, path, vhostguest.Options{})
-	b := startGuest(t, path, vhostguest.Options{})
 	const num = 32768
-	bad := startGuest(t, path, vhostguest.Options{QueueSize: num})
-	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 3 })
+	for _, c := range []struct {
+		name string
+		q    int
+		opts vhostguest.Options
+	}{
+		{"tx", vhostuser.TXQ, vhostguest.Options{QueueSize: num}},
+		{"rx-mrg", vhostuser.RXQ, vhostguest.Options{QueueSize: num}},
+		{"rx", vhostuser.RXQ, vhostguest.Options{QueueSize: num, NoMergeRX: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			log := &syncBuffer{}
+			e, path := vhostSwitch(t, false, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(log, nil)) })
+			a := startGuest(t, path, vhostguest.Options{})
+			b := startGuest(t, path, vhostguest.Options{})
+			bad := startGuest(t, path, c.opts) // its RX ring full of buffers
+			waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 3 })
 
-	mem := bad.Mem()
-	desc, avail, _ := bad.RingOffsets(vhostuser.TXQ)
-	for i := 0; i < num; i++ {
-		d := mem[desc+16*i:]
-		binary.LittleEndian.PutUint64(d, vhostguest.GuestAddr(0))
-		binary.LittleEndian.PutUint32(d[8:], 0)
-		if i < num-1 {
-			binary.LittleEndian.PutUint16(d[12:], 1) // NEXT
-			binary.LittleEndian.PutUint16(d[14:], uint16(i+1))
-		} else {
-			binary.LittleEndian.PutUint16(d[12:], 0)
-		}
-	}
-	idx := binary.LittleEndian.Uint16(mem[avail+2:])
-	for k := 0; k < num; k++ {
-		binary.LittleEndian.PutUint16(mem[avail+4+2*int((idx+uint16(k))%num):], 0)
-	}
-	binary.LittleEndian.PutUint16(mem[avail+2:], idx+num) // num entries: all of them
-	start := time.Now()
-	unix.Write(bad.KickFD(vhostuser.TXQ), binary.LittleEndian.AppendUint64(nil, 1))
-
-	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
-	t.Logf("guest closed after %v", time.Since(start))
-	if n := departedDrops(e, "vhost-violation"); n != 1 {
-		t.Errorf("vhost-violation counted %d times, want 1", n)
-	}
-	if l := log.String(); !strings.Contains(l, "zero-length descriptors") {
-		t.Errorf("log does not say what the guest did:\n%s", l)
-	}
-	// The others still talk.
-	hello := ethFrame(broadcast, mac(2), 0x88b5, 60)
-	if b.Send([][]byte{hello}, nil) != 1 {
-		t.Fatal("b could not send")
-	}
-	if got := receiveFrames(t, a, 1); len(got) != 1 || !bytes.Equal(got[0], hello) {
-		t.Fatalf("a got %d frames after the hostile guest was closed", len(got))
+			mem := bad.Mem()
+			desc, avail, _ := bad.RingOffsets(c.q)
+			flags := uint16(0)
+			if c.q == vhostuser.RXQ {
+				flags = 2 // WRITE
+			}
+			for i := 0; i < num; i++ {
+				d := mem[desc+16*i:]
+				binary.LittleEndian.PutUint64(d, vhostguest.GuestAddr(0))
+				binary.LittleEndian.PutUint32(d[8:], 0)
+				binary.LittleEndian.PutUint16(d[12:], flags)
+				if i < num-1 {
+					binary.LittleEndian.PutUint16(d[12:], flags|1) // NEXT
+					binary.LittleEndian.PutUint16(d[14:], uint16(i+1))
+				}
+			}
+			for k := 0; k < num; k++ {
+				binary.LittleEndian.PutUint16(mem[avail+4+2*k:], 0)
+			}
+			start := time.Now()
+			if c.q == vhostuser.TXQ {
+				idx := binary.LittleEndian.Uint16(mem[avail+2:])
+				binary.LittleEndian.PutUint16(mem[avail+2:], idx+num) // all num entries
+				unix.Write(bad.KickFD(c.q), binary.LittleEndian.AppendUint64(nil, 1))
+			} else {
+				// Posted already; a broadcast floods to it.
+				if b.Send([][]byte{ethFrame(broadcast, mac(3), 0x88b5, 60)}, nil) != 1 {
+					t.Fatal("b could not send")
+				}
+			}
+			waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
+			t.Logf("guest closed after %v", time.Since(start))
+			if n := departedDrops(e, "vhost-violation"); n != 1 {
+				t.Errorf("vhost-violation counted %d times, want 1", n)
+			}
+			if l := log.String(); !strings.Contains(l, "zero-length descriptors") {
+				t.Errorf("log does not say what the guest did:\n%s", l)
+			}
+			// The others still talk.
+			hello := ethFrame(broadcast, mac(2), 0x88b5, 60)
+			if b.Send([][]byte{hello}, nil) != 1 {
+				t.Fatal("b could not send")
+			}
+			want := 1 // hello; on RX after the broadcast that closed the guest
+			if c.q == vhostuser.RXQ {
+				want = 2
+			}
+			if got := receiveFrames(t, a, want); len(got) != want || !bytes.Equal(got[want-1], hello) {
+				t.Fatalf("a got %d frames, want %d ending with b's after the hostile guest was closed", len(got), want)
+			}
+		})
 	}
 }
 
