@@ -30,6 +30,7 @@ const (
 	DropGSOInvalid                       // offloads: a superframe gso.Check passed that could still not be cut or finished (never seen; counted, not trusted)
 	DropGSOSegments                      // offloads: a superframe that would be cut into more frames than maxSegments (gso_size too small)
 	DropOffloadNotNegotiated             // vhost-user: a virtio_net_hdr asking for an offload the guest did not negotiate
+	DropVhostViolation                   // vhost-user: the guest broke the protocol or its rings and was closed (one per guest; the log says what it did)
 	numDrops
 )
 
@@ -53,6 +54,7 @@ var dropNames = [numDrops]string{
 	DropGSOInvalid:           "gso-invalid",
 	DropGSOSegments:          "gso-too-many-segments",
 	DropOffloadNotNegotiated: "offload-not-negotiated",
+	DropVhostViolation:       "vhost-violation",
 }
 
 func (d Drop) String() string {

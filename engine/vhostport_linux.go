@@ -31,6 +31,9 @@ type vhostTransport struct {
 	// starved: the read stopped at a superframe for want of a large
 	// buffer; the engine reads again when one is free (largeWaiter).
 	starved bool
+	// violated: the device reported the guest breaking the rules (once
+	// counted, the port closes).
+	violated bool
 }
 
 // The sub-numbers of a vhost-user port's fds in the poller.
@@ -77,24 +80,33 @@ func (t *vhostTransport) large(slot int) []byte {
 
 func (*vhostTransport) kind() string { return "vhost-user" }
 
+// failed passes on err, counting once the guest breaking the protocol or
+// its rings (DropVhostViolation): the engine closes the port and logs the
+// error, which says what the guest did.
+func (t *vhostTransport) failed(p *port, err error) error {
+	if !t.violated && errors.Is(err, vhostuser.ErrViolation) {
+		t.violated = true
+		p.cnt.drops[DropVhostViolation]++
+	}
+	return err
+}
+
 func (t *vhostTransport) buffered() bool { return t.more }
 
 // ready serves the socket's messages and the guest's kicks.
 func (t *vhostTransport) ready(p *port, sub uint8, hangup bool) (read, write bool, err error) {
 	switch sub {
 	case subTXKick:
-		t.dev.DrainKick(vhostuser.TXQ)
-		return true, false, nil
+		return true, false, t.failed(p, t.dev.DrainKick(vhostuser.TXQ))
 	case subRXKick:
-		t.dev.DrainKick(vhostuser.RXQ)
-		return false, true, nil
+		return false, true, t.failed(p, t.dev.DrainKick(vhostuser.RXQ))
 	}
 	ch, err := t.dev.HandleSocket()
 	if errors.Is(err, vhostuser.ErrHangup) {
 		return false, false, errPeerClosed
 	}
 	if err != nil {
-		return false, false, err
+		return false, false, t.failed(p, err)
 	}
 	if ch&vhostuser.KickChanged != 0 {
 		if err := t.watchKicks(); err != nil {
@@ -163,13 +175,20 @@ func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
 	bad := after.TXBadHdr - before.TXBadHdr
 	p.cnt.rxFrames += bad
 	p.cnt.drops[DropOffloadNotNegotiated] += bad
+	// Headers with bits no driver may send tell the lie gso.Check names
+	// when it sees them on an offloaded frame: counted under the same
+	// names, whatever else the header asked for.
+	flags, gsoType := after.TXHdrFlags-before.TXHdrFlags, after.TXHdrGSOType-before.TXHdrGSOType
+	p.cnt.rxFrames += flags + gsoType
+	p.cnt.gsoDrops[gso.FlagsInvalid] += flags
+	p.cnt.gsoDrops[gso.GSOTypeUnknown] += gsoType
 	for i := 0; i < n; i++ {
 		t.io.pool.SetLen(refs[i], t.sizes[i])
 		if t.hdrs[i] != (gso.VirtioNetHdr{}) { // Get zeroed it
 			*t.io.pool.Hdr(refs[i]) = t.hdrs[i]
 		}
 	}
-	return n, err
+	return n, t.failed(p, err)
 }
 
 // write puts queued frames into the guest's RX buffers. A guest without
@@ -205,7 +224,7 @@ func (t *vhostTransport) write(p *port) error {
 	p.txq.Drop(n)
 	switch {
 	case err != nil:
-		return err
+		return t.failed(p, err)
 	case n < len(frames):
 		return errWouldBlock
 	}

@@ -23,9 +23,12 @@ import (
 // then stays in bufs[i], frame or not); when Large has none, ReadTX stops
 // before that frame and says more. Without Large, or longer than its
 // buffer, a frame is dropped and counted (Stats.TXOversize), never cut. A header asking for an offload
-// the guest did not negotiate drops its frame (Stats.TXBadHdr); whether
+// the guest did not negotiate drops its frame (Stats.TXBadHdr), one with
+// bits no driver may send too (Stats.TXHdrFlags, TXHdrGSOType); whether
 // a header fits its frame is left to the caller (gso.Check). An error
-// means the device is unusable: close it.
+// means the device is unusable: close it. It matches ErrViolation when
+// the guest broke the rules, its rings' cost budget included (see
+// virtq.budget): the error says what it did.
 func (d *Device) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n int, more bool, err error) {
 	q := &d.q[TXQ]
 	// A disabled ring is left alone, frames and all, as DPDK's vhost does:
@@ -71,21 +74,29 @@ func (d *Device) WriteRX(frames [][]byte, hdrs []gso.VirtioNetHdr) (n int, err e
 }
 
 // DrainKick reads queue q's kick eventfd after the poller reported it
-// readable, so that it stops being readable until the next kick.
-func (d *Device) DrainKick(q int) {
+// readable, so that it stops being readable until the next kick. An
+// error means the kick fd cannot do that (end of file, or a read error
+// other than EAGAIN: it would be reported readable again at once, and the
+// loop would spin): the device is unusable, close it.
+func (d *Device) DrainKick(q int) error {
 	fd := d.q[q].kick
 	if fd < 0 {
-		return
+		return nil
 	}
 	for {
-		_, err := unix.Read(fd, d.drain[:])
-		if err == unix.EINTR {
+		n, err := unix.Read(fd, d.drain[:])
+		switch {
+		case err == unix.EINTR:
 			continue
+		case err == unix.EAGAIN:
+			return nil // readable no more: someone read it first
+		case err != nil:
+			return violation("queue %d: reading the kick fd: %v", q, err)
+		case n == 0:
+			return violation("queue %d: the kick fd reads end of file", q)
 		}
-		if err == nil {
-			d.stats.Kicks++
-		}
-		return
+		d.stats.Kicks++
+		return nil
 	}
 }
 

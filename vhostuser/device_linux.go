@@ -396,6 +396,10 @@ func (d *Device) setVringFD(h header, p []byte) (Changes, error) {
 			return 0, violation("%v: queue %d: polling without a kick fd is not supported", h.req, i)
 		}
 		fd := d.conn.take(0)
+		if err := checkEventfd(h, i, "kick", fd); err != nil {
+			unix.Close(fd)
+			return 0, err
+		}
 		// Our loop must never block on a descriptor the front-end chose.
 		if err := unix.SetNonblock(fd, true); err != nil {
 			unix.Close(fd)
@@ -413,6 +417,11 @@ func (d *Device) setVringFD(h header, p []byte) (Changes, error) {
 		closeFD(&q.call)
 		if !noFD {
 			q.call = d.conn.take(0)
+			// Not a kick's reason (we never read it), but a call fd that
+			// is not an eventfd can block, fill or go to anyone.
+			if err := checkEventfd(h, i, "call", q.call); err != nil {
+				return 0, err
+			}
 			if err := unix.SetNonblock(q.call, true); err != nil {
 				return 0, violation("%v: queue %d: call fd: %v", h.req, i, err)
 			}

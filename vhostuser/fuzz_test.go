@@ -11,7 +11,8 @@ import (
 // writes: descriptor table, both ring indices, entries and flags, and the
 // region layout. Whatever it writes, ring code must not panic, must not
 // touch a byte outside the memory (canaries), must return only frames
-// that fit their buffers, and must report lies as violations.
+// that fit their buffers, must report lies as violations, and must walk
+// no more descriptors per call than the queue size allows (issue 15).
 func FuzzVirtqueue(f *testing.F) {
 	// Seeds: a good TX frame, a chain, a loop, an RX buffer set.
 	seed := func(flags byte, descs [][4]uint64, heads []uint16, avail uint16) []byte {
@@ -81,7 +82,11 @@ func FuzzVirtqueue(f *testing.F) {
 			if mode&1 == 0 {
 				b, s := bufs(4, 1600)
 				h := make([]gso.VirtioNetHdr, len(b))
+				before := im.q.walked
 				n, _, _, err := im.q.readBatch(&im.m, &rules, b, s, h, &st)
+				if w := im.q.walked - before; w > uint64(num) {
+					t.Fatalf("one TX batch walked %d descriptors, queue size %d", w, num)
+				}
 				for i := 0; i < n; i++ {
 					if s[i] <= 0 || s[i] > len(b[i]) {
 						t.Fatalf("frame %d of %d bytes in a %d-byte buffer", i, s[i], len(b[i]))
@@ -95,7 +100,13 @@ func FuzzVirtqueue(f *testing.F) {
 				}
 			} else {
 				hs := []gso.VirtioNetHdr{{}, {Flags: gso.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}, {GSOType: gso.GSOTCPv4, GSOSize: 1448, HdrLen: 54}}
+				before := im.q.walked
 				_, _, err := im.q.writeBatch(&im.m, hdrLen, mode&8 == 0, frames(3, 1514), hs, &st)
+				// Per frame: a walk that fails, one after a publish, one
+				// that writes, and the measuring of new chains.
+				if w := im.q.walked - before; w > uint64(4*3*num) {
+					t.Fatalf("one RX batch of 3 frames walked %d descriptors, queue size %d", w, num)
+				}
 				if err != nil {
 					break
 				}

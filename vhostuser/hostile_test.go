@@ -2,14 +2,29 @@ package vhostuser
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
 
 // TestHostileRings: every way a guest can lie in its rings is an error
-// naming the lie, never a panic or an access outside its memory.
+// naming the lie, never a panic or an access outside its memory, with the
+// smallest queues and the largest.
 func TestHostileRings(t *testing.T) {
-	const num = 8
+	for _, num := range []int{8, maxQueueSize} {
+		t.Run(fmt.Sprint(num), func(t *testing.T) { hostileRings(t, num) })
+	}
+}
+
+func hostileRings(t *testing.T, num int) {
+	// A loop shows once a chain is longer than the queue. In a large
+	// queue a loop of descriptors with bytes in them carries more than a
+	// frame first: "" wants the frame dropped (TX) or written (RX) after
+	// a bounded walk; one of empty descriptors is cut short by their cap.
+	loop, selfLoop := fmt.Sprintf("longer than the queue (%d): a loop", num), "a loop"
+	if num > 2*maxEmptyDescs {
+		loop, selfLoop = "", "zero-length descriptors"
+	}
 	cases := []struct {
 		name  string
 		rx    bool
@@ -36,21 +51,21 @@ func TestHostileRings(t *testing.T) {
 			im.setDesc(0, im.addr(0), 100, descFNext, 1)
 			im.setDesc(1, im.addr(0), 100, descFNext, 0)
 			im.post(0)
-		}, "longer than the queue (8): a loop"},
+		}, loop},
 		{"self loop", false, func(im *image) {
 			im.setDesc(3, im.addr(0), 0, descFNext, 3)
 			im.post(3)
-		}, "a loop"},
+		}, selfLoop},
 		{"next out of range", false, func(im *image) {
-			im.setDesc(0, im.addr(0), 100, descFNext, 200)
+			im.setDesc(0, im.addr(0), 100, descFNext, uint16(num+192))
 			im.post(0)
-		}, "descriptor 0 chains to 200, queue size 8"},
+		}, fmt.Sprintf("descriptor 0 chains to %d, queue size %d", num+192, num)},
 		{"head out of range", false, func(im *image) {
-			im.post(99)
-		}, "names descriptor 99"},
+			im.post(uint16(num + 91))
+		}, fmt.Sprintf("names descriptor %d", num+91)},
 		{"avail idx jumps", false, func(im *image) {
-			im.setAvailIdx(num + 1)
-		}, "avail idx 9 is 9 entries past our 0"},
+			im.setAvailIdx(uint16(num + 1))
+		}, fmt.Sprintf("avail idx %d is %d entries past our 0", num+1, num+1)},
 		{"avail idx runs backwards", false, func(im *image) {
 			im.setAvailIdx(0xffff)
 		}, "entries past"},
@@ -77,14 +92,14 @@ func TestHostileRings(t *testing.T) {
 		{"rx loop", true, func(im *image) {
 			im.setDesc(0, im.addr(0), 4, descFWrite|descFNext, 0)
 			im.post(0)
-		}, "a loop"},
+		}, loop},
 		{"rx avail idx jumps", true, func(im *image) {
-			im.setAvailIdx(0x8000)
+			im.setAvailIdx(uint16(num + 1))
 		}, "entries past"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			im := newImage(t, num, 64<<10)
+			im := newImage(t, num, 26*num+(64<<10))
 			c.setup(im)
 			var err error
 			if c.rx {
@@ -92,6 +107,12 @@ func TestHostileRings(t *testing.T) {
 			} else {
 				b, s := bufs(4, 2048)
 				_, _, _, err = im.q.readBatch(&im.m, &txRules{hdrLen: 12}, b, s, nil, &Stats{})
+			}
+			if c.want == "" {
+				if err != nil || im.q.walked > uint64(num) {
+					t.Fatalf("err = %v after %d descriptors, want the frame taken after at most %d", err, im.q.walked, num)
+				}
+				return
 			}
 			if !errors.Is(err, ErrViolation) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want a violation containing %q", err, c.want)

@@ -96,6 +96,37 @@ func TestHostileMessages(t *testing.T) {
 		}
 	}
 	goodMem := step{msg(5, v1, memTable(region)), mem(1, 1<<20)}
+	efd := func(flags int) func(t *testing.T) []int {
+		return func(t *testing.T) []int {
+			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|flags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return []int{fd}
+		}
+	}
+	// Kick and call fds that are not eventfds (issue 15, finding 2): the
+	// read end of a pipe whose writer is gone reads end of file forever.
+	deadPipe := func(t *testing.T) []int {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(p[1])
+		return p[:1]
+	}
+	socket := func(t *testing.T) []int {
+		a, b := socketpair(t)
+		unix.Close(b)
+		return []int{a}
+	}
+	file := func(t *testing.T) []int {
+		fd, err := unix.Open(t.TempDir(), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []int{fd}
+	}
 	cases := []struct {
 		name  string
 		steps []step
@@ -135,16 +166,25 @@ func TestHostileMessages(t *testing.T) {
 		{"ring outside memory", []step{goodMem,
 			{b: msg(8, v1, statep(1, 256))},
 			{b: msg(9, v1, addrp(1, 1<<30+(1<<20)-100, 1<<30+8192, 1<<30+4096))},
-			{msg(12, v1, u64p(1)), mem(1, 8)}}, "queue 1: descriptor table 0x400fff9c+0x1000 is not inside one memory region"},
+			{msg(12, v1, u64p(1)), efd(0)}}, "queue 1: descriptor table 0x400fff9c+0x1000 is not inside one memory region"},
 		{"used ring outside memory", []step{goodMem,
 			{b: msg(8, v1, statep(0, 256))},
 			{b: msg(9, v1, addrp(0, 1<<30, 1<<29, 1<<30+4096))},
-			{msg(12, v1, u64p(0)), mem(1, 8)}}, "used ring 0x20000000+0x806"},
+			{msg(12, v1, u64p(0)), efd(0)}}, "used ring 0x20000000+0x806"},
 		{"misaligned avail ring", []step{goodMem,
 			{b: msg(8, v1, statep(0, 256))},
 			{b: msg(9, v1, addrp(0, 1<<30, 1<<30+8192, 1<<30+4098))},
-			{msg(12, v1, u64p(0)), mem(1, 8)}}, "avail ring not 4-byte aligned"},
-		{"kick before addresses", []step{{b: msg(8, v1, statep(0, 256))}, {msg(12, v1, u64p(0)), mem(1, 8)}}, "queue 0 started before SET_VRING_ADDR"},
+			{msg(12, v1, u64p(0)), efd(0)}}, "avail ring not 4-byte aligned"},
+		{"kick before addresses", []step{{b: msg(8, v1, statep(0, 256))}, {msg(12, v1, u64p(0)), efd(0)}}, "queue 0 started before SET_VRING_ADDR"},
+		{"kick fd a dead pipe", []step{{msg(12, v1, u64p(0)), deadPipe}}, "SET_VRING_KICK (12): queue 0: the kick fd is not an eventfd"},
+		{"kick fd a socket", []step{{msg(12, v1, u64p(1)), socket}}, "queue 1: the kick fd is not an eventfd"},
+		{"kick fd a file", []step{{msg(12, v1, u64p(0)), file}}, "the kick fd is not an eventfd"},
+		{"kick fd a memfd", []step{{msg(12, v1, u64p(0)), mem(1, 8)}}, "the kick fd is not an eventfd"},
+		{"kick fd a semaphore", []step{{msg(12, v1, u64p(0)), efd(unix.EFD_SEMAPHORE)}}, "the kick fd is an eventfd in semaphore mode"},
+		{"call fd a dead pipe", []step{{msg(13, v1, u64p(0)), deadPipe}}, "SET_VRING_CALL (13): queue 0: the call fd is not an eventfd"},
+		{"call fd a socket", []step{{msg(13, v1, u64p(1)), socket}}, "queue 1: the call fd is not an eventfd"},
+		{"call fd a file", []step{{msg(13, v1, u64p(0)), file}}, "the call fd is not an eventfd"},
+		{"call fd an eventfd", []step{{msg(13, v1, u64p(0)), efd(0)}}, ""},
 		{"kick without fd", []step{{b: msg(12, v1, u64p(1|1<<8))}}, "polling without a kick fd is not supported"},
 		{"kick with two fds", []step{{msg(12, v1, u64p(1)), mem(2, 8)}}, "2 fds came, want 1"},
 		{"logging requested", []step{{b: msg(9, v1, append(addrp(0, 0, 0, 0)[:4], append([]byte{1, 0, 0, 0}, addrp(0, 0, 0, 0)[8:]...)...))}}, "logging was not negotiated"},
@@ -248,4 +288,39 @@ func guestMemfd(t *testing.T) int {
 	}
 	t.Fatal("no guest memfd")
 	return -1
+}
+
+// TestDrainKick: a kick fd that reads end of file or fails closes the
+// device instead of being reported readable again and again (issue 15,
+// finding 2); an eventfd read empty is no error.
+func TestDrainKick(t *testing.T) {
+	a, b := socketpair(t)
+	defer unix.Close(b)
+	d, err := NewDevice(a, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.q[TXQ].kick = efd
+	unix.Write(efd, u64p(3))
+	if err := d.DrainKick(TXQ); err != nil || d.Stats().Kicks != 1 {
+		t.Fatalf("kicked eventfd: %v, stats %+v", err, d.Stats())
+	}
+	if err := d.DrainKick(TXQ); err != nil || d.Stats().Kicks != 1 {
+		t.Fatalf("empty eventfd: %v, stats %+v", err, d.Stats())
+	}
+
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(p[1])
+	d.q[RXQ].kick = p[0] // as if SET_VRING_KICK had let it through
+	if err := d.DrainKick(RXQ); !isViolation(err) || !strings.Contains(err.Error(), "queue 0: the kick fd reads end of file") {
+		t.Fatalf("dead pipe: %v", err)
+	}
 }

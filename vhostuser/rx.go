@@ -32,6 +32,10 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 	old := q.usedIdx
 	taken := 0
 	rechecks := 0 // kick requests since the last frame went in
+	// The chains of the frames taken until we publish are in flight at
+	// once, and so are those of the frame under way: distinct
+	// descriptors, num at most (see virtq.budget).
+	q.budget = q.num
 	for n < len(frames) {
 		var hdr gso.VirtioNetHdr
 		if hdrs != nil {
@@ -45,6 +49,7 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 		case fitDone:
 			taken += k
 			q.lastAvail += uint16(k)
+			q.short.valid = false
 			st.RXFrames++
 			st.RXBytes += uint64(len(frames[n]))
 			n++
@@ -60,6 +65,7 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 		case fitNoRoom:
 			q.publish(taken)
 			taken = 0
+			q.budget = q.num
 			continue
 		}
 		// fitNoBufs: ask for a kick on the guest's next post, then look once
@@ -87,31 +93,48 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 // on, and returns how many chains it used. Nothing is committed: the
 // caller advances lastAvail. h's NumBuffers is ours to set, not the
 // caller's.
+//
+// A frame that does not fit leaves what its walk learned in q.short, and
+// the next frame is judged by that without walking those chains again:
+// only chains the guest posted since are walked, once. So a guest whose
+// buffers can hold nothing costs one walk, not one per frame, and a frame
+// costs steps in proportion to its bytes (each chain walked whole holds at
+// least a header, see fillChain), never the queue size per frame.
 func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso.VirtioNetHdr, taken int) (int, frameFit, error) {
 	avail, err := q.pending()
 	if err != nil {
 		return 0, 0, err
+	}
+	need := hdrLen + len(frame)
+	if q.short.valid && q.short.at == q.lastAvail {
+		fit, known, err := q.shortFit(m, hdrLen, mrg, need, avail, taken)
+		if known || err != nil {
+			return 0, fit, err
+		}
 	}
 	hdr := [gso.HdrSizeMrgRxbuf]byte{10: 1} // a plain frame's: num_buffers 1 unless patched below
 	if h.Flags|uint8(h.GSOType) != 0 || h.HdrLen|h.GSOSize|h.CsumStart|h.CsumOffset != 0 {
 		h.NumBuffers = 1
 		h.Encode(hdr[:], gso.HdrSizeMrgRxbuf)
 	}
-	need := hdrLen + len(frame)
 	var nb [2][]byte // where num_buffers' two bytes went
 	pos, chains := 0, 0
+	budget := q.budget
+	fit := fitDone
 	for pos < need {
 		if chains == avail {
+			fit = fitNoBufs
 			if chains == q.num {
-				return 0, fitTooBig, nil
+				fit = fitTooBig
 			}
-			return 0, fitNoBufs, nil
+			break
 		}
 		if taken+chains == q.num {
+			fit = fitNoRoom
 			if taken == 0 {
-				return 0, fitTooBig, nil
+				fit = fitTooBig
 			}
-			return 0, fitNoRoom, nil
+			break
 		}
 		head, err := q.head(chains)
 		if err != nil {
@@ -121,18 +144,76 @@ func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso
 		if err != nil {
 			return 0, 0, err
 		}
-		if !mrg && wrote < need {
-			return 0, fitTooBig, nil
-		}
 		q.putUsed(taken+chains, head, uint32(wrote))
 		chains++
 		pos += wrote
+		if !mrg && pos < need {
+			fit = fitTooBig
+			break
+		}
+	}
+	if fit != fitDone {
+		// Every chain walked was walked whole (the frame ran past its end)
+		// and stays in the ring, its descriptors unspent.
+		q.short = shortChains{valid: true, at: q.lastAvail, chains: chains, room: uint64(pos), descs: budget - q.budget}
+		q.budget = budget
+		return 0, fit, nil
 	}
 	if hdrLen == 12 && chains > 1 && nb[0] != nil && nb[1] != nil {
 		nb[0][0] = byte(chains)
 		nb[1][0] = byte(chains >> 8)
 	}
 	return chains, fitDone, nil
+}
+
+// shortFit judges a frame of need bytes by q.short, the chains at
+// lastAvail an earlier frame did not fit in: known says whether it could.
+// With MRG_RXBUF, chains the guest posted since are measured (walked
+// without writing) and added to q.short; the frame is then written, by a
+// walk from lastAvail, only when they hold it.
+func (q *virtq) shortFit(m *memory, hdrLen int, mrg bool, need, avail, taken int) (frameFit, bool, error) {
+	s := &q.short
+	if avail < s.chains {
+		return 0, false, violation("queue %d: avail idx went back to %d after %d", q.index, q.lastAvail+uint16(avail), q.lastAvail+uint16(s.chains))
+	}
+	limit := min(avail, q.num-taken) // chains the frame may use before we publish
+	if !mrg {
+		limit = min(limit, 1)
+	}
+	if s.chains > limit {
+		return 0, false, nil // the used ring is full: walk, find fitNoRoom
+	}
+	for uint64(need) > s.room && s.chains < limit {
+		head, err := q.head(s.chains)
+		if err != nil {
+			return 0, false, err
+		}
+		room, descs, whole, err := q.chainRoom(m, head, hdrLen, uint64(need)-s.room, q.budget-s.descs)
+		if err != nil {
+			return 0, false, err
+		}
+		if !whole {
+			s.valid = false // room enough; the walk below writes the frame
+			return 0, false, nil
+		}
+		s.chains++
+		s.room += room
+		s.descs += descs
+	}
+	// As writeFrame's walk would end, without walking.
+	switch {
+	case uint64(need) <= s.room:
+		return 0, false, nil
+	case !mrg && s.chains == 1:
+		return fitTooBig, true, nil
+	case s.chains == avail && avail == q.num:
+		return fitTooBig, true, nil
+	case s.chains == avail:
+		return fitNoBufs, true, nil
+	case taken == 0:
+		return fitTooBig, true, nil
+	}
+	return fitNoRoom, true, nil
 }
 
 // fillChain writes the stream hdr||frame from byte pos on into the chain at
@@ -142,28 +223,35 @@ func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso
 func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb *[2][]byte) (int, error) {
 	need := len(hdr) + len(frame)
 	wrote := 0
+	var room uint64 // the chain's, as far as walked
+	empties := 0
 	i := head
 	for count := 1; ; count++ {
+		if q.budget <= 0 {
+			return 0, q.overBudget(head)
+		}
+		q.budget--
+		q.walked++
 		d := q.readDesc(i)
-		if d.flags&^descFKnown != 0 {
-			return 0, violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
+		if d.flags&^descFKnown != 0 || d.flags&descFWrite == 0 || !m.mapped(d.addr, uint64(d.len)) {
+			return 0, q.badRXDesc(i, d)
 		}
-		if d.flags&descFWrite == 0 {
-			return 0, violation("queue %d: descriptor %d in an RX chain is not device-writable", q.index, i)
+		if d.len == 0 {
+			if empties++; empties > maxEmptyDescs {
+				return 0, q.tooManyEmpty(head)
+			}
 		}
-		if !m.mapped(d.addr, uint64(d.len)) {
-			return 0, violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
-		}
-		addr, room := d.addr, uint64(d.len)
-		for room > 0 && pos < need {
+		addr := d.addr
+		room += uint64(d.len)
+		for left := uint64(d.len); left > 0 && pos < need; {
 			var src []byte
 			if pos < len(hdr) {
 				src = hdr[pos:]
 			} else {
 				src = frame[pos-len(hdr):]
 			}
-			if uint64(len(src)) > room {
-				src = src[:room]
+			if uint64(len(src)) > left {
+				src = src[:left]
 			}
 			if pos < len(hdr) {
 				for b := 10; b < 12 && b < len(hdr); b++ {
@@ -174,20 +262,103 @@ func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb
 			}
 			m.copyTo(addr, src)
 			addr += uint64(len(src))
-			room -= uint64(len(src))
+			left -= uint64(len(src))
 			pos += len(src)
 			wrote += len(src)
 		}
-		if pos == need || d.flags&descFNext == 0 {
+		if d.flags&descFNext == 0 {
+			if room < uint64(len(hdr)) {
+				return 0, q.smallChain(head, room, len(hdr))
+			}
 			break
 		}
-		if int(d.next) >= q.num {
-			return 0, violation("queue %d: descriptor %d chains to %d, queue size %d", q.index, i, d.next, q.num)
+		if pos == need {
+			break
 		}
-		if count >= q.num {
-			return 0, violation("queue %d: chain from descriptor %d is longer than the queue (%d): a loop", q.index, head, q.num)
+		if int(d.next) >= q.num || count >= q.num {
+			return 0, q.badNext(head, i, d)
 		}
 		i = d.next
 	}
 	return wrote, nil
+}
+
+// chainRoom walks the chain at head as fillChain would, writing nothing,
+// until it has seen want bytes of room (whole false) or its end (whole
+// true), and returns the room seen and how many descriptors it walked, at
+// most budget.
+func (q *virtq) chainRoom(m *memory, head uint16, hdrLen int, want uint64, budget int) (room uint64, descs int, whole bool, err error) {
+	empties := 0
+	i := head
+	for count := 1; ; count++ {
+		if descs >= budget {
+			return 0, 0, false, q.overBudget(head)
+		}
+		descs++
+		q.walked++
+		d := q.readDesc(i)
+		if d.flags&^descFKnown != 0 || d.flags&descFWrite == 0 || !m.mapped(d.addr, uint64(d.len)) {
+			return 0, 0, false, q.badRXDesc(i, d)
+		}
+		if d.len == 0 {
+			if empties++; empties > maxEmptyDescs {
+				return 0, 0, false, q.tooManyEmpty(head)
+			}
+		}
+		room += uint64(d.len)
+		if d.flags&descFNext == 0 {
+			if room < uint64(hdrLen) {
+				return 0, 0, false, q.smallChain(head, room, hdrLen)
+			}
+			return room, descs, true, nil
+		}
+		if room >= want {
+			return room, descs, false, nil
+		}
+		if int(d.next) >= q.num || count >= q.num {
+			return 0, 0, false, q.badNext(head, i, d)
+		}
+		i = d.next
+	}
+}
+
+// overBudget: the chain at head takes the walk past the queue size in
+// descriptors, which distinct chains in flight never do.
+func (q *virtq) overBudget(head uint16) error {
+	return violation("queue %d: chain from descriptor %d takes the frames since the last used-ring update past %d descriptors, the queue size: chains in flight share descriptors",
+		q.index, head, q.num)
+}
+
+// badRXDesc says what is wrong with descriptor i of an RX chain (a check
+// of the walk failed; the message is built only then).
+func (q *virtq) badRXDesc(i uint16, d descriptor) error {
+	switch {
+	case d.flags&^descFKnown != 0:
+		return violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
+	case d.flags&descFWrite == 0:
+		return violation("queue %d: descriptor %d in an RX chain is not device-writable", q.index, i)
+	}
+	return violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
+}
+
+func (q *virtq) tooManyEmpty(head uint16) error {
+	return violation("queue %d: chain from descriptor %d holds more than %d zero-length descriptors", q.index, head, maxEmptyDescs)
+}
+
+// badNext: descriptor i of the chain at head links past the table, or
+// the chain is longer than the queue.
+func (q *virtq) badNext(head, i uint16, d descriptor) error {
+	if int(d.next) >= q.num {
+		return violation("queue %d: descriptor %d chains to %d, queue size %d", q.index, i, d.next, q.num)
+	}
+	return violation("queue %d: chain from descriptor %d is longer than the queue (%d): a loop", q.index, head, q.num)
+}
+
+// smallChain: a receive buffer must hold at least a virtio-net header
+// (virtio 1.x, 5.1.6.3.1, with MRG_RXBUF; without, such a chain can never
+// hold a frame and would stop the ring for good). Chains of nothing but
+// zero-length descriptors would otherwise cost a walk each and give none.
+func (q *virtq) smallChain(head uint16, room uint64, hdrLen int) error {
+	return violation("queue %d: RX chain from descriptor %d offers %d bytes, less than the %d-byte virtio-net header",
+		q.index, head, room, hdrLen)
 }

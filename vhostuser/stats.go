@@ -9,6 +9,11 @@ type Stats struct {
 	TXOversize uint64 // frames longer than the caller's buffer: dropped, never cut
 	TXShort    uint64 // chains with no frame after the virtio-net header: dropped
 	TXBadHdr   uint64 // headers asking for an offload the guest did not negotiate: dropped
+	// TXHdrFlags and TXHdrGSOType count headers with flag bits or a
+	// gso_type virtio-net does not define for a driver (0x80, RSC_INFO;
+	// gso_type 2 or 6 to 0x7f): dropped, offloads negotiated or not.
+	TXHdrFlags   uint64
+	TXHdrGSOType uint64
 
 	RXFrames   uint64 // frames written into the guest's RX ring
 	RXBytes    uint64

@@ -16,6 +16,25 @@ type txRules struct {
 	large func(slot int) []byte
 }
 
+// driverFlags are the virtio_net_hdr flags a driver may send: NEEDS_CSUM,
+// and DATA_VALID, which virtio reserves for the device but a front-end
+// passing on a TAP's headers (vknetplug) carries from the kernel; the
+// engine clears it on every client's frame. RSC_INFO is the device's
+// alone, with RSC_EXT, never offered; the other bits are undefined. The
+// same rule as gso.Check's FlagsInvalid.
+const driverFlags = gso.FlagNeedsCsum | gso.FlagDataValid
+
+// definedGSOType: a gso_type virtio-net defines, ECN or not (whether the
+// guest may send it is Takes' question, whether it fits the frame
+// gso.Check's).
+func definedGSOType(t gso.GSOType) bool {
+	switch t.Kind() {
+	case gso.GSONone, gso.GSOTCPv4, gso.GSOUDP, gso.GSOTCPv6, gso.GSOUDPL4:
+		return true
+	}
+	return false
+}
+
 // readBatch takes frames from a TX ring into bufs[i], stripping the
 // virtio-net header (decoded into hdrs[i] when hdrs is not nil), and
 // records their lengths in sizes. Every chain it takes is returned to the
@@ -32,6 +51,9 @@ type txRules struct {
 func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr, st *Stats) (n int, more, call bool, err error) {
 	old := q.usedIdx
 	taken := 0 // used entries written and not yet published
+	// Nothing is published before the end, so every chain this call
+	// walks is in flight at once: distinct descriptors, num at most.
+	q.budget = q.num
 	var raw [gso.HdrSizeMrgRxbuf]byte
 ring:
 	for {
@@ -87,6 +109,16 @@ ring:
 			if raw[0]|raw[1] != 0 {
 				hdr.Decode(raw[:], rules.hdrLen)
 				hdr.NumBuffers = 0 // meaningless on TX
+				// Bits no driver may send are a lie whatever was
+				// negotiated, even in a header asking for nothing.
+				if hdr.Flags&^driverFlags != 0 {
+					st.TXHdrFlags++
+					continue
+				}
+				if !definedGSOType(hdr.GSOType) {
+					st.TXHdrGSOType++
+					continue
+				}
 				if !rules.sendable.Takes(hdr) {
 					st.TXBadHdr++
 					continue
@@ -116,21 +148,32 @@ ring:
 // It returns the frame's length: 0 or less when the chain holds no frame
 // after the header, more than len(bufs[slot]) when the frame did not fit
 // (then the buffer holds nothing useful). The header may be cut across
-// descriptors anywhere. The chain is walked to its end either way, so a
-// bad descriptor is always found.
+// descriptors anywhere. A chain is walked to its end, so a bad descriptor
+// is found, unless its frame is known to be too long: then the walk stops
+// there, so a dropped frame costs at most its buffer's length in steps,
+// never the queue size.
 //
 // When the frame outgrows bufs[slot] and rules.large gives a bigger
 // buffer, what was copied moves there, the buffer replaces bufs[slot] and
 // the copy goes on. When rules.large has none to give (nil), readFrame
 // stops and reports wait: the frame is to stay in the ring until a buffer
 // is free, as a socket's frame stays in the kernel, rather than be lost.
+//
+// Every descriptor walked, zero-length or not, is paid from q.budget.
 func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, bufs [][]byte, slot int) (size int, wait bool, err error) {
 	dst := bufs[slot]
 	large := rules.large
 	skip := uint64(rules.hdrLen)
 	var total uint64 // frame bytes after the header; at most num * 4 GiB
+	empties := 0
 	i := head
 	for count := 1; ; count++ {
+		if q.budget == 0 {
+			return 0, false, violation("queue %d: chain from descriptor %d takes this batch past %d descriptors, the queue size: chains in flight share descriptors",
+				q.index, head, q.num)
+		}
+		q.budget--
+		q.walked++
 		d := q.readDesc(i)
 		if d.flags&^descFKnown != 0 {
 			return 0, false, violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
@@ -140,6 +183,11 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 		}
 		if !m.mapped(d.addr, uint64(d.len)) {
 			return 0, false, violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
+		}
+		if d.len == 0 {
+			if empties++; empties > maxEmptyDescs {
+				return 0, false, q.tooManyEmpty(head)
+			}
 		}
 		addr, n := d.addr, uint64(d.len)
 		if skip > 0 {
@@ -169,6 +217,9 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 				m.copyFrom(dst[total:total+c], addr)
 			}
 			total += n
+			if total > uint64(len(dst)) && large == nil {
+				return int(total), false, nil // too long for any buffer: dropped
+			}
 		}
 		if d.flags&descFNext == 0 {
 			break

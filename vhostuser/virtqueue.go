@@ -13,6 +13,17 @@ const numQueues = 2
 // maxQueueSize is the largest split virtqueue (virtio 1.x: 32768).
 const maxQueueSize = 32768
 
+// maxEmptyDescs is how many zero-length descriptors one chain may hold.
+// Every descriptor walked costs the same whatever its length, and one that
+// carries nothing buys the guest that cost for free: without a cap, one
+// chain of 32768 of them made every frame cost 32768 steps. Zero-length
+// descriptors are legal but never come from an honest driver in numbers:
+// Linux puts none in a chain (skb_to_sgvec skips empty pieces, its receive
+// buffers are never empty), DPDK one per empty mbuf segment, which
+// applications hardly ever make. With the cap, a chain costs at most the
+// bytes it carries plus this many steps.
+const maxEmptyDescs = 16
+
 // Descriptor flags. Anything else (INDIRECT included: not negotiated) is a
 // violation.
 const (
@@ -51,6 +62,35 @@ type virtq struct {
 	eventIdx     bool   // EVENT_IDX negotiated
 	kicksAllowed bool   // the guest may kick (flag clear / avail_event current)
 	kickAt       uint16 // with EVENT_IDX and kicksAllowed: the avail_event we stored
+
+	// budget is how many more descriptors may be walked before we next
+	// publish used entries: by the TX batch under way, or by the RX
+	// frames taken since the last publish and the one under way. Chains
+	// the guest has posted and we have not returned are disjoint, so an
+	// honest guest never makes us walk more than the queue size in that
+	// time: more means chains in flight share descriptors (every avail
+	// entry naming one long chain), and the guest is closed. This bounds
+	// one TX call's cost by the queue size, not its square.
+	budget int
+	// walked counts every descriptor read, for the tests that hold a
+	// call's cost to the queue size whatever the guest wrote.
+	walked uint64
+
+	// short is what an RX walk learned of the chains at lastAvail when a
+	// frame did not fit, so no frame is tried against them again until
+	// the guest posts more: without it every frame flooded to a guest
+	// walked the same chains and was dropped.
+	short shortChains
+}
+
+// shortChains says the chains at avail entries at..at+chains-1 were walked
+// whole and offer room bytes in all, walking descs descriptors.
+type shortChains struct {
+	valid  bool
+	at     uint16 // lastAvail when they were walked; nothing was taken since
+	chains int
+	room   uint64
+	descs  int
 }
 
 // reset prepares q for a ring of num entries whose next avail entry is
@@ -63,6 +103,7 @@ func (q *virtq) reset(num int, base uint16, eventIdx bool) {
 	q.usedFlags = 0
 	q.eventIdx = eventIdx
 	q.kicksAllowed = true
+	q.short = shortChains{}
 }
 
 // setRings checks and installs the three ring views. Each must be exactly
@@ -84,6 +125,7 @@ func (q *virtq) setRings(desc, avail, used []byte) error {
 		return violation("queue %d: used ring not 4-byte aligned", q.index)
 	}
 	q.desc, q.avail, q.used = desc, avail, used
+	q.short = shortChains{} // learned from the old views
 	return nil
 }
 
