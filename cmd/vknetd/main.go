@@ -218,6 +218,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			Capacity:   o.macMax,
 			PortLimit:  o.portMACs,
 			OwnerLimit: o.userMACs,
+			HostLimit:  o.remoteMACs,
 			MaxAge:     o.macAge,
 		},
 		Policy:       policy,

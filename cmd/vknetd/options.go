@@ -38,6 +38,7 @@ type options struct {
 	macMax      int
 	portMACs    int
 	userMACs    int
+	remoteMACs  int
 	portIPs     int
 	maxClients  int
 	userClients int
@@ -91,6 +92,7 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 	fs.IntVar(&o.macMax, "mac-max", 16384, "most MAC addresses the switch learns in all")
 	fs.IntVar(&o.portMACs, "port-macs", 256, "most MAC addresses one client may hold, so no client can crowd out the others")
 	fs.IntVar(&o.userMACs, "user-macs", 0, "most MAC addresses the clients of one user (uid) may hold together, so no user can fill the table (default: a quarter of --mac-max, at least --port-macs)")
+	fs.IntVar(&o.remoteMACs, "remote-macs", 0, "most MAC addresses learned from the TAP's side (the host, a bridged LAN, other hosts over VXLAN), so the underlay cannot fill the table the clients need; frames from more are forwarded unlearned (default: a quarter of --mac-max)")
 	fs.IntVar(&o.portIPs, "port-ips", 16, "secure mode: most IP addresses one client may hold (bound to its MACs)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
@@ -171,6 +173,12 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	}
 	if o.userMACs < 1 || o.userMACs > o.macMax {
 		return nil, cli.Usagef("--user-macs %d must be between 1 and --mac-max (%d)", o.userMACs, o.macMax)
+	}
+	if !fs.Changed("remote-macs") {
+		o.remoteMACs = max(o.macMax/4, 1)
+	}
+	if o.remoteMACs < 1 || o.remoteMACs > o.macMax {
+		return nil, cli.Usagef("--remote-macs %d must be between 1 and --mac-max (%d)", o.remoteMACs, o.macMax)
 	}
 	if !fs.Changed("port-ips") && o.portIPs > o.macMax {
 		o.portIPs = o.macMax // the default never asks for more than the table holds
