@@ -55,6 +55,16 @@ func Open(cfg Config) (*Device, error) {
 			cfg.Bridge = plan.bridge
 		}
 	}
+	// What a daemon killed before Close left goes now, so that this Open
+	// creates its own devices afresh (see Config.Mark).
+	if plan != nil && plan.leftover {
+		if err := removeLeftover(h, plan.cfg.CreatedName(), "vxlan", cfg.Mark); err != nil {
+			return nil, d.rollback(err)
+		}
+	}
+	if err := removeLeftover(h, cfg.Bridge, "bridge", cfg.Mark); err != nil {
+		return nil, d.rollback(err)
+	}
 	if cfg.Name != "" {
 		if err := refuseNonTAP(h, cfg.Name); err != nil {
 			return nil, d.rollback(err)
@@ -71,12 +81,12 @@ func Open(cfg Config) (*Device, error) {
 	d.mtu, d.hostMAC = cfg.MTU, d.mac
 	host := link // where the host's address goes
 	if cfg.Bridge != "" {
-		br, err := d.joinBridge(h, link, priorMaster, cfg.Bridge, existed)
+		br, err := d.joinBridge(h, link, priorMaster, cfg.Bridge, existed, cfg.Mark)
 		if err != nil {
 			return nil, d.rollback(err)
 		}
 		if plan != nil {
-			if err := d.joinVXLAN(h, plan, br); err != nil {
+			if err := d.joinVXLAN(h, plan, br, cfg.Mark); err != nil {
 				return nil, d.rollback(err)
 			}
 		}

@@ -167,7 +167,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		}
 	}
 	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix,
-		VXLAN: o.vxlan, FitMTU: !o.mtuSet, Offload: !o.noOffload, USO: !o.noOffload}); err != nil {
+		VXLAN: o.vxlan, FitMTU: !o.mtuSet, Offload: !o.noOffload, USO: !o.noOffload, Mark: deviceMark(d.pid.path)}); err != nil {
 		return nil, err
 	}
 	if note := d.tap.OffloadNote(); note != "" {
