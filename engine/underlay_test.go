@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -89,6 +90,11 @@ func TestUnderlayCannotTakeALiveClientMAC(t *testing.T) {
 			s.pump()
 			if port, ok := s.e.macs.Lookup(macKey(9), s.e.now); !ok || port != 0 {
 				t.Fatalf("a remote MAC is on port %d (live %v), want the TAP", port, ok)
+			}
+			// The daemon pins what ClientMACs lists in the host's bridge.
+			got := s.e.ClientMACs(nil)
+			if len(got) != 2 || !slices.Contains(got, mac(5)) || !slices.Contains(got, mac(6)) {
+				t.Fatalf("ClientMACs = %x, want a's and b's MACs and not the TAP's", got)
 			}
 			if secureMode {
 				return

@@ -103,9 +103,10 @@ func tapCounter(t *testing.T, d *daemon, key string) int {
 // traffic went to the sender, and its own frames were dropped as
 // src-mac-in-use. Host B here is the attacker: a bare kernel VXLAN device
 // of the same VNI, through which the test sends frames from a client of A's
-// MAC. A counts them as remote-mac-conflict, its clients keep reaching each
-// other and the host, and nothing to or from that client (but its
-// broadcasts) reaches B.
+// MAC, to broadcast, to another client and to host A itself (which only
+// host A's bridge sees). A counts what reaches the switch as
+// remote-mac-conflict, its clients keep reaching each other and the host,
+// and nothing to or from that client (but its broadcasts) reaches B.
 func TestVXLANUnderlayCannotStealALocalMAC(t *testing.T) {
 	needRoot(t)
 	ha, hb := twoHosts(t, "1550")
@@ -121,24 +122,43 @@ func TestVXLANUnderlayCannotStealALocalMAC(t *testing.T) {
 	ping(t, a1, "198.18.1.2", 10*time.Second)
 	ping(t, a1, "198.18.0.1", 10*time.Second)
 	victim, peer := a1.LinkMAC(t, testbed.ClientTap), a2.LinkMAC(t, testbed.ClientTap)
+	// The daemon pins its clients' MACs in the host's bridge within a
+	// second: the bridge learns by itself before the switch sees a frame.
+	victimMAC := net.HardwareAddr(victim[:]).String()
+	if !waitFor(5*time.Second, func() bool {
+		out, _ := ha.Try("bridge", "fdb", "show", "br", "vkbr42")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, victimMAC+" dev "+da.TAP+" ") && strings.Contains(line, "sticky") {
+				return true
+			}
+		}
+		return false
+	}) {
+		out, _ := ha.Try("bridge", "fdb", "show", "br", "vkbr42")
+		t.Errorf("host A's bridge has not pinned the victim's MAC %s on %s:\n%s", victimMAC, da.TAP, out)
+	}
 	received(t, seen) // a1's and a2's ARP broadcasts reached B, as they should
 
 	broadcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	hostA := ha.LinkMAC(t, "vkbr42")
 	payload := make([]byte, 46)
 	const attacks = 3
 	for i := 0; i < attacks; i++ {
 		sendFrame(t, attack, testbed.EthernetFrame(broadcast, victim, 0x88b5, payload))
 		sendFrame(t, attack, testbed.EthernetFrame(peer, victim, 0x88b5, payload))
+		sendFrame(t, attack, testbed.EthernetFrame(hostA, victim, 0x88b5, payload))
 	}
 	if !waitFor(5*time.Second, func() bool { return tapCounter(t, da, "drop_remote-mac-conflict") >= 2*attacks }) {
 		t.Errorf("host A did not count %d remote-mac-conflict drops on its TAP: %v", 2*attacks, da.Counters(t).Port(t, 0))
 	}
 
-	// The victim and its peer still reach each other and the host, both ways.
+	// The victim and its peer still reach each other and the host, both
+	// ways; the host first, before the victim sends anything that would
+	// have the host's bridge learn its MAC back.
 	for _, c := range []struct {
 		from *testbed.Netns
 		to   string
-	}{{a2, "198.18.1.1"}, {a1, "198.18.1.2"}, {a1, "198.18.0.1"}, {ha, "198.18.1.1"}} {
+	}{{ha, "198.18.1.1"}, {a2, "198.18.1.1"}, {a1, "198.18.1.2"}, {a1, "198.18.0.1"}} {
 		out, err := c.from.Try("ping", "-n", "-c", "5", "-i", "0.2", "-W", "2", c.to)
 		if err != nil || !strings.Contains(out, " 5 received") {
 			t.Errorf("ping %s from %s after the attack: %v\n%s", c.to, c.from.Name, err, out)

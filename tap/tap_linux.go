@@ -14,6 +14,10 @@ import (
 // rtnetlink handle Open made, for Close and the VXLAN listings.
 type osDevice struct {
 	h *netlink.Handle
+	// tapIndex is the TAP's ifindex; pinned the MACs PinLocal holds on
+	// its bridge port (see pin_linux.go).
+	tapIndex int
+	pinned   map[[6]byte]bool
 }
 
 // tunPath is the TUN/TAP clone device; a variable so a test can point it at
@@ -206,6 +210,7 @@ func (d *Device) attach(h *netlink.Handle, name string, offload, uso bool) (exis
 		return existed, devErr(d.name, "look up interface", err)
 	}
 	ifindex = l.Attrs().Index
+	d.os.tapIndex = ifindex
 	copy(d.mac[:], l.Attrs().HardwareAddr)
 	return existed, nil
 }

@@ -261,6 +261,12 @@ func prefixString(o *options) string {
 func (d *daemon) serve(sigs chan os.Signal) int {
 	runErr := make(chan error, 1)
 	go func() { runErr <- d.engine.Run() }()
+	stopPins, pinsDone := make(chan struct{}), make(chan struct{})
+	if d.tap.Bridge() != "" {
+		go d.pinClientMACs(stopPins, pinsDone)
+	} else {
+		close(pinsDone)
+	}
 	status := 0
 loop:
 	for {
@@ -286,6 +292,8 @@ loop:
 		}
 	}
 	signal.Stop(sigs)
+	close(stopPins)
+	<-pinsDone
 	d.cleanup()
 	d.log.Info("vknetd stopped")
 	return status
