@@ -124,18 +124,9 @@ func TestVXLANUnderlayCannotStealALocalMAC(t *testing.T) {
 	victim, peer := a1.LinkMAC(t, testbed.ClientTap), a2.LinkMAC(t, testbed.ClientTap)
 	// The daemon pins its clients' MACs in the host's bridge within a
 	// second: the bridge learns by itself before the switch sees a frame.
-	victimMAC := net.HardwareAddr(victim[:]).String()
-	if !waitFor(5*time.Second, func() bool {
+	if !waitFor(5*time.Second, func() bool { return pinned(ha, "vkbr42", da.TAP, victim) }) {
 		out, _ := ha.Try("bridge", "fdb", "show", "br", "vkbr42")
-		for _, line := range strings.Split(out, "\n") {
-			if strings.HasPrefix(line, victimMAC+" dev "+da.TAP+" ") && strings.Contains(line, "sticky") {
-				return true
-			}
-		}
-		return false
-	}) {
-		out, _ := ha.Try("bridge", "fdb", "show", "br", "vkbr42")
-		t.Errorf("host A's bridge has not pinned the victim's MAC %s on %s:\n%s", victimMAC, da.TAP, out)
+		t.Errorf("host A's bridge has not pinned the victim's MAC %s on %s:\n%s", net.HardwareAddr(victim[:]), da.TAP, out)
 	}
 	received(t, seen) // a1's and a2's ARP broadcasts reached B, as they should
 
@@ -177,6 +168,18 @@ func TestVXLANUnderlayCannotStealALocalMAC(t *testing.T) {
 	if code := da.stop(); code != 0 {
 		t.Errorf("vknetd exited with %d; stderr:\n%s", code, da.Stderr())
 	}
+}
+
+// pinned says whether the bridge br in ns holds mac on port dev as a
+// sticky entry: the daemon's pin.
+func pinned(ns *testbed.Netns, br, dev string, mac [6]byte) bool {
+	out, _ := ns.Try("bridge", "fdb", "show", "br", br)
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, net.HardwareAddr(mac[:]).String()+" dev "+dev+" ") && strings.Contains(line, "sticky") {
+			return true
+		}
+	}
+	return false
 }
 
 // Finding 5: 20,000 source MACs from the TAP's side filled --mac-max, and
@@ -265,6 +268,13 @@ func TestVXLANDaemonRestartsAfterSIGKILL(t *testing.T) {
 		t.Fatalf("vknetd on host B exited with %d; stderr:\n%s", code, db.Stderr())
 	}
 	db = startDroppingDaemon(t, hb, group, vxlanArgs(underlayA, "198.18.0.2/16")...)
+	// With only CAP_NET_ADMIN left it still pins its clients' MACs.
+	b1, _ := testbed.SocatClient(t, db.Sock, "198.18.2.1/16")
+	ping(t, b1, "198.18.0.2", 10*time.Second)
+	b1MAC := b1.LinkMAC(t, testbed.ClientTap)
+	if !waitFor(5*time.Second, func() bool { return pinned(hb, "vkbr42", db.TAP, b1MAC) }) {
+		t.Errorf("vknetd --user did not pin its client's MAC on %s; log:\n%s", db.TAP, db.Stderr())
+	}
 	db.signal(syscall.SIGKILL)
 	db.exitCode(5 * time.Second)
 	if !waitFor(5*time.Second, func() bool {

@@ -341,6 +341,6 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, "%s\n\nA userspace Ethernet switch for virtual machines: clients connect to a\nSOCK_SEQPACKET unix socket (one frame per message) and are switched with\neach other and with a TAP interface carrying address/cidrbits.\n\nOptions:\n", usageLine)
 	cli.PrintFlags(w, fs, 26)
 	fmt.Fprintf(w, "\n%s", secure.PolicySummary)
-	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\n")
+	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\nIn both modes it drops a frame from the TAP's side (a bridged LAN, other hosts\nover VXLAN) whose source MAC is live on a client port (remote-mac-conflict).\n")
 	fmt.Fprintf(w, "\nSignals: SIGTERM/SIGINT stop and clean up; SIGUSR1 logs every port's counters;\nSIGHUP forgets all learned MAC addresses (frames flood until relearned).\n")
 }
