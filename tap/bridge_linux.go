@@ -12,10 +12,10 @@ import (
 // joinBridge creates the bridge if missing, enslaves the TAP to it and
 // brings the bridge up. It returns the bridge.
 //
-// A bridge created here is marked (Config.Mark) and gets the TAP's MAC as its own, set explicitly, so
-// that the host's MAC (secure mode reserves it) does not move when the
-// VXLAN device or anything else joins: a bridge left to choose takes the
-// lowest MAC among its ports. A bridge that existed gets back at Close the
+// A bridge created here is marked (Config.Mark) and gets the TAP's MAC as
+// its own, set explicitly, so that the host's MAC (secure mode reserves
+// it) does not move when the VXLAN device or anything else joins: a bridge
+// left to choose takes the lowest MAC among its ports. A bridge that existed gets back at Close the
 // MAC and MTU it had, which its ports coming and going may have changed.
 func (d *Device) joinBridge(h *netlink.Handle, link netlink.Link, priorMaster int, name string, tapExisted bool, mark string) (netlink.Link, error) {
 	br, err := h.LinkByName(name)

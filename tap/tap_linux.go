@@ -13,11 +13,11 @@ import (
 // osDevice is what a Linux Device keeps besides the shared fields: the
 // rtnetlink handle Open made, for Close and the VXLAN listings.
 type osDevice struct {
-	h *netlink.Handle
-	// tapIndex is the TAP's ifindex; pinned the MACs PinLocal holds on
-	// its bridge port (see pin_linux.go).
-	tapIndex int
-	pinned   map[[6]byte]bool
+	h        *netlink.Handle
+	tapIndex int // the TAP's ifindex
+	// pinned are the MACs PinLocal holds on the TAP's bridge port (see
+	// pin_linux.go).
+	pinned map[[6]byte]bool
 }
 
 // tunPath is the TUN/TAP clone device; a variable so a test can point it at
