@@ -161,3 +161,44 @@ func TestUnderlayCannotFillTheTable(t *testing.T) {
 	s.pump()
 	expectFrames(t, "the host", drainFrames(t, host), toRemote)
 }
+
+// The underlay's frames cost no allocation, refused (remote-mac-conflict)
+// or learned or forwarded unlearned (over --remote-macs), once the one
+// log line the refusals allow is written.
+func TestUnderlayFramesAllocateNothing(t *testing.T) {
+	var host int
+	s := newTestSwitch(t, true, mactable.Config{Capacity: 64, PortLimit: 8, HostLimit: 2}, func(c *Config) { host = withTap(t, c) })
+	tapPort := s.e.ports[0]
+	a := s.connect()
+	a.send(t, ipv4UDP(broadcast, mac(5), [4]byte{198, 18, 0, 5}, [4]byte{198, 18, 255, 255}))
+	s.pump()
+	drainFrames(t, host)
+	if err := unix.SetNonblock(a.fd, true); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for _, c := range []struct {
+		what  string
+		frame []byte
+	}{
+		{"conflict", ethFrame(broadcast, mac(5), 0x0800, 60)},
+		{"learned", ethFrame(mac(5), mac(9), 0x0800, 60)},
+		{"unlearned", ethFrame(mac(5), mac(10), 0x0800, 60)}, // after mac(11) fills --remote-macs
+	} {
+		writeFrame(t, host, ethFrame(mac(5), mac(11), 0x0800, 60))
+		writeFrame(t, host, c.frame)
+		s.pump()
+		a.recv(t)
+		allocs := testing.AllocsPerRun(200, func() {
+			unix.Write(host, c.frame)
+			s.e.receive(tapPort)
+			unix.Read(a.fd, buf) // non-blocking: a conflict delivers nothing
+		})
+		if allocs != 0 {
+			t.Errorf("%s: a TAP frame allocates %.1f times", c.what, allocs)
+		}
+	}
+	if tapPort.cnt.drops[DropRemoteMACConflict] < 200 || tapPort.cnt.unlearned < 200 {
+		t.Fatalf("conflicts %d, unlearned %d: the paths measured were not taken", tapPort.cnt.drops[DropRemoteMACConflict], tapPort.cnt.unlearned)
+	}
+}
