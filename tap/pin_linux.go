@@ -30,6 +30,7 @@ func (d *Device) PinLocal(macs [][6]byte) error {
 	}
 	if d.os.pinned == nil {
 		d.os.pinned = make(map[[6]byte]bool)
+		d.adoptPins()
 		d.onClose(func() error { return d.unpin(nil) })
 	}
 	want := make(map[[6]byte]bool, len(macs))
@@ -47,6 +48,25 @@ func (d *Device) PinLocal(macs [][6]byte) error {
 	}
 	errs = append(errs, d.unpin(want))
 	return errors.Join(errs...)
+}
+
+// adoptPins counts as its own the static sticky entries already on the
+// TAP's port, so that they are kept only while their MACs are live: a
+// daemon killed on a TAP that stays in its bridge (-t of a persistent TAP)
+// leaves its pins, which nothing else would remove. On a TAP the daemon
+// created there are none.
+func (d *Device) adoptPins() {
+	entries, err := d.os.h.NeighList(d.os.tapIndex, unix.AF_BRIDGE)
+	if err != nil {
+		return // none adopted: they stay, as before
+	}
+	for _, e := range entries {
+		// A dump marks the bridge's entries with NDA_MASTER, not NTF_MASTER.
+		if e.LinkIndex == d.os.tapIndex && e.MasterIndex != 0 && e.Flags&netlink.NTF_STICKY != 0 &&
+			e.State&netlink.NUD_NOARP != 0 && len(e.HardwareAddr) == 6 {
+			d.os.pinned[[6]byte(e.HardwareAddr)] = true
+		}
+	}
 }
 
 // unpin deletes the pinned entries not in keep (all with nil keep). An

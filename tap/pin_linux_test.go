@@ -82,3 +82,33 @@ func TestPinLocalHoldsClientMACsOnTheTAPPort(t *testing.T) {
 		t.Errorf("Close left the namespace changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// A daemon killed on a TAP that stays in its bridge (a persistent TAP
+// given with -t) leaves its pins; the next one takes them over and keeps
+// only those of live clients.
+func TestPinLocalAdoptsAKilledDaemonsPins(t *testing.T) {
+	n := enterNetns(t)
+	n.underlay(t, "1500")
+	n.ip(t, "link", "add", "vktbrQ", "type", "bridge")
+	n.ip(t, "tuntap", "add", "vkttapQ", "mode", "tap")
+	n.ip(t, "link", "set", "vkttapQ", "master", "vktbrQ")
+	d, err := Open(Config{Name: "vkttapQ", MTU: 1500, Bridge: "vktbrQ"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	out, err := exec.Command("ip", "netns", "exec", n.name, "bridge", "fdb", "add", "02:00:00:00:0d:01", "dev", "vkttapQ", "master", "static", "sticky").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bridge fdb add: %v: %s", err, out)
+	}
+	live := [6]byte{0x02, 0, 0, 0, 0x0d, 2}
+	if err := d.PinLocal([][6]byte{live}); err != nil {
+		t.Fatal(err)
+	}
+	if l := n.fdbLine(t, "vktbrQ", "02:00:00:00:0d:01"); l != "" {
+		t.Errorf("a stale pin survived: %q", l)
+	}
+	if l := n.fdbLine(t, "vktbrQ", "02:00:00:00:0d:02"); !strings.Contains(l, "sticky") {
+		t.Errorf("the live MAC is not pinned: %q", l)
+	}
+}
