@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/vknetd/vknetd/gso"
@@ -86,8 +87,10 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 			e.refused(in, v)
 			return
 		}
-	} else {
-		e.learn(in, src)
+	} else if !e.learn(in, src) {
+		in.conflictSrc = src
+		e.dropped(in, DropRemoteMACConflict)
+		return
 	}
 	for _, m := range e.mirrors {
 		e.deliver(in, m, r, false)
@@ -142,16 +145,26 @@ func (e *Engine) learnSecure(in *port, src uint64) (Drop, bool) {
 
 // learn records the frame's source MAC on port in, for the TAP and for
 // clients without secure mode: there the switch behaves like a plain
-// learning bridge: MACs move, and frames from MACs over the limits are
-// forwarded without being learned.
-func (e *Engine) learn(in *port, src uint64) {
+// learning bridge: MACs move between clients, and frames from MACs over
+// the limits are forwarded without being learned. The TAP's frames, from
+// a bridged LAN or other hosts over VXLAN, are the exception: they never
+// take a MAC that is live on a client port (the table says Conflict), and
+// learn returns false to have such a frame dropped, so that no one on the
+// underlay can steal a local client's traffic or make its own frames look
+// spoofed. A TAP frame over --remote-macs is forwarded unlearned like any
+// other: the host and the LAN behind it keep working, only their replies
+// flood.
+func (e *Engine) learn(in *port, src uint64) bool {
 	if mactable.IsMulticastKey(src) {
-		return // never learned
+		return true // never learned
 	}
 	switch e.macs.Learn(src, in.id, e.now) {
 	case mactable.PortFull, mactable.OwnerFull, mactable.TableFull:
 		in.cnt.unlearned++
+	case mactable.Conflict:
+		return false
 	}
+	return true
 }
 
 // enqueue puts a reference to r on out's transmit queue. Frames bound for
@@ -185,7 +198,7 @@ func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
 // dropped counts a frame the engine discarded on its ingress port.
 func (e *Engine) dropped(in *port, d Drop) {
 	in.cnt.drops[d]++
-	if d == DropMACInUse || d == DropPortMACLimit || d == DropUserMACLimit || d == DropMACTableFull {
+	if d == DropMACInUse || d == DropPortMACLimit || d == DropUserMACLimit || d == DropMACTableFull || d == DropRemoteMACConflict {
 		e.logDrop(in, d.String())
 	}
 }
@@ -213,8 +226,17 @@ func (e *Engine) logDrop(in *port, reason string) {
 		return
 	}
 	in.logNext = e.now + int64(time.Second)
+	var frame string
+	if in.host {
+		// The policy never saw the TAP's frame; the one drop logged for
+		// the TAP is a remote-mac-conflict, which names the client.
+		owner, _ := e.macs.Lookup(in.conflictSrc, e.now)
+		frame = "source " + mactable.FormatKey(in.conflictSrc) + " is live on client port " + strconv.FormatUint(uint64(owner), 10)
+	} else {
+		frame = e.check.Describe()
+	}
 	e.log.Warn(msgFrameDropped, "port", in.id, "client", in.name, "reason", reason,
-		"frame", e.check.Describe(), "not_logged_since_last", in.logSkipped, "suppressed", suppressed)
+		"frame", frame, "not_logged_since_last", in.logSkipped, "suppressed", suppressed)
 	in.logSkipped = 0
 }
 

@@ -41,6 +41,24 @@ func (e *Engine) MACs() ([]MACEntry, error) {
 	return out, err
 }
 
+// ClientMACs appends to buf the MACs live on client ports (every port but
+// the TAP) and returns it. It walks the table from the caller's goroutine
+// (the table allows it) rather than the event loop's, so the daemon may
+// call it every second without holding up a frame.
+func (e *Engine) ClientMACs(buf [][6]byte) [][6]byte {
+	e.macs.Walk(int64(time.Since(e.start)), func(m mactable.Entry) {
+		if m.Port == 0 {
+			return
+		}
+		var mac [6]byte
+		for i := range mac {
+			mac[i] = byte(m.MAC >> (40 - 8*i))
+		}
+		buf = append(buf, mac)
+	})
+	return buf
+}
+
 // Binding is a secure-mode IP-to-MAC binding: the address belongs to that
 // MAC on that port until it ages out or the port goes.
 type Binding struct {

@@ -36,6 +36,9 @@ type port struct {
 	// with the number of drops that were not logged in between.
 	logNext    int64
 	logSkipped uint64
+	// conflictSrc, on the TAP, is the source MAC of the frame last
+	// dropped as remote-mac-conflict, for its log line.
+	conflictSrc uint64
 
 	// host is the TAP: the host's side, not a client. observer is a
 	// monitor, which gets copies of frames and is counted apart; mirror

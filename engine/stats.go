@@ -31,6 +31,7 @@ const (
 	DropGSOSegments                      // offloads: a superframe that would be cut into more frames than maxSegments (gso_size too small)
 	DropOffloadNotNegotiated             // vhost-user: a virtio_net_hdr asking for an offload the guest did not negotiate
 	DropVhostViolation                   // vhost-user: the guest broke the protocol or its rings and was closed (one per guest; the log says what it did)
+	DropRemoteMACConflict                // from the TAP (a bridged LAN, other hosts over VXLAN): source MAC is live on a client port
 	numDrops
 )
 
@@ -55,6 +56,7 @@ var dropNames = [numDrops]string{
 	DropGSOSegments:          "gso-too-many-segments",
 	DropOffloadNotNegotiated: "offload-not-negotiated",
 	DropVhostViolation:       "vhost-violation",
+	DropRemoteMACConflict:    "remote-mac-conflict",
 }
 
 func (d Drop) String() string {
@@ -69,7 +71,7 @@ func (d Drop) String() string {
 type counters struct {
 	rxFrames, rxBytes uint64
 	txFrames, txBytes uint64
-	unlearned         uint64 // frames whose source MAC the full table could not learn
+	unlearned         uint64 // frames whose source MAC the full table (or port, or --remote-macs) could not learn
 	drops             [numDrops]uint64
 	secureDrops       [secure.NumReasons]uint64
 	// gsoDrops counts superframes and NEEDS_CSUM frames whose

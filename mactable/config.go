@@ -22,8 +22,13 @@ type Config struct {
 	// connected them, see SetOwner) may hold together (--user-macs); 0
 	// means Capacity. Owner 0, the default of every port, is not limited.
 	OwnerLimit int
-	MaxAge     time.Duration // an entry ages out this long after it was last seen (--mac-age)
-	MaxPorts   int           // ports are numbered 0..MaxPorts-1
+	// HostLimit is the most entries the host port (SetHostPort) may hold
+	// (--remote-macs): what a bridged LAN or other hosts behind the TAP
+	// may take, so that they cannot fill the table the clients need. 0
+	// means Capacity.
+	HostLimit int
+	MaxAge    time.Duration // an entry ages out this long after it was last seen (--mac-age)
+	MaxPorts  int           // ports are numbered 0..MaxPorts-1
 }
 
 func (c Config) validate() error {
@@ -35,6 +40,9 @@ func (c Config) validate() error {
 	}
 	if c.OwnerLimit < 0 || c.OwnerLimit > c.Capacity {
 		return fmt.Errorf("mactable: OwnerLimit (--user-macs) is %d; it must be between 0 (no limit beyond --mac-max) and Capacity (--mac-max, %d)", c.OwnerLimit, c.Capacity)
+	}
+	if c.HostLimit < 0 || c.HostLimit > c.Capacity {
+		return fmt.Errorf("mactable: HostLimit (--remote-macs) is %d; it must be between 0 (no limit beyond --mac-max) and Capacity (--mac-max, %d)", c.HostLimit, c.Capacity)
 	}
 	if c.MaxAge < MinMaxAge {
 		return fmt.Errorf("mactable: MaxAge (--mac-age) is %v; it must be at least %v", c.MaxAge, MinMaxAge)

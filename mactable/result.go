@@ -25,6 +25,11 @@ const (
 	// OwnerFull: the MAC was not learned (or not moved) because the ports of
 	// this port's owner already hold OwnerLimit entries together.
 	OwnerFull
+	// Conflict: port is the host port (SetHostPort) and the MAC is live on
+	// another port, where it stays. The host's side (a bridged LAN, other
+	// hosts over VXLAN) never takes a live MAC from a client: one frame
+	// from the underlay would otherwise steal a local VM's traffic.
+	Conflict
 )
 
 var resultNames = [...]string{
@@ -35,6 +40,7 @@ var resultNames = [...]string{
 	PortFull:  "port full",
 	Multicast: "multicast",
 	OwnerFull: "owner full",
+	Conflict:  "conflict",
 }
 
 func (r Result) String() string {

@@ -97,7 +97,8 @@ type Table struct {
 	maxAge     int64 // in ticks
 	capacity   int32 // MaxCapacity fits
 	portLimit  int32
-	hostPort   int32 // a port without the port limit (the TAP, see SetHostPort); -1 none
+	hostPort   int32 // the TAP's port, with hostLimit for a limit (see SetHostPort); -1 none
+	hostLimit  int32
 	ownerLimit int32
 
 	// The fields above are read by every Lookup; writers update the ones
@@ -143,6 +144,10 @@ func newTable(cfg Config, seed uint64) *Table {
 	if ownerLimit == 0 {
 		ownerLimit = cfg.Capacity
 	}
+	hostLimit := cfg.HostLimit
+	if hostLimit == 0 {
+		hostLimit = cfg.Capacity
+	}
 	t := &Table{
 		slots:      make([]slot, total),
 		shards:     make([]shard, nshards),
@@ -159,6 +164,7 @@ func newTable(cfg Config, seed uint64) *Table {
 		capacity:   int32(cfg.Capacity),
 		portLimit:  int32(limit),
 		hostPort:   -1,
+		hostLimit:  int32(hostLimit),
 		ownerLimit: int32(ownerLimit),
 	}
 	t.lastReclaim.Store(-1 << 63)
@@ -237,9 +243,11 @@ func (t *Table) give(port uint32) {
 	t.owners[t.portOwner[port].Load()].Add(-1)
 }
 
-// SetHostPort exempts port from PortLimit: the host's side of the switch,
-// behind which a bridged LAN or other hosts (VXLAN) may hold any number of
-// MACs. Call it before the port learns anything.
+// SetHostPort makes port the host's side of the switch (the TAP), behind
+// which a bridged LAN or other hosts (VXLAN) may hold many MACs: it has
+// HostLimit for a limit instead of PortLimit, and it never takes a MAC
+// that is live on another port (Conflict). Call it before the port learns
+// anything.
 func (t *Table) SetHostPort(port uint32) {
 	if int(port) < len(t.ports) {
 		t.hostPort = int32(port)
@@ -248,7 +256,7 @@ func (t *Table) SetHostPort(port uint32) {
 
 func (t *Table) limitOfPort(port uint32) int32 {
 	if int32(port) == t.hostPort {
-		return t.capacity
+		return t.hostLimit
 	}
 	return t.portLimit
 }
@@ -449,6 +457,9 @@ func (t *Table) update(s *slot, port uint32, nowTick int64) Result {
 			return Learned
 		}
 		return Refreshed
+	}
+	if !aged && int32(port) == t.hostPort {
+		return Conflict
 	}
 	if r := t.move(port, old); r != Moved {
 		return r

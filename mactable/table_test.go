@@ -61,7 +61,7 @@ func TestKey(t *testing.T) {
 }
 
 func TestResultString(t *testing.T) {
-	want := []string{"refreshed", "learned", "moved", "table full", "port full", "multicast", "owner full", "Result(7)"}
+	want := []string{"refreshed", "learned", "moved", "table full", "port full", "multicast", "owner full", "conflict", "Result(8)"}
 	for i, w := range want {
 		if s := Result(i).String(); s != w {
 			t.Errorf("Result(%d) = %q, want %q", i, s, w)
@@ -78,6 +78,8 @@ func TestNewValidation(t *testing.T) {
 		{Config{Capacity: MaxCapacity + 1, MaxAge: time.Minute, MaxPorts: 4}, "--mac-max"},
 		{Config{Capacity: 10, PortLimit: -1, MaxAge: time.Minute, MaxPorts: 4}, "--port-macs"},
 		{Config{Capacity: 10, PortLimit: 11, MaxAge: time.Minute, MaxPorts: 4}, "--port-macs"},
+		{Config{Capacity: 10, HostLimit: -1, MaxAge: time.Minute, MaxPorts: 4}, "--remote-macs"},
+		{Config{Capacity: 10, HostLimit: 11, MaxAge: time.Minute, MaxPorts: 4}, "--remote-macs"},
 		{Config{Capacity: 10, MaxAge: time.Millisecond, MaxPorts: 4}, "--mac-age"},
 		{Config{Capacity: 10, MaxAge: time.Minute, MaxPorts: 0}, "MaxPorts"},
 		{Config{Capacity: 10, MaxAge: time.Minute, MaxPorts: MaxMaxPorts + 1}, "MaxPorts"},
@@ -607,5 +609,74 @@ func TestHostPortHasNoPortLimit(t *testing.T) {
 		if (i < 4 && r != Learned) || (i == 4 && r != PortFull) {
 			t.Fatalf("client port MAC %d: %v", i, r)
 		}
+	}
+}
+
+// The host's port holds at most HostLimit entries (--remote-macs), so
+// whatever the underlay sends, the clients keep the rest of the table.
+func TestHostLimitKeepsRoomForClients(t *testing.T) {
+	tb := mustNew(t, Config{Capacity: 100, PortLimit: 80, HostLimit: 25, MaxAge: time.Minute, MaxPorts: 8})
+	tb.SetHostPort(0)
+	for i := 0; i < 1000; i++ {
+		r := tb.Learn(uint64(0x020000010000+i), 0, 0)
+		if (i < 25 && r != Learned) || (i >= 25 && r != PortFull) {
+			t.Fatalf("host port MAC %d: %v", i, r)
+		}
+	}
+	if n := tb.PortLen(0); n != 25 {
+		t.Fatalf("host port holds %d entries, want 25", n)
+	}
+	for i := 0; i < 75; i++ {
+		if r := tb.Learn(uint64(0x020000020000+i), uint32(1+i/40), 0); r != Learned {
+			t.Fatalf("client MAC %d with the host port full: %v", i, r)
+		}
+	}
+}
+
+// Finding 4 of issue 15: a frame from the underlay whose source is a live
+// client's MAC must not move that MAC to the host's port; clients still
+// move MACs among themselves (a VM moving, in -U mode) and take MACs from
+// the host's side, and an aged entry is anyone's.
+func TestHostPortNeverTakesALiveMAC(t *testing.T) {
+	tb := mustNew(t, Config{Capacity: 100, PortLimit: 10, MaxAge: time.Minute, MaxPorts: 8})
+	tb.SetHostPort(0)
+	const vm, remote = 0x020000000001, 0x020000000002
+	sec := int64(time.Second)
+	if r := tb.Learn(vm, 1, 0); r != Learned {
+		t.Fatalf("client learns: %v", r)
+	}
+	for i := 0; i < 3; i++ {
+		if r := tb.Learn(vm, 0, sec); r != Conflict {
+			t.Fatalf("host port takes a live client's MAC: %v", r)
+		}
+	}
+	if p, ok := tb.Lookup(vm, sec); !ok || p != 1 {
+		t.Fatalf("after the host's tries the MAC is on port %d (%v), want 1", p, ok)
+	}
+	if n := tb.PortLen(0); n != 0 {
+		t.Fatalf("host port counts %d entries after Conflict", n)
+	}
+	if r := tb.Learn(vm, 2, 2*sec); r != Moved {
+		t.Fatalf("client to client move: %v", r)
+	}
+	if r := tb.Learn(vm, 0, 3*sec); r != Conflict {
+		t.Fatalf("host port takes the moved MAC: %v", r)
+	}
+	if r := tb.Learn(remote, 0, 3*sec); r != Learned {
+		t.Fatalf("host port learns a MAC of its own: %v", r)
+	}
+	if r := tb.Learn(remote, 3, 4*sec); r != Moved {
+		t.Fatalf("client takes a MAC from the host's side: %v", r)
+	}
+	// Silent for longer than MaxAge: no longer live, the host may have it.
+	late := 3*sec + int64(3*time.Minute)
+	if r := tb.Learn(vm, 0, late); r != Learned {
+		t.Fatalf("host port learns an aged client MAC: %v", r)
+	}
+	if p, ok := tb.Lookup(vm, late); !ok || p != 0 {
+		t.Fatalf("aged MAC learned by the host is on port %d (%v)", p, ok)
+	}
+	if tb.PortLen(2) != 0 || tb.PortLen(0) != 1 {
+		t.Fatalf("counts after the aged move: port 2 %d, host %d", tb.PortLen(2), tb.PortLen(0))
 	}
 }

@@ -12,18 +12,19 @@ import (
 // joinBridge creates the bridge if missing, enslaves the TAP to it and
 // brings the bridge up. It returns the bridge.
 //
-// A bridge created here gets the TAP's MAC as its own, set explicitly, so
-// that the host's MAC (secure mode reserves it) does not move when the
-// VXLAN device or anything else joins: a bridge left to choose takes the
-// lowest MAC among its ports. A bridge that existed gets back at Close the
+// A bridge created here is marked (Config.Mark) and gets the TAP's MAC as
+// its own, set explicitly, so that the host's MAC (secure mode reserves
+// it) does not move when the VXLAN device or anything else joins: a bridge
+// left to choose takes the lowest MAC among its ports. A bridge that existed gets back at Close the
 // MAC and MTU it had, which its ports coming and going may have changed.
-func (d *Device) joinBridge(h *netlink.Handle, link netlink.Link, priorMaster int, name string, tapExisted bool) (netlink.Link, error) {
+func (d *Device) joinBridge(h *netlink.Handle, link netlink.Link, priorMaster int, name string, tapExisted bool, mark string) (netlink.Link, error) {
 	br, err := h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	created := false
 	switch {
 	case errors.As(err, &notFound):
-		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: net.HardwareAddr(d.mac[:])}}); err != nil {
+		attrs := netlink.LinkAttrs{Name: name, HardwareAddr: net.HardwareAddr(d.mac[:]), Alias: mark}
+		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
 			return nil, devErr(name, "create bridge (-b)", err)
 		}
 		created = true
@@ -40,6 +41,9 @@ func (d *Device) joinBridge(h *netlink.Handle, link netlink.Link, priorMaster in
 			}
 			return wrapErr(name, "delete bridge", h.LinkDel(l))
 		})
+		if err := d.markCreated(h, br, mark); err != nil {
+			return nil, err
+		}
 	case err != nil:
 		return nil, devErr(name, "look up bridge (-b)", err)
 	case br.Type() != "bridge":

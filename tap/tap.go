@@ -56,7 +56,19 @@ type Config struct {
 	// Device.USO says): only for a reader that cuts them or passes them
 	// on to a peer that negotiated them.
 	USO bool
+	// Mark, when set, is the alias (IFLA_IFALIAS) every device Open
+	// creates is given (Linux: the bridge and the VXLAN device; the TAP
+	// vanishes with its descriptor anyway). A daemon killed before Close
+	// leaves them behind; a later Open with the same Mark knows them as
+	// its own leftovers and removes them before creating its own, and
+	// never touches a device of the same name without the Mark. The
+	// daemon marks with its pidfile's path, which the pidfile's lock keeps
+	// to one daemon at a time. At most MaxMarkLen bytes.
+	Mark string
 }
+
+// MaxMarkLen is the longest Config.Mark: an interface alias (IFALIASZ-1).
+const MaxMarkLen = 255
 
 // VnetHdrSize is the virtio_net_hdr before every frame of a TAP with
 // offloads (TUNSETVNETHDRSZ): gso.HdrSize, without num_buffers.
@@ -85,6 +97,9 @@ func (c *Config) validate() error {
 	}
 	if c.MTU != 0 && (c.MTU < minMTU || c.MTU > maxMTU) {
 		return fmt.Errorf("tap: MTU %d (--mtu) out of range; use %d to %d", c.MTU, minMTU, maxMTU)
+	}
+	if len(c.Mark) > MaxMarkLen {
+		return fmt.Errorf("tap: device mark %q is %d bytes, longer than an interface alias may be (%d)", c.Mark, len(c.Mark), MaxMarkLen)
 	}
 	if c.VXLAN != nil {
 		if err := c.VXLAN.validate(); err != nil {
@@ -145,6 +160,10 @@ type Device struct {
 	offloadNote string
 	uso         bool // the host may hand over UDP superframes too
 
+	// created are the devices Open created and marked (Config.Mark),
+	// which Close deletes; a keeper deletes them too if the daemon dies.
+	created []Created
+
 	mu     sync.Mutex
 	closed bool
 	// undo holds the reversal of every change Open made, in the order the
@@ -197,6 +216,20 @@ func (d *Device) MTUNote() string { return d.mtuNote }
 
 // Bridge is the bridge the TAP is in, "" when none.
 func (d *Device) Bridge() string { return d.bridge }
+
+// Created is a device Open created besides the TAP, as RemoveCreated
+// needs it.
+type Created struct {
+	Name  string
+	Index int
+	Mark  string // Config.Mark, its alias
+}
+
+// Created lists the devices Open created and marked (Config.Mark): the
+// bridge and the VXLAN device it made, in the order made. A process that
+// outlives the daemon (the keeper) removes them with RemoveCreated if the
+// daemon is killed before Close.
+func (d *Device) Created() []Created { return d.created }
 
 // Close closes the descriptor and undoes what Open changed: it removes a TAP
 // or bridge Open created and restores the address, MTU, up/down state and

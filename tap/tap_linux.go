@@ -13,7 +13,11 @@ import (
 // osDevice is what a Linux Device keeps besides the shared fields: the
 // rtnetlink handle Open made, for Close and the VXLAN listings.
 type osDevice struct {
-	h *netlink.Handle
+	h        *netlink.Handle
+	tapIndex int // the TAP's ifindex
+	// pinned are the MACs PinLocal holds on the TAP's bridge port (see
+	// pin_linux.go).
+	pinned map[[6]byte]bool
 }
 
 // tunPath is the TUN/TAP clone device; a variable so a test can point it at
@@ -55,6 +59,16 @@ func Open(cfg Config) (*Device, error) {
 			cfg.Bridge = plan.bridge
 		}
 	}
+	// What a daemon killed before Close left goes now, so that this Open
+	// creates its own devices afresh (see Config.Mark).
+	if plan != nil && plan.leftover {
+		if err := removeLeftover(h, plan.cfg.CreatedName(), "vxlan", cfg.Mark); err != nil {
+			return nil, d.rollback(err)
+		}
+	}
+	if err := removeLeftover(h, cfg.Bridge, "bridge", cfg.Mark); err != nil {
+		return nil, d.rollback(err)
+	}
 	if cfg.Name != "" {
 		if err := refuseNonTAP(h, cfg.Name); err != nil {
 			return nil, d.rollback(err)
@@ -71,12 +85,12 @@ func Open(cfg Config) (*Device, error) {
 	d.mtu, d.hostMAC = cfg.MTU, d.mac
 	host := link // where the host's address goes
 	if cfg.Bridge != "" {
-		br, err := d.joinBridge(h, link, priorMaster, cfg.Bridge, existed)
+		br, err := d.joinBridge(h, link, priorMaster, cfg.Bridge, existed, cfg.Mark)
 		if err != nil {
 			return nil, d.rollback(err)
 		}
 		if plan != nil {
-			if err := d.joinVXLAN(h, plan, br); err != nil {
+			if err := d.joinVXLAN(h, plan, br, cfg.Mark); err != nil {
 				return nil, d.rollback(err)
 			}
 		}
@@ -196,6 +210,7 @@ func (d *Device) attach(h *netlink.Handle, name string, offload, uso bool) (exis
 		return existed, devErr(d.name, "look up interface", err)
 	}
 	ifindex = l.Attrs().Index
+	d.os.tapIndex = ifindex
 	copy(d.mac[:], l.Attrs().HardwareAddr)
 	return existed, nil
 }

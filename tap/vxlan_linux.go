@@ -16,6 +16,9 @@ type vxlanPlan struct {
 	mtu    int          // the TAP's and a created device's MTU
 	dev    netlink.Link // the device to attach; nil to create one
 	bridge string       // the bridge to use when -b is not given
+	// leftover: the device to create exists, made by an earlier Open with
+	// the same Config.Mark whose daemon was killed; Open removes it.
+	leftover bool
 }
 
 // planVXLAN checks the VXLAN request against the host as it is and fits
@@ -33,8 +36,17 @@ func planVXLAN(h *netlink.Handle, cfg Config) (*vxlanPlan, error) {
 	}
 	name := p.cfg.CreatedName()
 	if l, err := h.LinkByName(name); err == nil {
-		return nil, fmt.Errorf("tap: a %s device %s exists already: attach it with --vxlan-dev %s, or remove it (ip link del %s) if a vknetd that was killed left it",
-			l.Type(), name, name, name)
+		alias := l.Attrs().Alias
+		switch {
+		case isLeftover(l, "vxlan", cfg.Mark):
+			p.leftover = true // Open removes it and creates it afresh
+		case alias != "":
+			return nil, fmt.Errorf("tap: a %s device %s exists already, marked %q (this daemon's mark is %q): another vknetd or tool made it; stop that one, give this daemon another --vxlan VNI, or attach the device with --vxlan-dev %s",
+				l.Type(), name, alias, cfg.Mark, name)
+		default:
+			return nil, fmt.Errorf("tap: a %s device %s exists already and vknetd did not create it (it has no alias %q): attach it with --vxlan-dev %s, or remove it (ip link del %s)",
+				l.Type(), name, cfg.Mark, name, name)
+		}
 	}
 	if p.cfg.Local.IsValid() {
 		if err := checkLocal(h, p.cfg.Local); err != nil {
@@ -153,11 +165,11 @@ func checkLocal(h *netlink.Handle, local netip.Addr) error {
 // Close, taking its forwarding entries with it; an attached one only
 // leaves the bridge (and goes down, if it was) and its forwarding entries
 // are never written.
-func (d *Device) joinVXLAN(h *netlink.Handle, p *vxlanPlan, br netlink.Link) error {
+func (d *Device) joinVXLAN(h *netlink.Handle, p *vxlanPlan, br netlink.Link, mark string) error {
 	l := p.dev
 	if l == nil {
 		var err error
-		if l, err = d.createVXLAN(h, p); err != nil {
+		if l, err = d.createVXLAN(h, p, mark); err != nil {
 			return err
 		}
 	}
@@ -189,10 +201,10 @@ func (d *Device) joinVXLAN(h *netlink.Handle, p *vxlanPlan, br netlink.Link) err
 // and MTU, and one all-zeros forwarding entry per peer: broadcast and
 // unknown unicast go to every peer (head-end replication), and the device
 // learns which peer each remote MAC sits behind from what it receives.
-func (d *Device) createVXLAN(h *netlink.Handle, p *vxlanPlan) (netlink.Link, error) {
+func (d *Device) createVXLAN(h *netlink.Handle, p *vxlanPlan, mark string) (netlink.Link, error) {
 	name := p.cfg.CreatedName()
 	vx := &netlink.Vxlan{
-		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: p.mtu},
+		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: p.mtu, Alias: mark},
 		VxlanId:   p.cfg.VNI,
 		Port:      p.cfg.Port,
 		Learning:  true,
@@ -220,6 +232,9 @@ func (d *Device) createVXLAN(h *netlink.Handle, p *vxlanPlan) (netlink.Link, err
 		}
 		return wrapErr(name, "delete VXLAN device", h.LinkDel(l))
 	})
+	if err := d.markCreated(h, l, mark); err != nil {
+		return nil, err
+	}
 	for _, r := range p.cfg.Remotes {
 		err := h.NeighAppend(&netlink.Neigh{
 			LinkIndex:    index,

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/tap"
 )
 
 // The keeper removes the daemon's files once it is gone. After --user the
@@ -23,8 +25,10 @@ import (
 // a copy of itself in keeper mode, which stays root but takes no input
 // from anyone: it holds the read end of a pipe whose only write end is
 // the daemon's, waits for end-of-file (the daemon exited, however: SIGKILL
-// included), and then unlinks each file whose directory entry still names
-// the inode the daemon created. It has the directories open from the
+// included), and then deletes each network device the daemon created (the
+// bridge and VXLAN device of --vxlan) that still carries the daemon's mark
+// at the same index, and unlinks each file whose directory entry still
+// names the inode the daemon created. It has the directories open from the
 // start, so no path is resolved again at the end, and it holds the
 // pidfile's lock (the same open file) until the pidfile is gone.
 
@@ -52,10 +56,13 @@ type keeper struct {
 	exited chan error
 }
 
+// keptLinkTag starts a device's entry among the keeper's arguments.
+const keptLinkTag = "link"
+
 // startKeeper starts the keeper and waits until it is ready (its signals
-// ignored), so that no file is left unwatched once the daemon gives up
-// root.
-func startKeeper(files []keptFile, lock *os.File, logTo string) (_ *keeper, err error) {
+// ignored), so that no file or device is left unwatched once the daemon
+// gives up root. links are the devices the daemon created (tap.Created).
+func startKeeper(files []keptFile, links []tap.Created, lock *os.File, logTo string) (_ *keeper, err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("--user: cannot find my own executable to start the keeper: %w", err)
@@ -75,6 +82,9 @@ func startKeeper(files []keptFile, lock *os.File, logTo string) (_ *keeper, err 
 
 	extra := []*os.File{aliveR, lock}
 	args := []string{"vknetd-keeper"}
+	for _, l := range links {
+		args = append(args, keptLinkTag, strconv.Itoa(l.Index), l.Name, l.Mark)
+	}
 	for _, f := range files {
 		dir, err := os.Open(filepath.Dir(f.path))
 		if err != nil {
@@ -132,8 +142,8 @@ func (k *keeper) wait() error {
 	}
 }
 
-// runKeeper is the keeper process: args are the kept files as
-// "dirfd dev ino name" quadruples.
+// runKeeper is the keeper process: args are quadruples, a created device
+// as "link ifindex name mark" or a kept file as "dirfd dev ino name".
 func runKeeper(args []string, stdout, stderr io.Writer, logTo string) int {
 	// Stop signals for the daemon (systemd's to the whole cgroup, ^C to the
 	// process group) must not stop the keeper before its work.
@@ -144,7 +154,7 @@ func runKeeper(args []string, stdout, stderr io.Writer, logTo string) int {
 			log = l
 		}
 	}
-	files, err := parseKeptFiles(args)
+	links, files, err := parseKept(args)
 	if err != nil {
 		log.Error("keeper: bad arguments", "err", err)
 		return 2
@@ -162,6 +172,14 @@ func runKeeper(args []string, stdout, stderr io.Writer, logTo string) int {
 		}
 	}
 	status := 0
+	// Devices first, in the reverse of their creation: the pidfile, whose
+	// lock keeps a new daemon from starting, goes last.
+	for i := len(links) - 1; i >= 0; i-- {
+		if err := tap.RemoveCreated(links[i]); err != nil {
+			log.Error("keeper: removing the daemon's device", "device", links[i].Name, "err", err)
+			status = 1
+		}
+	}
 	for _, f := range files {
 		if err := unlinkIfSame(f.dirfd, f.name, f.dev, f.ino); err != nil {
 			log.Error("keeper: removing the daemon's file", "name", f.name, "err", err)
@@ -177,24 +195,33 @@ type keptEntry struct {
 	name     string
 }
 
-func parseKeptFiles(args []string) ([]keptEntry, error) {
+func parseKept(args []string) ([]tap.Created, []keptEntry, error) {
 	if len(args)%4 != 0 {
-		return nil, fmt.Errorf("%d arguments, want quadruples", len(args))
+		return nil, nil, fmt.Errorf("%d arguments, want quadruples", len(args))
 	}
+	var links []tap.Created
 	var files []keptEntry
 	for i := 0; i < len(args); i += 4 {
+		if args[i] == keptLinkTag {
+			index, err := strconv.Atoi(args[i+1])
+			if err != nil || index < 1 || args[i+2] == "" || args[i+3] == "" {
+				return nil, nil, fmt.Errorf("bad device entry %q", args[i:i+4])
+			}
+			links = append(links, tap.Created{Index: index, Name: args[i+2], Mark: args[i+3]})
+			continue
+		}
 		fd, err1 := strconv.Atoi(args[i])
 		dev, err2 := strconv.ParseUint(args[i+1], 10, 64)
 		ino, err3 := strconv.ParseUint(args[i+2], 10, 64)
 		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if fd < keeperDirFd0 || args[i+3] == "" || filepath.Base(args[i+3]) != args[i+3] {
-			return nil, fmt.Errorf("bad entry %q", args[i:i+4])
+			return nil, nil, fmt.Errorf("bad entry %q", args[i:i+4])
 		}
 		files = append(files, keptEntry{dirfd: fd, dev: dev, ino: ino, name: args[i+3]})
 	}
-	return files, nil
+	return links, files, nil
 }
 
 // unlinkIfSame removes name from the directory dirfd if it is still the

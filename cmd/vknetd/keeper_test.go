@@ -3,10 +3,13 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/tap"
 )
 
 // TestMain lets the test binary be its own keeper: startKeeper re-executes
@@ -42,7 +45,7 @@ func TestKeeperRemovesOnlyTheSameFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := []keptFile{keptFileOf(t, sock), keptFileOf(t, replaced), {path: pid.path, dev: pid.dev, ino: pid.ino}}
-	k, err := startKeeper(files, pid.f, "stderr")
+	k, err := startKeeper(files, nil, pid.f, "stderr")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +85,7 @@ func TestKeeperCleansUpWhenThePipeCloses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := startKeeper([]keptFile{{path: pid.path, dev: pid.dev, ino: pid.ino}}, pid.f, "stderr")
+	k, err := startKeeper([]keptFile{{path: pid.path, dev: pid.dev, ino: pid.ino}}, nil, pid.f, "stderr")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +103,7 @@ func TestKeeperCleansUpWhenThePipeCloses(t *testing.T) {
 	}
 }
 
-func TestParseKeptFilesRefusesPaths(t *testing.T) {
+func TestParseKeptRefusesPaths(t *testing.T) {
 	for _, args := range [][]string{
 		{"5", "1", "2"},
 		{"5", "1", "2", "../etc/passwd"},
@@ -108,18 +111,39 @@ func TestParseKeptFilesRefusesPaths(t *testing.T) {
 		{"5", "1", "2", ""},
 		{"2", "1", "2", "x"},
 		{"5", "x", "2", "x"},
+		{"link", "0", "vkbr42", "vknetd:/run/vknetd.pid"},
+		{"link", "x", "vkbr42", "vknetd:/run/vknetd.pid"},
+		{"link", "7", "", "vknetd:/run/vknetd.pid"},
+		{"link", "7", "vkbr42", ""},
 	} {
-		if _, err := parseKeptFiles(args); err == nil {
-			t.Errorf("parseKeptFiles(%q) accepted it", args)
+		if _, _, err := parseKept(args); err == nil {
+			t.Errorf("parseKept(%q) accepted it", args)
 		}
 	}
-	got, err := parseKeptFiles([]string{"5", "1", "2", "vknet", "6", "3", "4", "vknetd.pid"})
-	if err != nil || len(got) != 2 || got[1] != (keptEntry{dirfd: 6, dev: 3, ino: 4, name: "vknetd.pid"}) {
-		t.Errorf("parseKeptFiles: %+v %v", got, err)
+	links, got, err := parseKept([]string{"link", "7", "vkbr42", "vknetd:/run/vknetd.pid", "5", "1", "2", "vknet", "6", "3", "4", "vknetd.pid"})
+	if err != nil || len(got) != 2 || got[1] != (keptEntry{dirfd: 6, dev: 3, ino: 4, name: "vknetd.pid"}) ||
+		len(links) != 1 || links[0] != (tap.Created{Index: 7, Name: "vkbr42", Mark: "vknetd:/run/vknetd.pid"}) {
+		t.Errorf("parseKept: %+v %+v %v", links, got, err)
 	}
 }
 
 func fileExistsHere(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil
+}
+
+// The devices' mark names the pidfile, absolute, and always fits an
+// interface alias.
+func TestDeviceMark(t *testing.T) {
+	if m := deviceMark("/run/vknetd.pid"); m != "vknetd:/run/vknetd.pid" {
+		t.Errorf("deviceMark = %q", m)
+	}
+	long := "/" + strings.Repeat("d/", 200) + "vknetd.pid"
+	m := deviceMark(long)
+	if len(m) > tap.MaxMarkLen || !strings.HasPrefix(m, "vknetd:sha256:") || m == deviceMark(long+"x") {
+		t.Errorf("deviceMark of a %d-byte path = %q", len(long), m)
+	}
+	if m := deviceMark("rel.pid"); !strings.HasPrefix(m, "vknetd:/") {
+		t.Errorf("deviceMark of a relative path = %q, want it absolute", m)
+	}
 }

@@ -167,7 +167,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		}
 	}
 	if d.tap, err = tap.Open(tap.Config{Name: o.tapName, MTU: o.mtu, Bridge: o.bridge, Prefix: o.prefix,
-		VXLAN: o.vxlan, FitMTU: !o.mtuSet, Offload: !o.noOffload, USO: !o.noOffload}); err != nil {
+		VXLAN: o.vxlan, FitMTU: !o.mtuSet, Offload: !o.noOffload, USO: !o.noOffload, Mark: deviceMark(d.pid.path)}); err != nil {
 		return nil, err
 	}
 	if note := d.tap.OffloadNote(); note != "" {
@@ -218,6 +218,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			Capacity:   o.macMax,
 			PortLimit:  o.portMACs,
 			OwnerLimit: o.userMACs,
+			HostLimit:  o.remoteMACs,
 			MaxAge:     o.macAge,
 		},
 		Policy:       policy,
@@ -264,6 +265,12 @@ func prefixString(o *options) string {
 func (d *daemon) serve(sigs chan os.Signal) int {
 	runErr := make(chan error, 1)
 	go func() { runErr <- d.engine.Run() }()
+	stopPins, pinsDone := make(chan struct{}), make(chan struct{})
+	if d.tap.Bridge() != "" {
+		go d.pinClientMACs(stopPins, pinsDone)
+	} else {
+		close(pinsDone)
+	}
 	status := 0
 loop:
 	for {
@@ -289,6 +296,8 @@ loop:
 		}
 	}
 	signal.Stop(sigs)
+	close(stopPins)
+	<-pinsDone
 	d.cleanup()
 	d.log.Info("vknetd stopped")
 	return status

@@ -38,6 +38,7 @@ type options struct {
 	macMax      int
 	portMACs    int
 	userMACs    int
+	remoteMACs  int
 	portIPs     int
 	maxClients  int
 	userClients int
@@ -99,6 +100,7 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 	fs.IntVar(&o.macMax, "mac-max", 16384, "most MAC addresses the switch learns in all")
 	fs.IntVar(&o.portMACs, "port-macs", 256, "most MAC addresses one client may hold, so no client can crowd out the others")
 	fs.IntVar(&o.userMACs, "user-macs", 0, "most MAC addresses the clients of one user (uid) may hold together, so no user can fill the table (default: a quarter of --mac-max, at least --port-macs)")
+	fs.IntVar(&o.remoteMACs, "remote-macs", 0, "most MAC addresses learned from the TAP's side (the host, a bridged LAN, other hosts over VXLAN), so the underlay cannot fill the table the clients need; frames from more are forwarded unlearned (default: a quarter of --mac-max)")
 	fs.IntVar(&o.portIPs, "port-ips", 16, "secure mode: most IP addresses one client may hold (bound to its MACs)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
@@ -179,6 +181,12 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	}
 	if o.userMACs < 1 || o.userMACs > o.macMax {
 		return nil, cli.Usagef("--user-macs %d must be between 1 and --mac-max (%d)", o.userMACs, o.macMax)
+	}
+	if !fs.Changed("remote-macs") {
+		o.remoteMACs = max(o.macMax/4, 1)
+	}
+	if o.remoteMACs < 1 || o.remoteMACs > o.macMax {
+		return nil, cli.Usagef("--remote-macs %d must be between 1 and --mac-max (%d)", o.remoteMACs, o.macMax)
 	}
 	if !fs.Changed("port-ips") && o.portIPs > o.macMax {
 		o.portIPs = o.macMax // the default never asks for more than the table holds
@@ -439,6 +447,6 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, "%s\n\nA userspace Ethernet switch for virtual machines: clients connect to a\nSOCK_SEQPACKET unix socket (one frame per message) and are switched with\neach other and with a TAP interface carrying address/cidrbits.\n\nOptions:\n", usageLine)
 	cli.PrintFlags(w, fs, 29)
 	fmt.Fprintf(w, "\n%s", secure.PolicySummary)
-	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\n")
+	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\nIn both modes it drops a frame from the TAP's side (a bridged LAN, other hosts\nover VXLAN) whose source MAC is live on a client port (remote-mac-conflict).\n")
 	fmt.Fprintf(w, "\nSignals: SIGTERM/SIGINT stop and clean up; SIGUSR1 logs every port's counters;\nSIGHUP forgets all learned MAC addresses (frames flood until relearned).\n")
 }

@@ -27,7 +27,7 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 	}
 	if o.socket != "/var/run/vknet" || o.pidfile != "/var/run/vknetd.pid" || o.group != "vknet" ||
 		o.mtu != 1500 || o.macAge != 300*time.Second || o.debug || o.unsecure ||
-		o.userMACs != 4096 || o.userClients != 256 {
+		o.userMACs != 4096 || o.userClients != 256 || o.remoteMACs != 4096 {
 		t.Fatalf("defaults %+v", o)
 	}
 	// -c needs neither CIDR nor secure-mode arguments; flags may follow the operand.
@@ -74,6 +74,8 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--port-macs", "0", "198.18.0.1/16"}, []string{"--port-macs 0"}},
 		{[]string{"--port-ips", "0", "198.18.0.1/16"}, []string{"--port-ips 0"}},
 		{[]string{"--user-macs", "20000", "198.18.0.1/16"}, []string{"--user-macs 20000", "--mac-max (16384)"}},
+		{[]string{"--remote-macs", "0", "198.18.0.1/16"}, []string{"--remote-macs 0", "--mac-max (16384)"}},
+		{[]string{"--mac-max", "100", "--port-macs", "10", "--remote-macs", "101", "198.18.0.1/16"}, []string{"--remote-macs 101", "--mac-max (100)"}},
 		{[]string{"--user-clients", "0", "198.18.0.1/16"}, []string{"--user-clients 0", "--max-clients"}},
 		{[]string{"--ipv6", "::/0", "198.18.0.1/16"}, []string{"::/0"}},
 		{[]string{"--ipv6", "198.18.0.0/16", "198.18.0.1/16"}, []string{"IPv6 prefix"}},

@@ -1,7 +1,7 @@
 package main
 
-// giveUpRoot, with --user: start the keeper (which removes the sockets and
-// the pidfile once the daemon is gone), then become the user with only
+// giveUpRoot, with --user: start the keeper (which removes the sockets,
+// the pidfile and the devices the daemon created once the daemon is gone), then become the user with only
 // CAP_NET_ADMIN. Called once everything that needs root exists and before
 // any client is served.
 func (d *daemon) giveUpRoot() error {
@@ -19,7 +19,7 @@ func (d *daemon) giveUpRoot() error {
 	if d.o.debug {
 		logTo = "stderr"
 	}
-	k, err := startKeeper(files, d.pid.f, logTo)
+	k, err := startKeeper(files, d.tap.Created(), d.pid.f, logTo)
 	if err != nil {
 		return err
 	}
