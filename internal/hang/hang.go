@@ -23,7 +23,7 @@ const (
 	Ring = 10 * time.Second
 	// Switch is for a switch forwarding superframes between its ports,
 	// through real sockets and a running loop (a second or two of work).
-	Switch = 60 * time.Second
+	Switch = 30 * time.Second
 )
 
 // Guard ends the test binary if the test t is still running after d: it
