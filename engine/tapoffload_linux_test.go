@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/internal/superframe"
 	"github.com/vknetd/vknetd/mactable"
 )
@@ -123,6 +124,7 @@ func TestTapSuperframeReachesSeqpacketClientAsMTUFrames(t *testing.T) {
 			name = "no large buffer free, cut when read"
 		}
 		t.Run(name, func(t *testing.T) {
+			defer hang.Guard(t, hang.Switch)()
 			s, host, cl := newOffloadSwitch(t)
 			if noLarge {
 				for {
@@ -167,6 +169,7 @@ func TestTapSuperframeReachesSeqpacketClientAsMTUFrames(t *testing.T) {
 }
 
 func TestTapNeedsCsumFrameIsCompleted(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, host, cl := newOffloadSwitch(t)
 	hdr, f := tcpSuperframe(broadcast, mac(0xfe), 300, 0)
 	hdr.Flags |= gso.FlagDataValid
@@ -180,6 +183,7 @@ func TestTapNeedsCsumFrameIsCompleted(t *testing.T) {
 }
 
 func TestTapLyingHeaderIsDroppedAndCounted(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, host, cl := newOffloadSwitch(t)
 	_, good := tcpSuperframe(broadcast, mac(0xfe), 4000, 1448)
 	lies := []gso.VirtioNetHdr{
@@ -217,6 +221,7 @@ func TestTapLyingHeaderIsDroppedAndCounted(t *testing.T) {
 }
 
 func TestTapWritesCarryZeroVnetHdr(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, host, cl := newOffloadSwitch(t)
 	f := ethFrame(mac(0xfe), mac(1), 0x88b5, 200)
 	cl.send(t, f)
@@ -229,6 +234,7 @@ func TestTapWritesCarryZeroVnetHdr(t *testing.T) {
 }
 
 func TestTapSuperframesAllocateNothing(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, host, cl := newOffloadSwitch(t)
 	hdr, f := tcpSuperframe(broadcast, mac(0xfe), 65535-40, 1448)
 	msg := vnetMsg(hdr, f)
@@ -262,6 +268,7 @@ func TestTapSuperframesAllocateNothing(t *testing.T) {
 // A monitor sees a superframe as it crossed the switch, whole, while a
 // client without offloads beside it gets the cut.
 func TestMonitorSeesSuperframeWhole(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, host, cl := newOffloadSwitch(t)
 	mon := attachMirror(t, s, "all")
 	hdr, f := tcpSuperframe(broadcast, mac(0xfe), 20000, 1448)
@@ -300,6 +307,7 @@ func TestTapUDPSuperframeReachesSeqpacketClientAsDatagrams(t *testing.T) {
 }
 
 func tapUDPSuperframe(t *testing.T, mss, payload int) {
+	defer hang.Guard(t, hang.Switch)()
 	s, host, cl := newOffloadSwitch(t)
 	hdr, f := udpSuperframe(broadcast, mac(0xfe), payload, mss)
 	if _, err := unix.Write(host, vnetMsg(hdr, f)); err != nil {

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/internal/vhostguest"
 	"github.com/vknetd/vknetd/ring"
 )
@@ -85,6 +86,7 @@ func readTap(t *testing.T, host, n int) ([][]byte, []gso.VirtioNetHdr) {
 }
 
 func TestVhostOffloadGuestGetsTapSuperframeWhole(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	_, path, host := offloadVhostSwitch(t, false, 0)
 	whole := startGuest(t, path, vhostguest.Options{Offloads: true})
 	plain := startGuest(t, path, vhostguest.Options{})
@@ -111,6 +113,7 @@ func TestVhostOffloadGuestGetsTapSuperframeWhole(t *testing.T) {
 }
 
 func TestVhostOffloadGuestSuperframeReachesTapWhole(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	e, path, host := offloadVhostSwitch(t, true, 0)
 	g := startGuest(t, path, vhostguest.Options{Offloads: true})
 	guestIP := [4]byte{198, 18, 1, 2}
@@ -167,6 +170,7 @@ func TestVhostOffloadGuestSuperframeReachesTapWhole(t *testing.T) {
 // A guest without offloads that sends a TSO header broke the protocol:
 // dropped and counted.
 func TestVhostHeaderWithoutOffloadsIsDropped(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	e, path, _ := offloadVhostSwitch(t, false, 0)
 	g := startGuest(t, path, vhostguest.Options{})
 	hdr, f := tcpSuperframe(broadcast, mac(7), 1000, 0)
@@ -195,6 +199,7 @@ func TestVhostHeaderWithoutOffloadsIsDropped(t *testing.T) {
 // Many superframes at once from a guest: more than the switch has large
 // buffers. None is lost: those without a buffer wait in the guest's ring.
 func TestVhostSuperframesOutnumberLargeBuffers(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	const large = 4
 	_, path, host := offloadVhostSwitch(t, false, large)
 	g := startGuest(t, path, vhostguest.Options{Offloads: true, QueueSize: 256})
@@ -225,6 +230,7 @@ func TestVhostSuperframesOutnumberLargeBuffers(t *testing.T) {
 // secure mode included. Counted over 16 superframes per run. (Only
 // without the race detector, whose instrumentation allocates.)
 func TestVhostSuperframesAllocateNothing(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	if raceDetector {
 		t.Skip("allocation counts are only meaningful without the race detector")
 	}
@@ -317,6 +323,7 @@ func TestVhostSuperframesAllocateNothing(t *testing.T) {
 // CPU while it waits (it is not read again and again in vain), and its
 // frames go on, none lost, as soon as buffers are free.
 func TestVhostWaitingForLargeBuffersCostsNoCPU(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	if raceDetector {
 		t.Skip("CPU time under the race detector says little")
 	}

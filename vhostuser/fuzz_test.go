@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/hang"
 )
 
 // FuzzVirtqueue drives TX and RX processing over guest memory the fuzzer
@@ -47,8 +48,21 @@ func FuzzVirtqueue(f *testing.F) {
 	f.Add(seed(16, [][4]uint64{{data, 3, descFNext, 1}, {data + 3, 7, descFNext, 2}, {data + 10, 2 + 1500, 0, 0}}, []uint16{0}, 1))
 	f.Add(seed(0, [][4]uint64{{data, 3, descFNext, 1}, {data + 3, 7, descFNext, 2}, {data + 10, 2 + 1500, 0, 0}}, []uint16{0}, 1))
 	f.Add(seed(48, [][4]uint64{{data, 12 + 8000, 0, 0}}, []uint16{0}, 1))
+	// Rings across the 16-bit wrap (mode 64: they start at 65534): four
+	// TX frames and four RX buffers posted in slots 6, 7, 0 and 1 take
+	// the avail idx to 2.
+	four := [][4]uint64{{data, 12 + 64, 0, 0}, {data + 128, 12 + 64, 0, 0}, {data + 256, 12 + 64, 0, 0}, {data + 384, 12 + 64, 0, 0}}
+	f.Add(seed(64, four, []uint16{2, 3, 0, 0, 0, 0, 0, 1}, 2))
+	fourRX := [][4]uint64{{data, 2048, descFWrite, 0}, {data + 2048, 2048, descFWrite, 0}, {data + 4096, 1000, descFWrite, 0}, {data + 6144, 2048, descFWrite, 0}}
+	f.Add(seed(64|1, fourRX, []uint16{2, 3, 0, 0, 0, 0, 0, 1}, 2))
+	f.Add(seed(64|1|2, fourRX, []uint16{2, 3, 0, 0, 0, 0, 0, 1}, 1))
+	// Two small RX buffers posted in slots 6 and 7, and two more left in
+	// slots 0 and 1 from the last lap: a frame that needs four waits.
+	small := [][4]uint64{{data, 500, descFWrite, 0}, {data + 512, 500, descFWrite, 0}, {data + 1024, 500, descFWrite, 0}, {data + 1536, 500, descFWrite, 0}}
+	f.Add(seed(64|1, small, []uint16{2, 3, 0, 0, 0, 0, 0, 1}, 0))
 
 	f.Fuzz(func(t *testing.T, in []byte) {
+		defer hang.Guard(t, hang.Ring)()
 		if len(in) < 3 {
 			return
 		}
@@ -66,6 +80,9 @@ func FuzzVirtqueue(f *testing.F) {
 			im.m.add(Region{GuestAddr: imageBase + uint64(cut) + hole, Size: uint64(size - cut), UserAddr: 0x8000000}, im.mem[cut:])
 		}
 		im.q.eventIdx = mode&2 != 0
+		if mode&64 != 0 {
+			im.q.reset(num, 0xfffe, im.q.eventIdx) // two entries short of the wrap
+		}
 		hdrLen := 12
 		if mode&4 != 0 {
 			hdrLen = 10
@@ -78,6 +95,13 @@ func FuzzVirtqueue(f *testing.F) {
 			rules.large = func(int) []byte { return make([]byte, gso.MaxFrameLen) }
 		}
 		var st Stats
+		// A call that went well took no entry past the avail idx: none the
+		// guest did not post (the idx is counted modulo 2^16).
+		tookOnlyPosted := func() {
+			if idx := binary.LittleEndian.Uint16(im.mem[im.avail+2:]); int(idx-im.q.lastAvail) > num {
+				t.Fatalf("took entries up to %d, past the avail idx %d", im.q.lastAvail, idx)
+			}
+		}
 		for round := 0; round < 3; round++ {
 			if mode&1 == 0 {
 				b, s := bufs(4, 1600)
@@ -98,6 +122,7 @@ func FuzzVirtqueue(f *testing.F) {
 				if err != nil {
 					break
 				}
+				tookOnlyPosted()
 			} else {
 				hs := []gso.VirtioNetHdr{{}, {Flags: gso.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}, {GSOType: gso.GSOTCPv4, GSOSize: 1448, HdrLen: 54}}
 				before := im.q.walked
@@ -110,6 +135,7 @@ func FuzzVirtqueue(f *testing.F) {
 				if err != nil {
 					break
 				}
+				tookOnlyPosted()
 			}
 			// The guest moves on between rounds.
 			idx := binary.LittleEndian.Uint16(im.mem[im.avail+2:])

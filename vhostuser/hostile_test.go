@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/vknetd/vknetd/internal/hang"
 )
 
 // TestHostileRings: every way a guest can lie in its rings is an error
@@ -99,6 +101,7 @@ func hostileRings(t *testing.T, num int) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			defer hang.Guard(t, hang.Ring)()
 			im := newImage(t, num, 26*num+(64<<10))
 			c.setup(im)
 			var err error
@@ -130,6 +133,7 @@ func hostileRings(t *testing.T, num int) {
 // TestOversizeAndShort: frames that do not fit are dropped and counted,
 // chains without a frame too, and neither stops the ring.
 func TestOversizeAndShort(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	im := newImage(t, 8, 64<<10)
 	im.setDesc(0, im.addr(0), 12+3000, 0, 0) // too big for a 2048 buffer
 	im.setDesc(1, im.addr(0), 12, 0, 0)      // header only
@@ -165,6 +169,7 @@ func TestOversizeAndShort(t *testing.T) {
 }
 
 func TestRegions(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	ok := Region{GuestAddr: 0, Size: 1 << 20, UserAddr: 1 << 30}
 	cases := []struct {
 		name string

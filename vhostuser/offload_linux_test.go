@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/internal/vhostguest"
 )
 
@@ -53,6 +54,7 @@ func TestOffloadsNegotiated(t *testing.T) {
 		{"neither", false, false, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			defer hang.Guard(t, hang.Ring)()
 			p := newPairConfig(t, vhostguest.Options{Offloads: c.guest}, Config{Offloads: c.device})
 			send, receive := p.g.Offloads()
 			if got := p.d.Offloads(); got != c.want || send != c.want || receive != c.want {
@@ -88,6 +90,7 @@ func TestSuperframeBothWays(t *testing.T) {
 		{"no MRG_RXBUF, big RX buffers", vhostguest.Options{NoMergeRX: true, QueueSize: 16, RXBufSize: 12 + gso.MaxFrameLen}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			defer hang.Guard(t, hang.Ring)()
 			c.o.Offloads = true
 			large := newLargeBuffers(2)
 			p := newPairConfig(t, c.o, Config{Offloads: true, Large: large.get})
@@ -141,6 +144,7 @@ func TestSuperframeBothWays(t *testing.T) {
 // ring: ReadTX stops before it and says more, and the next call with a
 // large buffer free takes it and the frames after it. Nothing is lost.
 func TestLargeNil(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	large := newLargeBuffers(0)
 	p := newPairConfig(t, vhostguest.Options{Offloads: true}, Config{Offloads: true, Large: large.get})
 	fs, hs := offloadBatch()
@@ -180,6 +184,7 @@ func TestNoLargeWithoutOffloads(t *testing.T) {
 // sends a superframe or a partial checksum anyway broke the protocol: the
 // frame is dropped and counted, the next one passes.
 func TestGSOWithoutNegotiating(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	for _, device := range []bool{false, true} {
 		p := newPairConfig(t, vhostguest.Options{}, Config{Offloads: device, Large: newLargeBuffers(1).get})
 		fs, hs := offloadBatch()
@@ -201,6 +206,7 @@ func TestGSOWithoutNegotiating(t *testing.T) {
 // buffer big enough; 2 KiB ones cannot hold it, so it is dropped and the
 // guest still gets the rest. The guest's GUEST_TSO stands regardless.
 func TestRXSuperframeSmallBuffers(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	p := newPairConfig(t, vhostguest.Options{Offloads: true, NoMergeRX: true}, Config{Offloads: true})
 	if p.d.Offloads()&gso.OffloadTSO4 == 0 {
 		t.Fatalf("Offloads %v: GUEST_TSO4 without MRG_RXBUF must still count", p.d.Offloads())

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/hang"
 )
 
 // allSendable is every offload a guest can negotiate to send here.
@@ -41,6 +42,7 @@ func TestTXHeaderCutAnywhere(t *testing.T) {
 	for _, hdrLen := range []int{gso.HdrSize, gso.HdrSizeMrgRxbuf} {
 		for _, pieces := range [][]int{{hdrLen}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, {3, 7}, {5}, {hdrLen + 1}, {hdrLen - 1, 2}, {2, hdrLen}} {
 			t.Run(fmt.Sprint(hdrLen, pieces), func(t *testing.T) {
+				defer hang.Guard(t, hang.Ring)()
 				im := newImage(t, 16, 16<<10)
 				stream := make([]byte, hdrLen, hdrLen+len(frame))
 				h := want
@@ -103,6 +105,7 @@ func TestTXBadHeader(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			defer hang.Guard(t, hang.Ring)()
 			im := newImage(t, 16, 16<<10)
 			stream := make([]byte, 12+100)
 			c.hdr.Encode(stream, 12)
@@ -152,6 +155,7 @@ func TestTXLarge(t *testing.T) {
 	stream = append(stream, big...)
 	for _, pieces := range [][]int{{len(stream)}, {12, 1000, 1048, 2000}, {4096, 4096}, {12 + 2048, 1}} {
 		t.Run(fmt.Sprint(pieces), func(t *testing.T) {
+			defer hang.Guard(t, hang.Ring)()
 			im := newImage(t, 64, 80<<10)
 			postStream(im, stream, pieces)
 			b, s := bufs(2, 2048)
@@ -177,6 +181,7 @@ func TestTXLarge(t *testing.T) {
 		})
 	}
 	t.Run("nil", func(t *testing.T) {
+		defer hang.Guard(t, hang.Ring)()
 		im := newImage(t, 64, 80<<10)
 		postStream(im, stream, []int{4096})
 		copy(im.mem[im.data+70000+12:], frame(60, 1))
@@ -192,6 +197,7 @@ func TestTXLarge(t *testing.T) {
 		}
 	})
 	t.Run("longer than the large buffer", func(t *testing.T) {
+		defer hang.Guard(t, hang.Ring)()
 		im := newImage(t, 64, 80<<10)
 		long := make([]byte, 12+gso.MaxFrameLen+1)
 		postStream(im, long, []int{8192})
@@ -212,6 +218,7 @@ func TestTXLarge(t *testing.T) {
 // TestRXHeader: WriteRX's header reaches the guest's buffer as given,
 // num_buffers counting the merged buffers whichever header they hold.
 func TestRXHeader(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	want := gso.VirtioNetHdr{Flags: gso.FlagNeedsCsum, GSOType: gso.GSOTCPv6, HdrLen: 74, GSOSize: 1428, CsumStart: 54, CsumOffset: 16}
 	for _, size := range []int{100, 5000} {
 		im := newImage(t, 8, 64<<10)
