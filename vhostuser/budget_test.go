@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/vknetd/vknetd/internal/hang"
 )
 
 // Issue 15, finding 1: whatever a guest writes in its rings, one call
@@ -47,6 +49,7 @@ func TestOneChainInEveryEntry(t *testing.T) {
 		for _, size := range []uint32{0, 1} {
 			for _, mode := range []string{"tx", "rx", "rx-mrg"} {
 				t.Run(fmt.Sprintf("%d/%dB/%s", num, size, mode), func(t *testing.T) {
+					defer hang.Guard(t, hang.Ring)()
 					rx := mode != "tx"
 					im := budgetImage(t, num, rx)
 					flags := uint16(0)
@@ -88,6 +91,7 @@ func TestOneChainInEveryEntry(t *testing.T) {
 // TestEmptyDescriptors: up to maxEmptyDescs zero-length descriptors in a
 // chain are legal; one more closes the guest, on TX and RX.
 func TestEmptyDescriptors(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	for _, rx := range []bool{false, true} {
 		for _, empties := range []int{maxEmptyDescs, maxEmptyDescs + 1} {
 			im := budgetImage(t, 256, rx)
@@ -119,6 +123,7 @@ func TestEmptyDescriptors(t *testing.T) {
 // TestOversizeStopsTheWalk: a TX frame too long for any buffer is dropped
 // once it is known to be, without walking the rest of its chain.
 func TestOversizeStopsTheWalk(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	im := budgetImage(t, maxQueueSize, false)
 	im.chain(0, maxQueueSize, 1, 0)
 	im.post(0)
@@ -136,6 +141,7 @@ func TestOversizeStopsTheWalk(t *testing.T) {
 // TestHonestRingsFitTheBudget: a guest that spends its whole descriptor
 // table on chains in flight is within the budget, both ways.
 func TestHonestRingsFitTheBudget(t *testing.T) {
+	defer hang.Guard(t, hang.Ring)()
 	for _, num := range []int{8, 256, maxQueueSize} {
 		// TX: num/4 frames of four descriptors each (header, three pieces).
 		tx := budgetImage(t, num, false)
@@ -179,6 +185,7 @@ func TestHonestRingsFitTheBudget(t *testing.T) {
 // until the guest posts more; then only the new buffers are walked.
 func TestNoRetryWithoutProgress(t *testing.T) {
 	t.Run("one small chain", func(t *testing.T) {
+		defer hang.Guard(t, hang.Ring)()
 		im := budgetImage(t, 8, true)
 		im.setDesc(0, im.addr(0), 100, descFWrite, 0)
 		im.post(0)
@@ -196,6 +203,7 @@ func TestNoRetryWithoutProgress(t *testing.T) {
 		}
 	})
 	t.Run("mrg, ring full of small buffers", func(t *testing.T) {
+		defer hang.Guard(t, hang.Ring)()
 		im := budgetImage(t, 8, true)
 		for i := range 8 {
 			im.setDesc(i, im.addr(100*i), 100, descFWrite, 0)
@@ -215,6 +223,7 @@ func TestNoRetryWithoutProgress(t *testing.T) {
 		}
 	})
 	t.Run("mrg, too few buffers posted", func(t *testing.T) {
+		defer hang.Guard(t, hang.Ring)()
 		im := budgetImage(t, 8, true)
 		for i := range 4 {
 			im.setDesc(i, im.addr(100*i), 100, descFWrite, 0)
