@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/secure"
 )
 
 // MACEntry is one learned MAC address, as `bridge fdb show` lists it.
@@ -65,14 +66,27 @@ type Binding struct {
 	IP   netip.Addr
 	MAC  [6]byte
 	Port uint32
+	// Source is how the address was bound: "first use" or "range" (a
+	// --user-net range of the port's user); secure.Source.
+	Source string
+	// ExpiresIn is the time left before the binding ends unless its
+	// address is used again; 0 when it lasts as long as its port.
+	ExpiresIn time.Duration
 }
 
 // Bindings lists secure mode's IP-to-MAC bindings (none with -U).
 func (e *Engine) Bindings() ([]Binding, error) {
 	var out []Binding
 	err := e.do(func() {
-		e.policy.Bindings(func(ip netip.Addr, mac [6]byte, port uint32) {
-			out = append(out, Binding{IP: ip, MAC: mac, Port: port})
+		now := int64(time.Since(e.start)) // the policy's clock, as of now
+		e.policy.Bindings(func(b secure.Binding) {
+			var left time.Duration
+			if b.Expires != 0 {
+				// At least 1ns: one past its end waits for the next sweep,
+				// and 0 means no end.
+				left = max(time.Duration(b.Expires-now), 1)
+			}
+			out = append(out, Binding{IP: b.IP, MAC: b.MAC, Port: b.Port, Source: b.Source.String(), ExpiresIn: left})
 		})
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })

@@ -9,8 +9,10 @@ import "fmt"
 // SCM_CREDENTIALS), and a user's ports share two limits: clients connected
 // at once (Config.UserClients, --user-clients) and MAC addresses learned
 // (mactable's OwnerLimit, --user-macs), and vhost-user guests share the
-// guest memory they may have the switch map (--user-vhost-memory). The TAP
-// and monitors belong to no user.
+// guest memory they may have the switch map (--user-vhost-memory). In
+// secure mode the policy knows the owner too: a user's clients share an
+// IP address quota (--user-ips) and may have address ranges of their own
+// (--user-net). The TAP and monitors belong to no user.
 
 // user is one uid with connected clients. Its slot is its owner number in
 // the MAC table: 1 and up, 0 being no owner.
@@ -35,9 +37,12 @@ func (e *Engine) joinUser(p *port) {
 	u.ports++
 	p.user = u
 	e.macs.SetOwner(p.id, u.slot)
+	e.policy.SetOwner(p.id, u.slot, u.uid)
 }
 
-// leaveUser undoes joinUser when p closes, after its MACs are gone.
+// leaveUser undoes joinUser when p closes, after its MACs are gone (and
+// before its IP bindings are: each binding remembers the user it counts
+// against).
 func (e *Engine) leaveUser(p *port) {
 	u := p.user
 	if u == nil {
@@ -45,6 +50,7 @@ func (e *Engine) leaveUser(p *port) {
 	}
 	p.user = nil
 	e.macs.SetOwner(p.id, 0)
+	e.policy.SetOwner(p.id, 0, 0)
 	if u.ports--; u.ports == 0 {
 		delete(e.users, u.uid)
 		e.freeUserSlots = append(e.freeUserSlots, u.slot)

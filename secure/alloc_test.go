@@ -66,3 +66,48 @@ func TestZeroAllocsEveryRule(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroAllocsUsers: the users' rules, checked when an address is first
+// bound, allocate nothing either: a claim in another user's range, one
+// past the quota, and binding and releasing addresses in a range and out.
+func TestZeroAllocsUsers(t *testing.T) {
+	p := newTestPolicy(t, tenantConfig(1, userNet(uidB, "198.18.7.128/26"), userNet(uidA, "198.18.7.64/27")))
+	c := p.NewChecker()
+	p.SetOwner(portA, 1, uidA)
+	p.SetOwner(portB, 2, uidB)
+	mA, mB := clientMAC(portA), clientMAC(portB)
+	inB := arpFrame(mA, layers.ARPRequest, mA, "198.18.7.130", "198.18.7.1")
+	ownB := tcpFrame(mB, "198.18.7.131", "198.18.7.1")
+	freeB := tcpFrame(mB, "198.18.7.10", "198.18.7.1")
+	ownA := tcpFrame(mA, "198.18.7.65", "198.18.7.1")
+	var now int64
+	assertNoAllocs(t, "claim in another user's range", func() {
+		if c.FromClient(inB, portA, now) != IPInOtherUserNet {
+			t.Fatal("claim in B's range not dropped")
+		}
+	})
+	assertNoAllocs(t, "claim outside the user's ranges", func() {
+		if c.FromClient(freeB, portB, now) != IPOutsideUserNet {
+			t.Fatal("B's claim outside its range not dropped")
+		}
+	})
+	assertNoAllocs(t, "bind in range, refresh, release", func() {
+		now++
+		if c.FromClient(ownB, portB, now) != Pass || c.FromClient(ownB, portB, now) != Pass || c.FromClient(ownA, portA, now) != Pass {
+			t.Fatal("own range refused")
+		}
+		p.RemovePort(portB)
+		p.RemovePort(portA)
+	})
+	p.SetOwner(3, 3, 4444) // a user without ranges
+	m3 := clientMAC(3)
+	first := tcpFrame(m3, "198.18.7.20", "198.18.7.1")
+	second := tcpFrame(m3, "198.18.7.21", "198.18.7.1")
+	assertNoAllocs(t, "quota", func() {
+		now++
+		if c.FromClient(first, 3, now) != Pass || c.FromClient(second, 3, now) != UserBindingLimit {
+			t.Fatal("quota of 1 not kept")
+		}
+		p.RemovePort(3)
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"math/rand/v2"
+	"strconv"
 )
 
 // bindKey is an address in 16-byte form: IPv4 as ::ffff:a.b.c.d, which no
@@ -11,13 +12,47 @@ import (
 // allowed IPv6 range), so the two families share one table.
 type bindKey [16]byte
 
+// Source says how an address came to be bound, for vknetctl bindings.
+// Sources other than the two first-use ones (DHCP leases) bind addresses
+// with an end of their own: binding.until.
+type Source uint8
+
+const (
+	// FirstUse: the first client to use an address in no --user-net
+	// range, first come, first served. It counts against the user's
+	// --user-ips.
+	FirstUse Source = iota
+	// Range: an address in one of the --user-net ranges of the claiming
+	// client's user, which no other user may take. It does not count
+	// against --user-ips: the range is that user's already.
+	Range
+)
+
+var sourceNames = [...]string{FirstUse: "first use", Range: "range"}
+
+// String is the source as vknetctl shows it.
+func (s Source) String() string {
+	if int(s) < len(sourceNames) {
+		return sourceNames[s]
+	}
+	return "source " + strconv.Itoa(int(s))
+}
+
 type binding struct {
-	key  bindKey
-	mac  [6]byte
-	used bool
-	port uint32
-	home uint32 // slot the key hashes to, kept so deletion need not rehash
-	last int64  // monotonic ns of the last frame that used the address
+	key    bindKey
+	mac    [6]byte
+	used   bool
+	source Source
+	port   uint32
+	home   uint32 // slot the key hashes to, kept so deletion need not rehash
+	// owner is the user (Policy.SetOwner) whose --user-ips count holds this
+	// binding, 0 when none does (no limit, no user, or a Range binding).
+	owner uint32
+	last  int64 // monotonic ns of the last frame that used the address
+	// until, when not 0, is when the binding ends whatever its use
+	// (monotonic ns): for sources that grant an address for a time.
+	// Bindings with until 0 live until unused for the aging time.
+	until int64
 }
 
 // bindTable is an open-addressing hash table with linear probing and
@@ -34,9 +69,13 @@ type bindTable struct {
 	// perPort counts each port's bindings against portMax (0: no limit).
 	perPort []uint32
 	portMax int
+	// perOwner counts each user's FirstUse bindings against ownerMax (0: no
+	// limit), indexed by owner (Policy.SetOwner), which is below ports.
+	perOwner []uint32
+	ownerMax int
 }
 
-func newBindTable(max, portMax, ports int) bindTable {
+func newBindTable(max, portMax, ownerMax, ports int) bindTable {
 	n := 16
 	if want := 2 * max; want > n {
 		n = 1 << bits.Len(uint(want-1))
@@ -50,12 +89,22 @@ func newBindTable(max, portMax, ports int) bindTable {
 	if portMax > 0 {
 		t.perPort, t.portMax = make([]uint32, ports), portMax
 	}
+	if ownerMax > 0 {
+		t.perOwner, t.ownerMax = make([]uint32, ports), ownerMax
+	}
 	return t
 }
 
 // portFull reports whether port can take need more bindings.
 func (t *bindTable) portFull(port uint32, need int) bool {
 	return t.portMax > 0 && (int(port) >= len(t.perPort) || int(t.perPort[port])+need > t.portMax)
+}
+
+// ownerFull reports whether owner's clients can take need more FirstUse
+// bindings. Owner 0 (a port of no user) is not limited.
+func (t *bindTable) ownerFull(owner uint32, need int) bool {
+	return t.ownerMax > 0 && owner != 0 && need > 0 &&
+		(int(owner) >= len(t.perOwner) || int(t.perOwner[owner])+need > t.ownerMax)
 }
 
 func (t *bindTable) hash(k *bindKey) uint32 {
@@ -80,17 +129,24 @@ func (t *bindTable) find(k *bindKey) int {
 	}
 }
 
-// insert adds k, which the caller has checked is absent and fits.
-func (t *bindTable) insert(k *bindKey, mac [6]byte, port uint32, now int64) {
+// insert adds k, which the caller has checked is absent and fits, for
+// port, whose user is owner.
+func (t *bindTable) insert(k *bindKey, mac [6]byte, port, owner uint32, source Source, now int64) {
 	home := t.hash(k)
 	i := home
 	for t.slots[i].used {
 		i = (i + 1) & t.mask
 	}
-	t.slots[i] = binding{key: *k, mac: mac, used: true, port: port, home: home, last: now}
+	if t.ownerMax == 0 || source != FirstUse {
+		owner = 0
+	}
+	t.slots[i] = binding{key: *k, mac: mac, used: true, source: source, port: port, home: home, owner: owner, last: now}
 	t.count++
 	if t.portMax > 0 {
 		t.perPort[port]++
+	}
+	if owner != 0 {
+		t.perOwner[owner]++
 	}
 }
 
@@ -100,6 +156,9 @@ func (t *bindTable) insert(k *bindKey, mac [6]byte, port uint32, now int64) {
 func (t *bindTable) remove(i uint32) {
 	if t.portMax > 0 {
 		t.perPort[t.slots[i].port]--
+	}
+	if o := t.slots[i].owner; o != 0 {
+		t.perOwner[o]--
 	}
 	for j := (i + 1) & t.mask; t.slots[j].used; j = (j + 1) & t.mask {
 		// The entry at j may fill the hole at i unless its home lies

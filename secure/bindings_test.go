@@ -44,7 +44,7 @@ type bound struct {
 
 func listBindings(p *Policy) map[netip.Addr]bound {
 	m := map[netip.Addr]bound{}
-	p.Bindings(func(ip netip.Addr, mac [6]byte, port uint32) { m[ip] = bound{mac, port} })
+	p.Bindings(func(b Binding) { m[b.IP] = bound{b.MAC, b.Port} })
 	return m
 }
 
@@ -198,7 +198,7 @@ func dhcp() []byte { return dhcpFrame(macB, macB, "0.0.0.0", layers.DHCPMsgTypeD
 // backward-shift deletion must never lose or duplicate a key.
 func TestBindTableModel(t *testing.T) {
 	const max = 100
-	tab := newBindTable(max, 0, 0)
+	tab := newBindTable(max, 0, 0, 0)
 	model := map[bindKey]uint32{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	key := func() bindKey {
@@ -216,7 +216,7 @@ func TestBindTableModel(t *testing.T) {
 				continue
 			}
 			port := uint32(rng.IntN(4))
-			tab.insert(&k, [6]byte{1}, port, int64(step))
+			tab.insert(&k, [6]byte{1}, port, 0, FirstUse, int64(step))
 			model[k] = port
 		case op < 8:
 			i := tab.find(&k)

@@ -449,6 +449,8 @@ func (c *Checker) addClaim(k bindKey) {
 
 // bind checks the frame's claims against the binding table and, only if
 // all of them are free or already this client's, binds or refreshes them.
+// A refresh, what nearly every frame is, costs one lookup per claim: the
+// user's ranges and quota matter only to an address not yet bound.
 func (c *Checker) bind(mac [6]byte, now int64) Reason {
 	t := &c.p.table
 	var slot [2]int
@@ -466,8 +468,35 @@ func (c *Checker) bind(mac [6]byte, now int64) Reason {
 			return IPBindingConflict
 		}
 	}
+	if need == 0 {
+		for i := 0; i < c.nclaims; i++ {
+			t.slots[slot[i]].last = now
+		}
+		return Pass
+	}
+	u := portUser{uid: -1}
+	if int(c.port) < len(c.p.users) {
+		u = c.p.users[c.port]
+	}
+	var source [2]Source
+	firstUse := 0
+	for i := 0; i < c.nclaims; i++ {
+		if slot[i] >= 0 {
+			continue
+		}
+		s, r := c.p.source(&c.claims[i], u)
+		if r != Pass {
+			return r
+		}
+		if source[i] = s; s == FirstUse {
+			firstUse++
+		}
+	}
 	if t.portFull(c.port, need) {
 		return PortBindingLimit
+	}
+	if t.ownerFull(u.owner, firstUse) {
+		return UserBindingLimit
 	}
 	if t.count+need > t.max {
 		return BindingTableFull
@@ -478,7 +507,7 @@ func (c *Checker) bind(mac [6]byte, now int64) Reason {
 			// found above is still this key's.
 			t.slots[slot[i]].last = now
 		} else {
-			t.insert(&c.claims[i], mac, c.port, now)
+			t.insert(&c.claims[i], mac, c.port, u.owner, source[i], now)
 		}
 	}
 	return Pass

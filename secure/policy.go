@@ -21,7 +21,7 @@ import (
 const DefaultMaxBindings = 4096
 
 // maxBindingsLimit keeps a mistaken MaxBindings from sizing a table of
-// gigabytes (each binding takes two slots of 48 bytes).
+// gigabytes (each binding takes two slots of 56 bytes).
 const maxBindingsLimit = 1 << 20
 
 // Config is the policy the command line asks for.
@@ -51,6 +51,15 @@ type Config struct {
 	// fill the table. Ports are numbered below MaxPorts.
 	PortBindings int
 	MaxPorts     int
+	// UserBindings bounds the addresses the clients of one user (SetOwner)
+	// may hold together outside that user's own UserNets (0: no bound; the
+	// command passes --user-ips), so that no user can take the network's
+	// addresses from the others.
+	UserBindings int
+	// UserNets are the --user-net ranges: an address in one is for the
+	// clients of its user alone, and a user with ranges binds IPv4
+	// addresses only inside them. Disjoint, inside Network (CheckUserNets).
+	UserNets []UserNet
 }
 
 // Policy holds the configuration and the IP-to-MAC binding table. It is
@@ -71,6 +80,10 @@ type Policy struct {
 	tap6LL      [16]byte // EUI-64 link-local of tapMAC
 	age         int64    // ns; 0 = no aging
 	table       bindTable
+	// ranges are the --user-net ranges sorted by address; users is each
+	// port's user (SetOwner), when there are ranges or a user bound.
+	ranges []userRange
+	users  []portUser
 }
 
 // New checks cfg and builds the policy. Its errors name the option at fault.
@@ -104,6 +117,16 @@ func New(cfg Config) (*Policy, error) {
 	if cfg.PortBindings < 0 || cfg.PortBindings > 0 && cfg.MaxPorts <= 0 {
 		return nil, fmt.Errorf("--port-ips %d: needs a positive limit and the number of ports (Config.MaxPorts)", cfg.PortBindings)
 	}
+	if cfg.UserBindings < 0 || cfg.UserBindings > 0 && cfg.MaxPorts <= 0 {
+		return nil, fmt.Errorf("--user-ips %d: needs a positive limit and the number of ports (Config.MaxPorts)", cfg.UserBindings)
+	}
+	ranges, err := userRanges(n, cfg.UserNets)
+	if err != nil {
+		return nil, err
+	}
+	if len(ranges) > 0 && cfg.MaxPorts <= 0 {
+		return nil, errors.New("--user-net: needs the number of ports (Config.MaxPorts)")
+	}
 	p := &Policy{
 		secure:      true,
 		mask4:       ^uint32(0) << (32 - n.Bits()),
@@ -111,7 +134,14 @@ func New(cfg Config) (*Policy, error) {
 		reserveEnds: n.Bits() <= 30,
 		tapMAC:      cfg.TapMAC,
 		age:         int64(cfg.BindingAge),
-		table:       newBindTable(max, cfg.PortBindings, cfg.MaxPorts),
+		table:       newBindTable(max, cfg.PortBindings, cfg.UserBindings, cfg.MaxPorts),
+		ranges:      ranges,
+	}
+	if cfg.UserBindings > 0 || len(ranges) > 0 {
+		p.users = make([]portUser, cfg.MaxPorts)
+		for i := range p.users {
+			p.users[i].uid = -1
+		}
 	}
 	p.net4 = p.tap4 & p.mask4
 	if v6 := cfg.IPv6; v6.IsValid() {
@@ -190,27 +220,49 @@ func (p *Policy) RemovePort(port uint32) {
 	p.table.removeIf(func(b *binding) bool { return b.port == port })
 }
 
-// Expire releases bindings whose address has not been used for BindingAge
-// and returns how many it released. now is monotonic nanoseconds, the clock
+// Expire releases bindings whose address has not been used for BindingAge,
+// and those past their fixed end, and returns how many it released. now is monotonic nanoseconds, the clock
 // FromClient is given. The engine calls it about once a second.
 func (p *Policy) Expire(now int64) int {
-	if !p.secure || p.age == 0 {
+	if !p.secure {
 		return 0
 	}
-	return p.table.removeIf(func(b *binding) bool { return now-b.last > p.age })
+	return p.table.removeIf(func(b *binding) bool {
+		if b.until != 0 {
+			return now >= b.until
+		}
+		return p.age != 0 && now-b.last > p.age
+	})
+}
+
+// Binding is a client binding as Bindings lists it.
+type Binding struct {
+	IP     netip.Addr
+	MAC    [6]byte
+	Port   uint32
+	Source Source
+	// Expires is when the binding ends unless used again (monotonic ns,
+	// the clock FromClient is given), or a fixed end (Binding.until); 0
+	// when it lasts as long as its port.
+	Expires int64
 }
 
 // Bindings calls fn for every client binding, in no particular order. The
 // TAP's own addresses are fixed by the configuration and not listed.
-func (p *Policy) Bindings(fn func(ip netip.Addr, mac [6]byte, port uint32)) {
+func (p *Policy) Bindings(fn func(Binding)) {
 	if !p.secure {
 		return
 	}
 	for i := range p.table.slots {
 		b := &p.table.slots[i]
-		if b.used {
-			fn(netip.AddrFrom16(b.key).Unmap(), b.mac, b.port)
+		if !b.used {
+			continue
 		}
+		e := b.until
+		if e == 0 && p.age != 0 {
+			e = b.last + p.age
+		}
+		fn(Binding{IP: netip.AddrFrom16(b.key).Unmap(), MAC: b.mac, Port: b.port, Source: b.source, Expires: e})
 	}
 }
 

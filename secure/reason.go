@@ -104,6 +104,17 @@ const (
 	// already holds Config.PortBindings addresses, so that no one client
 	// can fill the table and lock the others out.
 	PortBindingLimit
+	// UserBindingLimit: the address is not yet bound, is in none of the
+	// user's own --user-net ranges, and the clients of the client's user
+	// (uid) already hold Config.UserBindings such addresses together
+	// (--user-ips), so that no user can take the network from the others.
+	UserBindingLimit
+	// IPInOtherUserNet: the address is not yet bound and is in a
+	// --user-net range of another user than the client's.
+	IPInOtherUserNet
+	// IPOutsideUserNet: the client's user has --user-net ranges and the
+	// IPv4 address, not yet bound, is in none of them.
+	IPOutsideUserNet
 	// DHCPMalformed: a DHCP client message (UDP 68 to 67) that is not a
 	// BOOTP request for Ethernet (op 1, htype 1, hlen 6, magic cookie).
 	DHCPMalformed
@@ -168,6 +179,9 @@ var reasonNames = [NumReasons]string{
 	IPBindingConflict:  "ip-binding-conflict",
 	BindingTableFull:   "binding-table-full",
 	PortBindingLimit:   "port-binding-limit",
+	UserBindingLimit:   "user-binding-limit",
+	IPInOtherUserNet:   "ip-other-user-net",
+	IPOutsideUserNet:   "ip-outside-user-net",
 	DHCPMalformed:      "dhcp-malformed",
 	DHCPClientMismatch: "dhcp-client-mismatch",
 	DHCPServer:         "dhcp-server",
