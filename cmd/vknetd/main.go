@@ -187,6 +187,8 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		MaxBindings:  o.macMax,
 		PortBindings: o.portIPs,
 		MaxPorts:     engine.MaxPorts(o.maxClients),
+		UserBindings: o.userIPs,
+		UserNets:     o.userNets,
 	})
 	if err != nil {
 		return nil, err

@@ -40,6 +40,8 @@ type options struct {
 	userMACs    int
 	remoteMACs  int
 	portIPs     int
+	userIPs     int
+	userNets    []secure.UserNet // --user-net, users resolved to uids
 	maxClients  int
 	userClients int
 	ipv6        netip.Prefix
@@ -69,7 +71,7 @@ type vxlanFlags struct {
 	dev     string
 }
 
-func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
+func newFlagSet(o *options, vx *vxlanFlags, userNets *[]string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("vknetd", pflag.ContinueOnError)
 	// Errors are reported by run, with the fix; help goes to stdout.
 	fs.SetOutput(io.Discard)
@@ -102,6 +104,8 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 	fs.IntVar(&o.userMACs, "user-macs", 0, "most MAC addresses the clients of one user (uid) may hold together, so no user can fill the table (default: a quarter of --mac-max, at least --port-macs)")
 	fs.IntVar(&o.remoteMACs, "remote-macs", 0, "most MAC addresses learned from the TAP's side (the host, a bridged LAN, other hosts over VXLAN), so the underlay cannot fill the table the clients need; frames from more are forwarded unlearned (default: a quarter of --mac-max)")
 	fs.IntVar(&o.portIPs, "port-ips", 16, "secure mode: most IP addresses one client may hold (bound to its MACs)")
+	fs.IntVar(&o.userIPs, "user-ips", 0, "secure mode: most IP addresses the clients of one user (uid) may hold together outside the user's --user-net ranges, so no user can take the network (default: a quarter of the host addresses of address/cidrbits, at least --port-ips)")
+	fs.StringArrayVar(userNets, "user-net", nil, "secure mode: USER=CIDR gives the IPv4 addresses of CIDR to the clients of USER (a name or uid) alone, who may then use IPv4 addresses only in their ranges; repeat for more ranges or users (addresses in no range: first come, first served)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
@@ -125,7 +129,8 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	o := &options{}
 	var vx vxlanFlags
-	fs := newFlagSet(o, &vx)
+	var userNets []string
+	fs := newFlagSet(o, &vx, &userNets)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			printUsage(helpOut, fs)
@@ -194,6 +199,9 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	if o.portIPs < 1 || o.portIPs > o.macMax {
 		return nil, cli.Usagef("--port-ips %d must be between 1 and --mac-max (%d)", o.portIPs, o.macMax)
 	}
+	if err := o.checkUserAddresses(fs, userNets); err != nil {
+		return nil, err
+	}
 	if o.maxClients < 1 || o.maxClients > 65535 {
 		return nil, cli.Usagef("--max-clients %d is out of range: use 1 to 65535", o.maxClients)
 	}
@@ -234,6 +242,48 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		return nil, cli.Usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")
 	}
 	return o, nil
+}
+
+// checkUserAddresses fills in --user-ips's default and parses --user-net,
+// resolving each user, so that a typo stops the daemon before it starts.
+func (o *options) checkUserAddresses(fs *pflag.FlagSet, userNets []string) error {
+	if o.unsecure {
+		for _, f := range []string{"user-ips", "user-net"} {
+			if fs.Changed(f) {
+				return cli.Usagef("--%s only matters in secure mode; with -U any client may use any address", f)
+			}
+		}
+		return nil
+	}
+	if !fs.Changed("user-ips") {
+		hosts := uint64(1) << (32 - o.prefix.Bits())
+		if o.prefix.Bits() <= 30 {
+			hosts -= 2 // the network and broadcast addresses
+		}
+		o.userIPs = int(min(max(hosts/4, uint64(o.portIPs)), uint64(o.macMax)))
+	}
+	if o.userIPs < 1 || o.userIPs > o.macMax {
+		return cli.Usagef("--user-ips %d must be between 1 and --mac-max (%d)", o.userIPs, o.macMax)
+	}
+	for _, v := range userNets {
+		name, cidr, ok := strings.Cut(v, "=")
+		if !ok || name == "" {
+			return cli.Usagef("--user-net %s: want USER=CIDR, a user name or uid and an IPv4 prefix inside %s, e.g. --user-net alice=%s", v, o.prefix.Masked(), o.prefix.Masked())
+		}
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			return cli.Usagef("--user-net %s: %q is not a prefix like %s", v, cidr, o.prefix.Masked())
+		}
+		uid, err := lookupUID(name)
+		if err != nil {
+			return cli.Usagef("--user-net %s: %v", v, err)
+		}
+		o.userNets = append(o.userNets, secure.UserNet{UID: uid, Prefix: p, Given: v})
+	}
+	if err := secure.CheckUserNets(o.prefix, o.userNets); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	return nil
 }
 
 // defaultVhostMemoryMax fits large VMs: 1 TiB of RAM, the most one

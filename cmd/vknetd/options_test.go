@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"errors"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vknetd/vknetd/internal/cli"
+	"github.com/vknetd/vknetd/secure"
 )
 
 func TestParseArgsManualCommandLine(t *testing.T) {
@@ -54,6 +57,39 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 	}
 }
 
+func TestParseArgsUserAddresses(t *testing.T) {
+	// --user-ips defaults to a quarter of the host addresses, at least
+	// --port-ips, at most --mac-max.
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"198.18.7.1/24"}, 63},
+		{[]string{"198.18.0.1/15"}, 16384}, // a quarter is 32767: --mac-max
+		{[]string{"--mac-max", "100000", "198.18.0.1/16"}, 16383},
+		{[]string{"198.18.7.1/28"}, 16},                   // a quarter is 3: --port-ips
+		{[]string{"--port-ips", "2", "198.18.7.1/30"}, 2}, // 2 hosts
+		{[]string{"--user-ips", "5", "198.18.7.1/24"}, 5},
+	} {
+		o, err := parseArgs(tc.args, &bytes.Buffer{})
+		if err != nil || o.userIPs != tc.want {
+			t.Errorf("%q: --user-ips %d (%v), want %d", tc.args, o.userIPs, err, tc.want)
+		}
+	}
+	o, err := parseArgs([]string{"--user-net", "root=198.18.7.0/26", "--user-net", "4343=198.18.7.128/25", "--user-net", "4343=198.18.7.64/27", "198.18.7.1/24"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []secure.UserNet{
+		{UID: 0, Prefix: netip.MustParsePrefix("198.18.7.0/26"), Given: "root=198.18.7.0/26"},
+		{UID: 4343, Prefix: netip.MustParsePrefix("198.18.7.128/25"), Given: "4343=198.18.7.128/25"},
+		{UID: 4343, Prefix: netip.MustParsePrefix("198.18.7.64/27"), Given: "4343=198.18.7.64/27"},
+	}
+	if !slices.Equal(o.userNets, want) {
+		t.Fatalf("--user-net parsed as %v, want %v", o.userNets, want)
+	}
+}
+
 func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 	cases := []struct {
 		args []string
@@ -79,6 +115,15 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--user-clients", "0", "198.18.0.1/16"}, []string{"--user-clients 0", "--max-clients"}},
 		{[]string{"--ipv6", "::/0", "198.18.0.1/16"}, []string{"::/0"}},
 		{[]string{"--ipv6", "198.18.0.0/16", "198.18.0.1/16"}, []string{"IPv6 prefix"}},
+		{[]string{"--user-ips", "0", "198.18.0.1/16"}, []string{"--user-ips 0", "--mac-max (16384)"}},
+		{[]string{"-U", "--user-ips", "4"}, []string{"--user-ips", "secure mode"}},
+		{[]string{"-U", "--user-net", "1=198.18.0.0/24"}, []string{"--user-net", "secure mode"}},
+		{[]string{"--user-net", "198.18.7.0/25", "198.18.7.1/24"}, []string{"--user-net 198.18.7.0/25", "USER=CIDR"}},
+		{[]string{"--user-net", "7=198.18.7.0", "198.18.7.1/24"}, []string{"--user-net 7=198.18.7.0", `"198.18.7.0"`}},
+		{[]string{"--user-net", "no-such-user-i21=198.18.7.0/25", "198.18.7.1/24"}, []string{"--user-net no-such-user-i21=198.18.7.0/25", "no such user"}},
+		{[]string{"--user-net", "7=198.18.8.0/25", "198.18.7.1/24"}, []string{"--user-net 7=198.18.8.0/25", "not inside", "198.18.7.0/24"}},
+		{[]string{"--user-net", "7=198.18.7.0/25", "--user-net", "8=198.18.7.64/26", "198.18.7.1/24"},
+			[]string{"--user-net 7=198.18.7.0/25 overlaps --user-net 8=198.18.7.64/26"}},
 		{[]string{"-x"}, []string{"-x"}},
 		{[]string{"-c", "--user", "vknetd"}, []string{"--user vknetd", "daemon"}},
 	}

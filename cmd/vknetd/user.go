@@ -50,6 +50,26 @@ func lookupUser(name string, socketGid int) (*runAs, error) {
 	return r, nil
 }
 
+// lookupUID resolves the user of --user-net: a uid as is (a tenant's
+// clients need no passwd entry here), or a name with one.
+func lookupUID(name string) (int32, error) {
+	if n, err := strconv.ParseInt(name, 10, 32); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("uid %d is negative", n)
+		}
+		return int32(n), nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, fmt.Errorf("no such user %q: give an existing user name or a uid", name)
+	}
+	uid, err := strconv.ParseInt(u.Uid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("user %s has a non-numeric uid %q", name, u.Uid)
+	}
+	return int32(uid), nil
+}
+
 // describeGroups is the supplementary groups for the log.
 func describeGroups(gids []int) string {
 	s := make([]string, len(gids))
