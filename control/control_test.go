@@ -241,7 +241,7 @@ func dial(t *testing.T, path string) *Client {
 func TestClientServerListings(t *testing.T) {
 	fe := &fakeEngine{stats: sampleStats(),
 		macs:     []engine.MACEntry{{MAC: [6]byte{2, 0, 0, 0, 0, 5}, Port: 1, PortName: "pid 100 uid 1000", Kind: "seqpacket", Age: 3 * time.Second}},
-		bindings: []engine.Binding{{IP: netip.MustParseAddr("198.18.0.5"), MAC: [6]byte{2, 0, 0, 0, 0, 5}, Port: 1}}}
+		bindings: []engine.Binding{{IP: netip.MustParseAddr("198.18.0.5"), MAC: [6]byte{2, 0, 0, 0, 0, 5}, Port: 1, Source: "range", ExpiresIn: 299999999 * time.Microsecond}}}
 	c := dial(t, serve(t, fe, os.Getgid()))
 
 	ports, err := c.Ports()
@@ -257,7 +257,7 @@ func TestClientServerListings(t *testing.T) {
 		t.Fatalf("macs: %+v %v", macs, err)
 	}
 	bs, err := c.Bindings()
-	if err != nil || !reflect.DeepEqual(bs, []Binding{{IP: "198.18.0.5", MAC: "02:00:00:00:00:05", Port: 1}}) {
+	if err != nil || !reflect.DeepEqual(bs, []Binding{{IP: "198.18.0.5", MAC: "02:00:00:00:00:05", Port: 1, Source: "range", ExpiresSecs: 300}}) {
 		t.Fatalf("bindings: %+v %v", bs, err)
 	}
 	st, err := c.Stats()

@@ -118,6 +118,14 @@ type Binding struct {
 	IP   string `json:"ip"`
 	MAC  string `json:"mac"`
 	Port uint32 `json:"port"`
+	// Source is how the address was bound: "first-use" (the first client
+	// to use an address in no --user-net range) or "range" (one in a
+	// --user-net range of the client's user).
+	Source string `json:"source"`
+	// ExpiresSecs is the time left before the binding ends unless its
+	// address is used again, in seconds; 0 when it ends only with its
+	// client.
+	ExpiresSecs float64 `json:"expires_seconds"`
 }
 
 // Traffic is the frame and byte counts of one side of the switch.
@@ -258,7 +266,12 @@ func MarkRemote(macs []MAC, where map[string]Where) {
 func BindingsFrom(bs []engine.Binding) []Binding {
 	out := make([]Binding, 0, len(bs))
 	for _, b := range bs {
-		out = append(out, Binding{IP: b.IP.String(), MAC: macString(b.MAC), Port: b.Port})
+		var left float64
+		if b.ExpiresIn > 0 {
+			// Not 0, which would read as no end.
+			left = max(b.ExpiresIn.Round(time.Millisecond).Seconds(), 0.001)
+		}
+		out = append(out, Binding{IP: b.IP.String(), MAC: macString(b.MAC), Port: b.Port, Source: b.Source, ExpiresSecs: left})
 	}
 	return out
 }

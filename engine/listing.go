@@ -66,7 +66,7 @@ type Binding struct {
 	IP   netip.Addr
 	MAC  [6]byte
 	Port uint32
-	// Source is how the address was bound: "first use" or "range" (a
+	// Source is how the address was bound: "first-use" or "range" (a
 	// --user-net range of the port's user); secure.Source.
 	Source string
 	// ExpiresIn is the time left before the binding ends unless its

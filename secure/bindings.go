@@ -28,7 +28,7 @@ const (
 	Range
 )
 
-var sourceNames = [...]string{FirstUse: "first use", Range: "range"}
+var sourceNames = [...]string{FirstUse: "first-use", Range: "range"}
 
 // String is the source as vknetctl shows it.
 func (s Source) String() string {

@@ -81,9 +81,15 @@ func age(secs float64) string {
 	return (time.Duration(secs * float64(time.Second))).Round(time.Second).String()
 }
 
+// writeBindings prints one binding a line: address, MAC, port, where the
+// binding came from and the time left before it ends unless used again.
 func writeBindings(w io.Writer, bs []control.Binding) error {
 	for _, b := range bs {
-		if _, err := fmt.Fprintf(w, "%s %s port %d\n", b.IP, b.MAC, b.Port); err != nil {
+		expires := "with its client"
+		if b.ExpiresSecs > 0 {
+			expires = age(b.ExpiresSecs)
+		}
+		if _, err := fmt.Fprintf(w, "%s %s port %d %s expires %s\n", b.IP, b.MAC, b.Port, b.Source, expires); err != nil {
 			return err
 		}
 	}

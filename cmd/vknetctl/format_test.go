@@ -50,8 +50,12 @@ ce:20:71:f1:44:b4 port 0 tap tap0 age 3s remote via vxlan100
 
 func TestWriteBindings(t *testing.T) {
 	var b bytes.Buffer
-	writeBindings(&b, []control.Binding{{IP: "198.18.0.2", MAC: "02:00:00:00:00:05", Port: 3}})
-	if want := "198.18.0.2 02:00:00:00:00:05 port 3\n"; b.String() != want {
+	writeBindings(&b, []control.Binding{
+		{IP: "198.18.0.2", MAC: "02:00:00:00:00:05", Port: 3, Source: "first-use", ExpiresSecs: 299.6},
+		{IP: "198.18.7.130", MAC: "02:00:00:00:00:06", Port: 4, Source: "range"},
+	})
+	if want := "198.18.0.2 02:00:00:00:00:05 port 3 first-use expires 5m0s\n" +
+		"198.18.7.130 02:00:00:00:00:06 port 4 range expires with its client\n"; b.String() != want {
 		t.Fatalf("got %q, want %q", b.String(), want)
 	}
 }

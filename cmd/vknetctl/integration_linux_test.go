@@ -213,14 +213,27 @@ func TestListingsMatchWhatClientsSent(t *testing.T) {
 
 	var bindings []control.Binding
 	sw.jsonOf(t, &bindings, "bindings")
-	want := []control.Binding{{IP: ipA.String(), MAC: macStr(macA), Port: ma.Port}, {IP: ipB.String(), MAC: macStr(macB), Port: mb.Port}}
+	want := []control.Binding{{IP: ipA.String(), MAC: macStr(macA), Port: ma.Port, Source: "first-use"},
+		{IP: ipB.String(), MAC: macStr(macB), Port: mb.Port, Source: "first-use"}}
+	for i := range bindings {
+		// Just used: it ends a --mac-age from now unless used again.
+		if e := bindings[i].ExpiresSecs; e <= 0 || e > 300 {
+			t.Errorf("binding %s expires in %vs, want (0, 300]", bindings[i].IP, e)
+		}
+		bindings[i].ExpiresSecs = 0
+	}
 	if fmt.Sprint(bindings) != fmt.Sprint(want) {
 		t.Fatalf("bindings --json: %+v, want %+v", bindings, want)
 	}
+	out, _, code := sw.run(t, "bindings")
+	line := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(ipA.String()) + ` ` + macStr(macA) + ` port ` + strconv.Itoa(int(ma.Port)) + ` first-use expires \d+m?\d*s$`)
+	if code != 0 || !line.MatchString(out) {
+		t.Fatalf("vknetctl bindings (exit %d):\n%s\nwant a line matching %s", code, out, line)
+	}
 
 	// The text forms carry the same facts.
-	out, _, code := sw.run(t, "macs")
-	line := regexp.MustCompile(`(?m)^` + macStr(macA) + ` port ` + strconv.Itoa(int(ma.Port)) + ` seqpacket pid ` + strconv.Itoa(os.Getpid()) + ` age \d+s$`)
+	out, _, code = sw.run(t, "macs")
+	line = regexp.MustCompile(`(?m)^` + macStr(macA) + ` port ` + strconv.Itoa(int(ma.Port)) + ` seqpacket pid ` + strconv.Itoa(os.Getpid()) + ` age \d+s$`)
 	if code != 0 || !line.MatchString(out) {
 		t.Fatalf("vknetctl macs (exit %d):\n%s\nwant a line matching %s", code, out, line)
 	}
