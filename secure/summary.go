@@ -33,6 +33,11 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     link-local address) can never be used by a client. One client holds at
     most --port-ips addresses; when it, or the binding table, is full, new
     addresses are dropped.
+  - The clients of one user (uid) hold at most --user-ips addresses together
+    (IPv4 and IPv6) outside that user's --user-net ranges. An address in a
+    --user-net USER=CIDR range may be used by USER's clients alone, and a
+    user with ranges uses IPv4 addresses only inside them. Addresses in no
+    range are first come, first served.
   - Only the host side (the TAP) may serve DHCP or advertise routers: a
     client's DHCP server or relay message (UDP from port 67 or to port 68;
     a client's own is 68 to 67), DHCPv6 server or relay message (UDP from
