@@ -12,9 +12,9 @@ import (
 // allowed IPv6 range), so the two families share one table.
 type bindKey [16]byte
 
-// Source says how an address came to be bound, for vknetctl bindings.
-// Sources other than the two first-use ones (DHCP leases) bind addresses
-// with an end of their own: binding.until.
+// Source says how an address came to be bound, for vknetctl bindings. A
+// source that grants an address for a fixed time (a DHCP lease) sets
+// binding.until; FirstUse and Range bindings live by use.
 type Source uint8
 
 const (
