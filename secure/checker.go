@@ -89,6 +89,11 @@ type Checker struct {
 	// only once every rule has passed, so a dropped frame binds nothing.
 	claims  [2]bindKey
 	nclaims int
+	// With --ip-source dhcp the frame's IPv4 addresses, which must be
+	// leased to it, and the address a DHCPRELEASE gives back (0: none).
+	leaseClaims  [2]uint32
+	nleaseClaims int
+	released     uint32
 }
 
 // NewChecker returns a Checker for one engine worker.
@@ -131,6 +136,7 @@ func (c *Checker) Check(frame []byte, port uint32) Reason {
 	}
 	c.frame, c.port = frame, port
 	c.kind, c.proto, c.nclaims = kindOther, 0, 0
+	c.nleaseClaims, c.released = 0, 0
 	c.verdict = c.check(frame)
 	return c.verdict
 }
@@ -138,10 +144,18 @@ func (c *Checker) Check(frame []byte, port uint32) Reason {
 // Bind is FromClient's second half: it binds (or refreshes) the addresses
 // of the frame Check just passed, or reports the binding rule it breaks.
 func (c *Checker) Bind(now int64) Reason {
-	if !c.p.secure || c.verdict != Pass || c.nclaims == 0 {
+	if !c.p.secure || c.verdict != Pass {
 		return c.verdict
 	}
-	c.verdict = c.bind([6]byte(c.frame[6:12]), now)
+	mac := [6]byte(c.frame[6:12])
+	if c.nleaseClaims != 0 || c.released != 0 {
+		if c.verdict = c.bindLeased(mac, now); c.verdict != Pass {
+			return c.verdict
+		}
+	}
+	if c.nclaims != 0 {
+		c.verdict = c.bind(mac, now)
+	}
 	return c.verdict
 }
 
@@ -284,8 +298,12 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 			// Whatever its source, a DHCP client speaks only for itself: a
 			// release or request in another client's name would free or
 			// take that client's lease.
-			if r := checkDHCPClient(l4[8:binary.BigEndian.Uint16(l4[4:6])], frame[6:12]); r != Pass {
+			b := l4[8:binary.BigEndian.Uint16(l4[4:6])]
+			if r := checkDHCPClient(b, frame[6:12]); r != Pass {
 				return r
+			}
+			if c.p.leases != nil {
+				c.released = dhcpReleased(b)
 			}
 		}
 	}
@@ -432,6 +450,10 @@ func (c *Checker) claim4(a uint32, outside Reason) Reason {
 	}
 	if !c.p.host4(a) {
 		return outside
+	}
+	if c.p.leases != nil {
+		c.addLeaseClaim(a)
+		return Pass
 	}
 	c.addClaim(bindKey{10: 0xff, 11: 0xff, 12: byte(a >> 24), 13: byte(a >> 16), 14: byte(a >> 8), 15: byte(a)})
 	return Pass

@@ -51,6 +51,10 @@ type Config struct {
 	// fill the table. Ports are numbered below MaxPorts.
 	PortBindings int
 	MaxPorts     int
+	// IPSource is --ip-source: with IPSourceDHCP a client's IPv4 addresses
+	// are the ones the host's DHCP server leased to its MACs (leases.go),
+	// in a table of MaxBindings leases.
+	IPSource IPSource
 }
 
 // Policy holds the configuration and the IP-to-MAC binding table. It is
@@ -71,6 +75,7 @@ type Policy struct {
 	tap6LL      [16]byte // EUI-64 link-local of tapMAC
 	age         int64    // ns; 0 = no aging
 	table       bindTable
+	leases      *leaseTable // nil unless --ip-source dhcp
 }
 
 // New checks cfg and builds the policy. Its errors name the option at fault.
@@ -114,6 +119,13 @@ func New(cfg Config) (*Policy, error) {
 		table:       newBindTable(max, cfg.PortBindings, cfg.MaxPorts),
 	}
 	p.net4 = p.tap4 & p.mask4
+	switch cfg.IPSource {
+	case IPSourceFirstUse:
+	case IPSourceDHCP:
+		p.leases = newLeaseTable(max)
+	default:
+		return nil, fmt.Errorf("--ip-source %v: unknown", cfg.IPSource)
+	}
 	if v6 := cfg.IPv6; v6.IsValid() {
 		a := v6.Addr()
 		switch {
@@ -188,16 +200,22 @@ func (p *Policy) RemovePort(port uint32) {
 		return
 	}
 	p.table.removeIf(func(b *binding) bool { return b.port == port })
+	p.removePortLeases(port)
 }
 
-// Expire releases bindings whose address has not been used for BindingAge
-// and returns how many it released. now is monotonic nanoseconds, the clock
-// FromClient is given. The engine calls it about once a second.
+// Expire releases bindings whose address has not been used for BindingAge,
+// and leases whose time is up, and returns how many it released. now is
+// monotonic nanoseconds, the clock FromClient is given. The engine calls it
+// about once a second.
 func (p *Policy) Expire(now int64) int {
-	if !p.secure || p.age == 0 {
+	if !p.secure {
 		return 0
 	}
-	return p.table.removeIf(func(b *binding) bool { return now-b.last > p.age })
+	n := p.expireLeases(now)
+	if p.age == 0 {
+		return n
+	}
+	return n + p.table.removeIf(func(b *binding) bool { return now-b.last > p.age })
 }
 
 // Bindings calls fn for every client binding, in no particular order. The
@@ -212,6 +230,9 @@ func (p *Policy) Bindings(fn func(ip netip.Addr, mac [6]byte, port uint32)) {
 			fn(netip.AddrFrom16(b.key).Unmap(), b.mac, b.port)
 		}
 	}
+	// With --ip-source dhcp the IPv4 bindings are the leases; EachLease
+	// also gives their expiry.
+	p.EachLease(func(ip netip.Addr, mac [6]byte, port uint32, _ int64) { fn(ip, mac, port) })
 }
 
 // NumBindings returns how many client bindings the table holds.

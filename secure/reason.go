@@ -112,6 +112,10 @@ const (
 	// is not the frame's source MAC: one client speaking for another, for
 	// example releasing its lease or draining the pool.
 	DHCPClientMismatch
+	// IPNotLeased: with --ip-source dhcp, an IPv4 address (source or ARP
+	// sender) the host's DHCP server has not leased to the frame's MAC on
+	// its port, or whose lease has ended.
+	IPNotLeased
 
 	// DHCPServer: a DHCPv4 server or relay message (UDP from port 67, or to
 	// port 68) from a client, unfragmented or a first fragment: only the
@@ -170,6 +174,7 @@ var reasonNames = [NumReasons]string{
 	PortBindingLimit:   "port-binding-limit",
 	DHCPMalformed:      "dhcp-malformed",
 	DHCPClientMismatch: "dhcp-client-mismatch",
+	IPNotLeased:        "ip-not-leased",
 	DHCPServer:         "dhcp-server",
 	DHCPv6Server:       "dhcpv6-server",
 	NDRouterAdvert:     "nd-router-advert",

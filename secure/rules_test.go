@@ -294,9 +294,10 @@ func TestRules(t *testing.T) {
 // TestRulesCoverEveryReason keeps the table honest: every drop reason has a
 // frame that triggers it (BindingTableFull and PortBindingLimit need more
 // than one prior frame: they are in TestBindingTableFull and
-// TestPortBindingLimit).
+// TestPortBindingLimit; IPNotLeased needs --ip-source dhcp: it is in
+// TestLeaseBindings).
 func TestRulesCoverEveryReason(t *testing.T) {
-	seen := map[Reason]bool{BindingTableFull: true, PortBindingLimit: true}
+	seen := map[Reason]bool{BindingTableFull: true, PortBindingLimit: true, IPNotLeased: true}
 	for _, tc := range ruleCases() {
 		seen[tc.want] = true
 		seen[tc.tap] = true

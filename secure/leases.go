@@ -1,0 +1,263 @@
+package secure
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// IPSource says where a client's right to an IPv4 address comes from
+// (--ip-source).
+type IPSource uint8
+
+const (
+	// IPSourceFirstUse binds an address to the first client MAC and port
+	// that uses it (the binding table).
+	IPSourceFirstUse IPSource = iota
+	// IPSourceDHCP binds an address to the client MAC the host's DHCP
+	// server leased it to, on the port that MAC is live on, for the lease
+	// time: a client may use only addresses leased to its MACs.
+	IPSourceDHCP
+)
+
+var ipSourceNames = [...]string{IPSourceFirstUse: "first-use", IPSourceDHCP: "dhcp"}
+
+func (s IPSource) String() string {
+	if int(s) < len(ipSourceNames) {
+		return ipSourceNames[s]
+	}
+	return fmt.Sprintf("ip-source-%d", s)
+}
+
+// ParseIPSource reads --ip-source.
+func ParseIPSource(s string) (IPSource, error) {
+	for i, n := range ipSourceNames {
+		if s == n {
+			return IPSource(i), nil
+		}
+	}
+	return 0, fmt.Errorf("--ip-source %q: want %s", s, strings.Join(ipSourceNames[:], " or "))
+}
+
+// leaseForever is the end of an infinite lease (lease time 0xffffffff).
+const leaseForever = math.MaxInt64
+
+type lease struct {
+	addr uint32 // IPv4 address, the key
+	mac  [6]byte
+	used bool
+	port uint32
+	home uint32 // slot the address hashes to
+	end  int64  // monotonic ns at which the lease ends
+}
+
+// leaseTable holds the IPv4 leases the host's DHCP server granted, keyed by
+// address. Like bindTable it is open addressing with linear probing and
+// backward-shift deletion, sized once in New so the per-frame lookups and
+// the snooped ACKs never allocate; it is a separate table because a lease's
+// lifetime comes from the server, not from use.
+type leaseTable struct {
+	slots []lease
+	mask  uint32
+	count int
+	max   int
+	seed  uint32
+}
+
+func newLeaseTable(max int) *leaseTable {
+	n := 16
+	if want := 2 * max; want > n {
+		n = 1 << bits.Len(uint(want-1))
+	}
+	return &leaseTable{slots: make([]lease, n), mask: uint32(n - 1), max: max, seed: rand.Uint32()}
+}
+
+func (t *leaseTable) hash(a uint32) uint32 {
+	h := (uint64(a^t.seed) | 1<<32) * 0x9e3779b97f4a7c15
+	return uint32(h>>32) & t.mask
+}
+
+// find returns the slot holding a, or -1.
+func (t *leaseTable) find(a uint32) int {
+	for i := t.hash(a); ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if !s.used {
+			return -1
+		}
+		if s.addr == a {
+			return int(i)
+		}
+	}
+}
+
+// put records or renews the lease of a. It reports false when a is new and
+// the table is full.
+func (t *leaseTable) put(a uint32, mac [6]byte, port uint32, end int64) bool {
+	if i := t.find(a); i >= 0 {
+		s := &t.slots[i]
+		// The server is the authority: a renewal, or the address leased
+		// anew to another client, replaces what was there.
+		s.mac, s.port, s.end = mac, port, end
+		return true
+	}
+	if t.count >= t.max {
+		return false
+	}
+	home := t.hash(a)
+	i := home
+	for t.slots[i].used {
+		i = (i + 1) & t.mask
+	}
+	t.slots[i] = lease{addr: a, mac: mac, used: true, port: port, home: home, end: end}
+	t.count++
+	return true
+}
+
+// remove empties slot i, shifting later members of its probe run back (see
+// bindTable.remove).
+func (t *leaseTable) remove(i uint32) {
+	for j := (i + 1) & t.mask; t.slots[j].used; j = (j + 1) & t.mask {
+		h := t.slots[j].home
+		if (j-h)&t.mask >= (j-i)&t.mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = lease{}
+	t.count--
+}
+
+// removeIf deletes every lease drop reports true for and returns how many.
+func (t *leaseTable) removeIf(drop func(*lease) bool) int {
+	n := 0
+	for i := 0; i < len(t.slots); {
+		if s := &t.slots[i]; s.used && drop(s) {
+			t.remove(uint32(i))
+			n++
+			continue // a later entry may have moved into slot i
+		}
+		i++
+	}
+	return n
+}
+
+// leasedTo reports whether a is leased, at now, to mac on port.
+func (t *leaseTable) leasedTo(a uint32, mac [6]byte, port uint32, now int64) bool {
+	i := t.find(a)
+	if i < 0 {
+		return false
+	}
+	s := &t.slots[i]
+	return s.mac == mac && s.port == port && now < s.end
+}
+
+// IPSource returns the --ip-source the policy enforces.
+func (p *Policy) IPSource() IPSource {
+	if p.leases != nil {
+		return IPSourceDHCP
+	}
+	return IPSourceFirstUse
+}
+
+// Leases reports whether bindings come from DHCP leases (--ip-source dhcp),
+// so that the engine reads the DHCP replies the TAP sends.
+func (p *Policy) Leases() bool { return p.leases != nil }
+
+// SnoopReply applies a DHCPACK or DHCPNAK the TAP is sending: an ACK leases
+// m.Addr to m.ClientMAC on port for the lease time from now, a NAK ends
+// every lease of m.ClientMAC. The engine gives the port only when the
+// client MAC is live on a client port and the reply goes there; port is
+// ignored for a NAK. It reports whether the leases changed. An ACK without
+// an address (the answer to DHCPINFORM) or lease time, or for an address
+// no client may use (outside the network, or the TAP's), leases nothing.
+func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
+	if p.leases == nil {
+		return false
+	}
+	switch m.Type {
+	case DHCPNak:
+		return p.leases.removeIf(func(l *lease) bool { return l.mac == m.ClientMAC }) > 0
+	case DHCPAck:
+		if m.Addr == 0 || !m.HasLeaseTime || m.Addr == p.tap4 || !p.host4(m.Addr) {
+			return false
+		}
+		end := int64(leaseForever)
+		if m.LeaseSecs != math.MaxUint32 {
+			end = now + int64(m.LeaseSecs)*int64(time.Second)
+		}
+		return p.leases.put(m.Addr, m.ClientMAC, port, end)
+	}
+	return false
+}
+
+// EachLease calls fn for every IPv4 lease with the monotonic ns at which it
+// ends (math.MaxInt64: never), in no particular order. It is the hook for
+// listing a binding's source and expiry (vknetctl bindings).
+func (p *Policy) EachLease(fn func(ip netip.Addr, mac [6]byte, port uint32, end int64)) {
+	if p.leases == nil {
+		return
+	}
+	for i := range p.leases.slots {
+		l := &p.leases.slots[i]
+		if l.used {
+			fn(netip.AddrFrom4([4]byte{byte(l.addr >> 24), byte(l.addr >> 16), byte(l.addr >> 8), byte(l.addr)}), l.mac, l.port, l.end)
+		}
+	}
+}
+
+// NumLeases returns how many IPv4 leases the policy holds.
+func (p *Policy) NumLeases() int {
+	if p.leases == nil {
+		return 0
+	}
+	return p.leases.count
+}
+
+// expireLeases ends the leases whose time is up.
+func (p *Policy) expireLeases(now int64) int {
+	if p.leases == nil {
+		return 0
+	}
+	return p.leases.removeIf(func(l *lease) bool { return now >= l.end })
+}
+
+// removePortLeases ends the leases of a client that disconnected: a port
+// number is reused, and the client, wherever it reconnects, asks its server
+// again.
+func (p *Policy) removePortLeases(port uint32) {
+	if p.leases != nil {
+		p.leases.removeIf(func(l *lease) bool { return l.port == port })
+	}
+}
+
+// addLeaseClaim queues an IPv4 address the frame uses, with --ip-source
+// dhcp, for bindLeased.
+func (c *Checker) addLeaseClaim(a uint32) {
+	if c.nleaseClaims == 0 || c.leaseClaims[0] != a {
+		c.leaseClaims[c.nleaseClaims] = a
+		c.nleaseClaims++
+	}
+}
+
+// bindLeased is the binding rule of --ip-source dhcp for the frame's IPv4
+// addresses: each must be leased to the frame's MAC on its port. IPv6
+// addresses are left to the first-use table. A DHCPRELEASE the frame
+// carries ends its lease, once the frame has passed.
+func (c *Checker) bindLeased(mac [6]byte, now int64) Reason {
+	t := c.p.leases
+	for i := 0; i < c.nleaseClaims; i++ {
+		if !t.leasedTo(c.leaseClaims[i], mac, c.port, now) {
+			return IPNotLeased
+		}
+	}
+	if c.released != 0 {
+		if i := t.find(c.released); i >= 0 && t.slots[i].mac == mac && t.slots[i].port == c.port {
+			t.remove(uint32(i))
+		}
+	}
+	return Pass
+}

@@ -1,0 +1,296 @@
+package secure
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+)
+
+func dhcpConfig(v6 bool) Config {
+	cfg := testConfig(v6)
+	cfg.IPSource = IPSourceDHCP
+	return cfg
+}
+
+// snoop hands the policy a reply frame from the TAP, as the engine does,
+// with the client port the reply goes to.
+func snoop(t *testing.T, p *Policy, frame []byte, port uint32, now int64) bool {
+	t.Helper()
+	m, ok := ParseDHCPReply(frame)
+	if !ok {
+		t.Fatalf("not a DHCP reply: % x", frame)
+	}
+	return p.SnoopReply(&m, port, now)
+}
+
+func releaseFrame(ethSrc, chaddr [6]byte, addr string) []byte {
+	f := dhcpFrame(ethSrc, chaddr, addr, layers.DHCPMsgTypeRelease, nil)
+	copy(f[14+20+8+bootpCiaddr:], ip(addr).To4())
+	// The UDP checksum is not checked by the switch; leave it stale.
+	return f
+}
+
+const sec = int64(time.Second)
+
+func TestParseIPSource(t *testing.T) {
+	for s, want := range map[string]IPSource{"first-use": IPSourceFirstUse, "dhcp": IPSourceDHCP} {
+		if got, err := ParseIPSource(s); err != nil || got != want || got.String() != s {
+			t.Errorf("ParseIPSource(%q) = %v, %v", s, got, err)
+		}
+	}
+	if _, err := ParseIPSource("static"); err == nil || err.Error() != `--ip-source "static": want first-use or dhcp` {
+		t.Errorf("ParseIPSource(static) error %v", err)
+	}
+	if p := newTestPolicy(t, dhcpConfig(false)); p.IPSource() != IPSourceDHCP || !p.Leases() {
+		t.Error("a dhcp policy does not say so")
+	}
+	if p := newTestPolicy(t, testConfig(false)); p.IPSource() != IPSourceFirstUse || p.Leases() {
+		t.Error("a first-use policy says dhcp")
+	}
+}
+
+// TestLeaseBindings: with --ip-source dhcp a client uses the addresses
+// leased to its MAC on its port, for the lease time, and no other.
+func TestLeaseBindings(t *testing.T) {
+	p := newTestPolicy(t, dhcpConfig(false))
+	c := p.NewChecker()
+	expect := func(name string, frame []byte, port uint32, now int64, want Reason) {
+		t.Helper()
+		if r := c.FromClient(frame, port, now); r != want {
+			t.Errorf("%s: %v, want %v (%s)", name, r, want, c.Describe())
+		}
+	}
+	expect("before any lease", tcpFrame(macA, ipA, tapIP), portA, 1, IPNotLeased)
+	expect("ARP before any lease", arpFrame(macA, layers.ARPReply, macA, ipA, tapIP), portA, 1, IPNotLeased)
+	expect("DHCP discover from 0.0.0.0", dhcpFrame(macA, macA, "0.0.0.0", layers.DHCPMsgTypeDiscover, nil), portA, 1, Pass)
+	expect("ARP probe", arpFrame(macA, layers.ARPRequest, macA, "0.0.0.0", ipA), portA, 1, Pass)
+	if p.NumBindings() != 0 || p.NumLeases() != 0 {
+		t.Fatalf("refused frames left %d bindings, %d leases", p.NumBindings(), p.NumLeases())
+	}
+
+	if !snoop(t, p, ackFrame(macA, ipA, 60), portA, 10*sec) {
+		t.Fatal("the ACK leased nothing")
+	}
+	expect("leased address", tcpFrame(macA, ipA, tapIP), portA, 11*sec, Pass)
+	expect("leased address in ARP", arpFrame(macA, layers.ARPReply, macA, ipA, tapIP), portA, 11*sec, Pass)
+	expect("DHCP renewal from the leased address", dhcpFrame(macA, macA, ipA, layers.DHCPMsgTypeRequest, nil), portA, 11*sec, Pass)
+	expect("another address", tcpFrame(macA, ipB, tapIP), portA, 11*sec, IPNotLeased)
+	expect("another address in ARP", arpFrame(macA, layers.ARPReply, macA, ipB, tapIP), portA, 11*sec, IPNotLeased)
+	expect("the address from another MAC", tcpFrame(macB, ipA, tapIP), portB, 11*sec, IPNotLeased)
+	expect("the address from the MAC on another port", tcpFrame(macA, ipA, tapIP), portB, 11*sec, IPNotLeased)
+	expect("the TAP's address", tcpFrame(macA, tapIP, tapIP), portA, 11*sec, TapAddrClaimed)
+	expect("outside the network", tcpFrame(macA, "10.0.0.1", tapIP), portA, 11*sec, IPv4SrcOutside)
+	if p.NumBindings() != 0 {
+		t.Errorf("%d first-use bindings in dhcp mode", p.NumBindings())
+	}
+	got := map[netip.Addr]bound{}
+	p.Bindings(func(a netip.Addr, m [6]byte, port uint32) { got[a] = bound{m, port} })
+	if len(got) != 1 || got[netip.MustParseAddr(ipA)] != (bound{macA, portA}) {
+		t.Errorf("Bindings lists %v, want the lease of %s", got, ipA)
+	}
+	p.EachLease(func(a netip.Addr, m [6]byte, port uint32, end int64) {
+		if end != 70*sec {
+			t.Errorf("lease of %v ends at %d, want %d", a, end, 70*sec)
+		}
+	})
+
+	// The lease ends at its time exactly, even before a sweep.
+	expect("last ns of the lease", tcpFrame(macA, ipA, tapIP), portA, 70*sec-1, Pass)
+	expect("lease ended", tcpFrame(macA, ipA, tapIP), portA, 70*sec, IPNotLeased)
+	if n := p.Expire(70*sec - 1); n != 0 {
+		t.Errorf("Expire before the end released %d", n)
+	}
+	if n := p.Expire(70 * sec); n != 1 || p.NumLeases() != 0 {
+		t.Errorf("Expire at the end released %d, %d leases left", n, p.NumLeases())
+	}
+}
+
+// TestLeaseRenewAndMove: a new ACK renews a lease; the address leased to
+// another client moves to it (the server decides).
+func TestLeaseRenewAndMove(t *testing.T) {
+	p := newTestPolicy(t, dhcpConfig(false))
+	c := p.NewChecker()
+	snoop(t, p, ackFrame(macA, ipA, 60), portA, 0)
+	snoop(t, p, ackFrame(macA, ipA, 60), portA, 50*sec)
+	if r := c.FromClient(tcpFrame(macA, ipA, tapIP), portA, 100*sec); r != Pass {
+		t.Errorf("after a renewal: %v", r)
+	}
+	snoop(t, p, ackFrame(macB, ipA, 60), portB, 101*sec)
+	if r := c.FromClient(tcpFrame(macA, ipA, tapIP), portA, 102*sec); r != IPNotLeased {
+		t.Errorf("old holder after the address moved: %v", r)
+	}
+	if r := c.FromClient(tcpFrame(macB, ipA, tapIP), portB, 102*sec); r != Pass {
+		t.Errorf("new holder: %v", r)
+	}
+	snoop(t, p, ackFrame(macB, ipB, 0xffffffff), portB, 103*sec)
+	if r := c.FromClient(tcpFrame(macB, ipB, tapIP), portB, 1<<62); r != Pass {
+		t.Errorf("infinite lease: %v", r)
+	}
+	if p.Expire(1<<62) != 1 || p.NumLeases() != 1 {
+		t.Errorf("Expire: want the finite lease gone and the infinite one kept, %d left", p.NumLeases())
+	}
+}
+
+// TestLeaseEnds: a DHCPRELEASE from its holder, a DHCPNAK for its MAC, or
+// the client's port going ends a lease; nothing else does.
+func TestLeaseEnds(t *testing.T) {
+	p := newTestPolicy(t, dhcpConfig(false))
+	c := p.NewChecker()
+	snoop(t, p, ackFrame(macA, ipA, 600), portA, 0)
+	snoop(t, p, ackFrame(macB, ipB, 600), portB, 0)
+
+	// A release naming B's address, from A's own: A's frame passes (it is
+	// A's lease it comes from) but B keeps its lease.
+	f := releaseFrame(macA, macA, ipA)
+	copy(f[14+20+8+bootpCiaddr:], ip(ipB).To4())
+	if r := c.FromClient(f, portA, sec); r != Pass || p.NumLeases() != 2 {
+		t.Fatalf("release of another's address: %v, %d leases", r, p.NumLeases())
+	}
+	if r := c.FromClient(releaseFrame(macB, macA, ipB), portB, sec); r != DHCPClientMismatch || p.NumLeases() != 2 {
+		t.Fatalf("release in another's name: %v, %d leases", r, p.NumLeases())
+	}
+	if r := c.FromClient(releaseFrame(macA, macA, ipA), portA, sec); r != Pass {
+		t.Fatalf("release: %v", r)
+	}
+	if r := c.FromClient(tcpFrame(macA, ipA, tapIP), portA, 2*sec); r != IPNotLeased {
+		t.Errorf("after the release: %v", r)
+	}
+
+	snoop(t, p, ackFrame(macA, ipA, 600), portA, 3*sec)
+	snoop(t, p, nakFrame(macA), 0, 4*sec)
+	if r := c.FromClient(tcpFrame(macA, ipA, tapIP), portA, 5*sec); r != IPNotLeased {
+		t.Errorf("after a NAK: %v", r)
+	}
+	if r := c.FromClient(tcpFrame(macB, ipB, tapIP), portB, 5*sec); r != Pass {
+		t.Errorf("B after A's NAK: %v", r)
+	}
+	p.RemovePort(portB)
+	if p.NumLeases() != 0 {
+		t.Errorf("%d leases after B's port went", p.NumLeases())
+	}
+}
+
+// TestLeaseRefused: the replies that lease nothing.
+func TestLeaseRefused(t *testing.T) {
+	cfg := dhcpConfig(false)
+	cfg.MaxBindings = 2
+	p := newTestPolicy(t, cfg)
+	for name, f := range map[string][]byte{
+		"ACK to an INFORM":       serverFrame(macA, "0.0.0.0", layers.DHCPMsgTypeAck),
+		"ACK without lease time": serverFrame(macA, ipA, layers.DHCPMsgTypeAck),
+		"outside the network":    ackFrame(macA, "10.0.0.1", 60),
+		"the TAP's address":      ackFrame(macA, tapIP, 60),
+		"the broadcast address":  ackFrame(macA, "198.18.255.255", 60),
+	} {
+		if snoop(t, p, f, portA, 0) || p.NumLeases() != 0 {
+			t.Errorf("%s: leased", name)
+		}
+	}
+	snoop(t, p, ackFrame(macA, "198.18.0.20", 60), portA, 0)
+	snoop(t, p, ackFrame(macA, "198.18.0.21", 60), portA, 0)
+	if snoop(t, p, ackFrame(macA, "198.18.0.22", 60), portA, 0) || p.NumLeases() != 2 {
+		t.Errorf("a full table took a lease: %d", p.NumLeases())
+	}
+	if !snoop(t, p, ackFrame(macA, "198.18.0.21", 60), portA, 0) {
+		t.Error("a full table refused a renewal")
+	}
+	// First-use mode ignores replies.
+	if fu := newTestPolicy(t, testConfig(false)); snoop(t, fu, ackFrame(macA, ipA, 60), portA, 0) {
+		t.Error("first-use policy took a lease")
+	}
+}
+
+// TestLeaseIPv6FirstUse: --ip-source dhcp governs IPv4; IPv6 sources are
+// bound on first use as before.
+func TestLeaseIPv6FirstUse(t *testing.T) {
+	p := newTestPolicy(t, dhcpConfig(true))
+	c := p.NewChecker()
+	if r := c.FromClient(udp6Frame(macA, ip6A, tap6), portA, 1); r != Pass {
+		t.Fatalf("IPv6 in dhcp mode: %v", r)
+	}
+	if r := c.FromClient(udp6Frame(macB, ip6A, tap6), portB, 1); r != IPBindingConflict {
+		t.Errorf("IPv6 address of another: %v", r)
+	}
+	if p.NumBindings() != 1 {
+		t.Errorf("%d bindings, want A's IPv6 address", p.NumBindings())
+	}
+}
+
+// TestLeaseTableChurn: leases come and go in every order with the table
+// keeping each one findable (backward-shift deletion).
+func TestLeaseTableChurn(t *testing.T) {
+	tab := newLeaseTable(64)
+	held := map[uint32]bool{}
+	x := uint32(1)
+	for i := 0; i < 20000; i++ {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		a := 198<<24 | 18<<16 | x%100
+		if x&4 != 0 {
+			if j := tab.find(a); j >= 0 {
+				tab.remove(uint32(j))
+			}
+			delete(held, a)
+		} else if tab.put(a, macA, portA, 1) {
+			held[a] = true
+		}
+		if tab.count != len(held) {
+			t.Fatalf("step %d: count %d, want %d", i, tab.count, len(held))
+		}
+	}
+	for a := range held {
+		if tab.find(a) < 0 {
+			t.Fatalf("lease of %#x lost", a)
+		}
+	}
+	var buf [4]byte
+	binary.BigEndian.PutUint32(buf[:], 198<<24|18<<16|200)
+	if tab.find(binary.BigEndian.Uint32(buf[:])) >= 0 {
+		t.Fatal("found an address never leased")
+	}
+}
+
+func TestLeaseZeroAllocs(t *testing.T) {
+	p := newTestPolicy(t, dhcpConfig(false))
+	c := p.NewChecker()
+	ack, nak, tcp := ackFrame(macA, ipA, 60), nakFrame(macB), tcpFrame(tapMAC, tapIP, ipA)
+	leased, other := tcpFrame(macA, ipA, tapIP), tcpFrame(macA, ipB, tapIP)
+	now := int64(sec)
+	assertNoAllocs(t, "ParseDHCPReply+SnoopReply ACK", func() {
+		m, ok := ParseDHCPReply(ack)
+		if !ok || !p.SnoopReply(&m, portA, now) {
+			t.Fatal("ACK not taken")
+		}
+	})
+	assertNoAllocs(t, "ParseDHCPReply+SnoopReply NAK", func() {
+		m, _ := ParseDHCPReply(nak)
+		p.SnoopReply(&m, 0, now)
+	})
+	assertNoAllocs(t, "ParseDHCPReply TCP", func() {
+		if _, ok := ParseDHCPReply(tcp); ok {
+			t.Fatal("TCP parsed")
+		}
+	})
+	assertNoAllocs(t, "leased address", func() {
+		now++
+		if c.FromClient(leased, portA, now) != Pass || c.ToTap() != Pass {
+			t.Fatal("leased address dropped")
+		}
+	})
+	assertNoAllocs(t, "unleased address", func() {
+		if c.FromClient(other, portA, now) != IPNotLeased {
+			t.Fatal("unleased address passed")
+		}
+	})
+	rel := releaseFrame(macA, macA, ipA)
+	assertNoAllocs(t, "release, lease, Expire", func() {
+		c.FromClient(rel, portA, now)
+		m, _ := ParseDHCPReply(ack)
+		p.SnoopReply(&m, portA, now)
+		p.Expire(now)
+	})
+}
