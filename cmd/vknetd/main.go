@@ -187,6 +187,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		MaxBindings:  o.macMax,
 		PortBindings: o.portIPs,
 		MaxPorts:     engine.MaxPorts(o.maxClients),
+		IPSource:     o.ipSource,
 	})
 	if err != nil {
 		return nil, err

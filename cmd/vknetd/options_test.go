@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vknetd/vknetd/internal/cli"
+	"github.com/vknetd/vknetd/secure"
 )
 
 func TestParseArgsManualCommandLine(t *testing.T) {
@@ -52,6 +53,12 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 	if o, err = parseArgs([]string{"--ipv6", "2001:db8:1::/64", "198.18.0.1/16"}, &bytes.Buffer{}); err != nil || o.ipv6.String() != "2001:db8:1::/64" {
 		t.Fatalf("--ipv6: %v", err)
 	}
+	if o.ipSource != secure.IPSourceFirstUse {
+		t.Fatalf("--ip-source defaults to %v, want first-use", o.ipSource)
+	}
+	if o, err = parseArgs([]string{"--ip-source", "dhcp", "198.18.0.1/16"}, &bytes.Buffer{}); err != nil || o.ipSource != secure.IPSourceDHCP {
+		t.Fatalf("--ip-source dhcp: %v %v", o, err)
+	}
 }
 
 func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
@@ -79,6 +86,8 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--user-clients", "0", "198.18.0.1/16"}, []string{"--user-clients 0", "--max-clients"}},
 		{[]string{"--ipv6", "::/0", "198.18.0.1/16"}, []string{"::/0"}},
 		{[]string{"--ipv6", "198.18.0.0/16", "198.18.0.1/16"}, []string{"IPv6 prefix"}},
+		{[]string{"--ip-source", "static", "198.18.0.1/16"}, []string{"--ip-source", `"static"`, "first-use", "dhcp"}},
+		{[]string{"-U", "--ip-source", "dhcp"}, []string{"--ip-source dhcp", "secure mode"}},
 		{[]string{"-x"}, []string{"-x"}},
 		{[]string{"-c", "--user", "vknetd"}, []string{"--user vknetd", "daemon"}},
 	}
