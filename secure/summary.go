@@ -33,6 +33,12 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     link-local address) can never be used by a client. One client holds at
     most --port-ips addresses; when it, or the binding table, is full, new
     addresses are dropped.
+  - With --ip-source dhcp, IPv4 addresses are not taken on first use: a
+    DHCPACK the TAP sends to a client binds the leased address to the
+    client's MAC (chaddr) on its port for the lease time, and a client may
+    use only addresses leased to its MACs (and 0.0.0.0 for DHCP and ARP
+    probes). A lease ends at its time, with a DHCPRELEASE from the client,
+    a DHCPNAK from the server, or when the client disconnects.
   - Only the host side (the TAP) may serve DHCP or advertise routers: a
     client's DHCP server or relay message (UDP from port 67 or to port 68;
     a client's own is 68 to 67), DHCPv6 server or relay message (UDP from
