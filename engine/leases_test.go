@@ -215,3 +215,68 @@ func TestDHCPLeaseAllocatesNothing(t *testing.T) {
 		t.Errorf("%d of the leased client's frames dropped", n)
 	}
 }
+
+// Issue 21's squatting attack under --ip-source dhcp: one user's clients
+// announce (gratuitous ARP) every address of a /24 before the victim's VM
+// boots. None of it binds anything (ip-not-leased), and the victim, of
+// another user, uses the address the host's server leases it, one the
+// squatter announced first. In first-use mode the same announcements take
+// the victim's address (ip-binding-conflict): the test's last step.
+func TestDHCPLeaseSquattingAttack(t *testing.T) {
+	for _, mode := range []secure.IPSource{secure.IPSourceDHCP, secure.IPSourceFirstUse} {
+		t.Run(mode.String(), func(t *testing.T) {
+			var host int
+			s := newTestSwitch(t, true, mactable.Config{}, func(c *Config) {
+				host = withTap(t, c)
+				p, err := secure.New(secure.Config{Secure: true, Network: netip.MustParsePrefix("198.18.7.1/24"),
+					TapMAC: mac(0xfe), MaxBindings: 1024, PortBindings: 16, MaxPorts: 32, BindingAge: time.Minute, IPSource: mode})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Policy = p
+			})
+			const squatter, victim = 4242, 4343
+			var squatters []*testClient
+			for i := 0; i < 4; i++ {
+				squatters = append(squatters, s.connectAs(squatter))
+			}
+			for a := 2; a < 255; a++ {
+				c := squatters[a%len(squatters)]
+				ip := netip.AddrFrom4([4]byte{198, 18, 7, byte(a)})
+				c.send(t, testbed.ARPRequest(mac(byte(a%len(squatters)+1)), ip, ip))
+				s.pump()
+			}
+			drainFrames(t, host)
+			v := s.connectAs(victim)
+			vmac, vip := mac(0x77), [4]byte{198, 18, 7, 50}
+			v.send(t, dhcpDiscover(vmac))
+			s.pump()
+			drainFrames(t, host)
+			writeFrame(t, host, dhcpAck(broadcast, vmac, vip, 600))
+			s.pump()
+			for _, c := range squatters {
+				c.recv(t)
+			}
+			v.recv(t)
+			ping := testbed.ICMPEcho(vmac, mac(0xfe), netip.AddrFrom4(vip), netip.MustParseAddr("198.18.7.1"), 1, 1, nil)
+			v.send(t, ping)
+			s.pump()
+			got := drainFrames(t, host)
+			if mode == secure.IPSourceFirstUse {
+				// Today's behaviour, which the dhcp mode must change.
+				if len(got) != 0 || v.port.cnt.secureDrops[secure.IPBindingConflict] != 1 {
+					t.Fatalf("first-use: the victim's frame got through (%d) or was not a binding conflict", len(got))
+				}
+				return
+			}
+			expectFrames(t, "the host, from the victim", got, ping)
+			var squatted uint64
+			for _, c := range squatters {
+				squatted += c.port.cnt.secureDrops[secure.IPNotLeased]
+			}
+			if squatted != 253 || s.e.policy.NumBindings() != 0 {
+				t.Fatalf("%d of 253 announcements refused as ip-not-leased, %d first-use bindings", squatted, s.e.policy.NumBindings())
+			}
+		})
+	}
+}
