@@ -280,3 +280,73 @@ func TestDHCPLeaseSquattingAttack(t *testing.T) {
 		})
 	}
 }
+
+// udp6 is an IPv6 UDP frame (its UDP checksum left 0: the switch does not
+// read it).
+func udp6(dst, src [6]byte, sip, dip string, sport, dport uint16, payload []byte) []byte {
+	f := make([]byte, 14+40+8, 14+40+8+len(payload))
+	copy(f[0:], dst[:])
+	copy(f[6:], src[:])
+	binary.BigEndian.PutUint16(f[12:], 0x86dd)
+	h := f[14:]
+	h[0], h[6], h[7] = 0x60, 17, 64
+	binary.BigEndian.PutUint16(h[4:], uint16(8+len(payload)))
+	s16, d16 := netip.MustParseAddr(sip).As16(), netip.MustParseAddr(dip).As16()
+	copy(h[8:], s16[:])
+	copy(h[24:], d16[:])
+	binary.BigEndian.PutUint16(h[40:], sport)
+	binary.BigEndian.PutUint16(h[42:], dport)
+	binary.BigEndian.PutUint16(h[44:], uint16(8+len(payload)))
+	return append(f, payload...)
+}
+
+// dhcp6Reply is a DHCPv6 Reply with one IA_NA leasing addr for secs.
+func dhcp6Reply(addr string, secs uint32) []byte {
+	a := netip.MustParseAddr(addr).As16()
+	b := []byte{7, 1, 2, 3, 0, 3, 0, 12 + 28, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 24}
+	b = append(b, a[:]...)
+	b = binary.BigEndian.AppendUint32(b, secs)
+	return binary.BigEndian.AppendUint32(b, secs)
+}
+
+// With --ipv6, --ip-source dhcp binds the global addresses of the DHCPv6
+// Replies the host sends a client; its link-local address is first use.
+func TestDHCPv6LeaseBindsAddress(t *testing.T) {
+	var host int
+	s := newTestSwitch(t, true, mactable.Config{}, func(c *Config) {
+		host = withTap(t, c)
+		p, err := secure.New(secure.Config{Secure: true, Network: netip.MustParsePrefix("198.18.0.1/16"),
+			IPv6: netip.MustParsePrefix("2001:db8::1/64"), TapMAC: mac(0xfe), MaxBindings: 1024, BindingAge: time.Minute,
+			IPSource: secure.IPSourceDHCP})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Policy = p
+	})
+	a := s.connect()
+	const ll, leased6, other6 = "fe80::5", "2001:db8::50", "2001:db8::51"
+	solicit := udp6(mac(0xfe), mac(5), ll, "fe80::1", 546, 547, []byte{1, 1, 2, 3})
+	a.send(t, solicit)
+	s.pump()
+	expectFrames(t, "the host, A's solicit from its link-local address", drainFrames(t, host), solicit)
+	toHost6 := func(src string) []byte { return udp6(mac(0xfe), mac(5), src, "2001:db8::1", 4000, 5000, []byte("x")) }
+	a.send(t, toHost6(leased6))
+	s.pump()
+	expectFrames(t, "the host, before the lease", drainFrames(t, host))
+
+	writeFrame(t, host, udp6(mac(5), mac(0xfe), "fe80::1", ll, 547, 546, dhcp6Reply(leased6, 30)))
+	s.pump()
+	a.recv(t)
+	a.send(t, toHost6(leased6))
+	a.send(t, toHost6(other6))
+	s.pump()
+	expectFrames(t, "the host, after the lease", drainFrames(t, host), toHost6(leased6))
+	if n := a.port.cnt.secureDrops[secure.IPNotLeased]; n != 2 {
+		t.Fatalf("A's ip-not-leased drops = %d, want 2", n)
+	}
+	s.e.now += int64(30 * time.Second)
+	s.e.sweep()
+	if n := s.e.policy.NumLeases(); n != 0 {
+		t.Fatalf("%d leases after the valid lifetime", n)
+	}
+}

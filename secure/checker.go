@@ -89,11 +89,12 @@ type Checker struct {
 	// only once every rule has passed, so a dropped frame binds nothing.
 	claims  [2]bindKey
 	nclaims int
-	// With --ip-source dhcp the frame's IPv4 addresses, which must be
-	// leased to it, and the address a DHCPRELEASE gives back (0: none).
-	leaseClaims  [2]uint32
+	// With --ip-source dhcp the frame's addresses that must be leased to
+	// it, and those a DHCPRELEASE (v4 or v6) gives back once it passes.
+	leaseClaims  [2]bindKey
 	nleaseClaims int
-	released     uint32
+	released     [maxReleased]bindKey
+	nreleased    int
 }
 
 // NewChecker returns a Checker for one engine worker.
@@ -136,7 +137,7 @@ func (c *Checker) Check(frame []byte, port uint32) Reason {
 	}
 	c.frame, c.port = frame, port
 	c.kind, c.proto, c.nclaims = kindOther, 0, 0
-	c.nleaseClaims, c.released = 0, 0
+	c.nleaseClaims, c.nreleased = 0, 0
 	c.verdict = c.check(frame)
 	return c.verdict
 }
@@ -148,13 +149,18 @@ func (c *Checker) Bind(now int64) Reason {
 		return c.verdict
 	}
 	mac := [6]byte(c.frame[6:12])
-	if c.nleaseClaims != 0 || c.released != 0 {
-		if c.verdict = c.bindLeased(mac, now); c.verdict != Pass {
+	if c.nleaseClaims != 0 {
+		if c.verdict = c.checkLeased(mac, now); c.verdict != Pass {
 			return c.verdict
 		}
 	}
 	if c.nclaims != 0 {
-		c.verdict = c.bind(mac, now)
+		if c.verdict = c.bind(mac, now); c.verdict != Pass {
+			return c.verdict
+		}
+	}
+	if c.nreleased != 0 {
+		c.releaseLeases(mac)
 	}
 	return c.verdict
 }
@@ -303,7 +309,9 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 				return r
 			}
 			if c.p.leases != nil {
-				c.released = dhcpReleased(b)
+				if a := dhcpReleased(b); a != 0 {
+					c.released[0], c.nreleased = key4(a), 1
+				}
 			}
 		}
 	}
@@ -451,11 +459,12 @@ func (c *Checker) claim4(a uint32, outside Reason) Reason {
 	if !c.p.host4(a) {
 		return outside
 	}
+	k := key4(a)
 	if c.p.leases != nil {
-		c.addLeaseClaim(a)
+		c.addLeaseClaim(&k)
 		return Pass
 	}
-	c.addClaim(bindKey{10: 0xff, 11: 0xff, 12: byte(a >> 24), 13: byte(a >> 16), 14: byte(a >> 8), 15: byte(a)})
+	c.addClaim(k)
 	return Pass
 }
 

@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net"
 	"testing"
@@ -178,6 +179,127 @@ func FuzzDHCPReply(f *testing.F) {
 		}
 		if (lease != nil) != m.HasLeaseTime || lease != nil && binary.BigEndian.Uint32(lease) != m.LeaseSecs {
 			t.Fatalf("gopacket's lease time % x, parsed %+v", lease, m)
+		}
+	})
+}
+
+// dhcp6Msg is a DHCPv6 message of type typ with one IA_NA holding an
+// IAADDR for each address, valid for secs.
+func dhcp6Msg(typ byte, secs uint32, addrs ...string) []byte {
+	var ia []byte
+	ia = append(ia, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0) // IAID 1, T1 and T2 0
+	for _, a := range addrs {
+		ia = binary.BigEndian.AppendUint16(ia, dhcp6OptIAAddr)
+		ia = binary.BigEndian.AppendUint16(ia, 24)
+		ia = append(ia, ip(a).To16()...)
+		ia = binary.BigEndian.AppendUint32(ia, secs) // preferred
+		ia = binary.BigEndian.AppendUint32(ia, secs) // valid
+	}
+	b := []byte{typ, 0x12, 0x34, 0x56}
+	b = append(b, 0, 1, 0, 4, 0xde, 0xad, 0xbe, 0xef) // a client id
+	b = binary.BigEndian.AppendUint16(b, dhcp6OptIANA)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ia)))
+	return append(b, ia...)
+}
+
+// dhcp6ReplyFrame is the host's DHCPv6 Reply to the client MAC to.
+func dhcp6ReplyFrame(to [6]byte, secs uint32, addrs ...string) []byte {
+	return serialize(ether(tapMAC, to, layers.EthernetTypeIPv6), ip6(tapLL6, llA, layers.IPProtocolUDP),
+		&layers.UDP{SrcPort: 547, DstPort: 546}, gopacket.Payload(dhcp6Msg(dhcp6Reply, secs, addrs...)))
+}
+
+// dhcp6ClientFrame is a client's DHCPv6 message of type typ to the servers.
+func dhcp6ClientFrame(from [6]byte, src string, typ byte, addrs ...string) []byte {
+	return serialize(ether(from, mac("33:33:00:01:00:02"), layers.EthernetTypeIPv6), ip6(src, "ff02::1:2", layers.IPProtocolUDP),
+		&layers.UDP{SrcPort: 546, DstPort: 547}, gopacket.Payload(dhcp6Msg(typ, 0, addrs...)))
+}
+
+func TestParseDHCPv6Reply(t *testing.T) {
+	reply := dhcp6ReplyFrame(macA, 3600, ip6A, "2001:db8::b")
+	two := DHCPv6Reply{ClientMAC: macA, NLeases: 2}
+	two.Leases[0] = DHCPv6Lease{Addr: [16]byte(ip(ip6A).To16()), ValidSecs: 3600}
+	two.Leases[1] = DHCPv6Lease{Addr: [16]byte(ip("2001:db8::b").To16()), ValidSecs: 3600}
+	five := DHCPv6Reply{ClientMAC: macA, NLeases: MaxDHCPv6Addrs}
+	for i := range five.Leases {
+		five.Leases[i] = DHCPv6Lease{Addr: [16]byte(ip(ip6A).To16()), ValidSecs: 60}
+	}
+	cases := []struct {
+		name  string
+		frame []byte
+		ok    bool
+		want  DHCPv6Reply
+	}{
+		{"reply", reply, true, two},
+		{"reply without IA_NA", serialize(ether(tapMAC, macA, layers.EthernetTypeIPv6), ip6(tapLL6, llA, layers.IPProtocolUDP),
+			&layers.UDP{SrcPort: 547, DstPort: 546}, gopacket.Payload([]byte{dhcp6Reply, 1, 2, 3, 0, 13, 0, 2, 0, 0})), true, DHCPv6Reply{ClientMAC: macA}},
+		{"five addresses, four read", dhcp6ReplyFrame(macA, 60, ip6A, ip6A, ip6A, ip6A, ip6A), true, five},
+		{"advertise", mutate(reply, func(b []byte) []byte { b[14+40+8] = 2; return b }), false, DHCPv6Reply{}},
+		{"to a multicast MAC", dhcp6ReplyFrame(mac("33:33:00:00:00:01"), 60, ip6A), false, DHCPv6Reply{}},
+		{"from port 546", mutate(reply, func(b []byte) []byte { b[14+40+1] = 0x22; return b }), false, DHCPv6Reply{}},
+		{"IA_NA past the end", mutate(reply, func(b []byte) []byte { b[14+40+8+4+8+3] += 1; return b }), false, DHCPv6Reply{}},
+		{"IAADDR of 23 bytes", withIAAddrLen(reply, 23), false, DHCPv6Reply{}},
+		{"UDP length past the payload", mutate(reply, func(b []byte) []byte { b[14+40+5]++; return b }), false, DHCPv6Reply{}},
+		{"payload length past the frame", mutate(reply, func(b []byte) []byte { b[14+5]++; return b }), false, DHCPv6Reply{}},
+		{"IPv4 reply", ackFrame(macA, ipA, 60), false, DHCPv6Reply{}},
+		{"a client's release", dhcp6ClientFrame(macA, llA, dhcp6Release, ip6A), false, DHCPv6Reply{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := ParseDHCPv6Reply(tc.frame)
+			if ok != tc.ok || ok && got != tc.want {
+				t.Fatalf("ParseDHCPv6Reply = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	for n := range reply {
+		if _, ok := ParseDHCPv6Reply(reply[:n]); ok {
+			t.Errorf("the reply's first %d of %d bytes parsed", n, len(reply))
+		}
+	}
+}
+
+// withIAAddrLen sets the first IAADDR's length field of a dhcp6ReplyFrame.
+func withIAAddrLen(f []byte, n uint16) []byte {
+	return mutate(f, func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[14+40+8+4+8+4+12+2:], n)
+		return b
+	})
+}
+
+// FuzzDHCPv6Reply: the parser never panics, reads only replies from port
+// 547 to port 546 for a unicast MAC, and every address it returns lies in
+// the frame. The seeds run as an ordinary test.
+func FuzzDHCPv6Reply(f *testing.F) {
+	for _, s := range [][]byte{
+		dhcp6ReplyFrame(macA, 3600, ip6A, "2001:db8::b"), dhcp6ReplyFrame(macA, 0, ip6A),
+		dhcp6ReplyFrame(macA, 60, ip6A, ip6A, ip6A, ip6A, ip6A), dhcp6ClientFrame(macA, llA, dhcp6Release, ip6A),
+		udp6Frame(macA, ip6A, tap6),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		m, ok := ParseDHCPv6Reply(frame)
+		if !ok {
+			return
+		}
+		if frame[0]&1 != 0 || m.ClientMAC != [6]byte(frame[0:6]) {
+			t.Fatalf("client %x from destination %x", m.ClientMAC, frame[0:6])
+		}
+		if binary.BigEndian.Uint16(frame[14+40:]) != 547 || binary.BigEndian.Uint16(frame[14+40+2:]) != 546 || frame[14+40+8] != dhcp6Reply {
+			t.Fatalf("accepted % x", frame[14+40:14+40+9])
+		}
+		if m.NLeases < 0 || m.NLeases > MaxDHCPv6Addrs {
+			t.Fatalf("%d leases", m.NLeases)
+		}
+		for _, l := range m.Leases[:m.NLeases] {
+			if !bytes.Contains(frame, l.Addr[:]) {
+				t.Fatalf("address %x not in the frame", l.Addr)
+			}
+		}
+		p := newTestPolicy(t, dhcpConfig(true))
+		p.SnoopReply6(&m, portA, 1)
+		if p.NumLeases() > m.NLeases {
+			t.Fatalf("%d leases from %d addresses", p.NumLeases(), m.NLeases)
 		}
 	})
 }

@@ -103,6 +103,11 @@ walk:
 			_ = c.icmp6.DecodeFromBytes(l4, gopacket.NilDecodeFeedback)
 			icmpType, isICMP = c.icmp6.TypeCode.Type(), true
 		}
+		if c.p.leases != nil && !fragmented && next == protoUDP &&
+			binary.BigEndian.Uint16(l4[0:2]) == portDHCPv6Client && binary.BigEndian.Uint16(l4[2:4]) == portDHCPv6Server {
+			// checkTransport checked the UDP length of the whole datagram.
+			c.dhcp6Released(l4[8:binary.BigEndian.Uint16(l4[4:6])])
+		}
 	}
 
 	src := [16]byte(h[8:24])
@@ -193,6 +198,12 @@ func (c *Checker) claim6(a *[16]byte, outside Reason) Reason {
 	}
 	if !c.p.allowed6(a) {
 		return outside
+	}
+	if c.p.leases != nil && !linkLocal6(a) {
+		// --ip-source dhcp: global addresses come from DHCPv6 leases;
+		// link-local ones, which no server hands out, stay first use.
+		c.addLeaseClaim((*bindKey)(a))
+		return Pass
 	}
 	c.addClaim(*a)
 	return Pass

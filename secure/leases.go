@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/bits"
@@ -10,7 +11,7 @@ import (
 	"time"
 )
 
-// IPSource says where a client's right to an IPv4 address comes from
+// IPSource says where a client's right to an address comes from
 // (--ip-source).
 type IPSource uint8
 
@@ -19,8 +20,9 @@ const (
 	// that uses it (the binding table).
 	IPSourceFirstUse IPSource = iota
 	// IPSourceDHCP binds an address to the client MAC the host's DHCP
-	// server leased it to, on the port that MAC is live on, for the lease
-	// time: a client may use only addresses leased to its MACs.
+	// (or DHCPv6) server leased it to, on the port that MAC is live on, for
+	// the lease time: a client may use only addresses leased to its MACs,
+	// but for IPv6 link-local ones, which stay first use.
 	IPSourceDHCP
 )
 
@@ -47,7 +49,7 @@ func ParseIPSource(s string) (IPSource, error) {
 const leaseForever = math.MaxInt64
 
 type lease struct {
-	addr uint32 // IPv4 address, the key
+	key  bindKey // the address, IPv4 as ::ffff:a.b.c.d
 	mac  [6]byte
 	used bool
 	port uint32
@@ -55,8 +57,8 @@ type lease struct {
 	end  int64  // monotonic ns at which the lease ends
 }
 
-// leaseTable holds the IPv4 leases the host's DHCP server granted, keyed by
-// address. Like bindTable it is open addressing with linear probing and
+// leaseTable holds the leases the host's DHCP servers granted (DHCPv4, and
+// DHCPv6 with --ipv6), keyed by address. Like bindTable it is open addressing with linear probing and
 // backward-shift deletion, sized once in New so the per-frame lookups and
 // the snooped ACKs never allocate; it is a separate table because a lease's
 // lifetime comes from the server, not from use.
@@ -65,7 +67,7 @@ type leaseTable struct {
 	mask  uint32
 	count int
 	max   int
-	seed  uint32
+	seed  uint64 // random per table, so clients cannot pick addresses that collide
 }
 
 func newLeaseTable(max int) *leaseTable {
@@ -73,31 +75,35 @@ func newLeaseTable(max int) *leaseTable {
 	if want := 2 * max; want > n {
 		n = 1 << bits.Len(uint(want-1))
 	}
-	return &leaseTable{slots: make([]lease, n), mask: uint32(n - 1), max: max, seed: rand.Uint32()}
+	return &leaseTable{slots: make([]lease, n), mask: uint32(n - 1), max: max, seed: rand.Uint64() | 1}
 }
 
-func (t *leaseTable) hash(a uint32) uint32 {
-	h := (uint64(a^t.seed) | 1<<32) * 0x9e3779b97f4a7c15
-	return uint32(h>>32) & t.mask
+func (t *leaseTable) hash(k *bindKey) uint32 {
+	lo := binary.LittleEndian.Uint64(k[0:8])
+	hi := binary.LittleEndian.Uint64(k[8:16])
+	h := (lo ^ t.seed) * 0x9e3779b97f4a7c15
+	h = (h ^ hi ^ h>>29) * 0xbf58476d1ce4e5b9
+	h ^= h >> 32
+	return uint32(h) & t.mask
 }
 
-// find returns the slot holding a, or -1.
-func (t *leaseTable) find(a uint32) int {
-	for i := t.hash(a); ; i = (i + 1) & t.mask {
+// find returns the slot holding k, or -1.
+func (t *leaseTable) find(k *bindKey) int {
+	for i := t.hash(k); ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if !s.used {
 			return -1
 		}
-		if s.addr == a {
+		if s.key == *k {
 			return int(i)
 		}
 	}
 }
 
-// put records or renews the lease of a. It reports false when a is new and
+// put records or renews the lease of k. It reports false when k is new and
 // the table is full.
-func (t *leaseTable) put(a uint32, mac [6]byte, port uint32, end int64) bool {
-	if i := t.find(a); i >= 0 {
+func (t *leaseTable) put(k *bindKey, mac [6]byte, port uint32, end int64) bool {
+	if i := t.find(k); i >= 0 {
 		s := &t.slots[i]
 		// The server is the authority: a renewal, or the address leased
 		// anew to another client, replaces what was there.
@@ -107,12 +113,12 @@ func (t *leaseTable) put(a uint32, mac [6]byte, port uint32, end int64) bool {
 	if t.count >= t.max {
 		return false
 	}
-	home := t.hash(a)
+	home := t.hash(k)
 	i := home
 	for t.slots[i].used {
 		i = (i + 1) & t.mask
 	}
-	t.slots[i] = lease{addr: a, mac: mac, used: true, port: port, home: home, end: end}
+	t.slots[i] = lease{key: *k, mac: mac, used: true, port: port, home: home, end: end}
 	t.count++
 	return true
 }
@@ -145,9 +151,9 @@ func (t *leaseTable) removeIf(drop func(*lease) bool) int {
 	return n
 }
 
-// leasedTo reports whether a is leased, at now, to mac on port.
-func (t *leaseTable) leasedTo(a uint32, mac [6]byte, port uint32, now int64) bool {
-	i := t.find(a)
+// leasedTo reports whether k is leased, at now, to mac on port.
+func (t *leaseTable) leasedTo(k *bindKey, mac [6]byte, port uint32, now int64) bool {
+	i := t.find(k)
 	if i < 0 {
 		return false
 	}
@@ -189,14 +195,15 @@ func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
 		if m.LeaseSecs != math.MaxUint32 {
 			end = now + int64(m.LeaseSecs)*int64(time.Second)
 		}
-		return p.leases.put(m.Addr, m.ClientMAC, port, end)
+		k := key4(m.Addr)
+		return p.leases.put(&k, m.ClientMAC, port, end)
 	}
 	return false
 }
 
-// EachLease calls fn for every IPv4 lease with the monotonic ns at which it
-// ends (math.MaxInt64: never), in no particular order. It is the hook for
-// listing a binding's source and expiry (vknetctl bindings).
+// EachLease calls fn for every lease (IPv4 and IPv6) with the monotonic ns
+// at which it ends (math.MaxInt64: never), in no particular order. It is the
+// hook for listing a binding's source and expiry (vknetctl bindings).
 func (p *Policy) EachLease(fn func(ip netip.Addr, mac [6]byte, port uint32, end int64)) {
 	if p.leases == nil {
 		return
@@ -204,12 +211,12 @@ func (p *Policy) EachLease(fn func(ip netip.Addr, mac [6]byte, port uint32, end 
 	for i := range p.leases.slots {
 		l := &p.leases.slots[i]
 		if l.used {
-			fn(netip.AddrFrom4([4]byte{byte(l.addr >> 24), byte(l.addr >> 16), byte(l.addr >> 8), byte(l.addr)}), l.mac, l.port, l.end)
+			fn(netip.AddrFrom16(l.key).Unmap(), l.mac, l.port, l.end)
 		}
 	}
 }
 
-// NumLeases returns how many IPv4 leases the policy holds.
+// NumLeases returns how many leases the policy holds.
 func (p *Policy) NumLeases() int {
 	if p.leases == nil {
 		return 0
@@ -234,30 +241,41 @@ func (p *Policy) removePortLeases(port uint32) {
 	}
 }
 
-// addLeaseClaim queues an IPv4 address the frame uses, with --ip-source
-// dhcp, for bindLeased.
-func (c *Checker) addLeaseClaim(a uint32) {
-	if c.nleaseClaims == 0 || c.leaseClaims[0] != a {
-		c.leaseClaims[c.nleaseClaims] = a
+// addLeaseClaim queues an address the frame uses, with --ip-source dhcp,
+// for bindLeased.
+func (c *Checker) addLeaseClaim(k *bindKey) {
+	if c.nleaseClaims == 0 || c.leaseClaims[0] != *k {
+		c.leaseClaims[c.nleaseClaims] = *k
 		c.nleaseClaims++
 	}
 }
 
-// bindLeased is the binding rule of --ip-source dhcp for the frame's IPv4
-// addresses: each must be leased to the frame's MAC on its port. IPv6
-// addresses are left to the first-use table. A DHCPRELEASE the frame
-// carries ends its lease, once the frame has passed.
-func (c *Checker) bindLeased(mac [6]byte, now int64) Reason {
-	t := c.p.leases
+// checkLeased is the binding rule of --ip-source dhcp: each address the
+// frame uses (IPv4, and global IPv6 with --ipv6; link-local IPv6 is left to
+// the first-use table) must be leased, at now, to the frame's MAC on its
+// port.
+func (c *Checker) checkLeased(mac [6]byte, now int64) Reason {
 	for i := 0; i < c.nleaseClaims; i++ {
-		if !t.leasedTo(c.leaseClaims[i], mac, c.port, now) {
+		if !c.p.leases.leasedTo(&c.leaseClaims[i], mac, c.port, now) {
 			return IPNotLeased
 		}
 	}
-	if c.released != 0 {
-		if i := t.find(c.released); i >= 0 && t.slots[i].mac == mac && t.slots[i].port == c.port {
-			t.remove(uint32(i))
+	return Pass
+}
+
+// releaseLeases ends the leases a DHCPRELEASE (or DHCPv6 Release or
+// Decline) that passed every rule gives back, those of its own MAC and
+// port: a client frees only what is its own.
+func (c *Checker) releaseLeases(mac [6]byte) {
+	t := c.p.leases
+	for i := 0; i < c.nreleased; i++ {
+		if j := t.find(&c.released[i]); j >= 0 && t.slots[j].mac == mac && t.slots[j].port == c.port {
+			t.remove(uint32(j))
 		}
 	}
-	return Pass
+}
+
+// key4 is the table key of an IPv4 address.
+func key4(a uint32) bindKey {
+	return bindKey{10: 0xff, 11: 0xff, 12: byte(a >> 24), 13: byte(a >> 16), 14: byte(a >> 8), 15: byte(a)}
 }

@@ -1,7 +1,6 @@
 package secure
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -203,20 +202,55 @@ func TestLeaseRefused(t *testing.T) {
 	}
 }
 
-// TestLeaseIPv6FirstUse: --ip-source dhcp governs IPv4; IPv6 sources are
+// TestLeaseIPv6: with --ipv6, --ip-source dhcp binds global IPv6 addresses
+// from DHCPv6 Replies; link-local ones, which no server hands out, are
 // bound on first use as before.
-func TestLeaseIPv6FirstUse(t *testing.T) {
+func TestLeaseIPv6(t *testing.T) {
 	p := newTestPolicy(t, dhcpConfig(true))
 	c := p.NewChecker()
-	if r := c.FromClient(udp6Frame(macA, ip6A, tap6), portA, 1); r != Pass {
-		t.Fatalf("IPv6 in dhcp mode: %v", r)
+	expect := func(name string, frame []byte, port uint32, now int64, want Reason) {
+		t.Helper()
+		if r := c.FromClient(frame, port, now); r != want {
+			t.Errorf("%s: %v, want %v (%s)", name, r, want, c.Describe())
+		}
 	}
-	if r := c.FromClient(udp6Frame(macB, ip6A, tap6), portB, 1); r != IPBindingConflict {
-		t.Errorf("IPv6 address of another: %v", r)
+	expect("link-local", echo6Frame(macA, llA, tap6), portA, 1, Pass)
+	expect("link-local of another", echo6Frame(macB, llA, tap6), portB, 1, IPBindingConflict)
+	expect("global before a lease", udp6Frame(macA, ip6A, tap6), portA, 1, IPNotLeased)
+	expect("NA for a global address before a lease", naFrame(macA, llA, ip6A, llOpt(layers.ICMPv6OptTargetAddress, macA)), portA, 1, IPNotLeased)
+
+	snoop6(t, p, dhcp6ReplyFrame(macA, 60, ip6A), portA, 10*sec)
+	expect("leased global", udp6Frame(macA, ip6A, tap6), portA, 11*sec, Pass)
+	expect("NA for the leased address", naFrame(macA, llA, ip6A, llOpt(layers.ICMPv6OptTargetAddress, macA)), portA, 11*sec, Pass)
+	expect("another global", udp6Frame(macA, "2001:db8::b", tap6), portA, 11*sec, IPNotLeased)
+	expect("the lease from B", udp6Frame(macB, ip6A, tap6), portB, 11*sec, IPNotLeased)
+	expect("lease ended", udp6Frame(macA, ip6A, tap6), portA, 70*sec, IPNotLeased)
+
+	// Renewed, then released by the client from its link-local address.
+	snoop6(t, p, dhcp6ReplyFrame(macA, 60, ip6A), portA, 70*sec)
+	expect("renewed", udp6Frame(macA, ip6A, tap6), portA, 71*sec, Pass)
+	expect("release from B naming A's address", dhcp6ClientFrame(macB, "fe80::b", dhcp6Release, ip6A), portB, 71*sec, Pass)
+	expect("still A's", udp6Frame(macA, ip6A, tap6), portA, 71*sec, Pass)
+	expect("release", dhcp6ClientFrame(macA, llA, dhcp6Release, ip6A), portA, 72*sec, Pass)
+	expect("after the release", udp6Frame(macA, ip6A, tap6), portA, 72*sec, IPNotLeased)
+
+	// A lifetime of 0 withdraws; addresses outside the prefix, link-local
+	// and the TAP's lease nothing.
+	snoop6(t, p, dhcp6ReplyFrame(macA, 60, ip6A), portA, 80*sec)
+	snoop6(t, p, dhcp6ReplyFrame(macA, 0, ip6A), portA, 81*sec)
+	expect("withdrawn", udp6Frame(macA, ip6A, tap6), portA, 82*sec, IPNotLeased)
+	if snoop6(t, p, dhcp6ReplyFrame(macA, 60, "2001:db9::a", "fe80::77", tap6), portA, 83*sec) || p.NumLeases() != 0 {
+		t.Errorf("leased an address no client may use: %d leases", p.NumLeases())
 	}
-	if p.NumBindings() != 1 {
-		t.Errorf("%d bindings, want A's IPv6 address", p.NumBindings())
+}
+
+func snoop6(t *testing.T, p *Policy, frame []byte, port uint32, now int64) bool {
+	t.Helper()
+	m, ok := ParseDHCPv6Reply(frame)
+	if !ok {
+		t.Fatalf("not a DHCPv6 reply: % x", frame)
 	}
+	return p.SnoopReply6(&m, port, now)
 }
 
 // TestLeaseTableChurn: leases come and go in every order with the table
@@ -229,13 +263,14 @@ func TestLeaseTableChurn(t *testing.T) {
 		x ^= x << 13
 		x ^= x >> 17
 		x ^= x << 5
-		a := 198<<24 | 18<<16 | x%100
+		a := uint32(198<<24 | 18<<16 | x%100)
+		k := key4(a)
 		if x&4 != 0 {
-			if j := tab.find(a); j >= 0 {
+			if j := tab.find(&k); j >= 0 {
 				tab.remove(uint32(j))
 			}
 			delete(held, a)
-		} else if tab.put(a, macA, portA, 1) {
+		} else if tab.put(&k, macA, portA, 1) {
 			held[a] = true
 		}
 		if tab.count != len(held) {
@@ -243,13 +278,11 @@ func TestLeaseTableChurn(t *testing.T) {
 		}
 	}
 	for a := range held {
-		if tab.find(a) < 0 {
+		if k := key4(a); tab.find(&k) < 0 {
 			t.Fatalf("lease of %#x lost", a)
 		}
 	}
-	var buf [4]byte
-	binary.BigEndian.PutUint32(buf[:], 198<<24|18<<16|200)
-	if tab.find(binary.BigEndian.Uint32(buf[:])) >= 0 {
+	if k := key4(198<<24 | 18<<16 | 200); tab.find(&k) >= 0 {
 		t.Fatal("found an address never leased")
 	}
 }
@@ -284,6 +317,18 @@ func TestLeaseZeroAllocs(t *testing.T) {
 	assertNoAllocs(t, "unleased address", func() {
 		if c.FromClient(other, portA, now) != IPNotLeased {
 			t.Fatal("unleased address passed")
+		}
+	})
+	p6 := newTestPolicy(t, dhcpConfig(true))
+	c6 := p6.NewChecker()
+	reply6, leased6, release6 := dhcp6ReplyFrame(macA, 60, ip6A), udp6Frame(macA, ip6A, tap6), dhcp6ClientFrame(macA, llA, dhcp6Release, ip6A)
+	assertNoAllocs(t, "DHCPv6 reply, leased frame, release", func() {
+		m, ok := ParseDHCPv6Reply(reply6)
+		if !ok || !p6.SnoopReply6(&m, portA, now) {
+			t.Fatal("DHCPv6 reply not taken")
+		}
+		if c6.FromClient(leased6, portA, now) != Pass || c6.FromClient(release6, portA, now) != Pass || p6.NumLeases() != 0 {
+			t.Fatal("leased IPv6 frame or release dropped")
 		}
 	})
 	rel := releaseFrame(macA, macA, ipA)

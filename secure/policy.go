@@ -51,9 +51,9 @@ type Config struct {
 	// fill the table. Ports are numbered below MaxPorts.
 	PortBindings int
 	MaxPorts     int
-	// IPSource is --ip-source: with IPSourceDHCP a client's IPv4 addresses
-	// are the ones the host's DHCP server leased to its MACs (leases.go),
-	// in a table of MaxBindings leases.
+	// IPSource is --ip-source: with IPSourceDHCP a client's IPv4 and
+	// global IPv6 addresses are the ones the host's DHCP and DHCPv6 servers
+	// leased to its MACs (leases.go), in a table of MaxBindings leases.
 	IPSource IPSource
 }
 

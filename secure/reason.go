@@ -113,8 +113,9 @@ const (
 	// example releasing its lease or draining the pool.
 	DHCPClientMismatch
 	// IPNotLeased: with --ip-source dhcp, an IPv4 address (source or ARP
-	// sender) the host's DHCP server has not leased to the frame's MAC on
-	// its port, or whose lease has ended.
+	// sender) or global IPv6 address (source or advertised neighbour
+	// target) the host's DHCP or DHCPv6 server has not leased to the
+	// frame's MAC on its port, or whose lease has ended.
 	IPNotLeased
 
 	// DHCPServer: a DHCPv4 server or relay message (UDP from port 67, or to

@@ -106,7 +106,7 @@ func newFlagSet(o *options, vx *vxlanFlags) *pflag.FlagSet {
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
-	fs.Var((*ipSourceValue)(&o.ipSource), "ip-source", "secure mode: where a client's right to an IPv4 address comes from: first-use (the first client MAC and port to use an address hold it) or dhcp (only the addresses the host's DHCP server leased to the client's MACs, for the lease time)")
+	fs.Var((*ipSourceValue)(&o.ipSource), "ip-source", "secure mode: where a client's right to an address comes from: first-use (the first client MAC and port to use an address hold it) or dhcp (only the addresses the host's DHCP server, and DHCPv6 server with --ipv6, leased to the client's MACs, for the lease time)")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.IntVar(&vx.vni, "vxlan", 0, "stretch the network to other hosts: the kernel's VXLAN device with this VNI (1-16777215) joins a bridge with the TAP (-b, or vkbrVNI created for it) (Linux)")
 	fs.StringArrayVar(&vx.remotes, "vxlan-remote", nil, "with --vxlan: a peer host's underlay address; repeat for each peer (broadcasts go to every one)")
