@@ -89,12 +89,10 @@ type Checker struct {
 	// only once every rule has passed, so a dropped frame binds nothing.
 	claims  [2]bindKey
 	nclaims int
-	// With --ip-source dhcp the frame's addresses that must be leased to
-	// it, and those a DHCPRELEASE (v4 or v6) gives back once it passes.
-	leaseClaims  [2]bindKey
-	nleaseClaims int
-	released     [maxReleased]bindKey
-	nreleased    int
+	// With --ip-source dhcp, the addresses a DHCPRELEASE (v4 or v6) gives
+	// back once it passes.
+	released  [maxReleased]bindKey
+	nreleased int
 }
 
 // NewChecker returns a Checker for one engine worker.
@@ -136,8 +134,7 @@ func (c *Checker) Check(frame []byte, port uint32) Reason {
 		return Pass
 	}
 	c.frame, c.port = frame, port
-	c.kind, c.proto, c.nclaims = kindOther, 0, 0
-	c.nleaseClaims, c.nreleased = 0, 0
+	c.kind, c.proto, c.nclaims, c.nreleased = kindOther, 0, 0, 0
 	c.verdict = c.check(frame)
 	return c.verdict
 }
@@ -145,23 +142,14 @@ func (c *Checker) Check(frame []byte, port uint32) Reason {
 // Bind is FromClient's second half: it binds (or refreshes) the addresses
 // of the frame Check just passed, or reports the binding rule it breaks.
 func (c *Checker) Bind(now int64) Reason {
-	if !c.p.secure || c.verdict != Pass {
+	if !c.p.secure || c.verdict != Pass || c.nclaims == 0 && c.nreleased == 0 {
 		return c.verdict
 	}
-	mac := [6]byte(c.frame[6:12])
-	if c.nleaseClaims != 0 {
-		if c.verdict = c.checkLeased(mac, now); c.verdict != Pass {
-			return c.verdict
-		}
+	if c.p.leases != nil {
+		c.verdict = c.bindLeased([6]byte(c.frame[6:12]), now)
+		return c.verdict
 	}
-	if c.nclaims != 0 {
-		if c.verdict = c.bind(mac, now); c.verdict != Pass {
-			return c.verdict
-		}
-	}
-	if c.nreleased != 0 {
-		c.releaseLeases(mac)
-	}
+	c.verdict = c.bind([6]byte(c.frame[6:12]), now)
 	return c.verdict
 }
 
@@ -459,12 +447,7 @@ func (c *Checker) claim4(a uint32, outside Reason) Reason {
 	if !c.p.host4(a) {
 		return outside
 	}
-	k := key4(a)
-	if c.p.leases != nil {
-		c.addLeaseClaim(&k)
-		return Pass
-	}
-	c.addClaim(k)
+	c.addClaim(key4(a))
 	return Pass
 }
 

@@ -120,10 +120,14 @@ func dhcp6Option(o []byte) (code uint16, v, rest []byte, good bool) {
 	return binary.BigEndian.Uint16(o[0:2]), o[4 : 4+n], o[4+n:], true
 }
 
-// dhcp6Released queues, for bindLeased, the addresses a client's DHCPv6
-// Release or Decline gives up: the IAADDRs of its IA_NAs. b is the UDP
-// payload of a whole datagram from port 546 to port 547.
-func (c *Checker) dhcp6Released(b []byte) {
+// dhcp6Released queues, for releaseLeases, the addresses a client's DHCPv6
+// Release or Decline gives up: the IAADDRs of its IA_NAs. l4 is a whole UDP
+// datagram whose length checkTransport checked.
+func (c *Checker) dhcp6Released(l4 []byte) {
+	if binary.BigEndian.Uint16(l4[0:2]) != portDHCPv6Client || binary.BigEndian.Uint16(l4[2:4]) != portDHCPv6Server {
+		return
+	}
+	b := l4[8:binary.BigEndian.Uint16(l4[4:6])]
 	if len(b) < 4 || b[0] != dhcp6Release && b[0] != dhcp6Decline {
 		return
 	}

@@ -103,11 +103,6 @@ walk:
 			_ = c.icmp6.DecodeFromBytes(l4, gopacket.NilDecodeFeedback)
 			icmpType, isICMP = c.icmp6.TypeCode.Type(), true
 		}
-		if c.p.leases != nil && !fragmented && next == protoUDP &&
-			binary.BigEndian.Uint16(l4[0:2]) == portDHCPv6Client && binary.BigEndian.Uint16(l4[2:4]) == portDHCPv6Server {
-			// checkTransport checked the UDP length of the whole datagram.
-			c.dhcp6Released(l4[8:binary.BigEndian.Uint16(l4[4:6])])
-		}
 	}
 
 	src := [16]byte(h[8:24])
@@ -141,6 +136,9 @@ walk:
 	}
 	// Last, so that it only refuses what every other rule passed.
 	if first {
+		if c.p.leases != nil && !fragmented && next == protoUDP {
+			c.dhcp6Released(l4)
+		}
 		return hostOnly6(next, l4)
 	}
 	return Pass
@@ -198,12 +196,6 @@ func (c *Checker) claim6(a *[16]byte, outside Reason) Reason {
 	}
 	if !c.p.allowed6(a) {
 		return outside
-	}
-	if c.p.leases != nil && !linkLocal6(a) {
-		// --ip-source dhcp: global addresses come from DHCPv6 leases;
-		// link-local ones, which no server hands out, stay first use.
-		c.addLeaseClaim((*bindKey)(a))
-		return Pass
 	}
 	c.addClaim(*a)
 	return Pass

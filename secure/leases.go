@@ -241,24 +241,31 @@ func (p *Policy) removePortLeases(port uint32) {
 	}
 }
 
-// addLeaseClaim queues an address the frame uses, with --ip-source dhcp,
-// for bindLeased.
-func (c *Checker) addLeaseClaim(k *bindKey) {
-	if c.nleaseClaims == 0 || c.leaseClaims[0] != *k {
-		c.leaseClaims[c.nleaseClaims] = *k
-		c.nleaseClaims++
-	}
-}
-
-// checkLeased is the binding rule of --ip-source dhcp: each address the
-// frame uses (IPv4, and global IPv6 with --ipv6; link-local IPv6 is left to
-// the first-use table) must be leased, at now, to the frame's MAC on its
-// port.
-func (c *Checker) checkLeased(mac [6]byte, now int64) Reason {
-	for i := 0; i < c.nleaseClaims; i++ {
-		if !c.p.leases.leasedTo(&c.leaseClaims[i], mac, c.port, now) {
+// bindLeased is Bind with --ip-source dhcp. The frame's IPv4 and global
+// IPv6 addresses must be leased, at now, to its MAC on its port; its IPv6
+// link-local addresses, which no server hands out, are bound on first use.
+// Only once all passed do the leases a release gives back end.
+func (c *Checker) bindLeased(mac [6]byte, now int64) Reason {
+	n := 0
+	for i := 0; i < c.nclaims; i++ {
+		k := &c.claims[i]
+		if linkLocal6((*[16]byte)(k)) {
+			c.claims[n] = *k
+			n++
+			continue
+		}
+		if !c.p.leases.leasedTo(k, mac, c.port, now) {
 			return IPNotLeased
 		}
+	}
+	c.nclaims = n
+	if n != 0 {
+		if r := c.bind(mac, now); r != Pass {
+			return r
+		}
+	}
+	if c.nreleased != 0 {
+		c.releaseLeases(mac)
 	}
 	return Pass
 }
