@@ -136,9 +136,6 @@ walk:
 	}
 	// Last, so that it only refuses what every other rule passed.
 	if first {
-		if c.p.leases != nil && !fragmented && next == protoUDP {
-			c.dhcp6Released(l4)
-		}
 		return hostOnly6(next, l4)
 	}
 	return Pass

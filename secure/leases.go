@@ -264,6 +264,12 @@ func (c *Checker) bindLeased(mac [6]byte, now int64) Reason {
 			return r
 		}
 	}
+	if c.kind == kindIPv6 && c.proto == protoUDP && c.frame[14+6] == protoUDP {
+		// A DHCPv6 client message, which clients send without extension
+		// headers (with some, the release is not seen and the lease runs
+		// out instead): whole, its UDP length checked by checkTransport.
+		c.dhcp6Released(c.frame[14+40:])
+	}
 	if c.nreleased != 0 {
 		c.releaseLeases(mac)
 	}

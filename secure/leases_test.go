@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -337,5 +338,38 @@ func TestLeaseZeroAllocs(t *testing.T) {
 		m, _ := ParseDHCPReply(ack)
 		p.SnoopReply(&m, portA, now)
 		p.Expire(now)
+	})
+}
+
+// FuzzFromClientLeased: under --ip-source dhcp, with A leased ipA and
+// ip6A, whatever A sends, nothing it passes has an IPv4 source or a global
+// IPv6 source other than those (0.0.0.0 and link-local aside), and the
+// checker does not panic. The seeds are the rule table's frames.
+func FuzzFromClientLeased(f *testing.F) {
+	for _, tc := range ruleCases() {
+		f.Add(tc.frame)
+	}
+	f.Add(releaseFrame(macA, macA, ipA))
+	f.Add(dhcp6ClientFrame(macA, llA, dhcp6Release, ip6A))
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		p := newTestPolicy(t, dhcpConfig(true))
+		snoop(t, p, ackFrame(macA, ipA, 60), portA, 0)
+		snoop6(t, p, dhcp6ReplyFrame(macA, 60, ip6A), portA, 0)
+		c := p.NewChecker()
+		if c.FromClient(frame, portA, 1) != Pass || len(frame) < 14+40 {
+			return
+		}
+		switch binary.BigEndian.Uint16(frame[12:14]) {
+		case 0x0800:
+			src := netip.AddrFrom4([4]byte(frame[14+12 : 14+16]))
+			if src != netip.MustParseAddr(ipA) && !src.IsUnspecified() {
+				t.Fatalf("passed IPv4 from %v", src)
+			}
+		case 0x86dd:
+			src := netip.AddrFrom16([16]byte(frame[14+8 : 14+24]))
+			if src != netip.MustParseAddr(ip6A) && !src.IsLinkLocalUnicast() && !src.IsUnspecified() {
+				t.Fatalf("passed IPv6 from %v", src)
+			}
+		}
 	})
 }
