@@ -447,7 +447,7 @@ func (c *Checker) claim4(a uint32, outside Reason) Reason {
 	if !c.p.host4(a) {
 		return outside
 	}
-	c.addClaim(key4(a))
+	c.addClaim(bindKey{10: 0xff, 11: 0xff, 12: byte(a >> 24), 13: byte(a >> 16), 14: byte(a >> 8), 15: byte(a)})
 	return Pass
 }
 

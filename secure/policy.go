@@ -230,8 +230,8 @@ func (p *Policy) Bindings(fn func(ip netip.Addr, mac [6]byte, port uint32)) {
 			fn(netip.AddrFrom16(b.key).Unmap(), b.mac, b.port)
 		}
 	}
-	// With --ip-source dhcp the IPv4 bindings are the leases; EachLease
-	// also gives their expiry.
+	// With --ip-source dhcp the IPv4 and global IPv6 bindings are the
+	// leases; EachLease also gives their expiry.
 	p.EachLease(func(ip netip.Addr, mac [6]byte, port uint32, _ int64) { fn(ip, mac, port) })
 }
 
