@@ -175,7 +175,7 @@ func (p *Policy) Leases() bool { return p.leases != nil }
 
 // SnoopReply applies a DHCPACK or DHCPNAK the TAP is sending: an ACK leases
 // m.Addr to m.ClientMAC on port for the lease time from now, a NAK ends
-// every lease of m.ClientMAC. The engine gives the port only when the
+// every IPv4 lease of m.ClientMAC. The engine gives the port only when the
 // client MAC is live on a client port and the reply goes there; port is
 // ignored for a NAK. It reports whether the leases changed. An ACK without
 // an address (the answer to DHCPINFORM) or lease time, or for an address
@@ -186,7 +186,8 @@ func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
 	}
 	switch m.Type {
 	case DHCPNak:
-		return p.leases.removeIf(func(l *lease) bool { return l.mac == m.ClientMAC }) > 0
+		// Only its IPv4 leases: DHCPv6 is another server's business.
+		return p.leases.removeIf(func(l *lease) bool { return l.mac == m.ClientMAC && is4(&l.key) }) > 0
 	case DHCPAck:
 		if m.Addr == 0 || !m.HasLeaseTime || m.Addr == p.tap4 || !p.host4(m.Addr) {
 			return false
@@ -287,6 +288,9 @@ func (c *Checker) releaseLeases(mac [6]byte) {
 		}
 	}
 }
+
+// is4 reports whether k is an IPv4 address (::ffff:a.b.c.d).
+func is4(k *bindKey) bool { return [12]byte(k[:12]) == [12]byte{10: 0xff, 11: 0xff} }
 
 // key4 is the table key of an IPv4 address.
 func key4(a uint32) bindKey {

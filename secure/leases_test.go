@@ -222,6 +222,8 @@ func TestLeaseIPv6(t *testing.T) {
 
 	snoop6(t, p, dhcp6ReplyFrame(macA, 60, ip6A), portA, 10*sec)
 	expect("leased global", udp6Frame(macA, ip6A, tap6), portA, 11*sec, Pass)
+	snoop(t, p, nakFrame(macA), 0, 11*sec)
+	expect("leased global after a DHCPv4 NAK", udp6Frame(macA, ip6A, tap6), portA, 11*sec, Pass)
 	expect("NA for the leased address", naFrame(macA, llA, ip6A, llOpt(layers.ICMPv6OptTargetAddress, macA)), portA, 11*sec, Pass)
 	expect("another global", udp6Frame(macA, "2001:db8::b", tap6), portA, 11*sec, IPNotLeased)
 	expect("the lease from B", udp6Frame(macB, ip6A, tap6), portB, 11*sec, IPNotLeased)
