@@ -160,6 +160,7 @@ type Engine struct {
 	policy    *secure.Policy
 	check     *secure.Checker
 	secure    bool
+	leases    bool // --ip-source dhcp: the TAP's DHCP replies are read (leases.go)
 	maxFrame  int
 	readMax   int // the most frames one read may bring; the pool's guarantee counts with it
 
@@ -308,6 +309,7 @@ func New(cfg Config) (*Engine, error) {
 		policy:    cfg.Policy,
 		check:     cfg.Policy.NewChecker(),
 		secure:    cfg.Policy.Secure(),
+		leases:    cfg.Policy.Leases(),
 		maxFrame:  maxFrame,
 		readMax:   readMax,
 		ports:     make([]*port, maxPorts),

@@ -91,6 +91,8 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 		in.conflictSrc = src
 		e.dropped(in, DropRemoteMACConflict)
 		return
+	} else if e.leases && in.host {
+		e.snoopLease(frame)
 	}
 	for _, m := range e.mirrors {
 		e.deliver(in, m, r, false)

@@ -10,6 +10,13 @@ import (
 // toTap. ns/op is ns per frame.
 func benchVerdict(b *testing.B, cfg Config, frame []byte, want Reason, toTap bool) {
 	p := newTestPolicy(b, cfg)
+	if p.Leases() {
+		// With --ip-source dhcp, A holds a lease of ipA.
+		m, _ := ParseDHCPReply(ackFrame(macA, ipA, 0xffffffff))
+		if !p.SnoopReply(&m, portA, 0) {
+			b.Fatal("no lease")
+		}
+	}
 	c := p.NewChecker()
 	var now int64
 	if r := c.FromClient(frame, portA, now); r != want {
@@ -77,4 +84,23 @@ func BenchmarkVerdictOtherUsersRange(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/frame")
+}
+
+// BenchmarkVerdictTCPLeased is BenchmarkVerdictTCP with --ip-source dhcp:
+// the source is checked against the lease table instead of the bindings.
+func BenchmarkVerdictTCPLeased(b *testing.B) {
+	cfg := testConfig(false)
+	cfg.IPSource = IPSourceDHCP
+	benchVerdict(b, cfg, tcpFrame(macA, ipA, tapIP), Pass, true)
+}
+
+// BenchmarkParseDHCPReplyTCP is the cost --ip-source dhcp adds to every
+// frame from the TAP that is not a DHCP reply.
+func BenchmarkParseDHCPReplyTCP(b *testing.B) {
+	frame := tcpFrame(tapMAC, tapIP, ipA)
+	for b.Loop() {
+		if _, ok := ParseDHCPReply(frame); ok {
+			b.Fatal("parsed")
+		}
+	}
 }

@@ -26,9 +26,13 @@ const (
 	// client's user, which no other user may take. It does not count
 	// against --user-ips: the range is that user's already.
 	Range
+	// Lease: with --ip-source dhcp, an address the host's DHCP (or
+	// DHCPv6) server leased to the client's MAC, until the lease ends
+	// (leases.go keeps these apart from the binding table).
+	Lease
 )
 
-var sourceNames = [...]string{FirstUse: "first-use", Range: "range"}
+var sourceNames = [...]string{FirstUse: "first-use", Range: "range", Lease: "lease"}
 
 // String is the source as vknetctl shows it.
 func (s Source) String() string {

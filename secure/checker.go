@@ -89,6 +89,10 @@ type Checker struct {
 	// only once every rule has passed, so a dropped frame binds nothing.
 	claims  [2]bindKey
 	nclaims int
+	// With --ip-source dhcp, the addresses a DHCPRELEASE (v4 or v6) gives
+	// back once it passes.
+	released  [maxReleased]bindKey
+	nreleased int
 }
 
 // NewChecker returns a Checker for one engine worker.
@@ -130,7 +134,7 @@ func (c *Checker) Check(frame []byte, port uint32) Reason {
 		return Pass
 	}
 	c.frame, c.port = frame, port
-	c.kind, c.proto, c.nclaims = kindOther, 0, 0
+	c.kind, c.proto, c.nclaims, c.nreleased = kindOther, 0, 0, 0
 	c.verdict = c.check(frame)
 	return c.verdict
 }
@@ -138,7 +142,11 @@ func (c *Checker) Check(frame []byte, port uint32) Reason {
 // Bind is FromClient's second half: it binds (or refreshes) the addresses
 // of the frame Check just passed, or reports the binding rule it breaks.
 func (c *Checker) Bind(now int64) Reason {
-	if !c.p.secure || c.verdict != Pass || c.nclaims == 0 {
+	if !c.p.secure || c.verdict != Pass || c.nclaims == 0 && c.nreleased == 0 {
+		return c.verdict
+	}
+	if c.p.leases != nil {
+		c.verdict = c.bindLeased([6]byte(c.frame[6:12]), now)
 		return c.verdict
 	}
 	c.verdict = c.bind([6]byte(c.frame[6:12]), now)
@@ -284,8 +292,14 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 			// Whatever its source, a DHCP client speaks only for itself: a
 			// release or request in another client's name would free or
 			// take that client's lease.
-			if r := checkDHCPClient(l4[8:binary.BigEndian.Uint16(l4[4:6])], frame[6:12]); r != Pass {
+			b := l4[8:binary.BigEndian.Uint16(l4[4:6])]
+			if r := checkDHCPClient(b, frame[6:12]); r != Pass {
 				return r
+			}
+			if c.p.leases != nil {
+				if a := dhcpReleased(b); a != 0 {
+					c.released[0], c.nreleased = key4(a), 1
+				}
 			}
 		}
 	}

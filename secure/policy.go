@@ -60,6 +60,10 @@ type Config struct {
 	// clients of its user alone, and a user with ranges binds IPv4
 	// addresses only inside them. Disjoint, inside Network (CheckUserNets).
 	UserNets []UserNet
+	// IPSource is --ip-source: with IPSourceDHCP a client's IPv4 and
+	// global IPv6 addresses are the ones the host's DHCP and DHCPv6 servers
+	// leased to its MACs (leases.go), in a table of MaxBindings leases.
+	IPSource IPSource
 }
 
 // Policy holds the configuration and the IP-to-MAC binding table. It is
@@ -84,6 +88,7 @@ type Policy struct {
 	// port's user (SetOwner), when there are ranges or a user bound.
 	ranges []userRange
 	users  []portUser
+	leases *leaseTable // nil unless --ip-source dhcp
 }
 
 // New checks cfg and builds the policy. Its errors name the option at fault.
@@ -144,6 +149,13 @@ func New(cfg Config) (*Policy, error) {
 		}
 	}
 	p.net4 = p.tap4 & p.mask4
+	switch cfg.IPSource {
+	case IPSourceFirstUse:
+	case IPSourceDHCP:
+		p.leases = newLeaseTable(max)
+	default:
+		return nil, fmt.Errorf("--ip-source %v: unknown", cfg.IPSource)
+	}
 	if v6 := cfg.IPv6; v6.IsValid() {
 		a := v6.Addr()
 		switch {
@@ -218,16 +230,19 @@ func (p *Policy) RemovePort(port uint32) {
 		return
 	}
 	p.table.removeIf(func(b *binding) bool { return b.port == port })
+	p.removePortLeases(port)
 }
 
 // Expire releases bindings whose address has not been used for BindingAge,
-// and those past their fixed end, and returns how many it released. now is monotonic nanoseconds, the clock
-// FromClient is given. The engine calls it about once a second.
+// and those past their fixed end, and leases whose time is up, and returns
+// how many it released. now is monotonic nanoseconds, the clock FromClient
+// is given. The engine calls it about once a second.
 func (p *Policy) Expire(now int64) int {
 	if !p.secure {
 		return 0
 	}
-	return p.table.removeIf(func(b *binding) bool {
+	n := p.expireLeases(now)
+	return n + p.table.removeIf(func(b *binding) bool {
 		if b.until != 0 {
 			return now >= b.until
 		}
@@ -242,7 +257,7 @@ type Binding struct {
 	Port   uint32
 	Source Source
 	// Expires is when the binding ends unless used again (monotonic ns,
-	// the clock FromClient is given), or a fixed end (Binding.until); 0
+	// the clock FromClient is given), or a fixed end (a lease's); 0
 	// when it lasts as long as its port.
 	Expires int64
 }
@@ -264,6 +279,11 @@ func (p *Policy) Bindings(fn func(Binding)) {
 		}
 		fn(Binding{IP: netip.AddrFrom16(b.key).Unmap(), MAC: b.mac, Port: b.port, Source: b.source, Expires: e})
 	}
+	// With --ip-source dhcp the IPv4 and global IPv6 bindings are the
+	// leases; EachLease also gives their expiry.
+	p.EachLease(func(ip netip.Addr, mac [6]byte, port uint32, end int64) {
+		fn(Binding{IP: ip, MAC: mac, Port: port, Source: Lease, Expires: end})
+	})
 }
 
 // NumBindings returns how many client bindings the table holds.

@@ -123,6 +123,11 @@ const (
 	// is not the frame's source MAC: one client speaking for another, for
 	// example releasing its lease or draining the pool.
 	DHCPClientMismatch
+	// IPNotLeased: with --ip-source dhcp, an IPv4 address (source or ARP
+	// sender) or global IPv6 address (source or advertised neighbour
+	// target) the host's DHCP or DHCPv6 server has not leased to the
+	// frame's MAC on its port, or whose lease has ended.
+	IPNotLeased
 
 	// DHCPServer: a DHCPv4 server or relay message (UDP from port 67, or to
 	// port 68) from a client, unfragmented or a first fragment: only the
@@ -184,6 +189,7 @@ var reasonNames = [NumReasons]string{
 	IPOutsideUserNet:   "ip-outside-user-net",
 	DHCPMalformed:      "dhcp-malformed",
 	DHCPClientMismatch: "dhcp-client-mismatch",
+	IPNotLeased:        "ip-not-leased",
 	DHCPServer:         "dhcp-server",
 	DHCPv6Server:       "dhcpv6-server",
 	NDRouterAdvert:     "nd-router-advert",

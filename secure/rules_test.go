@@ -295,10 +295,11 @@ func TestRules(t *testing.T) {
 // frame that triggers it (BindingTableFull and PortBindingLimit need more
 // than one prior frame: they are in TestBindingTableFull and
 // TestPortBindingLimit; the users' reasons need owners and ranges: they are
-// in TestUserBindingLimit and TestUserNets).
+// in TestUserBindingLimit and TestUserNets; IPNotLeased needs --ip-source
+// dhcp: it is in TestLeaseBindings).
 func TestRulesCoverEveryReason(t *testing.T) {
 	seen := map[Reason]bool{BindingTableFull: true, PortBindingLimit: true,
-		UserBindingLimit: true, IPInOtherUserNet: true, IPOutsideUserNet: true}
+		UserBindingLimit: true, IPInOtherUserNet: true, IPOutsideUserNet: true, IPNotLeased: true}
 	for _, tc := range ruleCases() {
 		seen[tc.want] = true
 		seen[tc.tap] = true

@@ -38,6 +38,15 @@ const PolicySummary = `Secure mode (the default; -U turns it off) checks every f
     --user-net USER=CIDR range may be used by USER's clients alone, and a
     user with ranges uses IPv4 addresses only inside them. Addresses in no
     range are first come, first served.
+  - With --ip-source dhcp, IPv4 addresses are not taken on first use: a
+    DHCPACK the TAP sends to a client binds the leased address to the
+    client's MAC (chaddr) on its port for the lease time, and a client may
+    use only addresses leased to its MACs (and 0.0.0.0 for DHCP and ARP
+    probes). A lease ends at its time, with a DHCPRELEASE from the client,
+    a DHCPNAK from the server, or when the client disconnects. With --ipv6,
+    global IPv6 addresses likewise come from the DHCPv6 Replies the TAP
+    sends a client (IA_NA addresses, for their valid lifetime); link-local
+    ones stay first use.
   - Only the host side (the TAP) may serve DHCP or advertise routers: a
     client's DHCP server or relay message (UDP from port 67 or to port 68;
     a client's own is 68 to 67), DHCPv6 server or relay message (UDP from

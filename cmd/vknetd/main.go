@@ -189,6 +189,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		MaxPorts:     engine.MaxPorts(o.maxClients),
 		UserBindings: o.userIPs,
 		UserNets:     o.userNets,
+		IPSource:     o.ipSource,
 	})
 	if err != nil {
 		return nil, err

@@ -45,6 +45,7 @@ type options struct {
 	maxClients  int
 	userClients int
 	ipv6        netip.Prefix
+	ipSource    secure.IPSource // --ip-source
 	stream      string
 	dgram       string
 	vhostUser   string
@@ -109,6 +110,7 @@ func newFlagSet(o *options, vx *vxlanFlags, userNets *[]string) *pflag.FlagSet {
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
+	fs.Var((*ipSourceValue)(&o.ipSource), "ip-source", "secure mode: where a client's right to an address comes from: first-use (the first client MAC and port to use an address hold it) or dhcp (only the addresses the host's DHCP server, and DHCPv6 server with --ipv6, leased to the client's MACs, for the lease time)")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.IntVar(&vx.vni, "vxlan", 0, "stretch the network to other hosts: the kernel's VXLAN device with this VNI (1-16777215) joins a bridge with the TAP (-b, or vkbrVNI created for it) (Linux)")
 	fs.StringArrayVar(&vx.remotes, "vxlan-remote", nil, "with --vxlan: a peer host's underlay address; repeat for each peer (broadcasts go to every one)")
@@ -237,6 +239,9 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 			return nil, cli.Usagef("%s %s is the same path as %s: give each socket its own path", flag, p, other)
 		}
 		paths[p] = flag
+	}
+	if o.ipSource != secure.IPSourceFirstUse && o.unsecure {
+		return nil, cli.Usagef("--ip-source %v only matters in secure mode; with -U every address passes", o.ipSource)
 	}
 	if o.ipv6.IsValid() && o.unsecure {
 		return nil, cli.Usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")
@@ -468,6 +473,20 @@ func (v *secondsValue) Set(s string) error {
 		return fmt.Errorf("want seconds or a duration like 90s or 5m")
 	}
 	*v = secondsValue(d)
+	return nil
+}
+
+// ipSourceValue is the --ip-source flag.
+type ipSourceValue secure.IPSource
+
+func (v *ipSourceValue) String() string { return secure.IPSource(*v).String() }
+func (v *ipSourceValue) Type() string   { return "source" }
+func (v *ipSourceValue) Set(s string) error {
+	src, err := secure.ParseIPSource(s)
+	if err != nil {
+		return errors.New("want first-use (the first client to use an address holds it) or dhcp (the host's DHCP server's leases)")
+	}
+	*v = ipSourceValue(src)
 	return nil
 }
 

@@ -55,6 +55,12 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 	if o, err = parseArgs([]string{"--ipv6", "2001:db8:1::/64", "198.18.0.1/16"}, &bytes.Buffer{}); err != nil || o.ipv6.String() != "2001:db8:1::/64" {
 		t.Fatalf("--ipv6: %v", err)
 	}
+	if o.ipSource != secure.IPSourceFirstUse {
+		t.Fatalf("--ip-source defaults to %v, want first-use", o.ipSource)
+	}
+	if o, err = parseArgs([]string{"--ip-source", "dhcp", "198.18.0.1/16"}, &bytes.Buffer{}); err != nil || o.ipSource != secure.IPSourceDHCP {
+		t.Fatalf("--ip-source dhcp: %v %v", o, err)
+	}
 }
 
 func TestParseArgsUserAddresses(t *testing.T) {
@@ -124,6 +130,8 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--user-net", "7=198.18.8.0/25", "198.18.7.1/24"}, []string{"--user-net 7=198.18.8.0/25", "not inside", "198.18.7.0/24"}},
 		{[]string{"--user-net", "7=198.18.7.0/25", "--user-net", "8=198.18.7.64/26", "198.18.7.1/24"},
 			[]string{"--user-net 7=198.18.7.0/25 overlaps --user-net 8=198.18.7.64/26"}},
+		{[]string{"--ip-source", "static", "198.18.0.1/16"}, []string{"--ip-source", `"static"`, "first-use", "dhcp"}},
+		{[]string{"-U", "--ip-source", "dhcp"}, []string{"--ip-source dhcp", "secure mode"}},
 		{[]string{"-x"}, []string{"-x"}},
 		{[]string{"-c", "--user", "vknetd"}, []string{"--user vknetd", "daemon"}},
 	}

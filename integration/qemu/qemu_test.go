@@ -43,14 +43,33 @@ type lab struct {
 // MACs to the addresses dnsmasq must give them, so that guests know each other's.
 func newLab(t *testing.T, fixed map[string]string) *lab {
 	t.Helper()
+	return newLabWith(t, labOptions{fixed: fixed})
+}
+
+// labOptions are newLab's choices beyond the fixed addresses.
+type labOptions struct {
+	fixed map[string]string
+	// daemonArgs go on vknetd's command line before the network.
+	daemonArgs []string
+	// leaseTime is dnsmasq's lease time (default 10m; dnsmasq's least is 2m).
+	leaseTime string
+}
+
+func newLabWith(t *testing.T, o labOptions) *lab {
+	t.Helper()
 	needGuests(t)
 	l := &lab{ns: testbed.NewNetns(t), dir: testbed.ShortTempDir(t)}
+	leaseTime := o.leaseTime
+	if leaseTime == "" {
+		leaseTime = "10m"
+	}
 	l.stream = filepath.Join(l.dir, "vknet.stream")
 	l.dgram = filepath.Join(l.dir, "vknet.dgram")
 	l.vhost = filepath.Join(l.dir, "vknet.vhost")
 	l.daemon = l.ns.StartDaemon(t, vknetd, testbed.DaemonConfig{
 		Sock: filepath.Join(l.dir, "vknet"), Pidfile: filepath.Join(l.dir, "vknetd.pid"),
-		Args:  []string{"-t", tapName, "--stream", l.stream, "--dgram", l.dgram, "--vhost-user", l.vhost, hostNet},
+		Args: append(append([]string{"-t", tapName, "--stream", l.stream, "--dgram", l.dgram, "--vhost-user", l.vhost},
+			o.daemonArgs...), hostNet),
 		Ready: 15 * time.Second,
 	})
 	if l.daemon.TAP != tapName {
@@ -64,10 +83,10 @@ func newLab(t *testing.T, fixed map[string]string) *lab {
 		"--interface=" + tapName, "--bind-interfaces", "--dhcp-authoritative",
 		// Without it dnsmasq pings an address for up to 3 s before offering it.
 		"--no-ping",
-		"--dhcp-range=" + rangeLo + "," + rangeHi + ",255.255.0.0,10m",
+		"--dhcp-range=" + rangeLo + "," + rangeHi + ",255.255.0.0," + leaseTime,
 		"--dhcp-leasefile=" + filepath.Join(l.dir, "leases"),
 		"--pid-file=" + filepath.Join(l.dir, "dnsmasq.pid")}
-	for mac, ip := range fixed {
+	for mac, ip := range o.fixed {
 		testbed.CheckAddr(t, ip)
 		args = append(args, "--dhcp-host="+mac+","+ip)
 	}

@@ -1,0 +1,298 @@
+package secure
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// IPSource says where a client's right to an address comes from
+// (--ip-source).
+type IPSource uint8
+
+const (
+	// IPSourceFirstUse binds an address to the first client MAC and port
+	// that uses it (the binding table).
+	IPSourceFirstUse IPSource = iota
+	// IPSourceDHCP binds an address to the client MAC the host's DHCP
+	// (or DHCPv6) server leased it to, on the port that MAC is live on, for
+	// the lease time: a client may use only addresses leased to its MACs,
+	// but for IPv6 link-local ones, which stay first use.
+	IPSourceDHCP
+)
+
+var ipSourceNames = [...]string{IPSourceFirstUse: "first-use", IPSourceDHCP: "dhcp"}
+
+func (s IPSource) String() string {
+	if int(s) < len(ipSourceNames) {
+		return ipSourceNames[s]
+	}
+	return fmt.Sprintf("ip-source-%d", s)
+}
+
+// ParseIPSource reads --ip-source.
+func ParseIPSource(s string) (IPSource, error) {
+	for i, n := range ipSourceNames {
+		if s == n {
+			return IPSource(i), nil
+		}
+	}
+	return 0, fmt.Errorf("--ip-source %q: want %s", s, strings.Join(ipSourceNames[:], " or "))
+}
+
+// leaseForever is the end of an infinite lease (lease time 0xffffffff).
+const leaseForever = math.MaxInt64
+
+type lease struct {
+	key  bindKey // the address, IPv4 as ::ffff:a.b.c.d
+	mac  [6]byte
+	used bool
+	port uint32
+	home uint32 // slot the address hashes to
+	end  int64  // monotonic ns at which the lease ends
+}
+
+// leaseTable holds the leases the host's DHCP servers granted (DHCPv4, and
+// DHCPv6 with --ipv6), keyed by address. Like bindTable it is open addressing with linear probing and
+// backward-shift deletion, sized once in New so the per-frame lookups and
+// the snooped ACKs never allocate; it is a separate table because a lease's
+// lifetime comes from the server, not from use.
+type leaseTable struct {
+	slots []lease
+	mask  uint32
+	count int
+	max   int
+	seed  uint64 // random per table, so clients cannot pick addresses that collide
+}
+
+func newLeaseTable(max int) *leaseTable {
+	n := 16
+	if want := 2 * max; want > n {
+		n = 1 << bits.Len(uint(want-1))
+	}
+	return &leaseTable{slots: make([]lease, n), mask: uint32(n - 1), max: max, seed: rand.Uint64() | 1}
+}
+
+func (t *leaseTable) hash(k *bindKey) uint32 {
+	lo := binary.LittleEndian.Uint64(k[0:8])
+	hi := binary.LittleEndian.Uint64(k[8:16])
+	h := (lo ^ t.seed) * 0x9e3779b97f4a7c15
+	h = (h ^ hi ^ h>>29) * 0xbf58476d1ce4e5b9
+	h ^= h >> 32
+	return uint32(h) & t.mask
+}
+
+// find returns the slot holding k, or -1.
+func (t *leaseTable) find(k *bindKey) int {
+	for i := t.hash(k); ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if !s.used {
+			return -1
+		}
+		if s.key == *k {
+			return int(i)
+		}
+	}
+}
+
+// put records or renews the lease of k. It reports false when k is new and
+// the table is full.
+func (t *leaseTable) put(k *bindKey, mac [6]byte, port uint32, end int64) bool {
+	if i := t.find(k); i >= 0 {
+		s := &t.slots[i]
+		// The server is the authority: a renewal, or the address leased
+		// anew to another client, replaces what was there.
+		s.mac, s.port, s.end = mac, port, end
+		return true
+	}
+	if t.count >= t.max {
+		return false
+	}
+	home := t.hash(k)
+	i := home
+	for t.slots[i].used {
+		i = (i + 1) & t.mask
+	}
+	t.slots[i] = lease{key: *k, mac: mac, used: true, port: port, home: home, end: end}
+	t.count++
+	return true
+}
+
+// remove empties slot i, shifting later members of its probe run back (see
+// bindTable.remove).
+func (t *leaseTable) remove(i uint32) {
+	for j := (i + 1) & t.mask; t.slots[j].used; j = (j + 1) & t.mask {
+		h := t.slots[j].home
+		if (j-h)&t.mask >= (j-i)&t.mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = lease{}
+	t.count--
+}
+
+// removeIf deletes every lease drop reports true for and returns how many.
+func (t *leaseTable) removeIf(drop func(*lease) bool) int {
+	n := 0
+	for i := 0; i < len(t.slots); {
+		if s := &t.slots[i]; s.used && drop(s) {
+			t.remove(uint32(i))
+			n++
+			continue // a later entry may have moved into slot i
+		}
+		i++
+	}
+	return n
+}
+
+// leasedTo reports whether k is leased, at now, to mac on port.
+func (t *leaseTable) leasedTo(k *bindKey, mac [6]byte, port uint32, now int64) bool {
+	i := t.find(k)
+	if i < 0 {
+		return false
+	}
+	s := &t.slots[i]
+	return s.mac == mac && s.port == port && now < s.end
+}
+
+// IPSource returns the --ip-source the policy enforces.
+func (p *Policy) IPSource() IPSource {
+	if p.leases != nil {
+		return IPSourceDHCP
+	}
+	return IPSourceFirstUse
+}
+
+// Leases reports whether bindings come from DHCP leases (--ip-source dhcp),
+// so that the engine reads the DHCP replies the TAP sends.
+func (p *Policy) Leases() bool { return p.leases != nil }
+
+// SnoopReply applies a DHCPACK or DHCPNAK the TAP is sending: an ACK leases
+// m.Addr to m.ClientMAC on port for the lease time from now, a NAK ends
+// every IPv4 lease of m.ClientMAC. The engine gives the port only when the
+// client MAC is live on a client port and the reply goes there; port is
+// ignored for a NAK. It reports whether the leases changed. An ACK without
+// an address (the answer to DHCPINFORM) or lease time, or for an address
+// no client may use (outside the network, or the TAP's), leases nothing.
+func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
+	if p.leases == nil {
+		return false
+	}
+	switch m.Type {
+	case DHCPNak:
+		// Only its IPv4 leases: DHCPv6 is another server's business.
+		return p.leases.removeIf(func(l *lease) bool { return l.mac == m.ClientMAC && is4(&l.key) }) > 0
+	case DHCPAck:
+		if m.Addr == 0 || !m.HasLeaseTime || m.Addr == p.tap4 || !p.host4(m.Addr) {
+			return false
+		}
+		end := int64(leaseForever)
+		if m.LeaseSecs != math.MaxUint32 {
+			end = now + int64(m.LeaseSecs)*int64(time.Second)
+		}
+		k := key4(m.Addr)
+		return p.leases.put(&k, m.ClientMAC, port, end)
+	}
+	return false
+}
+
+// EachLease calls fn for every lease (IPv4 and IPv6) with the monotonic ns
+// at which it ends (math.MaxInt64: never), in no particular order. It is the
+// hook for listing a binding's source and expiry (vknetctl bindings).
+func (p *Policy) EachLease(fn func(ip netip.Addr, mac [6]byte, port uint32, end int64)) {
+	if p.leases == nil {
+		return
+	}
+	for i := range p.leases.slots {
+		l := &p.leases.slots[i]
+		if l.used {
+			fn(netip.AddrFrom16(l.key).Unmap(), l.mac, l.port, l.end)
+		}
+	}
+}
+
+// NumLeases returns how many leases the policy holds.
+func (p *Policy) NumLeases() int {
+	if p.leases == nil {
+		return 0
+	}
+	return p.leases.count
+}
+
+// expireLeases ends the leases whose time is up.
+func (p *Policy) expireLeases(now int64) int {
+	if p.leases == nil {
+		return 0
+	}
+	return p.leases.removeIf(func(l *lease) bool { return now >= l.end })
+}
+
+// removePortLeases ends the leases of a client that disconnected: a port
+// number is reused, and the client, wherever it reconnects, asks its server
+// again.
+func (p *Policy) removePortLeases(port uint32) {
+	if p.leases != nil {
+		p.leases.removeIf(func(l *lease) bool { return l.port == port })
+	}
+}
+
+// bindLeased is Bind with --ip-source dhcp. The frame's IPv4 and global
+// IPv6 addresses must be leased, at now, to its MAC on its port; its IPv6
+// link-local addresses, which no server hands out, are bound on first use.
+// Only once all passed do the leases a release gives back end.
+func (c *Checker) bindLeased(mac [6]byte, now int64) Reason {
+	n := 0
+	for i := 0; i < c.nclaims; i++ {
+		k := &c.claims[i]
+		if linkLocal6((*[16]byte)(k)) {
+			c.claims[n] = *k
+			n++
+			continue
+		}
+		if !c.p.leases.leasedTo(k, mac, c.port, now) {
+			return IPNotLeased
+		}
+	}
+	c.nclaims = n
+	if n != 0 {
+		if r := c.bind(mac, now); r != Pass {
+			return r
+		}
+	}
+	if c.kind == kindIPv6 && c.proto == protoUDP && c.frame[14+6] == protoUDP {
+		// A DHCPv6 client message, which clients send without extension
+		// headers (with some, the release is not seen and the lease runs
+		// out instead): whole, its UDP length checked by checkTransport.
+		c.dhcp6Released(c.frame[14+40:])
+	}
+	if c.nreleased != 0 {
+		c.releaseLeases(mac)
+	}
+	return Pass
+}
+
+// releaseLeases ends the leases a DHCPRELEASE (or DHCPv6 Release or
+// Decline) that passed every rule gives back, those of its own MAC and
+// port: a client frees only what is its own.
+func (c *Checker) releaseLeases(mac [6]byte) {
+	t := c.p.leases
+	for i := 0; i < c.nreleased; i++ {
+		if j := t.find(&c.released[i]); j >= 0 && t.slots[j].mac == mac && t.slots[j].port == c.port {
+			t.remove(uint32(j))
+		}
+	}
+}
+
+// is4 reports whether k is an IPv4 address (::ffff:a.b.c.d).
+func is4(k *bindKey) bool { return [12]byte(k[:12]) == [12]byte{10: 0xff, 11: 0xff} }
+
+// key4 is the table key of an IPv4 address.
+func key4(a uint32) bindKey {
+	return bindKey{10: 0xff, 11: 0xff, 12: byte(a >> 24), 13: byte(a >> 16), 14: byte(a >> 8), 15: byte(a)}
+}
