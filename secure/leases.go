@@ -243,14 +243,16 @@ func (p *Policy) removePortLeases(port uint32) {
 }
 
 // bindLeased is Bind with --ip-source dhcp. The frame's IPv4 and global
-// IPv6 addresses must be leased, at now, to its MAC on its port; its IPv6
-// link-local addresses, which no server hands out, are bound on first use.
-// Only once all passed do the leases a release gives back end.
+// IPv6 addresses must be leased, at now, to its MAC on its port, or lie in
+// a --user-net range of its port's user (a static address the operator
+// gave that user); its IPv6 link-local addresses, which no server hands
+// out, are bound on first use. Only once all passed do the leases a
+// release gives back end.
 func (c *Checker) bindLeased(mac [6]byte, now int64) Reason {
 	n := 0
 	for i := 0; i < c.nclaims; i++ {
 		k := &c.claims[i]
-		if linkLocal6((*[16]byte)(k)) {
+		if linkLocal6((*[16]byte)(k)) || c.inOwnRange(k) {
 			c.claims[n] = *k
 			n++
 			continue
@@ -275,6 +277,17 @@ func (c *Checker) bindLeased(mac [6]byte, now int64) Reason {
 		c.releaseLeases(mac)
 	}
 	return Pass
+}
+
+// inOwnRange says whether k lies in a --user-net range of the user of the
+// checked frame's port: such an address is bound as in first-use mode
+// (bind gives it the source Range), leased or not.
+func (c *Checker) inOwnRange(k *bindKey) bool {
+	if len(c.p.ranges) == 0 || int(c.port) >= len(c.p.users) {
+		return false
+	}
+	src, r := c.p.source(k, c.p.users[c.port])
+	return r == Pass && src == Range
 }
 
 // releaseLeases ends the leases a DHCPRELEASE (or DHCPv6 Release or

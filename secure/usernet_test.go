@@ -260,3 +260,35 @@ func TestRangeOf(t *testing.T) {
 		}
 	}
 }
+
+// With --ip-source dhcp a static address in a --user-net range still works
+// for that range's user, unleased, and is bound with the source Range; an
+// address outside the user's ranges still needs a lease, and another
+// user's client still may not use the range.
+func TestUserNetStaticUnderDHCP(t *testing.T) {
+	cfg := tenantConfig(0, userNet(uidB, "198.18.7.192/26"))
+	cfg.IPSource = IPSourceDHCP
+	p := newTestPolicy(t, cfg)
+	c := p.NewChecker()
+	const portB, portA = 40, 41
+	p.SetOwner(portB, 2, uidB)
+	p.SetOwner(portA, 1, uidA)
+	b, a := clientMAC(portB), clientMAC(portA)
+	if r := c.FromClient(tcpFrame(b, "198.18.7.200", "198.18.7.1"), portB, 1); r != Pass {
+		t.Fatalf("B's static address in its own range: %v, want pass", r)
+	}
+	if r := c.FromClient(tcpFrame(b, "198.18.7.20", "198.18.7.1"), portB, 2); r != IPNotLeased && r != IPOutsideUserNet {
+		t.Fatalf("B's unleased address outside its range: %v, want it refused", r)
+	}
+	if r := c.FromClient(tcpFrame(a, "198.18.7.201", "198.18.7.1"), portA, 3); r == Pass {
+		t.Fatal("A used an address in B's range")
+	}
+	if r := c.FromClient(tcpFrame(a, "198.18.7.30", "198.18.7.1"), portA, 4); r != IPNotLeased {
+		t.Fatalf("A's unleased address: %v, want %v", r, IPNotLeased)
+	}
+	var sources []Source
+	p.Bindings(func(bd Binding) { sources = append(sources, bd.Source) })
+	if len(sources) != 1 || sources[0] != Range {
+		t.Fatalf("bindings' sources %v, want one range binding", sources)
+	}
+}
