@@ -170,7 +170,7 @@ func TestDgramPathSwappedAfterRegistration(t *testing.T) {
 			a := s.connect()
 			s.pump()
 			p := s.dgramPeers()[att.path]
-			if p == nil || (dgramOf(p).via != nil) != viaListener {
+			if p == nil || (p.dgram.via != nil) != viaListener {
 				t.Fatalf("client not registered as expected: %+v", p)
 			}
 			swapToSymlink(t, att.path, victimPath)

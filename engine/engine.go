@@ -331,13 +331,8 @@ func New(cfg Config) (*Engine, error) {
 		e.freeUserSlots = append(e.freeUserSlots, uint32(id))
 	}
 	if cfg.TapFd >= 0 {
-		tap := e.newPort(0, newTapTransport(&e.io, cfg.TapVnetHdr, cfg.MTU), cfg.TapFd, cfg.TapName)
+		tap := e.newPort(0, newTapTransport(&e.io, cfg.TapFd, cfg.TapVnetHdr, cfg.MTU), cfg.TapFd, cfg.TapName)
 		tap.host = true
-		if cfg.TapVnetHdr {
-			// What the kernel takes in a write (virtio_net_hdr_to_skb):
-			// tap.Open asked TUNSETOFFLOAD for the same, for its reads.
-			tap.offloads = gso.OffloadCsum | gso.OffloadTSO4 | gso.OffloadTSO6 | gso.OffloadECN
-		}
 		e.macs.SetHostPort(0) // a bridged LAN or other hosts may be behind it
 		if err := e.poll.add(tap.fd, tap.id); err != nil {
 			e.poll.close()
@@ -386,7 +381,12 @@ func (e *Engine) mayQueue(out *port) bool {
 }
 
 func (e *Engine) newPort(id uint32, t transport, fd int, name string) *port {
-	p := &port{id: id, t: t, fd: fd, name: name, pid: -1, uid: -1, txq: ring.NewQueue(e.cfg.QueueLen)}
+	p := &port{id: id, t: t, caps: t.caps(), fd: fd, name: name, pid: -1, uid: -1, txq: ring.NewQueue(e.cfg.QueueLen)}
+	if p.caps.readBudget <= 0 {
+		p.caps.readBudget = e.cfg.Batch
+	}
+	p.caps.readBudget = min(p.caps.readBudget, maxReadBudget)
+	p.offloads = p.caps.offloads
 	e.ports[id] = p
 	e.live = append(e.live, p)
 	return p
@@ -474,8 +474,8 @@ func (e *Engine) dispatch(ev event) {
 		if p == nil || p.dead {
 			return
 		}
-		if src, ok := p.t.(eventSource); ok {
-			e.sourceEvent(p, src, sub, ev)
+		if p.caps.eventSource {
+			e.sourceEvent(p, sub, ev)
 			return
 		}
 		if ev.hangup {
@@ -512,30 +512,26 @@ func (e *Engine) readNextRound(p *port) {
 
 // receive reads one batch from p, forwards it, and flushes every port the
 // batch queued frames on. A port that holds frames it has read already
-// (bufferedReader) is read again in the next round (step).
+// (readResult.buffered) is read again in the next round (step).
 func (e *Engine) receive(p *port) {
 	p.readRound, p.readAgain = e.round, false
-	budget := e.cfg.Batch
-	if b, ok := p.t.(readBudgeter); ok {
-		budget = min(b.readBudget(), maxReadBudget)
-	}
-	refs := e.takeBuffers(budget)
+	refs := e.takeBuffers(p.caps.readBudget)
 	if len(refs) == 0 {
 		p.cnt.drops[DropNoBuffer]++
 		return
 	}
-	n, err := e.read(p, refs)
-	e.releaseBuffers(refs[n:])
-	e.forward(p, refs[:n])
+	res := e.read(p, refs)
+	e.releaseBuffers(refs[res.n:])
+	e.forward(p, refs[:res.n])
 	e.flush()
-	if err != nil {
-		e.kill(p, err)
+	if res.err != nil {
+		e.kill(p, res.err)
 		return
 	}
-	if b, ok := p.t.(bufferedReader); ok && b.buffered() {
+	if res.buffered {
 		e.readNextRound(p)
 	}
-	if w, ok := p.t.(largeWaiter); ok && w.waitsForLarge() {
+	if res.waitsLarge {
 		e.waitForLarge(p)
 	}
 }
@@ -570,7 +566,7 @@ func (e *Engine) receiveLargeWaiters() {
 }
 
 // takeBuffers takes up to budget free buffers to read into (a batch, or
-// what a readBudgeter asks for); what a read leaves unused goes back with
+// a transport's readBudget); what a read leaves unused goes back with
 // releaseBuffers.
 func (e *Engine) takeBuffers(budget int) []ring.Ref {
 	refs := e.rxRefs[:min(budget, len(e.rxRefs), e.pool.Free())]
@@ -620,7 +616,7 @@ func (e *Engine) flush() {
 		// tried anyway, for free: its peer may have made room before the
 		// poller says so, and the frames just queued would otherwise fill
 		// the queue meanwhile.
-		if _, free := p.t.(writeWaiter); !p.writeArmed || free {
+		if !p.writeArmed || p.caps.writeReadyElsewhere {
 			e.transmit(p)
 		}
 	}
@@ -631,15 +627,20 @@ func (e *Engine) flush() {
 // then write readiness is armed and the rest waits in the queue.
 func (e *Engine) transmit(p *port) {
 	for p.txq.Len() > 0 {
-		err := p.t.write(p)
-		if err == nil {
-			continue
+		res := p.t.write(txView{&p.txq})
+		e.sent(p, &res)
+		if res.rerouted {
+			e.rerouted(p)
 		}
-		if errors.Is(err, errRetryLater) {
+		err := res.err
+		switch {
+		case err == nil && res.retryAfter > 0:
+			p.retryAt = e.now + int64(res.retryAfter)
 			e.retryPending = true
 			return
-		}
-		if errors.Is(err, errWouldBlock) {
+		case err == nil && !res.blocked:
+			continue
+		case err == nil:
 			if !p.writeArmed {
 				p.writeArmed = true
 				if err := e.waitWritable(p, true); err != nil {
@@ -647,8 +648,7 @@ func (e *Engine) transmit(p *port) {
 				}
 			}
 			return
-		}
-		if peerGone(err) {
+		case peerGone(err):
 			e.sendingStopped(p)
 			return
 		}
@@ -663,27 +663,54 @@ func (e *Engine) transmit(p *port) {
 	}
 }
 
+// sent takes off p's queue the frames a write is through with and counts
+// them.
+func (e *Engine) sent(p *port, res *writeResult) {
+	for i := 0; i < res.done; i++ {
+		e.pool.Release(p.txq.At(i))
+	}
+	p.txq.Drop(res.done)
+	p.cnt.txFrames += res.frames
+	p.cnt.txBytes += res.bytes
+	p.cnt.count(&res.dropped)
+}
+
+// rerouted forgets p's fd, which its transport closed: it reaches its
+// peer another way from now on (a datagram client answered through its
+// listener).
+func (e *Engine) rerouted(p *port) {
+	p.fd = -1
+	p.writeArmed = false
+	e.clientLog.Info("datagram client takes frames only from the listener's address; answering through it",
+		"port", p.id, "client", p.name)
+}
+
 // waitWritable asks to be told (or no longer) when p can take frames
-// again: write readiness on its fd, unless its transport knows better.
+// again: write readiness on its fd, unless its transport learns it
+// otherwise.
 func (e *Engine) waitWritable(p *port, on bool) error {
-	if w, ok := p.t.(writeWaiter); ok {
-		return w.waitWritable(p, on)
+	if p.caps.writeReadyElsewhere {
+		return nil
 	}
 	return e.poll.setWrite(p.fd, p.id, on)
 }
 
 // sourceEvent serves a port whose transport polls fds of its own: the
 // transport says what the readiness of fd sub means.
-func (e *Engine) sourceEvent(p *port, src eventSource, sub uint8, ev event) {
-	read, write, err := src.ready(p, sub, ev.hangup)
-	if err != nil {
-		e.kill(p, err)
+func (e *Engine) sourceEvent(p *port, sub uint8, ev event) {
+	r := p.t.ready(sub, ev.hangup)
+	p.cnt.count(&r.dropped)
+	if r.err != nil {
+		e.kill(p, r.err)
 		return
 	}
-	if write && !p.txClosed {
+	if r.offloadsKnown {
+		p.offloads = r.offloads
+	}
+	if r.write && !p.txClosed {
 		e.transmit(p)
 	}
-	if read {
+	if r.read {
 		e.serve(p)
 	}
 }
@@ -734,7 +761,11 @@ func (e *Engine) kill(p *port, err error) {
 	}
 	// A peer that hangs up with frames still unread is reset, not an error.
 	if err != nil && !errors.Is(err, errPeerClosed) && !peerGone(err) {
-		e.clientLog.Warn("client closed after error", "port", p.id, "client", p.name, "err", err)
+		args := []any{"port", p.id, "client", p.name, "err", err}
+		if hint := refusalHint(err); hint != "" {
+			args = append(args, "hint", hint)
+		}
+		e.clientLog.Warn("client closed after error", args...)
 	} else {
 		e.clientLog.Info("client disconnected", "port", p.id, "client", p.name)
 	}
@@ -763,7 +794,10 @@ func (e *Engine) close(p *port) {
 	e.leaveUser(p)
 	e.policy.RemovePort(p.id)
 	e.ports[p.id] = nil
-	p.t.close(p)
+	p.t.close()
+	if p.dgram != nil {
+		e.forgetDgram(p)
+	}
 	if p.host {
 		return
 	}
@@ -783,17 +817,20 @@ func (e *Engine) close(p *port) {
 	e.clients--
 }
 
-// read reads a batch from p through its transport.
-func (e *Engine) read(p *port, refs []ring.Ref) (int, error) {
-	n, err := p.t.read(p, refs)
-	if n == 0 && errors.Is(err, unix.ECONNRESET) {
+// read reads a batch from p through its transport and counts what the
+// transport dropped.
+func (e *Engine) read(p *port, refs []ring.Ref) readResult {
+	res := p.t.read(refs, p.hangup || p.txClosed)
+	p.cnt.count(&res.dropped)
+	if res.n == 0 && errors.Is(res.err, unix.ECONNRESET) {
 		// A SEQPACKET peer that closed with our frames unread leaves
 		// ECONNRESET on our socket, reported (once) before the messages
 		// it sent earlier: the client hung up, and those are still ours.
 		p.hangup = true
-		n, err = p.t.read(p, refs)
+		res = p.t.read(refs, true)
+		p.cnt.count(&res.dropped)
 	}
-	return n, err
+	return res
 }
 
 // retryPorts sends to ports whose retry time has come.

@@ -55,5 +55,10 @@ type port struct {
 	// waiting.
 	retryAt int64
 
-	t transport // how frames move for this kind of port
+	t    transport     // how frames move for this kind of port
+	caps transportCaps // what t declared when it was built
+
+	// dgram is a datagram client's address and liveness (dgram.go); nil
+	// for the other kinds.
+	dgram *dgramState
 }
