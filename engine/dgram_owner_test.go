@@ -96,7 +96,7 @@ func floodFrom(t *testing.T, s *testSwitch, a *testClient, n int) {
 	for i := 0; i < n; i++ {
 		a.send(t, ethFrame(broadcast, mac(1), 0x0800, 100))
 		s.pump()
-		s.e.now += int64(2 * dgramRetry)
+		s.advance(2 * dgramRetry)
 		s.e.retryPorts()
 	}
 }

@@ -318,6 +318,7 @@ func New(cfg Config) (*Engine, error) {
 		cut:       newCutScratch(),
 		io:        portIO{pool: pool, batch: cfg.Batch},
 		start:     time.Now(),
+		nextSweep: int64(sweepInterval),
 		users:     make(map[int32]*user),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
 		reqs:      make(chan func(), 16),
@@ -406,7 +407,7 @@ func (e *Engine) Run() error {
 	e.now = int64(time.Since(e.start))
 	e.nextSweep = e.now + int64(sweepInterval)
 	for !e.stopping {
-		if err := e.step(e.timeoutMs()); err != nil {
+		if _, err := e.step(e.timeoutMs()); err != nil {
 			e.shutdown()
 			return err
 		}
@@ -416,7 +417,10 @@ func (e *Engine) Run() error {
 }
 
 // step is one round of the loop: wait for readiness (up to timeoutMs),
-// then serve every port that is ready.
+// then serve every port that is ready. It returns how many readiness
+// reports it served: with none, and nothing carried (hasWork), the
+// switch is idle. Run calls it until Stop; tests call it with timeout 0
+// until idle, so they run the loop itself, not a copy.
 //
 // Fairness: in one round a port is read at most once, one batch (Batch
 // frames; the TAP up to maxReadBudget, a superframe's segments), however
@@ -430,10 +434,10 @@ func (e *Engine) Run() error {
 // the end of its ready list, so no port is passed over for two rounds.
 // Datagram clients share their listener's socket: the kernel queues their
 // frames together, and one batch per round is read for all of them.
-func (e *Engine) step(timeoutMs int) error {
+func (e *Engine) step(timeoutMs int) (reports int, err error) {
 	n, err := e.poll.wait(e.events, timeoutMs)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	e.now = int64(time.Since(e.start))
 	carried := e.beginRound()
@@ -453,7 +457,7 @@ func (e *Engine) step(timeoutMs int) error {
 	if e.now >= e.nextSweep {
 		e.sweep()
 	}
-	return nil
+	return n, nil
 }
 
 func (e *Engine) dispatch(ev event) {
@@ -863,7 +867,7 @@ func (e *Engine) timeoutMs() int {
 			next = u
 		}
 	}
-	if len(e.readNext) > 0 || len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0 {
+	if e.hasWork() {
 		return 0
 	}
 	if e.retryPending && e.now+int64(dgramRetry) < next {
@@ -874,6 +878,12 @@ func (e *Engine) timeoutMs() int {
 		ms = 0
 	}
 	return int(ms)
+}
+
+// hasWork: the next round has ports to read without waiting for the
+// poller (carried from this one, or waiting for a large buffer now free).
+func (e *Engine) hasWork() bool {
+	return len(e.readNext) > 0 || len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0
 }
 
 // shutdown closes every client; queued frames are counted as port-closed.

@@ -303,10 +303,10 @@ func TestDgramClientsExpireAndDepart(t *testing.T) {
 	vm1.recv(t)
 	vm2.recv(t)
 	// vm2 keeps talking, vm1 falls silent past --dgram-idle.
-	s.e.now += int64(6 * time.Second)
+	s.advance(6 * time.Second)
 	vm2.sendTo(t, lpath, ethFrame(broadcast, mac(0x12), 0x0800, 60))
 	s.pump()
-	s.e.now += int64(6 * time.Second)
+	s.advance(6 * time.Second)
 	s.e.sweep()
 	s.e.reap()
 	if s.dgramPeers()[vm1.path] != nil || s.dgramPeers()[vm2.path] == nil {
@@ -470,7 +470,7 @@ func TestDgramViaListenerRetriesAfterBackPressure(t *testing.T) {
 	got := 0
 	for round := 0; round < 100 && got+int(p.cnt.drops[DropQueueFull]) < sent; round++ {
 		got += len(vm.recv(t))
-		s.e.now += int64(2 * time.Millisecond)
+		s.advance(2 * time.Millisecond)
 		s.pump()
 	}
 	got += len(vm.recv(t))
