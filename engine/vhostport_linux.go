@@ -164,30 +164,29 @@ func (t *vhostTransport) read(refs []ring.Ref, _ bool) readResult {
 	for i, r := range refs {
 		bufs[i] = t.io.pool.Buf(r)
 	}
-	before := t.dev.Stats()
 	t.refs, t.starved = refs, false
-	n, more, err := t.dev.ReadTX(bufs, t.sizes, t.hdrs)
+	r, err := t.dev.ReadTXBatch(bufs, t.sizes, t.hdrs)
 	t.refs = nil
+	n := r.N
 	// Starved, the ring's next frame can only wait for a large buffer:
 	// reading again at once would spin until one is free.
-	res := readResult{n: n, buffered: more && err == nil && !t.starved, waitsLarge: t.starved}
+	res := readResult{n: n, buffered: r.More && err == nil && !t.starved, waitsLarge: t.starved}
 	// Frames the device dropped before they reached a buffer of ours are
 	// counted as the same frames on a socket would be: received, and
 	// dropped as oversize (longer than our buffers) or runt (no frame
 	// after the virtio-net header).
-	after := t.dev.Stats()
-	if after != before {
+	if r.Drops != (vhostuser.TXDrops{}) {
 		d := &res.dropped
-		d.dropReceived(DropOversize, uint32(after.TXOversize-before.TXOversize))
-		d.dropReceived(DropRunt, uint32(after.TXShort-before.TXShort))
+		d.dropReceived(DropOversize, uint32(r.Drops.Oversize))
+		d.dropReceived(DropRunt, uint32(r.Drops.Short))
 		// A header asking for an offload the guest did not negotiate
 		// broke the protocol; the device dropped its frame.
-		d.dropReceived(DropOffloadNotNegotiated, uint32(after.TXBadHdr-before.TXBadHdr))
+		d.dropReceived(DropOffloadNotNegotiated, uint32(r.Drops.BadHdr))
 		// Headers with bits no driver may send tell the lie gso.Check
 		// names when it sees them on an offloaded frame: counted under
 		// the same names, whatever else the header asked for.
-		d.dropGSO(gso.FlagsInvalid, uint32(after.TXHdrFlags-before.TXHdrFlags))
-		d.dropGSO(gso.GSOTypeUnknown, uint32(after.TXHdrGSOType-before.TXHdrGSOType))
+		d.dropGSO(gso.FlagsInvalid, uint32(r.Drops.HdrFlags))
+		d.dropGSO(gso.GSOTypeUnknown, uint32(r.Drops.HdrGSOType))
 	}
 	for i := 0; i < n; i++ {
 		t.io.pool.SetLen(refs[i], t.sizes[i])
@@ -217,11 +216,10 @@ func (t *vhostTransport) write(q txView) writeResult {
 			hdrs[i] = *t.io.pool.Hdr(q.At(i))
 		}
 	}
-	before := t.dev.Stats().RXOversize
-	n, err := t.dev.WriteRX(frames, hdrs)
+	r, err := t.dev.WriteRXBatch(frames, hdrs)
+	n, refused := r.N, r.Oversize
 	// Frames the guest's buffers can never hold are taken and dropped; the
 	// bytes count them too (they are rare: a guest posting tiny buffers).
-	refused := t.dev.Stats().RXOversize - before
 	res := writeResult{done: n, frames: uint64(n) - refused}
 	res.dropped.drop(DropSendError, uint32(refused))
 	for i := 0; i < n; i++ {
