@@ -345,10 +345,9 @@ func (t *dgramTransport) close() {
 	t.d.closePath()
 }
 
-// forgetDgram takes a closed datagram client out of its listener's
+// forget takes p, a closed datagram client, out of its listener's
 // clients, unless another port has its address by now.
-func (e *Engine) forgetDgram(p *port) {
-	d := p.dgram
+func (d *dgramState) forget(p *port) {
 	if peers := d.listener.dgram.peers; peers[d.key] == p {
 		delete(peers, d.key)
 	}

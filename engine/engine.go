@@ -192,7 +192,7 @@ type Engine struct {
 	round    uint64
 	readNext []*port
 	// largeWaiters are ports whose last read stopped for want of a large
-	// buffer (largeWaiter); they are read again once one is free.
+	// buffer (readResult.waitsLarge); they are read again once one is free.
 	largeWaiters []*port
 	mirrors      []*port // monitors that get a copy of every forwarded frame
 	monitors     int
@@ -632,7 +632,7 @@ func (e *Engine) flush() {
 func (e *Engine) transmit(p *port) {
 	for p.txq.Len() > 0 {
 		res := p.t.write(txView{&p.txq})
-		e.sent(p, &res)
+		p.retire(e.pool, &res)
 		if res.rerouted {
 			e.rerouted(p)
 		}
@@ -665,18 +665,6 @@ func (e *Engine) transmit(p *port) {
 			e.kill(p, err)
 		}
 	}
-}
-
-// sent takes off p's queue the frames a write is through with and counts
-// them.
-func (e *Engine) sent(p *port, res *writeResult) {
-	for i := 0; i < res.done; i++ {
-		e.pool.Release(p.txq.At(i))
-	}
-	p.txq.Drop(res.done)
-	p.cnt.txFrames += res.frames
-	p.cnt.txBytes += res.bytes
-	p.cnt.count(&res.dropped)
 }
 
 // rerouted forgets p's fd, which its transport closed: it reaches its
@@ -800,7 +788,7 @@ func (e *Engine) close(p *port) {
 	e.ports[p.id] = nil
 	p.t.close()
 	if p.dgram != nil {
-		e.forgetDgram(p)
+		p.dgram.forget(p)
 	}
 	if p.host {
 		return

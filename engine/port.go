@@ -62,3 +62,15 @@ type port struct {
 	// for the other kinds.
 	dgram *dgramState
 }
+
+// retire takes off p's queue the frames a write is through with, back to
+// pool, and counts them.
+func (p *port) retire(pool *ring.Pool, res *writeResult) {
+	for i := 0; i < res.done; i++ {
+		pool.Release(p.txq.At(i))
+	}
+	p.txq.Drop(res.done)
+	p.cnt.txFrames += res.frames
+	p.cnt.txBytes += res.bytes
+	p.cnt.count(&res.dropped)
+}
