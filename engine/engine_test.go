@@ -304,7 +304,7 @@ func TestAgingForgetsSilentMACs(t *testing.T) {
 	b.recv(t)
 
 	s.advance(3 * time.Second)
-	s.e.sweep()
+	s.pump() // its round sweeps: a second has passed
 	if n := s.e.macs.PortLen(b.port.id); n != 0 {
 		t.Fatalf("b still holds %d MACs after aging", n)
 	}
