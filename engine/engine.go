@@ -636,15 +636,18 @@ func (e *Engine) transmit(p *port) {
 		if res.rerouted {
 			e.rerouted(p)
 		}
-		err := res.err
 		switch {
-		case err == nil && res.retryAfter > 0:
+		case res.err != nil && peerGone(res.err):
+			e.sendingStopped(p)
+			return
+		case res.err != nil:
+			e.kill(p, res.err)
+			return
+		case res.retryAfter > 0:
 			p.retryAt = e.now + int64(res.retryAfter)
 			e.retryPending = true
 			return
-		case err == nil && !res.blocked:
-			continue
-		case err == nil:
+		case res.blocked:
 			if !p.writeArmed {
 				p.writeArmed = true
 				if err := e.waitWritable(p, true); err != nil {
@@ -652,12 +655,7 @@ func (e *Engine) transmit(p *port) {
 				}
 			}
 			return
-		case peerGone(err):
-			e.sendingStopped(p)
-			return
 		}
-		e.kill(p, err)
-		return
 	}
 	if p.writeArmed {
 		p.writeArmed = false
