@@ -107,7 +107,7 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	var mem *guestMemory // a vhost-user guest's account of the memory it has us map
 	switch kind {
 	case Stream:
-		t = newStreamTransport(&e.io, e.maxFrame)
+		t = newStreamTransport(&e.io, fd, e.maxFrame)
 	case VhostUser:
 		mem = &guestMemory{budget: &e.guestMem}
 		vt, err := e.newVhostTransport(fd, id, name, mem)
@@ -116,7 +116,7 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 		}
 		t = vt
 	default:
-		t = newMsgTransport(&e.io)
+		t = newMsgTransport(&e.io, fd)
 	}
 	if err := e.poll.add(fd, id); err != nil {
 		return nil, err
@@ -133,6 +133,6 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	}
 	e.clients++
 	e.accepted++
-	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", t.kind())
+	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.caps.kind)
 	return p, nil
 }

@@ -84,7 +84,7 @@ func (e *Engine) stats() Stats {
 		PoolCap:  e.pool.Cap(),
 	}
 	for _, p := range e.live {
-		ps := PortStats{ID: p.id, Kind: p.t.kind(), Name: p.name, PID: p.pid, UID: p.uid,
+		ps := PortStats{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid,
 			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len(), Offloads: p.offloads.String()}
 		c := e.withKernelDrops(p)
 		c.snapshot(&ps)

@@ -69,7 +69,7 @@ func (e *Engine) receiveDgram(l *listenerState) {
 		r := refs[i]
 		p := e.dgramPort(l, &dl.names[i], dl.nameLens[i], dl.creds[i], e.pool.Frame(r))
 		if p != nil {
-			dgramOf(p).lastSeen = e.now
+			p.dgram.lastSeen = e.now
 			e.forwardOne(p, r)
 		}
 		e.pool.Release(r)
@@ -97,7 +97,7 @@ func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen
 	hello := len(frame) == len(vfkitHello) && [4]byte(frame) == vfkitHello
 	if p != nil {
 		if hello {
-			dgramOf(p).lastSeen = e.now
+			p.dgram.lastSeen = e.now
 			return nil
 		}
 		return p
@@ -137,10 +137,10 @@ func sameSender(p *port, from senderCred) bool {
 // once and replacedSocket returns true, so the sender can register. If not,
 // the datagram is dropped, counted on p and logged.
 func (e *Engine) replacedSocket(p *port, from senderCred) bool {
-	if d := dgramOf(p); !isAbstract(d.key) && !samePathSocket(&d.dgramState) {
+	if d := p.dgram; !isAbstract(d.key) && !samePathSocket(d) {
 		e.clientLog.Info("datagram client's socket file was replaced, forgetting it", "port", p.id, "client", p.name,
 			"uid", p.uid, "new_uid", from.uid)
-		delete(d.peers.peers, d.key)
+		delete(d.listener.dgram.peers, d.key)
 		p.dead = true
 		return true
 	}
@@ -158,9 +158,7 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 	if err := e.userRoom(from.uid); err != nil {
 		return nil, err
 	}
-	t := &dgramTransport{e: e, io: &e.io, msg: newMsgBatch(e.cfg.Batch), named: newNamedBatch(e.cfg.Batch),
-		peers: l.dgram, dgramState: dgramState{key: key, pathFd: -1, lastSeen: e.now, listener: l}}
-	d := &t.dgramState
+	d := &dgramState{key: key, pathFd: -1, lastSeen: e.now, listener: l}
 	if !isAbstract(key) {
 		fd, dev, ino, err := openClientSocket(key, from.uid)
 		if err != nil {
@@ -191,7 +189,8 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 		return nil, connectRefusal(err)
 	}
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
-	p := e.newPort(id, t, fd, dgramDisplayName(key))
+	p := e.newPort(id, newDgramTransport(&e.io, fd, d, e.cfg.Batch), fd, dgramDisplayName(key))
+	p.dgram = d
 	p.pid, p.uid = from.pid, from.uid
 	if fd >= 0 {
 		// The client may also send to the switch's own socket for it.
@@ -264,91 +263,94 @@ type dgramState struct {
 // the listener (receiveDgram); they go out on the switch's own socket
 // connected to the client's, or through the listener.
 type dgramTransport struct {
-	dgramState
-	e     *Engine // to move the client to its listener (poller, log)
+	polledByEngine
 	io    *portIO
-	msg   msgBatch   // sends on the connected socket
-	named namedBatch // sends through the listener
-	peers *dgramListener
+	fd    int         // the switch's socket connected to the client's; -1 when answered through the listener
+	d     *dgramState // the client's address, shared with the engine
+	msg   msgBatch    // sends on the connected socket
+	named namedBatch  // sends through the listener
 }
 
-// dgramOf is p's datagram state; p must be a datagram client's port.
-func dgramOf(p *port) *dgramTransport { return p.t.(*dgramTransport) }
+func newDgramTransport(io *portIO, fd int, d *dgramState, batch int) *dgramTransport {
+	return &dgramTransport{io: io, fd: fd, d: d, msg: newMsgBatch(batch), named: newNamedBatch(batch)}
+}
 
-func (*dgramTransport) kind() string { return "dgram" }
+func (*dgramTransport) caps() transportCaps { return transportCaps{kind: "dgram"} }
 
 // read takes what arrives on the switch's own socket for the client,
 // which only the client could have sent.
-func (t *dgramTransport) read(p *port, refs []ring.Ref) (int, error) {
-	return t.msg.recv(t.io, p, refs)
+func (t *dgramTransport) read(refs []ring.Ref, hungUp bool) readResult {
+	n, err := t.msg.recv(t.io, t.fd, hungUp, refs)
+	return readResult{n: n, err: err}
 }
 
-func (t *dgramTransport) write(p *port) error {
-	if t.via != nil {
-		return t.writeVia(p)
+func (t *dgramTransport) write(q txView) writeResult {
+	if t.d.via != nil {
+		return t.writeVia(q)
 	}
-	err := t.msg.send(t.io, p)
+	res := t.msg.send(t.io, t.fd, q)
 	switch {
-	case errors.Is(err, unix.EPERM):
+	case errors.Is(res.err, unix.EPERM):
 		// The client connected its socket to the listener and takes
 		// datagrams only from there.
-		if err := t.e.routeViaListener(p, t); err != nil {
-			return err
+		if err := t.routeViaListener(); err != nil {
+			res.err = err
+			return res
 		}
-		return t.writeVia(p)
-	case peerGone(err):
+		res = t.writeVia(q)
+		res.rerouted = true
+	case peerGone(res.err):
 		// No end of stream will follow on a datagram socket: it is gone.
-		return errPeerClosed
+		res.err = errPeerClosed
 	}
-	return err
+	return res
+}
+
+// routeViaListener switches the client to being answered through the
+// listener, closing the switch's own socket for it (which takes it out of
+// the poller). A client with an abstract address cannot be answered that
+// way (see setViaAddr).
+func (t *dgramTransport) routeViaListener() error {
+	if err := setViaAddr(t.d); err != nil {
+		return &clientRefused{reason: "the datagram client connected its socket to the listener and cannot be answered through it",
+			err: err, hint: refusalHint(err)}
+	}
+	if t.fd >= 0 {
+		closeFd(t.fd)
+		t.fd = -1
+	}
+	t.d.via = t.d.listener
+	return nil
 }
 
 // writeVia sends queued frames through the listener, addressed to the
 // client. A full client queue (EAGAIN, ENOBUFS) is back-pressure: the
 // frames stay queued and are retried shortly; it never closes the client.
-func (t *dgramTransport) writeVia(p *port) error {
-	err := t.named.sendTo(t.io, p, t.via.Fd, &t.addr, t.addrLen, t.key)
-	switch {
+func (t *dgramTransport) writeVia(q txView) writeResult {
+	d := t.d
+	res := t.named.sendTo(t.io, q, d.via.Fd, &d.addr, d.addrLen, d.key)
+	switch err := res.err; {
 	case err == unix.EAGAIN || err == unix.ENOBUFS:
-		p.retryAt = t.e.now + int64(dgramRetry)
-		return errRetryLater
+		res.err, res.retryAfter = nil, dgramRetry
 	case err == unix.ECONNREFUSED || err == unix.ENOENT:
-		return errPeerClosed // its socket is gone
-	case err != nil:
-		return err
+		res.err = errPeerClosed // its socket is gone
 	}
-	return nil
+	return res
 }
 
-func (t *dgramTransport) close(p *port) {
-	if p.fd >= 0 {
-		closeFd(p.fd)
+func (t *dgramTransport) close() {
+	if t.fd >= 0 {
+		closeFd(t.fd)
 	}
-	t.closePath()
-	if t.peers.peers[t.key] == p {
-		delete(t.peers.peers, t.key)
-	}
+	t.d.closePath()
 }
 
-// routeViaListener switches a client to being answered through the
-// listener, closing the switch's own socket for it. A client with an
-// abstract address cannot be answered that way (see setViaAddr).
-func (e *Engine) routeViaListener(p *port, t *dgramTransport) error {
-	if err := setViaAddr(&t.dgramState); err != nil {
-		e.clientLog.Warn("datagram client connected its socket to the listener and cannot be answered through it, closing it",
-			"port", p.id, "client", p.name, "err", err, "hint", refusalHint(err))
-		return err
+// forget takes p, a closed datagram client, out of its listener's
+// clients, unless another port has its address by now.
+func (d *dgramState) forget(p *port) {
+	if peers := d.listener.dgram.peers; peers[d.key] == p {
+		delete(peers, d.key)
 	}
-	if p.fd >= 0 {
-		e.poll.remove(p.fd)
-		closeFd(p.fd)
-		p.fd = -1
-		p.writeArmed = false
-	}
-	t.via = t.listener
-	e.clientLog.Info("datagram client takes frames only from the listener's address; answering through it",
-		"port", p.id, "client", p.name)
-	return nil
 }
 
 // expireDgram forgets datagram clients that have been silent too long.
@@ -360,7 +362,7 @@ func (e *Engine) expireDgram() {
 			continue
 		}
 		for _, p := range l.dgram.peers {
-			if d := dgramOf(p); !p.dead && e.now-d.lastSeen > idle {
+			if d := p.dgram; !p.dead && e.now-d.lastSeen > idle {
 				e.clientLog.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
 					"idle", time.Duration(e.now-d.lastSeen).Round(time.Second).String())
 				p.dead = true

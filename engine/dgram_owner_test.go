@@ -96,8 +96,8 @@ func floodFrom(t *testing.T, s *testSwitch, a *testClient, n int) {
 	for i := 0; i < n; i++ {
 		a.send(t, ethFrame(broadcast, mac(1), 0x0800, 100))
 		s.pump()
-		s.e.now += int64(2 * dgramRetry)
-		s.e.retryPorts()
+		s.advance(2 * dgramRetry)
+		s.pump() // the retry timer's round
 	}
 }
 
@@ -170,7 +170,7 @@ func TestDgramPathSwappedAfterRegistration(t *testing.T) {
 			a := s.connect()
 			s.pump()
 			p := s.dgramPeers()[att.path]
-			if p == nil || (dgramOf(p).via != nil) != viaListener {
+			if p == nil || (p.dgram.via != nil) != viaListener {
 				t.Fatalf("client not registered as expected: %+v", p)
 			}
 			swapToSymlink(t, att.path, victimPath)
@@ -406,10 +406,9 @@ func TestDgramForwardingAllocatesNothing(t *testing.T) {
 	b.recv(t)
 	to := &unix.SockaddrUnix{Name: lpath}
 	buf := make([]byte, 2048)
-	l := &s.e.listeners[0]
 	allocs := testing.AllocsPerRun(300, func() {
 		unix.Sendto(vm.fd, frame, 0, to)
-		s.e.receiveDgram(l)
+		s.e.step(0)
 		unix.Read(b.fd, buf)
 	})
 	if allocs != 0 {

@@ -193,7 +193,7 @@ type Engine struct {
 	round    uint64
 	readNext []*port
 	// largeWaiters are ports whose last read stopped for want of a large
-	// buffer (largeWaiter); they are read again once one is free.
+	// buffer (readResult.waitsLarge); they are read again once one is free.
 	largeWaiters []*port
 	mirrors      []*port // monitors that get a copy of every forwarded frame
 	monitors     int
@@ -320,6 +320,7 @@ func New(cfg Config) (*Engine, error) {
 		cut:       newCutScratch(),
 		io:        portIO{pool: pool, batch: cfg.Batch},
 		start:     time.Now(),
+		nextSweep: int64(sweepInterval),
 		users:     make(map[int32]*user),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
 		reqs:      make(chan func(), 16),
@@ -333,13 +334,8 @@ func New(cfg Config) (*Engine, error) {
 		e.freeUserSlots = append(e.freeUserSlots, uint32(id))
 	}
 	if cfg.TapFd >= 0 {
-		tap := e.newPort(0, newTapTransport(&e.io, cfg.TapVnetHdr, cfg.MTU), cfg.TapFd, cfg.TapName)
+		tap := e.newPort(0, newTapTransport(&e.io, cfg.TapFd, cfg.TapVnetHdr, cfg.MTU), cfg.TapFd, cfg.TapName)
 		tap.host = true
-		if cfg.TapVnetHdr {
-			// What the kernel takes in a write (virtio_net_hdr_to_skb):
-			// tap.Open asked TUNSETOFFLOAD for the same, for its reads.
-			tap.offloads = gso.OffloadCsum | gso.OffloadTSO4 | gso.OffloadTSO6 | gso.OffloadECN
-		}
 		e.macs.SetHostPort(0) // a bridged LAN or other hosts may be behind it
 		if err := e.poll.add(tap.fd, tap.id); err != nil {
 			e.poll.close()
@@ -388,7 +384,12 @@ func (e *Engine) mayQueue(out *port) bool {
 }
 
 func (e *Engine) newPort(id uint32, t transport, fd int, name string) *port {
-	p := &port{id: id, t: t, fd: fd, name: name, pid: -1, uid: -1, txq: ring.NewQueue(e.cfg.QueueLen)}
+	p := &port{id: id, t: t, caps: t.caps(), fd: fd, name: name, pid: -1, uid: -1, txq: ring.NewQueue(e.cfg.QueueLen)}
+	if p.caps.readBudget <= 0 {
+		p.caps.readBudget = e.cfg.Batch
+	}
+	p.caps.readBudget = min(p.caps.readBudget, maxReadBudget)
+	p.offloads = p.caps.offloads
 	e.ports[id] = p
 	e.live = append(e.live, p)
 	return p
@@ -408,7 +409,7 @@ func (e *Engine) Run() error {
 	e.now = int64(time.Since(e.start))
 	e.nextSweep = e.now + int64(sweepInterval)
 	for !e.stopping {
-		if err := e.step(e.timeoutMs()); err != nil {
+		if _, err := e.step(e.timeoutMs()); err != nil {
 			e.shutdown()
 			return err
 		}
@@ -418,7 +419,10 @@ func (e *Engine) Run() error {
 }
 
 // step is one round of the loop: wait for readiness (up to timeoutMs),
-// then serve every port that is ready.
+// then serve every port that is ready. It returns how many readiness
+// reports it served: with none, and nothing carried (hasWork), the
+// switch is idle. Run calls it until Stop; tests call it with timeout 0
+// until idle, so they run the loop itself, not a copy.
 //
 // Fairness: in one round a port is read at most once, one batch (Batch
 // frames; the TAP up to maxReadBudget, a superframe's segments), however
@@ -432,10 +436,10 @@ func (e *Engine) Run() error {
 // the end of its ready list, so no port is passed over for two rounds.
 // Datagram clients share their listener's socket: the kernel queues their
 // frames together, and one batch per round is read for all of them.
-func (e *Engine) step(timeoutMs int) error {
+func (e *Engine) step(timeoutMs int) (reports int, err error) {
 	n, err := e.poll.wait(e.events, timeoutMs)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	e.now = int64(time.Since(e.start))
 	carried := e.beginRound()
@@ -455,7 +459,7 @@ func (e *Engine) step(timeoutMs int) error {
 	if e.now >= e.nextSweep {
 		e.sweep()
 	}
-	return nil
+	return n, nil
 }
 
 func (e *Engine) dispatch(ev event) {
@@ -476,8 +480,8 @@ func (e *Engine) dispatch(ev event) {
 		if p == nil || p.dead {
 			return
 		}
-		if src, ok := p.t.(eventSource); ok {
-			e.sourceEvent(p, src, sub, ev)
+		if p.caps.eventSource {
+			e.sourceEvent(p, sub, ev)
 			return
 		}
 		if ev.hangup {
@@ -514,30 +518,26 @@ func (e *Engine) readNextRound(p *port) {
 
 // receive reads one batch from p, forwards it, and flushes every port the
 // batch queued frames on. A port that holds frames it has read already
-// (bufferedReader) is read again in the next round (step).
+// (readResult.buffered) is read again in the next round (step).
 func (e *Engine) receive(p *port) {
 	p.readRound, p.readAgain = e.round, false
-	budget := e.cfg.Batch
-	if b, ok := p.t.(readBudgeter); ok {
-		budget = min(b.readBudget(), maxReadBudget)
-	}
-	refs := e.takeBuffers(budget)
+	refs := e.takeBuffers(p.caps.readBudget)
 	if len(refs) == 0 {
 		p.cnt.drops[DropNoBuffer]++
 		return
 	}
-	n, err := e.read(p, refs)
-	e.releaseBuffers(refs[n:])
-	e.forward(p, refs[:n])
+	res := e.read(p, refs)
+	e.releaseBuffers(refs[res.n:])
+	e.forward(p, refs[:res.n])
 	e.flush()
-	if err != nil {
-		e.kill(p, err)
+	if res.err != nil {
+		e.kill(p, res.err)
 		return
 	}
-	if b, ok := p.t.(bufferedReader); ok && b.buffered() {
+	if res.buffered {
 		e.readNextRound(p)
 	}
-	if w, ok := p.t.(largeWaiter); ok && w.waitsForLarge() {
+	if res.waitsLarge {
 		e.waitForLarge(p)
 	}
 }
@@ -572,7 +572,7 @@ func (e *Engine) receiveLargeWaiters() {
 }
 
 // takeBuffers takes up to budget free buffers to read into (a batch, or
-// what a readBudgeter asks for); what a read leaves unused goes back with
+// a transport's readBudget); what a read leaves unused goes back with
 // releaseBuffers.
 func (e *Engine) takeBuffers(budget int) []ring.Ref {
 	refs := e.rxRefs[:min(budget, len(e.rxRefs), e.pool.Free())]
@@ -622,7 +622,7 @@ func (e *Engine) flush() {
 		// tried anyway, for free: its peer may have made room before the
 		// poller says so, and the frames just queued would otherwise fill
 		// the queue meanwhile.
-		if _, free := p.t.(writeWaiter); !p.writeArmed || free {
+		if !p.writeArmed || p.caps.writeReadyElsewhere {
 			e.transmit(p)
 		}
 	}
@@ -633,15 +633,23 @@ func (e *Engine) flush() {
 // then write readiness is armed and the rest waits in the queue.
 func (e *Engine) transmit(p *port) {
 	for p.txq.Len() > 0 {
-		err := p.t.write(p)
-		if err == nil {
-			continue
+		res := p.t.write(txView{&p.txq})
+		p.retire(e.pool, &res)
+		if res.rerouted {
+			e.rerouted(p)
 		}
-		if errors.Is(err, errRetryLater) {
+		switch {
+		case res.err != nil && peerGone(res.err):
+			e.sendingStopped(p)
+			return
+		case res.err != nil:
+			e.kill(p, res.err)
+			return
+		case res.retryAfter > 0:
+			p.retryAt = e.now + int64(res.retryAfter)
 			e.retryPending = true
 			return
-		}
-		if errors.Is(err, errWouldBlock) {
+		case res.blocked:
 			if !p.writeArmed {
 				p.writeArmed = true
 				if err := e.waitWritable(p, true); err != nil {
@@ -650,12 +658,6 @@ func (e *Engine) transmit(p *port) {
 			}
 			return
 		}
-		if peerGone(err) {
-			e.sendingStopped(p)
-			return
-		}
-		e.kill(p, err)
-		return
 	}
 	if p.writeArmed {
 		p.writeArmed = false
@@ -665,27 +667,42 @@ func (e *Engine) transmit(p *port) {
 	}
 }
 
+// rerouted forgets p's fd, which its transport closed: it reaches its
+// peer another way from now on (a datagram client answered through its
+// listener).
+func (e *Engine) rerouted(p *port) {
+	p.fd = -1
+	p.writeArmed = false
+	e.clientLog.Info("datagram client takes frames only from the listener's address; answering through it",
+		"port", p.id, "client", p.name)
+}
+
 // waitWritable asks to be told (or no longer) when p can take frames
-// again: write readiness on its fd, unless its transport knows better.
+// again: write readiness on its fd, unless its transport learns it
+// otherwise.
 func (e *Engine) waitWritable(p *port, on bool) error {
-	if w, ok := p.t.(writeWaiter); ok {
-		return w.waitWritable(p, on)
+	if p.caps.writeReadyElsewhere {
+		return nil
 	}
 	return e.poll.setWrite(p.fd, p.id, on)
 }
 
 // sourceEvent serves a port whose transport polls fds of its own: the
 // transport says what the readiness of fd sub means.
-func (e *Engine) sourceEvent(p *port, src eventSource, sub uint8, ev event) {
-	read, write, err := src.ready(p, sub, ev.hangup)
-	if err != nil {
-		e.kill(p, err)
+func (e *Engine) sourceEvent(p *port, sub uint8, ev event) {
+	r := p.t.ready(sub, ev.hangup)
+	p.cnt.count(&r.dropped)
+	if r.err != nil {
+		e.kill(p, r.err)
 		return
 	}
-	if write && !p.txClosed {
+	if r.offloadsKnown {
+		p.offloads = r.offloads
+	}
+	if r.write && !p.txClosed {
 		e.transmit(p)
 	}
-	if read {
+	if r.read {
 		e.serve(p)
 	}
 }
@@ -736,7 +753,11 @@ func (e *Engine) kill(p *port, err error) {
 	}
 	// A peer that hangs up with frames still unread is reset, not an error.
 	if err != nil && !errors.Is(err, errPeerClosed) && !peerGone(err) {
-		e.clientLog.Warn("client closed after error", "port", p.id, "client", p.name, "err", err)
+		args := []any{"port", p.id, "client", p.name, "err", err}
+		if hint := refusalHint(err); hint != "" {
+			args = append(args, "hint", hint)
+		}
+		e.clientLog.Warn("client closed after error", args...)
 	} else {
 		e.clientLog.Info("client disconnected", "port", p.id, "client", p.name)
 	}
@@ -765,7 +786,10 @@ func (e *Engine) close(p *port) {
 	e.leaveUser(p)
 	e.policy.RemovePort(p.id)
 	e.ports[p.id] = nil
-	p.t.close(p)
+	p.t.close()
+	if p.dgram != nil {
+		p.dgram.forget(p)
+	}
 	if p.host {
 		return
 	}
@@ -785,17 +809,20 @@ func (e *Engine) close(p *port) {
 	e.clients--
 }
 
-// read reads a batch from p through its transport.
-func (e *Engine) read(p *port, refs []ring.Ref) (int, error) {
-	n, err := p.t.read(p, refs)
-	if n == 0 && errors.Is(err, unix.ECONNRESET) {
+// read reads a batch from p through its transport and counts what the
+// transport dropped.
+func (e *Engine) read(p *port, refs []ring.Ref) readResult {
+	res := p.t.read(refs, p.hangup || p.txClosed)
+	p.cnt.count(&res.dropped)
+	if res.n == 0 && errors.Is(res.err, unix.ECONNRESET) {
 		// A SEQPACKET peer that closed with our frames unread leaves
 		// ECONNRESET on our socket, reported (once) before the messages
 		// it sent earlier: the client hung up, and those are still ours.
 		p.hangup = true
-		n, err = p.t.read(p, refs)
+		res = p.t.read(refs, true)
+		p.cnt.count(&res.dropped)
 	}
-	return n, err
+	return res
 }
 
 // retryPorts sends to ports whose retry time has come.
@@ -828,7 +855,7 @@ func (e *Engine) timeoutMs() int {
 			next = u
 		}
 	}
-	if len(e.readNext) > 0 || len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0 {
+	if e.hasWork() {
 		return 0
 	}
 	if e.retryPending && e.now+int64(dgramRetry) < next {
@@ -839,6 +866,12 @@ func (e *Engine) timeoutMs() int {
 		ms = 0
 	}
 	return int(ms)
+}
+
+// hasWork: the next round has ports to read without waiting for the
+// poller (carried from this one, or waiting for a large buffer now free).
+func (e *Engine) hasWork() bool {
+	return len(e.readNext) > 0 || len(e.largeWaiters) > 0 && e.pool.FreeLarge() > 0
 }
 
 // shutdown closes every client; queued frames are counted as port-closed.

@@ -6,15 +6,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var (
-	// errWouldBlock: the kernel pushed back; wait for write readiness.
-	errWouldBlock = errors.New("would block")
-	// errRetryLater: pushed back where the poller cannot tell us when to
-	// retry (datagrams through a listener); a timer will.
-	errRetryLater = errors.New("retry later")
-	// errPeerClosed: the client hung up.
-	errPeerClosed = errors.New("peer closed")
-)
+// errPeerClosed: the client hung up.
+var errPeerClosed = errors.New("peer closed")
 
 func closeFd(fd int) { unix.Close(fd) }
 

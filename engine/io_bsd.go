@@ -15,17 +15,17 @@ type msgBatch struct{}
 
 func newMsgBatch(int) msgBatch { return msgBatch{} }
 
-func (msgBatch) recv(io *portIO, p *port, refs []ring.Ref) (int, error) {
+func (msgBatch) recv(io *portIO, fd int, hungUp bool, refs []ring.Ref) (int, error) {
 	for i, r := range refs {
 		buf := io.pool.Buf(r)
 		io.syscalls++
-		n, _, flags, _, err := unix.Recvmsg(p.fd, buf, nil, unix.MSG_DONTWAIT)
+		n, _, flags, _, err := unix.Recvmsg(fd, buf, nil, unix.MSG_DONTWAIT)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
 			return i, nil
 		case err != nil:
 			return i, err
-		case n == 0 && (p.hangup || p.txClosed):
+		case n == 0 && hungUp:
 			return i, errPeerClosed
 		}
 		if flags&unix.MSG_TRUNC != 0 {
@@ -36,11 +36,11 @@ func (msgBatch) recv(io *portIO, p *port, refs []ring.Ref) (int, error) {
 	return len(refs), nil
 }
 
-func (msgBatch) send(io *portIO, p *port) error {
+func (msgBatch) send(io *portIO, fd int, q txView) writeResult {
 	sent := 0
-	for sent < p.txq.Len() && sent < io.batch {
+	for sent < q.Len() && sent < io.batch {
 		io.syscalls++
-		_, err := unix.Write(p.fd, io.pool.Frame(p.txq.At(sent)))
+		_, err := unix.Write(fd, io.pool.Frame(q.At(sent)))
 		switch {
 		case err == nil:
 			sent++
@@ -49,19 +49,21 @@ func (msgBatch) send(io *portIO, p *port) error {
 			continue
 		case err == unix.EAGAIN && sent > 0:
 		case err == unix.EAGAIN:
-			return errWouldBlock
+			return writeResult{blocked: true}
 		case err == unix.EMSGSIZE:
-			io.sent(p, sent)
-			io.skipHead(p)
-			return nil
+			// The frame is larger than the client's socket accepts.
+			res := io.sent(q, sent)
+			res.done++
+			res.dropped.drop(DropSendError, 1)
+			return res
 		default:
-			io.sent(p, sent)
-			return err
+			res := io.sent(q, sent)
+			res.err = err
+			return res
 		}
 		break
 	}
-	io.sent(p, sent)
-	return nil
+	return io.sent(q, sent)
 }
 
 type namedBatch struct{}
@@ -69,19 +71,19 @@ type namedBatch struct{}
 func newNamedBatch(int) namedBatch { return namedBatch{} }
 
 // sendTo sends p's queued frames through fd to the client's path, key.
-func (namedBatch) sendTo(io *portIO, p *port, fd int, _ *unix.RawSockaddrUnix, _ int, key string) error {
+func (namedBatch) sendTo(io *portIO, q txView, fd int, _ *unix.RawSockaddrUnix, _ int, key string) writeResult {
 	to := &unix.SockaddrUnix{Name: key}
 	sent := 0
-	for sent < p.txq.Len() && sent < io.batch {
+	for sent < q.Len() && sent < io.batch {
 		io.syscalls++
-		if err := unix.Sendto(fd, io.pool.Frame(p.txq.At(sent)), 0, to); err != nil {
-			io.sent(p, sent)
-			return err
+		if err := unix.Sendto(fd, io.pool.Frame(q.At(sent)), 0, to); err != nil {
+			res := io.sent(q, sent)
+			res.err = err
+			return res
 		}
 		sent++
 	}
-	io.sent(p, sent)
-	return nil
+	return io.sent(q, sent)
 }
 
 type senderBatch struct{}

@@ -14,15 +14,16 @@ type msgBatch struct{ b *mmsg.Batch }
 
 func newMsgBatch(n int) msgBatch { return msgBatch{mmsg.NewBatch(n)} }
 
-// recv reads up to len(refs) messages from p's fd.
-func (m msgBatch) recv(io *portIO, p *port, refs []ring.Ref) (int, error) {
-	n, err := recvBatch(io, p.fd, m.b, refs)
+// recv reads up to len(refs) messages from fd; hungUp: the peer has
+// closed.
+func (m msgBatch) recv(io *portIO, fd int, hungUp bool, refs []ring.Ref) (int, error) {
+	n, err := recvBatch(io, fd, m.b, refs)
 	if err != nil {
 		return 0, err
 	}
 	for i := 0; i < n; i++ {
 		size := receivedLen(io, m.b, i)
-		if size == 0 && (p.hangup || p.txClosed) {
+		if size == 0 && hungUp {
 			// An empty read after the peer hung up is end of stream, not
 			// an empty frame.
 			return i, errPeerClosed
@@ -61,28 +62,27 @@ func receivedLen(io *portIO, b *mmsg.Batch, i int) int {
 	return b.Len(i)
 }
 
-// send sends a batch from the head of p's queue on p's fd.
-func (m msgBatch) send(io *portIO, p *port) error {
-	count := min(p.txq.Len(), m.b.Cap())
+// send sends a batch from the head of q on fd. Errors other than
+// back-pressure come back as they are, for the transport to judge.
+func (m msgBatch) send(io *portIO, fd int, q txView) writeResult {
+	count := min(q.Len(), m.b.Cap())
 	for i := 0; i < count; i++ {
-		m.b.Set(i, io.pool.Frame(p.txq.At(i)))
+		m.b.Set(i, io.pool.Frame(q.At(i)))
 	}
 	io.syscalls++
-	n, err := mmsg.Send(p.fd, m.b, count, unix.MSG_DONTWAIT)
+	n, err := mmsg.Send(fd, m.b, count, unix.MSG_DONTWAIT)
 	switch {
 	case err == unix.EAGAIN:
-		return errWouldBlock
+		return writeResult{blocked: true}
 	case err == unix.EINTR:
-		return nil
+		return writeResult{}
 	case err == unix.EMSGSIZE:
 		// The head frame is larger than the client's socket accepts.
-		io.skipHead(p)
-		return nil
+		return skipHead()
 	case err != nil:
-		return err
+		return writeResult{err: err}
 	}
-	io.sent(p, n)
-	return nil
+	return io.sent(q, n)
 }
 
 // namedBatch sends a batch through a socket not connected to the peer,
@@ -93,21 +93,21 @@ type namedBatch struct{ b *mmsg.Batch }
 
 func newNamedBatch(n int) namedBatch { return namedBatch{mmsg.NewBatch(n)} }
 
-// sendTo sends p's queued frames through fd, each addressed to addr.
-func (m namedBatch) sendTo(io *portIO, p *port, fd int, addr *unix.RawSockaddrUnix, addrLen int, _ string) error {
-	count := min(p.txq.Len(), m.b.Cap())
+// sendTo sends q's frames through fd, each addressed to addr. Errors
+// come back as they are, for the transport to judge.
+func (m namedBatch) sendTo(io *portIO, q txView, fd int, addr *unix.RawSockaddrUnix, addrLen int, _ string) writeResult {
+	count := min(q.Len(), m.b.Cap())
 	for i := 0; i < count; i++ {
-		m.b.Set(i, io.pool.Frame(p.txq.At(i)))
+		m.b.Set(i, io.pool.Frame(q.At(i)))
 		m.b.SetName(i, addr)
 		m.b.SetNameLen(i, addrLen)
 	}
 	io.syscalls++
 	n, err := mmsg.Send(fd, m.b, count, unix.MSG_DONTWAIT)
 	if err != nil {
-		return err
+		return writeResult{err: err}
 	}
-	io.sent(p, n)
-	return nil
+	return io.sent(q, n)
 }
 
 // senderBatch reads datagrams from a listener with each sender's address

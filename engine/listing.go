@@ -28,7 +28,7 @@ func (e *Engine) MACs() ([]MACEntry, error) {
 				me.MAC[i] = byte(m.MAC >> (40 - 8*i))
 			}
 			if p := e.ports[m.Port]; p != nil {
-				me.PortName, me.Kind = p.name, p.t.kind()
+				me.PortName, me.Kind = p.name, p.caps.kind
 			}
 			out = append(out, me)
 		})

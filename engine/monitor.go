@@ -3,8 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-
-	"github.com/vknetd/vknetd/gso"
 )
 
 // AttachMonitor makes fd, a connected SOCK_SEQPACKET socket, a monitor
@@ -35,12 +33,8 @@ func (e *Engine) attachMonitor(fd int, mirror bool, name string) (uint32, error)
 	}
 	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
 	setSndbuf(fd, clientSndbuf)
-	p := e.newPort(id, newMonitorTransport(&e.io), fd, name)
+	p := e.newPort(id, newMonitorTransport(&e.io, fd), fd, name)
 	p.observer = true
-	// A monitor sees frames as they crossed the switch: superframes
-	// whole (without their header), as tcpdump shows them on a host with
-	// TSO, not as the cut some ports got.
-	p.offloads = gso.OffloadCsum | gso.OffloadTSO4 | gso.OffloadTSO6 | gso.OffloadECN | gso.OffloadUSO
 	p.pid, p.uid = peerCred(fd)
 	p.mirror = mirror
 	if mirror {

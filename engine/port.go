@@ -55,5 +55,22 @@ type port struct {
 	// waiting.
 	retryAt int64
 
-	t transport // how frames move for this kind of port
+	t    transport     // how frames move for this kind of port
+	caps transportCaps // what t declared when it was built
+
+	// dgram is a datagram client's address and liveness (dgram.go); nil
+	// for the other kinds.
+	dgram *dgramState
+}
+
+// retire takes off p's queue the frames a write is through with, back to
+// pool, and counts them.
+func (p *port) retire(pool *ring.Pool, res *writeResult) {
+	for i := 0; i < res.done; i++ {
+		pool.Release(p.txq.At(i))
+	}
+	p.txq.Drop(res.done)
+	p.cnt.txFrames += res.frames
+	p.cnt.txBytes += res.bytes
+	p.cnt.count(&res.dropped)
 }

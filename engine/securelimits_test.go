@@ -32,18 +32,20 @@ func TestDropLogIsBrakedPerPort(t *testing.T) {
 	})
 	a, b := s.connect(), s.connect()
 	refused := ethFrame(broadcast, broadcast, 0x0800, 60) // multicast source: refused
+	// One read, not the loop (pump): the loop reads the clock, and the
+	// brake is held to the millisecond here.
 	send := func(c *testClient, n int) {
 		for i := 0; i < n; i++ {
 			c.send(t, refused)
 		}
-		s.pump()
+		s.e.receive(c.port)
 	}
-	s.e.now = int64(time.Hour)
+	s.advance(time.Hour)
 	send(a, 10)
 	if got := frameDroppedLines(&logBuf, a.port.id); len(got) != 1 {
 		t.Fatalf("10 drops on one port within a second wrote %d lines, want 1: %q", len(got), got)
 	}
-	s.e.now += int64(999 * time.Millisecond)
+	s.advance(999 * time.Millisecond)
 	send(a, 5)
 	if got := frameDroppedLines(&logBuf, a.port.id); len(got) != 1 {
 		t.Fatalf("15 drops within 999 ms wrote %d lines, want 1", len(got))
@@ -53,7 +55,7 @@ func TestDropLogIsBrakedPerPort(t *testing.T) {
 	if got := frameDroppedLines(&logBuf, b.port.id); len(got) != 1 {
 		t.Fatalf("3 drops on a second port wrote %d lines for it, want 1", len(got))
 	}
-	s.e.now += int64(time.Millisecond)
+	s.advance(time.Millisecond)
 	send(a, 1)
 	got := frameDroppedLines(&logBuf, a.port.id)
 	if len(got) != 2 || !strings.Contains(got[1], "not_logged_since_last=14") {

@@ -156,3 +156,17 @@ func (c *counters) snapshot(s *PortStats) {
 		}
 	}
 }
+
+// count adds what a transport's call dropped (see tally).
+func (c *counters) count(t *tally) {
+	if !t.any {
+		return
+	}
+	c.rxFrames += uint64(t.received)
+	for d, n := range t.drops {
+		c.drops[d] += uint64(n)
+	}
+	for r, n := range t.gso {
+		c.gsoDrops[r] += uint64(n)
+	}
+}

@@ -33,7 +33,9 @@ var errClosedMidFrame = errors.New("stream client closed in the middle of a fram
 // reassembles length-prefixed frames from the byte stream, and remembers
 // how much of the head frame a short write left unsent.
 type streamTransport struct {
+	polledByEngine
 	io       *portIO
+	fd       int
 	maxFrame int
 	buf      []byte
 	start    int  // unread bytes are buf[start:end]
@@ -45,27 +47,32 @@ type streamTransport struct {
 	prefixes [][streamPrefix]byte
 }
 
-func newStreamTransport(io *portIO, maxFrame int) *streamTransport {
-	return &streamTransport{io: io, maxFrame: maxFrame, buf: make([]byte, streamPrefix+maxFrame+streamReadChunk),
+func newStreamTransport(io *portIO, fd, maxFrame int) *streamTransport {
+	return &streamTransport{io: io, fd: fd, maxFrame: maxFrame, buf: make([]byte, streamPrefix+maxFrame+streamReadChunk),
 		iov: make([]unix.Iovec, 0, 2*io.batch), prefixes: make([][streamPrefix]byte, io.batch)}
 }
 
-func (*streamTransport) kind() string { return "stream" }
+func (*streamTransport) caps() transportCaps { return transportCaps{kind: "stream"} }
 
-func (s *streamTransport) buffered() bool { return s.pending }
-
-func (*streamTransport) close(p *port) { closeFd(p.fd) }
+func (s *streamTransport) close() { closeFd(s.fd) }
 
 // read cuts complete frames out of the port's byte stream into refs,
 // reading more only when the buffer holds no complete frame.
-func (s *streamTransport) read(p *port, refs []ring.Ref) (int, error) {
+func (s *streamTransport) read(refs []ring.Ref, _ bool) readResult {
+	var res readResult
+	res.n, res.err = s.readFrames(refs, &res.dropped)
+	res.buffered = s.pending
+	return res
+}
+
+func (s *streamTransport) readFrames(refs []ring.Ref, dropped *tally) (int, error) {
 	pool := s.io.pool
 	n := 0
 	for n < len(refs) {
 		if s.end-s.start >= streamPrefix {
 			length := binary.BigEndian.Uint32(s.buf[s.start:])
 			if length == 0 || int(length) > s.maxFrame {
-				p.cnt.drops[DropBadLength]++
+				dropped.drop(DropBadLength, 1)
 				return n, errStreamLength{length}
 			}
 			if total := streamPrefix + int(length); s.end-s.start >= total {
@@ -83,7 +90,7 @@ func (s *streamTransport) read(p *port, refs []ring.Ref) (int, error) {
 			s.start = 0
 		}
 		s.io.syscalls++
-		m, err := unix.Read(p.fd, s.buf[s.end:])
+		m, err := unix.Read(s.fd, s.buf[s.end:])
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
 			s.pending = false
@@ -106,12 +113,12 @@ func (s *streamTransport) read(p *port, refs []ring.Ref) (int, error) {
 
 // write writes the queue's head frames with their length prefixes in one
 // writev, resuming a frame a short write cut.
-func (s *streamTransport) write(p *port) error {
+func (s *streamTransport) write(q txView) writeResult {
 	pool := s.io.pool
-	count := min(p.txq.Len(), len(s.prefixes))
+	count := min(q.Len(), len(s.prefixes))
 	iov := s.iov[:0]
 	for i := 0; i < count; i++ {
-		frame := pool.Frame(p.txq.At(i))
+		frame := pool.Frame(q.At(i))
 		hdr := s.prefixes[i][:]
 		binary.BigEndian.PutUint32(hdr, uint32(len(frame)))
 		if i == 0 && s.txOff > 0 {
@@ -127,31 +134,32 @@ func (s *streamTransport) write(p *port) error {
 		iov = appendIov(iov, frame)
 	}
 	s.io.syscalls++
-	written, err := writev(p.fd, iov)
+	written, err := writev(s.fd, iov)
 	switch {
 	case err == unix.EAGAIN:
-		return errWouldBlock
+		return writeResult{blocked: true}
 	case err == unix.EINTR:
-		return nil
+		return writeResult{}
 	case err != nil:
-		return err
+		return writeResult{err: err}
 	}
 	// Retire every frame the write covered; a cut frame stays at the head.
+	var res writeResult
 	for written > 0 {
-		r := p.txq.At(0)
-		left := streamPrefix + pool.Len(r) - s.txOff
+		flen := pool.Len(q.At(res.done))
+		left := streamPrefix + flen - s.txOff
 		if written < left {
 			s.txOff += written
-			return errWouldBlock // the socket is full: wait for writability
+			res.blocked = true // the socket is full: wait for writability
+			return res
 		}
 		written -= left
 		s.txOff = 0
-		p.cnt.txFrames++
-		p.cnt.txBytes += uint64(pool.Len(r))
-		pool.Release(r)
-		p.txq.Drop(1)
+		res.done++
+		res.frames++
+		res.bytes += uint64(flen)
 	}
-	return nil
+	return res
 }
 
 func appendIov(iov []unix.Iovec, b []byte) []unix.Iovec {

@@ -35,7 +35,9 @@ const tapReadBudget = maxReadBudget
 // behind each frame's own header: a superframe from a guest goes to the
 // kernel whole, in one write, for it to cut or take as it is (TSO).
 type tapTransport struct {
+	polledByEngine
 	io      *portIO
+	fd      int
 	bufs    [][]byte // the batch's buffers, as tap wants them
 	sizes   []int
 	refused []bool
@@ -56,8 +58,8 @@ type tapTransport struct {
 	superframes uint64
 }
 
-func newTapTransport(io *portIO, vnet bool, mtu int) *tapTransport {
-	t := &tapTransport{io: io, bufs: make([][]byte, io.batch), sizes: make([]int, io.batch),
+func newTapTransport(io *portIO, fd int, vnet bool, mtu int) *tapTransport {
+	t := &tapTransport{io: io, fd: fd, bufs: make([][]byte, io.batch), sizes: make([]int, io.batch),
 		refused: make([]bool, io.batch), vnet: vnet, mtu: mtu, spare: -1}
 	if vnet {
 		t.over = make([]byte, gso.MaxFrameLen)
@@ -72,27 +74,30 @@ func newTapTransport(io *portIO, vnet bool, mtu int) *tapTransport {
 	return t
 }
 
-func (*tapTransport) kind() string { return "tap" }
-
-func (t *tapTransport) readBudget() int {
+func (t *tapTransport) caps() transportCaps {
+	c := transportCaps{kind: "tap"}
 	if t.vnet {
-		return tapReadBudget
+		c.readBudget = tapReadBudget
+		// What the kernel takes in a write (virtio_net_hdr_to_skb):
+		// tap.Open asked TUNSETOFFLOAD for the same, for its reads.
+		c.offloads = gso.OffloadCsum | gso.OffloadTSO4 | gso.OffloadTSO6 | gso.OffloadECN
 	}
-	return t.io.batch
+	return c
 }
 
-// buffered: a superframe read waits in the overflow buffer.
-func (t *tapTransport) buffered() bool { return t.pending > 0 }
-
-func (t *tapTransport) read(p *port, refs []ring.Ref) (int, error) {
+func (t *tapTransport) read(refs []ring.Ref, _ bool) readResult {
+	var res readResult
 	if t.vnet {
-		return t.readVnet(p, refs)
+		res.n, res.err = t.readVnet(refs, &res.dropped)
+		// A superframe read waits in the overflow buffer.
+		res.buffered = t.pending > 0
+		return res
 	}
 	bufs := t.bufs[:min(len(refs), len(t.bufs))]
 	for i := range bufs {
 		bufs[i] = t.io.pool.Buf(refs[i])
 	}
-	n, err := tap.ReadFrames(p.fd, bufs, t.sizes)
+	n, err := tap.ReadFrames(t.fd, bufs, t.sizes)
 	t.io.syscalls += uint64(n)
 	if n < len(bufs) {
 		t.io.syscalls++ // the read that found nothing more
@@ -100,7 +105,8 @@ func (t *tapTransport) read(p *port, refs []ring.Ref) (int, error) {
 	for i := 0; i < n; i++ {
 		t.io.pool.SetLen(refs[i], t.sizes[i])
 	}
-	return n, err
+	res.n, res.err = n, err
+	return res
 }
 
 // overflow is where the next read's bytes past a pool buffer go: a large
@@ -119,17 +125,18 @@ func (t *tapTransport) overflow() (buf []byte, large bool) {
 
 // readVnet reads frames with their virtio_net_hdr until the TAP has none
 // left or refs are used up. A superframe replaces its ref with the large
-// buffer it was read into, or, with none free, is cut into refs.
-func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
+// buffer it was read into, or, with none free, is cut into refs. What it
+// drops it counts in dropped.
+func (t *tapTransport) readVnet(refs []ring.Ref, dropped *tally) (int, error) {
 	n := 0
 	if t.pending > 0 {
-		k, wait := t.cut(p, refs)
+		k, wait := t.cut(refs, dropped)
 		if wait {
 			// Fewer buffers than segments even at the start of a read:
 			// the pool is short. The superframe is lost, as a frame
 			// with no buffer to read into would stay in the kernel.
 			t.pending = 0
-			p.cnt.drops[DropNoBuffer]++
+			dropped.drop(DropNoBuffer, 1)
 			return 0, nil
 		}
 		n = k
@@ -146,7 +153,7 @@ func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 		}
 		// A superframe's tail lands in over right where it belongs
 		// behind its head, which is copied in front of it.
-		m, err := tap.ReadVnetFrame(p.fd, t.hdrIn[:], buf, over[len(buf):])
+		m, err := tap.ReadVnetFrame(t.fd, t.hdrIn[:], buf, over[len(buf):])
 		t.io.syscalls++
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
@@ -154,8 +161,7 @@ func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 		case err != nil:
 			return n, err
 		case m < len(t.hdrIn)+etherHeaderLen:
-			p.cnt.rxFrames++
-			p.cnt.drops[DropRunt]++
+			dropped.dropReceived(DropRunt, 1)
 			continue
 		}
 		var hdr gso.VirtioNetHdr
@@ -189,12 +195,11 @@ func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 			continue
 		}
 		if v := gso.Check(t.over[:flen], hdr, t.mtu); v != gso.OK {
-			p.cnt.rxFrames++
-			p.cnt.gsoDrops[v]++
+			dropped.dropGSO(v, 1)
 			continue
 		}
 		t.pending, t.pendHdr = flen, hdr
-		k, wait := t.cut(p, refs[n:])
+		k, wait := t.cut(refs[n:], dropped)
 		if wait {
 			return n, nil // the next read (buffered) cuts it
 		}
@@ -206,19 +211,17 @@ func (t *tapTransport) readVnet(p *port, refs []ring.Ref) (int, error) {
 // cut splits the pending superframe into refs and reports how many it
 // filled, or wait when refs are too few for it (it stays pending). A
 // superframe that cannot be cut is dropped and counted.
-func (t *tapTransport) cut(p *port, refs []ring.Ref) (n int, wait bool) {
+func (t *tapTransport) cut(refs []ring.Ref, dropped *tally) (n int, wait bool) {
 	frame, hdr := t.over[:t.pending], t.pendHdr
 	segs, err := gso.Segments(frame, hdr)
 	switch {
 	case err != nil:
 		t.pending = 0
-		p.cnt.rxFrames++
-		p.cnt.drops[DropGSOInvalid]++
+		dropped.dropReceived(DropGSOInvalid, 1)
 		return 0, false
 	case segs > len(t.segBufs):
 		t.pending = 0
-		p.cnt.rxFrames++
-		p.cnt.drops[DropGSOSegments]++
+		dropped.dropReceived(DropGSOSegments, 1)
 		return 0, false
 	case segs > len(refs):
 		return 0, true
@@ -230,8 +233,7 @@ func (t *tapTransport) cut(p *port, refs []ring.Ref) (n int, wait bool) {
 	t.pending = 0
 	k, err := gso.Split(frame, hdr, out, t.segSizes, 0)
 	if err != nil {
-		p.cnt.rxFrames++
-		p.cnt.drops[DropGSOInvalid]++
+		dropped.dropReceived(DropGSOInvalid, 1)
 		return 0, false
 	}
 	for i := 0; i < k; i++ {
@@ -242,10 +244,10 @@ func (t *tapTransport) cut(p *port, refs []ring.Ref) (n int, wait bool) {
 	return k, false
 }
 
-func (t *tapTransport) write(p *port) error {
-	frames := t.bufs[:min(p.txq.Len(), len(t.bufs))]
+func (t *tapTransport) write(q txView) writeResult {
+	frames := t.bufs[:min(q.Len(), len(t.bufs))]
 	for i := range frames {
-		frames[i] = t.io.pool.Frame(p.txq.At(i))
+		frames[i] = t.io.pool.Frame(q.At(i))
 	}
 	// With offloads every frame goes behind its own header: zero for a
 	// plain frame, the superframe's (made by gso.PartialChecksum) for
@@ -254,33 +256,33 @@ func (t *tapTransport) write(p *port) error {
 	if t.vnet {
 		hdrs = t.hdrBufs[:len(frames)]
 		for i := range frames {
-			t.io.pool.Hdr(p.txq.At(i)).Encode(hdrs[i], tap.VnetHdrSize)
+			t.io.pool.Hdr(q.At(i)).Encode(hdrs[i], tap.VnetHdrSize)
 		}
 	}
-	done, err := tap.WriteVnetFrames(p.fd, hdrs, frames, t.refused)
+	done, err := tap.WriteVnetFrames(t.fd, hdrs, frames, t.refused)
 	t.io.syscalls += uint64(done)
 	if done < len(frames) {
 		t.io.syscalls++ // the write the device pushed back
 	}
+	res := writeResult{done: done}
 	for i := 0; i < done; i++ {
-		r := p.txq.At(i)
 		if t.refused[i] {
-			p.cnt.drops[DropSendError]++
+			res.dropped.drop(DropSendError, 1)
 		} else {
-			p.cnt.txFrames++
-			p.cnt.txBytes += uint64(t.io.pool.Len(r))
+			res.frames++
+			res.bytes += uint64(t.io.pool.Len(q.At(i)))
 		}
-		t.io.pool.Release(r)
 	}
-	p.txq.Drop(done)
 	if errors.Is(err, unix.EAGAIN) {
-		return errWouldBlock
+		res.blocked = true
+		return res
 	}
-	return err
+	res.err = err
+	return res
 }
 
 // close lets go of the spare large buffer; the TAP's owner closes its fd.
-func (t *tapTransport) close(*port) {
+func (t *tapTransport) close() {
 	if t.spare >= 0 {
 		t.io.pool.Release(t.spare)
 		t.spare = -1

@@ -1,77 +1,183 @@
 package engine
 
 import (
+	"time"
+
+	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/ring"
 )
 
 // transport is how one kind of port moves frames between its peer and the
 // switch's buffer pool: one type per kind (tapTransport, msgTransport for
-// SEQPACKET, streamTransport, dgramTransport, monitorTransport), chosen
-// once when the port is made, as gVisor's fdbased endpoint picks a
-// dispatcher per kind of fd. Each owns its state and its batch scratch;
-// the engine keeps the ports, the tables and the loop, and never asks what
-// kind a port is. A new transport (vhost-user) is one more type.
+// SEQPACKET, streamTransport, dgramTransport, monitorTransport,
+// vhostTransport), chosen once when the port is made, as gVisor's fdbased
+// endpoint picks a dispatcher per kind of fd. Each owns its fds, its state
+// and its batch scratch.
+//
+// The contract is narrow, so that a transport can be read (and faked in
+// tests) on its own: it fills buffers or empties a queue view and returns
+// what happened, counts and drop reasons included; it never sees the port
+// or the engine. What it can do is declared once, in its caps, when it is
+// built. The engine keeps the ports, the counters, the tables and the
+// loop, and never asks what kind a port is.
 type transport interface {
-	// kind names the transport in listings and logs.
-	kind() string
+	// caps says what the transport does beyond reading and writing. The
+	// engine asks once, when it makes the port.
+	caps() transportCaps
 	// read reads up to len(refs) frames into the pool buffers refs,
-	// recording their lengths, and returns how many hold frames. A frame
-	// longer than its buffer is recorded with the buffer's whole size,
-	// more than the largest frame, so forwardOne drops it as oversize
-	// rather than forwarding it cut. A non-nil error closes the port;
-	// errPeerClosed is a hang-up.
-	read(p *port, refs []ring.Ref) (int, error)
-	// write sends frames from the head of p's queue and releases what it
-	// sent. errWouldBlock: the peer took nothing, wait for writability;
-	// errRetryLater (with p.retryAt set): only a timer can say when to
-	// try again; errPeerClosed or another error closes the port.
-	write(p *port) error
-	// close lets go of what the transport holds (its fd, its peer's
-	// registration); the port is being closed.
-	close(p *port)
+	// recording their lengths. A frame longer than its buffer is recorded
+	// with the buffer's whole size, more than the largest frame, so
+	// forwardOne drops it as oversize rather than forwarding it cut.
+	// hungUp says the peer has closed: an empty message is then end of
+	// stream, not an empty frame.
+	read(refs []ring.Ref, hungUp bool) readResult
+	// write sends frames from the head of q; the engine releases the
+	// ones the result says are done.
+	write(q txView) writeResult
+	// ready, for a transport with caps.eventSource only, says what a
+	// report of its fd sub (0: the port's own fd) means.
+	ready(sub uint8, hangup bool) readiness
+	// close lets go of what the transport holds (its fds, its peer's
+	// registration); the port is being closed and its fd is out of the
+	// poller.
+	close()
 }
 
-// bufferedReader is a transport that may hold complete frames it has
-// already read from the kernel: the poller will not report them, so the
-// loop reads again while buffered says so (QEMU's stream framing).
-type bufferedReader interface {
-	buffered() bool
-}
-
-// readBudgeter is a transport that may need more buffers for one read
-// than a batch: the TAP with offloads cuts a 64 KiB superframe into up to
-// tapReadBudget frames. receive gives it up to readBudget buffers, at most
-// maxReadBudget.
-type readBudgeter interface {
-	readBudget() int
+// transportCaps is what a transport declares about itself when it is
+// built.
+type transportCaps struct {
+	// kind names the transport in listings and logs.
+	kind string
+	// readBudget is how many buffers one read may fill, when that is not
+	// a batch: the TAP with offloads cuts a 64 KiB superframe into up to
+	// tapReadBudget frames. At most maxReadBudget; 0 means a batch.
+	readBudget int
+	// eventSource: the transport polls fds of its own (subToken) and
+	// decides what their readiness means (ready).
+	eventSource bool
+	// writeReadyElsewhere: the transport learns by other means than its
+	// fd's write readiness when its peer can take frames again
+	// (vhost-user: the guest kicks its RX ring, which is always polled).
+	// The engine neither arms write readiness for it nor waits for it
+	// before trying.
+	writeReadyElsewhere bool
+	// offloads is what the peer takes whole from the start
+	// (gso.Offloads.Takes): the TAP's with TapVnetHdr, a monitor's. A
+	// vhost-user guest's come with its readiness, as it negotiates them.
+	offloads gso.Offloads
 }
 
 // maxReadBudget caps readBudget: the engine's receive scratch is sized for
 // it once.
 const maxReadBudget = 64
 
-// eventSource is a transport that polls fds of its own (subToken) and
-// decides what their readiness means: ready is called for each report,
-// sub 0 being the port's own fd, and says whether the loop should read
-// frames, send queued ones, both or neither. An error closes the port.
-type eventSource interface {
-	ready(p *port, sub uint8, hangup bool) (read, write bool, err error)
+// tally is what one call of a transport dropped, by reason, for the engine
+// to add to the port's counters. Drops of frames the transport took from
+// its peer (rx) also count those frames as received, as the engine counts
+// the frames it drops itself.
+type tally struct {
+	any      bool   // something is counted
+	received uint32 // frames taken from the peer and dropped before they reached a buffer
+	drops    [numDrops]uint32
+	gso      [gso.NumReasons]uint32
 }
 
-// largeWaiter is a transport whose read may stop at a superframe for want
-// of a large buffer (vhost-user: the frame waits in the guest's ring, and
-// the guest will not kick for it again). The engine reads it again once a
-// large buffer is free, rather than at once and in vain.
-type largeWaiter interface {
-	waitsForLarge() bool
+// dropReceived counts n frames received and dropped for reason d.
+func (t *tally) dropReceived(d Drop, n uint32) {
+	if n == 0 {
+		return
+	}
+	t.any = true
+	t.received += n
+	t.drops[d] += n
 }
 
-// writeWaiter is a transport that learns by other means than its fd's
-// write readiness when its peer can take frames again (vhost-user: the
-// guest kicks its RX ring).
-type writeWaiter interface {
-	waitWritable(p *port, on bool) error
+// dropGSO counts n frames received and dropped because its
+// virtio_net_hdr lies about it (gso.Check's reason r).
+func (t *tally) dropGSO(r gso.Reason, n uint32) {
+	if n == 0 {
+		return
+	}
+	t.any = true
+	t.received += n
+	t.gso[r] += n
 }
+
+// drop counts a drop that is not a received frame: a frame refused on
+// sending, a read that found no buffer, a peer closed for what it did.
+func (t *tally) drop(d Drop, n uint32) {
+	if n == 0 {
+		return
+	}
+	t.any = true
+	t.drops[d] += n
+}
+
+// readResult is what one read did.
+type readResult struct {
+	n       int // refs[:n] hold frames
+	dropped tally
+	// buffered: the transport holds complete frames it has read already
+	// (a stream's buffer, a vhost-user ring that has more, a cut
+	// superframe's rest): the poller will not report them, so the engine
+	// reads again in the next round.
+	buffered bool
+	// waitsLarge: the read stopped at a superframe for want of a large
+	// buffer (vhost-user: the frame waits in the guest's ring, and the
+	// guest will not kick for it again). The engine reads again once a
+	// large buffer is free, rather than at once and in vain.
+	waitsLarge bool
+	// err closes the port; errPeerClosed is a hang-up.
+	err error
+}
+
+// writeResult is what one write did.
+type writeResult struct {
+	// done is how many frames from the head of the queue the transport is
+	// through with, sent or dropped: the engine releases them.
+	done          int
+	frames, bytes uint64 // of them, sent
+	dropped       tally  // of them, refused (send-error), and anything else counted
+	// blocked: the peer takes no more now; wait for its writability.
+	blocked bool
+	// retryAfter: the peer pushed back where no poller can tell when it
+	// has room (datagrams through a listener): try again after this long.
+	retryAfter time.Duration
+	// rerouted: the transport closed its own fd and reaches its peer
+	// another way from now on (a datagram client answered through its
+	// listener); the engine forgets the port's fd.
+	rerouted bool
+	// err closes the port; errPeerClosed and peerGone are hang-ups.
+	err error
+}
+
+// txView is a port's transmit queue as a transport sees it: the frames
+// waiting, oldest first. The engine takes off what the transport is done
+// with.
+type txView struct{ q *ring.Queue }
+
+// Len is how many frames wait.
+func (v txView) Len() int { return v.q.Len() }
+
+// At is the i-th oldest (0 is the head).
+func (v txView) At(i int) ring.Ref { return v.q.At(i) }
+
+// readiness is what an event source's report means.
+type readiness struct {
+	read, write bool // read frames, send queued ones
+	// offloads is what the peer takes whole now, when offloadsKnown (a
+	// vhost-user guest, once it set its features).
+	offloads      gso.Offloads
+	offloadsKnown bool
+	dropped       tally
+	err           error // closes the port
+}
+
+// polledByEngine is embedded by the transports whose one fd the engine
+// polls: they have no fds of their own to judge.
+type polledByEngine struct{}
+
+func (polledByEngine) ready(uint8, bool) readiness { return readiness{read: true} }
 
 // portIO is what every transport reads and writes through: the pool its
 // frames live in and the loop's batch size.
@@ -88,22 +194,19 @@ type portIO struct {
 	copies   uint64
 }
 
-// sent is the common tail of a send: count and release the first n queued
-// frames.
-func (io *portIO) sent(p *port, n int) {
+// sent is the result of sending the first n queued frames.
+func (io *portIO) sent(q txView, n int) writeResult {
+	res := writeResult{done: n, frames: uint64(n)}
 	for i := 0; i < n; i++ {
-		r := p.txq.At(i)
-		p.cnt.txFrames++
-		p.cnt.txBytes += uint64(io.pool.Len(r))
-		io.pool.Release(r)
+		res.bytes += uint64(io.pool.Len(q.At(i)))
 	}
-	p.txq.Drop(n)
+	return res
 }
 
 // skipHead drops the head frame, which the peer can never take (larger
 // than its socket accepts, say), instead of retrying it forever.
-func (io *portIO) skipHead(p *port) {
-	io.pool.Release(p.txq.At(0))
-	p.txq.Drop(1)
-	p.cnt.drops[DropSendError]++
+func skipHead() writeResult {
+	res := writeResult{done: 1}
+	res.dropped.drop(DropSendError, 1)
+	return res
 }

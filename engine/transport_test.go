@@ -269,7 +269,7 @@ func TestDgramClientsKeyedBySourcePath(t *testing.T) {
 	if s.e.clients != 2 || s.dgramPeers()[vm1.path] == nil {
 		t.Fatalf("clients %d, vm1 known %v", s.e.clients, s.dgramPeers()[vm1.path] != nil)
 	}
-	if dgramOf(s.dgramPeers()[vm1.path]).via != nil {
+	if s.dgramPeers()[vm1.path].dgram.via != nil {
 		t.Fatal("an unconnected client should get its own sending socket")
 	}
 	f2 := ethFrame(broadcast, mac(0x12), 0x0806, 60)
@@ -287,7 +287,7 @@ func TestDgramClientsKeyedBySourcePath(t *testing.T) {
 	s.pump()
 	expectFrames(t, "vm1", vm1.recv(t), to1)
 	expectFrames(t, "vm2", vm2.recv(t), to2)
-	if p := s.dgramPeers()[vm2.path]; p == nil || dgramOf(p).via == nil {
+	if p := s.dgramPeers()[vm2.path]; p == nil || p.dgram.via == nil {
 		t.Fatal("a client connected to the listener must be answered through it")
 	}
 }
@@ -303,10 +303,10 @@ func TestDgramClientsExpireAndDepart(t *testing.T) {
 	vm1.recv(t)
 	vm2.recv(t)
 	// vm2 keeps talking, vm1 falls silent past --dgram-idle.
-	s.e.now += int64(6 * time.Second)
+	s.advance(6 * time.Second)
 	vm2.sendTo(t, lpath, ethFrame(broadcast, mac(0x12), 0x0800, 60))
 	s.pump()
-	s.e.now += int64(6 * time.Second)
+	s.advance(6 * time.Second)
 	s.e.sweep()
 	s.e.reap()
 	if s.dgramPeers()[vm1.path] != nil || s.dgramPeers()[vm2.path] == nil {
@@ -461,7 +461,7 @@ func TestDgramViaListenerRetriesAfterBackPressure(t *testing.T) {
 	}
 	s.pump()
 	p := s.dgramPeers()[vm.path]
-	if p == nil || dgramOf(p).via == nil {
+	if p == nil || p.dgram.via == nil {
 		t.Fatal("the connected client is not answered through the listener")
 	}
 	if p.txq.Len() == 0 || !s.e.retryPending {
@@ -470,7 +470,7 @@ func TestDgramViaListenerRetriesAfterBackPressure(t *testing.T) {
 	got := 0
 	for round := 0; round < 100 && got+int(p.cnt.drops[DropQueueFull]) < sent; round++ {
 		got += len(vm.recv(t))
-		s.e.now += int64(2 * time.Millisecond)
+		s.advance(2 * time.Millisecond)
 		s.pump()
 	}
 	got += len(vm.recv(t))

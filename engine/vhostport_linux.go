@@ -24,13 +24,15 @@ type vhostTransport struct {
 	bufs  [][]byte // the batch's pool buffers or frames, as the device takes them
 	sizes []int
 	hdrs  []gso.VirtioNetHdr // the batch's virtio_net_hdrs, both ways
-	more  bool               // the TX ring may hold frames the guest will not kick for
 	// refs are the pool buffers of the read under way, for large: a
 	// superframe's buffer replaces its slot's small one.
 	refs []ring.Ref
 	// starved: the read stopped at a superframe for want of a large
-	// buffer; the engine reads again when one is free (largeWaiter).
+	// buffer; the engine reads again when one is free (waitsLarge).
 	starved bool
+	// offloads: the guest negotiated offloads; its frames go with their
+	// headers.
+	offloads bool
 	// violated: the device reported the guest breaking the rules (once
 	// counted, the port closes).
 	violated bool
@@ -78,50 +80,58 @@ func (t *vhostTransport) large(slot int) []byte {
 	return t.io.pool.Buf(r)
 }
 
-func (*vhostTransport) kind() string { return "vhost-user" }
+// caps: the guest's kick fds are polled beside the socket, and its RX
+// kick says when it has room again.
+func (*vhostTransport) caps() transportCaps {
+	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true}
+}
 
-// failed passes on err, counting once the guest breaking the protocol or
-// its rings (DropVhostViolation): the engine closes the port and logs the
-// error, which says what the guest did.
-func (t *vhostTransport) failed(p *port, err error) error {
+// failed passes on err, counting once in dropped the guest breaking the
+// protocol or its rings (DropVhostViolation): the engine closes the port
+// and logs the error, which says what the guest did.
+func (t *vhostTransport) failed(err error, dropped *tally) error {
 	if !t.violated && errors.Is(err, vhostuser.ErrViolation) {
 		t.violated = true
-		p.cnt.drops[DropVhostViolation]++
+		dropped.drop(DropVhostViolation, 1)
 	}
 	return err
 }
 
-func (t *vhostTransport) buffered() bool { return t.more }
-
 // ready serves the socket's messages and the guest's kicks.
-func (t *vhostTransport) ready(p *port, sub uint8, hangup bool) (read, write bool, err error) {
+func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
+	var r readiness
 	switch sub {
 	case subTXKick:
-		return true, false, t.failed(p, t.dev.DrainKick(vhostuser.TXQ))
+		r.read, r.err = true, t.failed(t.dev.DrainKick(vhostuser.TXQ), &r.dropped)
+		return r
 	case subRXKick:
-		return false, true, t.failed(p, t.dev.DrainKick(vhostuser.RXQ))
+		r.write, r.err = true, t.failed(t.dev.DrainKick(vhostuser.RXQ), &r.dropped)
+		return r
 	}
 	ch, err := t.dev.HandleSocket()
 	if errors.Is(err, vhostuser.ErrHangup) {
-		return false, false, errPeerClosed
+		r.err = errPeerClosed
+		return r
 	}
 	if err != nil {
-		return false, false, t.failed(p, err)
+		r.err = t.failed(err, &r.dropped)
+		return r
 	}
 	if ch&vhostuser.KickChanged != 0 {
-		if err := t.watchKicks(); err != nil {
-			return false, false, err
+		if r.err = t.watchKicks(); r.err != nil {
+			return r
 		}
 	}
 	// What the guest takes whole is known once it set its features, and
 	// may change when it resets its card.
-	p.offloads = t.dev.Offloads()
+	r.offloads, r.offloadsKnown = t.dev.Offloads(), true
+	t.offloads = r.offloads != 0
 	if ch&vhostuser.StateChanged != 0 && t.dev.Ready() {
 		// A ring that (re)started may hold frames from before a stop or
 		// a reconnect, and the guest will not kick for those.
-		return true, true, nil
+		r.read, r.write = true, true
 	}
-	return false, false, nil
+	return r
 }
 
 // watchKicks follows the guest's kick fds into the poller. Replaced fds
@@ -149,94 +159,81 @@ func (t *vhostTransport) watchKicks() error {
 }
 
 // read takes a batch of frames from the guest's TX ring into pool buffers.
-func (t *vhostTransport) read(p *port, refs []ring.Ref) (int, error) {
+func (t *vhostTransport) read(refs []ring.Ref, _ bool) readResult {
 	bufs := t.bufs[:len(refs)]
 	for i, r := range refs {
 		bufs[i] = t.io.pool.Buf(r)
 	}
-	before := t.dev.Stats()
 	t.refs, t.starved = refs, false
-	n, more, err := t.dev.ReadTX(bufs, t.sizes, t.hdrs)
+	r, err := t.dev.ReadTXBatch(bufs, t.sizes, t.hdrs)
 	t.refs = nil
+	n := r.N
 	// Starved, the ring's next frame can only wait for a large buffer:
 	// reading again at once would spin until one is free.
-	t.more = more && err == nil && !t.starved
+	res := readResult{n: n, buffered: r.More && err == nil && !t.starved, waitsLarge: t.starved}
 	// Frames the device dropped before they reached a buffer of ours are
 	// counted as the same frames on a socket would be: received, and
 	// dropped as oversize (longer than our buffers) or runt (no frame
 	// after the virtio-net header).
-	after := t.dev.Stats()
-	over, short := after.TXOversize-before.TXOversize, after.TXShort-before.TXShort
-	p.cnt.rxFrames += over + short
-	p.cnt.drops[DropOversize] += over
-	p.cnt.drops[DropRunt] += short
-	// A header asking for an offload the guest did not negotiate broke
-	// the protocol; the device dropped its frame.
-	bad := after.TXBadHdr - before.TXBadHdr
-	p.cnt.rxFrames += bad
-	p.cnt.drops[DropOffloadNotNegotiated] += bad
-	// Headers with bits no driver may send tell the lie gso.Check names
-	// when it sees them on an offloaded frame: counted under the same
-	// names, whatever else the header asked for.
-	flags, gsoType := after.TXHdrFlags-before.TXHdrFlags, after.TXHdrGSOType-before.TXHdrGSOType
-	p.cnt.rxFrames += flags + gsoType
-	p.cnt.gsoDrops[gso.FlagsInvalid] += flags
-	p.cnt.gsoDrops[gso.GSOTypeUnknown] += gsoType
+	if r.Drops != (vhostuser.TXDrops{}) {
+		d := &res.dropped
+		d.dropReceived(DropOversize, uint32(r.Drops.Oversize))
+		d.dropReceived(DropRunt, uint32(r.Drops.Short))
+		// A header asking for an offload the guest did not negotiate
+		// broke the protocol; the device dropped its frame.
+		d.dropReceived(DropOffloadNotNegotiated, uint32(r.Drops.BadHdr))
+		// Headers with bits no driver may send tell the lie gso.Check
+		// names when it sees them on an offloaded frame: counted under
+		// the same names, whatever else the header asked for.
+		d.dropGSO(gso.FlagsInvalid, uint32(r.Drops.HdrFlags))
+		d.dropGSO(gso.GSOTypeUnknown, uint32(r.Drops.HdrGSOType))
+	}
 	for i := 0; i < n; i++ {
 		t.io.pool.SetLen(refs[i], t.sizes[i])
 		if t.hdrs[i] != (gso.VirtioNetHdr{}) { // Get zeroed it
 			*t.io.pool.Hdr(refs[i]) = t.hdrs[i]
 		}
 	}
-	return n, t.failed(p, err)
+	res.err = t.failed(err, &res.dropped)
+	return res
 }
 
 // write puts queued frames into the guest's RX buffers. A guest without
 // buffers is back-pressure: the rest stays queued until it kicks its RX
 // ring.
-func (t *vhostTransport) write(p *port) error {
-	frames := t.bufs[:min(p.txq.Len(), len(t.bufs))]
+func (t *vhostTransport) write(q txView) writeResult {
+	frames := t.bufs[:min(q.Len(), len(t.bufs))]
 	for i := range frames {
-		frames[i] = t.io.pool.Frame(p.txq.At(i))
+		frames[i] = t.io.pool.Frame(q.At(i))
 	}
 	// Headers only to a guest that negotiated offloads: forwardOne gave
 	// it only frames whose header it takes. Any other guest gets zero
 	// headers: it asked for nothing, and DATA_VALID is not its to see.
 	var hdrs []gso.VirtioNetHdr
-	if p.offloads != 0 {
+	if t.offloads {
 		hdrs = t.hdrs[:len(frames)]
 		for i := range frames {
-			hdrs[i] = *t.io.pool.Hdr(p.txq.At(i))
+			hdrs[i] = *t.io.pool.Hdr(q.At(i))
 		}
 	}
-	before := t.dev.Stats().RXOversize
-	n, err := t.dev.WriteRX(frames, hdrs)
+	r, err := t.dev.WriteRXBatch(frames, hdrs)
+	n, refused := r.N, r.Oversize
 	// Frames the guest's buffers can never hold are taken and dropped; the
 	// bytes count them too (they are rare: a guest posting tiny buffers).
-	refused := t.dev.Stats().RXOversize - before
-	p.cnt.drops[DropSendError] += refused
-	p.cnt.txFrames += uint64(n) - refused
+	res := writeResult{done: n, frames: uint64(n) - refused}
+	res.dropped.drop(DropSendError, uint32(refused))
 	for i := 0; i < n; i++ {
-		r := p.txq.At(i)
-		p.cnt.txBytes += uint64(t.io.pool.Len(r))
-		t.io.pool.Release(r)
+		res.bytes += uint64(t.io.pool.Len(q.At(i)))
 	}
-	p.txq.Drop(n)
 	switch {
 	case err != nil:
-		return t.failed(p, err)
+		res.err = t.failed(err, &res.dropped)
 	case n < len(frames):
-		return errWouldBlock
+		// The guest has no buffers: its RX kick, always polled, says
+		// when it posts more (the device asks it to).
+		res.blocked = true
 	}
-	return nil
+	return res
 }
 
-// waitsForLarge: the last read stopped at a superframe no large buffer
-// was free for.
-func (t *vhostTransport) waitsForLarge() bool { return t.starved }
-
-// waitWritable: the RX kick is always polled; the device asks the guest
-// for it when the ring runs out of buffers.
-func (*vhostTransport) waitWritable(*port, bool) error { return nil }
-
-func (t *vhostTransport) close(p *port) { t.dev.Close() }
+func (t *vhostTransport) close() { t.dev.Close() }

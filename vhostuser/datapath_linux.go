@@ -29,24 +29,50 @@ import (
 // means the device is unusable: close it. It matches ErrViolation when
 // the guest broke the rules, its rings' cost budget included (see
 // virtq.budget): the error says what it did.
+//
+// ReadTXBatch says the same and what this call dropped.
 func (d *Device) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n int, more bool, err error) {
+	r, err := d.ReadTXBatch(bufs, sizes, hdrs)
+	return r.N, r.More, err
+}
+
+// TXResult is what one read of the TX ring did (ReadTXBatch).
+type TXResult struct {
+	N     int  // frames read into bufs
+	More  bool // the ring may hold more (see ReadTX)
+	Drops TXDrops
+}
+
+// TXDrops counts the frames one read of the TX ring dropped, by why: the
+// Stats counters of the same names, for this call alone.
+type TXDrops struct {
+	Oversize, Short, BadHdr, HdrFlags, HdrGSOType uint64
+}
+
+// ReadTXBatch is ReadTX returning what the call dropped with what it
+// read, so a caller counts its drops from the call itself rather than
+// from Stats before and after.
+func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (r TXResult, err error) {
 	q := &d.q[TXQ]
 	// A disabled ring is left alone, frames and all, as DPDK's vhost does:
 	// QEMU disables rings just before stopping them, and what the guest
 	// queued meanwhile is taken after the resume, not lost.
 	if !q.started || !q.enabled || q.vq.avail == nil {
-		return 0, false, nil
+		return TXResult{}, nil
 	}
 	defer recoverFault(&err)
 	d.tx = txRules{hdrLen: virtioNetHdrLen(d.features), sendable: guestOffloads(d.features, false)}
 	if d.cfg.Offloads {
 		d.tx.large = d.cfg.Large
 	}
-	n, more, call, err := q.vq.readBatch(&d.mem, &d.tx, bufs, sizes, hdrs, &d.stats)
+	var st Stats // this call's
+	n, more, call, err := q.vq.readBatch(&d.mem, &d.tx, bufs, sizes, hdrs, &st)
+	d.stats.add(&st)
 	if err == nil && call {
 		d.call(q)
 	}
-	return n, more, err
+	return TXResult{N: n, More: more, Drops: TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
+		HdrFlags: st.TXHdrFlags, HdrGSOType: st.TXHdrGSOType}}, err
 }
 
 // WriteRX writes frames into the guest's RX buffers, each behind its
@@ -59,18 +85,36 @@ func (d *Device) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n 
 //
 // The header is not checked against what the guest negotiated: pass
 // only headers Offloads Takes.
+//
+// WriteRXBatch says the same and how many of them it dropped.
 func (d *Device) WriteRX(frames [][]byte, hdrs []gso.VirtioNetHdr) (n int, err error) {
+	r, err := d.WriteRXBatch(frames, hdrs)
+	return r.N, err
+}
+
+// RXResult is what one write to the RX ring did (WriteRXBatch).
+type RXResult struct {
+	N        int    // frames taken from the head of frames: written or dropped
+	Oversize uint64 // of them, dropped: larger than the guest's buffers can hold
+}
+
+// WriteRXBatch is WriteRX returning how many of the frames it took it
+// dropped, so a caller counts them from the call itself rather than from
+// Stats before and after.
+func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXResult, err error) {
 	q := &d.q[RXQ]
 	if !q.started || !q.enabled || q.vq.avail == nil {
-		return 0, nil
+		return RXResult{}, nil
 	}
 	defer recoverFault(&err)
 	f := d.features
-	n, call, err := q.vq.writeBatch(&d.mem, virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0, frames, hdrs, &d.stats)
+	var st Stats // this call's
+	n, call, err := q.vq.writeBatch(&d.mem, virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0, frames, hdrs, &st)
+	d.stats.add(&st)
 	if err == nil && call {
 		d.call(q)
 	}
-	return n, err
+	return RXResult{N: n, Oversize: st.RXOversize}, err
 }
 
 // DrainKick reads queue q's kick eventfd after the poller reported it

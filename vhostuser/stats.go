@@ -22,3 +22,19 @@ type Stats struct {
 	Kicks uint64 // kick eventfd reads that found the guest had kicked
 	Calls uint64 // call eventfd writes: one at most per batch
 }
+
+// add adds one call's counts (ReadTXBatch, WriteRXBatch) to the device's.
+func (s *Stats) add(c *Stats) {
+	s.TXFrames += c.TXFrames
+	s.TXBytes += c.TXBytes
+	s.TXOversize += c.TXOversize
+	s.TXShort += c.TXShort
+	s.TXBadHdr += c.TXBadHdr
+	s.TXHdrFlags += c.TXHdrFlags
+	s.TXHdrGSOType += c.TXHdrGSOType
+	s.RXFrames += c.RXFrames
+	s.RXBytes += c.RXBytes
+	s.RXOversize += c.RXOversize
+	s.Kicks += c.Kicks
+	s.Calls += c.Calls
+}
