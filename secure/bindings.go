@@ -134,8 +134,8 @@ func (t *bindTable) find(k *bindKey) int {
 }
 
 // insert adds k, which the caller has checked is absent and fits, for
-// port, whose user is owner.
-func (t *bindTable) insert(k *bindKey, mac [6]byte, port, owner uint32, source Source, now int64) {
+// port, whose user is owner, and returns its slot.
+func (t *bindTable) insert(k *bindKey, mac [6]byte, port, owner uint32, source Source, now int64) int {
 	home := t.hash(k)
 	i := home
 	for t.slots[i].used {
@@ -152,6 +152,7 @@ func (t *bindTable) insert(k *bindKey, mac [6]byte, port, owner uint32, source S
 	if owner != 0 {
 		t.perOwner[owner]++
 	}
+	return int(i)
 }
 
 // remove empties slot i and shifts later members of its probe run back, so

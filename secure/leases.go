@@ -1,11 +1,8 @@
 package secure
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
-	"math/bits"
-	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"time"
@@ -48,107 +45,34 @@ func ParseIPSource(s string) (IPSource, error) {
 // leaseForever is the end of an infinite lease (lease time 0xffffffff).
 const leaseForever = math.MaxInt64
 
-type lease struct {
-	key  bindKey // the address, IPv4 as ::ffff:a.b.c.d
-	mac  [6]byte
-	used bool
-	port uint32
-	home uint32 // slot the address hashes to
-	end  int64  // monotonic ns at which the lease ends
-}
-
 // leaseTable holds the leases the host's DHCP servers granted (DHCPv4, and
-// DHCPv6 with --ipv6), keyed by address. Like bindTable it is open addressing with linear probing and
-// backward-shift deletion, sized once in New so the per-frame lookups and
-// the snooped ACKs never allocate; it is a separate table because a lease's
-// lifetime comes from the server, not from use.
-type leaseTable struct {
-	slots []lease
-	mask  uint32
-	count int
-	max   int
-	seed  uint64 // random per table, so clients cannot pick addresses that collide
-}
+// DHCPv6 with --ipv6), keyed by address: a binding table of its own (sized
+// once in New, so the per-frame lookups and the snooped ACKs never
+// allocate) whose entries have the source Lease and a fixed end (until)
+// that comes from the server, not from use. It is apart from the first-use
+// table because a lease exists before its client uses the address, and
+// counts against no port's or user's limit.
+type leaseTable struct{ bindTable }
 
 func newLeaseTable(max int) *leaseTable {
-	n := 16
-	if want := 2 * max; want > n {
-		n = 1 << bits.Len(uint(want-1))
-	}
-	return &leaseTable{slots: make([]lease, n), mask: uint32(n - 1), max: max, seed: rand.Uint64() | 1}
+	return &leaseTable{newBindTable(max, 0, 0, 0)}
 }
 
-func (t *leaseTable) hash(k *bindKey) uint32 {
-	lo := binary.LittleEndian.Uint64(k[0:8])
-	hi := binary.LittleEndian.Uint64(k[8:16])
-	h := (lo ^ t.seed) * 0x9e3779b97f4a7c15
-	h = (h ^ hi ^ h>>29) * 0xbf58476d1ce4e5b9
-	h ^= h >> 32
-	return uint32(h) & t.mask
-}
-
-// find returns the slot holding k, or -1.
-func (t *leaseTable) find(k *bindKey) int {
-	for i := t.hash(k); ; i = (i + 1) & t.mask {
-		s := &t.slots[i]
-		if !s.used {
-			return -1
-		}
-		if s.key == *k {
-			return int(i)
-		}
-	}
-}
-
-// put records or renews the lease of k. It reports false when k is new and
-// the table is full.
+// put records or renews the lease of k until end. It reports false when k
+// is new and the table is full.
 func (t *leaseTable) put(k *bindKey, mac [6]byte, port uint32, end int64) bool {
-	if i := t.find(k); i >= 0 {
-		s := &t.slots[i]
-		// The server is the authority: a renewal, or the address leased
-		// anew to another client, replaces what was there.
-		s.mac, s.port, s.end = mac, port, end
-		return true
+	i := t.find(k)
+	if i < 0 {
+		if t.count >= t.max {
+			return false
+		}
+		i = t.insert(k, mac, port, 0, Lease, 0)
 	}
-	if t.count >= t.max {
-		return false
-	}
-	home := t.hash(k)
-	i := home
-	for t.slots[i].used {
-		i = (i + 1) & t.mask
-	}
-	t.slots[i] = lease{key: *k, mac: mac, used: true, port: port, home: home, end: end}
-	t.count++
+	// The server is the authority: a renewal, or the address leased anew
+	// to another client, replaces what was there.
+	s := &t.slots[i]
+	s.mac, s.port, s.until = mac, port, end
 	return true
-}
-
-// remove empties slot i, shifting later members of its probe run back (see
-// bindTable.remove).
-func (t *leaseTable) remove(i uint32) {
-	for j := (i + 1) & t.mask; t.slots[j].used; j = (j + 1) & t.mask {
-		h := t.slots[j].home
-		if (j-h)&t.mask >= (j-i)&t.mask {
-			t.slots[i] = t.slots[j]
-			i = j
-		}
-	}
-	t.slots[i] = lease{}
-	t.count--
-}
-
-// removeIf deletes every lease drop reports true for and returns how many.
-func (t *leaseTable) removeIf(drop func(*lease) bool) int {
-	n := 0
-	for i := 0; i < len(t.slots); {
-		if s := &t.slots[i]; s.used && drop(s) {
-			t.remove(uint32(i))
-			n++
-			continue // a later entry may have moved into slot i
-		}
-		i++
-	}
-	return n
 }
 
 // leasedTo reports whether k is leased, at now, to mac on port.
@@ -158,7 +82,7 @@ func (t *leaseTable) leasedTo(k *bindKey, mac [6]byte, port uint32, now int64) b
 		return false
 	}
 	s := &t.slots[i]
-	return s.mac == mac && s.port == port && now < s.end
+	return s.mac == mac && s.port == port && now < s.until
 }
 
 // IPSource returns the --ip-source the policy enforces.
@@ -187,7 +111,7 @@ func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
 	switch m.Type {
 	case DHCPNak:
 		// Only its IPv4 leases: DHCPv6 is another server's business.
-		return p.leases.removeIf(func(l *lease) bool { return l.mac == m.ClientMAC && is4(&l.key) }) > 0
+		return p.leases.removeIf(func(l *binding) bool { return l.mac == m.ClientMAC && is4(&l.key) }) > 0
 	case DHCPAck:
 		if m.Addr == 0 || !m.HasLeaseTime || m.Addr == p.tap4 || !p.host4(m.Addr) {
 			return false
@@ -212,7 +136,7 @@ func (p *Policy) EachLease(fn func(ip netip.Addr, mac [6]byte, port uint32, end 
 	for i := range p.leases.slots {
 		l := &p.leases.slots[i]
 		if l.used {
-			fn(netip.AddrFrom16(l.key).Unmap(), l.mac, l.port, l.end)
+			fn(netip.AddrFrom16(l.key).Unmap(), l.mac, l.port, l.until)
 		}
 	}
 }
@@ -230,7 +154,7 @@ func (p *Policy) expireLeases(now int64) int {
 	if p.leases == nil {
 		return 0
 	}
-	return p.leases.removeIf(func(l *lease) bool { return now >= l.end })
+	return p.leases.removeIf(func(l *binding) bool { return now >= l.until })
 }
 
 // removePortLeases ends the leases of a client that disconnected: a port
@@ -238,7 +162,7 @@ func (p *Policy) expireLeases(now int64) int {
 // again.
 func (p *Policy) removePortLeases(port uint32) {
 	if p.leases != nil {
-		p.leases.removeIf(func(l *lease) bool { return l.port == port })
+		p.leases.removeIf(func(l *binding) bool { return l.port == port })
 	}
 }
 
