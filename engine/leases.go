@@ -19,6 +19,11 @@ import (
 // first frame from its new address already finds the lease; the parsers
 // refuse other frames in a few comparisons and nothing here allocates.
 func (e *Engine) snoopLease(frame []byte) {
+	// Only the host's server, or one --dhcp-server names, may lease: the
+	// TAP's side may be a LAN or other hosts.
+	if len(frame) < 14 || !e.policy.LeasesFrom([6]byte(frame[6:12])) {
+		return
+	}
 	if m, ok := secure.ParseDHCPReply(frame); ok {
 		var to uint32
 		if m.Type == secure.DHCPAck {

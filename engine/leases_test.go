@@ -111,6 +111,18 @@ func TestDHCPLeaseBindsAddress(t *testing.T) {
 		t.Fatalf("an ACK for A delivered to B made %d leases", n)
 	}
 
+	// Nor one from another source than the host's MAC: with -b or --vxlan
+	// anyone on the TAP's side could send it (--dhcp-server trusts more).
+	forged := dhcpAck(broadcast, mac(5), leasedIP, 10)
+	copy(forged[6:12], []byte{0x02, 0, 0, 0, 0, 0x66})
+	writeFrame(t, host, forged)
+	s.pump()
+	a.recv(t)
+	b.recv(t)
+	if n := s.e.policy.NumLeases(); n != 0 {
+		t.Fatalf("an ACK from a MAC that is not the host's made %d leases", n)
+	}
+
 	ack := dhcpAck(broadcast, mac(5), leasedIP, 10)
 	writeFrame(t, host, ack)
 	s.pump()
@@ -350,5 +362,34 @@ func TestDHCPv6LeaseBindsAddress(t *testing.T) {
 	s.e.sweep()
 	if n := s.e.policy.NumLeases(); n != 0 {
 		t.Fatalf("%d leases after the valid lifetime", n)
+	}
+}
+
+// A --dhcp-server source leases like the host's own server; the others do
+// not.
+func TestDHCPServerOnTheTapSide(t *testing.T) {
+	server := [6]byte{0x02, 0, 0, 0, 0, 0x67}
+	var host int
+	s := newTestSwitch(t, true, mactable.Config{}, func(c *Config) {
+		host = withTap(t, c)
+		p, err := secure.New(secure.Config{Secure: true, Network: netip.MustParsePrefix("198.18.0.1/16"),
+			TapMAC: mac(0xfe), MaxBindings: 1024, BindingAge: time.Minute, IPSource: secure.IPSourceDHCP,
+			DHCPServers: [][6]byte{server}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Policy = p
+	})
+	a := s.connect()
+	a.send(t, dhcpDiscover(mac(5)))
+	s.pump()
+	drainFrames(t, host)
+	ack := dhcpAck(broadcast, mac(5), leasedIP, 10)
+	copy(ack[6:12], server[:])
+	writeFrame(t, host, ack)
+	s.pump()
+	a.recv(t)
+	if n := s.e.policy.NumLeases(); n != 1 {
+		t.Fatalf("an ACK from the --dhcp-server made %d leases, want 1", n)
 	}
 }

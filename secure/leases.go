@@ -97,6 +97,24 @@ func (p *Policy) IPSource() IPSource {
 // so that the engine reads the DHCP replies the TAP sends.
 func (p *Policy) Leases() bool { return p.leases != nil }
 
+// LeasesFrom says whether a DHCP or DHCPv6 reply from the Ethernet source
+// src may lease addresses: the TAP's own MAC (the host's server) or a
+// Config.DHCPServers source.
+func (p *Policy) LeasesFrom(src [6]byte) bool {
+	if p.leases == nil {
+		return false
+	}
+	if src == p.tapMAC {
+		return true
+	}
+	for _, s := range p.dhcpServers {
+		if s == src {
+			return true
+		}
+	}
+	return false
+}
+
 // SnoopReply applies a DHCPACK or DHCPNAK the TAP is sending: an ACK leases
 // m.Addr to m.ClientMAC on port for the lease time from now, a NAK ends
 // every IPv4 lease of m.ClientMAC. The engine gives the port only when the

@@ -64,6 +64,13 @@ type Config struct {
 	// global IPv6 addresses are the ones the host's DHCP and DHCPv6 servers
 	// leased to its MACs (leases.go), in a table of MaxBindings leases.
 	IPSource IPSource
+	// DHCPServers are the Ethernet sources, besides TapMAC, whose DHCP and
+	// DHCPv6 replies lease addresses with IPSourceDHCP (--dhcp-server: a
+	// server or relay on a bridged LAN, or on another host over VXLAN).
+	// Replies from any other source lease nothing: with -b or --vxlan the
+	// TAP's side is more than the host, and whoever can send there could
+	// otherwise forge an ACK for a client of its own.
+	DHCPServers [][6]byte
 }
 
 // Policy holds the configuration and the IP-to-MAC binding table. It is
@@ -89,6 +96,9 @@ type Policy struct {
 	ranges []userRange
 	users  []portUser
 	leases *leaseTable // nil unless --ip-source dhcp
+	// dhcpServers are Config.DHCPServers: whose replies lease, besides the
+	// TAP's own.
+	dhcpServers [][6]byte
 }
 
 // New checks cfg and builds the policy. Its errors name the option at fault.
@@ -153,6 +163,7 @@ func New(cfg Config) (*Policy, error) {
 	case IPSourceFirstUse:
 	case IPSourceDHCP:
 		p.leases = newLeaseTable(max)
+		p.dhcpServers = append([][6]byte(nil), cfg.DHCPServers...)
 	default:
 		return nil, fmt.Errorf("--ip-source %v: unknown", cfg.IPSource)
 	}

@@ -190,6 +190,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		UserBindings: o.userIPs,
 		UserNets:     o.userNets,
 		IPSource:     o.ipSource,
+		DHCPServers:  o.dhcpServers,
 	})
 	if err != nil {
 		return nil, err

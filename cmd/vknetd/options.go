@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -46,6 +47,7 @@ type options struct {
 	userClients int
 	ipv6        netip.Prefix
 	ipSource    secure.IPSource // --ip-source
+	dhcpServers [][6]byte       // --dhcp-server
 	stream      string
 	dgram       string
 	vhostUser   string
@@ -111,6 +113,7 @@ func newFlagSet(o *options, vx *vxlanFlags, userNets *[]string) *pflag.FlagSet {
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
 	fs.Var((*ipSourceValue)(&o.ipSource), "ip-source", "secure mode: where a client's right to an address comes from: first-use (the first client MAC and port to use an address hold it) or dhcp (only the addresses the host's DHCP server, and DHCPv6 server with --ipv6, leased to the client's MACs, for the lease time)")
+	fs.Var((*macListValue)(&o.dhcpServers), "dhcp-server", "with --ip-source dhcp: also take leases from the DHCP (and DHCPv6) replies of this Ethernet source, a server or relay on a bridged LAN or another host; repeat for more (default: only the host's own replies, from the TAP's MAC or the bridge's with -b)")
 	fs.Var((*prefixValue)(&o.ipv6), "ipv6", "secure mode: let IPv6 through for sources in this prefix or link-local (IPv6 is dropped otherwise)")
 	fs.IntVar(&vx.vni, "vxlan", 0, "stretch the network to other hosts: the kernel's VXLAN device with this VNI (1-16777215) joins a bridge with the TAP (-b, or vkbrVNI created for it) (Linux)")
 	fs.StringArrayVar(&vx.remotes, "vxlan-remote", nil, "with --vxlan: a peer host's underlay address; repeat for each peer (broadcasts go to every one)")
@@ -242,6 +245,9 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	}
 	if o.ipSource != secure.IPSourceFirstUse && o.unsecure {
 		return nil, cli.Usagef("--ip-source %v only matters in secure mode; with -U every address passes", o.ipSource)
+	}
+	if len(o.dhcpServers) > 0 && o.ipSource != secure.IPSourceDHCP {
+		return nil, cli.Usagef("--dhcp-server only matters with --ip-source dhcp: add --ip-source dhcp, or leave it out")
 	}
 	if o.ipv6.IsValid() && o.unsecure {
 		return nil, cli.Usagef("--ipv6 only matters in secure mode; with -U every IPv6 frame passes already")
@@ -473,6 +479,26 @@ func (v *secondsValue) Set(s string) error {
 		return fmt.Errorf("want seconds or a duration like 90s or 5m")
 	}
 	*v = secondsValue(d)
+	return nil
+}
+
+// macListValue is a repeatable MAC address flag (--dhcp-server).
+type macListValue [][6]byte
+
+func (v *macListValue) String() string {
+	var out []string
+	for _, m := range *v {
+		out = append(out, net.HardwareAddr(m[:]).String())
+	}
+	return strings.Join(out, ",")
+}
+func (v *macListValue) Type() string { return "mac" }
+func (v *macListValue) Set(s string) error {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return fmt.Errorf("%q is not an Ethernet MAC address: write it like 52:54:00:12:34:56", s)
+	}
+	*v = append(*v, [6]byte(hw))
 	return nil
 }
 

@@ -131,6 +131,8 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--user-net", "7=198.18.7.0/25", "--user-net", "8=198.18.7.64/26", "198.18.7.1/24"},
 			[]string{"--user-net 7=198.18.7.0/25 overlaps --user-net 8=198.18.7.64/26"}},
 		{[]string{"--ip-source", "static", "198.18.0.1/16"}, []string{"--ip-source", `"static"`, "first-use", "dhcp"}},
+		{[]string{"--dhcp-server", "52:54:00:12:34:56", "198.18.0.1/16"}, []string{"--dhcp-server", "--ip-source dhcp"}},
+		{[]string{"--ip-source", "dhcp", "--dhcp-server", "server1", "198.18.0.1/16"}, []string{"--dhcp-server", `"server1"`, "52:54:00:12:34:56"}},
 		{[]string{"-U", "--ip-source", "dhcp"}, []string{"--ip-source dhcp", "secure mode"}},
 		{[]string{"-x"}, []string{"-x"}},
 		{[]string{"-c", "--user", "vknetd"}, []string{"--user vknetd", "daemon"}},
@@ -207,4 +209,15 @@ func FuzzParseCIDR(f *testing.F) {
 			t.Fatalf("%q -> %v does not read back: %v %v", s, p, again, err)
 		}
 	})
+}
+
+func TestParseArgsDHCPServers(t *testing.T) {
+	o, err := parseArgs([]string{"--ip-source", "dhcp", "--dhcp-server", "52:54:00:12:34:56", "--dhcp-server", "02:00:00:00:00:67", "198.18.7.1/24"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][6]byte{{0x52, 0x54, 0, 0x12, 0x34, 0x56}, {2, 0, 0, 0, 0, 0x67}}
+	if !slices.Equal(o.dhcpServers, want) {
+		t.Fatalf("--dhcp-server parsed as %v, want %v", o.dhcpServers, want)
+	}
 }
