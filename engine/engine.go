@@ -385,6 +385,9 @@ func (e *Engine) mayQueue(out *port) bool {
 
 func (e *Engine) newPort(id uint32, t transport, fd int, name string) *port {
 	p := &port{id: id, t: t, caps: t.caps(), fd: fd, name: name, pid: -1, uid: -1, txq: ring.NewQueue(e.cfg.QueueLen)}
+	for i := range p.watched {
+		p.watched[i] = -1
+	}
 	if p.caps.readBudget <= 0 {
 		p.caps.readBudget = e.cfg.Batch
 	}
@@ -692,6 +695,9 @@ func (e *Engine) waitWritable(p *port, on bool) error {
 func (e *Engine) sourceEvent(p *port, sub uint8, ev event) {
 	r := p.t.ready(sub, ev.hangup)
 	p.cnt.count(&r.dropped)
+	if r.err == nil && r.watchChanged {
+		r.err = e.watch(p, &r.watch)
+	}
 	if r.err != nil {
 		e.kill(p, r.err)
 		return
@@ -705,6 +711,29 @@ func (e *Engine) sourceEvent(p *port, sub uint8, ev event) {
 	if r.read {
 		e.serve(p)
 	}
+}
+
+// watch polls the fds p's transport wants polled besides its own (fds[i]
+// reported as sub i+1), in place of those it wanted before. Each earlier
+// one is taken out first, and a failure to is no matter: the transport
+// closes an fd it no longer wants, which takes it out of epoll, and the
+// number may already be a new fd's that is not polled yet. So a number
+// that comes back is always polled anew, never taken for the old fd.
+func (e *Engine) watch(p *port, fds *[maxSubFDs]int) error {
+	for i, fd := range fds {
+		if old := p.watched[i]; old >= 0 {
+			e.poll.remove(old)
+		}
+		p.watched[i] = -1
+		if fd < 0 {
+			continue
+		}
+		if err := e.poll.add(fd, subToken(p.id, uint8(i+1))); err != nil {
+			return fmt.Errorf("polling the %s port's fd %d: %w", p.caps.kind, fd, err)
+		}
+		p.watched[i] = fd
+	}
+	return nil
 }
 
 // sendingStopped handles a client whose peer is gone on the sending side

@@ -57,6 +57,9 @@ type port struct {
 
 	t    transport     // how frames move for this kind of port
 	caps transportCaps // what t declared when it was built
+	// watched are the fds the engine polls for t besides fd (engine.watch),
+	// by sub-number less one; -1 for none.
+	watched [maxSubFDs]int
 
 	// dgram is a datagram client's address and liveness (dgram.go); nil
 	// for the other kinds.

@@ -52,8 +52,8 @@ type transportCaps struct {
 	// a batch: the TAP with offloads cuts a 64 KiB superframe into up to
 	// tapReadBudget frames. At most maxReadBudget; 0 means a batch.
 	readBudget int
-	// eventSource: the transport polls fds of its own (subToken) and
-	// decides what their readiness means (ready).
+	// eventSource: the transport has fds of its own polled (readiness
+	// watch, subToken) and decides what their readiness means (ready).
 	eventSource bool
 	// writeReadyElsewhere: the transport learns by other means than its
 	// fd's write readiness when its peer can take frames again
@@ -171,7 +171,16 @@ type readiness struct {
 	offloadsKnown bool
 	dropped       tally
 	err           error // closes the port
+	// watch, when watchChanged, is every fd the transport wants polled
+	// besides its own now, by sub-number less one (watch[0] is reported
+	// as sub 1); -1 for none. The engine follows it into the poller.
+	watch        [maxSubFDs]int
+	watchChanged bool
 }
+
+// maxSubFDs is how many fds a transport may have polled besides its own
+// (vhost-user: its guest's two kick eventfds).
+const maxSubFDs = 2
 
 // polledByEngine is embedded by the transports whose one fd the engine
 // polls: they have no fds of their own to judge.

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/ring"
@@ -12,14 +11,12 @@ import (
 // vhostTransport is a QEMU (or DPDK virtio-user) guest on shared-memory
 // virtio rings: frames move with one copy and no syscall per frame. The
 // port's fd is the vhost-user socket; the guest's kick eventfds are polled
-// beside it under the port's id (subTXKick, subRXKick), and the device
-// package decides everything that touches guest memory.
+// beside it (subTXKick, subRXKick: the transport names them in its
+// readiness, the engine polls them), and the device package decides
+// everything that touches guest memory.
 type vhostTransport struct {
-	io    *portIO
-	dev   *vhostuser.Device
-	poll  poller
-	id    uint32
-	kicks [2]int // the kick fds registered with the poller, by queue; -1 none
+	io  *portIO
+	dev *vhostuser.Device
 
 	bufs  [][]byte // the batch's pool buffers or frames, as the device takes them
 	sizes []int
@@ -38,7 +35,8 @@ type vhostTransport struct {
 	violated bool
 }
 
-// The sub-numbers of a vhost-user port's fds in the poller.
+// The sub-numbers of a vhost-user port's fds in the poller: its own, and
+// readiness.watch[sub-1].
 const (
 	subSocket = 0 // the port's own fd
 	subTXKick = 1 // the guest sent frames
@@ -48,7 +46,7 @@ const (
 // newVhostTransport serves the guest on fd; mem is the port's account of
 // the guest memory its device maps (guestmem.go).
 func (e *Engine) newVhostTransport(fd int, id uint32, name string, mem *guestMemory) (*vhostTransport, error) {
-	t := &vhostTransport{io: &e.io, poll: e.poll, id: id, kicks: [2]int{-1, -1},
+	t := &vhostTransport{io: &e.io,
 		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
 		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}
 	// Offloads only with large buffers for the guest's superframes.
@@ -118,9 +116,10 @@ func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 		return r
 	}
 	if ch&vhostuser.KickChanged != 0 {
-		if r.err = t.watchKicks(); r.err != nil {
-			return r
-		}
+		// The kick fds to poll now; replaced ones were closed by the
+		// device, which took them out of epoll already.
+		r.watch[subTXKick-1], r.watch[subRXKick-1] = t.dev.KickFD(vhostuser.TXQ), t.dev.KickFD(vhostuser.RXQ)
+		r.watchChanged = true
 	}
 	// What the guest takes whole is known once it set its features, and
 	// may change when it resets its card.
@@ -132,30 +131,6 @@ func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 		r.read, r.write = true, true
 	}
 	return r
-}
-
-// watchKicks follows the guest's kick fds into the poller. Replaced fds
-// were closed by the device, which took them out of epoll already; their
-// numbers may be the new ones.
-func (t *vhostTransport) watchKicks() error {
-	for q, sub := range [2]uint8{vhostuser.RXQ: subRXKick, vhostuser.TXQ: subTXKick} {
-		fd := t.dev.KickFD(q)
-		if fd == t.kicks[q] {
-			continue
-		}
-		if t.kicks[q] >= 0 {
-			t.poll.remove(t.kicks[q]) // gone with its close already, most likely
-		}
-		t.kicks[q] = -1
-		if fd < 0 {
-			continue
-		}
-		if err := t.poll.add(fd, subToken(t.id, sub)); err != nil {
-			return fmt.Errorf("watching the guest's kick fd: %w", err)
-		}
-		t.kicks[q] = fd
-	}
-	return nil
 }
 
 // read takes a batch of frames from the guest's TX ring into pool buffers.
