@@ -292,14 +292,12 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 			// Whatever its source, a DHCP client speaks only for itself: a
 			// release or request in another client's name would free or
 			// take that client's lease.
-			b := l4[8:binary.BigEndian.Uint16(l4[4:6])]
-			if r := checkDHCPClient(b, frame[6:12]); r != Pass {
+			r, released := checkDHCPClient(l4[8:binary.BigEndian.Uint16(l4[4:6])], frame[6:12])
+			if r != Pass {
 				return r
 			}
-			if c.p.leases != nil {
-				if a := dhcpReleased(b); a != 0 {
-					c.released[0], c.nreleased = key4(a), 1
-				}
+			if c.p.leases != nil && released != 0 {
+				c.released[0], c.nreleased = key4(released), 1
 			}
 		}
 	}
@@ -321,37 +319,36 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 // checkDHCPClient checks a BOOTP request against the frame's source MAC:
 // the client hardware address, and an Ethernet-type client identifier
 // (option 61), which servers such as dnsmasq prefer to chaddr. Identifiers
-// of other types (DUIDs) cannot be tied to a MAC and are left alone.
-func checkDHCPClient(b []byte, src []byte) Reason {
-	const (
-		chaddr = 28
-		cookie = 236
-		opts   = 240
-	)
-	if len(b) < opts || b[0] != 1 || b[1] != 1 || b[2] != 6 ||
-		binary.BigEndian.Uint32(b[cookie:]) != 0x63825363 {
-		return DHCPMalformed
+// of other types (DUIDs) cannot be tied to a MAC and are left alone. In
+// the same walk of the options it reads, for --ip-source dhcp, the address
+// a DHCPRELEASE gives back (ciaddr; 0 for any other message).
+func checkDHCPClient(b []byte, src []byte) (r Reason, released uint32) {
+	if len(b) < bootpOptions || b[0] != 1 || b[1] != 1 || b[2] != 6 ||
+		binary.BigEndian.Uint32(b[bootpCookie:]) != dhcpCookie {
+		return DHCPMalformed, 0
 	}
-	if string(b[chaddr:chaddr+6]) != string(src) {
-		return DHCPClientMismatch
+	if string(b[bootpChaddr:bootpChaddr+6]) != string(src) {
+		return DHCPClientMismatch, 0
 	}
-	for o := b[opts:]; len(o) > 0; {
-		switch o[0] {
-		case 255: // end
-			return Pass
-		case 0: // pad
-			o = o[1:]
-			continue
+	typed := false // the first message type option was seen
+	for o := b[bootpOptions:]; len(o) > 0; {
+		code, v, rest, good := dhcpOption(o)
+		switch {
+		case !good:
+			return DHCPMalformed, 0
+		case code == dhcpOptEnd:
+			return Pass, released
+		case code == dhcpOptClientID && len(v) == 7 && v[0] == 1 && string(v[1:]) != string(src):
+			return DHCPClientMismatch, 0
+		case code == dhcpOptMessageType && len(v) == 1 && !typed:
+			typed = true
+			if v[0] == dhcpRelease {
+				released = binary.BigEndian.Uint32(b[bootpCiaddr:])
+			}
 		}
-		if len(o) < 2 || len(o) < 2+int(o[1]) {
-			return DHCPMalformed
-		}
-		if v := o[2 : 2+int(o[1])]; o[0] == 61 && len(v) == 7 && v[0] == 1 && string(v[1:]) != string(src) {
-			return DHCPClientMismatch
-		}
-		o = o[2+int(o[1]):]
+		o = rest
 	}
-	return Pass
+	return Pass, released
 }
 
 // validIPv4Options accepts what gopacket's IPv4 decoder accepts, so that

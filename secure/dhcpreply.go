@@ -18,8 +18,11 @@ const (
 	bootpOptions = 240
 	dhcpCookie   = 0x63825363
 
+	dhcpOptPad         = 0
 	dhcpOptLeaseTime   = 51
 	dhcpOptMessageType = 53
+	dhcpOptClientID    = 61
+	dhcpOptEnd         = 255
 )
 
 // DHCPReply is what a DHCPACK or DHCPNAK from the host's server says about
@@ -78,31 +81,25 @@ func ParseDHCPReply(frame []byte) (m DHCPReply, ok bool) {
 		if len(o) == 0 {
 			return m, false // no end option
 		}
-		switch o[0] {
-		case 255:
+		code, v, rest, good := dhcpOption(o)
+		switch {
+		case !good:
+			return m, false
+		case code == dhcpOptEnd:
 			if m.Type != DHCPAck && m.Type != DHCPNak {
 				return m, false
 			}
 			m.ClientMAC = [6]byte(b[bootpChaddr : bootpChaddr+6])
 			m.Addr = binary.BigEndian.Uint32(b[bootpYiaddr:])
 			return m, true
-		case 0:
-			o = o[1:]
-			continue
-		}
-		if len(o) < 2 || len(o) < 2+int(o[1]) {
-			return m, false
-		}
-		v := o[2 : 2+int(o[1])]
-		switch o[0] {
-		case dhcpOptMessageType:
+		case code == dhcpOptMessageType:
 			// A second, different type would make the reply mean two
 			// things: trust neither.
 			if len(v) != 1 || m.Type != 0 && m.Type != v[0] || v[0] == 0 {
 				return m, false
 			}
 			m.Type = v[0]
-		case dhcpOptLeaseTime:
+		case code == dhcpOptLeaseTime:
 			if len(v) != 4 {
 				return m, false
 			}
@@ -112,32 +109,22 @@ func ParseDHCPReply(frame []byte) (m DHCPReply, ok bool) {
 			}
 			m.LeaseSecs, m.HasLeaseTime = t, true
 		}
-		o = o[2+int(o[1]):]
+		o = rest
 	}
 }
 
-// dhcpReleased returns the address a DHCPRELEASE gives back (ciaddr), or 0
-// when the client message b is not a release. b passed checkDHCPClient, so
-// its fixed part is whole and its options well-formed up to the end option.
-func dhcpReleased(b []byte) uint32 {
-	for o := b[bootpOptions:]; len(o) >= 2; {
-		switch o[0] {
-		case 255:
-			return 0
-		case 0:
-			o = o[1:]
-			continue
-		}
-		if len(o) < 2+int(o[1]) {
-			return 0
-		}
-		if o[0] == dhcpOptMessageType && o[1] == 1 {
-			if o[2] != dhcpRelease {
-				return 0
-			}
-			return binary.BigEndian.Uint32(b[bootpCiaddr:])
-		}
-		o = o[2+int(o[1]):]
+// dhcpOption splits the first option off o, which is not empty: its code,
+// its value and what follows. The pad option is one byte; the end option
+// ends the list (rest nil). good is false when the option runs past o.
+func dhcpOption(o []byte) (code byte, v, rest []byte, good bool) {
+	switch o[0] {
+	case dhcpOptPad:
+		return dhcpOptPad, nil, o[1:], true
+	case dhcpOptEnd:
+		return dhcpOptEnd, nil, nil, true
 	}
-	return 0
+	if len(o) < 2 || len(o) < 2+int(o[1]) {
+		return o[0], nil, nil, false
+	}
+	return o[0], o[2 : 2+int(o[1])], o[2+int(o[1]):], true
 }

@@ -122,8 +122,9 @@ func TestDHCPReleased(t *testing.T) {
 		{"request", dhcpFrame(macA, macA, ipA, layers.DHCPMsgTypeRequest, nil), 0},
 		{"discover with a client id", dhcpFrame(macA, macA, "0.0.0.0", layers.DHCPMsgTypeDiscover, &macA), 0},
 	} {
-		if got := dhcpReleased(tc.frame[14+20+8:]); got != tc.want {
-			t.Errorf("%s: dhcpReleased = %#x, want %#x", tc.name, got, tc.want)
+		r, got := checkDHCPClient(tc.frame[14+20+8:], macA[:])
+		if r != Pass || got != tc.want {
+			t.Errorf("%s: checkDHCPClient = %v, released %#x, want pass, %#x", tc.name, r, got, tc.want)
 		}
 	}
 }
