@@ -26,8 +26,11 @@ func check(frame []byte, hdr VirtioNetHdr, mtu int) *Error {
 	if len(frame) > MaxFrameLen {
 		return ErrTooLong
 	}
-	if hdr.Flags&^(FlagNeedsCsum|FlagDataValid) != 0 {
+	switch hdr.Undefined() {
+	case FlagsInvalid:
 		return ErrFlags
+	case GSOTypeUnknown:
+		return ErrGSOType
 	}
 	if err := knownType(hdr.GSOType); err != nil {
 		return err
@@ -65,6 +68,24 @@ func check(frame []byte, hdr VirtioNetHdr, mtu int) *Error {
 		return ErrGSOSize
 	}
 	return nil
+}
+
+// Undefined says whether h has bits virtio-net defines for no driver to
+// send, whatever was negotiated: flags other than NEEDS_CSUM and DATA_VALID
+// (FlagsInvalid; DATA_VALID is the device's, but a front-end passing on a
+// TAP's headers carries it from the kernel), or a gso_type kind other than
+// NONE, TCPV4, TCPV6, UDP and UDP_L4 (GSOTypeUnknown); OK otherwise.
+// Whether the bits left are what the sender may send, and fit the frame,
+// is Offloads.Takes' and Check's to say.
+func (h VirtioNetHdr) Undefined() Reason {
+	if h.Flags&^(FlagNeedsCsum|FlagDataValid) != 0 {
+		return FlagsInvalid
+	}
+	switch h.GSOType.Kind() {
+	case GSONone, GSOTCPv4, GSOUDP, GSOTCPv6, GSOUDPL4:
+		return OK
+	}
+	return GSOTypeUnknown
 }
 
 // knownType refuses gso_type values that are not superframe kinds this

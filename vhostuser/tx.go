@@ -16,25 +16,6 @@ type txRules struct {
 	large func(slot int) []byte
 }
 
-// driverFlags are the virtio_net_hdr flags a driver may send: NEEDS_CSUM,
-// and DATA_VALID, which virtio reserves for the device but a front-end
-// passing on a TAP's headers (vknetplug) carries from the kernel; the
-// engine clears it on every client's frame. RSC_INFO is the device's
-// alone, with RSC_EXT, never offered; the other bits are undefined. The
-// same rule as gso.Check's FlagsInvalid.
-const driverFlags = gso.FlagNeedsCsum | gso.FlagDataValid
-
-// definedGSOType: a gso_type virtio-net defines, ECN or not (whether the
-// guest may send it is Takes' question, whether it fits the frame
-// gso.Check's).
-func definedGSOType(t gso.GSOType) bool {
-	switch t.Kind() {
-	case gso.GSONone, gso.GSOTCPv4, gso.GSOUDP, gso.GSOTCPv6, gso.GSOUDPL4:
-		return true
-	}
-	return false
-}
-
 // readBatch takes frames from a TX ring into bufs[i], stripping the
 // virtio-net header (decoded into hdrs[i] when hdrs is not nil), and
 // records their lengths in sizes. Every chain it takes is returned to the
@@ -111,11 +92,11 @@ ring:
 				hdr.NumBuffers = 0 // meaningless on TX
 				// Bits no driver may send are a lie whatever was
 				// negotiated, even in a header asking for nothing.
-				if hdr.Flags&^driverFlags != 0 {
+				switch hdr.Undefined() {
+				case gso.FlagsInvalid:
 					st.TXHdrFlags++
 					continue
-				}
-				if !definedGSOType(hdr.GSOType) {
+				case gso.GSOTypeUnknown:
 					st.TXHdrGSOType++
 					continue
 				}
