@@ -96,13 +96,21 @@ func FuzzVirtqueue(f *testing.F) {
 		}
 		var st Stats
 		// A call that went well took no entry past the avail idx: none the
-		// guest did not post (the idx is counted modulo 2^16).
-		tookOnlyPosted := func() {
-			if idx := binary.LittleEndian.Uint16(im.mem[im.avail+2:]); int(idx-im.q.lastAvail) > num {
+		// guest did not post (the idx is counted modulo 2^16). An RX buffer
+		// may cover the avail ring itself: when the call's own writes
+		// changed the idx, the guest asked for that, and there is no idx to
+		// hold the call to.
+		tookOnlyPosted := func(before uint16) {
+			idx := binary.LittleEndian.Uint16(im.mem[im.avail+2:])
+			if idx != before {
+				return
+			}
+			if int(idx-im.q.lastAvail) > num {
 				t.Fatalf("took entries up to %d, past the avail idx %d", im.q.lastAvail, idx)
 			}
 		}
 		for round := 0; round < 3; round++ {
+			idx0 := binary.LittleEndian.Uint16(im.mem[im.avail+2:])
 			if mode&1 == 0 {
 				b, s := bufs(4, 1600)
 				h := make([]gso.VirtioNetHdr, len(b))
@@ -122,7 +130,7 @@ func FuzzVirtqueue(f *testing.F) {
 				if err != nil {
 					break
 				}
-				tookOnlyPosted()
+				tookOnlyPosted(idx0)
 			} else {
 				hs := []gso.VirtioNetHdr{{}, {Flags: gso.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}, {GSOType: gso.GSOTCPv4, GSOSize: 1448, HdrLen: 54}}
 				before := im.q.walked
@@ -135,7 +143,7 @@ func FuzzVirtqueue(f *testing.F) {
 				if err != nil {
 					break
 				}
-				tookOnlyPosted()
+				tookOnlyPosted(idx0)
 			}
 			// The guest moves on between rounds.
 			idx := binary.LittleEndian.Uint16(im.mem[im.avail+2:])
