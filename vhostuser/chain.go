@@ -24,6 +24,7 @@ type chainWalker struct {
 	r      *region // the region of the last translation: tried first
 	budget *int    // descriptors the walk may still read
 	write  uint16  // descFWrite for an RX chain, 0 for TX
+	gpa    uint64  // guest address of the segment yielded last
 	head   uint16
 	cur    uint16 // the descriptor read last
 	next   uint16 // its next field
@@ -92,8 +93,10 @@ func (w *chainWalker) segment() (seg []byte, ok bool, err error) {
 		// The region of the last descriptor first: the common case by far.
 		if r := w.r; d.addr-r.guest < r.size && uint64(d.len) <= r.size-(d.addr-r.guest) {
 			off := d.addr - r.guest
+			w.gpa = d.addr
 			return r.mem[off : off+uint64(d.len)], true, nil
 		}
+		w.gpa = d.addr
 		if seg = w.translate(d.addr, uint64(d.len)); seg == nil {
 			return nil, false, w.bad(d)
 		}
@@ -128,6 +131,7 @@ func (w *chainWalker) translate(gpa, n uint64) []byte {
 // rest yields the next region's part of a descriptor across regions.
 func (w *chainWalker) rest() []byte {
 	s := w.m.slice(w.restAddr, w.restLen) // mapped: checked by translate
+	w.gpa = w.restAddr
 	w.restAddr += uint64(len(s))
 	w.restLen -= uint64(len(s))
 	return s

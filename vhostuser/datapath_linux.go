@@ -66,13 +66,37 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 		d.tx.large = d.cfg.Large
 	}
 	var st Stats // this call's
-	n, more, call, err := q.vq.readBatch(&d.mem, &d.tx, bufs, sizes, hdrs, &st)
+	n := 0
+	if d.announcePending && len(bufs) > 0 && len(bufs[0]) >= rarpLen {
+		n = d.putAnnounce(bufs, sizes, hdrs)
+		st.Announces++
+	}
+	m, more, call, err := q.vq.readBatch(&d.mem, &d.tx, bufs[n:], sizes[n:], hdrsFrom(hdrs, n), &st)
+	n += m
 	d.stats.add(&st)
 	if err == nil && call {
 		d.call(q)
 	}
 	return TXResult{N: n, More: more, Drops: TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
 		HdrFlags: st.TXHdrFlags, HdrGSOType: st.TXHdrGSOType}}, err
+}
+
+// putAnnounce puts the RARP that SEND_RARP asked for in bufs[0], first of
+// the frames ReadTX returns.
+func (d *Device) putAnnounce(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) int {
+	sizes[0] = putRARP(bufs[0], d.announce)
+	if hdrs != nil {
+		hdrs[0] = gso.VirtioNetHdr{}
+	}
+	d.announcePending = false
+	return 1
+}
+
+func hdrsFrom(hdrs []gso.VirtioNetHdr, n int) []gso.VirtioNetHdr {
+	if hdrs == nil {
+		return nil
+	}
+	return hdrs[n:]
 }
 
 // WriteRX writes frames into the guest's RX buffers, each behind its

@@ -60,6 +60,9 @@ func FuzzVirtqueue(f *testing.F) {
 	// slots 0 and 1 from the last lap: a frame that needs four waits.
 	small := [][4]uint64{{data, 500, descFWrite, 0}, {data + 512, 500, descFWrite, 0}, {data + 1024, 500, descFWrite, 0}, {data + 1536, 500, descFWrite, 0}}
 	f.Add(seed(64|1, small, []uint16{2, 3, 0, 0, 0, 0, 0, 1}, 0))
+	// Logged: RX buffers and TX frames with the dirty log on.
+	f.Add(seed(128|64|1, fourRX, []uint16{2, 3, 0, 0, 0, 0, 0, 1}, 2))
+	f.Add(seed(128|64, four, []uint16{2, 3, 0, 0, 0, 0, 0, 1}, 2))
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		defer hang.Guard(t, hang.Ring)()
@@ -82,6 +85,12 @@ func FuzzVirtqueue(f *testing.F) {
 		im.q.eventIdx = mode&2 != 0
 		if mode&64 != 0 {
 			im.q.reset(num, 0xfffe, im.q.eventIdx) // two entries short of the wrap
+		}
+		// Mode 128 logs every write (a migration under way).
+		var log *dirtyLog
+		if mode&128 != 0 {
+			log, _ = testLog(int(split%8), 64)
+			im.q.log, im.q.logUsedRing, im.q.usedLogAddr = log, true, imageBase+uint64(im.used)
 		}
 		hdrLen := 12
 		if mode&4 != 0 {
@@ -151,6 +160,9 @@ func FuzzVirtqueue(f *testing.F) {
 		}
 		if !im.canariesIntact() {
 			t.Fatal("wrote outside guest memory")
+		}
+		if log != nil {
+			dirtyPages(t, log) // nothing written outside the bitmap
 		}
 	})
 }

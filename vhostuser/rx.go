@@ -238,6 +238,7 @@ func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb
 			break
 		}
 		room += uint64(len(seg))
+		at := pos
 		if pos < len(hdr) {
 			c := copy(seg, hdr[pos:])
 			for b := max(10, pos); b < min(12, pos+c); b++ {
@@ -248,6 +249,9 @@ func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb
 		}
 		if pos >= len(hdr) {
 			pos += copy(seg, frame[pos-len(hdr):])
+		}
+		if q.log != nil {
+			q.log.mark(w.gpa, uint64(pos-at))
 		}
 	}
 	return pos - start, nil
