@@ -30,6 +30,11 @@ import (
 // the guest broke the rules, its rings' cost budget included (see
 // virtq.budget): the error says what it did.
 //
+// After SEND_RARP (live migration), the first frame ReadTX returns once
+// the ring runs is a broadcast RARP from the guest's MAC, made by the
+// device (Stats.Announces): the switch learns and floods it as the
+// guest's, so the network finds the guest's new port.
+//
 // ReadTXBatch says the same and what this call dropped.
 func (d *Device) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n int, more bool, err error) {
 	r, err := d.ReadTXBatch(bufs, sizes, hdrs)

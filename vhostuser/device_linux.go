@@ -19,10 +19,11 @@ const (
 	// KickFD for both queues and re-register them; the old numbers are
 	// closed already (and may be reused by the new ones).
 	KickChanged Changes = 1 << iota
-	// StateChanged: a queue started, stopped, was enabled or disabled, or
-	// the memory table changed. Check Ready; a TX ring that just started
-	// may hold frames from before a reconnect, so read it once without
-	// waiting for a kick.
+	// StateChanged: a queue started, stopped, was enabled or disabled,
+	// the memory table changed, or the front-end asked for the guest to
+	// be announced (SEND_RARP). Check Ready; a TX ring that just started
+	// may hold frames from before a reconnect, and an announcement is
+	// ReadTX's next frame, so read it once without waiting for a kick.
 	StateChanged
 )
 
