@@ -76,8 +76,7 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 		n = d.putAnnounce(bufs, sizes, hdrs)
 		st.Announces++
 	}
-	m, more, call, err := q.vq.readBatch(&d.mem, &d.tx, bufs[n:], sizes[n:], hdrsFrom(hdrs, n), &st)
-	n += m
+	n, more, call, err := q.vq.readBatchFrom(&d.mem, &d.tx, bufs, sizes, hdrs, &st, n)
 	d.stats.add(&st)
 	if err == nil && call {
 		d.call(q)
@@ -95,13 +94,6 @@ func (d *Device) putAnnounce(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 	}
 	d.announcePending = false
 	return 1
-}
-
-func hdrsFrom(hdrs []gso.VirtioNetHdr, n int) []gso.VirtioNetHdr {
-	if hdrs == nil {
-		return nil
-	}
-	return hdrs[n:]
 }
 
 // WriteRX writes frames into the guest's RX buffers, each behind its

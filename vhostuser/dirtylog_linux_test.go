@@ -228,3 +228,35 @@ func TestDirtyLogMemoryBudget(t *testing.T) {
 		t.Fatalf("held %d after Close", l.held)
 	}
 }
+
+// TestRARPBeforeSuperframe: with the announcement in slot 0, a
+// superframe after it is given the large buffer Config.Large hands out
+// for its own slot, and the announcement stays where it was.
+func TestRARPBeforeSuperframe(t *testing.T) {
+	var asked []int
+	large := func(slot int) []byte { asked = append(asked, slot); return make([]byte, gso.MaxFrameLen) }
+	p := newPairConfig(t, vhostguest.Options{Offloads: true}, Config{Offloads: true, Large: large})
+	if err := serve(p.d, func() error {
+		if err := ask(p.g, vhostguest.ReqSetProtocolFeatures, u64p(protoMigration)); err != nil {
+			return err
+		}
+		return ask(p.g, 19, u64p(0x5634_1200_5452))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fs, hs := offloadBatch()
+	p.g.Send(fs[1:2], hs[1:2]) // the superframe
+	got, sizes := bufs(4, 2048)
+	hdrs := make([]gso.VirtioNetHdr, 4)
+	n, _, err := p.d.ReadTX(got, sizes, hdrs)
+	if n != 2 || err != nil || len(asked) != 1 || asked[0] != 1 {
+		t.Fatalf("ReadTX = %d, %v, Large asked for slots %v; want the RARP and the superframe, slot 1", n, err, asked)
+	}
+	if sizes[0] != rarpLen || got[0][12] != 0x80 || got[0][13] != 0x35 {
+		t.Fatalf("slot 0: % x, want the RARP", got[0][:sizes[0]])
+	}
+	sameFrames(t, "superframe after the RARP", fs[1:2], got[1:], sizes[1:])
+	if hdrs[1] != hs[1] {
+		t.Fatalf("header %+v, want %+v", hdrs[1], hs[1])
+	}
+}

@@ -30,6 +30,15 @@ type txRules struct {
 // empty after kicks were allowed again, so the next frame will kick.
 // call says the guest wants to be told about the used entries.
 func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr, st *Stats) (n int, more, call bool, err error) {
+	return q.readBatchFrom(m, rules, bufs, sizes, hdrs, st, 0)
+}
+
+// readBatchFrom is readBatch with bufs[:from] taken already (by an
+// announcement, see Device.ReadTXBatch): frames go to bufs[from] on, and
+// n counts those before. Slots keep their place in bufs, so rules.large
+// is asked for the slot the caller knows.
+func (q *virtq) readBatchFrom(m *memory, rules *txRules, bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr, st *Stats, from int) (n int, more, call bool, err error) {
+	n = from
 	old := q.usedIdx
 	taken := 0 // used entries written and not yet published
 	// Nothing is published before the end, so every chain this call
