@@ -218,7 +218,9 @@ func (d *Device) handle(h header, p []byte) (Changes, error) {
 			err = d.applyLog(h) // a logged table must stay covered
 		}
 	case reqSetVringNum, reqSetVringBase, reqSetVringEnable:
-		ch, err = d.setVringState(h, p)
+		if ch, err = d.setVringState(h, p); err == nil && h.req == reqSetVringNum {
+			err = d.applyLog(h) // a logged used ring's size changed
+		}
 	case reqSetVringAddr:
 		err = d.setVringAddr(h, p)
 	case reqGetVringBase:
