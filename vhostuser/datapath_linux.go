@@ -46,6 +46,10 @@ type TXResult struct {
 	N     int  // frames read into bufs
 	More  bool // the ring may hold more (see ReadTX)
 	Drops TXDrops
+	// Announce says bufs[0] is the RARP the front-end asked the device to
+	// send for the guest (SEND_RARP, after a live migration), not a frame
+	// of the guest's ring.
+	Announce bool
 }
 
 // TXDrops counts the frames one read of the TX ring dropped, by why: the
@@ -72,7 +76,8 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 	}
 	var st Stats // this call's
 	n := 0
-	if d.announcePending && len(bufs) > 0 && len(bufs[0]) >= rarpLen {
+	announce := d.announcePending && len(bufs) > 0 && len(bufs[0]) >= rarpLen
+	if announce {
 		n = d.putAnnounce(bufs, sizes, hdrs)
 		st.Announces++
 	}
@@ -81,7 +86,7 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 	if err == nil && call {
 		d.call(q)
 	}
-	return TXResult{N: n, More: more, Drops: TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
+	return TXResult{N: n, More: more, Announce: announce, Drops: TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
 		HdrFlags: st.TXHdrFlags, HdrGSOType: st.TXHdrGSOType}}, err
 }
 

@@ -81,6 +81,7 @@ type Device struct {
 
 	announce        [6]byte // SEND_RARP's MAC
 	announcePending bool    // ReadTX owes the RARP announcing it
+	stoppedRings    uint8   // bit i: ring i ran, then GET_VRING_BASE stopped it
 
 	q     [numQueues]queue
 	stats Stats
@@ -129,6 +130,11 @@ func (d *Device) KickFD(q int) int { return d.q[q].kick }
 func (d *Device) Ready() bool {
 	return d.q[RXQ].started && d.q[RXQ].enabled && d.q[TXQ].started && d.q[TXQ].enabled
 }
+
+// Stopped says the front-end stopped a ring that had run (GET_VRING_BASE)
+// and has not started it again: QEMU does so when the guest migrates away
+// or its card stops. The guest is no longer reached through this device.
+func (d *Device) Stopped() bool { return d.stoppedRings != 0 }
 
 // Stats returns the device's counters.
 func (d *Device) Stats() Stats { return d.stats }
@@ -357,6 +363,7 @@ func (d *Device) startRing(i int) error {
 		return err
 	}
 	q.started = true
+	d.stoppedRings &^= 1 << i
 	if d.features&(1<<featProtocolFeatures) == 0 {
 		q.enabled = true // no SET_VRING_ENABLE will come
 	}
@@ -369,6 +376,7 @@ func (d *Device) stopRing(i int) {
 	q := &d.q[i]
 	if q.started {
 		q.base = q.vq.lastAvail
+		d.stoppedRings |= 1 << i
 	}
 	q.started, q.enabled = false, false
 	q.vq.desc, q.vq.avail, q.vq.used = nil, nil, nil

@@ -155,6 +155,9 @@ func TestDirtyLogDevice(t *testing.T) {
 	if n := uint16(rounds * benchBatch); bases != [2]uint16{n, n} {
 		t.Fatalf("GET_VRING_BASE: %v, want both %d (every frame used)", bases, n)
 	}
+	if !p.d.Stopped() || p.d.Ready() {
+		t.Fatalf("after GET_VRING_BASE: Stopped %v, Ready %v", p.d.Stopped(), p.d.Ready())
+	}
 }
 
 // TestSendRARP: SEND_RARP makes the next ReadTX return a RARP from the
@@ -176,9 +179,9 @@ func TestSendRARP(t *testing.T) {
 	p.g.Send(fs, nil)
 	got, sizes := bufs(8, 2048)
 	hdrs := make([]gso.VirtioNetHdr, 8)
-	n, _, err := p.d.ReadTX(got, sizes, hdrs)
-	if n != 3 || err != nil {
-		t.Fatalf("ReadTX = %d, %v; want the RARP and 2 frames", n, err)
+	r, err := p.d.ReadTXBatch(got, sizes, hdrs)
+	if r.N != 3 || !r.Announce || err != nil {
+		t.Fatalf("ReadTXBatch = %+v, %v; want the RARP and 2 frames", r, err)
 	}
 	want := make([]byte, 60)
 	copy(want, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
@@ -194,8 +197,11 @@ func TestSendRARP(t *testing.T) {
 		t.Fatalf("stats %+v: want 1 announcement, 2 frames", st)
 	}
 	p.g.Send(fs, nil)
-	if n, _, _ := p.d.ReadTX(got, sizes, nil); n != 2 {
-		t.Fatalf("second ReadTX = %d frames, want the guest's 2 alone", n)
+	if r, _ := p.d.ReadTXBatch(got, sizes, nil); r.N != 2 || r.Announce {
+		t.Fatalf("second ReadTXBatch = %+v, want the guest's 2 frames alone", r)
+	}
+	if p.d.Stopped() {
+		t.Fatal("Stopped before any GET_VRING_BASE")
 	}
 }
 

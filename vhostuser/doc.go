@@ -25,9 +25,9 @@
 //
 // A front-end may migrate the guest live: the device then keeps the dirty
 // log the vhost-user specification describes (dirtylog.go), stops its
-// rings on GET_VRING_BASE where the destination resumes, and on SEND_RARP
-// hands the engine a RARP announcing the guest's MAC as its next TX
-// frame.
+// rings on GET_VRING_BASE where the destination resumes ([Device.Stopped]
+// says so afterwards), and on SEND_RARP hands the engine a RARP announcing
+// the guest's MAC as its next TX frame ([TXResult.Announce]).
 //
 // The control and data paths assume a little-endian host (amd64, arm64),
 // as virtio 1.0 rings are little-endian and their indices are accessed as

@@ -201,11 +201,8 @@ func (s *side) serve(d *Device) error {
 			return err
 		}
 		s.mu.Lock()
-		if d.Ready() {
-			s.st.ready = true
-		} else if s.st.ready {
-			s.st.stopped = true
-		}
+		s.st.ready = s.st.ready || d.Ready()
+		s.st.stopped = s.st.stopped || d.Stopped()
 		s.st.logged = s.st.logged || d.q[RXQ].vq.log != nil
 		s.st.frames = d.Stats().TXFrames
 		for i := range n {
