@@ -20,7 +20,7 @@ func TestOneBatchPerRoundForAFloodingGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp, err := s.e.addClient(fds[1], VhostUser, "test")
+	fp, err := s.e.addClient(s.l, fds[1], VhostUser, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestOneBatchPerRoundForAFloodingGuest(t *testing.T) {
 			}
 			up = true
 		default:
-			if _, err := s.e.step(10); err != nil {
+			if _, err := s.l.step(10); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -63,7 +63,7 @@ func TestOneBatchPerRoundForAFloodingGuest(t *testing.T) {
 		quiet.send(t, f)
 
 		before := fp.cnt.rxFrames
-		if _, err := s.e.step(0); err != nil {
+		if _, err := s.l.step(0); err != nil {
 			t.Fatal(err)
 		}
 		if got := fp.cnt.rxFrames - before; got > batch {

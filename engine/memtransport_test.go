@@ -106,14 +106,13 @@ func (s *testSwitch) attachMem() *memPeer {
 		unix.SetNonblock(fd, true)
 		unix.CloseOnExec(fd)
 	}
-	id := s.e.freeIDs[len(s.e.freeIDs)-1]
-	if err := s.e.poll.add(t.bell[0], id); err != nil {
+	id, _ := s.e.ports.nextFree()
+	if err := s.l.poll.add(t.bell[0], id); err != nil {
 		s.t.Fatal(err)
 	}
-	s.e.freeIDs = s.e.freeIDs[:len(s.e.freeIDs)-1]
-	p := s.e.newPort(id, t, t.bell[0], "mem")
+	p := s.l.openPort(id, t, t.bell[0], "mem")
 	s.e.joinUser(p)
-	s.e.clients++
+	s.e.ports.clients++
 	return &memPeer{t: t, port: p}
 }
 
@@ -160,7 +159,7 @@ func TestMemFloodDelaysOthersByOneBatchAtMost(t *testing.T) {
 			q.send(f)
 		}
 		reads, rx := flooder.t.reads, flooder.port.cnt.rxFrames
-		if _, err := s.e.step(0); err != nil {
+		if _, err := s.l.step(0); err != nil {
 			t.Fatal(err)
 		}
 		if got := flooder.t.reads - reads; got != 1 {
