@@ -72,13 +72,12 @@ func (l *loop) accept(ls *listenerState) {
 			}
 			return
 		}
-		if _, free := e.ports.nextFree(); e.ports.clients >= e.cfg.MaxClients || !free {
-			e.clientLog.Warn("client refused: too many clients", "socket", ls.Path, "clients", e.ports.clients,
+		if _, err := e.addClient(fd, ls.Kind, ls.Path); errors.Is(err, errTooManyClients) {
+			clients, _, _ := e.ports.counts()
+			e.clientLog.Warn("client refused: too many clients", "socket", ls.Path, "clients", clients,
 				"hint", "raise --max-clients")
 			refuse(fd, ls.Kind, fmt.Sprintf("too many clients: --max-clients is %d, and that many are connected: raise --max-clients", e.cfg.MaxClients))
-			continue
-		}
-		if _, err := e.addClient(l, fd, ls.Kind, ls.Path); err != nil {
+		} else if err != nil {
 			e.clientLog.Error("client refused", "socket", ls.Path, "err", err)
 			refuse(fd, ls.Kind, err.Error())
 		}
@@ -125,12 +124,38 @@ func acceptHint(err error) string {
 	return "will retry"
 }
 
-// addClient makes a connected fd of a listener of kind a port of loop l.
-func (e *Engine) addClient(l *loop, fd int, kind ListenerKind, via string) (*port, error) {
-	id, ok := e.ports.nextFree()
+// errTooManyClients: --max-clients are connected.
+var errTooManyClients = errors.New("too many clients: raise --max-clients")
+
+// addClient makes fd, connected to a listener of kind, a port of the loop
+// with the fewest ports. It runs on the first loop.
+func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error) {
+	id, ok := e.ports.reserve(e.cfg.MaxClients, false)
 	if !ok {
-		return nil, fmt.Errorf("no free port number (--max-clients %d)", e.cfg.MaxClients)
+		return nil, errTooManyClients
 	}
+	p, err := e.openClient(e.leastLoaded(), id, fd, kind, via)
+	if err != nil {
+		e.ports.unreserve(id, false)
+		return nil, err
+	}
+	return p, nil
+}
+
+// leastLoaded is the loop a new client goes to: the one with the fewest
+// ports, the first of those.
+func (e *Engine) leastLoaded() *loop {
+	best := e.loops[0]
+	for _, l := range e.loops[1:] {
+		if l.nports.Load() < best.nports.Load() {
+			best = l
+		}
+	}
+	return best
+}
+
+// openClient makes fd a port of l numbered id and hands it to l.
+func (e *Engine) openClient(l *loop, id uint32, fd int, kind ListenerKind, via string) (*port, error) {
 	pid, uid := peerCred(fd)
 	if err := e.userRoom(uid); err != nil {
 		return nil, err
@@ -157,9 +182,6 @@ func (e *Engine) addClient(l *loop, fd int, kind ListenerKind, via string) (*por
 	default:
 		t = newMsgTransport(&l.io, fd)
 	}
-	if err := l.poll.add(fd, id); err != nil {
-		return nil, err
-	}
 	p := l.openPort(id, t, fd, name)
 	p.pid, p.uid = pid, uid
 	if kind == Seqpacket {
@@ -169,8 +191,12 @@ func (e *Engine) addClient(l *loop, fd int, kind ListenerKind, via string) (*por
 	if mem != nil {
 		mem.joined(p.user)
 	}
-	e.ports.clients++
-	e.ports.accepted++
+	e.ports.accepted1()
 	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.caps.kind)
+	if l == e.loops[0] {
+		l.adoptOrKill(p) // accept runs on the first loop
+	} else {
+		l.post(p)
+	}
 	return p, nil
 }

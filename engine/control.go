@@ -1,6 +1,9 @@
 package engine
 
-import "errors"
+import (
+	"errors"
+	"sort"
+)
 
 // ErrStopped is returned by control calls made after the loop has exited.
 var ErrStopped = errors.New("engine: stopped")
@@ -66,7 +69,7 @@ func (e *Engine) Stop() {
 }
 
 // Done is closed when Run has returned.
-func (e *Engine) Done() <-chan struct{} { return e.loops[0].exited }
+func (e *Engine) Done() <-chan struct{} { return e.done }
 
 // FlushMACs forgets every learned MAC address (SIGHUP): frames are flooded
 // until the table is learned again.
@@ -76,43 +79,85 @@ func (e *Engine) FlushMACs() (int, error) {
 	return n, err
 }
 
-// Stats takes a snapshot of every port's counters.
+// Stats takes a snapshot of every port's counters: each loop snapshots its
+// own, on its goroutine, and the switch-wide figures come with the first.
 func (e *Engine) Stats() (Stats, error) {
+	snaps := make([]loopStats, len(e.loops))
 	var s Stats
-	err := e.do(func() { s = e.stats() })
-	return s, err
+	for i, l := range e.loops {
+		err := l.do(func() {
+			snaps[i] = l.snapshot()
+			if i == 0 {
+				s = e.switchStats()
+			}
+		})
+		if err != nil {
+			return Stats{}, err
+		}
+	}
+	s.add(snaps)
+	return s, nil
 }
 
-// stats is Stats on the first loop's goroutine.
+// stats is Stats from a goroutine that may read every loop (tests, with
+// the loops stopped between rounds).
 func (e *Engine) stats() Stats {
+	snaps := make([]loopStats, len(e.loops))
+	for i, l := range e.loops {
+		snaps[i] = l.snapshot()
+	}
+	s := e.switchStats()
+	s.add(snaps)
+	return s
+}
+
+// loopStats is one loop's part of Stats.
+type loopStats struct {
+	ports    []PortStats
+	departed counters
+	cached   int // free buffers in the loop's cache (ring.Pool.Cached)
+}
+
+// switchStats are the figures of the whole switch, without the ports.
+func (e *Engine) switchStats() Stats {
+	clients, _, accepted := e.ports.counts()
 	s := Stats{
 		MACs:     e.macs.Len(),
-		Clients:  e.ports.clients,
-		Accepted: e.ports.accepted,
+		Clients:  clients,
+		Accepted: accepted,
 		PoolFree: e.pool.Free(),
 		PoolCap:  e.pool.Cap(),
+		Departed: PortStats{Kind: "departed", Name: "disconnected clients", PID: -1, UID: -1},
 	}
-	s.Departed = PortStats{Kind: "departed", Name: "disconnected clients", PID: -1, UID: -1}
-	var departed counters
-	for _, l := range e.loops {
-		s.Ports = append(s.Ports, l.portStats()...)
-		departed.add(&l.departed)
-	}
-	departed.snapshot(&s.Departed)
 	s.ListenerKernelDrops = e.listenerKernelDrops()
 	return s
 }
 
-// portStats snapshots l's ports, on l's goroutine.
-func (l *loop) portStats() []PortStats {
+// add puts the loops' parts into s, the ports in order of their numbers
+// (the TAP first).
+func (s *Stats) add(snaps []loopStats) {
+	var departed counters
+	for i := range snaps {
+		s.Ports = append(s.Ports, snaps[i].ports...)
+		departed.add(&snaps[i].departed)
+		s.PoolFree += snaps[i].cached
+	}
+	if len(snaps) > 1 {
+		sort.Slice(s.Ports, func(i, j int) bool { return s.Ports[i].ID < s.Ports[j].ID })
+	}
+	departed.snapshot(&s.Departed)
+}
+
+// snapshot is l's part of Stats, on l's goroutine.
+func (l *loop) snapshot() loopStats {
 	e := l.e
-	var out []PortStats
+	ls := loopStats{departed: l.departed, cached: l.pool.Cached()}
 	for _, p := range l.live {
 		ps := PortStats{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid,
 			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len(), Offloads: p.offloads.String()}
 		c := e.withKernelDrops(p)
 		c.snapshot(&ps)
-		out = append(out, ps)
+		ls.ports = append(ls.ports, ps)
 	}
-	return out
+	return ls
 }

@@ -151,12 +151,22 @@ func (l *loop) replacedSocket(p *port, from senderCred) bool {
 	return false
 }
 
+// addDgramClient makes a port for the datagram client at key, on the
+// listener's loop (the first), which reads its frames.
 func (l *loop) addDgramClient(ls *listenerState, key string, from senderCred) (*port, error) {
-	e := l.e
-	id, free := e.ports.nextFree()
-	if e.ports.clients >= e.cfg.MaxClients || !free {
-		return nil, fmt.Errorf("too many clients (%d): raise --max-clients", e.ports.clients)
+	id, ok := l.e.ports.reserve(l.e.cfg.MaxClients, false)
+	if !ok {
+		clients, _, _ := l.e.ports.counts()
+		return nil, fmt.Errorf("too many clients (%d): raise --max-clients", clients)
 	}
+	p, err := l.openDgramClient(ls, id, key, from)
+	if err != nil {
+		l.e.ports.unreserve(id, false)
+	}
+	return p, err
+}
+
+func (l *loop) openDgramClient(ls *listenerState, id uint32, key string, from senderCred) (*port, error) {
 	if err := l.e.userRoom(from.uid); err != nil {
 		return nil, err
 	}
@@ -198,8 +208,8 @@ func (l *loop) addDgramClient(ls *listenerState, key string, from senderCred) (*
 	}
 	l.e.joinUser(p)
 	ls.dgram.peers[key] = p
-	e.ports.clients++
-	e.ports.accepted++
+	l.join(p)
+	l.e.ports.accepted1()
 	l.e.clientLog.Info("client connected", "port", id, "client", p.name, "pid", p.pid, "uid", p.uid, "socket", ls.Path,
 		"kind", "dgram", "via_listener", d.via != nil)
 	return p, nil

@@ -22,7 +22,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vknetd/vknetd/gso"
@@ -109,7 +112,12 @@ type Config struct {
 	DgramIdle   time.Duration // a datagram client silent this long is forgotten (default 60s)
 	QueueLen    int           // per-port transmit queue length in frames (default 256)
 	Batch       int           // frames per read or write syscall batch (default 32)
-	Buffers     int           // frame buffers in the pool (default from MaxClients)
+	// Workers is how many event loops share the switch (--workers,
+	// default 1): each owns some ports, clients go to the loop with the
+	// fewest, and frames between loops go through lock-free rings
+	// (crossloop.go).
+	Workers int
+	Buffers int // frame buffers in the pool (default from MaxClients)
 
 	// GuestMemoryMax is the most guest memory one vhost-user connection
 	// may have the switch map, in bytes of mappings (default 1 TiB);
@@ -171,15 +179,20 @@ type Engine struct {
 	maxFrame  int
 	readMax   int // the most frames one read may bring; the pool's guarantee counts with it
 
-	ports     portTable         // ids and counts (ports.go)
-	users     userTable         // users with clients connected (users.go)
+	ports     *portTable        // ids and counts (ports.go)
+	users     *userTable        // users with clients connected (users.go)
 	guestMem  guestMemoryBudget // what vhost-user guests map (guestmem.go)
 	listeners []listenerState   // polled by the first loop (accept.go)
 
-	// loops are the event loops; the first one also serves the listeners,
-	// the TAP, monitors, datagram clients and control requests.
+	// loops are the event loops (--workers); the first one also serves
+	// the listeners, the TAP, monitors, datagram clients and control
+	// requests, and ages the tables.
 	loops []*loop
-	start time.Time
+	// mirrored counts the first loop's mirrors, for the others: they hand
+	// it their frames for them.
+	mirrored atomic.Int32
+	start    time.Time
+	done     chan struct{} // closed when Run returns
 }
 
 // New checks cfg and allocates everything the loop will ever use.
@@ -219,19 +232,33 @@ func New(cfg Config) (*Engine, error) {
 		users:     newUserTable(cfg.MACTable.MaxPorts),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
 		start:     time.Now(),
+		done:      make(chan struct{}),
 	}
-	l, err := newLoop(e, 0)
-	if err != nil {
-		pool.Close()
-		return nil, err
+	for i, view := range pool.Share(cfg.Workers) {
+		l, err := newLoop(e, i, view)
+		if err != nil {
+			e.closePollers()
+			pool.Close()
+			return nil, err
+		}
+		e.loops = append(e.loops, l)
 	}
-	e.loops = []*loop{l}
+	linkLoops(e.loops)
+	if cfg.Workers > 1 {
+		e.policy.Share()
+	}
 	if err := e.openFds(); err != nil {
-		l.closePoller()
+		e.closePollers()
 		pool.Close()
 		return nil, err
 	}
 	return e, nil
+}
+
+func (e *Engine) closePollers() {
+	for _, l := range e.loops {
+		l.closePoller()
+	}
 }
 
 // check fills in cfg's defaults and refuses what cannot work.
@@ -267,6 +294,12 @@ func (cfg *Config) check() error {
 	if cfg.Batch <= 0 {
 		cfg.Batch = defaultBatch
 	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	if cfg.Workers > MaxWorkers {
+		return fmt.Errorf("--workers %d: at most %d", cfg.Workers, MaxWorkers)
+	}
 	if (cfg.TapVnetHdr || cfg.Offloads) && cfg.LargeBuffers <= 0 {
 		cfg.LargeBuffers = defaultLargeBuffers
 	}
@@ -275,6 +308,9 @@ func (cfg *Config) check() error {
 	// used.
 	readMax := cfg.readMax()
 	minBuffers := MaxPorts(cfg.MaxClients)*max(pressureBacklog, readMax) + 2*poolReserve*readMax
+	if cfg.Workers > 1 {
+		minBuffers += ring.ShareReserve(cfg.Workers) // free buffers cached by workers, unseen by others
+	}
 	if cfg.Buffers <= 0 {
 		cfg.Buffers = 4096 + minBuffers
 	}
@@ -306,7 +342,7 @@ func (e *Engine) openFds() error {
 		tap := l.openPort(0, newTapTransport(&l.io, e.cfg.TapFd, e.cfg.TapVnetHdr, e.cfg.MTU), e.cfg.TapFd, e.cfg.TapName)
 		tap.host = true
 		e.macs.SetHostPort(0) // a bridged LAN or other hosts may be behind it
-		if err := l.poll.add(tap.fd, tap.id); err != nil {
+		if err := l.adopt(tap); err != nil {
 			return fmt.Errorf("watching TAP %s: %w", e.cfg.TapName, err)
 		}
 	}
@@ -340,5 +376,39 @@ func (e *Engine) Run() error {
 	// it makes our next access fault: with this the fault is an error that
 	// closes that guest (package vhostuser recovers it), not a crash.
 	debug.SetPanicOnFault(true)
-	return e.loops[0].run()
+	defer close(e.done)
+	var wg sync.WaitGroup
+	errs := make([]error, len(e.loops))
+	for i, l := range e.loops[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i+1] = l.runLocked()
+		}()
+	}
+	errs[0] = e.loops[0].run()
+	// The first loop ends on Stop or an error; the others follow it.
+	for _, l := range e.loops[1:] {
+		l.do(func() { l.stopping = true })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
+
+// runLocked runs a worker loop on a thread of its own: its poller wait
+// and its ports' syscalls stay on one CPU's caches.
+func (l *loop) runLocked() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.run()
+}
+
+// MaxWorkers is the most loops --workers may ask for.
+const MaxWorkers = 64
+
+// AutoWorkers is --workers auto: one loop per CPU the daemon may run on,
+// at most autoWorkersMax (past that the shared tables, not the CPUs,
+// bound the switch).
+func AutoWorkers() int { return min(runtime.GOMAXPROCS(0), autoWorkersMax) }
+
+const autoWorkersMax = 16

@@ -98,7 +98,7 @@ func (s *testSwitch) connect() *testClient {
 	if err := unix.SetNonblock(fds[1], true); err != nil {
 		s.t.Fatal(err)
 	}
-	p, err := s.e.addClient(s.l, fds[1], Seqpacket, "test")
+	p, err := s.e.addClient(fds[1], Seqpacket, "test")
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -123,11 +123,15 @@ func (s *testSwitch) pump() {
 	s.t.Helper()
 	last, same := s.progress(), 0
 	for round := 0; round < 100000; round++ {
-		reports, err := s.l.step(0)
-		if err != nil {
-			s.t.Fatal(err)
+		idle := true
+		for _, l := range s.e.loops {
+			reports, err := l.step(0)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			idle = idle && reports == 0 && !l.hasWork()
 		}
-		if reports == 0 && !s.l.hasWork() {
+		if idle {
 			return
 		}
 		now := s.progress()
@@ -142,12 +146,15 @@ func (s *testSwitch) pump() {
 
 // progress sums what a round of the loop changes when it gets anywhere.
 func (s *testSwitch) progress() uint64 {
-	sum := uint64(len(s.l.live)) + uint64(s.e.pool.Free())
-	for _, p := range s.l.live {
-		sum += p.cnt.rxFrames + p.cnt.txFrames + uint64(p.txq.Len())
-		for d, n := range p.cnt.drops {
-			if Drop(d) != DropNoBuffer {
-				sum += n
+	sum := uint64(s.e.pool.Free())
+	for _, l := range s.e.loops {
+		sum += uint64(len(l.live)) + uint64(l.pool.Cached())
+		for _, p := range l.live {
+			sum += p.cnt.rxFrames + p.cnt.txFrames + uint64(p.txq.Len())
+			for d, n := range p.cnt.drops {
+				if Drop(d) != DropNoBuffer {
+					sum += n
+				}
 			}
 		}
 	}
@@ -835,7 +842,7 @@ func TestUserClientLimit(t *testing.T) {
 	}
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
-	if _, err := s.e.addClient(s.l, fds[1], Seqpacket, "test"); err == nil || !strings.Contains(err.Error(), "--user-clients") {
+	if _, err := s.e.addClient(fds[1], Seqpacket, "test"); err == nil || !strings.Contains(err.Error(), "--user-clients") {
 		t.Fatalf("a fourth client of the same user: err %v, want a refusal naming --user-clients", err)
 	}
 	if s.e.ports.clients != 3 {

@@ -20,7 +20,7 @@ func TestOneBatchPerRoundForAFloodingGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp, err := s.e.addClient(s.l, fds[1], VhostUser, "test")
+	fp, err := s.e.addClient(fds[1], VhostUser, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,11 +39,63 @@ func (l *loop) forward(in *port, refs []ring.Ref) {
 // secure mode, learn the source, then send to the one port that owns the
 // destination or flood to every other port.
 func (l *loop) forwardOne(in *port, r ring.Ref) {
-	frame, hdr := l.pool.Frame(r), l.pool.Hdr(r)
+	frame := l.pool.Frame(r)
 	in.cnt.rxFrames++
 	in.cnt.rxBytes += uint64(len(frame))
+	if !l.admit(in, frame, l.pool.Hdr(r)) || !l.judge(in, frame) {
+		return
+	}
+	for _, m := range l.mirrors {
+		l.deliver(in, m, r, false)
+	}
+	l.toDestination(in, r, frame)
+	if l.cross.to != nil && l.index != 0 && l.e.mirrored.Load() > 0 {
+		// The first loop's mirrors, last: a frame handed over is not
+		// written again (crossloop.go).
+		l.handOverMirror(in, r)
+	}
+}
+
+// toDestination sends a frame that passed to the one port that owns its
+// destination, or floods it to every other port.
+func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 	fromClient := !in.host
-	if fromClient && hdr.Flags != 0 {
+	dst := mactable.Key(frame[0:6])
+	if !mactable.IsMulticastKey(dst) {
+		if id, ok := l.e.macs.Lookup(dst, l.now); ok {
+			if id == in.id {
+				// The destination lives behind the port the frame came in
+				// on (a bridge behind the TAP, or a confused client).
+				l.dropped(in, DropSamePort)
+				return
+			}
+			// nil: its loop closed it since the lookup; flooded as unknown.
+			if out := l.e.ports.get(id); out != nil {
+				if out.loop == l {
+					l.deliver(in, out, r, fromClient)
+				} else {
+					l.handOverUnicast(in, out, r, fromClient)
+				}
+				return
+			}
+		}
+	}
+	// Broadcast, multicast and unknown unicast: every other port.
+	for _, out := range l.live {
+		if out != in && !out.dead && !out.mirror {
+			l.deliver(in, out, r, fromClient)
+		}
+	}
+	if l.cross.to != nil {
+		l.handOverFlood(in, r, fromClient)
+	}
+}
+
+// admit checks what a frame is before anything is learned from it: its
+// length, and that an offload header describes it. It also readies the
+// cut scratch for a frame that carries offload work (offload.go).
+func (l *loop) admit(in *port, frame []byte, hdr *gso.VirtioNetHdr) bool {
+	if !in.host && hdr.Flags != 0 {
 		// Only the host's kernel may vouch for a checksum (a TAP read);
 		// a guest's word would have the host skip checking its frames.
 		hdr.Flags &^= gso.FlagDataValid
@@ -56,67 +108,53 @@ func (l *loop) forwardOne(in *port, r ring.Ref) {
 	switch {
 	case len(frame) < etherHeaderLen:
 		l.dropped(in, DropRunt)
-		return
+		return false
 	case hdr.GSOType == gso.GSONone &&
 		(len(frame) > l.e.maxFrame-vlanTagLen && !vlanTagged(frame) || len(frame) > l.e.maxFrame):
 		l.dropped(in, DropOversize)
-		return
+		return false
 	case offloaded:
 		// The header must describe its frame, in every mode: it decides
 		// how the frame is cut and which bytes a device rewrites.
 		if v := gso.Check(frame, *hdr, l.e.cfg.MTU); v != gso.OK {
 			l.droppedGSO(in, v)
-			return
+			return false
 		}
 	}
+	return true
+}
 
+// judge applies secure mode to a client's frame and learns its source
+// MAC; false drops the frame (counted).
+func (l *loop) judge(in *port, frame []byte) bool {
 	src := mactable.Key(frame[6:12])
-	if fromClient && l.e.secure {
+	if !in.host && l.e.secure {
 		if v := l.check.Check(frame, in.id); v != secure.Pass {
 			l.refused(in, v)
-			return
+			return false
 		}
 		// The switch's MAC rules sit between the policy's checks and its
 		// binding: a frame refused for its MAC must not bind its IP
 		// address to the spoofed MAC on the way.
 		if d, ok := l.learnSecure(in, src); !ok {
 			l.dropped(in, d)
-			return
+			return false
 		}
 		if v := l.check.Bind(l.now); v != secure.Pass {
 			l.refused(in, v)
-			return
+			return false
 		}
-	} else if !l.learn(in, src) {
+		return true
+	}
+	if !l.learn(in, src) {
 		in.conflictSrc = src
 		l.dropped(in, DropRemoteMACConflict)
-		return
-	} else if l.e.leases && in.host {
+		return false
+	}
+	if l.e.leases && in.host {
 		l.e.snoopLease(frame, l.now)
 	}
-	for _, m := range l.mirrors {
-		l.deliver(in, m, r, false)
-	}
-
-	dst := mactable.Key(frame[0:6])
-	if !mactable.IsMulticastKey(dst) {
-		if id, ok := l.e.macs.Lookup(dst, l.now); ok {
-			if id == in.id {
-				// The destination lives behind the port the frame came in
-				// on (a bridge behind the TAP, or a confused client).
-				l.dropped(in, DropSamePort)
-				return
-			}
-			l.deliver(in, l.e.ports.get(id), r, fromClient)
-			return
-		}
-	}
-	// Broadcast, multicast and unknown unicast: every other port.
-	for _, out := range l.live {
-		if out != in && !out.dead && !out.mirror {
-			l.deliver(in, out, r, fromClient)
-		}
-	}
+	return true
 }
 
 // learnSecure applies secure mode's MAC rules to a client's frame and

@@ -133,8 +133,8 @@ func TestGuestMemoryCapsChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.loops[0].closePoller()
-	if g := e.guestMem; g.perGuest != 1<<40 || g.total != 64<<40 || g.perUser != 16<<40 {
-		t.Fatalf("default caps %+v", g)
+	if g := &e.guestMem; g.perGuest != 1<<40 || g.total != 64<<40 || g.perUser != 16<<40 {
+		t.Fatalf("default caps: per guest %d, per user %d, total %d", g.perGuest, g.perUser, g.total)
 	}
 }
 

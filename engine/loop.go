@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +28,14 @@ type loop struct {
 	mirrors []*port
 	// departed totals the clients this loop closed.
 	departed counters
+	// nports is len(live), for the other loops: accept gives a new client
+	// to the loop with the fewest.
+	nports atomic.Int32
+	// cross are the rings to and from the other loops (crossloop.go).
+	cross crossLinks
+	// inbox are ports the first loop opened for this one, to adopt.
+	inboxMu sync.Mutex
+	inbox   []*port
 
 	pool   *ring.Pool
 	io     portIO          // the pool and batch size every transport of this loop works with
@@ -58,7 +67,7 @@ type loop struct {
 	pollClosed bool
 }
 
-func newLoop(e *Engine, index int) (*loop, error) {
+func newLoop(e *Engine, index int, pool *ring.Pool) (*loop, error) {
 	p, err := newPoller(128)
 	if err != nil {
 		return nil, err
@@ -69,7 +78,7 @@ func newLoop(e *Engine, index int) (*loop, error) {
 		index:        index,
 		poll:         p,
 		live:         make([]*port, 0, maxPorts),
-		pool:         e.pool,
+		pool:         pool,
 		check:        e.policy.NewChecker(),
 		cut:          newCutScratch(),
 		events:       make([]event, 128),
@@ -91,7 +100,7 @@ func (l *loop) run() error {
 	l.now = int64(time.Since(l.e.start))
 	l.nextSweep = l.now + int64(sweepInterval)
 	for !l.stopping {
-		if _, err := l.step(l.timeoutMs()); err != nil {
+		if _, err := l.step(l.sleep(l.timeoutMs())); err != nil {
 			l.shutdown()
 			return err
 		}
@@ -126,8 +135,12 @@ func (l *loop) step(timeoutMs int) (reports int, err error) {
 	l.now = int64(time.Since(l.e.start))
 	l.round++
 	carried := len(l.readNext)
+	l.cross.sleeping.Store(false)
 	for _, ev := range l.events[:n] {
 		l.dispatch(ev)
+	}
+	if l.cross.from != nil {
+		l.receiveCross()
 	}
 	l.receiveCarried(carried)
 	if len(l.largeWaiters) > 0 && l.pool.FreeLarge() > 0 {
@@ -140,9 +153,9 @@ func (l *loop) step(timeoutMs int) (reports int, err error) {
 	l.reap()
 	if l.index == 0 {
 		l.resumeListeners()
-		if l.now >= l.nextSweep {
-			l.sweep()
-		}
+	}
+	if l.now >= l.nextSweep {
+		l.sweep()
 	}
 	return n, nil
 }
@@ -152,6 +165,7 @@ func (l *loop) dispatch(ev event) {
 	switch {
 	case ev.token == tokenWake:
 		l.poll.drainWake()
+		l.adoptInbox()
 		l.serveRequests()
 	case ev.token > tokenListener-uint32(len(e.listeners)) && ev.token <= tokenListener:
 		ls := &e.listeners[tokenListener-ev.token]
@@ -326,6 +340,9 @@ func (l *loop) flush() {
 		}
 	}
 	l.dirty = l.dirty[:0]
+	if l.cross.to != nil {
+		l.publishCross()
+	}
 }
 
 // transmit sends p's queue until it is empty or the kernel pushes back;
@@ -507,15 +524,17 @@ func (l *loop) retryPorts() {
 // sweep ages the MAC table, the secure-mode bindings and the datagram
 // clients: the first loop's work, for the whole switch.
 func (l *loop) sweep() {
-	l.expireDgram()
-	l.e.macs.Expire(l.now)
-	l.e.policy.Expire(l.now)
+	if l.index == 0 {
+		l.expireDgram()
+		l.e.macs.Expire(l.now)
+		l.e.policy.Expire(l.now)
+	}
 	l.nextSweep = l.now + int64(sweepInterval)
 }
 
 func (l *loop) timeoutMs() int {
 	next := l.nextSweep
-	for i := range l.e.listeners {
+	for i := range l.e.listeners[:l.listenerCount()] {
 		if u := l.e.listeners[i].pausedUntil; u != 0 && u < next {
 			next = u
 		}
@@ -533,14 +552,79 @@ func (l *loop) timeoutMs() int {
 	return int(ms)
 }
 
+// listenerCount is how many listeners l polls: all for the first loop,
+// none for the others.
+func (l *loop) listenerCount() int {
+	if l.index == 0 {
+		return len(l.e.listeners)
+	}
+	return 0
+}
+
 // hasWork: the next round has ports to read without waiting for the
 // poller (carried from this one, or waiting for a large buffer now free).
 func (l *loop) hasWork() bool {
-	return len(l.readNext) > 0 || len(l.largeWaiters) > 0 && l.pool.FreeLarge() > 0
+	return len(l.readNext) > 0 || len(l.largeWaiters) > 0 && l.pool.FreeLarge() > 0 ||
+		l.cross.from != nil && l.crossPending()
+}
+
+// sleep says the loop is about to wait in its poller for up to timeoutMs,
+// so other loops wake it when they hand it frames; it returns 0 instead
+// when frames came meanwhile (the producer saw it awake and did not wake
+// it).
+func (l *loop) sleep(timeoutMs int) int {
+	if timeoutMs == 0 || l.cross.from == nil {
+		return timeoutMs
+	}
+	l.cross.sleeping.Store(true)
+	if l.crossPending() {
+		l.cross.sleeping.Store(false)
+		return 0
+	}
+	return timeoutMs
+}
+
+// post gives p, opened by the first loop for l, to l's goroutine, which
+// adopts it in its next round.
+func (l *loop) post(p *port) {
+	l.inboxMu.Lock()
+	l.inbox = append(l.inbox, p)
+	l.inboxMu.Unlock()
+	if err := l.wake(); err != nil {
+		l.e.log.Error("waking a worker for a new client", "worker", l.index, "err", err)
+	}
+}
+
+// adoptInbox adopts the ports posted to l.
+func (l *loop) adoptInbox() {
+	l.inboxMu.Lock()
+	ports := l.inbox
+	l.inbox = nil
+	l.inboxMu.Unlock()
+	for _, p := range ports {
+		l.adoptOrKill(p)
+	}
+}
+
+// adoptOrKill adopts p, or closes it (at the end of the round) when its fd
+// cannot be polled.
+func (l *loop) adoptOrKill(p *port) {
+	if err := l.adopt(p); err != nil {
+		l.join(p)
+		l.poll.remove(p.fd)
+		l.kill(p, fmt.Errorf("polling its socket: %w", err))
+	}
 }
 
 // shutdown closes every client; queued frames are counted as port-closed.
 func (l *loop) shutdown() {
+	for _, p := range l.live {
+		if !p.host {
+			p.dead = true
+		}
+	}
+	l.reap()
+	l.adoptInbox() // posted after the last round: closed at once
 	for _, p := range l.live {
 		if !p.host {
 			p.dead = true

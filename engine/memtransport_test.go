@@ -95,10 +95,14 @@ type memPeer struct {
 	port *port
 }
 
-// attachMem adds a port on a memTransport, as accept adds a client.
-func (s *testSwitch) attachMem() *memPeer {
+// attachMem adds a port on a memTransport to the first loop, as accept
+// adds a client.
+func (s *testSwitch) attachMem() *memPeer { return s.attachMemTo(s.l) }
+
+// attachMemTo adds a port on a memTransport to loop l.
+func (s *testSwitch) attachMemTo(l *loop) *memPeer {
 	s.t.Helper()
-	t := &memTransport{pool: s.e.pool, room: -1}
+	t := &memTransport{pool: l.pool, room: -1}
 	if err := unix.Pipe(t.bell[:]); err != nil {
 		s.t.Fatal(err)
 	}
@@ -106,13 +110,15 @@ func (s *testSwitch) attachMem() *memPeer {
 		unix.SetNonblock(fd, true)
 		unix.CloseOnExec(fd)
 	}
-	id, _ := s.e.ports.nextFree()
-	if err := s.l.poll.add(t.bell[0], id); err != nil {
+	id, ok := s.e.ports.reserve(s.e.cfg.MaxClients, false)
+	if !ok {
+		s.t.Fatal("no port number left")
+	}
+	p := l.openPort(id, t, t.bell[0], "mem")
+	s.e.joinUser(p)
+	if err := l.adopt(p); err != nil {
 		s.t.Fatal(err)
 	}
-	p := s.l.openPort(id, t, t.bell[0], "mem")
-	s.e.joinUser(p)
-	s.e.ports.clients++
 	return &memPeer{t: t, port: p}
 }
 

@@ -25,11 +25,12 @@ func (e *Engine) AttachMonitor(fd int, mirror bool, name string) (uint32, error)
 // attachMonitor is AttachMonitor on the goroutine of l, which gets the
 // monitor.
 func (e *Engine) attachMonitor(l *loop, fd int, mirror bool, name string) (uint32, error) {
-	id, free := e.ports.nextFree()
-	if e.ports.monitors >= maxMonitors || !free {
-		return 0, fmt.Errorf("too many monitors (%d)", e.ports.monitors)
+	id, ok := e.ports.reserve(0, true)
+	if !ok {
+		return 0, fmt.Errorf("too many monitors (at most %d)", maxMonitors)
 	}
 	if err := l.poll.add(fd, id); err != nil {
+		e.ports.unreserve(id, true)
 		return 0, err
 	}
 	setSndbuf(fd, clientSndbuf)
@@ -39,8 +40,9 @@ func (e *Engine) attachMonitor(l *loop, fd int, mirror bool, name string) (uint3
 	p.mirror = mirror
 	if mirror {
 		l.mirrors = append(l.mirrors, p)
+		e.mirrored.Add(1)
 	}
-	e.ports.monitors++
+	l.join(p)
 	e.clientLog.Info("monitor attached", "port", id, "monitor", name, "all", mirror)
 	return id, nil
 }

@@ -34,7 +34,10 @@ type cutScratch struct {
 	offloaded bool // the frame's header leaves work: deliver per port
 	whole     bool // the frame is prepared to go whole (gso.PartialChecksum done)
 	done      bool // the frame was cut or finished for ports without offloads (or could not be: segs is empty)
-	segs      []ring.Ref
+	// shared: another loop handed the frame over (crossloop.go); no loop
+	// may write it, so it is finished in a copy.
+	shared bool
+	segs   []ring.Ref
 }
 
 func newCutScratch() cutScratch {
@@ -85,7 +88,7 @@ func (io *portIO) cut(frame []byte, hdr gso.VirtioNetHdr, segs []ring.Ref) (int,
 
 // begin resets the scratch for a frame that carries offload work.
 func (c *cutScratch) begin() {
-	c.whole, c.done = false, false
+	c.whole, c.done, c.shared = false, false, false
 	c.segs = c.segs[:0]
 }
 
@@ -155,15 +158,7 @@ func (l *loop) cutFrame(in *port, r ring.Ref) []ring.Ref {
 	c.done = true
 	frame, hdr := l.pool.Frame(r), l.pool.Hdr(r)
 	if hdr.GSOType == gso.GSONone {
-		if gso.CompleteChecksum(frame, *hdr) != nil {
-			in.cnt.drops[DropGSOInvalid]++
-			return nil
-		}
-		hdr.Flags &^= gso.FlagNeedsCsum
-		hdr.CsumStart, hdr.CsumOffset = 0, 0
-		c.segs = append(c.segs, r)
-		l.pool.Hold(r) // released with the other segments' own reference
-		return c.segs
+		return l.finishChecksum(in, r)
 	}
 	n, d, ok := segmentCount(frame, *hdr, maxSegments)
 	switch {
@@ -189,6 +184,38 @@ func (l *loop) cutFrame(in *port, r ring.Ref) []ring.Ref {
 	}
 	l.releaseBuffers(c.segs[k:])
 	c.segs = c.segs[:k]
+	return c.segs
+}
+
+// finishChecksum finishes a frame's checksum for ports without checksum
+// offload: in place (its header then asks nothing, so ports that took it
+// whole get it finished too, which is as good), or, for a frame another
+// loop handed over, in a copy.
+func (l *loop) finishChecksum(in *port, r ring.Ref) []ring.Ref {
+	c := &l.cut
+	fin := r
+	if c.shared {
+		s, ok := l.pool.Get()
+		if !ok {
+			in.cnt.drops[DropNoBuffer]++
+			return nil
+		}
+		l.pool.SetLen(s, copy(l.pool.Buf(s), l.pool.Frame(r)))
+		*l.pool.Hdr(s) = *l.pool.Hdr(r)
+		l.io.copies++
+		fin = s
+	} else {
+		l.pool.Hold(r) // released with the other segments' own reference
+	}
+	frame, hdr := l.pool.Frame(fin), l.pool.Hdr(fin)
+	if gso.CompleteChecksum(frame, *hdr) != nil {
+		l.pool.Release(fin)
+		in.cnt.drops[DropGSOInvalid]++
+		return nil
+	}
+	hdr.Flags &^= gso.FlagNeedsCsum
+	hdr.CsumStart, hdr.CsumOffset = 0, 0
+	c.segs = append(c.segs, fin)
 	return c.segs
 }
 

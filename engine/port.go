@@ -20,6 +20,7 @@ type port struct {
 	hangup     bool       // the peer closed; read what is left, then close
 	txClosed   bool       // sending failed because the peer is gone; read what is left, then close
 	dead       bool       // closed at the end of this loop iteration
+	closed     bool       // closed: frames other loops handed over for it are dropped
 
 	// readRound is the loop's round in which p was last read; readAgain
 	// says p is in loop.readNext, to be read in the next round.

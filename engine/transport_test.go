@@ -22,7 +22,7 @@ func (s *testSwitch) connectStream() *testClient {
 		s.t.Fatal(err)
 	}
 	unix.SetNonblock(fds[1], true)
-	p, err := s.e.addClient(s.l, fds[1], Stream, "test")
+	p, err := s.e.addClient(fds[1], Stream, "test")
 	if err != nil {
 		s.t.Fatal(err)
 	}
