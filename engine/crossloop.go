@@ -45,10 +45,13 @@ const (
 	crossMirror                   // to the loop's mirrors
 )
 
-// crossRingLen is each ring's length, in frames: two batches of a full
-// flood for every port the destination could be short of, and far more
-// than one round of reads brings; past it frames are dropped as
-// worker-ring-full on their way in.
+// crossRingLen is each ring's length, in frames: far more than one round
+// of reads brings. A loop whose rings to another have less than a read's
+// room left reads nothing until that loop has taken some (crossRoom):
+// the frames wait where they are, in the clients' sockets and rings, as
+// they would for a busy switch, instead of being lost because one loop's
+// thread was not scheduled for a moment. A frame that finds its ring full
+// all the same is dropped as worker-ring-full.
 const crossRingLen = 1024
 
 // crossRing is a single-producer single-consumer ring of entries.
@@ -183,6 +186,17 @@ func (l *loop) readyToHandOver(in *port, r ring.Ref) bool {
 	return l.prepareWhole(in, r)
 }
 
+// crossRoom says whether every ring from l has room for what one more
+// read may hand over: for each frame one entry, and one for the mirrors.
+func (l *loop) crossRoom() bool {
+	for _, r := range l.cross.to {
+		if r != nil && r.staged-r.head.Load() > crossRingLen-2*uint64(len(l.rxRefs)) {
+			return false
+		}
+	}
+	return true
+}
+
 // publishCross publishes what the last batch staged for other loops and
 // wakes those that sleep.
 func (l *loop) publishCross() {
@@ -218,11 +232,15 @@ func (l *loop) receiveCross() {
 		if head == tail {
 			continue
 		}
-		for ; head != tail; head++ {
+		for n := 1; head != tail; n++ {
 			ent := &r.entries[head%crossRingLen]
 			l.deliverCross(ent)
 			ent.out = nil // the ring keeps no port alive
-			if l.cut.offloaded && l.endCut() {
+			head++
+			// Flushed a batch at a time, as frames read are: the
+			// destinations' queues hold a few batches, not a ring.
+			if l.cut.offloaded && l.endCut() || n%l.io.batch == 0 {
+				r.head.Store(head)
 				l.flush()
 			}
 		}

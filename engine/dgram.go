@@ -59,6 +59,9 @@ func newDgramListener(batch int) *dgramListener {
 // receiveDgram reads a batch of datagrams from a dgram listener and
 // forwards each from the port of its sender.
 func (l *loop) receiveDgram(ls *listenerState) {
+	if l.cross.to != nil && !l.crossRoom() {
+		return // back-pressure (crossRingLen): the listener stays readable
+	}
 	refs := l.takeBuffers(l.e.cfg.Batch)
 	if len(refs) == 0 {
 		return

@@ -35,7 +35,7 @@ func ethFrame(dst, src [6]byte, etherType uint16, size int) []byte {
 }
 
 type testSwitch struct {
-	t *testing.T
+	t testing.TB
 	e *Engine
 	l *loop // the first loop, which tests run round by round (step)
 }
@@ -47,7 +47,7 @@ type testClient struct {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newTestSwitch(t *testing.T, secureMode bool, mt mactable.Config, tweak func(*Config)) *testSwitch {
+func newTestSwitch(t testing.TB, secureMode bool, mt mactable.Config, tweak func(*Config)) *testSwitch {
 	t.Helper()
 	pcfg := secure.Config{Secure: secureMode, MaxBindings: 1024, BindingAge: time.Minute}
 	if secureMode {

@@ -220,6 +220,11 @@ func (l *loop) readNextRound(p *port) {
 // batch queued frames on. A port that holds frames it has read already
 // (readResult.buffered) is read again in the next round (step).
 func (l *loop) receive(p *port) {
+	if l.cross.to != nil && !l.crossRoom() {
+		p.readAgain = false // it may be the carried entry being served
+		l.readNextRound(p)  // back-pressure (crossRingLen)
+		return
+	}
 	p.readRound, p.readAgain = l.round, false
 	refs := l.takeBuffers(p.caps.readBudget)
 	if len(refs) == 0 {

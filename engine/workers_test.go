@@ -84,6 +84,42 @@ func TestWorkersForwardAcrossLoops(t *testing.T) {
 	}
 }
 
+// A loop that does not take its frames (its thread not scheduled) holds
+// the others back instead of losing frames: their rings to it fill to a
+// read's room and they stop reading, and once it runs every frame
+// arrives, in order.
+func TestWorkersBackPressureLosesNothing(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, withWorkers(2))
+	l0, l1 := s.e.loops[0], s.e.loops[1]
+	a, b := s.attachMemTo(l0), s.attachMemTo(l1)
+	b.send(ethFrame(broadcast, mac(2), 0x0800, 60))
+	s.pump()
+	a.take()
+	var sent [][]byte
+	for i := 0; i < 3000; i++ {
+		sent = append(sent, numbered(mac(2), mac(1), i))
+	}
+	a.send(sent...)
+	for i := 0; i < 200; i++ { // loop 1 sleeps meanwhile
+		if _, err := l0.step(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rx := a.port.cnt.rxFrames; rx >= 3000 || rx < crossRingLen/2 {
+		t.Fatalf("loop 0 read %d of a's frames with loop 1 asleep: want it stopped short of its ring's %d", rx, crossRingLen)
+	}
+	s.pump()
+	got := b.take()
+	if len(got) != len(sent) || a.port.cnt.drops[DropWorkerRingFull] != 0 {
+		t.Fatalf("b got %d of %d frames; worker-ring-full %d", len(got), len(sent), a.port.cnt.drops[DropWorkerRingFull])
+	}
+	for i := range got {
+		if frameNumber(got[i]) != i {
+			t.Fatalf("frame %d is a's %d", i, frameNumber(got[i]))
+		}
+	}
+}
+
 // A frame handed to a loop whose port closed meanwhile is dropped there
 // and counted as port-closed, like a frame in the queue of a port that
 // closes.
