@@ -2,8 +2,8 @@ package engine
 
 import (
 	"fmt"
-	"sync"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
