@@ -39,10 +39,12 @@ qemu-guest:
 
 # The whole suite: unit tests, fuzz seed corpora, integration tests in
 # network namespaces and with real QEMU guests (as root; they skip with a
-# message otherwise).
+# message otherwise); then the daemon's integration tests and the spoof
+# battery again with two event loops (--workers 2, via internal/testbed).
 test: deps fmt-check vet qemu-guest
 	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
+	VKNETD_TEST_WORKERS=2 $(GO) test -count=1 -timeout 10m ./integration/ ./integration/secure/
 
 # Real QEMU guests (Debian kernel + busybox, TCG) over --stream and --dgram;
 # installs QEMU and dnsmasq and builds the guest image first (scripts/qemu-guest.sh).

@@ -8,44 +8,78 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// accept takes every pending client of l. Running out of fds or memory
+// Listeners. The first loop polls every listening socket the caller made
+// (Config.Listeners): it accepts SEQPACKET, stream and vhost-user clients
+// and makes them ports, and reads datagram listeners itself (dgram.go),
+// making a port for each datagram client on its first frame.
+
+// listenerState is one listener and what accepting from it needs.
+type listenerState struct {
+	Listener
+	pausedUntil int64 // accept paused after EMFILE and the like, with back-off
+	backoff     time.Duration
+	dgram       *dgramListener // a datagram listener's clients and scratch; nil for the others
+	// filterCookie keys the kernel filter's drop counter of a datagram
+	// listener; 0 when it has no filter.
+	filterCookie uint64
+}
+
+// listen has l poll ln, the index-th listener.
+func (e *Engine) listen(l *loop, index int, ln Listener) (listenerState, error) {
+	if ln.Kind == Dgram {
+		if err := enableSenderCredentials(ln.Fd); err != nil {
+			return listenerState{}, fmt.Errorf("datagram listener %s: asking for senders' credentials (SO_PASSCRED): %w", ln.Path, err)
+		}
+	}
+	if err := l.poll.add(ln.Fd, tokenListener-uint32(index)); err != nil {
+		return listenerState{}, fmt.Errorf("watching listener %s: %w", ln.Path, err)
+	}
+	ls := listenerState{Listener: ln, backoff: 50 * time.Millisecond}
+	if ln.Kind == Dgram {
+		ls.dgram = newDgramListener(e.cfg.Batch)
+		ls.filterCookie = e.attachFilter(ln.Fd, ln.Path)
+	}
+	return ls, nil
+}
+
+// accept takes every pending client of ls. Running out of fds or memory
 // pauses this listener with a back-off instead of ending the daemon (the
 // original exited on EMFILE); the connected clients keep forwarding.
-func (e *Engine) accept(l *listenerState) {
-	if l.pausedUntil != 0 {
+func (l *loop) accept(ls *listenerState) {
+	if ls.pausedUntil != 0 {
 		return
 	}
+	e := l.e
 	for i := 0; i < maxAcceptsPerWake; i++ {
-		fd, _, err := unix.Accept4(l.Fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, _, err := unix.Accept4(ls.Fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch {
 		case err == nil:
-			l.backoff = 50 * time.Millisecond
+			ls.backoff = 50 * time.Millisecond
 		case err == unix.EAGAIN:
-			l.backoff = 50 * time.Millisecond
+			ls.backoff = 50 * time.Millisecond
 			return
 		case err == unix.EINTR || err == unix.ECONNABORTED || err == unix.EPROTO:
 			continue
 		default:
-			e.clientLog.Error("accept failed, pausing new connections", "socket", l.Path, "err", err,
-				"retry_in", l.backoff.String(), "hint", acceptHint(err))
-			if perr := e.poll.remove(l.Fd); perr != nil {
-				e.log.Error("pausing listener", "socket", l.Path, "err", perr)
+			e.clientLog.Error("accept failed, pausing new connections", "socket", ls.Path, "err", err,
+				"retry_in", ls.backoff.String(), "hint", acceptHint(err))
+			if perr := l.poll.remove(ls.Fd); perr != nil {
+				e.log.Error("pausing listener", "socket", ls.Path, "err", perr)
 			}
-			l.pausedUntil = e.now + int64(l.backoff)
-			if l.backoff < 2*time.Second {
-				l.backoff *= 2
+			ls.pausedUntil = l.now + int64(ls.backoff)
+			if ls.backoff < 2*time.Second {
+				ls.backoff *= 2
 			}
 			return
 		}
-		if e.clients >= e.cfg.MaxClients || len(e.freeIDs) == 0 {
-			e.clientLog.Warn("client refused: too many clients", "socket", l.Path, "clients", e.clients,
+		if _, err := e.addClient(fd, ls.Kind, ls.Path); errors.Is(err, errTooManyClients) {
+			clients, _, _ := e.ports.counts()
+			e.clientLog.Warn("client refused: too many clients", "socket", ls.Path, "clients", clients,
 				"hint", "raise --max-clients")
-			e.refuse(fd, l.Kind, fmt.Sprintf("too many clients: --max-clients is %d, and that many are connected: raise --max-clients", e.cfg.MaxClients))
-			continue
-		}
-		if _, err := e.addClient(fd, l.Kind, l.Path); err != nil {
-			e.clientLog.Error("client refused", "socket", l.Path, "err", err)
-			e.refuse(fd, l.Kind, err.Error())
+			refuse(fd, ls.Kind, fmt.Sprintf("too many clients: --max-clients is %d, and that many are connected: raise --max-clients", e.cfg.MaxClients))
+		} else if err != nil {
+			e.clientLog.Error("client refused", "socket", ls.Path, "err", err)
+			refuse(fd, ls.Kind, err.Error())
 		}
 	}
 }
@@ -53,7 +87,7 @@ func (e *Engine) accept(l *listenerState) {
 // refuse closes a connection the switch will not serve; a vhost-user
 // front-end is told why first (its protocol has no error message, so the
 // note is ours: vhostuser.Refuse).
-func (e *Engine) refuse(fd int, kind ListenerKind, reason string) {
+func refuse(fd int, kind ListenerKind, reason string) {
 	if kind == VhostUser {
 		refuseVhost(fd, reason)
 	}
@@ -61,19 +95,20 @@ func (e *Engine) refuse(fd int, kind ListenerKind, reason string) {
 }
 
 // resumeListeners re-arms listeners whose back-off has passed.
-func (e *Engine) resumeListeners() {
+func (l *loop) resumeListeners() {
+	e := l.e
 	for i := range e.listeners {
-		l := &e.listeners[i]
-		if l.pausedUntil == 0 || e.now < l.pausedUntil {
+		ls := &e.listeners[i]
+		if ls.pausedUntil == 0 || l.now < ls.pausedUntil {
 			continue
 		}
-		l.pausedUntil = 0
-		if err := e.poll.add(l.Fd, tokenListener-uint32(i)); err != nil {
-			e.log.Error("resuming listener", "socket", l.Path, "err", err)
-			l.pausedUntil = e.now + int64(l.backoff)
+		ls.pausedUntil = 0
+		if err := l.poll.add(ls.Fd, tokenListener-uint32(i)); err != nil {
+			e.log.Error("resuming listener", "socket", ls.Path, "err", err)
+			ls.pausedUntil = l.now + int64(ls.backoff)
 			continue
 		}
-		e.log.Info("accepting connections again", "socket", l.Path)
+		e.log.Info("accepting connections again", "socket", ls.Path)
 	}
 }
 
@@ -89,9 +124,38 @@ func acceptHint(err error) string {
 	return "will retry"
 }
 
-// addClient makes a connected SEQPACKET fd a port of the switch.
+// errTooManyClients: --max-clients are connected.
+var errTooManyClients = errors.New("too many clients: raise --max-clients")
+
+// addClient makes fd, connected to a listener of kind, a port of the loop
+// with the fewest ports. It runs on the first loop.
 func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error) {
-	id := e.freeIDs[len(e.freeIDs)-1]
+	id, ok := e.ports.reserve(e.cfg.MaxClients, false)
+	if !ok {
+		return nil, errTooManyClients
+	}
+	p, err := e.openClient(e.leastLoaded(), id, fd, kind, via)
+	if err != nil {
+		e.ports.unreserve(id, false)
+		return nil, err
+	}
+	return p, nil
+}
+
+// leastLoaded is the loop a new client goes to: the one with the fewest
+// ports, the first of those.
+func (e *Engine) leastLoaded() *loop {
+	best := e.loops[0]
+	for _, l := range e.loops[1:] {
+		if l.nports.Load() < best.nports.Load() {
+			best = l
+		}
+	}
+	return best
+}
+
+// openClient makes fd a port of l numbered id and hands it to l.
+func (e *Engine) openClient(l *loop, id uint32, fd int, kind ListenerKind, via string) (*port, error) {
 	pid, uid := peerCred(fd)
 	if err := e.userRoom(uid); err != nil {
 		return nil, err
@@ -107,22 +171,18 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	var mem *guestMemory // a vhost-user guest's account of the memory it has us map
 	switch kind {
 	case Stream:
-		t = newStreamTransport(&e.io, fd, e.maxFrame)
+		t = newStreamTransport(&l.io, fd, e.maxFrame)
 	case VhostUser:
 		mem = &guestMemory{budget: &e.guestMem}
-		vt, err := e.newVhostTransport(fd, id, name, mem)
+		vt, err := e.newVhostTransport(&l.io, fd, id, name, mem)
 		if err != nil {
 			return nil, err
 		}
 		t = vt
 	default:
-		t = newMsgTransport(&e.io, fd)
+		t = newMsgTransport(&l.io, fd)
 	}
-	if err := e.poll.add(fd, id); err != nil {
-		return nil, err
-	}
-	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
-	p := e.newPort(id, t, fd, name)
+	p := l.openPort(id, t, fd, name)
 	p.pid, p.uid = pid, uid
 	if kind == Seqpacket {
 		p.filterCookie = e.attachFilter(fd, via)
@@ -131,8 +191,12 @@ func (e *Engine) addClient(fd int, kind ListenerKind, via string) (*port, error)
 	if mem != nil {
 		mem.joined(p.user)
 	}
-	e.clients++
-	e.accepted++
+	e.ports.accepted1()
 	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.caps.kind)
+	if l == e.loops[0] {
+		l.adoptOrKill(p) // accept runs on the first loop
+	} else {
+		l.post(p)
+	}
 	return p, nil
 }

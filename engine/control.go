@@ -1,34 +1,45 @@
 package engine
 
-import "errors"
+import (
+	"errors"
+	"sort"
+)
 
 // ErrStopped is returned by control calls made after the loop has exited.
 var ErrStopped = errors.New("engine: stopped")
 
-// do runs fn on the loop goroutine and waits for it, so control calls
-// never share state with the forwarding path.
-func (e *Engine) do(fn func()) error {
+// Control requests. Other goroutines never touch a loop's state: they
+// queue a function for the loop to run between rounds (do) and wait for
+// it. The switch-wide ones (Stop, FlushMACs, the listings) go to the
+// first loop.
+
+// do runs fn on the first loop's goroutine and waits for it.
+func (e *Engine) do(fn func()) error { return e.loops[0].do(fn) }
+
+// do runs fn on l's goroutine and waits for it, so control calls never
+// share state with the forwarding path.
+func (l *loop) do(fn func()) error {
 	done := make(chan struct{})
 	select {
-	case e.reqs <- func() { fn(); close(done) }:
-	case <-e.exited:
+	case l.reqs <- func() { fn(); close(done) }:
+	case <-l.exited:
 		return ErrStopped
 	}
 	// The poller's fds are closed at shutdown and their numbers may be
 	// reused at once: never write to them after that.
-	e.wakeMu.Lock()
+	l.wakeMu.Lock()
 	var err error
-	if !e.pollClosed {
-		err = e.poll.wake()
+	if !l.pollClosed {
+		err = l.poll.wake()
 	}
-	e.wakeMu.Unlock()
+	l.wakeMu.Unlock()
 	if err != nil {
 		return err
 	}
 	select {
 	case <-done:
 		return nil
-	case <-e.exited:
+	case <-l.exited:
 		// shutdown runs queued requests before exited closes, so a request
 		// that made it into the queue has run.
 		select {
@@ -40,10 +51,10 @@ func (e *Engine) do(fn func()) error {
 	}
 }
 
-func (e *Engine) serveRequests() {
+func (l *loop) serveRequests() {
 	for {
 		select {
-		case f := <-e.reqs:
+		case f := <-l.reqs:
 			f()
 		default:
 			return
@@ -54,11 +65,11 @@ func (e *Engine) serveRequests() {
 // Stop makes Run close every client and return. It is safe to call more
 // than once and from any goroutine.
 func (e *Engine) Stop() {
-	e.do(func() { e.stopping = true })
+	e.do(func() { e.loops[0].stopping = true })
 }
 
 // Done is closed when Run has returned.
-func (e *Engine) Done() <-chan struct{} { return e.exited }
+func (e *Engine) Done() <-chan struct{} { return e.done }
 
 // FlushMACs forgets every learned MAC address (SIGHUP): frames are flooded
 // until the table is learned again.
@@ -68,30 +79,85 @@ func (e *Engine) FlushMACs() (int, error) {
 	return n, err
 }
 
-// Stats takes a snapshot of every port's counters.
+// Stats takes a snapshot of every port's counters: each loop snapshots its
+// own, on its goroutine, and the switch-wide figures come with the first.
 func (e *Engine) Stats() (Stats, error) {
+	snaps := make([]loopStats, len(e.loops))
 	var s Stats
-	err := e.do(func() { s = e.stats() })
-	return s, err
+	for i, l := range e.loops {
+		err := l.do(func() {
+			snaps[i] = l.snapshot()
+			if i == 0 {
+				s = e.switchStats()
+			}
+		})
+		if err != nil {
+			return Stats{}, err
+		}
+	}
+	s.add(snaps)
+	return s, nil
 }
 
+// stats is Stats from a goroutine that may read every loop (tests, with
+// the loops stopped between rounds).
 func (e *Engine) stats() Stats {
+	snaps := make([]loopStats, len(e.loops))
+	for i, l := range e.loops {
+		snaps[i] = l.snapshot()
+	}
+	s := e.switchStats()
+	s.add(snaps)
+	return s
+}
+
+// loopStats is one loop's part of Stats.
+type loopStats struct {
+	ports    []PortStats
+	departed counters
+	cached   int // free buffers in the loop's cache (ring.Pool.Cached)
+}
+
+// switchStats are the figures of the whole switch, without the ports.
+func (e *Engine) switchStats() Stats {
+	clients, _, accepted := e.ports.counts()
 	s := Stats{
 		MACs:     e.macs.Len(),
-		Clients:  e.clients,
-		Accepted: e.accepted,
+		Clients:  clients,
+		Accepted: accepted,
 		PoolFree: e.pool.Free(),
 		PoolCap:  e.pool.Cap(),
+		Departed: PortStats{Kind: "departed", Name: "disconnected clients", PID: -1, UID: -1},
 	}
-	for _, p := range e.live {
+	s.ListenerKernelDrops = e.listenerKernelDrops()
+	return s
+}
+
+// add puts the loops' parts into s, the ports in order of their numbers
+// (the TAP first).
+func (s *Stats) add(snaps []loopStats) {
+	var departed counters
+	for i := range snaps {
+		s.Ports = append(s.Ports, snaps[i].ports...)
+		departed.add(&snaps[i].departed)
+		s.PoolFree += snaps[i].cached
+	}
+	if len(snaps) > 1 {
+		sort.Slice(s.Ports, func(i, j int) bool { return s.Ports[i].ID < s.Ports[j].ID })
+	}
+	departed.snapshot(&s.Departed)
+}
+
+// snapshot is l's part of Stats, on l's goroutine.
+func (l *loop) snapshot() loopStats {
+	e := l.e
+	ls := loopStats{departed: l.departed, cached: l.pool.Cached()}
+	for _, p := range l.live {
 		ps := PortStats{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid,
 			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len(), Offloads: p.offloads.String()}
 		c := e.withKernelDrops(p)
 		c.snapshot(&ps)
-		s.Ports = append(s.Ports, ps)
+		ls.ports = append(ls.ports, ps)
 	}
-	s.Departed = PortStats{Kind: "departed", Name: "disconnected clients", PID: -1, UID: -1}
-	e.departed.snapshot(&s.Departed)
-	s.ListenerKernelDrops = e.listenerKernelDrops()
-	return s
+	return ls
 }

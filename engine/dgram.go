@@ -58,26 +58,29 @@ func newDgramListener(batch int) *dgramListener {
 
 // receiveDgram reads a batch of datagrams from a dgram listener and
 // forwards each from the port of its sender.
-func (e *Engine) receiveDgram(l *listenerState) {
-	refs := e.takeBuffers(e.cfg.Batch)
+func (l *loop) receiveDgram(ls *listenerState) {
+	if l.cross.to != nil && !l.crossRoom() {
+		return // back-pressure (crossRingLen): the listener stays readable
+	}
+	refs := l.takeBuffers(l.e.cfg.Batch)
 	if len(refs) == 0 {
 		return
 	}
-	dl := l.dgram
-	n, err := dl.recv.recvFrom(&e.io, l.Fd, refs, dl.names[:len(refs)], dl.nameLens[:len(refs)], dl.creds[:len(refs)])
+	dl := ls.dgram
+	n, err := dl.recv.recvFrom(&l.io, ls.Fd, refs, dl.names[:len(refs)], dl.nameLens[:len(refs)], dl.creds[:len(refs)])
 	for i := 0; i < n; i++ {
 		r := refs[i]
-		p := e.dgramPort(l, &dl.names[i], dl.nameLens[i], dl.creds[i], e.pool.Frame(r))
+		p := l.dgramPort(ls, &dl.names[i], dl.nameLens[i], dl.creds[i], l.pool.Frame(r))
 		if p != nil {
-			p.dgram.lastSeen = e.now
-			e.forwardOne(p, r)
+			p.dgram.lastSeen = l.now
+			l.forwardOne(p, r)
 		}
-		e.pool.Release(r)
+		l.pool.Release(r)
 	}
-	e.releaseBuffers(refs[n:])
-	e.flush()
+	l.releaseBuffers(refs[n:])
+	l.flush()
 	if err != nil {
-		e.log.Error("reading datagram listener", "socket", l.Path, "err", err)
+		l.e.log.Error("reading datagram listener", "socket", ls.Path, "err", err)
 	}
 }
 
@@ -85,11 +88,11 @@ func (e *Engine) receiveDgram(l *listenerState) {
 // when the datagram is not a frame to forward: vfkit's hello, a sender
 // without an address to answer, a client refused, or a sender that is not
 // the user who registered the address.
-func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen int, from senderCred, frame []byte) *port {
-	key := dgramKey(l.dgram.key[:0], addr, addrLen)
-	p := l.dgram.peers[string(key)] // no allocation: the compiler keeps the key on the stack
+func (l *loop) dgramPort(ls *listenerState, addr *unix.RawSockaddrUnix, addrLen int, from senderCred, frame []byte) *port {
+	key := dgramKey(ls.dgram.key[:0], addr, addrLen)
+	p := ls.dgram.peers[string(key)] // no allocation: the compiler keeps the key on the stack
 	if p != nil && !sameSender(p, from) {
-		if !e.replacedSocket(p, from) {
+		if !l.replacedSocket(p, from) {
 			return nil
 		}
 		p = nil // forgotten: the sender registers anew
@@ -97,26 +100,26 @@ func (e *Engine) dgramPort(l *listenerState, addr *unix.RawSockaddrUnix, addrLen
 	hello := len(frame) == len(vfkitHello) && [4]byte(frame) == vfkitHello
 	if p != nil {
 		if hello {
-			p.dgram.lastSeen = e.now
+			p.dgram.lastSeen = l.now
 			return nil
 		}
 		return p
 	}
 	if len(key) == 0 {
-		l.dgram.unnamed++
-		if l.dgram.unnamed == 1 || l.dgram.unnamed%1000 == 0 {
-			e.log.Warn("datagram from an unbound socket: no address to answer, dropped",
-				"socket", l.Path, "count", l.dgram.unnamed, "hint", "the client must bind its own path (QEMU: local.path=)")
+		ls.dgram.unnamed++
+		if ls.dgram.unnamed == 1 || ls.dgram.unnamed%1000 == 0 {
+			l.e.log.Warn("datagram from an unbound socket: no address to answer, dropped",
+				"socket", ls.Path, "count", ls.dgram.unnamed, "hint", "the client must bind its own path (QEMU: local.path=)")
 		}
 		return nil
 	}
-	p, err := e.addDgramClient(l, string(key), from)
+	p, err := l.addDgramClient(ls, string(key), from)
 	if err != nil {
-		args := []any{"socket", l.Path, "client", dgramDisplayName(string(key)), "pid", from.pid, "uid", from.uid, "err", err}
+		args := []any{"socket", ls.Path, "client", dgramDisplayName(string(key)), "pid", from.pid, "uid", from.uid, "err", err}
 		if hint := refusalHint(err); hint != "" {
 			args = append(args, "hint", hint)
 		}
-		e.clientLog.Error("datagram client refused", args...)
+		l.e.clientLog.Error("datagram client refused", args...)
 		return nil
 	}
 	if hello {
@@ -136,29 +139,41 @@ func sameSender(p *port, from senderCred) bool {
 // If p's socket file is gone or replaced, p is stale: it is forgotten at
 // once and replacedSocket returns true, so the sender can register. If not,
 // the datagram is dropped, counted on p and logged.
-func (e *Engine) replacedSocket(p *port, from senderCred) bool {
+func (l *loop) replacedSocket(p *port, from senderCred) bool {
 	if d := p.dgram; !isAbstract(d.key) && !samePathSocket(d) {
-		e.clientLog.Info("datagram client's socket file was replaced, forgetting it", "port", p.id, "client", p.name,
+		l.e.clientLog.Info("datagram client's socket file was replaced, forgetting it", "port", p.id, "client", p.name,
 			"uid", p.uid, "new_uid", from.uid)
 		delete(d.listener.dgram.peers, d.key)
 		p.dead = true
 		return true
 	}
 	p.cnt.drops[DropWrongUser]++
-	e.clientLog.Warn("datagram under a client's address from another user, dropped", "port", p.id, "client", p.name,
+	l.e.clientLog.Warn("datagram under a client's address from another user, dropped", "port", p.id, "client", p.name,
 		"uid", p.uid, "sender_uid", from.uid, "sender_pid", from.pid, "count", p.cnt.drops[DropWrongUser],
 		"hint", "only the user who bound the socket may send from it")
 	return false
 }
 
-func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (*port, error) {
-	if e.clients >= e.cfg.MaxClients || len(e.freeIDs) == 0 {
-		return nil, fmt.Errorf("too many clients (%d): raise --max-clients", e.clients)
+// addDgramClient makes a port for the datagram client at key, on the
+// listener's loop (the first), which reads its frames.
+func (l *loop) addDgramClient(ls *listenerState, key string, from senderCred) (*port, error) {
+	id, ok := l.e.ports.reserve(l.e.cfg.MaxClients, false)
+	if !ok {
+		clients, _, _ := l.e.ports.counts()
+		return nil, fmt.Errorf("too many clients (%d): raise --max-clients", clients)
 	}
-	if err := e.userRoom(from.uid); err != nil {
+	p, err := l.openDgramClient(ls, id, key, from)
+	if err != nil {
+		l.e.ports.unreserve(id, false)
+	}
+	return p, err
+}
+
+func (l *loop) openDgramClient(ls *listenerState, id uint32, key string, from senderCred) (*port, error) {
+	if err := l.e.userRoom(from.uid); err != nil {
 		return nil, err
 	}
-	d := &dgramState{key: key, pathFd: -1, lastSeen: e.now, listener: l}
+	d := &dgramState{key: key, pathFd: -1, lastSeen: l.now, listener: ls}
 	if !isAbstract(key) {
 		fd, dev, ino, err := openClientSocket(key, from.uid)
 		if err != nil {
@@ -166,11 +181,10 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 		}
 		d.pathFd, d.dev, d.ino = fd, dev, ino
 	}
-	id := e.freeIDs[len(e.freeIDs)-1]
-	fd, err := e.connectDgram(d)
+	fd, err := connectDgram(d)
 	switch {
 	case err == nil:
-		if err := e.poll.add(fd, id); err != nil {
+		if err := l.poll.add(fd, id); err != nil {
 			closeFd(fd)
 			d.closePath()
 			return nil, err
@@ -183,24 +197,23 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 			return nil, err
 		}
 		fd = -1
-		d.via = l
+		d.via = ls
 	default:
 		d.closePath()
 		return nil, connectRefusal(err)
 	}
-	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
-	p := e.newPort(id, newDgramTransport(&e.io, fd, d, e.cfg.Batch), fd, dgramDisplayName(key))
+	p := l.openPort(id, newDgramTransport(&l.io, fd, d, l.e.cfg.Batch), fd, dgramDisplayName(key))
 	p.dgram = d
 	p.pid, p.uid = from.pid, from.uid
 	if fd >= 0 {
 		// The client may also send to the switch's own socket for it.
-		p.filterCookie = e.attachFilter(fd, p.name)
+		p.filterCookie = l.e.attachFilter(fd, p.name)
 	}
-	e.joinUser(p)
-	l.dgram.peers[key] = p
-	e.clients++
-	e.accepted++
-	e.clientLog.Info("client connected", "port", id, "client", p.name, "pid", p.pid, "uid", p.uid, "socket", l.Path,
+	l.e.joinUser(p)
+	ls.dgram.peers[key] = p
+	l.join(p)
+	l.e.ports.accepted1()
+	l.e.clientLog.Info("client connected", "port", id, "client", p.name, "pid", p.pid, "uid", p.uid, "socket", ls.Path,
 		"kind", "dgram", "via_listener", d.via != nil)
 	return p, nil
 }
@@ -208,7 +221,7 @@ func (e *Engine) addDgramClient(l *listenerState, key string, from senderCred) (
 // connectDgram opens the switch's socket for sending to the client, and
 // connects it to the client's socket: the one checked at registration
 // (see clientAddr), pinned from then on.
-func (e *Engine) connectDgram(d *dgramState) (int, error) {
+func connectDgram(d *dgramState) (int, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
@@ -354,17 +367,17 @@ func (d *dgramState) forget(p *port) {
 }
 
 // expireDgram forgets datagram clients that have been silent too long.
-func (e *Engine) expireDgram() {
-	idle := int64(e.cfg.DgramIdle)
-	for i := range e.listeners {
-		l := &e.listeners[i]
-		if l.dgram == nil {
+func (l *loop) expireDgram() {
+	idle := int64(l.e.cfg.DgramIdle)
+	for i := range l.e.listeners {
+		ls := &l.e.listeners[i]
+		if ls.dgram == nil {
 			continue
 		}
-		for _, p := range l.dgram.peers {
-			if d := p.dgram; !p.dead && e.now-d.lastSeen > idle {
-				e.clientLog.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
-					"idle", time.Duration(e.now-d.lastSeen).Round(time.Second).String())
+		for _, p := range ls.dgram.peers {
+			if d := p.dgram; !p.dead && l.now-d.lastSeen > idle {
+				l.e.clientLog.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
+					"idle", time.Duration(l.now-d.lastSeen).Round(time.Second).String())
 				p.dead = true
 			}
 		}

@@ -199,13 +199,13 @@ func TestDgramSocketOwnedByAnotherUserIsRefused(t *testing.T) {
 	addr, n := rawAddr(path)
 	l := &s.e.listeners[0]
 	frame := ethFrame(broadcast, mac(0x11), 0x0800, 60)
-	if p := s.e.dgramPort(l, &addr, n, senderCred{pid: 77, uid: 4343}, frame); p != nil || len(s.dgramPeers()) != 0 {
+	if p := s.l.dgramPort(l, &addr, n, senderCred{pid: 77, uid: 4343}, frame); p != nil || len(s.dgramPeers()) != 0 {
 		t.Fatal("uid 4343 registered a socket owned by uid 4242")
 	}
 	if out := log.String(); !strings.Contains(out, "owned by uid 4242, not by the sender (uid 4343)") {
 		t.Fatalf("the refusal does not name the owner and the sender:\n%s", out)
 	}
-	p := s.e.dgramPort(l, &addr, n, senderCred{pid: 78, uid: 4242}, frame)
+	p := s.l.dgramPort(l, &addr, n, senderCred{pid: 78, uid: 4242}, frame)
 	if p == nil || p.uid != 4242 || p.pid != 78 {
 		t.Fatalf("the socket's owner was not registered with its pid and uid: %+v", p)
 	}
@@ -214,7 +214,7 @@ func TestDgramSocketOwnedByAnotherUserIsRefused(t *testing.T) {
 	bindDgram(t, path2)
 	os.Chown(path2, 4242, 4242)
 	addr2, n2 := rawAddr(path2)
-	if p := s.e.dgramPort(l, &addr2, n2, senderCred{pid: 1, uid: 0}, frame); p == nil {
+	if p := s.l.dgramPort(l, &addr2, n2, senderCred{pid: 1, uid: 0}, frame); p == nil {
 		t.Fatal("root was refused")
 	}
 }
@@ -231,17 +231,17 @@ func TestDgramLaterDatagramsFromAnotherUserAreDropped(t *testing.T) {
 	addr, n := rawAddr(path)
 	l := &s.e.listeners[0]
 	frame := ethFrame(broadcast, mac(0x11), 0x0800, 60)
-	p := s.e.dgramPort(l, &addr, n, senderCred{pid: 10, uid: 4242}, frame)
+	p := s.l.dgramPort(l, &addr, n, senderCred{pid: 10, uid: 4242}, frame)
 	if p == nil {
 		t.Fatal("not registered")
 	}
-	if q := s.e.dgramPort(l, &addr, n, senderCred{pid: 11, uid: 4343}, frame); q != nil {
+	if q := s.l.dgramPort(l, &addr, n, senderCred{pid: 11, uid: 4343}, frame); q != nil {
 		t.Fatal("HOLE: a datagram from uid 4343 was taken for uid 4242's port")
 	}
 	if p.cnt.drops[DropWrongUser] != 1 || !strings.Contains(log.String(), "from another user, dropped") {
 		t.Fatalf("not counted (%d) or not logged:\n%s", p.cnt.drops[DropWrongUser], log.String())
 	}
-	if q := s.e.dgramPort(l, &addr, n, senderCred{pid: 10, uid: 4242}, frame); q != p {
+	if q := s.l.dgramPort(l, &addr, n, senderCred{pid: 10, uid: 4242}, frame); q != p {
 		t.Fatal("the registered user's next datagram did not find its port")
 	}
 	// The owner's socket goes, the file is removed, uid 4343 binds the path.
@@ -249,11 +249,11 @@ func TestDgramLaterDatagramsFromAnotherUserAreDropped(t *testing.T) {
 	os.Remove(path)
 	bindDgram(t, path)
 	os.Chown(path, 4343, 4343)
-	q := s.e.dgramPort(l, &addr, n, senderCred{pid: 12, uid: 4343}, frame)
+	q := s.l.dgramPort(l, &addr, n, senderCred{pid: 12, uid: 4343}, frame)
 	if q == nil || q == p || q.uid != 4343 || !p.dead || s.dgramPeers()[path] != q {
 		t.Fatalf("the new owner of the path was not registered in place of the stale client: %+v", q)
 	}
-	s.e.reap()
+	s.l.reap()
 	if s.dgramPeers()[path] != q {
 		t.Fatal("closing the stale client forgot its successor")
 	}
@@ -322,7 +322,7 @@ func TestDgramRelativePathIsRefused(t *testing.T) {
 	log := &syncBuffer{}
 	s, _ := newDgramSwitchWith(t, false, log)
 	addr, n := rawAddr("vm.sock")
-	if p := s.e.dgramPort(&s.e.listeners[0], &addr, n, senderCred{1, 0}, ethFrame(broadcast, mac(1), 0x0800, 60)); p != nil {
+	if p := s.l.dgramPort(&s.e.listeners[0], &addr, n, senderCred{1, 0}, ethFrame(broadcast, mac(1), 0x0800, 60)); p != nil {
 		t.Fatal("a relative path was registered")
 	}
 	if !strings.Contains(log.String(), "bind an absolute path") {
@@ -408,7 +408,7 @@ func TestDgramForwardingAllocatesNothing(t *testing.T) {
 	buf := make([]byte, 2048)
 	allocs := testing.AllocsPerRun(300, func() {
 		unix.Sendto(vm.fd, frame, 0, to)
-		s.e.step(0)
+		s.l.step(0)
 		unix.Read(b.fd, buf)
 	})
 	if allocs != 0 {

@@ -35,8 +35,9 @@ func ethFrame(dst, src [6]byte, etherType uint16, size int) []byte {
 }
 
 type testSwitch struct {
-	t *testing.T
+	t testing.TB
 	e *Engine
+	l *loop // the first loop, which tests run round by round (step)
 }
 
 type testClient struct {
@@ -46,7 +47,7 @@ type testClient struct {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newTestSwitch(t *testing.T, secureMode bool, mt mactable.Config, tweak func(*Config)) *testSwitch {
+func newTestSwitch(t testing.TB, secureMode bool, mt mactable.Config, tweak func(*Config)) *testSwitch {
 	t.Helper()
 	pcfg := secure.Config{Secure: secureMode, MaxBindings: 1024, BindingAge: time.Minute}
 	if secureMode {
@@ -75,14 +76,16 @@ func newTestSwitch(t *testing.T, secureMode bool, mt mactable.Config, tweak func
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for _, p := range e.live {
-			p.dead = true
+		for _, l := range e.loops {
+			for _, p := range l.live {
+				p.dead = true
+			}
+			l.reap()
+			l.closePoller()
 		}
-		e.reap()
-		e.closePoller()
 		e.pool.Close() // what Run does at its end: fuzzing makes thousands of these
 	})
-	return &testSwitch{t: t, e: e}
+	return &testSwitch{t: t, e: e, l: e.loops[0]}
 }
 
 // connect adds a client over a socketpair, as accept would.
@@ -120,11 +123,15 @@ func (s *testSwitch) pump() {
 	s.t.Helper()
 	last, same := s.progress(), 0
 	for round := 0; round < 100000; round++ {
-		reports, err := s.e.step(0)
-		if err != nil {
-			s.t.Fatal(err)
+		idle := true
+		for _, l := range s.e.loops {
+			reports, err := l.step(0)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			idle = idle && reports == 0 && !l.hasWork()
 		}
-		if reports == 0 && !s.e.hasWork() {
+		if idle {
 			return
 		}
 		now := s.progress()
@@ -139,12 +146,15 @@ func (s *testSwitch) pump() {
 
 // progress sums what a round of the loop changes when it gets anywhere.
 func (s *testSwitch) progress() uint64 {
-	sum := uint64(len(s.e.live)) + uint64(s.e.pool.Free())
-	for _, p := range s.e.live {
-		sum += p.cnt.rxFrames + p.cnt.txFrames + uint64(p.txq.Len())
-		for d, n := range p.cnt.drops {
-			if Drop(d) != DropNoBuffer {
-				sum += n
+	sum := uint64(s.e.pool.Free())
+	for _, l := range s.e.loops {
+		sum += uint64(len(l.live)) + uint64(l.pool.Cached())
+		for _, p := range l.live {
+			sum += p.cnt.rxFrames + p.cnt.txFrames + uint64(p.txq.Len())
+			for d, n := range p.cnt.drops {
+				if Drop(d) != DropNoBuffer {
+					sum += n
+				}
 			}
 		}
 	}
@@ -154,7 +164,7 @@ func (s *testSwitch) progress() uint64 {
 // advance moves the switch's clock on by d, as if d had passed.
 func (s *testSwitch) advance(d time.Duration) {
 	s.e.start = s.e.start.Add(-d)
-	s.e.now += int64(d)
+	s.l.now += int64(d)
 }
 
 func (c *testClient) send(t *testing.T, frame []byte) {
@@ -278,7 +288,7 @@ func TestSecureModeRefusesMACTakeover(t *testing.T) {
 	if got := b.port.cnt.drops[DropMACInUse]; got != 1 {
 		t.Fatalf("src-mac-in-use drops on b = %d, want 1", got)
 	}
-	if port, _ := s.e.macs.Lookup(macKey(5), s.e.now); port != a.port.id {
+	if port, _ := s.e.macs.Lookup(macKey(5), s.l.now); port != a.port.id {
 		t.Fatalf("mac(5) moved to port %d", port)
 	}
 	// The refused frame bound nothing: 198.18.0.6 is free for its owner.
@@ -326,10 +336,10 @@ func TestDisconnectRemovesMACsAtOnce(t *testing.T) {
 	}
 	b.close()
 	s.pump()
-	if !b.port.dead || s.e.ports[b.port.id] != nil {
+	if !b.port.dead || s.e.ports.get(b.port.id) != nil {
 		t.Fatal("b's port was not closed after it hung up")
 	}
-	if _, ok := s.e.macs.Lookup(macKey(2), s.e.now); ok {
+	if _, ok := s.e.macs.Lookup(macKey(2), s.l.now); ok {
 		t.Fatal("b's MAC outlived its port")
 	}
 	f := ethFrame(mac(2), mac(1), 0x0800, 60)
@@ -360,7 +370,7 @@ func TestPerPortMACLimit(t *testing.T) {
 	}
 	b.send(t, ethFrame(broadcast, mac(2), 0x0800, 60))
 	s.pump()
-	if _, ok := s.e.macs.Lookup(macKey(2), s.e.now); !ok {
+	if _, ok := s.e.macs.Lookup(macKey(2), s.l.now); !ok {
 		t.Fatal("b could not learn its MAC after a hit its limit")
 	}
 }
@@ -461,7 +471,7 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 		buf := make([]byte, 2048)
 		allocs := testing.AllocsPerRun(500, func() {
 			unix.Write(a.fd, frame)
-			s.e.step(0)
+			s.l.step(0)
 			unix.Read(b.fd, buf)
 		})
 		if allocs != 0 {
@@ -473,7 +483,7 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 		runt := []byte{}
 		floods := testing.AllocsPerRun(200, func() {
 			unix.Write(a.fd, runt) // an empty message is a runt
-			s.e.step(0)
+			s.l.step(0)
 		})
 		if floods != 0 {
 			t.Fatalf("secure=%v: runt path allocates %.1f", secureMode, floods)
@@ -761,7 +771,7 @@ func TestOneUserCannotStarveAnotherOfLearning(t *testing.T) {
 		}
 	}
 	s.pump()
-	if got := s.e.macs.OwnerLen(s.e.users[attacker].slot); got != 24 {
+	if got := s.e.macs.OwnerLen(s.e.users.byUID[attacker].slot); got != 24 {
 		t.Fatalf("the attacker's user holds %d MACs, want --user-macs (24)", got)
 	}
 	var refused uint64
@@ -835,8 +845,8 @@ func TestUserClientLimit(t *testing.T) {
 	if _, err := s.e.addClient(fds[1], Seqpacket, "test"); err == nil || !strings.Contains(err.Error(), "--user-clients") {
 		t.Fatalf("a fourth client of the same user: err %v, want a refusal naming --user-clients", err)
 	}
-	if s.e.clients != 3 {
-		t.Fatalf("%d clients after the refusal", s.e.clients)
+	if s.e.ports.clients != 3 {
+		t.Fatalf("%d clients after the refusal", s.e.ports.clients)
 	}
 }
 

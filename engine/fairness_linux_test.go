@@ -42,7 +42,7 @@ func TestOneBatchPerRoundForAFloodingGuest(t *testing.T) {
 			}
 			up = true
 		default:
-			if _, err := s.e.step(10); err != nil {
+			if _, err := s.l.step(10); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -63,7 +63,7 @@ func TestOneBatchPerRoundForAFloodingGuest(t *testing.T) {
 		quiet.send(t, f)
 
 		before := fp.cnt.rxFrames
-		if _, err := s.e.step(0); err != nil {
+		if _, err := s.l.step(0); err != nil {
 			t.Fatal(err)
 		}
 		if got := fp.cnt.rxFrames - before; got > batch {

@@ -53,7 +53,7 @@ func TestOneBatchPerPortPerRound(t *testing.T) {
 				quiet.send(t, f)
 
 				before := flooder.port.cnt.rxFrames
-				if _, err := s.e.step(0); err != nil {
+				if _, err := s.l.step(0); err != nil {
 					t.Fatal(err)
 				}
 				if got := flooder.port.cnt.rxFrames - before; got > batch {

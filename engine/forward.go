@@ -25,12 +25,12 @@ func vlanTagged(frame []byte) bool {
 // forward switches one batch of frames read from in. Each frame's buffer
 // arrives with one reference, which forwardOne gives up when done: the
 // queues it was pushed on hold their own.
-func (e *Engine) forward(in *port, refs []ring.Ref) {
+func (l *loop) forward(in *port, refs []ring.Ref) {
 	for _, r := range refs {
-		e.forwardOne(in, r)
-		e.pool.Release(r)
-		if e.cut.offloaded && e.endCut() {
-			e.flush()
+		l.forwardOne(in, r)
+		l.pool.Release(r)
+		if l.cut.offloaded && l.endCut() {
+			l.flush()
 		}
 	}
 }
@@ -38,85 +38,123 @@ func (e *Engine) forward(in *port, refs []ring.Ref) {
 // forwardOne is the switch's whole decision for one frame: validate, check
 // secure mode, learn the source, then send to the one port that owns the
 // destination or flood to every other port.
-func (e *Engine) forwardOne(in *port, r ring.Ref) {
-	frame, hdr := e.pool.Frame(r), e.pool.Hdr(r)
+func (l *loop) forwardOne(in *port, r ring.Ref) {
+	frame := l.pool.Frame(r)
 	in.cnt.rxFrames++
 	in.cnt.rxBytes += uint64(len(frame))
+	if !l.admit(in, frame, l.pool.Hdr(r)) || !l.judge(in, frame) {
+		return
+	}
+	for _, m := range l.mirrors {
+		l.deliver(in, m, r, false)
+	}
+	l.toDestination(in, r, frame)
+	if l.cross.to != nil && l.index != 0 && l.e.mirrored.Load() > 0 {
+		// The first loop's mirrors, last: a frame handed over is not
+		// written again (crossloop.go).
+		l.handOverMirror(in, r)
+	}
+}
+
+// toDestination sends a frame that passed to the one port that owns its
+// destination, or floods it to every other port.
+func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 	fromClient := !in.host
-	if fromClient && hdr.Flags != 0 {
+	dst := mactable.Key(frame[0:6])
+	if !mactable.IsMulticastKey(dst) {
+		if id, ok := l.e.macs.Lookup(dst, l.now); ok {
+			if id == in.id {
+				// The destination lives behind the port the frame came in
+				// on (a bridge behind the TAP, or a confused client).
+				l.dropped(in, DropSamePort)
+				return
+			}
+			// nil: its loop closed it since the lookup; flooded as unknown.
+			if out := l.e.ports.get(id); out != nil {
+				if out.loop == l {
+					l.deliver(in, out, r, fromClient)
+				} else {
+					l.handOverUnicast(in, out, r, fromClient)
+				}
+				return
+			}
+		}
+	}
+	// Broadcast, multicast and unknown unicast: every other port.
+	for _, out := range l.live {
+		if out != in && !out.dead && !out.mirror {
+			l.deliver(in, out, r, fromClient)
+		}
+	}
+	if l.cross.to != nil {
+		l.handOverFlood(in, r, fromClient)
+	}
+}
+
+// admit checks what a frame is before anything is learned from it: its
+// length, and that an offload header describes it. It also readies the
+// cut scratch for a frame that carries offload work (offload.go).
+func (l *loop) admit(in *port, frame []byte, hdr *gso.VirtioNetHdr) bool {
+	if !in.host && hdr.Flags != 0 {
 		// Only the host's kernel may vouch for a checksum (a TAP read);
 		// a guest's word would have the host skip checking its frames.
 		hdr.Flags &^= gso.FlagDataValid
 	}
 	offloaded := hdr.Offloaded()
-	e.cut.offloaded = offloaded
+	l.cut.offloaded = offloaded
 	if offloaded {
-		e.cut.begin()
+		l.cut.begin()
 	}
 	switch {
 	case len(frame) < etherHeaderLen:
-		e.dropped(in, DropRunt)
-		return
+		l.dropped(in, DropRunt)
+		return false
 	case hdr.GSOType == gso.GSONone &&
-		(len(frame) > e.maxFrame-vlanTagLen && !vlanTagged(frame) || len(frame) > e.maxFrame):
-		e.dropped(in, DropOversize)
-		return
+		(len(frame) > l.e.maxFrame-vlanTagLen && !vlanTagged(frame) || len(frame) > l.e.maxFrame):
+		l.dropped(in, DropOversize)
+		return false
 	case offloaded:
 		// The header must describe its frame, in every mode: it decides
 		// how the frame is cut and which bytes a device rewrites.
-		if v := gso.Check(frame, *hdr, e.cfg.MTU); v != gso.OK {
-			e.droppedGSO(in, v)
-			return
+		if v := gso.Check(frame, *hdr, l.e.cfg.MTU); v != gso.OK {
+			l.droppedGSO(in, v)
+			return false
 		}
 	}
+	return true
+}
 
+// judge applies secure mode to a client's frame and learns its source
+// MAC; false drops the frame (counted).
+func (l *loop) judge(in *port, frame []byte) bool {
 	src := mactable.Key(frame[6:12])
-	if fromClient && e.secure {
-		if v := e.check.Check(frame, in.id); v != secure.Pass {
-			e.refused(in, v)
-			return
+	if !in.host && l.e.secure {
+		if v := l.check.Check(frame, in.id); v != secure.Pass {
+			l.refused(in, v)
+			return false
 		}
 		// The switch's MAC rules sit between the policy's checks and its
 		// binding: a frame refused for its MAC must not bind its IP
 		// address to the spoofed MAC on the way.
-		if d, ok := e.learnSecure(in, src); !ok {
-			e.dropped(in, d)
-			return
+		if d, ok := l.learnSecure(in, src); !ok {
+			l.dropped(in, d)
+			return false
 		}
-		if v := e.check.Bind(e.now); v != secure.Pass {
-			e.refused(in, v)
-			return
+		if v := l.check.Bind(l.now); v != secure.Pass {
+			l.refused(in, v)
+			return false
 		}
-	} else if !e.learn(in, src) {
+		return true
+	}
+	if !l.learn(in, src) {
 		in.conflictSrc = src
-		e.dropped(in, DropRemoteMACConflict)
-		return
-	} else if e.leases && in.host {
-		e.snoopLease(frame)
+		l.dropped(in, DropRemoteMACConflict)
+		return false
 	}
-	for _, m := range e.mirrors {
-		e.deliver(in, m, r, false)
+	if l.e.leases && in.host {
+		l.e.snoopLease(frame, l.now)
 	}
-
-	dst := mactable.Key(frame[0:6])
-	if !mactable.IsMulticastKey(dst) {
-		if id, ok := e.macs.Lookup(dst, e.now); ok {
-			if id == in.id {
-				// The destination lives behind the port the frame came in
-				// on (a bridge behind the TAP, or a confused client).
-				e.dropped(in, DropSamePort)
-				return
-			}
-			e.deliver(in, e.ports[id], r, fromClient)
-			return
-		}
-	}
-	// Broadcast, multicast and unknown unicast: every other port.
-	for _, out := range e.live {
-		if out != in && !out.dead && !out.mirror {
-			e.deliver(in, out, r, fromClient)
-		}
-	}
+	return true
 }
 
 // learnSecure applies secure mode's MAC rules to a client's frame and
@@ -127,14 +165,14 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 // a user who fills the table have everyone else's unicast flooded to
 // him: in secure mode no unicast is ever flooded for a client MAC the
 // switch could not learn, because that MAC's frames never got through.
-func (e *Engine) learnSecure(in *port, src uint64) (Drop, bool) {
+func (l *loop) learnSecure(in *port, src uint64) (Drop, bool) {
 	if mactable.IsMulticastKey(src) {
 		return 0, true // the policy refuses it with its own reason
 	}
-	if owner, known := e.macs.Lookup(src, e.now); known && owner != in.id {
+	if owner, known := l.e.macs.Lookup(src, l.now); known && owner != in.id {
 		return DropMACInUse, false
 	}
-	switch e.macs.Learn(src, in.id, e.now) {
+	switch l.e.macs.Learn(src, in.id, l.now) {
 	case mactable.PortFull:
 		return DropPortMACLimit, false
 	case mactable.OwnerFull:
@@ -156,11 +194,11 @@ func (e *Engine) learnSecure(in *port, src uint64) (Drop, bool) {
 // spoofed. A TAP frame over --remote-macs is forwarded unlearned like any
 // other: the host and the LAN behind it keep working, only their replies
 // flood.
-func (e *Engine) learn(in *port, src uint64) bool {
+func (l *loop) learn(in *port, src uint64) bool {
 	if mactable.IsMulticastKey(src) {
 		return true // never learned
 	}
-	switch e.macs.Learn(src, in.id, e.now) {
+	switch l.e.macs.Learn(src, in.id, l.now) {
 	case mactable.PortFull, mactable.OwnerFull, mactable.TableFull:
 		in.cnt.unlearned++
 	case mactable.Conflict:
@@ -171,10 +209,10 @@ func (e *Engine) learn(in *port, src uint64) bool {
 
 // enqueue puts a reference to r on out's transmit queue. Frames bound for
 // the TAP from a client pass the secure-mode TAP rules first.
-func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
-	if out.host && fromClient && e.secure {
-		if v := e.check.ToTap(); v != secure.Pass {
-			e.refused(in, v)
+func (l *loop) enqueue(in, out *port, r ring.Ref, fromClient bool) {
+	if out.host && fromClient && l.e.secure {
+		if v := l.check.ToTap(); v != secure.Pass {
+			l.refused(in, v)
 			return
 		}
 	}
@@ -182,7 +220,7 @@ func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
 		out.cnt.drops[DropPortClosed]++
 		return
 	}
-	if !e.mayQueue(out) {
+	if !l.mayQueue(out) {
 		out.cnt.drops[DropPoolPressure]++
 		return
 	}
@@ -190,25 +228,25 @@ func (e *Engine) enqueue(in, out *port, r ring.Ref, fromClient bool) {
 		out.cnt.drops[DropQueueFull]++
 		return
 	}
-	e.pool.Hold(r)
+	l.pool.Hold(r)
 	if !out.dirty {
 		out.dirty = true
-		e.dirty = append(e.dirty, out)
+		l.dirty = append(l.dirty, out)
 	}
 }
 
 // dropped counts a frame the engine discarded on its ingress port.
-func (e *Engine) dropped(in *port, d Drop) {
+func (l *loop) dropped(in *port, d Drop) {
 	in.cnt.drops[d]++
 	if d == DropMACInUse || d == DropPortMACLimit || d == DropUserMACLimit || d == DropMACTableFull || d == DropRemoteMACConflict {
-		e.logDrop(in, d.String())
+		l.logDrop(in, d.String())
 	}
 }
 
 // refused counts and (rate-limited) logs a secure-mode drop.
-func (e *Engine) refused(in *port, v secure.Reason) {
+func (l *loop) refused(in *port, v secure.Reason) {
 	in.cnt.secureDrops[v]++
-	e.logDrop(in, v.String())
+	l.logDrop(in, v.String())
 }
 
 // logDrop logs at most one drop per port per second, and few in all
@@ -217,27 +255,27 @@ func (e *Engine) refused(in *port, v secure.Reason) {
 // since its last line, suppressed the lines of all ports held back since
 // the last one written. Describe renders the frame's addresses only when a
 // line is actually written.
-func (e *Engine) logDrop(in *port, reason string) {
-	if e.now < in.logNext {
+func (l *loop) logDrop(in *port, reason string) {
+	if l.now < in.logNext {
 		in.logSkipped++
 		return
 	}
-	ok, suppressed := e.clientLog.Allow(msgFrameDropped)
+	ok, suppressed := l.e.clientLog.Allow(msgFrameDropped)
 	if !ok {
 		in.logSkipped++
 		return
 	}
-	in.logNext = e.now + int64(time.Second)
+	in.logNext = l.now + int64(time.Second)
 	var frame string
 	if in.host {
 		// The policy never saw the TAP's frame; the one drop logged for
 		// the TAP is a remote-mac-conflict, which names the client.
-		owner, _ := e.macs.Lookup(in.conflictSrc, e.now)
+		owner, _ := l.e.macs.Lookup(in.conflictSrc, l.now)
 		frame = "source " + mactable.FormatKey(in.conflictSrc) + " is live on client port " + strconv.FormatUint(uint64(owner), 10)
 	} else {
-		frame = e.check.Describe()
+		frame = l.check.Describe()
 	}
-	e.log.Warn(msgFrameDropped, "port", in.id, "client", in.name, "reason", reason,
+	l.e.log.Warn(msgFrameDropped, "port", in.id, "client", in.name, "reason", reason,
 		"frame", frame, "not_logged_since_last", in.logSkipped, "suppressed", suppressed)
 	in.logSkipped = 0
 }

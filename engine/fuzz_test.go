@@ -122,7 +122,7 @@ func FuzzDgramAddress(f *testing.F) {
 		}
 		// A sender that owns nothing on this host: whatever the address,
 		// nothing is registered but abstract names, which have no owner.
-		p := s.e.dgramPort(&s.e.listeners[0], &addr, addrLen, senderCred{1, 4242}, frame)
+		p := s.l.dgramPort(&s.e.listeners[0], &addr, addrLen, senderCred{1, 4242}, frame)
 		if p != nil && (p.dgram.key != string(want) || !isAbstract(p.dgram.key)) {
 			t.Fatalf("registered %q for address %q", p.dgram.key, raw)
 		}

@@ -34,13 +34,13 @@ func bigSndbuf(t *testing.T, fd int) {
 type costs struct{ frames, syscalls, copies uint64 }
 
 func (s *testSwitch) measure(run func()) costs {
-	sys, cp := s.e.io.syscalls, s.e.io.copies
+	sys, cp := s.l.io.syscalls, s.l.io.copies
 	run()
 	var sent uint64
-	for _, p := range s.e.live {
+	for _, p := range s.l.live {
 		sent += p.cnt.txFrames
 	}
-	return costs{frames: sent, syscalls: s.e.io.syscalls - sys, copies: s.e.io.copies - cp}
+	return costs{frames: sent, syscalls: s.l.io.syscalls - sys, copies: s.l.io.copies - cp}
 }
 
 // connectTap gives the switch a TAP port played by a SEQPACKET socketpair,
@@ -216,7 +216,7 @@ func attachMirror(t *testing.T, s *testSwitch, name string) int {
 	t.Cleanup(func() { unix.Close(fds[0]) })
 	unix.SetNonblock(fds[1], true)
 	bigSndbuf(t, fds[1])
-	if _, err := s.e.attachMonitor(fds[1], true, name); err != nil {
+	if _, err := s.e.attachMonitor(s.l, fds[1], true, name); err != nil {
 		t.Fatal(err)
 	}
 	return fds[0]
@@ -289,7 +289,7 @@ func TestNoAllocationOnAnyPath(t *testing.T) {
 			drain(fd)
 		}
 		readStreamFrames(t, st.fd)
-		tapPort := s.e.ports[0]
+		tapPort := s.e.ports.get(0)
 		paths := []struct {
 			name string
 			in   *port
@@ -309,7 +309,7 @@ func TestNoAllocationOnAnyPath(t *testing.T) {
 					path.send()
 				}
 				for n := 0; n < perRun/defaultBatch+2; n++ {
-					s.e.step(0) // the loop itself: each round reads path.in once
+					s.l.step(0) // the loop itself: each round reads path.in once
 				}
 				for _, fd := range path.out {
 					drain(fd)

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math/bits"
+	"sync"
 )
 
 // Guest memory. A vhost-user guest hands the switch its memory table and
@@ -29,7 +30,10 @@ const (
 // guestMemoryBudget is the caps and what all guests map now.
 type guestMemoryBudget struct {
 	perGuest, perUser, total uint64
-	used                     uint64
+	// mu guards used and the users' guestMemory: guests on several loops
+	// change their tables.
+	mu   sync.Mutex
+	used uint64
 }
 
 // guestMemory is one vhost-user port's account: the mapping bytes its
@@ -46,6 +50,8 @@ type guestMemory struct {
 // refused, with what to raise; shrinking never fails.
 func (m *guestMemory) set(bytes uint64) error {
 	b := m.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if bytes > m.held {
 		grow := bytes - m.held
 		switch {
@@ -70,6 +76,8 @@ func (m *guestMemory) set(bytes uint64) error {
 
 // joined charges what the account holds to u, the user its port joined.
 func (m *guestMemory) joined(u *user) {
+	m.budget.mu.Lock()
+	defer m.budget.mu.Unlock()
 	m.user = u
 	u.guestMemory += m.held
 }

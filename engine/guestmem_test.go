@@ -132,9 +132,9 @@ func TestGuestMemoryCapsChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.poll.close()
-	if g := e.guestMem; g.perGuest != 1<<40 || g.total != 64<<40 || g.perUser != 16<<40 {
-		t.Fatalf("default caps %+v", g)
+	defer e.loops[0].closePoller()
+	if g := &e.guestMem; g.perGuest != 1<<40 || g.total != 64<<40 || g.perUser != 16<<40 {
+		t.Fatalf("default caps: per guest %d, per user %d, total %d", g.perGuest, g.perUser, g.total)
 	}
 }
 

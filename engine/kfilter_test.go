@@ -63,7 +63,7 @@ func TestKernelFilterAttachedToSeqpacketClients(t *testing.T) {
 		}
 	}
 	a.port.dead = true
-	s.e.reap()
+	s.l.reap()
 	if len(f.forgot) != 1 || f.forgot[0] != cookie {
 		t.Errorf("forgot %v, want the closed client's cookie %d", f.forgot, cookie)
 	}

@@ -18,7 +18,7 @@ import (
 // on every frame from the TAP, before the frame is delivered, so a client's
 // first frame from its new address already finds the lease; the parsers
 // refuse other frames in a few comparisons and nothing here allocates.
-func (e *Engine) snoopLease(frame []byte) {
+func (e *Engine) snoopLease(frame []byte, now int64) {
 	// Only the host's server, or one --dhcp-server names, may lease: the
 	// TAP's side may be a LAN or other hosts.
 	if len(frame) < 14 || !e.policy.LeasesFrom([6]byte(frame[6:12])) {
@@ -27,18 +27,18 @@ func (e *Engine) snoopLease(frame []byte) {
 	if m, ok := secure.ParseDHCPReply(frame); ok {
 		var to uint32
 		if m.Type == secure.DHCPAck {
-			id, live := e.clientPort(m.ClientMAC)
+			id, live := e.clientPort(m.ClientMAC, now)
 			if !live {
 				return
 			}
 			if dst := mactable.Key(frame[0:6]); !mactable.IsMulticastKey(dst) {
-				if port, known := e.macs.Lookup(dst, e.now); !known || port != id {
+				if port, known := e.macs.Lookup(dst, now); !known || port != id {
 					return
 				}
 			}
 			to = id
 		}
-		if e.policy.SnoopReply(&m, to, e.now) && e.log.Enabled(context.Background(), slog.LevelDebug) {
+		if e.policy.SnoopReply(&m, to, now) && e.log.Enabled(context.Background(), slog.LevelDebug) {
 			a := [4]byte{byte(m.Addr >> 24), byte(m.Addr >> 16), byte(m.Addr >> 8), byte(m.Addr)}
 			e.log.Debug("dhcp lease", "type", m.Type, "client", mactable.FormatKey(mactable.Key(m.ClientMAC[:])),
 				"ip", netip.AddrFrom4(a), "port", to, "seconds", m.LeaseSecs)
@@ -46,8 +46,8 @@ func (e *Engine) snoopLease(frame []byte) {
 		return
 	}
 	if m, ok := secure.ParseDHCPv6Reply(frame); ok && m.NLeases > 0 {
-		id, live := e.clientPort(m.ClientMAC)
-		if live && e.policy.SnoopReply6(&m, id, e.now) && e.log.Enabled(context.Background(), slog.LevelDebug) {
+		id, live := e.clientPort(m.ClientMAC, now)
+		if live && e.policy.SnoopReply6(&m, id, now) && e.log.Enabled(context.Background(), slog.LevelDebug) {
 			e.log.Debug("dhcpv6 lease", "client", mactable.FormatKey(mactable.Key(m.ClientMAC[:])),
 				"ip", netip.AddrFrom16(m.Leases[0].Addr), "addresses", m.NLeases, "port", id, "seconds", m.Leases[0].ValidSecs)
 		}
@@ -55,9 +55,12 @@ func (e *Engine) snoopLease(frame []byte) {
 }
 
 // clientPort returns the client port mac is live on.
-func (e *Engine) clientPort(mac [6]byte) (uint32, bool) {
-	id, live := e.macs.Lookup(mactable.Key(mac[:]), e.now)
-	if !live || int(id) >= len(e.ports) || e.ports[id] == nil || e.ports[id].host {
+func (e *Engine) clientPort(mac [6]byte, now int64) (uint32, bool) {
+	id, live := e.macs.Lookup(mactable.Key(mac[:]), now)
+	if !live || int(id) >= len(e.ports.byID) {
+		return 0, false
+	}
+	if p := e.ports.get(id); p == nil || p.host {
 		return 0, false
 	}
 	return id, true

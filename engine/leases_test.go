@@ -128,7 +128,7 @@ func TestDHCPLeaseBindsAddress(t *testing.T) {
 	s.pump()
 	expectFrames(t, "A, the ACK", a.recv(t), ack)
 	b.recv(t)
-	start := s.e.now
+	start := s.l.now
 
 	a.send(t, toHost(mac(5), leasedIP))
 	expectToHost("A from its leased address", toHost(mac(5), leasedIP))
@@ -146,8 +146,8 @@ func TestDHCPLeaseBindsAddress(t *testing.T) {
 	}
 
 	// The lease ends 10 s after the ACK: the sweep removes it.
-	s.e.now = start + int64(10*time.Second)
-	s.e.sweep()
+	s.l.now = start + int64(10*time.Second)
+	s.l.sweep()
 	if n := s.e.policy.NumLeases(); n != 0 {
 		t.Fatalf("%d leases after the lease time", n)
 	}
@@ -186,7 +186,7 @@ func (e *Engine) bindingsNow() ([]Binding, error) {
 // or not, and neither do the leased client's.
 func TestDHCPLeaseAllocatesNothing(t *testing.T) {
 	s, host := dhcpSwitch(t)
-	tapPort := s.e.ports[0]
+	tapPort := s.e.ports.get(0)
 	a := s.connect()
 	a.send(t, dhcpDiscover(mac(5)))
 	s.pump()
@@ -205,7 +205,7 @@ func TestDHCPLeaseAllocatesNothing(t *testing.T) {
 	} {
 		allocs := testing.AllocsPerRun(200, func() {
 			unix.Write(host, c.frame)
-			s.e.receive(tapPort)
+			s.l.receive(tapPort)
 			unix.Read(a.fd, buf)
 		})
 		if allocs != 0 {
@@ -219,7 +219,7 @@ func TestDHCPLeaseAllocatesNothing(t *testing.T) {
 	f := toHost(mac(5), leasedIP)
 	allocs := testing.AllocsPerRun(200, func() {
 		unix.Write(a.fd, f)
-		s.e.receive(a.port)
+		s.l.receive(a.port)
 		unix.Read(host, hbuf)
 	})
 	if allocs != 0 {
@@ -358,8 +358,8 @@ func TestDHCPv6LeaseBindsAddress(t *testing.T) {
 	if n := a.port.cnt.secureDrops[secure.IPNotLeased]; n != 2 {
 		t.Fatalf("A's ip-not-leased drops = %d, want 2", n)
 	}
-	s.e.now += int64(30 * time.Second)
-	s.e.sweep()
+	s.l.now += int64(30 * time.Second)
+	s.l.sweep()
 	if n := s.e.policy.NumLeases(); n != 0 {
 		t.Fatalf("%d leases after the valid lifetime", n)
 	}

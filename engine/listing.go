@@ -22,12 +22,12 @@ type MACEntry struct {
 func (e *Engine) MACs() ([]MACEntry, error) {
 	var out []MACEntry
 	err := e.do(func() {
-		e.macs.Walk(e.now, func(m mactable.Entry) {
+		e.macs.Walk(e.loops[0].now, func(m mactable.Entry) {
 			me := MACEntry{Port: m.Port, Age: m.Age}
 			for i := 0; i < 6; i++ {
 				me.MAC[i] = byte(m.MAC >> (40 - 8*i))
 			}
-			if p := e.ports[m.Port]; p != nil {
+			if p := e.ports.get(m.Port); p != nil {
 				me.PortName, me.Kind = p.name, p.caps.kind
 			}
 			out = append(out, me)

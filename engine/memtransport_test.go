@@ -95,10 +95,14 @@ type memPeer struct {
 	port *port
 }
 
-// attachMem adds a port on a memTransport, as accept adds a client.
-func (s *testSwitch) attachMem() *memPeer {
+// attachMem adds a port on a memTransport to the first loop, as accept
+// adds a client.
+func (s *testSwitch) attachMem() *memPeer { return s.attachMemTo(s.l) }
+
+// attachMemTo adds a port on a memTransport to loop l.
+func (s *testSwitch) attachMemTo(l *loop) *memPeer {
 	s.t.Helper()
-	t := &memTransport{pool: s.e.pool, room: -1}
+	t := &memTransport{pool: l.pool, room: -1}
 	if err := unix.Pipe(t.bell[:]); err != nil {
 		s.t.Fatal(err)
 	}
@@ -106,14 +110,15 @@ func (s *testSwitch) attachMem() *memPeer {
 		unix.SetNonblock(fd, true)
 		unix.CloseOnExec(fd)
 	}
-	id := s.e.freeIDs[len(s.e.freeIDs)-1]
-	if err := s.e.poll.add(t.bell[0], id); err != nil {
+	id, ok := s.e.ports.reserve(s.e.cfg.MaxClients, false)
+	if !ok {
+		s.t.Fatal("no port number left")
+	}
+	p := l.openPort(id, t, t.bell[0], "mem")
+	s.e.joinUser(p)
+	if err := l.adopt(p); err != nil {
 		s.t.Fatal(err)
 	}
-	s.e.freeIDs = s.e.freeIDs[:len(s.e.freeIDs)-1]
-	p := s.e.newPort(id, t, t.bell[0], "mem")
-	s.e.joinUser(p)
-	s.e.clients++
 	return &memPeer{t: t, port: p}
 }
 
@@ -160,7 +165,7 @@ func TestMemFloodDelaysOthersByOneBatchAtMost(t *testing.T) {
 			q.send(f)
 		}
 		reads, rx := flooder.t.reads, flooder.port.cnt.rxFrames
-		if _, err := s.e.step(0); err != nil {
+		if _, err := s.l.step(0); err != nil {
 			t.Fatal(err)
 		}
 		if got := flooder.t.reads - reads; got != 1 {

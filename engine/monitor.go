@@ -15,32 +15,34 @@ import (
 func (e *Engine) AttachMonitor(fd int, mirror bool, name string) (uint32, error) {
 	var id uint32
 	var err error
-	derr := e.do(func() { id, err = e.attachMonitor(fd, mirror, name) })
+	derr := e.do(func() { id, err = e.attachMonitor(e.loops[0], fd, mirror, name) })
 	if derr != nil {
 		return 0, errors.Join(derr, err)
 	}
 	return id, err
 }
 
-// attachMonitor is AttachMonitor on the loop goroutine.
-func (e *Engine) attachMonitor(fd int, mirror bool, name string) (uint32, error) {
-	if e.monitors >= maxMonitors || len(e.freeIDs) == 0 {
-		return 0, fmt.Errorf("too many monitors (%d)", e.monitors)
+// attachMonitor is AttachMonitor on the goroutine of l, which gets the
+// monitor.
+func (e *Engine) attachMonitor(l *loop, fd int, mirror bool, name string) (uint32, error) {
+	id, ok := e.ports.reserve(0, true)
+	if !ok {
+		return 0, fmt.Errorf("too many monitors (at most %d)", maxMonitors)
 	}
-	id := e.freeIDs[len(e.freeIDs)-1]
-	if err := e.poll.add(fd, id); err != nil {
+	if err := l.poll.add(fd, id); err != nil {
+		e.ports.unreserve(id, true)
 		return 0, err
 	}
-	e.freeIDs = e.freeIDs[:len(e.freeIDs)-1]
 	setSndbuf(fd, clientSndbuf)
-	p := e.newPort(id, newMonitorTransport(&e.io, fd), fd, name)
+	p := l.openPort(id, newMonitorTransport(&l.io, fd), fd, name)
 	p.observer = true
 	p.pid, p.uid = peerCred(fd)
 	p.mirror = mirror
 	if mirror {
-		e.mirrors = append(e.mirrors, p)
+		l.mirrors = append(l.mirrors, p)
+		e.mirrored.Add(1)
 	}
-	e.monitors++
+	l.join(p)
 	e.clientLog.Info("monitor attached", "port", id, "monitor", name, "all", mirror)
 	return id, nil
 }

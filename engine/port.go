@@ -8,23 +8,25 @@ import (
 // port is one side of the switch: the TAP, a connected client, or a monitor.
 type port struct {
 	id       uint32
-	fd       int // -1 for a dgram client reached only through its listener
+	loop     *loop // the loop that owns the port: it alone reads, writes and counts it
+	fd       int   // -1 for a dgram client reached only through its listener
 	name     string
 	pid, uid int32
 	user     *user // the user who connected it (users.go); nil for the TAP and monitors
 
 	txq        ring.Queue // frames waiting to be sent to this port
-	dirty      bool       // in Engine.dirty: has frames queued during this batch
+	dirty      bool       // in loop.dirty: has frames queued during this batch
 	writeArmed bool       // poller reports writability: the kernel pushed back
 	hangup     bool       // the peer closed; read what is left, then close
 	txClosed   bool       // sending failed because the peer is gone; read what is left, then close
 	dead       bool       // closed at the end of this loop iteration
+	closed     bool       // closed: frames other loops handed over for it are dropped
 
 	// readRound is the loop's round in which p was last read; readAgain
-	// says p is in Engine.readNext, to be read in the next round.
+	// says p is in loop.readNext, to be read in the next round.
 	readRound uint64
 	readAgain bool
-	// waitsLarge: p is in Engine.largeWaiters.
+	// waitsLarge: p is in loop.largeWaiters.
 	waitsLarge bool
 
 	cnt counters
@@ -57,7 +59,7 @@ type port struct {
 
 	t    transport     // how frames move for this kind of port
 	caps transportCaps // what t declared when it was built
-	// watched are the fds the engine polls for t besides fd (engine.watch),
+	// watched are the fds the engine polls for t besides fd (loop.watch),
 	// by sub-number less one; -1 for none.
 	watched [maxSubFDs]int
 

@@ -29,7 +29,7 @@ func TestCutKeepsTheReadReserve(t *testing.T) {
 		t.Fatal(err)
 	}
 	reserve := poolReserve * s.e.readMax
-	tap := s.e.ports[0]
+	tap := s.e.ports.get(0)
 	var held []ring.Ref
 	hold := func(free int) {
 		for s.e.pool.Free() > free {
@@ -38,7 +38,7 @@ func TestCutKeepsTheReadReserve(t *testing.T) {
 		}
 	}
 	release := func() {
-		s.e.releaseBuffers(held)
+		s.l.releaseBuffers(held)
 		held = held[:0]
 	}
 	defer release()

@@ -38,7 +38,7 @@ func TestDropLogIsBrakedPerPort(t *testing.T) {
 		for i := 0; i < n; i++ {
 			c.send(t, refused)
 		}
-		s.e.receive(c.port)
+		s.l.receive(c.port)
 	}
 	s.advance(time.Hour)
 	send(a, 10)

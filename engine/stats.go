@@ -32,6 +32,7 @@ const (
 	DropOffloadNotNegotiated             // vhost-user: a virtio_net_hdr asking for an offload the guest did not negotiate
 	DropVhostViolation                   // vhost-user: the guest broke the protocol or its rings and was closed (one per guest; the log says what it did)
 	DropRemoteMACConflict                // from the TAP (a bridged LAN, other hosts over VXLAN): source MAC is live on a client port
+	DropWorkerRingFull                   // --workers: the ring to the destination port's worker was full (it fell behind)
 	numDrops
 )
 
@@ -57,6 +58,7 @@ var dropNames = [numDrops]string{
 	DropOffloadNotNegotiated: "offload-not-negotiated",
 	DropVhostViolation:       "vhost-violation",
 	DropRemoteMACConflict:    "remote-mac-conflict",
+	DropWorkerRingFull:       "worker-ring-full",
 }
 
 func (d Drop) String() string {

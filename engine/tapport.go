@@ -43,19 +43,15 @@ type tapTransport struct {
 	refused []bool
 
 	// Offloads only.
-	vnet     bool
-	mtu      int
-	hdrIn    [tap.VnetHdrSize]byte
-	hdrOut   [][tap.VnetHdrSize]byte // the batch's headers, encoded
-	hdrBufs  [][]byte                // hdrOut's, as tap wants them
-	spare    ring.Ref                // a large buffer to read the next superframe into, or -1
-	over     []byte                  // gso.MaxFrameLen: where a superframe is cut when no large buffer is free
-	pending  int                     // length of a superframe in over waiting for buffers, or 0
-	pendHdr  gso.VirtioNetHdr        // its header
-	segBufs  [][]byte                // tapReadBudget
-	segSizes []int
-	// superframes counts superframes cut on the way in (tests; not in the listings).
-	superframes uint64
+	vnet    bool
+	mtu     int
+	hdrIn   [tap.VnetHdrSize]byte
+	hdrOut  [][tap.VnetHdrSize]byte // the batch's headers, encoded
+	hdrBufs [][]byte                // hdrOut's, as tap wants them
+	spare   ring.Ref                // a large buffer to read the next superframe into, or -1
+	over    []byte                  // gso.MaxFrameLen: where a superframe is cut when no large buffer is free
+	pending int                     // length of a superframe in over waiting for buffers, or 0
+	pendHdr gso.VirtioNetHdr        // its header
 }
 
 func newTapTransport(io *portIO, fd int, vnet bool, mtu int) *tapTransport {
@@ -63,8 +59,6 @@ func newTapTransport(io *portIO, fd int, vnet bool, mtu int) *tapTransport {
 		refused: make([]bool, io.batch), vnet: vnet, mtu: mtu, spare: -1}
 	if vnet {
 		t.over = make([]byte, gso.MaxFrameLen)
-		t.segBufs = make([][]byte, tapReadBudget)
-		t.segSizes = make([]int, tapReadBudget)
 		t.hdrOut = make([][tap.VnetHdrSize]byte, io.batch)
 		t.hdrBufs = make([][]byte, io.batch)
 		for i := range t.hdrBufs {
@@ -208,39 +202,27 @@ func (t *tapTransport) readVnet(refs []ring.Ref, dropped *tally) (int, error) {
 	return n, nil
 }
 
-// cut splits the pending superframe into refs and reports how many it
-// filled, or wait when refs are too few for it (it stays pending). A
-// superframe that cannot be cut is dropped and counted.
+// cut splits the pending superframe into refs (portIO.cut, the switch's
+// one cutting path) and reports how many it filled, or wait when refs are
+// too few for it (it stays pending). A superframe that cannot be cut is
+// dropped and counted.
 func (t *tapTransport) cut(refs []ring.Ref, dropped *tally) (n int, wait bool) {
 	frame, hdr := t.over[:t.pending], t.pendHdr
-	segs, err := gso.Segments(frame, hdr)
+	segs, d, ok := segmentCount(frame, hdr, tapReadBudget)
 	switch {
-	case err != nil:
+	case !ok:
 		t.pending = 0
-		dropped.dropReceived(DropGSOInvalid, 1)
-		return 0, false
-	case segs > len(t.segBufs):
-		t.pending = 0
-		dropped.dropReceived(DropGSOSegments, 1)
+		dropped.dropReceived(d, 1)
 		return 0, false
 	case segs > len(refs):
 		return 0, true
 	}
-	out := t.segBufs[:segs]
-	for i := range out {
-		out[i] = t.io.pool.Buf(refs[i])
-	}
 	t.pending = 0
-	k, err := gso.Split(frame, hdr, out, t.segSizes, 0)
-	if err != nil {
+	k, ok := t.io.cut(frame, hdr, refs[:segs])
+	if !ok {
 		dropped.dropReceived(DropGSOInvalid, 1)
 		return 0, false
 	}
-	for i := 0; i < k; i++ {
-		t.io.pool.SetLen(refs[i], t.segSizes[i])
-	}
-	t.io.copies += uint64(k)
-	t.superframes++
 	return k, false
 }
 

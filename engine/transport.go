@@ -201,6 +201,18 @@ type portIO struct {
 	// timings on these machines vary and these numbers do not.
 	syscalls uint64
 	copies   uint64
+	// superframesCut counts superframes cut into MTU-sized frames in user
+	// space (offload.go: the one cutting path). Tests read it; it is not
+	// in the listings.
+	superframesCut uint64
+
+	// The cutting path's scratch (portIO.cut).
+	cutBufs  [][]byte
+	cutSizes []int
+}
+
+func newPortIO(pool *ring.Pool, batch int) portIO {
+	return portIO{pool: pool, batch: batch, cutBufs: make([][]byte, maxSegments), cutSizes: make([]int, maxSegments)}
 }
 
 // sent is the result of sending the first n queued frames.

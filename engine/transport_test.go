@@ -122,8 +122,8 @@ func TestStreamBufferedFramesAreNotStranded(t *testing.T) {
 		frames = append(frames, f)
 	}
 	unix.Write(q.fd, prefixed(frames...))
-	s.e.receive(q.port) // what one poll report does
-	if len(s.e.readNext) == 0 {
+	s.l.receive(q.port) // what one poll report does
+	if len(s.l.readNext) == 0 {
 		t.Fatal("a stream port with buffered frames was not queued for another pass")
 	}
 	s.pump()
@@ -139,7 +139,7 @@ func TestStreamBadLengthClosesOnlyThatClient(t *testing.T) {
 		binary.BigEndian.PutUint32(bad[:], length)
 		unix.Write(q.fd, append(prefixed(ethFrame(broadcast, mac(7), 0x0800, 60)), bad[:]...))
 		s.pump()
-		if !q.port.dead || s.e.ports[q.port.id] != nil {
+		if !q.port.dead || s.e.ports.get(q.port.id) != nil {
 			t.Fatalf("length %d: stream client not closed", length)
 		}
 		if q.port.cnt.drops[DropBadLength] != 1 {
@@ -266,8 +266,8 @@ func TestDgramClientsKeyedBySourcePath(t *testing.T) {
 	vm1.sendTo(t, lpath, hello)
 	s.pump()
 	expectFrames(t, "seqpacket client", a.recv(t), hello)
-	if s.e.clients != 2 || s.dgramPeers()[vm1.path] == nil {
-		t.Fatalf("clients %d, vm1 known %v", s.e.clients, s.dgramPeers()[vm1.path] != nil)
+	if s.e.ports.clients != 2 || s.dgramPeers()[vm1.path] == nil {
+		t.Fatalf("clients %d, vm1 known %v", s.e.ports.clients, s.dgramPeers()[vm1.path] != nil)
 	}
 	if s.dgramPeers()[vm1.path].dgram.via != nil {
 		t.Fatal("an unconnected client should get its own sending socket")
@@ -307,13 +307,13 @@ func TestDgramClientsExpireAndDepart(t *testing.T) {
 	vm2.sendTo(t, lpath, ethFrame(broadcast, mac(0x12), 0x0800, 60))
 	s.pump()
 	s.advance(6 * time.Second)
-	s.e.sweep()
-	s.e.reap()
+	s.l.sweep()
+	s.l.reap()
 	if s.dgramPeers()[vm1.path] != nil || s.dgramPeers()[vm2.path] == nil {
 		t.Fatalf("after idle: vm1 known %v (want false), vm2 known %v (want true)",
 			s.dgramPeers()[vm1.path] != nil, s.dgramPeers()[vm2.path] != nil)
 	}
-	if _, ok := s.e.macs.Lookup(macKey(0x11), s.e.now); ok {
+	if _, ok := s.e.macs.Lookup(macKey(0x11), s.l.now); ok {
 		t.Fatal("an expired datagram client's MAC outlived it")
 	}
 	// vm2's socket goes away: the next frame for it finds no one and the
@@ -464,8 +464,8 @@ func TestDgramViaListenerRetriesAfterBackPressure(t *testing.T) {
 	if p == nil || p.dgram.via == nil {
 		t.Fatal("the connected client is not answered through the listener")
 	}
-	if p.txq.Len() == 0 || !s.e.retryPending {
-		t.Fatalf("expected a backlog waiting on the retry timer: queued %d, retry pending %v", p.txq.Len(), s.e.retryPending)
+	if p.txq.Len() == 0 || !s.l.retryPending {
+		t.Fatalf("expected a backlog waiting on the retry timer: queued %d, retry pending %v", p.txq.Len(), s.l.retryPending)
 	}
 	got := 0
 	for round := 0; round < 100 && got+int(p.cnt.drops[DropQueueFull]) < sent; round++ {

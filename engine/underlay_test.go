@@ -47,7 +47,7 @@ func TestUnderlayCannotTakeALiveClientMAC(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var host int
 			s := newTestSwitch(t, secureMode, mactable.Config{}, func(c *Config) { host = withTap(t, c) })
-			tapPort := s.e.ports[0]
+			tapPort := s.e.ports.get(0)
 			a, b := s.connect(), s.connect()
 			aIP, bIP := [4]byte{198, 18, 0, 5}, [4]byte{198, 18, 0, 6}
 			a.send(t, ipv4UDP(broadcast, mac(5), aIP, [4]byte{198, 18, 255, 255}))
@@ -64,7 +64,7 @@ func TestUnderlayCannotTakeALiveClientMAC(t *testing.T) {
 			if got := tapPort.cnt.drops[DropRemoteMACConflict]; got != 2 {
 				t.Fatalf("remote-mac-conflict drops on the TAP = %d, want 2 (drops %v)", got, tapPort.cnt.drops)
 			}
-			if port, ok := s.e.macs.Lookup(macKey(5), s.e.now); !ok || port != a.port.id {
+			if port, ok := s.e.macs.Lookup(macKey(5), s.l.now); !ok || port != a.port.id {
 				t.Fatalf("a's MAC is on port %d (live %v), want a's port %d", port, ok, a.port.id)
 			}
 			expectFrames(t, "a", a.recv(t))
@@ -88,7 +88,7 @@ func TestUnderlayCannotTakeALiveClientMAC(t *testing.T) {
 			// The host's side keeps learning MACs of its own.
 			writeFrame(t, host, ethFrame(broadcast, mac(9), 0x0800, 60))
 			s.pump()
-			if port, ok := s.e.macs.Lookup(macKey(9), s.e.now); !ok || port != 0 {
+			if port, ok := s.e.macs.Lookup(macKey(9), s.l.now); !ok || port != 0 {
 				t.Fatalf("a remote MAC is on port %d (live %v), want the TAP", port, ok)
 			}
 			// The daemon pins what ClientMACs lists in the host's bridge.
@@ -104,12 +104,12 @@ func TestUnderlayCannotTakeALiveClientMAC(t *testing.T) {
 			// never takes one from a client.
 			b.send(t, ethFrame(broadcast, mac(9), 0x0800, 60))
 			s.pump()
-			if port, _ := s.e.macs.Lookup(macKey(9), s.e.now); port != b.port.id {
+			if port, _ := s.e.macs.Lookup(macKey(9), s.l.now); port != b.port.id {
 				t.Fatalf("-U: a client could not take a MAC from the host's side: on port %d", port)
 			}
 			b.send(t, ethFrame(broadcast, mac(5), 0x0800, 60))
 			s.pump()
-			if port, _ := s.e.macs.Lookup(macKey(5), s.e.now); port != b.port.id {
+			if port, _ := s.e.macs.Lookup(macKey(5), s.l.now); port != b.port.id {
 				t.Fatalf("-U: a MAC could not move from client to client: on port %d", port)
 			}
 		})
@@ -124,7 +124,7 @@ func TestUnderlayCannotFillTheTable(t *testing.T) {
 	var host int
 	mt := mactable.Config{Capacity: 256, PortLimit: 16, HostLimit: 64}
 	s := newTestSwitch(t, true, mt, func(c *Config) { host = withTap(t, c) })
-	tapPort := s.e.ports[0]
+	tapPort := s.e.ports.get(0)
 	hostMAC := mac(0xfe)
 	writeFrame(t, host, ethFrame(broadcast, hostMAC, 0x0806, 60))
 	s.pump()
@@ -151,7 +151,7 @@ func TestUnderlayCannotFillTheTable(t *testing.T) {
 		t.Fatalf("the new client's frame was dropped: %v", c.port.cnt.drops)
 	}
 	expectFrames(t, "the host", drainFrames(t, host), toHost)
-	if port, ok := s.e.macs.Lookup(macKey(7), s.e.now); !ok || port != c.port.id {
+	if port, ok := s.e.macs.Lookup(macKey(7), s.l.now); !ok || port != c.port.id {
 		t.Fatalf("the new client's MAC was not learned: port %d live %v", port, ok)
 	}
 	// An unlearned remote MAC is still reachable: its frames flood, to
@@ -168,7 +168,7 @@ func TestUnderlayCannotFillTheTable(t *testing.T) {
 func TestUnderlayFramesAllocateNothing(t *testing.T) {
 	var host int
 	s := newTestSwitch(t, true, mactable.Config{Capacity: 64, PortLimit: 8, HostLimit: 2}, func(c *Config) { host = withTap(t, c) })
-	tapPort := s.e.ports[0]
+	tapPort := s.e.ports.get(0)
 	a := s.connect()
 	a.send(t, ipv4UDP(broadcast, mac(5), [4]byte{198, 18, 0, 5}, [4]byte{198, 18, 255, 255}))
 	s.pump()
@@ -191,7 +191,7 @@ func TestUnderlayFramesAllocateNothing(t *testing.T) {
 		a.recv(t)
 		allocs := testing.AllocsPerRun(200, func() {
 			unix.Write(host, c.frame)
-			s.e.step(0)
+			s.l.step(0)
 			unix.Read(a.fd, buf) // non-blocking: a conflict delivers nothing
 		})
 		if allocs != 0 {

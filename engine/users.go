@@ -1,6 +1,9 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // Users. Limits that only follow the port let one user with many
 // connections take what every port may take, times his connections: fill
@@ -25,14 +28,35 @@ type user struct {
 	guestMemory uint64
 }
 
+// userTable is the users with clients connected, by uid, and the owner
+// numbers (slots) free for the next ones.
+type userTable struct {
+	// mu guards the table and its users' ports: the first loop joins
+	// users, and any loop's closing port leaves one.
+	mu        sync.Mutex
+	byUID     map[int32]*user
+	freeSlots []uint32
+}
+
+func newUserTable(maxPorts int) *userTable {
+	t := &userTable{byUID: make(map[int32]*user)}
+	for slot := maxPorts - 1; slot >= 1; slot-- {
+		t.freeSlots = append(t.freeSlots, uint32(slot))
+	}
+	return t
+}
+
 // joinUser counts p against its user (p.uid), whom userRoom has let in,
 // and makes that user p's owner in the MAC table.
 func (e *Engine) joinUser(p *port) {
-	u := e.users[p.uid]
+	t := e.users
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	u := t.byUID[p.uid]
 	if u == nil {
-		u = &user{uid: p.uid, slot: e.freeUserSlots[len(e.freeUserSlots)-1]}
-		e.freeUserSlots = e.freeUserSlots[:len(e.freeUserSlots)-1]
-		e.users[p.uid] = u
+		u = &user{uid: p.uid, slot: t.freeSlots[len(t.freeSlots)-1]}
+		t.freeSlots = t.freeSlots[:len(t.freeSlots)-1]
+		t.byUID[p.uid] = u
 	}
 	u.ports++
 	p.user = u
@@ -48,19 +72,23 @@ func (e *Engine) leaveUser(p *port) {
 	if u == nil {
 		return
 	}
+	e.users.mu.Lock()
+	defer e.users.mu.Unlock()
 	p.user = nil
 	e.macs.SetOwner(p.id, 0)
 	e.policy.SetOwner(p.id, 0, 0)
 	if u.ports--; u.ports == 0 {
-		delete(e.users, u.uid)
-		e.freeUserSlots = append(e.freeUserSlots, u.slot)
+		delete(e.users.byUID, u.uid)
+		e.users.freeSlots = append(e.users.freeSlots, u.slot)
 	}
 }
 
 // userRoom says whether uid may connect one more client, for refusing
 // before a port is made.
 func (e *Engine) userRoom(uid int32) error {
-	if u := e.users[uid]; u != nil && u.ports >= e.cfg.UserClients {
+	e.users.mu.Lock()
+	defer e.users.mu.Unlock()
+	if u := e.users.byUID[uid]; u != nil && u.ports >= e.cfg.UserClients {
 		return fmt.Errorf("uid %d already has %d clients connected: raise --user-clients", uid, u.ports)
 	}
 	return nil

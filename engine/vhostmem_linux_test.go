@@ -199,7 +199,7 @@ func TestVhostUserMemoryCaps(t *testing.T) {
 	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
 	var used uint64
 	var hoarderLeft bool
-	if err := e.do(func() { used, hoarderLeft = e.guestMem.used, e.users[int32(hoarder.UID)] != nil }); err != nil {
+	if err := e.do(func() { used, hoarderLeft = e.guestMem.used, e.users.byUID[int32(hoarder.UID)] != nil }); err != nil {
 		t.Fatal(err)
 	}
 	if want := uint64(len(a.Mem()) + len(b.Mem())); used != want || hoarderLeft {

@@ -45,8 +45,8 @@ const (
 
 // newVhostTransport serves the guest on fd; mem is the port's account of
 // the guest memory its device maps (guestmem.go).
-func (e *Engine) newVhostTransport(fd int, id uint32, name string, mem *guestMemory) (*vhostTransport, error) {
-	t := &vhostTransport{io: &e.io,
+func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, mem *guestMemory) (*vhostTransport, error) {
+	t := &vhostTransport{io: io,
 		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
 		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}
 	// Offloads only with large buffers for the guest's superframes.

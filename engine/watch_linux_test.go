@@ -26,7 +26,7 @@ func TestWatchedFDNumberReused(t *testing.T) {
 	heard := func() bool {
 		t.Helper()
 		events := make([]event, 8)
-		n, err := s.e.poll.wait(events, 0)
+		n, err := s.l.poll.wait(events, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,7 +38,7 @@ func TestWatchedFDNumberReused(t *testing.T) {
 		return false
 	}
 	old := kick()
-	if err := s.e.watch(p, &[maxSubFDs]int{old, -1}); err != nil {
+	if err := s.l.watch(p, &[maxSubFDs]int{old, -1}); err != nil {
 		t.Fatal(err)
 	}
 	unix.Close(old) // as the device does when the guest replaces it
@@ -47,7 +47,7 @@ func TestWatchedFDNumberReused(t *testing.T) {
 	if fd != old {
 		t.Skipf("the new eventfd got number %d, not the closed one's (%d): nothing to test", fd, old)
 	}
-	if err := s.e.watch(p, &[maxSubFDs]int{fd, -1}); err != nil {
+	if err := s.l.watch(p, &[maxSubFDs]int{fd, -1}); err != nil {
 		t.Fatal(err)
 	}
 	unix.Write(fd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
@@ -55,7 +55,7 @@ func TestWatchedFDNumberReused(t *testing.T) {
 		t.Fatal("the new fd with the old one's number is not polled")
 	}
 	// And an fd no longer wanted is no longer polled.
-	if err := s.e.watch(p, &[maxSubFDs]int{-1, -1}); err != nil {
+	if err := s.l.watch(p, &[maxSubFDs]int{-1, -1}); err != nil {
 		t.Fatal(err)
 	}
 	if heard() {

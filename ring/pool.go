@@ -5,15 +5,21 @@
 // a slab of their own, for superframes (64 KiB TCP segments with offloads):
 // sizing every buffer for them would cost 32 times the memory.
 //
-// Nothing here locks. The engine's event loop is the only owner of a Pool
-// and its Queues; that is what makes a reference count a plain int32 and a
-// Get a slice pop. Frames never move: a flood to N ports queues the same
-// reference N times and the buffer returns to the pool when the last port
-// has sent it.
+// Nothing here locks per frame. With one event loop, that loop is the only
+// owner of a Pool and its Queues: a reference count is a plain int32 and a
+// Get a slice pop. Several loops (--workers) share one pool through views
+// (Share): each view keeps a cache of free buffers of its own, refilled
+// from and returned to a shared depot in batches under a mutex, and the
+// reference counts become atomic, so a buffer read by one loop may be sent
+// by another and freed by whichever lets go of it last. Frames never
+// move: a flood to N ports queues the same reference N times and the
+// buffer returns to the pool when the last port has sent it.
 package ring
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/vknetd/vknetd/gso"
 )
@@ -37,6 +43,55 @@ type Pool struct {
 	large     []byte
 	largeSize int
 	freeLarge []Ref // stack of free large buffers
+
+	// depot, in a view made by Share, holds the free buffers no view has
+	// cached; free is then the view's cache and freeLarge unused.
+	depot *depot
+}
+
+// depot is the free buffers of a shared pool that no view caches.
+type depot struct {
+	mu        sync.Mutex
+	free      []Ref
+	freeLarge []Ref
+	// nfree and nfreeLarge are len(free) and len(freeLarge), for Free and
+	// FreeLarge without the lock.
+	nfree, nfreeLarge atomic.Int64
+}
+
+// A view's cache: it takes cacheBatch buffers from the depot when empty
+// and gives cacheBatch back when it holds cacheMax, so a view touches the
+// depot's lock once per cacheBatch frames at most, and at most cacheMax
+// free buffers sit unseen in each view (ShareReserve).
+const (
+	cacheBatch = 64
+	cacheMax   = 2 * cacheBatch
+)
+
+// ShareReserve is how many free buffers the views of a pool shared n ways
+// may hold in their caches, where the others' Free does not see them.
+func ShareReserve(n int) int { return n * cacheMax }
+
+// Share makes n views of p for n goroutines, one each: every view hands
+// out and takes back buffers of the same slabs, which the others may hold,
+// send and release. p itself is then used only for Close, Cap, Size and
+// the accessors (Buf, Frame, Hdr, Len), and its Free counts the depot. With
+// n of 1 Share returns p itself, unchanged: one owner needs no atomics.
+func (p *Pool) Share(n int) []*Pool {
+	if n <= 1 {
+		return []*Pool{p}
+	}
+	d := &depot{free: p.free, freeLarge: p.freeLarge}
+	d.nfree.Store(int64(len(d.free)))
+	d.nfreeLarge.Store(int64(len(d.freeLarge)))
+	p.free, p.freeLarge, p.depot = nil, nil, d
+	views := make([]*Pool, n)
+	for i := range views {
+		v := *p
+		v.free = make([]Ref, 0, cacheMax+1)
+		views[i] = &v
+	}
+	return views
 }
 
 // NewPool allocates count buffers of size bytes each in one slab.
@@ -93,6 +148,9 @@ func NewPoolWithLarge(count, size, largeCount, largeSize int) (*Pool, error) {
 // it handed out may be used after: the engine closes its pool when its
 // loop has ended.
 func (p *Pool) Close() {
+	if p.slab == nil {
+		return
+	}
 	unmapSlab(p.slab)
 	unmapSlab(p.large)
 	p.slab, p.large = nil, nil
@@ -103,7 +161,10 @@ func (p *Pool) Close() {
 func (p *Pool) Get() (Ref, bool) {
 	n := len(p.free)
 	if n == 0 {
-		return -1, false
+		if p.depot == nil || !p.refill() {
+			return -1, false
+		}
+		n = len(p.free)
 	}
 	r := p.free[n-1]
 	p.free = p.free[:n-1]
@@ -114,6 +175,9 @@ func (p *Pool) Get() (Ref, bool) {
 // GetLarge takes a free large buffer with one reference, or reports false
 // when none is free (or the pool has none).
 func (p *Pool) GetLarge() (Ref, bool) {
+	if p.depot != nil {
+		return p.getLargeShared()
+	}
 	n := len(p.freeLarge)
 	if n == 0 {
 		return -1, false
@@ -125,9 +189,53 @@ func (p *Pool) GetLarge() (Ref, bool) {
 }
 
 func (p *Pool) take(r Ref) {
-	p.refs[r] = 1
+	if p.depot != nil {
+		atomic.StoreInt32(&p.refs[r], 1)
+	} else {
+		p.refs[r] = 1
+	}
 	p.lens[r] = 0
 	p.hdrs[r] = gso.VirtioNetHdr{}
+}
+
+// refill moves a batch of free buffers from the depot into the view's
+// cache, and reports whether it got any.
+func (p *Pool) refill() bool {
+	d := p.depot
+	d.mu.Lock()
+	k := min(cacheBatch, len(d.free))
+	p.free = append(p.free, d.free[len(d.free)-k:]...)
+	d.free = d.free[:len(d.free)-k]
+	d.nfree.Store(int64(len(d.free)))
+	d.mu.Unlock()
+	return k > 0
+}
+
+// spill gives a batch of the view's cached free buffers back to the depot.
+func (p *Pool) spill() {
+	d := p.depot
+	k := len(p.free) - cacheBatch
+	d.mu.Lock()
+	d.free = append(d.free, p.free[len(p.free)-k:]...)
+	d.nfree.Store(int64(len(d.free)))
+	d.mu.Unlock()
+	p.free = p.free[:len(p.free)-k]
+}
+
+func (p *Pool) getLargeShared() (Ref, bool) {
+	d := p.depot
+	d.mu.Lock()
+	n := len(d.freeLarge)
+	if n == 0 {
+		d.mu.Unlock()
+		return -1, false
+	}
+	r := d.freeLarge[n-1]
+	d.freeLarge = d.freeLarge[:n-1]
+	d.nfreeLarge.Store(int64(n - 1))
+	d.mu.Unlock()
+	p.take(r)
+	return r, true
 }
 
 // IsLarge reports whether r names a large buffer.
@@ -160,10 +268,20 @@ func (p *Pool) SetLen(r Ref, n int) { p.lens[r] = int32(n) }
 func (p *Pool) Len(r Ref) int { return int(p.lens[r]) }
 
 // Hold adds a reference to r: one per extra queue the frame goes into.
-func (p *Pool) Hold(r Ref) { p.refs[r]++ }
+func (p *Pool) Hold(r Ref) {
+	if p.depot != nil {
+		atomic.AddInt32(&p.refs[r], 1)
+		return
+	}
+	p.refs[r]++
+}
 
 // Release drops one reference; the last one returns the buffer to the pool.
 func (p *Pool) Release(r Ref) {
+	if p.depot != nil {
+		p.releaseShared(r)
+		return
+	}
 	p.refs[r]--
 	switch {
 	case p.refs[r] == 0 && int(r) < p.count:
@@ -175,8 +293,45 @@ func (p *Pool) Release(r Ref) {
 	}
 }
 
-// Free is the number of small buffers not in use.
-func (p *Pool) Free() int { return len(p.free) }
+// releaseShared is Release in a view: whichever view lets go of the last
+// reference frees the buffer, into its own cache.
+func (p *Pool) releaseShared(r Ref) {
+	n := atomic.AddInt32(&p.refs[r], -1)
+	switch {
+	case n == 0 && int(r) < p.count:
+		p.free = append(p.free, r)
+		if len(p.free) >= cacheMax {
+			p.spill()
+		}
+	case n == 0:
+		d := p.depot
+		d.mu.Lock()
+		d.freeLarge = append(d.freeLarge, r)
+		d.nfreeLarge.Store(int64(len(d.freeLarge)))
+		d.mu.Unlock()
+	case n < 0:
+		panic(fmt.Sprintf("ring: buffer %d released more often than held", r))
+	}
+}
+
+// Free is the number of small buffers not in use: in a view, those of
+// the depot and its own cache (ShareReserve: the other views' caches are
+// not counted).
+func (p *Pool) Free() int {
+	if p.depot != nil {
+		return int(p.depot.nfree.Load()) + len(p.free)
+	}
+	return len(p.free)
+}
+
+// Cached is how many free buffers a view of a shared pool holds in its
+// own cache (0 for an unshared pool: they are all in Free).
+func (p *Pool) Cached() int {
+	if p.depot == nil {
+		return 0
+	}
+	return len(p.free)
+}
 
 // Cap is the number of small buffers in the pool.
 func (p *Pool) Cap() int { return p.count }
@@ -185,7 +340,12 @@ func (p *Pool) Cap() int { return p.count }
 func (p *Pool) Size() int { return p.size }
 
 // FreeLarge is the number of large buffers not in use.
-func (p *Pool) FreeLarge() int { return len(p.freeLarge) }
+func (p *Pool) FreeLarge() int {
+	if p.depot != nil {
+		return int(p.depot.nfreeLarge.Load())
+	}
+	return len(p.freeLarge)
+}
 
 // CapLarge is the number of large buffers in the pool.
 func (p *Pool) CapLarge() int { return len(p.refs) - p.count }

@@ -145,11 +145,13 @@ func (c *Checker) Bind(now int64) Reason {
 	if !c.p.secure || c.verdict != Pass || c.nclaims == 0 && c.nreleased == 0 {
 		return c.verdict
 	}
+	c.p.lock()
 	if c.p.leases != nil {
 		c.verdict = c.bindLeased([6]byte(c.frame[6:12]), now)
-		return c.verdict
+	} else {
+		c.verdict = c.bind([6]byte(c.frame[6:12]), now)
 	}
-	c.verdict = c.bind([6]byte(c.frame[6:12]), now)
+	c.p.unlock()
 	return c.verdict
 }
 

@@ -164,6 +164,8 @@ func (p *Policy) SnoopReply6(m *DHCPv6Reply, port uint32, now int64) bool {
 	if p.leases == nil || !p.ipv6 {
 		return false
 	}
+	p.lock()
+	defer p.unlock()
 	changed := false
 	for i := 0; i < m.NLeases; i++ {
 		l := &m.Leases[i]

@@ -126,6 +126,8 @@ func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
 	if p.leases == nil {
 		return false
 	}
+	p.lock()
+	defer p.unlock()
 	switch m.Type {
 	case DHCPNak:
 		// Only its IPv4 leases: DHCPv6 is another server's business.
@@ -148,6 +150,12 @@ func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
 // at which it ends (math.MaxInt64: never), in no particular order. It is the
 // hook for listing a binding's source and expiry (vknetctl bindings).
 func (p *Policy) EachLease(fn func(ip netip.Addr, mac [6]byte, port uint32, end int64)) {
+	p.lock()
+	defer p.unlock()
+	p.eachLease(fn)
+}
+
+func (p *Policy) eachLease(fn func(ip netip.Addr, mac [6]byte, port uint32, end int64)) {
 	if p.leases == nil {
 		return
 	}
@@ -164,6 +172,8 @@ func (p *Policy) NumLeases() int {
 	if p.leases == nil {
 		return 0
 	}
+	p.lock()
+	defer p.unlock()
 	return p.leases.count
 }
 

@@ -3,8 +3,10 @@
 // the TAP, and the table binding each IP address to the first client MAC
 // that used it.
 //
-// The engine owns a Policy and calls it from its single event-loop
-// goroutine: nothing here locks. Each Checker decodes with its own gopacket
+// The engine owns a Policy. With one event loop it calls it from that
+// goroutine alone and nothing here locks; with several (Share) each loop
+// has a Checker of its own and the binding table is locked where it is
+// read or changed (Bind, and the rare calls). Each Checker decodes with its own gopacket
 // DecodingLayerParser and layers, allocated once, so checking a frame
 // allocates nothing. PolicySummary states the rules for users.
 package secure
@@ -14,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -75,9 +78,13 @@ type Config struct {
 
 // Policy holds the configuration and the IP-to-MAC binding table. It is
 // owned by the engine's event loop: its methods and its Checkers' methods
-// must all be called from that one goroutine.
+// must all be called from that one goroutine, unless Share was called.
 type Policy struct {
 	secure bool
+	// shared: several goroutines use the policy (Share); mu then guards
+	// the bindings, the leases and the ports' users.
+	shared bool
+	mu     sync.Mutex
 	// Addresses are kept as integers and byte arrays rather than netip
 	// values: the per-frame checks are then a few ALU operations.
 	net4, mask4, tap4 uint32
@@ -234,12 +241,32 @@ func (p *Policy) isTap6(a *[16]byte) bool {
 	return p.ipv6 && (*a == p.tap6 || *a == p.tap6LL)
 }
 
+// Share makes the policy safe for several goroutines, each with its own
+// Checkers (the engine's --workers): the binding table is then locked
+// around its use. Call it before the goroutines start.
+func (p *Policy) Share() { p.shared = true }
+
+// lock and unlock guard the bindings, leases and users of a shared policy.
+func (p *Policy) lock() {
+	if p.shared {
+		p.mu.Lock()
+	}
+}
+
+func (p *Policy) unlock() {
+	if p.shared {
+		p.mu.Unlock()
+	}
+}
+
 // RemovePort releases the bindings of a client that disconnected, so its
 // addresses are free for the next client at once.
 func (p *Policy) RemovePort(port uint32) {
 	if !p.secure {
 		return
 	}
+	p.lock()
+	defer p.unlock()
 	p.table.removeIf(func(b *binding) bool { return b.port == port })
 	p.removePortLeases(port)
 }
@@ -252,6 +279,8 @@ func (p *Policy) Expire(now int64) int {
 	if !p.secure {
 		return 0
 	}
+	p.lock()
+	defer p.unlock()
 	n := p.expireLeases(now)
 	return n + p.table.removeIf(func(b *binding) bool {
 		if b.until != 0 {
@@ -279,6 +308,8 @@ func (p *Policy) Bindings(fn func(Binding)) {
 	if !p.secure {
 		return
 	}
+	p.lock()
+	defer p.unlock()
 	for i := range p.table.slots {
 		b := &p.table.slots[i]
 		if !b.used {
@@ -291,11 +322,15 @@ func (p *Policy) Bindings(fn func(Binding)) {
 		fn(Binding{IP: netip.AddrFrom16(b.key).Unmap(), MAC: b.mac, Port: b.port, Source: b.source, Expires: e})
 	}
 	// With --ip-source dhcp the IPv4 and global IPv6 bindings are the
-	// leases; EachLease also gives their expiry.
-	p.EachLease(func(ip netip.Addr, mac [6]byte, port uint32, end int64) {
+	// leases; eachLease also gives their expiry.
+	p.eachLease(func(ip netip.Addr, mac [6]byte, port uint32, end int64) {
 		fn(Binding{IP: ip, MAC: mac, Port: port, Source: Lease, Expires: end})
 	})
 }
 
 // NumBindings returns how many client bindings the table holds.
-func (p *Policy) NumBindings() int { return p.table.count }
+func (p *Policy) NumBindings() int {
+	p.lock()
+	defer p.unlock()
+	return p.table.count
+}

@@ -140,5 +140,7 @@ func (p *Policy) SetOwner(port, owner uint32, uid int32) {
 			u.ranged = true
 		}
 	}
+	p.lock()
 	p.users[port] = u
+	p.unlock()
 }

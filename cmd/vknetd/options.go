@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vknetd/vknetd/engine"
 	"github.com/vknetd/vknetd/internal/cli"
 	"github.com/vknetd/vknetd/metrics"
 	"github.com/vknetd/vknetd/secure"
@@ -61,6 +62,11 @@ type options struct {
 	// The caps on the guest memory vhost-user guests have the daemon map
 	// (engine.Config.GuestMemoryMax and the others), in bytes.
 	vhostMemoryMax, userVhostMemory, vhostMemoryTotal uint64
+
+	// workers is --workers: how many event loops (engine.Config.Workers);
+	// workersArg as given.
+	workers    int
+	workersArg string
 }
 
 const usageLine = "usage: vknetd [-cdU] [-b bridgeN] [-p socket_path] [-i pidfile] [-t tapN] [address/cidrbits]"
@@ -110,6 +116,7 @@ func newFlagSet(o *options, vx *vxlanFlags, userNets *[]string) *pflag.FlagSet {
 	fs.IntVar(&o.userIPs, "user-ips", 0, "secure mode: most IP addresses the clients of one user (uid) may hold together outside the user's --user-net ranges, so no user can take the network (default: a quarter of the host addresses of address/cidrbits, at least --port-ips)")
 	fs.StringArrayVar(userNets, "user-net", nil, "secure mode: USER=CIDR gives the IPv4 addresses of CIDR to the clients of USER (a name or uid) alone, who may then use IPv4 addresses only in their ranges; repeat for more ranges or users (addresses in no range: first come, first served)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
+	fs.StringVar(&o.workersArg, "workers", "1", "event loops (threads) that switch frames, each serving some clients: a number, or auto for one per CPU (at most 16); more than 1 pays when one CPU is the limit")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
 	fs.Var((*ipSourceValue)(&o.ipSource), "ip-source", "secure mode: where a client's right to an address comes from: first-use (the first client MAC and port to use an address hold it) or dhcp (only the addresses the host's DHCP server, and DHCPv6 server with --ipv6, leased to the client's MACs, for the lease time)")
@@ -146,6 +153,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	if o.version {
 		return o, nil
 	}
+	var err error
 	rest := fs.Args()
 	switch {
 	case len(rest) > 1:
@@ -156,6 +164,9 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 			return nil, err
 		}
 		o.prefix = p
+	}
+	if o.workers, err = parseWorkers(o.workersArg); err != nil {
+		return nil, err
 	}
 	if o.write != "" && !o.client {
 		return nil, cli.Usagef("-w %s writes what -c receives: add -c, or use 'vknetctl monitor -w %s' beside a running daemon", o.write, o.write)
@@ -173,7 +184,6 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		return nil, cli.Usagef("--mtu %d is out of range: use 68 to 65535 (Ethernet is 1500)", o.mtu)
 	}
 	o.mtuSet = fs.Changed("mtu")
-	var err error
 	if o.vxlan, err = vx.parse(fs); err != nil {
 		return nil, err
 	}
@@ -544,4 +554,16 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, "\n%s", secure.PolicySummary)
 	fmt.Fprintf(w, "The switch itself, in secure mode, also drops a client's frame whose source\nMAC is live on another port, and frames from new MACs beyond --port-macs.\nIn both modes it drops a frame from the TAP's side (a bridged LAN, other hosts\nover VXLAN) whose source MAC is live on a client port (remote-mac-conflict).\n")
 	fmt.Fprintf(w, "\nSignals: SIGTERM/SIGINT stop and clean up; SIGUSR1 logs every port's counters;\nSIGHUP forgets all learned MAC addresses (frames flood until relearned).\n")
+}
+
+// parseWorkers reads --workers: a count, or auto (engine.AutoWorkers).
+func parseWorkers(arg string) (int, error) {
+	if arg == "auto" {
+		return engine.AutoWorkers(), nil
+	}
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 1 || n > engine.MaxWorkers {
+		return 0, cli.Usagef("--workers %s: give a number of event loops from 1 to %d, or auto for one per CPU", arg, engine.MaxWorkers)
+	}
+	return n, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vknetd/vknetd/engine"
 	"github.com/vknetd/vknetd/internal/cli"
 	"github.com/vknetd/vknetd/secure"
 )
@@ -57,6 +58,17 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 	}
 	if o.ipSource != secure.IPSourceFirstUse {
 		t.Fatalf("--ip-source defaults to %v, want first-use", o.ipSource)
+	}
+	if o.workers != 1 {
+		t.Fatalf("--workers defaults to %d, want 1", o.workers)
+	}
+	for _, w := range []struct {
+		in   string
+		want int
+	}{{"2", 2}, {"auto", engine.AutoWorkers()}} {
+		if o, err := parseArgs([]string{"--workers", w.in, "-U"}, &bytes.Buffer{}); err != nil || o.workers != w.want {
+			t.Fatalf("--workers %s: %d %v", w.in, o.workers, err)
+		}
 	}
 	if o, err = parseArgs([]string{"--ip-source", "dhcp", "198.18.0.1/16"}, &bytes.Buffer{}); err != nil || o.ipSource != secure.IPSourceDHCP {
 		t.Fatalf("--ip-source dhcp: %v %v", o, err)
@@ -111,6 +123,8 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"0.0.0.0/8"}, []string{"0.0.0.0", "unicast"}},
 		{[]string{"198.18.0.1/16", "198.19.0.1/16"}, []string{"one address/cidrbits"}},
 		{[]string{"--mtu", "40", "198.18.0.1/16"}, []string{"--mtu 40", "68 to 65535"}},
+		{[]string{"--workers", "0", "-U"}, []string{"--workers 0", "auto"}},
+		{[]string{"--workers", "many", "-U"}, []string{"--workers many", "1 to 64"}},
 		{[]string{"--mac-age", "0", "198.18.0.1/16"}, []string{"--mac-age"}},
 		{[]string{"--mac-age", "soon", "198.18.0.1/16"}, []string{"mac-age", "seconds"}},
 		{[]string{"--port-macs", "0", "198.18.0.1/16"}, []string{"--port-macs 0"}},

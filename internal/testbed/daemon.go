@@ -2,7 +2,9 @@ package testbed
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,22 @@ type DaemonConfig struct {
 	Args    []string      // every other flag, and the address/cidrbits
 	Wrap    []string      // a command vknetd runs under, e.g. prlimit --nofile=20:20
 	Ready   time.Duration // how long to wait for the TAP's name; default DaemonReadyTimeout
+}
+
+// WorkersEnv names the environment variable that runs every daemon the
+// tests start with --workers of its value (unless the test gives
+// --workers itself): CI runs the integration suite once with the default
+// and again with VKNETD_TEST_WORKERS=2.
+const WorkersEnv = "VKNETD_TEST_WORKERS"
+
+// workersArgs is --workers from WorkersEnv, for a daemon whose args do not
+// say.
+func workersArgs(args []string) []string {
+	w := os.Getenv(WorkersEnv)
+	if w == "" || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--workers") }) {
+		return nil
+	}
+	return []string{"--workers", w}
 }
 
 // Daemon is vknetd running in the foreground (-d) in a namespace, started with
@@ -78,6 +96,7 @@ func (n *Netns) TryStartDaemon(t testing.TB, bin string, c DaemonConfig) (*Daemo
 	}
 	args := append([]string(nil), c.Wrap...)
 	args = append(args, bin, "-d", "-p", c.Sock, "-i", c.Pidfile, "--group", c.Group)
+	args = append(args, workersArgs(c.Args)...)
 	args = append(args, c.Args...)
 	d := &Daemon{Proc: n.StartSplit(t, args...), Netns: n, Sock: c.Sock, Pidfile: c.Pidfile}
 

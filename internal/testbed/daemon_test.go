@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,19 @@ func TestTryStartDaemonFailures(t *testing.T) {
 	})
 	if !strings.Contains(msg, "status 1") || !strings.Contains(msg, "no such group") {
 		t.Errorf("StartDaemon's failure lacks the exit status or stderr: %s", msg)
+	}
+}
+
+func TestWorkersFromEnvironment(t *testing.T) {
+	t.Setenv(WorkersEnv, "")
+	if got := workersArgs([]string{"-U"}); got != nil {
+		t.Fatalf("without %s: %q", WorkersEnv, got)
+	}
+	t.Setenv(WorkersEnv, "2")
+	if got := workersArgs([]string{"-U"}); !slices.Equal(got, []string{"--workers", "2"}) {
+		t.Fatalf("with %s=2: %q", WorkersEnv, got)
+	}
+	if got := workersArgs([]string{"--workers", "3", "-U"}); got != nil {
+		t.Fatalf("a test's own --workers was overridden: %q", got)
 	}
 }

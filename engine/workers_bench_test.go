@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/ring"
+)
+
+// benchTransport is an in-memory peer for benchmarks: it offers copies of
+// its frames, a batch per read, for as long as it has some left to send,
+// and takes whatever it is given, counting it. No syscall per frame and no
+// allocation: what a loop costs, without the kernel's share.
+type benchTransport struct {
+	pool   *ring.Pool
+	frames [][]byte // sent in turn
+	next   int
+	left   atomic.Int64 // frames still to send; the benchmark sets it
+	sink   *benchSink
+}
+
+// benchSink counts what the receivers took and says when it is all.
+type benchSink struct {
+	got, want atomic.Int64
+	done      chan struct{}
+	once      sync.Once
+}
+
+func (s *benchSink) took(n int) {
+	if s.got.Add(int64(n)) >= s.want.Load() {
+		s.once.Do(func() { close(s.done) })
+	}
+}
+
+func (*benchTransport) caps() transportCaps { return transportCaps{kind: "bench"} }
+
+func (t *benchTransport) read(refs []ring.Ref, _ bool) readResult {
+	var res readResult
+	left := int(t.left.Load())
+	for res.n < len(refs) && res.n < left {
+		f := t.frames[t.next]
+		t.next = (t.next + 1) % len(t.frames)
+		t.pool.SetLen(refs[res.n], copy(t.pool.Buf(refs[res.n]), f))
+		res.n++
+	}
+	// Read again every round while it has frames, as a busy vhost-user
+	// ring is.
+	res.buffered = t.left.Add(-int64(res.n)) > 0
+	return res
+}
+
+func (t *benchTransport) write(q txView) writeResult {
+	n := q.Len()
+	res := writeResult{done: n, frames: uint64(n)}
+	for i := 0; i < n; i++ {
+		res.bytes += uint64(t.pool.Len(q.At(i)))
+	}
+	t.sink.took(n)
+	return res
+}
+
+func (*benchTransport) ready(uint8, bool) readiness { return readiness{} }
+func (*benchTransport) close()                      {}
+
+// BenchmarkWorkers is the switch's loops on in-memory ports (no syscall
+// per frame; a round's epoll_wait is the only one): two senders and two
+// receivers, 64-byte unicast frames. With 2 workers each loop has a
+// sender and a receiver, and cross says how many of a sender's frames go
+// to the other loop's receiver; with 1 worker all four share the loop.
+// The figure is frames/s for the whole switch; run it at -cpu 1,2:
+//
+//	go test -run '^$' -bench BenchmarkWorkers -benchtime 2000000x -cpu 1,2 ./engine/
+func BenchmarkWorkers(b *testing.B) {
+	for _, c := range []struct{ workers, cross int }{{1, 0}, {2, 0}, {2, 50}, {2, 100}} {
+		b.Run(fmt.Sprintf("workers=%d/cross=%d%%", c.workers, c.cross), func(b *testing.B) {
+			benchWorkers(b, c.workers, c.cross)
+		})
+	}
+}
+
+func benchWorkers(b *testing.B, workers, crossPct int) {
+	s := newTestSwitch(b, false, mactable.Config{}, withWorkers(workers))
+	e := s.e
+	sink := &benchSink{done: make(chan struct{})}
+	sink.want.Store(int64(b.N))
+	// Port i sends, port 2+i receives, both on loop i%2 (of 2).
+	var senders []*benchTransport
+	var ports []*port
+	for i := 0; i < 4; i++ {
+		l := e.loops[i%2%workers]
+		t := &benchTransport{pool: l.pool, sink: sink}
+		id, _ := e.ports.reserve(e.cfg.MaxClients, false)
+		p := l.openPort(id, t, -1, fmt.Sprintf("bench %d", i))
+		if err := l.adopt(p); err != nil {
+			b.Fatal(err)
+		}
+		ports = append(ports, p)
+		if i < 2 {
+			senders = append(senders, t)
+		} else {
+			// The receivers' MACs are known, as after their first frame.
+			m := mac(byte(10 + i))
+			e.macs.Learn(mactable.Key(m[:]), id, 0)
+		}
+	}
+	// Sender i's frames: a pattern of 100 in which crossPct go to the
+	// other pair's receiver.
+	for i, t := range senders {
+		for k := 0; k < 100; k++ {
+			dst := 2 + i
+			if k < crossPct {
+				dst = 2 + (1 - i)
+			}
+			t.frames = append(t.frames, ethFrame(mac(byte(10+dst)), mac(byte(1+i)), 0x0800, 64))
+		}
+	}
+	half := int64(b.N / 2)
+	senders[0].left.Store(half)
+	senders[1].left.Store(int64(b.N) - half)
+	for i, t := range senders {
+		if t.left.Load() > 0 {
+			ports[i].loop.readNextRound(ports[i])
+		}
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for _, l := range e.loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				if _, err := l.step(0); err != nil {
+					panic(err)
+				}
+				// At -cpu 1 the loops take turns a round each, as
+				// threads on a fairly shared CPU would, rather than the
+				// runtime's 10ms slices, in which the other loop's ring
+				// fills (worker-ring-full) while it waits.
+				runtime.Gosched()
+			}
+		}()
+	}
+	select {
+	case <-sink.done:
+	case <-time.After(2 * time.Minute):
+		stop.Store(true)
+		wg.Wait()
+		b.Fatalf("%d of %d frames arrived (dropped: see the ports' counters)", sink.got.Load(), b.N)
+	}
+	b.StopTimer()
+	stop.Store(true)
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+	for _, p := range ports {
+		for d, n := range p.cnt.drops {
+			if n != 0 {
+				b.Fatalf("port %d dropped %d frames (%s)", p.id, n, Drop(d))
+			}
+		}
+	}
+}
