@@ -135,7 +135,9 @@ func (l *loop) step(timeoutMs int) (reports int, err error) {
 	l.now = int64(time.Since(l.e.start))
 	l.round++
 	carried := len(l.readNext)
-	l.cross.sleeping.Store(false)
+	if l.cross.from != nil {
+		l.cross.sleeping.Store(false)
+	}
 	for _, ev := range l.events[:n] {
 		l.dispatch(ev)
 	}
