@@ -386,7 +386,7 @@ func (e *Engine) Run() error {
 			errs[i+1] = l.runLocked()
 		}()
 	}
-	errs[0] = e.loops[0].run()
+	errs[0] = e.loops[0].runLocked()
 	// The first loop ends on Stop or an error; the others follow it.
 	for _, l := range e.loops[1:] {
 		l.do(func() { l.stopping = true })
@@ -395,8 +395,9 @@ func (e *Engine) Run() error {
 	return errors.Join(errs...)
 }
 
-// runLocked runs a worker loop on a thread of its own: its poller wait
-// and its ports' syscalls stay on one CPU's caches.
+// runLocked runs a loop on a thread of its own: its poller wait and its
+// ports' syscalls stay on one CPU's caches, and its CPU time is its
+// thread's (LoopCPU).
 func (l *loop) runLocked() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
