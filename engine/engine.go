@@ -372,10 +372,6 @@ func (e *Engine) Run() error {
 	// The buffers are mapped apart from the heap (ring.mapSlab): only the
 	// loops touch them, and they are done.
 	defer e.pool.Close()
-	// A vhost-user guest that shrinks a shared memory file after we mapped
-	// it makes our next access fault: with this the fault is an error that
-	// closes that guest (package vhostuser recovers it), not a crash.
-	debug.SetPanicOnFault(true)
 	defer close(e.done)
 	var wg sync.WaitGroup
 	errs := make([]error, len(e.loops))
@@ -401,6 +397,11 @@ func (e *Engine) Run() error {
 func (l *loop) runLocked() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// A vhost-user guest that shrinks a shared memory file after we mapped
+	// it makes our next access fault: with this the fault is an error that
+	// closes that guest (package vhostuser recovers it), not a crash. It
+	// holds for the goroutine that sets it: every loop's.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	return l.run()
 }
 
