@@ -9,6 +9,8 @@
 //     guest-memory budget), New and Run.
 //   - loop.go: loop, one event loop and the ports it owns; its one round
 //     is loop.step. forward.go is the decision for one frame (forwardOne).
+//     With --workers there are several loops, and crossloop.go hands a
+//     frame from one to another on lock-free rings.
 //   - ports.go: the port table (ids, counts) and opening and closing ports.
 //   - accept.go: listeners and accepting clients.
 //   - offload.go: superframes: delivered whole or cut, on one path.
