@@ -192,11 +192,10 @@ func (e *Engine) openClient(l *loop, id uint32, fd int, kind ListenerKind, via s
 		mem.joined(p.user)
 	}
 	e.ports.accepted1()
-	e.clientLog.Info("client connected", "port", id, "client", name, "socket", via, "kind", p.caps.kind)
 	if l == e.loops[0] {
-		l.adoptOrKill(p) // accept runs on the first loop
+		l.adoptOrKill(p, via) // accept runs on the first loop
 	} else {
-		l.post(p)
+		l.post(p, via)
 	}
 	return p, nil
 }

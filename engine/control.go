@@ -99,18 +99,6 @@ func (e *Engine) Stats() (Stats, error) {
 	return s, nil
 }
 
-// stats is Stats from a goroutine that may read every loop (tests, with
-// the loops stopped between rounds).
-func (e *Engine) stats() Stats {
-	snaps := make([]loopStats, len(e.loops))
-	for i, l := range e.loops {
-		snaps[i] = l.snapshot()
-	}
-	s := e.switchStats()
-	s.add(snaps)
-	return s
-}
-
 // loopStats is one loop's part of Stats.
 type loopStats struct {
 	ports    []PortStats

@@ -159,7 +159,9 @@ func (l *loop) handOverFlood(in *port, r ring.Ref, fromClient bool) {
 		}
 		noTap := false
 		if fromClient && l.e.secure && dst.index == 0 {
-			if tap := l.e.ports.get(0); tap != nil && tap.host && !tap.dead {
+			// host never changes once the port is reachable; dead is
+			// the TAP's loop's to read.
+			if tap := l.e.ports.get(0); tap != nil && tap.host {
 				if v := l.check.ToTap(); v != secure.Pass {
 					l.refused(in, v)
 					noTap = true

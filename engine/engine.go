@@ -9,6 +9,8 @@
 //     guest-memory budget), New and Run.
 //   - loop.go: loop, one event loop and the ports it owns; its one round
 //     is loop.step. forward.go is the decision for one frame (forwardOne).
+//     With --workers there are several loops, and crossloop.go hands a
+//     frame from one to another on lock-free rings.
 //   - ports.go: the port table (ids, counts) and opening and closing ports.
 //   - accept.go: listeners and accepting clients.
 //   - offload.go: superframes: delivered whole or cut, on one path.
@@ -372,10 +374,6 @@ func (e *Engine) Run() error {
 	// The buffers are mapped apart from the heap (ring.mapSlab): only the
 	// loops touch them, and they are done.
 	defer e.pool.Close()
-	// A vhost-user guest that shrinks a shared memory file after we mapped
-	// it makes our next access fault: with this the fault is an error that
-	// closes that guest (package vhostuser recovers it), not a crash.
-	debug.SetPanicOnFault(true)
 	defer close(e.done)
 	var wg sync.WaitGroup
 	errs := make([]error, len(e.loops))
@@ -386,7 +384,7 @@ func (e *Engine) Run() error {
 			errs[i+1] = l.runLocked()
 		}()
 	}
-	errs[0] = e.loops[0].run()
+	errs[0] = e.loops[0].runLocked()
 	// The first loop ends on Stop or an error; the others follow it.
 	for _, l := range e.loops[1:] {
 		l.do(func() { l.stopping = true })
@@ -395,11 +393,17 @@ func (e *Engine) Run() error {
 	return errors.Join(errs...)
 }
 
-// runLocked runs a worker loop on a thread of its own: its poller wait
-// and its ports' syscalls stay on one CPU's caches.
+// runLocked runs a loop on a thread of its own: its poller wait and its
+// ports' syscalls stay on one CPU's caches, and its CPU time is its
+// thread's (LoopCPU).
 func (l *loop) runLocked() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// A vhost-user guest that shrinks a shared memory file after we mapped
+	// it makes our next access fault: with this the fault is an error that
+	// closes that guest (package vhostuser recovers it), not a crash. It
+	// holds for the goroutine that sets it: every loop's.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	return l.run()
 }
 

@@ -860,3 +860,15 @@ func (s *testSwitch) dgramPeers() map[string]*port {
 	s.t.Fatal("the switch has no datagram listener")
 	return nil
 }
+
+// stats is Stats from a goroutine that may read every loop (tests, with
+// the loops stopped between rounds).
+func (e *Engine) stats() Stats {
+	snaps := make([]loopStats, len(e.loops))
+	for i, l := range e.loops {
+		snaps[i] = l.snapshot()
+	}
+	s := e.switchStats()
+	s.add(snaps)
+	return s
+}

@@ -35,7 +35,7 @@ type loop struct {
 	cross crossLinks
 	// inbox are ports the first loop opened for this one, to adopt.
 	inboxMu sync.Mutex
-	inbox   []*port
+	inbox   []posted
 
 	pool   *ring.Pool
 	io     portIO          // the pool and batch size every transport of this loop works with
@@ -135,7 +135,9 @@ func (l *loop) step(timeoutMs int) (reports int, err error) {
 	l.now = int64(time.Since(l.e.start))
 	l.round++
 	carried := len(l.readNext)
-	l.cross.sleeping.Store(false)
+	if l.cross.from != nil {
+		l.cross.sleeping.Store(false)
+	}
 	for _, ev := range l.events[:n] {
 		l.dispatch(ev)
 	}
@@ -589,11 +591,18 @@ func (l *loop) sleep(timeoutMs int) int {
 	return timeoutMs
 }
 
-// post gives p, opened by the first loop for l, to l's goroutine, which
-// adopts it in its next round.
-func (l *loop) post(p *port) {
+// posted is a client the first loop accepted (on listener via) for
+// another.
+type posted struct {
+	p   *port
+	via string
+}
+
+// post gives p, accepted on via by the first loop for l, to l's
+// goroutine, which adopts it in its next round.
+func (l *loop) post(p *port, via string) {
 	l.inboxMu.Lock()
-	l.inbox = append(l.inbox, p)
+	l.inbox = append(l.inbox, posted{p, via})
 	l.inboxMu.Unlock()
 	if err := l.wake(); err != nil {
 		l.e.log.Error("waking a worker for a new client", "worker", l.index, "err", err)
@@ -606,19 +615,22 @@ func (l *loop) adoptInbox() {
 	ports := l.inbox
 	l.inbox = nil
 	l.inboxMu.Unlock()
-	for _, p := range ports {
-		l.adoptOrKill(p)
+	for _, c := range ports {
+		l.adoptOrKill(c.p, c.via)
 	}
 }
 
-// adoptOrKill adopts p, or closes it (at the end of the round) when its fd
-// cannot be polled.
-func (l *loop) adoptOrKill(p *port) {
+// adoptOrKill adopts p, a client accepted on via, or closes it (at the end
+// of the round) when its fd cannot be polled. The client is connected
+// from here on (it gets floods), and the log says so only now.
+func (l *loop) adoptOrKill(p *port, via string) {
 	if err := l.adopt(p); err != nil {
 		l.join(p)
 		l.poll.remove(p.fd)
 		l.kill(p, fmt.Errorf("polling its socket: %w", err))
+		return
 	}
+	l.e.clientLog.Info("client connected", "port", p.id, "client", p.name, "socket", via, "kind", p.caps.kind, "worker", l.index)
 }
 
 // shutdown closes every client; queued frames are counted as port-closed.

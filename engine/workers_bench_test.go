@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
 )
@@ -22,6 +24,13 @@ type benchTransport struct {
 	next   int
 	left   atomic.Int64 // frames still to send; the benchmark sets it
 	sink   *benchSink
+}
+
+// benchCPU is the CPU time the process has used, user and system.
+func benchCPU() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchSink counts what the receivers took and says when it is all.
@@ -129,6 +138,7 @@ func benchWorkers(b *testing.B, workers, crossPct int) {
 	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
+	cpu0 := benchCPU()
 	b.ResetTimer()
 	for _, l := range e.loops {
 		wg.Add(1)
@@ -154,9 +164,15 @@ func benchWorkers(b *testing.B, workers, crossPct int) {
 		b.Fatalf("%d of %d frames arrived (dropped: see the ports' counters)", sink.got.Load(), b.N)
 	}
 	b.StopTimer()
+	cpu := benchCPU() - cpu0
 	stop.Store(true)
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+	// CPU time per frame, every thread's: on a machine shared with other
+	// work, frames/s at -cpu 2 says how much CPU the loops got; this says
+	// what a frame cost them (a loop waiting for another spins, and
+	// that counts too).
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/frame")
 	for _, p := range ports {
 		for d, n := range p.cnt.drops {
 			if n != 0 {

@@ -239,6 +239,11 @@ func TestWorkersRun(t *testing.T) {
 		clients = append(clients, fds[0])
 		defer unix.Close(fds[0])
 	}
+	// A request to every loop runs after it has adopted the clients posted
+	// to it (adoptInbox comes first on a wake-up): all four are connected.
+	if _, err := e.Stats(); err != nil {
+		t.Fatal(err)
+	}
 	// Every client says who it is, then sends each other one frame.
 	for i, fd := range clients {
 		unix.Write(fd, ethFrame(broadcast, mac(byte(i+1)), 0x0800, 60))

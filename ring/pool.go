@@ -278,6 +278,16 @@ func (p *Pool) Hold(r Ref) {
 
 // Release drops one reference; the last one returns the buffer to the pool.
 func (p *Pool) Release(r Ref) {
+	// Small enough to inline: an unshared pool's buffer that another
+	// queue still holds, the most common case, costs a decrement.
+	if p.depot == nil && p.refs[r] > 1 {
+		p.refs[r]--
+		return
+	}
+	p.release(r)
+}
+
+func (p *Pool) release(r Ref) {
 	if p.depot != nil {
 		p.releaseShared(r)
 		return
