@@ -36,18 +36,24 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 	// once, and so are those of the frame under way: distinct
 	// descriptors, num at most (see virtq.budget).
 	q.budget = q.num
+	// seen is how many avail entries past lastAvail the guest had posted
+	// when we last loaded its avail idx. The idx shares a cache line
+	// with the entries the guest is writing: loaded once per batch, not
+	// once per frame, and again only when the chains seen run out.
+	seen := 0
 	for n < len(frames) {
 		var hdr gso.VirtioNetHdr
 		if hdrs != nil {
 			hdr = hdrs[n]
 		}
-		k, fit, err := q.writeFrame(m, hdrLen, mrg, frames[n], &hdr, taken)
+		k, fit, err := q.writeFrame(m, hdrLen, mrg, frames[n], &hdr, taken, &seen)
 		if err != nil {
 			return n, false, err
 		}
 		switch fit {
 		case fitDone:
 			taken += k
+			seen -= k
 			q.lastAvail += uint16(k)
 			q.short.valid = false
 			st.RXFrames++
@@ -91,8 +97,13 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 // writeFrame writes one frame behind its header h into the chains at
 // avail entries lastAvail, lastAvail+1..., filling used entries from taken
 // on, and returns how many chains it used. Nothing is committed: the
-// caller advances lastAvail. h's NumBuffers is ours to set, not the
-// caller's.
+// caller advances lastAvail (and takes what it used off *seen). h's
+// NumBuffers is ours to set, not the caller's.
+//
+// *seen is how many entries past lastAvail the avail idx last loaded
+// offered; the idx is loaded again only when the frame needs more chains
+// than that, or when q.short is to judge it (which must see the guest's
+// idx now, to catch one that went back).
 //
 // A frame that does not fit leaves what its walk learned in q.short, and
 // the next frame is judged by that without walking those chains again:
@@ -100,13 +111,17 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 // buffers can hold nothing costs one walk, not one per frame, and a frame
 // costs steps in proportion to its bytes (each chain walked whole holds at
 // least a header, see fillChain), never the queue size per frame.
-func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso.VirtioNetHdr, taken int) (int, frameFit, error) {
-	avail, err := q.pending()
-	if err != nil {
-		return 0, 0, err
-	}
+func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso.VirtioNetHdr, taken int, seen *int) (int, frameFit, error) {
 	need := hdrLen + len(frame)
-	if q.short.valid && q.short.at == q.lastAvail {
+	shortKnown := q.short.valid && q.short.at == q.lastAvail
+	if *seen <= 0 || shortKnown {
+		var err error
+		if *seen, err = q.pending(); err != nil {
+			return 0, 0, err
+		}
+	}
+	avail := *seen
+	if shortKnown {
 		fit, known, err := q.shortFit(m, hdrLen, mrg, need, avail, taken)
 		if known || err != nil {
 			return 0, fit, err
@@ -123,6 +138,14 @@ func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso
 	fit := fitDone
 	for pos < need {
 		if chains == avail {
+			// Out of the chains seen: the guest may have posted more since.
+			fresh, err := q.pending()
+			if err != nil {
+				return 0, 0, err
+			}
+			if *seen, avail = fresh, fresh; chains < avail {
+				continue
+			}
 			fit = fitNoBufs
 			if chains == q.num {
 				fit = fitTooBig

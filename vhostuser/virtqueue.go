@@ -75,6 +75,9 @@ type virtq struct {
 	// walked counts every descriptor read, for the tests that hold a
 	// call's cost to the queue size whatever the guest wrote.
 	walked uint64
+	// availLoads counts loads of the guest's avail idx, for the tests
+	// that hold a batch to one.
+	availLoads uint64
 
 	// short is what an RX walk learned of the chains at lastAvail when a
 	// frame did not fit, so no frame is tried against them again until
@@ -137,9 +140,35 @@ func (q *virtq) setRings(desc, avail, used []byte) error {
 	return nil
 }
 
+// The memory ordering the virtio split ring needs (virtio 1.x, 2.7.13),
+// and where each piece of it is paid, at most once per batch:
+//
+//   - acquire on the avail idx (availIdx, load32): avail entries and the
+//     descriptors and buffers they name are read after it. A plain MOV on
+//     amd64, LDAR on arm64; loaded once per batch (more only when the
+//     entries seen run out), never per frame.
+//   - release on the used idx (publish, store32): the used entries and
+//     the RX bytes are written before it. Once per batch on TX and RX,
+//     however many frames the batch moved.
+//   - a full fence between our used idx store and the load of the
+//     guest's used_event or NO_INTERRUPT flag (needCall): without it the
+//     guest could miss our entries and we its request for a call, and
+//     neither side would move. Once per batch that published anything.
+//   - a full fence between storing avail_event (or clearing NO_NOTIFY)
+//     and re-loading the avail idx (allowKicks): the mirror of the
+//     guest's own fence before it reads avail_event. Only when a ring
+//     goes idle, never while frames flow (stopKicks writes nothing with
+//     EVENT_IDX: avail_event stays behind and the guest does not kick).
+//
+// Nothing else is ordered: descriptors, avail entries and buffers are
+// plain loads and copies, each read once into locals and checked.
+
 // availIdx loads the guest's avail idx with acquire semantics: ring
 // entries below it are read only after it.
-func (q *virtq) availIdx() uint16 { return uint16(load32(q.avail, 0) >> 16) }
+func (q *virtq) availIdx() uint16 {
+	q.availLoads++
+	return uint16(load32(q.avail, 0) >> 16)
+}
 
 func (q *virtq) availFlags() uint16 { return uint16(load32(q.avail, 0)) }
 
