@@ -80,8 +80,20 @@ func (t *vhostTransport) large(slot int) []byte {
 
 // caps: the guest's kick fds are polled beside the socket, and its RX
 // kick says when it has room again.
-func (*vhostTransport) caps() transportCaps {
-	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true}
+func (t *vhostTransport) caps() transportCaps {
+	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t}
+}
+
+// pollRings looks at the guest's rings: frames posted on TX, buffers
+// posted on RX.
+func (t *vhostTransport) pollRings() (read, write bool) {
+	return t.dev.TXPending(), t.dev.RXPending()
+}
+
+// busyPoll leaves the guest's TX kicks off while the loop polls, and
+// turns them on again when it stops.
+func (t *vhostTransport) busyPoll(on bool) (bool, error) {
+	return t.dev.SetBusyPoll(on)
 }
 
 // failed passes on err, counting once in dropped the guest breaking the

@@ -59,6 +59,11 @@ type virtq struct {
 	usedIdx   uint16 // next used entry we will fill; published up to here
 	usedFlags uint16 // our shadow of used->flags
 
+	// polled: the caller polls this ring (Device.SetBusyPoll), so once
+	// kicks are stopped they stay stopped while it runs dry: the guest
+	// posts without a system call, and we see it by looking.
+	polled bool
+
 	eventIdx     bool   // EVENT_IDX negotiated
 	kicksAllowed bool   // the guest may kick (flag clear / avail_event current)
 	kickAt       uint16 // with EVENT_IDX and kicksAllowed: the avail_event we stored
