@@ -196,8 +196,9 @@ type readiness struct {
 }
 
 // maxSubFDs is how many fds a transport may have polled besides its own
-// (vhost-user: its guest's two kick eventfds).
-const maxSubFDs = 2
+// (vhost-user: its guest's kick eventfds, one per ring of up to
+// vhostuser.MaxQueuePairs pairs).
+const maxSubFDs = 16
 
 // polledByEngine is embedded by the transports whose one fd the engine
 // polls: they have no fds of their own to judge.

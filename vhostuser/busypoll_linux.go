@@ -13,24 +13,39 @@ package vhostuser
 // them now, as the guest posted them without kicking and will not kick
 // for them.
 func (d *Device) SetBusyPoll(on bool) (pending bool, err error) {
-	q := &d.q[TXQ]
-	q.vq.polled = on
-	if on || !q.started || q.vq.avail == nil || q.vq.kicksAllowed {
-		return false, nil
-	}
 	defer recoverFault(&err)
-	q.vq.allowKicks(q.vq.lastAvail)
-	return q.vq.availIdx() != q.vq.lastAvail, nil
+	for i := 1; i < 2*max(d.pairs, 1); i += 2 {
+		q := &d.q[i]
+		q.vq.polled = on
+		if on || !q.started || q.vq.avail == nil || q.vq.kicksAllowed {
+			continue
+		}
+		q.vq.allowKicks(q.vq.lastAvail)
+		pending = pending || q.vq.availIdx() != q.vq.lastAvail
+	}
+	return pending, nil
 }
 
-// TXPending says the guest has posted TX frames not read yet, by loading
-// its avail idx: no system call, for a caller that polls. A fault on
-// guest memory answers true, so that the read that follows reports it.
-func (d *Device) TXPending() bool { return d.q[TXQ].hasAvail() }
+// TXPending says the guest has posted TX frames not read yet, on any of
+// its TX rings, by loading their avail idx: no system call, for a caller
+// that polls. A fault on guest memory answers true, so that the read that
+// follows reports it.
+func (d *Device) TXPending() bool { return d.hasAvail(1) }
 
-// RXPending says the guest has posted RX buffers not filled yet: frames
-// waiting for it may be written now.
-func (d *Device) RXPending() bool { return d.q[RXQ].hasAvail() }
+// RXPending says the guest has posted RX buffers not filled yet on one of
+// its RX rings: frames waiting for it may be written now.
+func (d *Device) RXPending() bool { return d.hasAvail(0) }
+
+// hasAvail says a ring of the pairs' RX (dir 0) or TX (dir 1) rings
+// holds avail entries not taken.
+func (d *Device) hasAvail(dir int) bool {
+	for i := dir; i < 2*max(d.pairs, 1); i += 2 {
+		if d.q[i].hasAvail() {
+			return true
+		}
+	}
+	return false
+}
 
 func (q *queue) hasAvail() bool {
 	if !q.started || !q.enabled || q.vq.avail == nil {

@@ -2,13 +2,23 @@ package vhostuser
 
 import "encoding/binary"
 
-// Queue numbers of a single-queue-pair virtio-net device.
+// Queue numbers of a virtio-net device's first queue pair. Pair k's are
+// 2k (RX) and 2k+1 (TX).
 const (
 	RXQ = 0 // switch -> guest: the guest posts empty buffers, we fill them
 	TXQ = 1 // guest -> switch: the guest posts frames, we take them
 )
 
+// numQueues is the queues of one pair.
 const numQueues = 2
+
+// MaxQueuePairs is how many RX/TX pairs a multi-queue guest may use
+// (VIRTIO_NET_F_MQ, answered to GET_QUEUE_NUM): queues 0 to
+// 2*MaxQueuePairs-1, each with its own kick fd (KickFD).
+const MaxQueuePairs = 8
+
+// MaxQueues is the most queues a device has: every pair's RX and TX.
+const MaxQueues = 2 * MaxQueuePairs
 
 // maxQueueSize is the largest split virtqueue (virtio 1.x: 32768).
 const maxQueueSize = 32768
@@ -49,7 +59,7 @@ func usedRingSize(num int) uint64  { return 6 + 8*uint64(num) }
 // Nothing here holds a pointer into guest memory across a change of the
 // memory table: the views are re-derived by setRings.
 type virtq struct {
-	index int // RXQ or TXQ, for error messages
+	index int // the queue's number (even RX, odd TX), for error messages
 	num   int // entries, a power of 2
 	mask  uint16
 
