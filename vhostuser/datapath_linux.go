@@ -181,6 +181,10 @@ func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXRes
 			calls |= 1 << rings[0]
 		}
 	} else {
+		// Each ring's used entries are published once, after all the
+		// runs: a flow's frames are on one ring, so nothing orders the
+		// rings among themselves.
+		var runs [MaxQueuePairs]rxBatch // by pair
 		ring := rings[flowHash(frames[0])%uint32(nr)]
 		for n < len(frames) {
 			// The run of frames from n on that go to the same ring.
@@ -194,15 +198,17 @@ func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXRes
 			if hdrs != nil {
 				h = hdrs[n:end]
 			}
-			k, call, werr := d.q[ring].vq.writeBatch(&d.mem, hdrLen, mrg, frames[n:end], h, &st)
-			if call {
-				calls |= 1 << ring
-			}
+			k, werr := d.q[ring].vq.writeRun(&runs[ring/2], &d.mem, hdrLen, mrg, frames[n:end], h, &st)
 			n += k
 			if err = werr; err != nil || n < end {
 				break // out of buffers: the frames after wait, in order
 			}
 			ring = next
+		}
+		for i := range nr {
+			if err == nil && d.q[rings[i]].vq.endRun(&runs[rings[i]/2]) {
+				calls |= 1 << rings[i]
+			}
 		}
 	}
 	d.stats.add(&st)
