@@ -1,8 +1,14 @@
 package engine
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/secure"
 
 	"github.com/vknetd/vknetd/internal/vhostguest"
 )
@@ -74,5 +80,55 @@ func TestBusyPollSleepsAfterTheDuration(t *testing.T) {
 	}
 	if got := receiveFrames(t, b, 1); len(got) != 1 {
 		t.Fatal("the frame sent after busy-polling ended did not arrive")
+	}
+}
+
+// A loop with no vhost-user guest has no rings to poll: with BusyPoll set
+// and frames moving between socket clients, it still sleeps between
+// them, and the process stays near idle while they are quiet.
+func TestBusyPollWithoutRingsSleeps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sock")
+	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 16); err != nil {
+		t.Fatal(err)
+	}
+	policy, _ := secure.New(secure.Config{})
+	e, err := New(Config{TapFd: -1, MTU: 1500, Policy: policy, Logger: quietLogger(), BusyPoll: 5 * time.Second,
+		MACTable:  mactable.Config{Capacity: 64, PortLimit: 8, MaxAge: time.Minute},
+		Listeners: []Listener{{Fd: lfd, Kind: Seqpacket, Path: path}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run() }()
+	defer func() {
+		e.Stop()
+		<-done
+	}()
+	a, b := dialSeqpacket(t, path, 5*time.Second), dialSeqpacket(t, path, 5*time.Second)
+	defer unix.Close(a)
+	defer unix.Close(b)
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
+	f := ethFrame(broadcast, mac(1), 0x0800, 300)
+	buf := make([]byte, 2048)
+	for i := 0; i < 5; i++ {
+		if _, err := unix.Write(a, f); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Read(b, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := processCPU(t)
+	time.Sleep(500 * time.Millisecond) // well inside the 5s BusyPoll
+	if used := processCPU(t) - before; used > 50*time.Millisecond {
+		t.Fatalf("a loop with only socket clients used %v of CPU in 500ms after its frames: it polls with no rings to poll", used)
 	}
 }

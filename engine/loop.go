@@ -63,11 +63,15 @@ type loop struct {
 	// some. With Config.BusyPoll, busyUntil is when the loop stops
 	// polling (the last round that moved frames, plus BusyPoll); polling
 	// says its ports were told it polls; spins counts rounds since it
-	// last asked the poller (busypoll.go).
+	// last asked the poller (busypoll.go). Frames moved by ports without
+	// rings alone start no polling.
 	moved     uint64
 	busyUntil int64
 	polling   bool
 	spins     int
+	// ringPorts counts the live ports with rings to poll: a loop
+	// without any has nothing to busy-poll, and sleeps as usual.
+	ringPorts int
 
 	// Control requests from other goroutines (control.go).
 	reqs       chan func()
@@ -193,7 +197,7 @@ func (l *loop) serveRound(events []event) {
 	if l.now >= l.nextSweep {
 		l.sweep()
 	}
-	if l.moved != moved && l.e.cfg.BusyPoll > 0 {
+	if l.moved != moved && l.e.cfg.BusyPoll > 0 && l.ringPorts > 0 {
 		l.busyUntil = l.now + int64(l.e.cfg.BusyPoll)
 	}
 }
