@@ -132,3 +132,36 @@ func TestBusyPollWithoutRingsSleeps(t *testing.T) {
 		t.Fatalf("a loop with only socket clients used %v of CPU in 500ms after its frames: it polls with no rings to poll", used)
 	}
 }
+
+// Busy-polling looks at every TX ring of a multi-queue guest: frames a
+// guest with 4 pairs posts on its third pair, without kicks once the
+// loop polls, still cross.
+func TestBusyPollMultiQueueGuest(t *testing.T) {
+	e, path := vhostSwitch(t, false, func(c *Config) { c.BusyPoll = 5 * time.Second })
+	a := startGuest(t, path, vhostguest.Options{})
+	m := startGuest(t, path, vhostguest.Options{QueuePairs: 4})
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
+	if a.Send([][]byte{ethFrame(broadcast, mac(1), 0x88b5, 60)}, nil) != 1 {
+		t.Fatal("a could not send")
+	}
+	receiveFrames(t, m, 1)
+	m.Use(2)
+	frame := ethFrame(mac(1), mac(2), 0x88b5, 60)
+	if m.Send([][]byte{frame}, nil) != 1 {
+		t.Fatal("m could not send")
+	}
+	receiveFrames(t, a, 1)
+	kicks := m.Kicks[1]
+	const n = 20
+	for i := 0; i < n; i++ {
+		if m.Send([][]byte{frame}, nil) != 1 {
+			t.Fatalf("m could not send frame %d", i)
+		}
+		if got := receiveFrames(t, a, 1); len(got) != 1 {
+			t.Fatalf("frame %d, posted on pair 2 while the switch polls, did not arrive", i)
+		}
+	}
+	if k := m.Kicks[1] - kicks; k != 0 {
+		t.Fatalf("%d frames on pair 2 while the switch busy-polls cost %d kicks, want 0", n, k)
+	}
+}
