@@ -335,8 +335,9 @@ func (g *Guest) Start() error {
 	return nil
 }
 
-// Stop stops both rings as QEMU does (disable, then GET_VRING_BASE) and
-// remembers where the device stopped, for the next Start.
+// Stop stops every ring as QEMU does (disable, then GET_VRING_BASE) and
+// remembers where the device stopped, for the next Start; it returns the
+// first pair's bases.
 func (g *Guest) Stop() ([2]uint16, error) {
 	var bases [2]uint16
 	for i := range g.q {
