@@ -119,7 +119,12 @@ type Config struct {
 	// fewest, and frames between loops go through lock-free rings
 	// (crossloop.go).
 	Workers int
-	Buffers int // frame buffers in the pool (default from MaxClients)
+	// BusyPoll is how long a loop keeps looking at its ports' shared
+	// rings (vhost-user guests) after frames last moved, instead of
+	// sleeping in the poller (--busy-poll; 0, the default: it sleeps at
+	// once, and idle guests cost no CPU). See busypoll.go.
+	BusyPoll time.Duration
+	Buffers  int // frame buffers in the pool (default from MaxClients)
 
 	// GuestMemoryMax is the most guest memory one vhost-user connection
 	// may have the switch map, in bytes of mappings (default 1 TiB);

@@ -59,6 +59,20 @@ type loop struct {
 	now       int64 // nanoseconds since the engine's start, read once per round
 	nextSweep int64
 
+	// moved counts frames read and written, so a round knows it moved
+	// some. With Config.BusyPoll, busyUntil is when the loop stops
+	// polling (the last round that moved frames, plus BusyPoll); polling
+	// says its ports were told it polls; spins counts rounds since it
+	// last asked the poller (busypoll.go). Frames moved by ports without
+	// rings alone start no polling.
+	moved     uint64
+	busyUntil int64
+	polling   bool
+	spins     int
+	// ringPorts counts the live ports with rings to poll: a loop
+	// without any has nothing to busy-poll, and sleeps as usual.
+	ringPorts int
+
 	// Control requests from other goroutines (control.go).
 	reqs       chan func()
 	exited     chan struct{}
@@ -100,7 +114,21 @@ func (l *loop) run() error {
 	l.now = int64(time.Since(l.e.start))
 	l.nextSweep = l.now + int64(sweepInterval)
 	for !l.stopping {
-		if _, err := l.step(l.sleep(l.timeoutMs())); err != nil {
+		ms := l.timeoutMs()
+		if ms != 0 && l.e.cfg.BusyPoll > 0 {
+			if l.now < l.busyUntil {
+				if err := l.spin(); err != nil {
+					l.shutdown()
+					return err
+				}
+				continue
+			}
+			if l.polling {
+				l.stopPolling() // may find frames: then ms is 0
+				continue
+			}
+		}
+		if _, err := l.step(l.sleep(ms)); err != nil {
 			l.shutdown()
 			return err
 		}
@@ -132,14 +160,26 @@ func (l *loop) step(timeoutMs int) (reports int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	l.serveRound(l.events[:n])
+	return n, nil
+}
+
+// serveRound is a round's work after the poller's reports: serve them,
+// and everything carried; a busy-polling loop (busypoll.go) also looks at
+// its ports' rings, and runs rounds without asking the poller at all.
+func (l *loop) serveRound(events []event) {
 	l.now = int64(time.Since(l.e.start))
+	moved := l.moved
 	l.round++
 	carried := len(l.readNext)
 	if l.cross.from != nil {
 		l.cross.sleeping.Store(false)
 	}
-	for _, ev := range l.events[:n] {
+	for _, ev := range events {
 		l.dispatch(ev)
+	}
+	if l.polling {
+		l.pollRings()
 	}
 	if l.cross.from != nil {
 		l.receiveCross()
@@ -159,7 +199,9 @@ func (l *loop) step(timeoutMs int) (reports int, err error) {
 	if l.now >= l.nextSweep {
 		l.sweep()
 	}
-	return n, nil
+	if l.moved != moved && l.e.cfg.BusyPoll > 0 && l.ringPorts > 0 {
+		l.busyUntil = l.now + int64(l.e.cfg.BusyPoll)
+	}
 }
 
 func (l *loop) dispatch(ev event) {
@@ -234,6 +276,7 @@ func (l *loop) receive(p *port) {
 		return
 	}
 	res := l.read(p, refs)
+	l.moved += uint64(res.n)
 	l.releaseBuffers(refs[res.n:])
 	l.forward(p, refs[:res.n])
 	l.flush()
@@ -357,6 +400,7 @@ func (l *loop) flush() {
 func (l *loop) transmit(p *port) {
 	for p.txq.Len() > 0 {
 		res := p.t.write(txView{&p.txq})
+		l.moved += uint64(res.done)
 		p.retire(l.pool, &res)
 		if res.rerouted {
 			l.rerouted(p)

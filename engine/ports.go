@@ -125,6 +125,9 @@ func (l *loop) adopt(p *port) error {
 // join makes p, polled already, one of l's live ports.
 func (l *loop) join(p *port) {
 	l.live = append(l.live, p)
+	if p.caps.rings != nil {
+		l.ringPorts++
+	}
 	l.e.ports.live.Add(1)
 	l.e.ports.byID[p.id].Store(p)
 }
@@ -158,6 +161,9 @@ func (l *loop) closePort(p *port) {
 	e.ports.byID[p.id].Store(nil)
 	e.ports.live.Add(-1)
 	l.nports.Add(-1)
+	if p.caps.rings != nil {
+		l.ringPorts--
+	}
 	p.t.close()
 	if p.dgram != nil {
 		p.dgram.forget(p)

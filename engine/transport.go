@@ -65,6 +65,23 @@ type transportCaps struct {
 	// (gso.Offloads.Takes): the TAP's with TapVnetHdr, a monitor's. A
 	// vhost-user guest's come with its readiness, as it negotiates them.
 	offloads gso.Offloads
+	// rings, when not nil, lets a busy-polling loop (Config.BusyPoll)
+	// see its peer's work without a system call (vhost-user: rings in
+	// shared memory).
+	rings ringPoller
+}
+
+// ringPoller is a transport whose peer's frames and room the engine can
+// see by looking at memory, as a busy-polling loop does.
+type ringPoller interface {
+	// pollRings says the peer has frames to read (read) or has room for
+	// frames queued to it (write); it makes no system call.
+	pollRings() (read, write bool)
+	// busyPoll says the loop polls (on) or waits in its poller again
+	// (off): the peer may then post without notifying, and must notify
+	// again. Off, read says it posted frames meanwhile, which no
+	// notification will announce: read them now.
+	busyPoll(on bool) (read bool, err error)
 }
 
 // maxReadBudget caps readBudget: the engine's receive scratch is sized for
@@ -179,8 +196,9 @@ type readiness struct {
 }
 
 // maxSubFDs is how many fds a transport may have polled besides its own
-// (vhost-user: its guest's two kick eventfds).
-const maxSubFDs = 2
+// (vhost-user: its guest's kick eventfds, one per ring of up to
+// vhostuser.MaxQueuePairs pairs).
+const maxSubFDs = 16
 
 // polledByEngine is embedded by the transports whose one fd the engine
 // polls: they have no fds of their own to judge.

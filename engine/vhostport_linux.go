@@ -11,7 +11,7 @@ import (
 // vhostTransport is a QEMU (or DPDK virtio-user) guest on shared-memory
 // virtio rings: frames move with one copy and no syscall per frame. The
 // port's fd is the vhost-user socket; the guest's kick eventfds are polled
-// beside it (subTXKick, subRXKick: the transport names them in its
+// beside it (sub-number 1+ring: the transport names them in its
 // readiness, the engine polls them), and the device package decides
 // everything that touches guest memory.
 type vhostTransport struct {
@@ -35,13 +35,17 @@ type vhostTransport struct {
 	violated bool
 }
 
-// The sub-numbers of a vhost-user port's fds in the poller: its own, and
-// readiness.watch[sub-1].
-const (
-	subSocket = 0 // the port's own fd
-	subTXKick = 1 // the guest sent frames
-	subRXKick = 2 // the guest posted receive buffers
-)
+// The sub-numbers of a vhost-user port's fds in the poller: its own (0),
+// and the kick fd of the guest's ring q as 1+q (readiness.watch[q]): an
+// odd ring is a TX ring (the guest sent frames), an even one an RX ring
+// (it posted receive buffers).
+const subSocket = 0
+
+// The guest's rings are all served by the loop that owns its port: a
+// multi-queue guest's pairs share one device, its memory table and its
+// socket, and its frames one port's counters, MACs and transmit queue.
+// Spreading them over loops would need the device split per ring.
+var _ [maxSubFDs - vhostuser.MaxQueues]struct{} // every ring's kick has a sub-number
 
 // newVhostTransport serves the guest on fd; mem is the port's account of
 // the guest memory its device maps (guestmem.go).
@@ -80,8 +84,20 @@ func (t *vhostTransport) large(slot int) []byte {
 
 // caps: the guest's kick fds are polled beside the socket, and its RX
 // kick says when it has room again.
-func (*vhostTransport) caps() transportCaps {
-	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true}
+func (t *vhostTransport) caps() transportCaps {
+	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t}
+}
+
+// pollRings looks at the guest's rings: frames posted on TX, buffers
+// posted on RX.
+func (t *vhostTransport) pollRings() (read, write bool) {
+	return t.dev.TXPending(), t.dev.RXPending()
+}
+
+// busyPoll leaves the guest's TX kicks off while the loop polls, and
+// turns them on again when it stops.
+func (t *vhostTransport) busyPoll(on bool) (bool, error) {
+	return t.dev.SetBusyPoll(on)
 }
 
 // failed passes on err, counting once in dropped the guest breaking the
@@ -98,12 +114,10 @@ func (t *vhostTransport) failed(err error, dropped *tally) error {
 // ready serves the socket's messages and the guest's kicks.
 func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 	var r readiness
-	switch sub {
-	case subTXKick:
-		r.read, r.err = true, t.failed(t.dev.DrainKick(vhostuser.TXQ), &r.dropped)
-		return r
-	case subRXKick:
-		r.write, r.err = true, t.failed(t.dev.DrainKick(vhostuser.RXQ), &r.dropped)
+	if sub != subSocket {
+		ring := int(sub) - 1
+		r.err = t.failed(t.dev.DrainKick(ring), &r.dropped)
+		r.read, r.write = ring%2 == 1, ring%2 == 0
 		return r
 	}
 	ch, err := t.dev.HandleSocket()
@@ -118,7 +132,9 @@ func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 	if ch&vhostuser.KickChanged != 0 {
 		// The kick fds to poll now; replaced ones were closed by the
 		// device, which took them out of epoll already.
-		r.watch[subTXKick-1], r.watch[subRXKick-1] = t.dev.KickFD(vhostuser.TXQ), t.dev.KickFD(vhostuser.RXQ)
+		for ring := range vhostuser.MaxQueues {
+			r.watch[ring] = t.dev.KickFD(ring)
+		}
 		r.watchChanged = true
 	}
 	// What the guest takes whole is known once it set its features, and

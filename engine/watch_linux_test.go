@@ -38,7 +38,7 @@ func TestWatchedFDNumberReused(t *testing.T) {
 		return false
 	}
 	old := kick()
-	if err := s.l.watch(p, &[maxSubFDs]int{old, -1}); err != nil {
+	if err := s.l.watch(p, watchOnly(old)); err != nil {
 		t.Fatal(err)
 	}
 	unix.Close(old) // as the device does when the guest replaces it
@@ -47,7 +47,7 @@ func TestWatchedFDNumberReused(t *testing.T) {
 	if fd != old {
 		t.Skipf("the new eventfd got number %d, not the closed one's (%d): nothing to test", fd, old)
 	}
-	if err := s.l.watch(p, &[maxSubFDs]int{fd, -1}); err != nil {
+	if err := s.l.watch(p, watchOnly(fd)); err != nil {
 		t.Fatal(err)
 	}
 	unix.Write(fd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
@@ -55,10 +55,20 @@ func TestWatchedFDNumberReused(t *testing.T) {
 		t.Fatal("the new fd with the old one's number is not polled")
 	}
 	// And an fd no longer wanted is no longer polled.
-	if err := s.l.watch(p, &[maxSubFDs]int{-1, -1}); err != nil {
+	if err := s.l.watch(p, watchOnly(-1)); err != nil {
 		t.Fatal(err)
 	}
 	if heard() {
 		t.Fatal("an fd the transport gave up is still polled")
 	}
+}
+
+// watchOnly is a transport's watch list with fd as sub 1 and nothing else.
+func watchOnly(fd int) *[maxSubFDs]int {
+	var w [maxSubFDs]int
+	for i := range w {
+		w[i] = -1
+	}
+	w[0] = fd
+	return &w
 }

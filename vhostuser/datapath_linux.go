@@ -61,12 +61,15 @@ type TXDrops struct {
 // ReadTXBatch is ReadTX returning what the call dropped with what it
 // read, so a caller counts its drops from the call itself rather than
 // from Stats before and after.
+//
+// A multi-queue guest's TX rings are read in turn, each call starting
+// with the next pair, into the one batch: each ring's frames stay in
+// their order, and a guest keeps a flow on one ring.
 func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (r TXResult, err error) {
-	q := &d.q[TXQ]
 	// A disabled ring is left alone, frames and all, as DPDK's vhost does:
 	// QEMU disables rings just before stopping them, and what the guest
 	// queued meanwhile is taken after the resume, not lost.
-	if !q.started || !q.enabled || q.vq.avail == nil {
+	if !d.q[TXQ].running() {
 		return TXResult{}, nil
 	}
 	defer recoverFault(&err)
@@ -81,14 +84,33 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 		n = d.putAnnounce(bufs, sizes, hdrs)
 		st.Announces++
 	}
-	n, more, call, err := q.vq.readBatchFrom(&d.mem, &d.tx, bufs, sizes, hdrs, &st, n)
-	d.stats.add(&st)
-	if err == nil && call {
-		d.call(q)
+	pairs := max(d.pairs, 1)
+	first := d.nextTX % pairs
+	d.nextTX = first + 1
+	for k := range pairs {
+		q := &d.q[2*((first+k)%pairs)+1]
+		if !q.running() {
+			continue
+		}
+		var more, call bool
+		n, more, call, err = q.vq.readBatchFrom(&d.mem, &d.tx, bufs, sizes, hdrs, &st, n)
+		r.More = r.More || more
+		if err == nil && call {
+			d.call(q)
+		}
+		if err != nil {
+			break
+		}
 	}
-	return TXResult{N: n, More: more, Announce: announce, Drops: TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
-		HdrFlags: st.TXHdrFlags, HdrGSOType: st.TXHdrGSOType}}, err
+	d.stats.add(&st)
+	r.N, r.Announce = n, announce
+	r.Drops = TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
+		HdrFlags: st.TXHdrFlags, HdrGSOType: st.TXHdrGSOType}
+	return r, err
 }
+
+// running says the ring moves frames: started, enabled and mapped.
+func (q *queue) running() bool { return q.started && q.enabled && q.vq.avail != nil }
 
 // putAnnounce puts the RARP that SEND_RARP asked for in bufs[0], first of
 // the frames ReadTX returns.
@@ -127,18 +149,75 @@ type RXResult struct {
 // WriteRXBatch is WriteRX returning how many of the frames it took it
 // dropped, so a caller counts them from the call itself rather than from
 // Stats before and after.
+//
+// A multi-queue guest's frames go to the RX ring its flow hashes to
+// (flowHash, over the enabled RX rings), so one flow's frames arrive on
+// one ring, in order. Frames are written in their order, a run of
+// frames for the same ring at a time; a ring out of buffers stops the
+// call there, as a single ring's would.
 func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXResult, err error) {
-	q := &d.q[RXQ]
-	if !q.started || !q.enabled || q.vq.avail == nil {
+	var rings [MaxQueuePairs]uint8 // the running RX rings
+	nr := 0
+	for i := range max(d.pairs, 1) {
+		if d.q[2*i].running() {
+			rings[nr] = uint8(2 * i)
+			nr++
+		}
+	}
+	if nr == 0 || len(frames) == 0 {
 		return RXResult{}, nil
 	}
 	defer recoverFault(&err)
 	f := d.features
+	hdrLen, mrg := virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0
 	var st Stats // this call's
-	n, call, err := q.vq.writeBatch(&d.mem, virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0, frames, hdrs, &st)
+	var calls uint16
+	n := 0
+	if nr == 1 {
+		q := &d.q[rings[0]]
+		var call bool
+		n, call, err = q.vq.writeBatch(&d.mem, hdrLen, mrg, frames, hdrs, &st)
+		if call {
+			calls |= 1 << rings[0]
+		}
+	} else {
+		// Each ring's used entries are published once, after all the
+		// runs: a flow's frames are on one ring, so nothing orders the
+		// rings among themselves.
+		var runs [MaxQueuePairs]rxBatch // by pair
+		ring := rings[flowHash(frames[0])%uint32(nr)]
+		for n < len(frames) {
+			// The run of frames from n on that go to the same ring.
+			end, next := n+1, ring
+			for ; end < len(frames); end++ {
+				if next = rings[flowHash(frames[end])%uint32(nr)]; next != ring {
+					break
+				}
+			}
+			var h []gso.VirtioNetHdr
+			if hdrs != nil {
+				h = hdrs[n:end]
+			}
+			k, werr := d.q[ring].vq.writeRun(&runs[ring/2], &d.mem, hdrLen, mrg, frames[n:end], h, &st)
+			n += k
+			if err = werr; err != nil || n < end {
+				break // out of buffers: the frames after wait, in order
+			}
+			ring = next
+		}
+		for i := range nr {
+			if err == nil && d.q[rings[i]].vq.endRun(&runs[rings[i]/2]) {
+				calls |= 1 << rings[i]
+			}
+		}
+	}
 	d.stats.add(&st)
-	if err == nil && call {
-		d.call(q)
+	if err == nil {
+		for i := range 2 * max(d.pairs, 1) {
+			if calls&(1<<i) != 0 {
+				d.call(&d.q[i])
+			}
+		}
 	}
 	return RXResult{N: n, Oversize: st.RXOversize}, err
 }

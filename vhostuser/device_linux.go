@@ -81,11 +81,16 @@ type Device struct {
 
 	announce        [6]byte // SEND_RARP's MAC
 	announcePending bool    // ReadTX owes the RARP announcing it
-	stoppedRings    uint8   // bit i: ring i ran, then GET_VRING_BASE stopped it
+	stoppedRings    uint16  // bit i: ring i ran, then GET_VRING_BASE stopped it
 
-	q     [numQueues]queue
-	stats Stats
-	tx    txRules // ReadTX's, kept here so the batch does not allocate them
+	q [MaxQueues]queue
+	// pairs is how many queue pairs the front-end has set a ring of up
+	// (1 + the highest pair it named), so the data path looks no
+	// further; nextTX is the TX pair a read starts with, in turn.
+	pairs  int
+	nextTX int
+	stats  Stats
+	tx     txRules // ReadTX's, kept here so the batch does not allocate them
 
 	one   [8]byte // 1, written to a call eventfd
 	drain [8]byte // a kick eventfd's counter, read and thrown away
@@ -122,11 +127,13 @@ func NewDevice(sock int, cfg Config) (*Device, error) {
 // SocketFD is the connection to poll for readability.
 func (d *Device) SocketFD() int { return d.conn.fd }
 
-// KickFD is queue q's kick eventfd to poll for readability, -1 if none.
+// KickFD is queue q's kick eventfd to poll for readability, -1 if none;
+// q is below MaxQueues (even: an RX ring, odd: a TX ring).
 func (d *Device) KickFD(q int) int { return d.q[q].kick }
 
-// Ready says whether frames can flow both ways: memory mapped, both rings
-// started and enabled.
+// Ready says whether frames can flow both ways: memory mapped, the first
+// pair's rings started and enabled (a multi-queue guest's other pairs
+// come and go with the vCPUs it uses).
 func (d *Device) Ready() bool {
 	return d.q[RXQ].started && d.q[RXQ].enabled && d.q[TXQ].started && d.q[TXQ].enabled
 }
@@ -214,7 +221,7 @@ func (d *Device) handle(h header, p []byte) (Changes, error) {
 			d.protocol = v
 		}
 	case reqGetQueueNum:
-		err, replied = d.replyU64(h, 1), true // queue pairs; asked only with MQ, which we do not offer
+		err, replied = d.replyU64(h, MaxQueuePairs), true // queue pairs
 	case reqSetOwner:
 	case reqResetOwner, reqResetDevice:
 		ch = d.reset()
@@ -262,11 +269,16 @@ func (d *Device) replyU64(h header, v uint64) error {
 	return d.conn.reply(h, p[:])
 }
 
-// queueIndex checks a ring index from a message.
-func queueIndex(h header, i uint32) (int, error) {
-	if i >= numQueues {
-		return 0, violation("%v: queue %d, this device has %d (one RX/TX pair, no MQ)", h.req, i, numQueues)
+// queueIndex checks a ring index from a message: past the first pair
+// only with MQ negotiated, and never past MaxQueuePairs pairs.
+func (d *Device) queueIndex(h header, i uint32) (int, error) {
+	switch {
+	case i >= MaxQueues:
+		return 0, violation("%v: queue %d, this device has at most %d (%d RX/TX pairs)", h.req, i, MaxQueues, MaxQueuePairs)
+	case i >= numQueues && d.protocol&(1<<protoFeatMQ) == 0:
+		return 0, violation("%v: queue %d without VHOST_USER_PROTOCOL_F_MQ negotiated: one RX/TX pair", h.req, i)
 	}
+	d.pairs = max(d.pairs, int(i)/2+1)
 	return int(i), nil
 }
 
@@ -275,7 +287,7 @@ func (d *Device) setVringState(h header, p []byte) (Changes, error) {
 	if err != nil {
 		return 0, err
 	}
-	i, err := queueIndex(h, s.index)
+	i, err := d.queueIndex(h, s.index)
 	if err != nil {
 		return 0, err
 	}
@@ -312,7 +324,7 @@ func (d *Device) setVringAddr(h header, p []byte) error {
 	if err != nil {
 		return err
 	}
-	i, err := queueIndex(h, a.index)
+	i, err := d.queueIndex(h, a.index)
 	if err != nil {
 		return err
 	}
@@ -388,7 +400,7 @@ func (d *Device) getVringBase(h header, p []byte) (Changes, error) {
 	if err != nil {
 		return 0, err
 	}
-	i, err := queueIndex(h, s.index)
+	i, err := d.queueIndex(h, s.index)
 	if err != nil {
 		return 0, err
 	}
@@ -407,7 +419,7 @@ func (d *Device) setVringFD(h header, p []byte) (Changes, error) {
 	if v&^(vringIndexMask|vringNoFD) != 0 {
 		return 0, violation("%v: payload %#x has unknown bits", h.req, v)
 	}
-	i, err := queueIndex(h, uint32(v&vringIndexMask))
+	i, err := d.queueIndex(h, uint32(v&vringIndexMask))
 	if err != nil {
 		return 0, err
 	}
@@ -558,6 +570,7 @@ func (d *Device) reset() Changes {
 		d.q[i] = queue{vq: virtq{index: i}, kick: -1, call: -1}
 	}
 	d.features, d.protocol = 0, 0
+	d.pairs, d.nextTX = 0, 0
 	return KickChanged | StateChanged
 }
 

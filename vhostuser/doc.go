@@ -1,7 +1,9 @@
 // Package vhostuser is the back-end side of the vhost-user protocol for one
 // virtio-net device: the control messages a front-end such as QEMU or
 // DPDK's virtio-user sends over a unix socket, the guest memory it shares
-// with us, and the two split virtqueues (RX 0, TX 1) over that memory.
+// with us, and its split virtqueues over that memory: RX 0 and TX 1, and
+// with multi-queue (VIRTIO_NET_F_MQ) up to MaxQueuePairs pairs, pair k's
+// RX ring 2k and TX ring 2k+1.
 //
 // It knows nothing of the switch. The engine owns the event loop: it polls
 // the socket and the kick eventfds this package hands out, and calls
@@ -42,17 +44,17 @@ package vhostuser
 //	socket readable:
 //		ch, err := d.HandleSocket()   // err: close d, log err
 //		if ch&vhostuser.KickChanged != 0 {
-//			re-register d.KickFD(vhostuser.RXQ) and d.KickFD(vhostuser.TXQ) (-1: none)
+//			re-register d.KickFD(q) for every q below MaxQueues (-1: none)
 //		}
 //		if ch&vhostuser.StateChanged != 0 && d.Ready() {
 //			read TX once and flush the RX queue: a resumed guest may not kick
 //		}
-//	TX kick readable, or TX marked busy:
-//		d.DrainKick(vhostuser.TXQ)
+//	a TX kick (odd q) readable, or TX marked busy:
+//		d.DrainKick(q)
 //		n, more, err := d.ReadTX(bufs, sizes, hdrs)   // forward bufs[:n], gso.Check hdrs[:n]
 //		more: the guest will not kick; come back after serving other ports
-//	frames queued for the guest, or RX kick readable:
-//		d.DrainKick(vhostuser.RXQ)
+//	frames queued for the guest, or an RX kick (even q) readable:
+//		d.DrainKick(q)
 //		n, err := d.WriteRX(frames, hdrs)   // drop frames[:n] from the queue
 //		(hdrs: only headers d.Offloads() Takes; nil for none)
 //		n < len(frames): out of buffers; wait for the RX kick

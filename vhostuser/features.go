@@ -13,13 +13,14 @@ const (
 	featNetHostTSO6       = 12 // VIRTIO_NET_F_HOST_TSO6
 	featNetHostECN        = 13 // VIRTIO_NET_F_HOST_ECN: ... with the ECN bit
 	featNetMrgRxbuf       = 15 // VIRTIO_NET_F_MRG_RXBUF: an RX frame may span several chains
+	featNetMQ             = 22 // VIRTIO_NET_F_MQ: several RX/TX queue pairs
 	featNetGuestAnnounce  = 21 // VIRTIO_NET_F_GUEST_ANNOUNCE: the guest announces itself after a migration
 	featLogAll            = 26 // VHOST_F_LOG_ALL: log every write into guest memory (migration)
 	featRingIndirectDesc  = 28 // VIRTIO_RING_F_INDIRECT_DESC: never offered
 	featRingEventIdx      = 29 // VIRTIO_RING_F_EVENT_IDX: used_event / avail_event
 	featProtocolFeatures  = 30 // VHOST_USER_F_PROTOCOL_FEATURES
 	featVersion1          = 32 // VIRTIO_F_VERSION_1
-	protoFeatMQ           = 0  // VHOST_USER_PROTOCOL_F_MQ: not offered, one queue pair
+	protoFeatMQ           = 0  // VHOST_USER_PROTOCOL_F_MQ: GET_QUEUE_NUM, queues past the first pair
 	protoFeatLogShmfd     = 1  // VHOST_USER_PROTOCOL_F_LOG_SHMFD: the dirty log comes as a shared memory fd
 	protoFeatRARP         = 2  // VHOST_USER_PROTOCOL_F_RARP: SEND_RARP
 	protoFeatReplyAck     = 3  // VHOST_USER_PROTOCOL_F_REPLY_ACK
@@ -41,8 +42,14 @@ const (
 // own gratuitous ARPs after a migration, at QEMU's request through the
 // config space and control queue that QEMU keeps; QEMU then sends no
 // SEND_RARP.
+//
+// MQ: QEMU lets the guest see VIRTIO_NET_F_MQ only when the back-end
+// offers it; the control queue that sets the pairs in use stays in QEMU,
+// which then enables and disables our rings (SET_VRING_ENABLE), and so
+// does max_virtqueue_pairs in the config space (we offer no CONFIG).
 const baseFeatures = 1<<featNetMrgRxbuf | 1<<featRingEventIdx |
-	1<<featProtocolFeatures | 1<<featVersion1 | 1<<featLogAll | 1<<featNetGuestAnnounce
+	1<<featProtocolFeatures | 1<<featVersion1 | 1<<featLogAll | 1<<featNetGuestAnnounce |
+	1<<featNetMQ
 
 // offloadFeatures are added with Config.Offloads: the engine then carries
 // the virtio_net_hdr beside each frame (DESIGN.md, "Superframes"), so a
@@ -64,10 +71,10 @@ func offeredFeatures(offloads bool) uint64 {
 // offeredProtocolFeatures is what GET_PROTOCOL_FEATURES answers:
 // REPLY_ACK, so the front-end can wait for SET_MEM_TABLE to be mapped;
 // LOG_SHMFD and RARP, for live migration (QEMU refuses to migrate a guest
-// whose back-end lacks LOG_SHMFD). No MQ (one RX/TX pair), no CONFIG
-// (virtio-net's config space stays in QEMU), no slots beyond the baseline
-// 8 regions.
-const offeredProtocolFeatures = 1<<protoFeatReplyAck | 1<<protoFeatLogShmfd | 1<<protoFeatRARP
+// whose back-end lacks LOG_SHMFD); MQ, up to MaxQueuePairs pairs. No
+// CONFIG (virtio-net's config space stays in QEMU), no slots beyond the
+// baseline 8 regions.
+const offeredProtocolFeatures = 1<<protoFeatReplyAck | 1<<protoFeatLogShmfd | 1<<protoFeatRARP | 1<<protoFeatMQ
 
 // virtioNetHdrLen is the size of the header before every frame: 12 bytes
 // when num_buffers is present (VERSION_1 or MRG_RXBUF), else 10.

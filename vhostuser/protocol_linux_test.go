@@ -110,6 +110,7 @@ func TestHostileMessages(t *testing.T) {
 	}
 	goodMem := step{msg(5, v1, memTable(region)), mem(1, 1<<20)}
 	logShm := step{b: msg(16, v1, u64p(1<<1))} // LOG_SHMFD
+	mq := step{b: msg(16, v1, u64p(1<<0))}     // MQ
 	efd := func(flags int) func(t *testing.T) []int {
 		return func(t *testing.T) []int {
 			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|flags)
@@ -158,7 +159,14 @@ func TestHostileMessages(t *testing.T) {
 		{"unknown without reply, with fd", []step{{msg(7, v1, nil), mem(1, 4096)}}, ""},
 		{"unoffered feature", []step{{b: msg(2, v1, u64p(1|1<<32))}}, "features 0x1 were not offered"},
 		{"unoffered protocol feature", []step{{b: msg(16, v1, u64p(1<<9))}}, "protocol features 0x200 were not offered"},
-		{"queue 2", []step{{b: msg(8, v1, statep(2, 256))}}, "SET_VRING_NUM (8): queue 2"},
+		{"queue 2", []step{{b: msg(8, v1, statep(2, 256))}}, "SET_VRING_NUM (8): queue 2 without VHOST_USER_PROTOCOL_F_MQ"},
+		{"queue 9 without MQ", []step{{b: msg(9, v1, addrp(9, 0, 0, 0))}}, "SET_VRING_ADDR (9): queue 9 without VHOST_USER_PROTOCOL_F_MQ"},
+		{"queue 2 with MQ", []step{mq, {b: msg(8, v1, statep(2, 256))}}, ""},
+		{"queue 15 with MQ", []step{mq, {b: msg(18, v1, statep(15, 1))}}, ""},
+		{"queue 16 with MQ", []step{mq, {b: msg(8, v1, statep(16, 256))}}, "SET_VRING_NUM (8): queue 16, this device has at most 16 (8 RX/TX pairs)"},
+		{"queue 17 enabled with MQ", []step{mq, {b: msg(18, v1, statep(17, 1))}}, "queue 17, this device has at most 16"},
+		{"queue 255 kick with MQ", []step{mq, {msg(12, v1, u64p(255)), efd(0)}}, "SET_VRING_KICK (12): queue 255, this device has at most 16"},
+		{"queue 2^32-1 base with MQ", []step{mq, {b: msg(11, v1, statep(1<<32-1, 0))}}, "queue 4294967295, this device has at most 16"},
 		{"queue size 3", []step{{b: msg(8, v1, statep(0, 3))}}, "size 3 is not a power of 2"},
 		{"queue size 65536", []step{{b: msg(8, v1, statep(0, 65536))}}, "size 65536"},
 		{"fd on SET_OWNER", []step{{msg(3, v1, nil), mem(1, 4096)}}, "came with 1 fds, takes none"},

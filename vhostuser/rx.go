@@ -29,25 +29,64 @@ const (
 // header's num_buffers says how many; without, it needs one chain big
 // enough for all of it.
 func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdrs []gso.VirtioNetHdr, st *Stats) (n int, call bool, err error) {
-	old := q.usedIdx
-	taken := 0
+	var b rxBatch
+	if n, err = q.writeRun(&b, m, hdrLen, mrg, frames, hdrs, st); err != nil {
+		return n, false, err
+	}
+	return n, q.endRun(&b), nil
+}
+
+// rxBatch is what one call has written into an RX ring and not published
+// yet, across the runs of frames it gives the ring (writeRun): a
+// multi-queue guest's frames come in runs for one ring, then another, and
+// each ring publishes its used entries once, at the end (endRun).
+type rxBatch struct {
+	open  bool
+	old   uint16 // the used idx when the call began
+	taken int    // used entries written and not published
+	// seen is how many avail entries past lastAvail the guest had posted
+	// when we last loaded its avail idx. The idx shares a cache line
+	// with the entries the guest is writing: loaded once per batch, not
+	// once per frame, and again only when the chains seen run out.
+	seen int
+}
+
+// endRun publishes what b wrote and says whether the guest wants a call.
+func (q *virtq) endRun(b *rxBatch) bool {
+	if !b.open {
+		return false
+	}
+	if b.taken > 0 {
+		q.publish(b.taken)
+		b.taken = 0
+	}
+	return q.needCall(b.old)
+}
+
+// writeRun is writeBatch's work without the publishing: frames go into
+// the ring after what b holds already, and stay unpublished until endRun.
+func (q *virtq) writeRun(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][]byte, hdrs []gso.VirtioNetHdr, st *Stats) (n int, err error) {
+	if !b.open {
+		// The chains of the frames taken until we publish are in flight
+		// at once, and so are those of the frame under way: distinct
+		// descriptors, num at most (see virtq.budget).
+		*b = rxBatch{open: true, old: q.usedIdx}
+		q.budget = q.num
+	}
 	rechecks := 0 // kick requests since the last frame went in
-	// The chains of the frames taken until we publish are in flight at
-	// once, and so are those of the frame under way: distinct
-	// descriptors, num at most (see virtq.budget).
-	q.budget = q.num
 	for n < len(frames) {
 		var hdr gso.VirtioNetHdr
 		if hdrs != nil {
 			hdr = hdrs[n]
 		}
-		k, fit, err := q.writeFrame(m, hdrLen, mrg, frames[n], &hdr, taken)
+		k, fit, err := q.writeFrame(m, hdrLen, mrg, frames[n], &hdr, b.taken, &b.seen)
 		if err != nil {
-			return n, false, err
+			return n, err
 		}
 		switch fit {
 		case fitDone:
-			taken += k
+			b.taken += k
+			b.seen -= k
 			q.lastAvail += uint16(k)
 			q.short.valid = false
 			st.RXFrames++
@@ -63,8 +102,8 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 			n++
 			continue
 		case fitNoRoom:
-			q.publish(taken)
-			taken = 0
+			q.publish(b.taken)
+			b.taken = 0
 			q.budget = q.num
 			continue
 		}
@@ -82,17 +121,19 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 		q.allowKicks(at)
 		rechecks++
 	}
-	if taken > 0 {
-		q.publish(taken)
-	}
-	return n, q.needCall(old), nil
+	return n, nil
 }
 
 // writeFrame writes one frame behind its header h into the chains at
 // avail entries lastAvail, lastAvail+1..., filling used entries from taken
 // on, and returns how many chains it used. Nothing is committed: the
-// caller advances lastAvail. h's NumBuffers is ours to set, not the
-// caller's.
+// caller advances lastAvail (and takes what it used off *seen). h's
+// NumBuffers is ours to set, not the caller's.
+//
+// *seen is how many entries past lastAvail the avail idx last loaded
+// offered; the idx is loaded again only when the frame needs more chains
+// than that, or when q.short is to judge it (which must see the guest's
+// idx now, to catch one that went back).
 //
 // A frame that does not fit leaves what its walk learned in q.short, and
 // the next frame is judged by that without walking those chains again:
@@ -100,13 +141,17 @@ func (q *virtq) writeBatch(m *memory, hdrLen int, mrg bool, frames [][]byte, hdr
 // buffers can hold nothing costs one walk, not one per frame, and a frame
 // costs steps in proportion to its bytes (each chain walked whole holds at
 // least a header, see fillChain), never the queue size per frame.
-func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso.VirtioNetHdr, taken int) (int, frameFit, error) {
-	avail, err := q.pending()
-	if err != nil {
-		return 0, 0, err
-	}
+func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso.VirtioNetHdr, taken int, seen *int) (int, frameFit, error) {
 	need := hdrLen + len(frame)
-	if q.short.valid && q.short.at == q.lastAvail {
+	shortKnown := q.short.valid && q.short.at == q.lastAvail
+	if *seen <= 0 || shortKnown {
+		var err error
+		if *seen, err = q.pending(); err != nil {
+			return 0, 0, err
+		}
+	}
+	avail := *seen
+	if shortKnown {
 		fit, known, err := q.shortFit(m, hdrLen, mrg, need, avail, taken)
 		if known || err != nil {
 			return 0, fit, err
@@ -123,6 +168,14 @@ func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso
 	fit := fitDone
 	for pos < need {
 		if chains == avail {
+			// Out of the chains seen: the guest may have posted more since.
+			fresh, err := q.pending()
+			if err != nil {
+				return 0, 0, err
+			}
+			if *seen, avail = fresh, fresh; chains < avail {
+				continue
+			}
 			fit = fitNoBufs
 			if chains == q.num {
 				fit = fitTooBig

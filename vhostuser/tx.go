@@ -27,7 +27,8 @@ type txRules struct {
 //
 // more says the ring may hold frames we did not take, and that the guest
 // was asked not to kick: call again. With more false the ring was seen
-// empty after kicks were allowed again, so the next frame will kick.
+// empty after kicks were allowed again, so the next frame will kick;
+// or, on a polled ring (q.polled), seen empty with kicks left off.
 // call says the guest wants to be told about the used entries.
 func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr, st *Stats) (n int, more, call bool, err error) {
 	return q.readBatchFrom(m, rules, bufs, sizes, hdrs, st, 0)
@@ -51,7 +52,7 @@ ring:
 		if err != nil {
 			return n, false, false, err
 		}
-		if avail == 0 && !q.kicksAllowed {
+		if avail == 0 && !q.kicksAllowed && !q.polled {
 			q.allowKicks(q.lastAvail) // the avail idx we just saw
 			if avail, err = q.pending(); err != nil {
 				return n, false, false, err

@@ -2,13 +2,23 @@ package vhostuser
 
 import "encoding/binary"
 
-// Queue numbers of a single-queue-pair virtio-net device.
+// Queue numbers of a virtio-net device's first queue pair. Pair k's are
+// 2k (RX) and 2k+1 (TX).
 const (
 	RXQ = 0 // switch -> guest: the guest posts empty buffers, we fill them
 	TXQ = 1 // guest -> switch: the guest posts frames, we take them
 )
 
+// numQueues is the queues of one pair.
 const numQueues = 2
+
+// MaxQueuePairs is how many RX/TX pairs a multi-queue guest may use
+// (VIRTIO_NET_F_MQ, answered to GET_QUEUE_NUM): queues 0 to
+// 2*MaxQueuePairs-1, each with its own kick fd (KickFD).
+const MaxQueuePairs = 8
+
+// MaxQueues is the most queues a device has: every pair's RX and TX.
+const MaxQueues = 2 * MaxQueuePairs
 
 // maxQueueSize is the largest split virtqueue (virtio 1.x: 32768).
 const maxQueueSize = 32768
@@ -49,7 +59,7 @@ func usedRingSize(num int) uint64  { return 6 + 8*uint64(num) }
 // Nothing here holds a pointer into guest memory across a change of the
 // memory table: the views are re-derived by setRings.
 type virtq struct {
-	index int // RXQ or TXQ, for error messages
+	index int // the queue's number (even RX, odd TX), for error messages
 	num   int // entries, a power of 2
 	mask  uint16
 
@@ -58,6 +68,11 @@ type virtq struct {
 	lastAvail uint16 // next avail entry we will take
 	usedIdx   uint16 // next used entry we will fill; published up to here
 	usedFlags uint16 // our shadow of used->flags
+
+	// polled: the caller polls this ring (Device.SetBusyPoll), so once
+	// kicks are stopped they stay stopped while it runs dry: the guest
+	// posts without a system call, and we see it by looking.
+	polled bool
 
 	eventIdx     bool   // EVENT_IDX negotiated
 	kicksAllowed bool   // the guest may kick (flag clear / avail_event current)
@@ -75,6 +90,9 @@ type virtq struct {
 	// walked counts every descriptor read, for the tests that hold a
 	// call's cost to the queue size whatever the guest wrote.
 	walked uint64
+	// availLoads counts loads of the guest's avail idx, for the tests
+	// that hold a batch to one.
+	availLoads uint64
 
 	// short is what an RX walk learned of the chains at lastAvail when a
 	// frame did not fit, so no frame is tried against them again until
@@ -137,9 +155,35 @@ func (q *virtq) setRings(desc, avail, used []byte) error {
 	return nil
 }
 
+// The memory ordering the virtio split ring needs (virtio 1.x, 2.7.13),
+// and where each piece of it is paid, at most once per batch:
+//
+//   - acquire on the avail idx (availIdx, load32): avail entries and the
+//     descriptors and buffers they name are read after it. A plain MOV on
+//     amd64, LDAR on arm64; loaded once per batch (more only when the
+//     entries seen run out), never per frame.
+//   - release on the used idx (publish, store32): the used entries and
+//     the RX bytes are written before it. Once per batch on TX and RX,
+//     however many frames the batch moved.
+//   - a full fence between our used idx store and the load of the
+//     guest's used_event or NO_INTERRUPT flag (needCall): without it the
+//     guest could miss our entries and we its request for a call, and
+//     neither side would move. Once per batch that published anything.
+//   - a full fence between storing avail_event (or clearing NO_NOTIFY)
+//     and re-loading the avail idx (allowKicks): the mirror of the
+//     guest's own fence before it reads avail_event. Only when a ring
+//     goes idle, never while frames flow (stopKicks writes nothing with
+//     EVENT_IDX: avail_event stays behind and the guest does not kick).
+//
+// Nothing else is ordered: descriptors, avail entries and buffers are
+// plain loads and copies, each read once into locals and checked.
+
 // availIdx loads the guest's avail idx with acquire semantics: ring
 // entries below it are read only after it.
-func (q *virtq) availIdx() uint16 { return uint16(load32(q.avail, 0) >> 16) }
+func (q *virtq) availIdx() uint16 {
+	q.availLoads++
+	return uint16(load32(q.avail, 0) >> 16)
+}
 
 func (q *virtq) availFlags() uint16 { return uint16(load32(q.avail, 0)) }
 

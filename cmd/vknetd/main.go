@@ -231,6 +231,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		UserClients:  o.userClients,
 		DgramIdle:    o.dgramIdle,
 		Workers:      o.workers,
+		BusyPoll:     o.busyPoll,
 		Logger:       log,
 
 		GuestMemoryMax:   o.vhostMemoryMax,
@@ -253,7 +254,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "uso", d.tap.USO(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "workers", o.workers,
+		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "uso", d.tap.USO(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "workers", o.workers, "busy_poll", o.busyPoll,
 		"kernel_filter", d.kfilter != nil, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }

@@ -70,6 +70,12 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 			t.Fatalf("--workers %s: %d %v", w.in, o.workers, err)
 		}
 	}
+	if o.busyPoll != 0 {
+		t.Fatalf("--busy-poll defaults to %v, want 0 (off)", o.busyPoll)
+	}
+	if o, err := parseArgs([]string{"--busy-poll", "50us", "-U"}, &bytes.Buffer{}); err != nil || o.busyPoll != 50*time.Microsecond {
+		t.Fatalf("--busy-poll 50us: %v %v", o.busyPoll, err)
+	}
 	if o, err = parseArgs([]string{"--ip-source", "dhcp", "198.18.0.1/16"}, &bytes.Buffer{}); err != nil || o.ipSource != secure.IPSourceDHCP {
 		t.Fatalf("--ip-source dhcp: %v %v", o, err)
 	}
@@ -125,6 +131,8 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--mtu", "40", "198.18.0.1/16"}, []string{"--mtu 40", "68 to 65535"}},
 		{[]string{"--workers", "0", "-U"}, []string{"--workers 0", "auto"}},
 		{[]string{"--workers", "many", "-U"}, []string{"--workers many", "1 to 64"}},
+		{[]string{"--busy-poll", "2s", "-U"}, []string{"--busy-poll 2s", "50us"}},
+		{[]string{"--busy-poll", "-1ms", "-U"}, []string{"--busy-poll -1ms", "0 (off)"}},
 		{[]string{"--mac-age", "0", "198.18.0.1/16"}, []string{"--mac-age"}},
 		{[]string{"--mac-age", "soon", "198.18.0.1/16"}, []string{"mac-age", "seconds"}},
 		{[]string{"--port-macs", "0", "198.18.0.1/16"}, []string{"--port-macs 0"}},

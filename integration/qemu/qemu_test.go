@@ -110,7 +110,13 @@ const (
 	overStream transport = iota
 	overDgram
 	overVhostUser
+	// overVhostUserMQ is vhost-user with 4 queue pairs (queues=4,
+	// mq=on) and 4 vCPUs, so that Linux enables all 4 pairs.
+	overVhostUserMQ
 )
+
+// mqPairs is overVhostUserMQ's queue pairs and vCPUs.
+const mqPairs = 4
 
 // boot starts a guest in a namespace of its own; params go on its kernel command
 // line (see scripts/qemu-guest.sh for the vkt.* ones).
@@ -119,13 +125,17 @@ func (l *lab) boot(t *testing.T, name, mac string, tr transport, params ...strin
 	var netdev string
 	var extra []string
 	switch tr {
-	case overVhostUser:
+	case overVhostUser, overVhostUserMQ:
 		// The guest's RAM is shared with the switch, which maps it to
 		// reach the virtio rings. vectors=0: QEMU 7.2 under TCG crashes in
 		// msix_set_vector_notifiers when vhost starts with MSI-X.
 		netdev = "vhost-user,id=n0,chardev=c0"
 		extra = []string{"-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
 			"-chardev", "socket,id=c0,reconnect=1,path=" + l.vhost}
+		if tr == overVhostUserMQ {
+			netdev += fmt.Sprintf(",queues=%d", mqPairs)
+			extra = append(extra, "-smp", fmt.Sprint(mqPairs))
+		}
 	case overStream:
 		netdev = "stream,id=n0,server=off,addr.type=unix,addr.path=" + l.stream
 	case overDgram:
@@ -136,7 +146,11 @@ func (l *lab) boot(t *testing.T, name, mac string, tr transport, params ...strin
 		t.Fatalf("temporary directory %s has a comma, which QEMU's -netdev syntax cannot quote", l.dir)
 	}
 	g := &guest{name: name, mac: mac, started: time.Now()}
-	g.p = testbed.NewNetns(t).Start(t, append(qemuArgs(netdev, mac, tr == overVhostUser, params), extra...)...)
+	args := qemuArgs(netdev, mac, tr == overVhostUser || tr == overVhostUserMQ, params)
+	if tr == overVhostUserMQ {
+		args[len(args)-1] += ",mq=on"
+	}
+	g.p = testbed.NewNetns(t).Start(t, append(args, extra...)...)
 	return g
 }
 
@@ -298,6 +312,34 @@ func TestVhostUserGuestLeasesAndPingsHostAndStreamGuest(t *testing.T) {
 	for _, p := range l.daemon.Counters(t).Ports {
 		if p["kind"] == "vhost-user" && !strings.Contains(p["offloads"], "tso4") {
 			t.Errorf("the QEMU guest's port shows offloads %q, want TSO among them", p["offloads"])
+		}
+	}
+	gv.stop(t)
+	gs.stop(t)
+}
+
+// A Linux guest with 4 vCPUs on a vhost-user card with 4 queue pairs
+// (queues=4, mq=on): Linux enables a pair per vCPU, and leases, pings the
+// host and a stream guest, and is pinged by the host, its flows on
+// whichever rings its CPUs and the flow hash pick. QEMU refused the
+// netdev before the device offered multi-queue ("The maximum number of
+// queues supported by the backend is 1").
+func TestVhostUserMultiQueueGuestLeasesAndPings(t *testing.T) {
+	const (
+		macV, ipV = "52:54:00:76:6b:41", "198.18.0.41"
+		macS, ipS = "52:54:00:76:6b:42", "198.18.0.42"
+	)
+	l := newLab(t, map[string]string{macV: ipV, macS: ipS})
+	gv := l.boot(t, "v", macV, overVhostUserMQ, "vkt.ping="+hostIP+","+ipS, hold())
+	gs := l.boot(t, "s", macS, overStream, "vkt.ping="+hostIP+","+ipV, hold())
+	deadline := time.Now().Add(2 * guestTimeout) // 4 vCPUs under TCG boot slower
+	rv, errV := gv.wait(deadline)
+	rs, errS := gs.wait(deadline)
+	gv.check(t, rv, errV, ipV, hostIP, ipS)
+	gs.check(t, rs, errS, ipS, hostIP, ipV)
+	if !t.Failed() {
+		if ok, out := l.ns.Ping(t, ipV, 2); !ok {
+			t.Errorf("the host cannot ping the multi-queue guest at %s:\n%s", ipV, out)
 		}
 	}
 	gv.stop(t)

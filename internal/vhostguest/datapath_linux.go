@@ -47,7 +47,7 @@ func (g *Guest) publish(q int, old uint16) bool {
 		var one [8]byte
 		one[0] = 1
 		unix.Write(g.kick[q], one[:])
-		g.Kicks[q]++
+		g.Kicks[q%2]++
 	}
 	return kick
 }
@@ -70,7 +70,7 @@ func (g *Guest) askCall(r *ring) {
 // PostRX posts up to n empty RX buffers, one descriptor each, and returns
 // how many it posted.
 func (g *Guest) PostRX(n int) int {
-	r := &g.q[0]
+	r := &g.q[2*g.pair]
 	old := r.availIdx
 	posted := 0
 	for ; posted < n && len(r.free) > 0; posted++ {
@@ -81,7 +81,7 @@ func (g *Guest) PostRX(n int) int {
 		r.availIdx++
 	}
 	g.askCall(r)
-	g.publish(0, old)
+	g.publish(2*g.pair, old)
 	return posted
 }
 
@@ -92,7 +92,7 @@ func (g *Guest) PostRX(n int) int {
 // bufs[k] is cut to it and counted (RXTruncated). Buffers go back to the
 // free list; PostRX them again.
 func (g *Guest) Receive(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) int {
-	r := &g.q[0]
+	r := &g.q[2*g.pair]
 	got := 0
 	for got < len(bufs) {
 		idx := g.usedIdx(r)
@@ -141,7 +141,7 @@ func (g *Guest) Receive(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) int
 // and its header fill a chain of TX buffers (with SplitTX: a header
 // descriptor, then 4 KiB pieces).
 func (g *Guest) Send(frames [][]byte, hdrs []gso.VirtioNetHdr) int {
-	r := &g.q[1]
+	r := &g.q[2*g.pair+1]
 	g.reclaimTX()
 	r.want = 1
 	old := r.availIdx
@@ -198,7 +198,7 @@ func (g *Guest) Send(frames [][]byte, hdrs []gso.VirtioNetHdr) int {
 	if !g.opts.QuietTX {
 		g.askCall(r)
 	}
-	g.publish(1, old)
+	g.publish(2*g.pair+1, old)
 	return sent
 }
 
@@ -209,7 +209,7 @@ func (g *Guest) Send(frames [][]byte, hdrs []gso.VirtioNetHdr) int {
 // may have published them before it saw the request, and will not call
 // for them): Receive again instead of sleeping.
 func (g *Guest) RXReady() bool {
-	r := &g.q[0]
+	r := &g.q[2*g.pair]
 	g.askCall(r)
 	fence()
 	return g.usedIdx(r) != r.lastUsed
@@ -221,7 +221,7 @@ func (g *Guest) RXReady() bool {
 // did not fit needs, asks the device to call for its next used entry and,
 // after a full barrier, reclaims again. True means that frame fits now.
 func (g *Guest) TXRoom() bool {
-	r := &g.q[1]
+	r := &g.q[2*g.pair+1]
 	need := max(r.want, 1)
 	g.reclaimTX()
 	if len(r.free) >= need {
@@ -239,7 +239,7 @@ func (g *Guest) descLen(r *ring, i uint16) uint32 {
 
 // reclaimTX frees the chains the device has used.
 func (g *Guest) reclaimTX() {
-	r := &g.q[1]
+	r := &g.q[2*g.pair+1]
 	for idx := g.usedIdx(r); r.lastUsed != idx; r.lastUsed++ {
 		id, _ := g.usedEntry(r, r.lastUsed)
 		for k := 0; k < r.num; k++ {
@@ -255,7 +255,7 @@ func (g *Guest) reclaimTX() {
 
 // TXInFlight is how many TX frames the device has not used yet.
 func (g *Guest) TXInFlight() int {
-	r := &g.q[1]
+	r := &g.q[2*g.pair+1]
 	return int(r.availIdx - g.usedIdx(r))
 }
 
@@ -265,7 +265,7 @@ func (g *Guest) CollectCalls() [2]uint64 {
 	for q, fd := range g.callfd {
 		var b [8]byte
 		if n, err := unix.Read(fd, b[:]); err == nil && n == 8 {
-			g.Calls[q] += binary.LittleEndian.Uint64(b[:])
+			g.Calls[q%2] += binary.LittleEndian.Uint64(b[:])
 		}
 	}
 	return g.Calls

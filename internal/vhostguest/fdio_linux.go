@@ -63,7 +63,7 @@ func (g *Guest) SendFromFD(fd, fdHdr, limit int) (Moved, error) {
 	if err := g.checkFDHdr(fdHdr); err != nil {
 		return m, err
 	}
-	r := &g.q[1]
+	r := &g.q[2*g.pair+1]
 	g.reclaimTX()
 	r.want = 1
 	old := r.availIdx
@@ -134,7 +134,7 @@ func (g *Guest) SendFromFD(fd, fdHdr, limit int) (Moved, error) {
 	if !g.opts.QuietTX {
 		g.askCall(r)
 	}
-	g.publish(1, old)
+	g.publish(2*g.pair+1, old)
 	return m, err
 }
 
@@ -151,7 +151,7 @@ func (g *Guest) ReceiveToFD(fd, fdHdr, limit int) (Moved, error) {
 	if err := g.checkFDHdr(fdHdr); err != nil {
 		return m, err
 	}
-	r := &g.q[0]
+	r := &g.q[2*g.pair]
 	var err error
 	for m.Frames+m.Dropped < limit {
 		idx := g.usedIdx(r)

@@ -29,6 +29,10 @@ type Options struct {
 	// it every TX batch the device uses costs it a call (an eventfd
 	// write) and the driver a wake-up.
 	QuietTX bool
+	// QueuePairs is how many RX/TX pairs the device is set up with (MQ,
+	// which the device must offer); 0 or 1: one. Send, Receive and the
+	// others use the pair Use chose, 0 at first.
+	QueuePairs int
 	// Offloads accepts checksum and TSO offloads both ways when offered
 	// (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6): Send may then pass
 	// superframes and partial checksums, and Receive may get them.
@@ -54,13 +58,14 @@ type Guest struct {
 	features uint64 // accepted
 	protocol uint64
 	hdrLen   int
-	q        [2]ring
-	kick     [2]int       // eventfds: we write, the device reads
-	callfd   [2]int       // eventfds: the device writes, we read
+	q        []ring       // pair k's RX ring is 2k, its TX ring 2k+1
+	kick     []int        // eventfds: we write, the device reads
+	callfd   []int        // eventfds: the device writes, we read
 	iov      []unix.Iovec // SendFromFD's and ReceiveToFD's, for one frame
+	pair     int          // the pair Send, Receive and the others use (Use)
 
-	Kicks       [2]uint64 // kicks we sent
-	Calls       [2]uint64 // calls we saw (see Calls)
+	Kicks       [2]uint64 // kicks we sent, on RX rings (0) and TX rings (1)
+	Calls       [2]uint64 // calls we saw (see Calls), the same way
 	RXTruncated uint64    // frames Receive cut to the caller's buffer
 }
 
@@ -85,8 +90,12 @@ func New(o Options) (*Guest, error) {
 		o.RXBufSize = 2048
 	}
 	n := o.QueueSize
-	g := &Guest{opts: o, memfd: -1, sock: -1, kick: [2]int{-1, -1}, callfd: [2]int{-1, -1},
+	rings := 2 * max(o.QueuePairs, 1)
+	g := &Guest{opts: o, memfd: -1, sock: -1, q: make([]ring, rings), kick: make([]int, rings), callfd: make([]int, rings),
 		iov: make([]unix.Iovec, 0, max(n, txChainBufs)+1)}
+	for i := range rings {
+		g.kick[i], g.callfd[i] = -1, -1
+	}
 	off := 0
 	for i := range g.q {
 		r := &g.q[i]
@@ -96,10 +105,12 @@ func New(o Options) (*Guest, error) {
 		r.used = align(r.avail+6+2*n, 4096)
 		off = align(r.used+6+8*n, 4096)
 	}
-	g.q[0].buf, g.q[0].bufSize = off, o.RXBufSize
-	off = align(off+n*o.RXBufSize, 4096)
-	g.q[1].buf, g.q[1].bufSize = off, txBufSize
-	off = align(off+n*txBufSize, 1<<20)
+	for i := 0; i < rings; i += 2 {
+		g.q[i].buf, g.q[i].bufSize = off, o.RXBufSize
+		off = align(off+n*o.RXBufSize, 4096)
+		g.q[i+1].buf, g.q[i+1].bufSize = off, txBufSize
+		off = align(off+n*txBufSize, 1<<20)
+	}
 	for i := range g.q {
 		r := &g.q[i]
 		r.free = make([]uint16, n)
@@ -134,6 +145,10 @@ func New(o Options) (*Guest, error) {
 }
 
 func align(v, a int) int { return (v + a - 1) &^ (a - 1) }
+
+// Use makes Send, Receive, PostRX and the others work on queue pair k
+// (below Options.QueuePairs), as a guest's vCPU k does.
+func (g *Guest) Use(k int) { g.pair = k }
 
 // Mem is the guest's memory; offset o is guest-physical address
 // GuestAddr(o). Tests rewrite it to play a hostile guest.
@@ -197,7 +212,11 @@ func (g *Guest) Attach(sock int) {
 
 // Close releases the guest's socket, eventfds and memory.
 func (g *Guest) Close() {
-	for _, fd := range []*int{&g.sock, &g.memfd, &g.kick[0], &g.kick[1], &g.callfd[0], &g.callfd[1]} {
+	fds := []*int{&g.sock, &g.memfd}
+	for i := range g.kick {
+		fds = append(fds, &g.kick[i], &g.callfd[i])
+	}
+	for _, fd := range fds {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1
@@ -232,6 +251,9 @@ func (g *Guest) Start() error {
 	if g.opts.NoProtocolFeatures {
 		want &^= FeatProtocolFeature
 	}
+	if g.opts.QueuePairs > 1 {
+		want |= FeatMQ
+	}
 	g.features = offered & want
 	g.protocol = 0
 	if g.features&FeatProtocolFeature != 0 {
@@ -239,11 +261,27 @@ func (g *Guest) Start() error {
 		if err != nil {
 			return err
 		}
-		proto := binary.LittleEndian.Uint64(p) & ProtoFeatReplyAck
+		proto := binary.LittleEndian.Uint64(p) & (ProtoFeatReplyAck | ProtoFeatMQ)
+		if g.opts.QueuePairs <= 1 {
+			proto &^= ProtoFeatMQ
+		}
 		if err := g.Message(ReqSetProtocolFeatures, FlagVersion1, u64(proto)); err != nil {
 			return err
 		}
 		g.protocol = proto
+		if proto&ProtoFeatMQ != 0 {
+			// As QEMU: more pairs than the device has fail the start.
+			p, err := g.get(ReqGetQueueNum, nil)
+			if err != nil {
+				return err
+			}
+			if most := binary.LittleEndian.Uint64(p); uint64(g.opts.QueuePairs) > most {
+				return fmt.Errorf("vhostguest: %d queue pairs asked, the device has %d", g.opts.QueuePairs, most)
+			}
+		}
+	}
+	if g.opts.QueuePairs > 1 && (g.features&FeatMQ == 0 || g.protocol&ProtoFeatMQ == 0) {
+		return fmt.Errorf("vhostguest: %d queue pairs asked, the device offers no multi-queue", g.opts.QueuePairs)
 	}
 	if err := g.call(ReqSetOwner, nil); err != nil {
 		return err
@@ -297,8 +335,9 @@ func (g *Guest) Start() error {
 	return nil
 }
 
-// Stop stops both rings as QEMU does (disable, then GET_VRING_BASE) and
-// remembers where the device stopped, for the next Start.
+// Stop stops every ring as QEMU does (disable, then GET_VRING_BASE) and
+// remembers where the device stopped, for the next Start; it returns the
+// first pair's bases.
 func (g *Guest) Stop() ([2]uint16, error) {
 	var bases [2]uint16
 	for i := range g.q {
@@ -316,8 +355,10 @@ func (g *Guest) Stop() ([2]uint16, error) {
 		if len(p) != 8 || binary.LittleEndian.Uint32(p) != uint32(i) {
 			return bases, fmt.Errorf("vhostguest: GET_VRING_BASE %d answered %x", i, p)
 		}
-		bases[i] = uint16(binary.LittleEndian.Uint32(p[4:]))
-		g.q[i].base = bases[i]
+		g.q[i].base = uint16(binary.LittleEndian.Uint32(p[4:]))
+		if i < len(bases) {
+			bases[i] = g.q[i].base
+		}
 	}
 	return bases, nil
 }

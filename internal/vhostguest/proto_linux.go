@@ -24,6 +24,7 @@ const (
 	ReqSetVringErr         = 14
 	ReqGetProtocolFeatures = 15
 	ReqSetProtocolFeatures = 16
+	ReqGetQueueNum         = 17
 	ReqSetVringEnable      = 18
 )
 
@@ -43,9 +44,11 @@ const (
 	FeatHostTSO4        = 1 << 11 // the guest sends TCPv4 superframes
 	FeatHostTSO6        = 1 << 12 // the guest sends TCPv6 superframes
 	FeatMrgRxbuf        = 1 << 15
+	FeatMQ              = 1 << 22 // several queue pairs (Options.QueuePairs)
 	FeatEventIdx        = 1 << 29
 	FeatProtocolFeature = 1 << 30
 	FeatVersion1        = 1 << 32
+	ProtoFeatMQ         = 1 << 0
 	ProtoFeatReplyAck   = 1 << 3
 )
 
