@@ -411,6 +411,7 @@ func (e *Engine) Run() error {
 	debug.SetPanicOnFault(true)
 	e.now = int64(time.Since(e.start))
 	e.nextSweep = e.now + int64(sweepInterval)
+	e.flush() // frames an adopted state carried over (handover.go)
 	for !e.stopping {
 		if _, err := e.step(e.timeoutMs()); err != nil {
 			e.shutdown()

@@ -1,0 +1,427 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/handover"
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/ring"
+	"github.com/vknetd/vknetd/secure"
+)
+
+// Handing the switch to a new process (vknetctl upgrade). The old engine
+// freezes: its loop stops between two rounds, having tried once more to
+// send every queued frame, and writes its state (handover.Engine) with the
+// fds it refers to. From then on it reads nothing, so every frame a client
+// sends waits in the kernel's socket buffers until the new engine reads it;
+// frames still queued here go in the record and are sent by the new engine
+// first. The new engine is built as usual (New) and adopts the record
+// (Adopt) before its loop runs; it sends and reads nothing before Run, so
+// if the new process gives up, the old engine thaws and carries on as if
+// nothing happened.
+
+// Frozen is a frozen engine's state, and the way back.
+type Frozen struct {
+	// State refers to Fds by index; the fds stay the engine's (sending
+	// them over a unix socket passes copies).
+	State handover.Engine
+	Fds   []int
+	// Refused is why the engine cannot be handed over, or nil.
+	Refused error
+
+	thaw     chan struct{}
+	thawOnce sync.Once
+}
+
+// Thaw lets the loop run again (the new process failed).
+func (f *Frozen) Thaw() { f.thawOnce.Do(func() { close(f.thaw) }) }
+
+// Freeze stops the loop after its current round and exports its state. The
+// loop stays stopped (control calls wait) until Thaw; after a handover that
+// succeeded the process exits with the engine frozen. fdOf gives the
+// index a listener's fd has in the daemon's list (the daemon sends its
+// listeners itself, first).
+func (e *Engine) Freeze() (*Frozen, error) {
+	f := &Frozen{thaw: make(chan struct{})}
+	got := make(chan struct{})
+	select {
+	case e.reqs <- func() {
+		e.export(f)
+		close(got)
+		<-f.thaw
+	}:
+	case <-e.exited:
+		return nil, ErrStopped
+	}
+	e.wakeMu.Lock()
+	var err error
+	if !e.pollClosed {
+		err = e.poll.wake()
+	}
+	e.wakeMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-got:
+		return f, nil
+	case <-e.exited:
+		return nil, ErrStopped
+	}
+}
+
+// export writes the state, on the loop goroutine.
+func (e *Engine) export(f *Frozen) {
+	// One more try at each queue: what the kernel takes now need not be
+	// carried over.
+	for _, p := range e.live {
+		if !p.dead && p.txq.Len() > 0 && !p.txClosed {
+			e.transmit(p)
+		}
+	}
+	st := &f.State
+	st.Accepted = e.accepted
+	exportCounters(&st.Departed, &e.departed)
+	for i := range e.listeners {
+		var lc handover.ListenerCounts
+		if d := e.listeners[i].dgram; d != nil {
+			lc.Unnamed = d.unnamed
+		}
+		st.Listeners = append(st.Listeners, lc)
+	}
+	addFd := func(fd int) int {
+		if fd < 0 {
+			return -1
+		}
+		f.Fds = append(f.Fds, fd)
+		return len(f.Fds) - 1
+	}
+	for _, p := range e.live {
+		if p.dead {
+			continue
+		}
+		hp := handover.Port{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid, Fd: -1, Mirror: p.mirror}
+		exportCounters(&hp.Counters, &p.cnt)
+		switch t := p.t.(type) {
+		case *tapTransport:
+			if t.pending > 0 {
+				hp.Counters.Drops[DropPortClosed.String()]++ // a superframe half cut: its rest is lost
+			}
+		case *monitorTransport:
+			hp.Fd = addFd(t.fd)
+		case *msgTransport:
+			hp.Fd = addFd(t.fd)
+		case *streamTransport:
+			hp.Fd = addFd(t.fd)
+			hp.Unread = append([]byte(nil), t.buf[t.start:t.end]...)
+			hp.TxOff = t.txOff
+		case *dgramTransport:
+			d := t.d
+			g := &handover.Dgram{Listener: -1, Key: d.key, PathFd: addFd(d.pathFd), Dev: d.dev, Ino: d.ino,
+				Via: d.via != nil, IdleNs: max(e.now-d.lastSeen, 0)}
+			for i := range e.listeners {
+				if &e.listeners[i] == d.listener {
+					g.Listener = i
+				}
+			}
+			hp.Dgram = g
+			hp.Fd = addFd(t.fd)
+		default:
+			if f.Refused == nil {
+				f.Refused = e.exportOther(p, &hp, addFd)
+			}
+		}
+		for i := 0; i < p.txq.Len(); i++ {
+			r := p.txq.At(i)
+			if h := e.pool.Hdr(r); *h != (gso.VirtioNetHdr{}) {
+				// A superframe with work left: not carried (rare: the
+				// queue was tried just now).
+				hp.Counters.Drops[DropPortClosed.String()]++
+				if i == 0 {
+					hp.TxOff = 0
+				}
+				continue
+			}
+			hp.Queue = append(hp.Queue, append([]byte(nil), e.pool.Frame(r)...))
+		}
+		st.Ports = append(st.Ports, hp)
+	}
+	e.macs.Walk(e.now, func(m mactable.Entry) {
+		st.MACs = append(st.MACs, handover.MAC{MAC: m.MAC, Port: m.Port, AgeNs: int64(m.Age)})
+	})
+	e.policy.Bindings(func(b secure.Binding) {
+		left := int64(0)
+		switch {
+		case b.Expires == math.MaxInt64:
+			left = -1
+		case b.Expires != 0:
+			left = max(b.Expires-e.now, 1)
+		}
+		st.Bindings = append(st.Bindings, handover.Binding{IP: b.IP, MAC: b.MAC, Port: b.Port, Source: uint8(b.Source), LeftNs: left})
+	})
+}
+
+func exportCounters(h *handover.Counters, c *counters) {
+	h.RxFrames, h.RxBytes, h.TxFrames, h.TxBytes, h.Unlearned = c.rxFrames, c.rxBytes, c.txFrames, c.txBytes, c.unlearned
+	h.Drops, h.Secure, h.GSO = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
+	for i, n := range c.drops {
+		if n != 0 {
+			h.Drops[Drop(i).String()] = n
+		}
+	}
+	for i, n := range c.secureDrops {
+		if n != 0 {
+			h.Secure[secure.Reason(i).String()] = n
+		}
+	}
+	for i, n := range c.gsoDrops {
+		if n != 0 {
+			h.GSO[gso.Reason(i).String()] = n
+		}
+	}
+}
+
+// importCounters is exportCounters backwards; a reason this daemon does
+// not know is refused, since its count would vanish.
+func importCounters(c *counters, h *handover.Counters) error {
+	c.rxFrames, c.rxBytes, c.txFrames, c.txBytes, c.unlearned = h.RxFrames, h.RxBytes, h.TxFrames, h.TxBytes, h.Unlearned
+	for name, n := range h.Drops {
+		i := indexOf(name, int(numDrops), func(i int) string { return Drop(i).String() })
+		if i < 0 {
+			return fmt.Errorf("unknown drop reason %q", name)
+		}
+		c.drops[i] = n
+	}
+	for name, n := range h.Secure {
+		i := indexOf(name, int(secure.NumReasons), func(i int) string { return secure.Reason(i).String() })
+		if i < 0 {
+			return fmt.Errorf("unknown secure-mode reason %q", name)
+		}
+		c.secureDrops[i] = n
+	}
+	for name, n := range h.GSO {
+		i := indexOf(name, int(gso.NumReasons), func(i int) string { return gso.Reason(i).String() })
+		if i < 0 {
+			return fmt.Errorf("unknown offload reason %q", name)
+		}
+		c.gsoDrops[i] = n
+	}
+	return nil
+}
+
+func indexOf(name string, n int, nameOf func(int) string) int {
+	for i := 0; i < n; i++ {
+		if nameOf(i) == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Adopt makes the engine, built by New and not running yet, the one st
+// describes: its ports with their ids, fds (fds[i] is st's index i; the
+// engine owns those it adopts), counters and queued frames, the MAC table
+// and the bindings. Nothing is read or sent before Run. On an error the
+// engine must not be run; fds are the caller's to close.
+func (e *Engine) Adopt(st *handover.Engine, fds []int) error {
+	if len(st.Listeners) > len(e.listeners) {
+		return fmt.Errorf("the state has %d listeners, this daemon %d: start it with the same flags", len(st.Listeners), len(e.listeners))
+	}
+	// The MAC table's ages and the bindings' times are kept by moving
+	// this engine's clock origin back, so the oldest entry is still at or
+	// after time 0.
+	var oldest int64
+	for _, m := range st.MACs {
+		oldest = max(oldest, m.AgeNs)
+	}
+	for _, p := range st.Ports {
+		if p.Dgram != nil {
+			oldest = max(oldest, p.Dgram.IdleNs)
+		}
+	}
+	shift := time.Duration(oldest) + time.Second
+	e.start = e.start.Add(-shift)
+	e.now = int64(time.Since(e.start))
+
+	e.accepted = st.Accepted
+	if err := importCounters(&e.departed, &st.Departed); err != nil {
+		return err
+	}
+	for i, lc := range st.Listeners {
+		if d := e.listeners[i].dgram; d != nil {
+			d.unnamed = lc.Unnamed
+		}
+	}
+	fdAt := func(i int) int {
+		if i < 0 {
+			return -1
+		}
+		return fds[i]
+	}
+	ports := append([]handover.Port(nil), st.Ports...)
+	sort.Slice(ports, func(i, j int) bool { return ports[i].ID < ports[j].ID })
+	taken := make(map[uint32]bool, len(ports))
+	for i := range ports {
+		hp := &ports[i]
+		if hp.Kind == "tap" {
+			p := e.ports[0]
+			if p == nil || hp.ID != 0 {
+				return errors.New("the state has a TAP port this daemon has not")
+			}
+			if err := importCounters(&p.cnt, &hp.Counters); err != nil {
+				return err
+			}
+			if err := e.adoptQueue(p, hp); err != nil {
+				return err
+			}
+			continue
+		}
+		if hp.ID == 0 || int(hp.ID) >= len(e.ports) {
+			return fmt.Errorf("port %d is beyond this daemon's %d ports: start it with the same --max-clients", hp.ID, len(e.ports))
+		}
+		p, err := e.adoptPort(hp, fdAt(hp.Fd), fdAt)
+		if err != nil {
+			return fmt.Errorf("port %d (%s %s): %w", hp.ID, hp.Kind, hp.Name, err)
+		}
+		taken[p.id] = true
+		if err := importCounters(&p.cnt, &hp.Counters); err != nil {
+			return err
+		}
+		if err := e.adoptQueue(p, hp); err != nil {
+			return err
+		}
+	}
+	free := e.freeIDs[:0]
+	for _, id := range e.freeIDs {
+		if !taken[id] {
+			free = append(free, id)
+		}
+	}
+	e.freeIDs = free
+
+	for _, m := range st.MACs {
+		if e.ports[m.Port] == nil {
+			return fmt.Errorf("MAC %012x on port %d, which is not adopted", m.MAC, m.Port)
+		}
+		e.macs.Learn(m.MAC, m.Port, e.now-m.AgeNs)
+	}
+	for _, b := range st.Bindings {
+		if e.ports[b.Port] == nil {
+			return fmt.Errorf("binding %v on port %d, which is not adopted", b.IP, b.Port)
+		}
+		var until int64
+		switch {
+		case b.LeftNs < 0:
+			until = math.MaxInt64
+		case b.LeftNs > 0:
+			until = e.now + b.LeftNs
+		}
+		if err := e.policy.Restore(secure.Binding{IP: b.IP, MAC: b.MAC, Port: b.Port, Source: secure.Source(b.Source), Expires: until}, e.now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adoptPort makes the port hp describes, on fd.
+func (e *Engine) adoptPort(hp *handover.Port, fd int, fdAt func(int) int) (*port, error) {
+	if e.ports[hp.ID] != nil {
+		return nil, errors.New("id given twice")
+	}
+	var t transport
+	var d *dgramState
+	switch hp.Kind {
+	case "seqpacket":
+		t = newMsgTransport(&e.io, fd)
+	case "monitor":
+		t = newMonitorTransport(&e.io, fd)
+	case "stream":
+		s := newStreamTransport(&e.io, fd, e.maxFrame)
+		if len(hp.Unread) > len(s.buf) {
+			return nil, fmt.Errorf("%d bytes unread, more than a frame", len(hp.Unread))
+		}
+		s.end = copy(s.buf, hp.Unread)
+		s.pending = s.end > 0
+		s.txOff = hp.TxOff
+		t = s
+	case "dgram":
+		g := hp.Dgram
+		if g == nil || g.Listener >= len(e.listeners) || e.listeners[g.Listener].dgram == nil {
+			return nil, errors.New("a datagram client without its datagram listener")
+		}
+		l := &e.listeners[g.Listener]
+		d = &dgramState{key: g.Key, pathFd: fdAt(g.PathFd), dev: g.Dev, ino: g.Ino, lastSeen: e.now - g.IdleNs, listener: l}
+		if g.Via {
+			if err := setViaAddr(d); err != nil {
+				return nil, err
+			}
+			d.via = l
+		}
+		t = newDgramTransport(&e.io, fd, d, e.cfg.Batch)
+	default:
+		var err error
+		if t, err = e.adoptOther(hp, fd); err != nil {
+			return nil, err
+		}
+	}
+	if fd >= 0 {
+		if err := e.poll.add(fd, hp.ID); err != nil {
+			return nil, err
+		}
+	}
+	p := e.newPort(hp.ID, t, fd, hp.Name)
+	p.pid, p.uid = hp.PID, hp.UID
+	if hp.Kind == "monitor" {
+		p.observer, p.mirror = true, hp.Mirror
+		if p.mirror {
+			e.mirrors = append(e.mirrors, p)
+		}
+		e.monitors++
+		return p, nil
+	}
+	if d != nil {
+		p.dgram = d
+		d.listener.dgram.peers[d.key] = p
+	}
+	if hp.Kind == "seqpacket" || d != nil && fd >= 0 {
+		p.filterCookie = e.attachFilter(fd, p.name)
+	}
+	e.joinUser(p)
+	e.clients++
+	return p, nil
+}
+
+// adoptQueue queues hp's carried frames on p, to be sent when the loop
+// starts (Run flushes first).
+func (e *Engine) adoptQueue(p *port, hp *handover.Port) error {
+	for _, b := range hp.Queue {
+		var r ring.Ref
+		var ok bool
+		if len(b) <= e.pool.Size() {
+			r, ok = e.pool.Get()
+		} else {
+			r, ok = e.pool.GetLarge()
+		}
+		if !ok || len(b) > len(e.pool.Buf(r)) || p.txq.Len() == p.txq.Cap() {
+			if ok {
+				e.pool.Release(r)
+			}
+			p.cnt.drops[DropPortClosed]++
+			continue
+		}
+		copy(e.pool.Buf(r), b)
+		e.pool.SetLen(r, len(b))
+		p.txq.Push(r)
+	}
+	if p.txq.Len() > 0 && !p.dirty {
+		p.dirty = true
+		e.dirty = append(e.dirty, p)
+	}
+	return nil
+}
