@@ -38,9 +38,21 @@ type Remote interface {
 	RemoteTraffic() (t Traffic, ok bool, err error)
 }
 
+// Upgrader is the daemon's side of CmdUpgrade: Upgrade hands the daemon
+// over to a new process started from binary and returns its pid once it
+// serves, or why it does not (the daemon then keeps serving); Upgraded
+// is called once the reply is sent (or could not be), after which the
+// old daemon exits.
+type Upgrader interface {
+	Upgrade(binary string) (pid int, err error)
+	Upgraded()
+}
+
 // ServerConfig is what NewServer needs besides the listener.
 type ServerConfig struct {
 	Engine Engine
+	// Upgrader serves CmdUpgrade; nil refuses it.
+	Upgrader Upgrader
 	// Remote is nil without a VXLAN device.
 	Remote Remote
 	// GID and Group are the group allowed besides root (the daemon's
@@ -144,9 +156,12 @@ func (s *Server) Close() error {
 
 func (s *Server) accept() {
 	defer s.wg.Done()
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
 	backoff := 50 * time.Millisecond
 	for {
-		c, err := s.ln.AcceptUnix()
+		c, err := ln.AcceptUnix()
 		if err != nil {
 			s.mu.Lock()
 			done := s.done
@@ -227,6 +242,10 @@ func (s *Server) serve(c *net.UnixConn) {
 		}
 		if req.Cmd == CmdMonitor {
 			s.monitor(c, cr, req.All)
+			return
+		}
+		if req.Cmd == CmdUpgrade {
+			s.upgrade(c, cr, req.Binary)
 			return
 		}
 		msgs, err := s.answer(req)
@@ -315,6 +334,52 @@ func (s *Server) answer(req Request) ([][]byte, error) {
 		return [][]byte{b}, err
 	}
 	return nil, fmt.Errorf("unknown command %q: use ports, macs, bindings, stats or monitor", req.Cmd)
+}
+
+// upgrade serves CmdUpgrade. Only root may ask: the daemon runs the
+// program it is given.
+func (s *Server) upgrade(c *net.UnixConn, cr cred, binary string) {
+	if cr.uid != 0 {
+		sendError(c, fmt.Sprintf("permission denied: only root may upgrade the daemon (it runs the program given), and you are uid %d", cr.uid))
+		return
+	}
+	if s.cfg.Upgrader == nil {
+		sendError(c, "this daemon cannot be upgraded in place")
+		return
+	}
+	s.log.Info("upgrade asked", "pid", cr.pid, "binary", binary)
+	pid, err := s.cfg.Upgrader.Upgrade(binary)
+	if err != nil {
+		sendError(c, err.Error())
+		return
+	}
+	c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	sendReply(c, Reply{V: Version, OK: true, Pid: pid})
+	s.cfg.Upgrader.Upgraded()
+}
+
+// StopAccepting closes the server's listener (its own duplicate: the
+// socket stays open and connections wait in its backlog) and leaves the
+// connections being served alone; a daemon handing over stops here.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	ln.Close()
+}
+
+// ResumeAccepting serves ln, a new duplicate of the control socket, after
+// StopAccepting (a handover that failed).
+func (s *Server) ResumeAccepting(ln *net.UnixListener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		ln.Close()
+		return
+	}
+	s.ln = ln
+	s.wg.Add(1)
+	go s.accept()
 }
 
 func engineErr(err error) error {

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/internal/handover"
+	"github.com/vknetd/vknetd/tap"
+)
+
+// adoptRecord builds a new daemon from the old one's record and fds.
+// The flags must be the old daemon's (they are: it started us with its
+// own), and nothing is created, configured or removed: a failure leaves
+// the old daemon's network exactly as it is.
+func adoptRecord(o *options, log *slog.Logger, rec *handover.Record, fds []int) (*daemon, error) {
+	if !slices.Equal(rec.Args, os.Args[1:]) {
+		return nil, fmt.Errorf("started with the flags %q, the running daemon has %q: an upgrade keeps the flags", os.Args[1:], rec.Args)
+	}
+	fd := func(i int) int {
+		if i < 0 {
+			return -1
+		}
+		return fds[i]
+	}
+	d := &daemon{o: o, log: log, up: upgrade{metricsFd: -1}}
+	d.initUpgrade(rec.Args)
+	dm := &rec.Daemon
+	want := flagSockets(o)
+	if len(want) != len(dm.Listeners) {
+		return nil, fmt.Errorf("the running daemon has %d client sockets, the flags say %d", len(dm.Listeners), len(want))
+	}
+	var listeners []engine.Listener
+	for i, l := range dm.Listeners {
+		if l.Path != want[i].path || engine.ListenerKind(l.Kind) != want[i].kind {
+			return nil, fmt.Errorf("client socket %d is %s, the flags say %s", i, l.Path, want[i].path)
+		}
+		d.listeners = append(d.listeners, &unixListener{fd: fd(l.Fd), path: l.Path, dev: l.Dev, ino: l.Ino})
+		d.up.kinds = append(d.up.kinds, want[i].kind)
+		listeners = append(listeners, engine.Listener{Fd: fd(l.Fd), Kind: want[i].kind, Path: l.Path})
+	}
+	ctl := &unixListener{fd: fd(dm.Control), path: o.control}
+	var st unix.Stat_t
+	if unix.Stat(o.control, &st) == nil {
+		ctl.dev, ctl.ino = uint64(st.Dev), uint64(st.Ino)
+	}
+	d.listeners = append(d.listeners, ctl)
+	d.pid = &pidfile{path: o.pidfile}
+	if p := fd(dm.Pidfile); p >= 0 {
+		d.pid.f = os.NewFile(uintptr(p), o.pidfile)
+		if unix.Fstat(p, &st) == nil {
+			d.pid.dev, d.pid.ino = uint64(st.Dev), uint64(st.Ino)
+		}
+	}
+	if m := fd(dm.Metrics); m >= 0 {
+		ln, err := fileListener(m)
+		if err != nil {
+			return nil, fmt.Errorf("metrics socket: %w", err)
+		}
+		d.metricsLn, d.up.metricsFd = ln, m
+	}
+	if a := fd(dm.KeeperAlive); a >= 0 {
+		d.keeper = adoptKeeper(a, dm.KeeperPid)
+	}
+	var err error
+	if d.tap, err = tap.Adopt(fd(dm.TAP.Fd), dm.TAP); err != nil {
+		return nil, err
+	}
+	if o.user != "" && os.Geteuid() != 0 {
+		if gid, gerr := lookupGroup(o.group); gerr == nil {
+			d.runAs, _ = lookupUser(o.user, gid)
+		}
+	}
+	policy, err := newPolicy(o, d.tap)
+	if err != nil {
+		return nil, err
+	}
+	// Under --user this process may not load BPF: the sockets keep the
+	// old daemon's filter, and clients that connect from now on are
+	// checked in userspace alone.
+	filter := d.loadKernelFilter(policy)
+	if d.engine, err = engine.New(engineConfig(o, d.tap, listeners, policy, filter, log)); err != nil {
+		return nil, err
+	}
+	if err := d.engine.Adopt(&rec.Engine, fds); err != nil {
+		return nil, fmt.Errorf("adopting the switch's state: %w", err)
+	}
+	return d, nil
+}
+
+// flagSocket is a client socket the flags ask for.
+type flagSocket struct {
+	path string
+	kind engine.ListenerKind
+}
+
+// flagSockets lists them in the order start creates them.
+func flagSockets(o *options) []flagSocket {
+	out := []flagSocket{{o.socket, engine.Seqpacket}}
+	if o.stream != "" {
+		out = append(out, flagSocket{o.stream, engine.Stream})
+	}
+	if o.dgram != "" {
+		out = append(out, flagSocket{o.dgram, engine.Dgram})
+	}
+	if o.vhostUser != "" {
+		out = append(out, flagSocket{o.vhostUser, engine.VhostUser})
+	}
+	return out
+}
+
+// takeOver starts serving what adopt built, once the old daemon has
+// committed: the pidfile names this process, the control and metrics
+// sockets are served here.
+func (d *daemon) takeOver() {
+	pid := strconv.Itoa(os.Getpid())
+	switch {
+	case d.pid.f != nil:
+		if err := d.pid.f.Truncate(0); err == nil {
+			_, err = d.pid.f.WriteAt([]byte(pid+"\n"), 0)
+		}
+	case d.keeper != nil && d.keeper.alive != nil:
+		// Under --user the pidfile is root's: the keeper writes it.
+		d.keeper.alive.Write([]byte("pid " + pid + "\n"))
+	}
+	gid, err := lookupGroup(d.o.group)
+	if err != nil {
+		gid = -1
+	}
+	if err := d.startObservers(d.listeners[len(d.listeners)-1], gid); err != nil {
+		d.log.Error("control socket: not served after the upgrade", "err", err)
+	}
+	d.log.Info("vknetd took over", "version", version, "tap", d.tap.Name(), "pid", os.Getpid(), "user", d.userName())
+}
+
+// adoptKeeper is the --user keeper a previous daemon started: alive is
+// the write end of its pipe, pid its process, watched through a pidfd
+// (it is not our child) so that release still waits for its clean-up.
+func adoptKeeper(alive, pid int) *keeper {
+	k := &keeper{alive: os.NewFile(uintptr(alive), "keeper"), adoptedPid: pid, exited: make(chan error, 1)}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		k.exited <- nil // gone already
+		return k
+	}
+	go func() {
+		defer unix.Close(pidfd)
+		pfd := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(pfd, -1); err != unix.EINTR {
+				break
+			}
+		}
+		k.exited <- nil
+	}()
+	return k
+}
