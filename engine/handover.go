@@ -28,8 +28,9 @@ import (
 
 // Frozen is a frozen engine's state, and the way back.
 type Frozen struct {
-	// State refers to Fds by index; the fds stay the engine's (sending
-	// them over a unix socket passes copies).
+	// State refers to Fds by index, plus the fdBase given to Freeze; the
+	// fds stay the engine's (sending them over a unix socket passes
+	// copies).
 	State handover.Engine
 	Fds   []int
 	// Refused is why the engine cannot be handed over, or nil.
@@ -37,6 +38,7 @@ type Frozen struct {
 
 	thaw     chan struct{}
 	thawOnce sync.Once
+	fdBase   int
 }
 
 // Thaw lets the loop run again (the new process failed).
@@ -44,11 +46,10 @@ func (f *Frozen) Thaw() { f.thawOnce.Do(func() { close(f.thaw) }) }
 
 // Freeze stops the loop after its current round and exports its state. The
 // loop stays stopped (control calls wait) until Thaw; after a handover that
-// succeeded the process exits with the engine frozen. fdOf gives the
-// index a listener's fd has in the daemon's list (the daemon sends its
-// listeners itself, first).
-func (e *Engine) Freeze() (*Frozen, error) {
-	f := &Frozen{thaw: make(chan struct{})}
+// succeeded the process exits with the engine frozen. The state refers to
+// Fds[i] as fdBase+i: the daemon sends its own fds (listeners, TAP) first.
+func (e *Engine) Freeze(fdBase int) (*Frozen, error) {
+	f := &Frozen{thaw: make(chan struct{}), fdBase: fdBase}
 	got := make(chan struct{})
 	select {
 	case e.reqs <- func() {
@@ -100,7 +101,7 @@ func (e *Engine) export(f *Frozen) {
 			return -1
 		}
 		f.Fds = append(f.Fds, fd)
-		return len(f.Fds) - 1
+		return f.fdBase + len(f.Fds) - 1
 	}
 	for _, p := range e.live {
 		if p.dead {
@@ -264,6 +265,26 @@ func (e *Engine) Adopt(st *handover.Engine, fds []int) error {
 		}
 		return fds[i]
 	}
+	// A transport's own fds beyond the port's (vhost-user: its memory
+	// regions and eventfds) are claimed by index, each once, none that
+	// handover.Decode checked for a port already.
+	used := make(map[int]bool)
+	for _, p := range st.Ports {
+		used[p.Fd] = true
+		if p.Dgram != nil {
+			used[p.Dgram.PathFd] = true
+		}
+	}
+	claim := func(i int) (int, error) {
+		switch {
+		case i == -1:
+			return -1, nil
+		case i < 0 || i >= len(fds) || used[i]:
+			return -1, fmt.Errorf("descriptor %d of %d given twice or out of range", i, len(fds))
+		}
+		used[i] = true
+		return fds[i], nil
+	}
 	ports := append([]handover.Port(nil), st.Ports...)
 	sort.Slice(ports, func(i, j int) bool { return ports[i].ID < ports[j].ID })
 	taken := make(map[uint32]bool, len(ports))
@@ -285,7 +306,7 @@ func (e *Engine) Adopt(st *handover.Engine, fds []int) error {
 		if hp.ID == 0 || int(hp.ID) >= len(e.ports) {
 			return fmt.Errorf("port %d is beyond this daemon's %d ports: start it with the same --max-clients", hp.ID, len(e.ports))
 		}
-		p, err := e.adoptPort(hp, fdAt(hp.Fd), fdAt)
+		p, err := e.adoptPort(hp, fdAt(hp.Fd), fdAt, claim)
 		if err != nil {
 			return fmt.Errorf("port %d (%s %s): %w", hp.ID, hp.Kind, hp.Name, err)
 		}
@@ -330,12 +351,13 @@ func (e *Engine) Adopt(st *handover.Engine, fds []int) error {
 }
 
 // adoptPort makes the port hp describes, on fd.
-func (e *Engine) adoptPort(hp *handover.Port, fd int, fdAt func(int) int) (*port, error) {
+func (e *Engine) adoptPort(hp *handover.Port, fd int, fdAt func(int) int, claim func(int) (int, error)) (*port, error) {
 	if e.ports[hp.ID] != nil {
 		return nil, errors.New("id given twice")
 	}
 	var t transport
 	var d *dgramState
+	var after func(*port) error
 	switch hp.Kind {
 	case "seqpacket":
 		t = newMsgTransport(&e.io, fd)
@@ -366,7 +388,7 @@ func (e *Engine) adoptPort(hp *handover.Port, fd int, fdAt func(int) int) (*port
 		t = newDgramTransport(&e.io, fd, d, e.cfg.Batch)
 	default:
 		var err error
-		if t, err = e.adoptOther(hp, fd); err != nil {
+		if t, after, err = e.adoptOther(hp, fd, claim); err != nil {
 			return nil, err
 		}
 	}
@@ -394,6 +416,11 @@ func (e *Engine) adoptPort(hp *handover.Port, fd int, fdAt func(int) int) (*port
 	}
 	e.joinUser(p)
 	e.clients++
+	if after != nil {
+		if err := after(p); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 

@@ -12,6 +12,6 @@ func (e *Engine) exportOther(p *port, hp *handover.Port, addFd func(int) int) er
 	return fmt.Errorf("port %d (%s %s) cannot be handed over on this system", p.id, p.caps.kind, p.name)
 }
 
-func (e *Engine) adoptOther(hp *handover.Port, fd int) (transport, error) {
-	return nil, fmt.Errorf("a %s port cannot be adopted on this system", hp.Kind)
+func (e *Engine) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error)) (transport, func(*port) error, error) {
+	return nil, nil, fmt.Errorf("a %s port cannot be adopted on this system", hp.Kind)
 }

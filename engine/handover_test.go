@@ -16,7 +16,7 @@ import (
 // and makes a new switch adopt it on copies of the fds.
 func handOver(t *testing.T, s *testSwitch) *testSwitch {
 	t.Helper()
-	f := &Frozen{thaw: make(chan struct{})}
+	f := &Frozen{thaw: make(chan struct{})} // fdBase 0: the engine's fds first
 	s.e.export(f)
 	if f.Refused != nil {
 		t.Fatal(f.Refused)

@@ -72,7 +72,8 @@ type Device struct {
 	mem      memory
 	maps     [maxRegions][]byte // whole mappings, for munmap
 	nmaps    int
-	memBytes uint64 // the table's mapping lengths, as told to Config.Memory
+	memBytes uint64    // the table's mapping lengths, as told to Config.Memory
+	kept     keptTable // the table and its fds, for Export (state.go)
 
 	q     [numQueues]queue
 	stats Stats
@@ -485,6 +486,7 @@ func (d *Device) setMemTable(h header, p []byte) (Changes, error) {
 	// files alive.
 	d.unmapAll()
 	d.mem, d.maps, d.nmaps = mem, maps, n
+	d.kept.keep(regs[:n], d.conn)
 	for i := range d.q {
 		if d.q[i].started {
 			if err := d.mapRings(i); err != nil {
@@ -505,6 +507,7 @@ func (d *Device) unmapAll() {
 	}
 	d.nmaps = 0
 	d.mem = memory{}
+	d.kept.close()
 }
 
 // releaseMemory tells Config.Memory that the device holds no mappings any

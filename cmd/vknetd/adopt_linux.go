@@ -14,11 +14,12 @@ import (
 	"github.com/vknetd/vknetd/tap"
 )
 
-// adoptRecord builds a new daemon from the old one's record and fds.
+// adoptDaemon builds a new daemon on the old one's setup and fds, the
+// engine included, without the clients (Engine.Adopt takes them).
 // The flags must be the old daemon's (they are: it started us with its
 // own), and nothing is created, configured or removed: a failure leaves
 // the old daemon's network exactly as it is.
-func adoptRecord(o *options, log *slog.Logger, rec *handover.Record, fds []int) (*daemon, error) {
+func adoptDaemon(o *options, log *slog.Logger, rec *handover.Record, fds []int) (*daemon, error) {
 	if !slices.Equal(rec.Args, os.Args[1:]) {
 		return nil, fmt.Errorf("started with the flags %q, the running daemon has %q: an upgrade keeps the flags", os.Args[1:], rec.Args)
 	}
@@ -86,9 +87,6 @@ func adoptRecord(o *options, log *slog.Logger, rec *handover.Record, fds []int) 
 	filter := d.loadKernelFilter(policy)
 	if d.engine, err = engine.New(engineConfig(o, d.tap, listeners, policy, filter, log)); err != nil {
 		return nil, err
-	}
-	if err := d.engine.Adopt(&rec.Engine, fds); err != nil {
-		return nil, fmt.Errorf("adopting the switch's state: %w", err)
 	}
 	return d, nil
 }

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -28,9 +30,15 @@ import (
 // fd 3 (handoverFdEnv), and they speak package handover's protocol:
 //
 //	new: hello            (started, flags parsed)
-//	old: state + fds      (its loop frozen: it reads nothing from here on)
+//	old: setup + fds      (its own: TAP, listeners, control, pidfile...)
+//	new: prepared         (TAP adopted, engine built: the slow part)
+//	old: state + fds      (its loop frozen: it reads nothing from here
+//	                       on; the clients and the tables)
 //	new: ready            (everything adopted; it reads nothing yet)
 //	old: commit           (the new daemon serves; the old one exits)
+//
+// The engine is built before the old loop freezes, so clients wait only
+// for the export, the transfer and the adoption of their ports.
 //
 // Until commit the old daemon can take everything back: if the new one
 // fails to start, says it cannot read the state, or is not ready within
@@ -172,11 +180,23 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	if err := expect("starting", handover.KindHello); err != nil {
 		return 0, 0, err
 	}
+	rec, fds := d.record()
+	rec.Fds = len(fds)
+	payload, err := handover.Encode(rec)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := conn.Send(handover.KindSetup, payload, fds); err != nil {
+		return 0, 0, why("sending the setup", err)
+	}
+	if err := expect("building on the setup", handover.KindPrepared); err != nil {
+		return 0, 0, err
+	}
 	// New connections to the control and metrics sockets wait in their
 	// backlogs from here, for whichever daemon serves next.
 	d.pauseObservers()
 	frozenAt := time.Now()
-	frozen, err := d.engine.Freeze()
+	frozen, err := d.engine.Freeze(len(fds))
 	if err != nil {
 		d.resumeObservers()
 		return 0, 0, err
@@ -189,12 +209,12 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	if frozen.Refused != nil {
 		return fail(frozen.Refused)
 	}
-	rec, fds := d.record(frozen)
-	payload, err := handover.Encode(rec)
-	if err != nil {
+	rec.Engine = frozen.State
+	rec.Fds = len(fds) + len(frozen.Fds)
+	if payload, err = handover.Encode(rec); err != nil {
 		return fail(err)
 	}
-	if err := conn.Send(handover.KindState, payload, fds); err != nil {
+	if err := conn.Send(handover.KindState, payload, frozen.Fds); err != nil {
 		return fail(why("sending the state", err))
 	}
 	if err := expect("adopting the state", handover.KindReady); err != nil {
@@ -208,8 +228,9 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	return cmd.Process.Pid, time.Since(frozenAt), nil
 }
 
-// record is the daemon's state and fds, the frozen engine's after them.
-func (d *daemon) record(f *engine.Frozen) (*handover.Record, []int) {
+// record is the daemon's part of the state and its fds; the frozen
+// engine's come after them.
+func (d *daemon) record() (*handover.Record, []int) {
 	var fds []int
 	add := func(fd int) int {
 		if fd < 0 {
@@ -236,24 +257,6 @@ func (d *daemon) record(f *engine.Frozen) (*handover.Record, []int) {
 	}
 	dm.TAP = d.tap.Export()
 	dm.TAP.Fd = add(d.tap.Fd())
-	off := len(fds)
-	r.Engine = f.State
-	r.Engine.Ports = append([]handover.Port(nil), f.State.Ports...)
-	for i := range r.Engine.Ports {
-		p := &r.Engine.Ports[i]
-		if p.Fd >= 0 {
-			p.Fd += off
-		}
-		if g := p.Dgram; g != nil {
-			c := *g
-			if c.PathFd >= 0 {
-				c.PathFd += off
-			}
-			p.Dgram = &c
-		}
-	}
-	fds = append(fds, f.Fds...)
-	r.Fds = len(fds)
 	return r, fds
 }
 
@@ -365,20 +368,47 @@ func runAdopted(o *options, conn *handover.Conn, stdout, stderr io.Writer) int {
 	return d.serve(sigs)
 }
 
-// adopt builds the daemon from the old one's state. On an error nothing
-// may be closed or undone: the old daemon still serves with the same
-// sockets and TAP.
+// adopt builds the daemon from the old one's setup, says it is
+// prepared, and adopts the frozen engine's state. On an error nothing may
+// be closed or undone: the old daemon still serves with the same sockets
+// and TAP.
 func adopt(o *options, log *slog.Logger, conn *handover.Conn) (*daemon, error) {
-	kind, payload, fds, err := conn.Recv(adoptTimeout)
+	recv := func(want byte, have int) (*handover.Record, []int, error) {
+		kind, payload, fds, err := conn.Recv(adoptTimeout)
+		if err != nil {
+			return nil, nil, err
+		}
+		if kind != want {
+			handover.CloseFds(fds)
+			return nil, nil, fmt.Errorf("the old daemon sent %q, not %q", kind, want)
+		}
+		rec, err := handover.Decode(payload, have+len(fds))
+		if err != nil {
+			handover.CloseFds(fds)
+			return nil, nil, err
+		}
+		return rec, fds, nil
+	}
+	setup, fds, err := recv(handover.KindSetup, 0)
 	if err != nil {
 		return nil, err
 	}
-	if kind != handover.KindState {
-		return nil, fmt.Errorf("the old daemon sent %q, not its state", kind)
-	}
-	rec, err := handover.Decode(payload, len(fds))
+	d, err := adoptDaemon(o, log, setup, fds)
 	if err != nil {
 		return nil, err
 	}
-	return adoptRecord(o, log, rec, fds)
+	if err := conn.Send(handover.KindPrepared, nil, nil); err != nil {
+		return nil, err
+	}
+	rec, more, err := recv(handover.KindState, len(fds))
+	if err != nil {
+		return nil, err
+	}
+	if !reflect.DeepEqual(rec.Daemon, setup.Daemon) || !slices.Equal(rec.Args, setup.Args) {
+		return nil, errors.New("the old daemon's state does not match its setup")
+	}
+	if err := d.engine.Adopt(&rec.Engine, append(fds, more...)); err != nil {
+		return nil, fmt.Errorf("adopting the switch's state: %w", err)
+	}
+	return d, nil
 }

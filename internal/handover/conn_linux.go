@@ -20,11 +20,13 @@ const headerLen = 2
 
 // Message kinds.
 const (
-	KindHello  byte = 'h' // new to old: started, send the state
-	KindState  byte = 's' // old to new: the state record and its fds
-	KindReady  byte = 'r' // new to old: adopted everything, waiting for commit
-	KindError  byte = 'e' // either way: gave up, payload says why
-	KindCommit byte = 'c' // old to new: serve; the old daemon exits
+	KindHello    byte = 'h' // new to old: started, send the state
+	KindSetup    byte = 'u' // old to new: the record without the engine, and the daemon's fds (listeners, TAP)
+	KindPrepared byte = 'p' // new to old: built on them, send the rest
+	KindState    byte = 's' // old to new: the whole record and the engine's fds (the old loop is frozen)
+	KindReady    byte = 'r' // new to old: adopted everything, waiting for commit
+	KindError    byte = 'e' // either way: gave up, payload says why
+	KindCommit   byte = 'c' // old to new: serve; the old daemon exits
 )
 
 // Conn is one end of the socketpair.
