@@ -584,6 +584,12 @@ func TestUpgradeUnderUser(t *testing.T) {
 	if uids := strings.Fields(st["Uid"]); len(uids) != 4 || uids[0] == "0" || uids[1] == "0" || uids[2] == "0" || uids[3] == "0" {
 		t.Errorf("the upgraded daemon's uids are %q: it regained root", st["Uid"])
 	}
+	// CAP_NET_ADMIN (bit 12) and nothing else, none to pass on.
+	if st["CapEff"] != "0000000000001000" || st["CapPrm"] != "0000000000001000" || st["CapInh"] != "0000000000000000" ||
+		st["CapAmb"] != "0000000000000000" || st["NoNewPrivs"] != "1" {
+		t.Errorf("the upgraded daemon's capabilities: eff %s prm %s inh %s amb %s, no_new_privs %s; want CAP_NET_ADMIN alone",
+			st["CapEff"], st["CapPrm"], st["CapInh"], st["CapAmb"], st["NoNewPrivs"])
+	}
 	for _, k := range keeper {
 		if !pidAlive(k) {
 			t.Errorf("the keeper (pid %d) exited during the upgrades", k)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -72,10 +74,22 @@ func adoptDaemon(o *options, log *slog.Logger, rec *handover.Record, fds []int) 
 	if d.tap, err = tap.Adopt(fd(dm.TAP.Fd), dm.TAP); err != nil {
 		return nil, err
 	}
-	if o.user != "" && os.Geteuid() != 0 {
-		if gid, gerr := lookupGroup(o.group); gerr == nil {
-			d.runAs, _ = lookupUser(o.user, gid)
+	if o.user != "" {
+		gid, err := lookupGroup(o.group)
+		if err == nil {
+			d.runAs, err = lookupUser(o.user, gid)
 		}
+		if err != nil {
+			return nil, err
+		}
+		if os.Geteuid() != int(d.runAs.uid) {
+			return nil, fmt.Errorf("--user %s: started as uid %d: an upgraded daemon runs as the user the first one became", o.user, os.Geteuid())
+		}
+		caps, err := keepNetAdminOnly(d.runAs)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("runs as the user", "user", d.runAs.name, "capabilities", caps)
 	}
 	policy, err := newPolicy(o, d.tap)
 	if err != nil {
@@ -157,4 +171,30 @@ func adoptKeeper(alive, pid int) *keeper {
 		k.exited <- nil
 	}()
 	return k
+}
+
+// keepNetAdminOnly leaves this process, an upgraded daemon under --user,
+// what the first daemon kept: CAP_NET_ADMIN effective and permitted, no
+// ambient or inheritable capability (the old daemon passed CAP_NET_ADMIN
+// as ambient, the only way across exec), no_new_privs; checked on every
+// thread as at the first drop.
+func keepNetAdminOnly(r *runAs) (string, error) {
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
+		return "", fmt.Errorf("--user %s: clearing ambient capabilities: %w", r.name, e)
+	}
+	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := &[2]unix.CapUserData{}
+	if err := unix.Capget(hdr, &data[0]); err != nil {
+		return "", err
+	}
+	data[0].Effective &= keptCaps
+	data[0].Permitted &= keptCaps
+	data[0].Inheritable, data[1] = 0, unix.CapUserData{}
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return "", fmt.Errorf("--user %s: capset: %w", r.name, e)
+	}
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+		return "", fmt.Errorf("--user %s: no_new_privs: %w", r.name, e)
+	}
+	return verifyDropped(r)
 }

@@ -134,6 +134,12 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	if d.o.debug {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	}
+	if d.runAs != nil {
+		// Capabilities do not survive exec unless ambient: the new daemon
+		// gets CAP_NET_ADMIN, all this one has, and clears the ambient
+		// and inheritable sets at once (keepNetAdminOnly).
+		cmd.SysProcAttr = &syscall.SysProcAttr{AmbientCaps: []uintptr{unix.CAP_NET_ADMIN}}
+	}
 	err = cmd.Start()
 	theirsFile.Close()
 	if err != nil {
