@@ -660,3 +660,32 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// TestUpgradeTellsSystemd: under systemd (a $NOTIFY_SOCKET, as a unit with
+// NotifyAccess=main gets) the old daemon, the main process until then,
+// names the new one (MAINPID=) before it exits, so the unit follows it;
+// the pidfile says the same for PIDFile=.
+func TestUpgradeTellsSystemd(t *testing.T) {
+	needRoot(t)
+	notify := filepath.Join(testbed.ShortTempDir(t), "notify")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Setenv("NOTIFY_SOCKET", notify)
+	b := startUpgradeBed(t, vknetd)
+	pid, err := b.upgrade("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 256)
+	n, err := l.Read(buf)
+	if want := fmt.Sprintf("MAINPID=%d", pid); err != nil || string(buf[:n]) != want {
+		t.Fatalf("systemd heard %q (%v), want %q", buf[:n], err, want)
+	}
+	if got, _ := os.ReadFile(b.pidfile); strings.TrimSpace(string(got)) != strconv.Itoa(pid) {
+		t.Errorf("pidfile says %q, the new daemon is %d", got, pid)
+	}
+}

@@ -155,7 +155,7 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 Options:
 `)
 	cli.PrintFlags(w, fs, 22)
-	fmt.Fprint(w, "\nExit status: 0 done, 1 the daemon could not be asked, 2 a command-line mistake.\n")
+	fmt.Fprint(w, "\nExit status: 0 done, 1 the daemon could not be asked or an upgrade failed (the old daemon serves on), 2 a command-line mistake.\n")
 }
 
 func runCmd(o *options, stdout, stderr io.Writer) error {

@@ -36,6 +36,8 @@ import (
 //	                       on; the clients and the tables)
 //	new: ready            (everything adopted; it reads nothing yet)
 //	old: commit           (the new daemon serves; the old one exits)
+//	new: serving          (pidfile written, control socket served:
+//	                       vknetctl hears back only now)
 //
 // The engine is built before the old loop freezes, so clients wait only
 // for the export, the transfer and the adoption of their ports.
@@ -231,6 +233,13 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	}
 	committed = true
 	close(d.up.committed)
+	// Committed whatever comes now; vknetctl hears back once the new
+	// daemon serves, so a script that asks it or reads the pidfile next
+	// finds the new one.
+	if kind, _, fds, err := conn.Recv(2 * time.Second); err != nil || kind != handover.KindServing {
+		handover.CloseFds(fds)
+		d.log.Warn("upgrade: the new daemon did not say it serves", "err", err)
+	}
 	return cmd.Process.Pid, time.Since(frozenAt), nil
 }
 
@@ -366,8 +375,9 @@ func runAdopted(o *options, conn *handover.Conn, stdout, stderr io.Writer) int {
 		log.Error("upgrade: no commit from the old daemon, it keeps serving", "err", err)
 		return 1
 	}
-	conn.Close()
 	d.takeOver()
+	conn.Send(handover.KindServing, nil, nil)
+	conn.Close()
 	if o.debug {
 		fmt.Fprintln(stdout, d.tap.Name())
 	}

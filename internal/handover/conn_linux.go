@@ -27,6 +27,7 @@ const (
 	KindReady    byte = 'r' // new to old: adopted everything, waiting for commit
 	KindError    byte = 'e' // either way: gave up, payload says why
 	KindCommit   byte = 'c' // old to new: serve; the old daemon exits
+	KindServing  byte = 'v' // new to old: serving (pidfile written, control socket served)
 )
 
 // Conn is one end of the socketpair.
