@@ -162,6 +162,9 @@ type Stats struct {
 	// also holds what the kernel filter dropped on datagram listeners.
 	Drops     map[string]uint64 `json:"drops"`
 	Unlearned uint64            `json:"unlearned"`
+	// Restarts is how often a supervisor (vknetd --supervise) started a
+	// new daemon after the one before died; 0 without one.
+	Restarts uint64 `json:"restarts"`
 }
 
 // Sides splits traffic into the host's side and the clients' side. Rx is

@@ -53,6 +53,8 @@ type ServerConfig struct {
 	Engine Engine
 	// Upgrader serves CmdUpgrade; nil refuses it.
 	Upgrader Upgrader
+	// Restarts, when set, is Stats.Restarts.
+	Restarts func() uint64
 	// Remote is nil without a VXLAN device.
 	Remote Remote
 	// GID and Group are the group allowed besides root (the daemon's
@@ -321,6 +323,9 @@ func (s *Server) answer(req Request) ([][]byte, error) {
 			return nil, engineErr(err)
 		}
 		sum := Summarize(st)
+		if s.cfg.Restarts != nil {
+			sum.Restarts = s.cfg.Restarts()
+		}
 		if s.cfg.Remote != nil {
 			t, ok, err := s.cfg.Remote.RemoteTraffic()
 			if err != nil {

@@ -204,6 +204,12 @@ type Engine struct {
 	now       int64 // nanoseconds since start, read once per loop iteration
 	nextSweep int64
 
+	// notify, fresh and gone tell a supervisor of clients made and
+	// closed (supervise.go).
+	notify func([]PortNotice)
+	fresh  []*port
+	gone   []uint32
+
 	reqs       chan func()
 	exited     chan struct{}
 	stopping   bool
@@ -395,6 +401,7 @@ func (e *Engine) newPort(id uint32, t transport, fd int, name string) *port {
 	p.offloads = p.caps.offloads
 	e.ports[id] = p
 	e.live = append(e.live, p)
+	e.noteNew(p)
 	return p
 }
 
@@ -459,6 +466,7 @@ func (e *Engine) step(timeoutMs int) (reports int, err error) {
 		e.retryPorts()
 	}
 	e.reap()
+	e.notifyPorts()
 	e.resumeListeners()
 	if e.now >= e.nextSweep {
 		e.sweep()
@@ -816,6 +824,7 @@ func (e *Engine) close(p *port) {
 	e.leaveUser(p)
 	e.policy.RemovePort(p.id)
 	e.ports[p.id] = nil
+	e.noteGone(p)
 	p.t.close()
 	if p.dgram != nil {
 		p.dgram.forget(p)

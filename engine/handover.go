@@ -156,16 +156,20 @@ func (e *Engine) export(f *Frozen) {
 	e.macs.Walk(e.now, func(m mactable.Entry) {
 		st.MACs = append(st.MACs, handover.MAC{MAC: m.MAC, Port: m.Port, AgeNs: int64(m.Age)})
 	})
-	e.policy.Bindings(func(b secure.Binding) {
-		left := int64(0)
-		switch {
-		case b.Expires == math.MaxInt64:
-			left = -1
-		case b.Expires != 0:
-			left = max(b.Expires-e.now, 1)
-		}
-		st.Bindings = append(st.Bindings, handover.Binding{IP: b.IP, MAC: b.MAC, Port: b.Port, Source: uint8(b.Source), LeftNs: left})
-	})
+	e.policy.Bindings(func(b secure.Binding) { st.Bindings = append(st.Bindings, exportBinding(b, e.now)) })
+}
+
+// exportBinding is b with its end as time left (0: with its port; -1:
+// never).
+func exportBinding(b secure.Binding, now int64) handover.Binding {
+	left := int64(0)
+	switch {
+	case b.Expires == math.MaxInt64:
+		left = -1
+	case b.Expires != 0:
+		left = max(b.Expires-now, 1)
+	}
+	return handover.Binding{IP: b.IP, MAC: b.MAC, Port: b.Port, Source: uint8(b.Source), LeftNs: left}
 }
 
 func exportCounters(h *handover.Counters, c *counters) {

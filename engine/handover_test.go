@@ -29,7 +29,7 @@ func handOver(t *testing.T, s *testSwitch) *testSwitch {
 	}
 	defer unix.Close(ctl)
 	b, err := handover.Encode(&handover.Record{Fds: len(f.Fds) + 1,
-		Daemon: handover.Daemon{Control: len(f.Fds), Pidfile: -1, Metrics: -1, KeeperAlive: -1, TAP: handover.TAP{Fd: -1}},
+		Daemon: handover.Daemon{Control: len(f.Fds), Pidfile: -1, Metrics: -1, KeeperAlive: -1, Supervisor: -1, TAP: handover.TAP{Fd: -1}},
 		Engine: f.State})
 	if err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ func TestAdoptVhostUserGuests(t *testing.T) {
 	ctl, _ := unix.Dup(0)
 	defer unix.Close(ctl)
 	rec := &handover.Record{Fds: len(f.Fds) + 1,
-		Daemon: handover.Daemon{Control: len(f.Fds), Pidfile: -1, Metrics: -1, KeeperAlive: -1, TAP: handover.TAP{Fd: -1}},
+		Daemon: handover.Daemon{Control: len(f.Fds), Pidfile: -1, Metrics: -1, KeeperAlive: -1, Supervisor: -1, TAP: handover.TAP{Fd: -1}},
 		Engine: f.State}
 	payload, err := handover.Encode(rec)
 	if err != nil {

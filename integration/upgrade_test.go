@@ -295,7 +295,14 @@ type upgradeBed struct {
 	pidfile string
 }
 
+// allKinds are the client kinds of a bed.
+var allKinds = []string{"seqpacket", "stream", "dgram", "vhost-user"}
+
 func startUpgradeBed(t *testing.T, bin string, extra ...string) *upgradeBed {
+	return startBed(t, bin, allKinds, extra...)
+}
+
+func startBed(t *testing.T, bin string, kinds []string, extra ...string) *upgradeBed {
 	t.Helper()
 	ns := testbed.NewNetns(t)
 	dir := testbed.ShortTempDir(t)
@@ -306,7 +313,7 @@ func startUpgradeBed(t *testing.T, bin string, extra ...string) *upgradeBed {
 	b.d = &daemon{Daemon: ns.StartDaemon(t, bin, testbed.DaemonConfig{Sock: filepath.Join(dir, "vknet"), Pidfile: b.pidfile, Args: args}), t: t}
 	b.ctl = b.d.Sock + ".ctl"
 	paths := map[string]string{"seqpacket": b.d.Sock, "stream": filepath.Join(dir, "s"), "dgram": filepath.Join(dir, "g"), "vhost-user": filepath.Join(dir, "v")}
-	for i, kind := range []string{"seqpacket", "stream", "dgram", "vhost-user"} {
+	for i, kind := range kinds {
 		f := &flow{kind: kind, stopped: make(chan struct{}),
 			txMAC: testbed.MAC(byte(0x10 + i)), rxMAC: testbed.MAC(byte(0x20 + i)),
 			txIP: netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + i)}), rxIP: netip.AddrFrom4([4]byte{198, 18, 0, byte(20 + i)})}

@@ -31,7 +31,7 @@ func adoptDaemon(o *options, log *slog.Logger, rec *handover.Record, fds []int) 
 		}
 		return fds[i]
 	}
-	d := &daemon{o: o, log: log, up: upgrade{metricsFd: -1}}
+	d := &daemon{o: o, log: log, up: upgrade{metricsFd: -1}, supFd: fd(rec.Daemon.Supervisor), restarts: rec.Daemon.Restarts}
 	d.initUpgrade(rec.Args)
 	dm := &rec.Daemon
 	want := flagSockets(o)

@@ -56,6 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if status, supervised := runIfSupervisor(o, stdout, stderr); supervised {
+		return status // the supervisor of --supervise (supervise_linux.go)
+	}
 	if status, adopted := runIfUpgrade(o, stdout, stderr); adopted {
 		return status // a new daemon started by vknetctl upgrade (upgrade_linux.go)
 	}
@@ -82,6 +85,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	d, err := start(o, log)
 	if err == nil {
 		d.initUpgrade(args)
+		if fd := supervisorFd(); fd >= 0 {
+			d.attachSupervisor(fd, true)
+		}
 	}
 	if err != nil {
 		ready.fail(err)
@@ -116,10 +122,16 @@ type daemon struct {
 	keeper    *keeper // removes the files once the daemon has given up root
 	kfilter   *secure.KernelFilter
 	up        upgrade // vknetctl upgrade (upgrade_linux.go)
+	// sup is the --supervise supervisor's channel, nil without one;
+	// restarts how often it started a daemon after a crash
+	// (supervise_linux.go).
+	sup      *supervisorLink
+	supFd    int
+	restarts uint64
 }
 
 func start(o *options, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{o: o, log: log, up: upgrade{metricsFd: -1}}
+	d := &daemon{o: o, log: log, up: upgrade{metricsFd: -1}, supFd: -1}
 	defer func() {
 		if err != nil {
 			d.cleanup()
@@ -349,6 +361,9 @@ func (d *daemon) logCounters() {
 // cleanup undoes start in reverse order; each step tolerates what was
 // never done.
 func (d *daemon) cleanup() {
+	// A supervisor lets go of its copies first: it must not hold the
+	// keeper or a TAP the daemon removes.
+	d.tellSupervisor(handoverKindStopping, nil)
 	d.stopObservers()
 	for _, l := range d.listeners {
 		l.close()

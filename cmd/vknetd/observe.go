@@ -18,7 +18,8 @@ func (d *daemon) startObservers(ctl *unixListener, gid int) error {
 	if err != nil {
 		return err
 	}
-	cfg := control.ServerConfig{Engine: d.engine, Upgrader: d, GID: gid, Group: d.o.group, Log: d.log}
+	cfg := control.ServerConfig{Engine: d.engine, Upgrader: d, GID: gid, Group: d.o.group, Log: d.log,
+		Restarts: func() uint64 { return d.restarts }}
 	if d.tap.VXLANDev() != "" {
 		cfg.Remote = remoteView{d.tap}
 	}

@@ -115,6 +115,7 @@ func (d *daemon) exitHandedOver(newPid int) {
 	case <-d.up.replied:
 	case <-time.After(2 * time.Second):
 	}
+	d.tellSupervisor(handover.KindHandedOver, []byte(strconv.Itoa(newPid)))
 	// systemd follows the new main process (NotifyAccess=main: only we,
 	// the main process until now, may say so).
 	sdNotify(fmt.Sprintf("MAINPID=%d", newPid))
@@ -188,7 +189,7 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	if err := expect("starting", handover.KindHello); err != nil {
 		return 0, 0, err
 	}
-	rec, fds := d.record()
+	rec, fds := d.record(true)
 	rec.Fds = len(fds)
 	payload, err := handover.Encode(rec)
 	if err != nil {
@@ -245,7 +246,7 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 
 // record is the daemon's part of the state and its fds; the frozen
 // engine's come after them.
-func (d *daemon) record() (*handover.Record, []int) {
+func (d *daemon) record(withSupervisor bool) (*handover.Record, []int) {
 	var fds []int
 	add := func(fd int) int {
 		if fd < 0 {
@@ -256,13 +257,17 @@ func (d *daemon) record() (*handover.Record, []int) {
 	}
 	r := &handover.Record{Args: d.up.args}
 	dm := &r.Daemon
-	dm.Pidfile, dm.Metrics, dm.KeeperAlive = -1, -1, -1
+	dm.Pidfile, dm.Metrics, dm.KeeperAlive, dm.Supervisor = -1, -1, -1, -1
+	dm.Restarts = d.restarts
 	if d.pid != nil && d.pid.f != nil {
 		dm.Pidfile = add(int(d.pid.f.Fd()))
 	}
 	n := len(d.listeners) - 1 // the control socket is last
 	dm.Control = add(d.listeners[n].fd)
 	dm.Metrics = add(d.up.metricsFd)
+	if withSupervisor && d.sup != nil {
+		dm.Supervisor = add(d.sup.conn.Fd())
+	}
 	if k := d.keeper; k != nil && k.alive != nil {
 		dm.KeeperAlive = add(int(k.alive.Fd()))
 		dm.KeeperPid = k.pid()
@@ -376,6 +381,14 @@ func runAdopted(o *options, conn *handover.Conn, stdout, stderr io.Writer) int {
 		return 1
 	}
 	d.takeOver()
+	switch {
+	case d.supFd >= 0:
+		d.attachSupervisor(d.supFd, false) // handed on by an upgraded daemon
+	default:
+		if fd := supervisorFd(); fd >= 0 {
+			d.attachSupervisor(fd, false) // started by the supervisor after a crash
+		}
+	}
 	conn.Send(handover.KindServing, nil, nil)
 	conn.Close()
 	if o.debug {
@@ -428,3 +441,5 @@ func adopt(o *options, log *slog.Logger, conn *handover.Conn) (*daemon, error) {
 	}
 	return d, nil
 }
+
+const handoverKindStopping = handover.KindStopping

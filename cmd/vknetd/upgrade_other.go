@@ -26,3 +26,16 @@ func (d *daemon) Upgrade(binary string) (int, error) {
 func (d *daemon) Upgraded() {}
 
 func runIfUpgrade(o *options, stdout, stderr io.Writer) (int, bool) { return 0, false }
+
+// --supervise is Linux only: the flag is accepted and does nothing.
+type supervisorLink struct{}
+
+func runIfSupervisor(o *options, stdout, stderr io.Writer) (int, bool) { return 0, false }
+
+func supervisorFd() int { return -1 }
+
+func (d *daemon) attachSupervisor(fd int, setup bool) {}
+
+func (d *daemon) tellSupervisor(kind byte, payload []byte) {}
+
+const handoverKindStopping = 'x'

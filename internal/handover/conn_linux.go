@@ -28,6 +28,12 @@ const (
 	KindError    byte = 'e' // either way: gave up, payload says why
 	KindCommit   byte = 'c' // old to new: serve; the old daemon exits
 	KindServing  byte = 'v' // new to old: serving (pidfile written, control socket served)
+
+	// A daemon to its supervisor (vknetd --supervise).
+	KindPort       byte = 'o' // a client made or closed (engine.PortNotice) with its fds
+	KindSnapshot   byte = 'n' // the tables and counters (handover.Engine, no fds)
+	KindStopping   byte = 'x' // stopping for good: let go of everything
+	KindHandedOver byte = 'a' // upgraded: the new daemon (its pid) speaks from now on
 )
 
 // Conn is one end of the socketpair.

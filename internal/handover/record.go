@@ -48,9 +48,11 @@ type Daemon struct {
 	TAP       TAP        `json:"tap"`
 	// Keeper is the --user keeper's pipe (its write end: closing the last
 	// copy tells it to clean up) and pid.
-	KeeperAlive int    `json:"keeper_alive"`
-	KeeperPid   int    `json:"keeper_pid"`
-	Restarts    uint64 `json:"restarts"`
+	KeeperAlive int `json:"keeper_alive"`
+	// Supervisor is the --supervise supervisor's channel, or -1.
+	Supervisor int    `json:"supervisor"`
+	KeeperPid  int    `json:"keeper_pid"`
+	Restarts   uint64 `json:"restarts"`
 }
 
 // Listener is a client listening socket.
@@ -242,6 +244,9 @@ func (r *Record) check(nfds int) error {
 		return err
 	}
 	if err := fd("keeper", d.KeeperAlive, false); err != nil {
+		return err
+	}
+	if err := fd("supervisor", d.Supervisor, false); err != nil {
 		return err
 	}
 	if len(d.Listeners) > MaxListeners {

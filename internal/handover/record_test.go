@@ -11,7 +11,7 @@ func sampleRecord() *Record {
 	return &Record{
 		Fds:  6,
 		Args: []string{"-d", "-t", "vk0"},
-		Daemon: Daemon{Pidfile: 0, Control: 1, Metrics: -1, KeeperAlive: -1,
+		Daemon: Daemon{Pidfile: 0, Control: 1, Metrics: -1, KeeperAlive: -1, Supervisor: -1,
 			Listeners: []Listener{{Fd: 2, Kind: 0, Path: "/run/vknet"}, {Fd: 3, Kind: 2, Path: "/run/vknet.dgram"}},
 			TAP:       TAP{Fd: 4, Name: "vk0", MTU: 1500}},
 		Engine: Engine{Accepted: 3,
@@ -87,9 +87,9 @@ func TestDecodeRefuses(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	b, _ := Encode(sampleRecord())
 	f.Add(b, 6)
-	f.Add([]byte(`{"version":1,"fds":1,"daemon":{"control":0,"pidfile":-1,"metrics":-1,"keeper_alive":-1,"tap":{"fd":-1}}}`), 1)
+	f.Add([]byte(`{"version":1,"fds":1,"daemon":{"control":0,"pidfile":-1,"metrics":-1,"keeper_alive":-1,"supervisor":-1,"tap":{"fd":-1}}}`), 1)
 	f.Add([]byte(`{"version":1,"fds":0,"engine":{"ports":[{"id":4294967295,"fd":-1}]}}`), 0)
-	f.Add([]byte(`{"version":1,"fds":2,"daemon":{"control":0,"pidfile":-1,"metrics":-1,"keeper_alive":-1,"tap":{"fd":-1}},"engine":{"ports":[{"id":1,"fd":1,"queue":[""],"tx_off":-3}]}}`), 2)
+	f.Add([]byte(`{"version":1,"fds":2,"daemon":{"control":0,"pidfile":-1,"metrics":-1,"keeper_alive":-1,"supervisor":-1,"tap":{"fd":-1}},"engine":{"ports":[{"id":1,"fd":1,"queue":[""],"tx_off":-3}]}}`), 2)
 	f.Add([]byte(`{"version":99}`), 0)
 	f.Add([]byte(`[]`), 0)
 	f.Add([]byte{}, 0)
@@ -115,6 +115,7 @@ func FuzzDecode(f *testing.F) {
 		use(r.Daemon.Control)
 		use(r.Daemon.Metrics)
 		use(r.Daemon.KeeperAlive)
+		use(r.Daemon.Supervisor)
 		use(r.Daemon.TAP.Fd)
 		for _, l := range r.Daemon.Listeners {
 			use(l.Fd)
