@@ -3,7 +3,9 @@
 package integration
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vknetd/vknetd/control"
+	"github.com/vknetd/vknetd/internal/testbed"
 )
 
 // TestSupervisorSurvivesKill: with --supervise, kill -9 of the daemon
@@ -77,6 +80,52 @@ func TestSupervisorSurvivesKill(t *testing.T) {
 	if err := b.d.Wait(5 * time.Second); err != nil {
 		t.Errorf("the supervisor did not exit after the daemon stopped: %v", err)
 	}
+}
+
+// TestSupervisorUnderUserAfterUpgrade: under --user, an upgraded daemon
+// is still supervised: kill -9 of it is survived the same way, the new
+// daemon is the user with CAP_NET_ADMIN alone, and the keeper still
+// cleans up at the end.
+func TestSupervisorUnderUserAfterUpgrade(t *testing.T) {
+	needRoot(t)
+	lookupDropUser(t)
+	binDir := testbed.ShortTempDir(t)
+	os.Chmod(binDir, 0o755)
+	bin := filepath.Join(binDir, "vknetd")
+	copyFile(t, vknetd, bin, 0o755)
+	b := startBed(t, bin, []string{"seqpacket", "stream", "dgram"}, "--supervise", "--user", dropUser)
+	b.start()
+	time.Sleep(300 * time.Millisecond)
+	if _, err := b.upgrade(""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	pid := readPid(t, b.pidfile)
+	got := make([]uint64, len(b.flows))
+	for i, f := range b.flows {
+		got[i] = f.got.Load()
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	if !waitFor(2*time.Second, func() bool {
+		for i, f := range b.flows {
+			if f.got.Load() < got[i]+10 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("traffic did not resume within 2 s of kill -9 of the upgraded daemon")
+	}
+	newPid := readPid(t, b.pidfile)
+	st := procStatus(t, fmt.Sprintf("/proc/%d/status", newPid))
+	if uids := strings.Fields(st["Uid"]); len(uids) != 4 || uids[0] == "0" || uids[1] == "0" || st["CapEff"] != "0000000000001000" ||
+		st["CapInh"] != "0000000000000000" || st["CapAmb"] != "0000000000000000" {
+		t.Errorf("the restarted daemon: uids %q, capabilities eff %s inh %s amb %s; want the user with CAP_NET_ADMIN alone",
+			st["Uid"], st["CapEff"], st["CapInh"], st["CapAmb"])
+	}
+	b.quiesce()
+	b.checkFlows()
+	stopAndCheckCleanup(t, b, newPid)
 }
 
 func readPid(t *testing.T, path string) int {
