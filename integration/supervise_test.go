@@ -50,8 +50,8 @@ func TestSupervisorSurvivesKill(t *testing.T) {
 		t.Fatalf("traffic did not resume within 2 s of kill -9")
 	}
 	t.Logf("traffic resumed %v after kill -9", took.Round(time.Millisecond))
-	newPid := readPid(t, b.pidfile)
-	if newPid == pid || !pidAlive(newPid) {
+	var newPid int
+	if !waitFor(2*time.Second, func() bool { newPid = tryReadPid(b.pidfile); return newPid != pid && newPid > 0 && pidAlive(newPid) }) {
 		t.Fatalf("pidfile names %d after the restart (killed %d)", newPid, pid)
 	}
 	after := b.snapshot()
@@ -116,7 +116,11 @@ func TestSupervisorUnderUserAfterUpgrade(t *testing.T) {
 	}) {
 		t.Fatalf("traffic did not resume within 2 s of kill -9 of the upgraded daemon")
 	}
-	newPid := readPid(t, b.pidfile)
+	// Under --user the keeper writes the pidfile, a moment later.
+	var newPid int
+	if !waitFor(2*time.Second, func() bool { newPid = tryReadPid(b.pidfile); return newPid != pid && newPid > 0 && pidAlive(newPid) }) {
+		t.Fatalf("pidfile names %d after the restart (killed %d)", newPid, pid)
+	}
 	st := procStatus(t, fmt.Sprintf("/proc/%d/status", newPid))
 	if uids := strings.Fields(st["Uid"]); len(uids) != 4 || uids[0] == "0" || uids[1] == "0" || st["CapEff"] != "0000000000001000" ||
 		st["CapInh"] != "0000000000000000" || st["CapAmb"] != "0000000000000000" {
@@ -126,6 +130,12 @@ func TestSupervisorUnderUserAfterUpgrade(t *testing.T) {
 	b.quiesce()
 	b.checkFlows()
 	stopAndCheckCleanup(t, b, newPid)
+}
+
+func tryReadPid(path string) int {
+	b, _ := os.ReadFile(path)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 func readPid(t *testing.T, path string) int {

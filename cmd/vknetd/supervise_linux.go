@@ -213,7 +213,9 @@ func runSupervisor(o *options, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vknetd: starting the daemon: %v\n", err)
 		return 1
 	}
-	started := time.Now()
+	// Only a daemon the supervisor restarted can die "soon after its
+	// start": the first crash of any daemon is answered at once.
+	var started time.Time
 	quick := 0
 	for {
 		s.serve(conn)
@@ -224,7 +226,7 @@ func runSupervisor(o *options, stdout, stderr io.Writer) int {
 		case s.setup == nil:
 			return 1 // it did not start: it said why
 		}
-		if time.Since(started) < quickDeath {
+		if !started.IsZero() && time.Since(started) < quickDeath {
 			quick++
 		} else {
 			quick = 0
