@@ -19,8 +19,9 @@ import (
 // TestSupervisorSurvivesKill: with --supervise, kill -9 of the daemon
 // disconnects no SEQPACKET, stream or datagram client; traffic flows
 // again within 2 s, through a new daemon with the same port ids and the
-// MAC table and bindings it had; vknetctl stats counts the restart; and
-// the last daemon still cleans up at SIGTERM.
+// MAC table and bindings it had; vknetctl stats counts the restart; a
+// second kill at once backs off with one log line; and the last daemon
+// still cleans up at SIGTERM.
 func TestSupervisorSurvivesKill(t *testing.T) {
 	needRoot(t)
 	b := startBed(t, vknetd, []string{"seqpacket", "stream", "dgram"}, "--supervise")
@@ -69,6 +70,34 @@ func TestSupervisorSurvivesKill(t *testing.T) {
 	c.Close()
 	if err != nil || st.Restarts != 1 {
 		t.Errorf("vknetctl stats: restarts %d (%v), want 1", st.Restarts, err)
+	}
+	// Dying again at once is a crash loop: a back-off, said once.
+	for i, f := range b.flows {
+		got[i] = f.got.Load()
+	}
+	syscall.Kill(newPid, syscall.SIGKILL)
+	if !waitFor(3*time.Second, func() bool {
+		for i, f := range b.flows {
+			if f.got.Load() < got[i]+10 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("traffic did not resume after the second kill -9")
+	}
+	if n := strings.Count(b.d.Stderr(), "keeps dying soon after its start"); n != 1 {
+		t.Errorf("%d back-off lines after a daemon died within 10 s of its restart, want 1", n)
+	}
+	if !waitFor(2*time.Second, func() bool { newPid = tryReadPid(b.pidfile); return pidAlive(newPid) }) {
+		t.Fatal("no daemon after the second restart")
+	}
+	if c, err := control.Dial(b.ctl); err == nil {
+		st, err := c.Stats()
+		c.Close()
+		if err != nil || st.Restarts != 2 {
+			t.Errorf("vknetctl stats after two crashes: restarts %d (%v), want 2", st.Restarts, err)
+		}
 	}
 	b.quiesce()
 	b.checkFlows()
