@@ -55,29 +55,54 @@ type FDs struct {
 	Call    [numQueues]int
 }
 
-// keptTable is the memory table as the front-end sent it, with its fds,
-// kept open for Export (the mappings alone cannot be handed on).
+// keptTable is the memory table as the front-end sent it, with an fd of
+// each region's file, kept open for Export (the mappings alone cannot be
+// handed on). Regions of one file (QEMU gives one fd per region, often of
+// the same memfd) share one kept fd: a guest costs one more fd per memory
+// backend, not per region.
 type keptTable struct {
 	regions []Region
-	fds     []int
+	fds     []int // per region; repeated for regions of one file
+	owned   []int // the distinct fds, closed by close
 }
 
 // keep takes the table's fds from the message being handled.
 func (k *keptTable) keep(regs []Region, c *conn) {
+	fds := make([]int, len(regs))
+	for i := range regs {
+		fds[i] = c.take(i)
+	}
+	k.set(regs, fds)
+}
+
+// set keeps fds (one per region, now owned here), closing those of a
+// file already kept.
+func (k *keptTable) set(regs []Region, fds []int) {
 	k.close()
 	k.regions = append(k.regions[:0], regs...)
-	for i := range regs {
-		k.fds = append(k.fds, c.take(i))
+	type file struct{ dev, ino uint64 }
+	seen := map[file]int{}
+	for _, fd := range fds {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil {
+			f := file{uint64(st.Dev), uint64(st.Ino)}
+			if first, ok := seen[f]; ok {
+				unix.Close(fd)
+				k.fds = append(k.fds, first)
+				continue
+			}
+			seen[f] = fd
+		}
+		k.fds = append(k.fds, fd)
+		k.owned = append(k.owned, fd)
 	}
 }
 
 func (k *keptTable) close() {
-	for _, fd := range k.fds {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
+	for _, fd := range k.owned {
+		unix.Close(fd)
 	}
-	k.regions, k.fds = k.regions[:0], k.fds[:0]
+	k.regions, k.fds, k.owned = k.regions[:0], k.fds[:0], k.owned[:0]
 }
 
 // Export writes down the device's state. The fds stay the device's. It
@@ -122,9 +147,7 @@ func Adopt(cfg Config, st State, fds FDs) (*Device, error) {
 
 func (d *Device) adopt(st *State, fds *FDs) error {
 	// Whatever fails, the device owns every fd now and Close closes it.
-	for i := range fds.Regions {
-		d.kept.fds = append(d.kept.fds, fds.Regions[i])
-	}
+	d.kept.set(st.Regions, append([]int(nil), fds.Regions...))
 	for i := range d.q {
 		d.q[i].kick, d.q[i].call = fds.Kick[i], fds.Call[i]
 	}
@@ -135,7 +158,7 @@ func (d *Device) adopt(st *State, fds *FDs) error {
 		return fmt.Errorf("protocol features %#x are not offered here", extra)
 	}
 	d.features, d.protocol, d.stats = st.Features, st.Protocol, st.Stats
-	if len(st.Queues) != numQueues || len(st.Regions) != len(fds.Regions) {
+	if len(st.Queues) != numQueues || len(st.Regions) != len(fds.Regions) || len(st.Regions) > maxRegions {
 		return fmt.Errorf("%d queues and %d regions with %d fds", len(st.Queues), len(st.Regions), len(fds.Regions))
 	}
 	if n := len(st.Regions); n > 0 {
@@ -146,7 +169,7 @@ func (d *Device) adopt(st *State, fds *FDs) error {
 		var total uint64
 		for i, r := range st.Regions {
 			var err error
-			if plan[i], err = planRegion(i, r, fds.Regions[i]); err != nil {
+			if plan[i], err = planRegion(i, r, d.kept.fds[i]); err != nil {
 				return err
 			}
 			total += plan[i].length
@@ -158,14 +181,13 @@ func (d *Device) adopt(st *State, fds *FDs) error {
 		}
 		d.memBytes = total
 		for i, r := range st.Regions {
-			mapping, view, err := mapRegion(i, r, fds.Regions[i], plan[i])
+			mapping, view, err := mapRegion(i, r, d.kept.fds[i], plan[i])
 			if err != nil {
 				return err
 			}
 			d.maps[i], d.nmaps = mapping, i+1
 			d.mem.add(r, view)
 		}
-		d.kept.regions = append(d.kept.regions[:0], st.Regions...)
 	}
 	eventIdx := d.features&(1<<featRingEventIdx) != 0
 	for i := range d.q {
