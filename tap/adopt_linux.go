@@ -80,7 +80,9 @@ func Adopt(fd int, s handover.TAP) (*Device, error) {
 		}
 		l, lerr := h.LinkByIndex(s.Index)
 		if lerr == nil && l.Attrs().Name == s.Name && isTAP(l) {
-			if derr := h.LinkDel(l); derr != nil {
+			// It may vanish meanwhile, with another process's last copy
+			// of its fd (a supervisor letting go).
+			if derr := h.LinkDel(l); derr != nil && !errors.Is(derr, unix.ENODEV) && !errors.Is(derr, unix.ENOENT) {
 				err = errors.Join(err, devErr(d.name, "delete", derr))
 			}
 		}
