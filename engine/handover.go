@@ -347,8 +347,11 @@ func (e *Engine) Adopt(st *handover.Engine, fds []int) error {
 		case b.LeftNs > 0:
 			until = e.now + b.LeftNs
 		}
+		// One that does not fit any more is left to be bound again by the
+		// rules in force, which refuse what they would refuse anyway:
+		// better than no daemon at all after a crash.
 		if err := e.policy.Restore(secure.Binding{IP: b.IP, MAC: b.MAC, Port: b.Port, Source: secure.Source(b.Source), Expires: until}, e.now); err != nil {
-			return err
+			e.log.Warn("a binding of the previous daemon was not restored", "err", err)
 		}
 	}
 	return nil
