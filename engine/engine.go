@@ -191,8 +191,10 @@ type Engine struct {
 	// mirrored counts the first loop's mirrors, for the others: they hand
 	// it their frames for them.
 	mirrored atomic.Int32
-	start    time.Time
-	done     chan struct{} // closed when Run returns
+	// notes tell a supervisor of clients made and closed (supervise.go).
+	notes portNotes
+	start time.Time
+	done  chan struct{} // closed when Run returns
 }
 
 // New checks cfg and allocates everything the loop will ever use.

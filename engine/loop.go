@@ -99,6 +99,7 @@ func (l *loop) run() error {
 	defer close(l.exited)
 	l.now = int64(time.Since(l.e.start))
 	l.nextSweep = l.now + int64(sweepInterval)
+	l.flush() // frames an adopted state carried over (handover.go)
 	for !l.stopping {
 		if _, err := l.step(l.sleep(l.timeoutMs())); err != nil {
 			l.shutdown()
@@ -151,6 +152,7 @@ func (l *loop) step(timeoutMs int) (reports int, err error) {
 		l.retryPorts()
 	}
 	l.reap()
+	l.e.deliverNotes() // to the supervisor, if any
 	if l.index == 0 {
 		l.resumeListeners()
 	}

@@ -1,0 +1,222 @@
+//go:build linux
+
+package vhostuser
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// A device's state can move to another process (vknetctl upgrade): Export
+// writes it down with the fds it stands on, and Adopt builds the same
+// device around copies of them in the new process, mapping the guest's
+// memory again. The guest notices nothing: its rings, indices, features
+// and eventfds are the same, and no message goes over the socket.
+//
+// Export is called between two calls of the data path, when every used
+// entry taken is published (ReadTXBatch and WriteRXBatch publish before
+// they return), so the indices below are all the rings' state.
+
+// State is a device's negotiated state.
+type State struct {
+	Features uint64       `json:"features"`
+	Protocol uint64       `json:"protocol"`
+	Regions  []Region     `json:"regions"`
+	Queues   []QueueState `json:"queues"`
+	Stats    Stats        `json:"stats"`
+}
+
+// QueueState is one virtqueue's state.
+type QueueState struct {
+	Num     int    `json:"num"`
+	AddrSet bool   `json:"addr_set"`
+	Desc    uint64 `json:"desc"`
+	Used    uint64 `json:"used"`
+	Avail   uint64 `json:"avail"`
+	Base    uint16 `json:"base"`
+	Started bool   `json:"started"`
+	Enabled bool   `json:"enabled"`
+	// The split ring's indices and what we told the guest about kicks.
+	LastAvail    uint16 `json:"last_avail"`
+	UsedIdx      uint16 `json:"used_idx"`
+	UsedFlags    uint16 `json:"used_flags"`
+	KicksAllowed bool   `json:"kicks_allowed"`
+	KickAt       uint16 `json:"kick_at"`
+}
+
+// FDs are the descriptors a State stands on; -1 for a kick or call fd the
+// queue has not got.
+type FDs struct {
+	Socket  int
+	Regions []int
+	Kick    [numQueues]int
+	Call    [numQueues]int
+}
+
+// keptTable is the memory table as the front-end sent it, with an fd of
+// each region's file, kept open for Export (the mappings alone cannot be
+// handed on). Regions of one file (QEMU gives one fd per region, often of
+// the same memfd) share one kept fd: a guest costs one more fd per memory
+// backend, not per region.
+type keptTable struct {
+	regions []Region
+	fds     []int // per region; repeated for regions of one file
+	owned   []int // the distinct fds, closed by close
+}
+
+// keep takes the table's fds from the message being handled.
+func (k *keptTable) keep(regs []Region, c *conn) {
+	fds := make([]int, len(regs))
+	for i := range regs {
+		fds[i] = c.take(i)
+	}
+	k.set(regs, fds)
+}
+
+// set keeps fds (one per region, now owned here), closing those of a
+// file already kept.
+func (k *keptTable) set(regs []Region, fds []int) {
+	k.close()
+	k.regions = append(k.regions[:0], regs...)
+	type file struct{ dev, ino uint64 }
+	seen := map[file]int{}
+	for _, fd := range fds {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil {
+			f := file{uint64(st.Dev), uint64(st.Ino)}
+			if first, ok := seen[f]; ok {
+				unix.Close(fd)
+				k.fds = append(k.fds, first)
+				continue
+			}
+			seen[f] = fd
+		}
+		k.fds = append(k.fds, fd)
+		k.owned = append(k.owned, fd)
+	}
+}
+
+func (k *keptTable) close() {
+	for _, fd := range k.owned {
+		unix.Close(fd)
+	}
+	k.regions, k.fds, k.owned = k.regions[:0], k.fds[:0], k.owned[:0]
+}
+
+// Export writes down the device's state. The fds stay the device's. It
+// refuses while a message from the front-end is half read: try again.
+func (d *Device) Export() (State, FDs, error) {
+	if d.conn.have > 0 || d.conn.nfds > 0 {
+		return State{}, FDs{}, errors.New("vhost-user: a message from the front-end is half read")
+	}
+	st := State{Features: d.features, Protocol: d.protocol, Stats: d.stats,
+		Regions: append([]Region(nil), d.kept.regions...)}
+	fds := FDs{Socket: d.conn.fd, Regions: append([]int(nil), d.kept.fds...)}
+	if len(st.Regions) != d.nmaps {
+		return State{}, FDs{}, errors.New("vhost-user: the memory table is not all kept")
+	}
+	for i := range d.q {
+		q := &d.q[i]
+		st.Queues = append(st.Queues, QueueState{Num: q.num, AddrSet: q.addrSet, Desc: q.addr.desc, Used: q.addr.used,
+			Avail: q.addr.avail, Base: q.base, Started: q.started, Enabled: q.enabled,
+			LastAvail: q.vq.lastAvail, UsedIdx: q.vq.usedIdx, UsedFlags: q.vq.usedFlags,
+			KicksAllowed: q.vq.kicksAllowed, KickAt: q.vq.kickAt})
+		fds.Kick[i], fds.Call[i] = q.kick, q.call
+	}
+	return st, fds, nil
+}
+
+// Adopt is NewDevice for a device another process served and exported:
+// it owns fds from here on (Close closes them), maps the memory table
+// again (Config.Memory pays for it as for a SET_MEM_TABLE) and resumes the
+// rings where they were. A state the protocol could not have produced is
+// refused.
+func Adopt(cfg Config, st State, fds FDs) (*Device, error) {
+	d, err := NewDevice(fds.Socket, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.adopt(&st, &fds); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("vhost-user: adopting the device: %w", err)
+	}
+	return d, nil
+}
+
+func (d *Device) adopt(st *State, fds *FDs) error {
+	// Whatever fails, the device owns every fd now and Close closes it.
+	d.kept.set(st.Regions, append([]int(nil), fds.Regions...))
+	for i := range d.q {
+		d.q[i].kick, d.q[i].call = fds.Kick[i], fds.Call[i]
+	}
+	if extra := st.Features &^ offeredFeatures(d.cfg.Offloads); extra != 0 {
+		return fmt.Errorf("features %#x are not offered here (is --no-offload new?)", extra)
+	}
+	if extra := st.Protocol &^ offeredProtocolFeatures; extra != 0 {
+		return fmt.Errorf("protocol features %#x are not offered here", extra)
+	}
+	d.features, d.protocol, d.stats = st.Features, st.Protocol, st.Stats
+	if len(st.Queues) != numQueues || len(st.Regions) != len(fds.Regions) || len(st.Regions) > maxRegions {
+		return fmt.Errorf("%d queues and %d regions with %d fds", len(st.Queues), len(st.Regions), len(fds.Regions))
+	}
+	if n := len(st.Regions); n > 0 {
+		if err := validateRegions(st.Regions); err != nil {
+			return err
+		}
+		var plan [maxRegions]regionMapping
+		var total uint64
+		for i, r := range st.Regions {
+			var err error
+			if plan[i], err = planRegion(i, r, d.kept.fds[i]); err != nil {
+				return err
+			}
+			total += plan[i].length
+		}
+		if d.cfg.Memory != nil {
+			if err := d.cfg.Memory(total); err != nil {
+				return err
+			}
+		}
+		d.memBytes = total
+		for i, r := range st.Regions {
+			mapping, view, err := mapRegion(i, r, d.kept.fds[i], plan[i])
+			if err != nil {
+				return err
+			}
+			d.maps[i], d.nmaps = mapping, i+1
+			d.mem.add(r, view)
+		}
+	}
+	eventIdx := d.features&(1<<featRingEventIdx) != 0
+	for i := range d.q {
+		qs, q := &st.Queues[i], &d.q[i]
+		if qs.Num != 0 && (qs.Num > maxQueueSize || qs.Num&(qs.Num-1) != 0) {
+			return fmt.Errorf("queue %d size %d", i, qs.Num)
+		}
+		for _, fd := range []int{q.kick, q.call} {
+			if fd >= 0 {
+				if err := unix.SetNonblock(fd, true); err != nil {
+					return fmt.Errorf("queue %d eventfd: %w", i, err)
+				}
+			}
+		}
+		q.num, q.addrSet, q.base, q.enabled = qs.Num, qs.AddrSet, qs.Base, qs.Enabled
+		q.addr = vringAddr{index: uint32(i), desc: qs.Desc, used: qs.Used, avail: qs.Avail}
+		if !qs.Started {
+			continue
+		}
+		if q.kick < 0 {
+			return fmt.Errorf("queue %d started without a kick fd", i)
+		}
+		q.vq.reset(qs.Num, qs.Base, eventIdx)
+		if err := d.mapRings(i); err != nil {
+			return err
+		}
+		q.vq.lastAvail, q.vq.usedIdx, q.vq.usedFlags = qs.LastAvail, qs.UsedIdx, qs.UsedFlags
+		q.vq.kicksAllowed, q.vq.kickAt = qs.KicksAllowed, qs.KickAt
+		q.started = true
+	}
+	return nil
+}
