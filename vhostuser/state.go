@@ -18,6 +18,16 @@ import (
 // Export is called between two calls of the data path, when every used
 // entry taken is published (ReadTXBatch and WriteRXBatch publish before
 // they return), so the indices below are all the rings' state.
+//
+// A device the front-end is migrating (dirty logging: LOG_ALL, or a log
+// given) is not handed over: Export refuses, so the upgrade is refused
+// and the old daemon keeps serving and logging. Carrying the log would
+// mean carrying its fd and every bit set since the front-end last read
+// it, for a window of seconds; an upgrade after the migration costs
+// nothing. What the migration leaves behind outside that window is
+// carried: the rings' logging flags and addresses (a later migration logs
+// the used rings where the front-end said), a RARP announcement not sent
+// yet, and which rings GET_VRING_BASE stopped.
 
 // State is a device's negotiated state.
 type State struct {
@@ -26,6 +36,11 @@ type State struct {
 	Regions  []Region     `json:"regions"`
 	Queues   []QueueState `json:"queues"`
 	Stats    Stats        `json:"stats"`
+	// Announce is the MAC of a SEND_RARP announcement ReadTX still owes,
+	// or nil.
+	Announce *[6]byte `json:"announce,omitempty"`
+	// Stopped has bit i set when ring i ran and GET_VRING_BASE stopped it.
+	Stopped uint8 `json:"stopped,omitempty"`
 }
 
 // QueueState is one virtqueue's state.
@@ -35,6 +50,10 @@ type QueueState struct {
 	Desc    uint64 `json:"desc"`
 	Used    uint64 `json:"used"`
 	Avail   uint64 `json:"avail"`
+	// Flags and Log are SET_VRING_ADDR's VHOST_VRING_F_LOG and the used
+	// ring's address in the dirty log.
+	Flags   uint32 `json:"flags,omitempty"`
+	Log     uint64 `json:"log,omitempty"`
 	Base    uint16 `json:"base"`
 	Started bool   `json:"started"`
 	Enabled bool   `json:"enabled"`
@@ -54,6 +73,10 @@ type FDs struct {
 	Kick    [numQueues]int
 	Call    [numQueues]int
 }
+
+// ErrMigrating is Export's refusal of a device whose guest the front-end
+// is migrating (dirty logging on).
+var ErrMigrating = errors.New("vhost-user: the guest is being migrated (dirty logging is on): upgrade once its migration has ended")
 
 // keptTable is the memory table as the front-end sent it, with an fd of
 // each region's file, kept open for Export (the mappings alone cannot be
@@ -111,8 +134,15 @@ func (d *Device) Export() (State, FDs, error) {
 	if d.conn.have > 0 || d.conn.nfds > 0 {
 		return State{}, FDs{}, errors.New("vhost-user: a message from the front-end is half read")
 	}
-	st := State{Features: d.features, Protocol: d.protocol, Stats: d.stats,
+	if d.features&(1<<featLogAll) != 0 || d.log.mem != nil {
+		return State{}, FDs{}, ErrMigrating
+	}
+	st := State{Features: d.features, Protocol: d.protocol, Stats: d.stats, Stopped: d.stoppedRings,
 		Regions: append([]Region(nil), d.kept.regions...)}
+	if d.announcePending {
+		mac := d.announce
+		st.Announce = &mac
+	}
 	fds := FDs{Socket: d.conn.fd, Regions: append([]int(nil), d.kept.fds...)}
 	if len(st.Regions) != d.nmaps {
 		return State{}, FDs{}, errors.New("vhost-user: the memory table is not all kept")
@@ -120,7 +150,7 @@ func (d *Device) Export() (State, FDs, error) {
 	for i := range d.q {
 		q := &d.q[i]
 		st.Queues = append(st.Queues, QueueState{Num: q.num, AddrSet: q.addrSet, Desc: q.addr.desc, Used: q.addr.used,
-			Avail: q.addr.avail, Base: q.base, Started: q.started, Enabled: q.enabled,
+			Avail: q.addr.avail, Flags: q.addr.flags, Log: q.addr.log, Base: q.base, Started: q.started, Enabled: q.enabled,
 			LastAvail: q.vq.lastAvail, UsedIdx: q.vq.usedIdx, UsedFlags: q.vq.usedFlags,
 			KicksAllowed: q.vq.kicksAllowed, KickAt: q.vq.kickAt})
 		fds.Kick[i], fds.Call[i] = q.kick, q.call
@@ -157,7 +187,22 @@ func (d *Device) adopt(st *State, fds *FDs) error {
 	if extra := st.Protocol &^ offeredProtocolFeatures; extra != 0 {
 		return fmt.Errorf("protocol features %#x are not offered here", extra)
 	}
-	d.features, d.protocol, d.stats = st.Features, st.Protocol, st.Stats
+	if st.Stopped>>numQueues != 0 {
+		return fmt.Errorf("stopped rings %#x of %d", st.Stopped, numQueues)
+	}
+	if st.Features&(1<<featLogAll) != 0 {
+		return ErrMigrating // Export never writes such a state
+	}
+	d.features, d.protocol, d.stats, d.stoppedRings = st.Features, st.Protocol, st.Stats, st.Stopped
+	if m := st.Announce; m != nil {
+		if m[0]&1 != 0 || *m == [6]byte{} {
+			return fmt.Errorf("RARP announcement for %x, not a unicast MAC", *m)
+		}
+		if d.protocol&(1<<protoFeatRARP) == 0 {
+			return errors.New("a RARP announcement without the RARP protocol feature")
+		}
+		d.announce, d.announcePending = *m, true
+	}
 	if len(st.Queues) != numQueues || len(st.Regions) != len(fds.Regions) || len(st.Regions) > maxRegions {
 		return fmt.Errorf("%d queues and %d regions with %d fds", len(st.Queues), len(st.Regions), len(fds.Regions))
 	}
@@ -178,6 +223,7 @@ func (d *Device) adopt(st *State, fds *FDs) error {
 			if err := d.cfg.Memory(total); err != nil {
 				return err
 			}
+			d.charged = total // releaseMemory tells Config.Memory of it at Close
 		}
 		d.memBytes = total
 		for i, r := range st.Regions {
@@ -202,8 +248,11 @@ func (d *Device) adopt(st *State, fds *FDs) error {
 				}
 			}
 		}
+		if qs.Flags&^vringFLog != 0 {
+			return fmt.Errorf("queue %d address flags %#x", i, qs.Flags)
+		}
 		q.num, q.addrSet, q.base, q.enabled = qs.Num, qs.AddrSet, qs.Base, qs.Enabled
-		q.addr = vringAddr{index: uint32(i), desc: qs.Desc, used: qs.Used, avail: qs.Avail}
+		q.addr = vringAddr{index: uint32(i), flags: qs.Flags, desc: qs.Desc, used: qs.Used, avail: qs.Avail, log: qs.Log}
 		if !qs.Started {
 			continue
 		}
