@@ -16,6 +16,8 @@
 //     SEQPACKET, stream, datagram, monitor, vhost-user) implements; the
 //     loop never asks which kind a port is.
 //   - control.go, listing.go, stats.go: what other goroutines may ask.
+//   - handover.go, supervise.go: the switch handed to a new process
+//     (Freeze, Adopt) and what a supervisor keeps for after a crash.
 package engine
 
 import (

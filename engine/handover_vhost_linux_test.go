@@ -15,8 +15,10 @@ import (
 // eventfds and ring indices carried over); frames a guest sent while
 // nobody read arrive, and both guests go on switching both ways, without
 // reconnecting.
-func TestAdoptVhostUserGuests(t *testing.T) {
-	old, path := vhostSwitch(t, false, func(c *Config) { c.Offloads = true })
+func TestAdoptVhostUserGuests(t *testing.T) { forWorkers(t, testAdoptVhostUserGuests) }
+
+func testAdoptVhostUserGuests(t *testing.T, workers int) {
+	old, path := vhostSwitch(t, false, func(c *Config) { c.Offloads, c.Workers = true, workers })
 	var thaw func()
 	t.Cleanup(func() {
 		if thaw != nil {
