@@ -88,7 +88,7 @@ install: build
 	install -D -m 0644 vknetctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/vknetctl.1
 	install -D -m 0644 vknetplug.1 $(DESTDIR)$(PREFIX)/share/man/man1/vknetplug.1
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
-	sed 's|@SBINDIR@|$(PREFIX)/sbin|' contrib/vknetd.service >$(DESTDIR)$(PREFIX)/lib/systemd/system/vknetd.service
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|' -e 's|@BINDIR@|$(PREFIX)/bin|' contrib/vknetd.service >$(DESTDIR)$(PREFIX)/lib/systemd/system/vknetd.service
 	install -D -m 0644 contrib/vknetd.default $(DESTDIR)$(PREFIX)/share/doc/vknetd/vknetd.default
 
 clean:

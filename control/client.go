@@ -127,6 +127,21 @@ func (c *Client) Bindings() ([]Binding, error) {
 	return out, err
 }
 
+// UpgradeTimeout bounds an upgrade's reply: the daemon gives the new
+// process 5 s to be ready.
+const UpgradeTimeout = 30 * time.Second
+
+// Upgrade has the daemon hand itself over to a new process started from
+// binary ("" for its own executable) and returns the new daemon's pid.
+func (c *Client) Upgrade(binary string) (int, error) {
+	pid := 0
+	old := c.Timeout
+	c.Timeout = max(c.Timeout, UpgradeTimeout)
+	defer func() { c.Timeout = old }()
+	err := c.do(Request{Cmd: CmdUpgrade, Binary: binary}, func(r *Reply) { pid = r.Pid })
+	return pid, err
+}
+
 // Stats returns the switch's totals.
 func (c *Client) Stats() (Stats, error) {
 	var out Stats

@@ -46,6 +46,9 @@ const (
 	CmdBindings = "bindings"
 	CmdStats    = "stats"
 	CmdMonitor  = "monitor"
+	// CmdUpgrade has the daemon hand itself over to a new process
+	// (Request.Binary, or its own executable read again); root only.
+	CmdUpgrade = "upgrade"
 )
 
 // Request is one client message.
@@ -55,6 +58,9 @@ type Request struct {
 	// All asks a monitor for a copy of every frame the switch forwards,
 	// not only the flooded ones.
 	All bool `json:"all,omitempty"`
+	// Binary is the program an upgrade starts; empty: the daemon's own
+	// executable, read again from disk.
+	Binary string `json:"binary,omitempty"`
 }
 
 // Hello is the greeting a server sends on every accepted connection.
@@ -72,6 +78,8 @@ type Reply struct {
 	MACs     []MAC     `json:"macs,omitempty"`
 	Bindings []Binding `json:"bindings,omitempty"`
 	Stats    *Stats    `json:"stats,omitempty"`
+	// Pid is, in an upgrade's reply, the new daemon's process id.
+	Pid int `json:"pid,omitempty"`
 }
 
 // Port is one port of the switch: the TAP, a client, or a monitor.
@@ -154,6 +162,9 @@ type Stats struct {
 	// also holds what the kernel filter dropped on datagram listeners.
 	Drops     map[string]uint64 `json:"drops"`
 	Unlearned uint64            `json:"unlearned"`
+	// Restarts is how often a supervisor (vknetd --supervise) started a
+	// new daemon after the one before died; 0 without one.
+	Restarts uint64 `json:"restarts"`
 }
 
 // Sides splits traffic into the host's side and the clients' side. Rx is

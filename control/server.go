@@ -38,9 +38,23 @@ type Remote interface {
 	RemoteTraffic() (t Traffic, ok bool, err error)
 }
 
+// Upgrader is the daemon's side of CmdUpgrade: Upgrade hands the daemon
+// over to a new process started from binary and returns its pid once it
+// serves, or why it does not (the daemon then keeps serving); Upgraded
+// is called once the reply is sent (or could not be), after which the
+// old daemon exits.
+type Upgrader interface {
+	Upgrade(binary string) (pid int, err error)
+	Upgraded()
+}
+
 // ServerConfig is what NewServer needs besides the listener.
 type ServerConfig struct {
 	Engine Engine
+	// Upgrader serves CmdUpgrade; nil refuses it.
+	Upgrader Upgrader
+	// Restarts, when set, is Stats.Restarts.
+	Restarts func() uint64
 	// Remote is nil without a VXLAN device.
 	Remote Remote
 	// GID and Group are the group allowed besides root (the daemon's
@@ -144,9 +158,12 @@ func (s *Server) Close() error {
 
 func (s *Server) accept() {
 	defer s.wg.Done()
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
 	backoff := 50 * time.Millisecond
 	for {
-		c, err := s.ln.AcceptUnix()
+		c, err := ln.AcceptUnix()
 		if err != nil {
 			s.mu.Lock()
 			done := s.done
@@ -229,6 +246,10 @@ func (s *Server) serve(c *net.UnixConn) {
 			s.monitor(c, cr, req.All)
 			return
 		}
+		if req.Cmd == CmdUpgrade {
+			s.upgrade(c, cr, req.Binary)
+			return
+		}
 		msgs, err := s.answer(req)
 		if err != nil {
 			sendError(c, err.Error())
@@ -302,6 +323,9 @@ func (s *Server) answer(req Request) ([][]byte, error) {
 			return nil, engineErr(err)
 		}
 		sum := Summarize(st)
+		if s.cfg.Restarts != nil {
+			sum.Restarts = s.cfg.Restarts()
+		}
 		if s.cfg.Remote != nil {
 			t, ok, err := s.cfg.Remote.RemoteTraffic()
 			if err != nil {
@@ -315,6 +339,52 @@ func (s *Server) answer(req Request) ([][]byte, error) {
 		return [][]byte{b}, err
 	}
 	return nil, fmt.Errorf("unknown command %q: use ports, macs, bindings, stats or monitor", req.Cmd)
+}
+
+// upgrade serves CmdUpgrade. Only root may ask: the daemon runs the
+// program it is given.
+func (s *Server) upgrade(c *net.UnixConn, cr cred, binary string) {
+	if cr.uid != 0 {
+		sendError(c, fmt.Sprintf("permission denied: only root may upgrade the daemon (it runs the program given), and you are uid %d", cr.uid))
+		return
+	}
+	if s.cfg.Upgrader == nil {
+		sendError(c, "this daemon cannot be upgraded in place")
+		return
+	}
+	s.log.Info("upgrade asked", "pid", cr.pid, "binary", binary)
+	pid, err := s.cfg.Upgrader.Upgrade(binary)
+	if err != nil {
+		sendError(c, err.Error())
+		return
+	}
+	c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	sendReply(c, Reply{V: Version, OK: true, Pid: pid})
+	s.cfg.Upgrader.Upgraded()
+}
+
+// StopAccepting closes the server's listener (its own duplicate: the
+// socket stays open and connections wait in its backlog) and leaves the
+// connections being served alone; a daemon handing over stops here.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	ln.Close()
+}
+
+// ResumeAccepting serves ln, a new duplicate of the control socket, after
+// StopAccepting (a handover that failed).
+func (s *Server) ResumeAccepting(ln *net.UnixListener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		ln.Close()
+		return
+	}
+	s.ln = ln
+	s.wg.Add(1)
+	go s.accept()
 }
 
 func engineErr(err error) error {

@@ -20,20 +20,7 @@ func (e *Engine) do(fn func()) error { return e.loops[0].do(fn) }
 // share state with the forwarding path.
 func (l *loop) do(fn func()) error {
 	done := make(chan struct{})
-	select {
-	case l.reqs <- func() { fn(); close(done) }:
-	case <-l.exited:
-		return ErrStopped
-	}
-	// The poller's fds are closed at shutdown and their numbers may be
-	// reused at once: never write to them after that.
-	l.wakeMu.Lock()
-	var err error
-	if !l.pollClosed {
-		err = l.poll.wake()
-	}
-	l.wakeMu.Unlock()
-	if err != nil {
+	if err := l.request(func() { fn(); close(done) }); err != nil {
 		return err
 	}
 	select {
@@ -49,6 +36,23 @@ func (l *loop) do(fn func()) error {
 			return ErrStopped
 		}
 	}
+}
+
+// request queues fn for l's goroutine, between two rounds, and wakes l.
+func (l *loop) request(fn func()) error {
+	select {
+	case l.reqs <- fn:
+	case <-l.exited:
+		return ErrStopped
+	}
+	// The poller's fds are closed at shutdown and their numbers may be
+	// reused at once: never write to them after that.
+	l.wakeMu.Lock()
+	defer l.wakeMu.Unlock()
+	if l.pollClosed {
+		return nil
+	}
+	return l.poll.wake()
 }
 
 func (l *loop) serveRequests() {

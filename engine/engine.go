@@ -18,6 +18,8 @@
 //     SEQPACKET, stream, datagram, monitor, vhost-user) implements; the
 //     loop never asks which kind a port is.
 //   - control.go, listing.go, stats.go: what other goroutines may ask.
+//   - handover.go, supervise.go: the switch handed to a new process
+//     (Freeze, Adopt) and what a supervisor keeps for after a crash.
 package engine
 
 import (
@@ -198,8 +200,10 @@ type Engine struct {
 	// mirrored counts the first loop's mirrors, for the others: they hand
 	// it their frames for them.
 	mirrored atomic.Int32
-	start    time.Time
-	done     chan struct{} // closed when Run returns
+	// notes tell a supervisor of clients made and closed (supervise.go).
+	notes portNotes
+	start time.Time
+	done  chan struct{} // closed when Run returns
 }
 
 // New checks cfg and allocates everything the loop will ever use.

@@ -113,6 +113,7 @@ func (l *loop) run() error {
 	defer close(l.exited)
 	l.now = int64(time.Since(l.e.start))
 	l.nextSweep = l.now + int64(sweepInterval)
+	l.flush() // frames an adopted state carried over (handover.go)
 	for !l.stopping {
 		ms := l.timeoutMs()
 		if ms != 0 && l.e.cfg.BusyPoll > 0 {
@@ -193,6 +194,7 @@ func (l *loop) serveRound(events []event) {
 		l.retryPorts()
 	}
 	l.reap()
+	l.e.deliverNotes() // to the supervisor, if any
 	if l.index == 0 {
 		l.resumeListeners()
 	}

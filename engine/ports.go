@@ -65,6 +65,26 @@ func (t *portTable) reserve(maxClients int, monitor bool) (id uint32, ok bool) {
 	return id, true
 }
 
+// take takes the number id, as reserve would, for a port a previous
+// daemon had (Adopt); false when it is not free.
+func (t *portTable) take(id uint32, monitor bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, f := range t.free {
+		if f != id {
+			continue
+		}
+		t.free = append(t.free[:i], t.free[i+1:]...)
+		if monitor {
+			t.monitors++
+		} else {
+			t.clients++
+		}
+		return true
+	}
+	return false
+}
+
 // unreserve gives back a number reserve gave, for a port that was never
 // opened.
 func (t *portTable) unreserve(id uint32, monitor bool) {
@@ -130,6 +150,7 @@ func (l *loop) join(p *port) {
 	}
 	l.e.ports.live.Add(1)
 	l.e.ports.byID[p.id].Store(p)
+	l.e.noteNew(p)
 }
 
 // reap closes the ports killed during this round and forgets their
@@ -164,6 +185,7 @@ func (l *loop) closePort(p *port) {
 	if p.caps.rings != nil {
 		l.ringPorts--
 	}
+	e.noteGone(p) // before its fds close: a notice pending names them
 	p.t.close()
 	if p.dgram != nil {
 		p.dgram.forget(p)

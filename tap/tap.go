@@ -163,6 +163,10 @@ type Device struct {
 	// created are the devices Open created and marked (Config.Mark),
 	// which Close deletes; a keeper deletes them too if the daemon dies.
 	created []Created
+	// existed: the TAP was there before Open (persistent); prefix is the
+	// host's address Open set. A successor daemon needs both (Export).
+	existed bool
+	prefix  netip.Prefix
 
 	mu     sync.Mutex
 	closed bool

@@ -78,6 +78,7 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, d.rollback(err)
 	}
+	d.existed, d.prefix = existed, cfg.Prefix // for a successor (adopt_linux.go)
 	link, priorMaster, err := d.configure(h, cfg, existed)
 	if err != nil {
 		return nil, d.rollback(err)

@@ -73,9 +73,10 @@ type Device struct {
 	mem      memory
 	maps     [maxRegions][]byte // whole mappings, for munmap
 	nmaps    int
-	memBytes uint64 // the table's mapping lengths
-	logBytes uint64 // the dirty log's mapping length
-	charged  uint64 // what Config.Memory was last told: memBytes+logBytes once settled
+	memBytes uint64    // the table's mapping lengths
+	logBytes uint64    // the dirty log's mapping length
+	charged  uint64    // what Config.Memory was last told: memBytes+logBytes once settled
+	kept     keptTable // the table and its fds, for Export (state.go)
 
 	log dirtyLog // SET_LOG_BASE's; mem nil without one
 
@@ -528,6 +529,7 @@ func (d *Device) setMemTable(h header, p []byte) (Changes, error) {
 	// files alive.
 	d.unmapAll()
 	d.mem, d.maps, d.nmaps = mem, maps, n
+	d.kept.keep(regs[:n], d.conn)
 	for i := range d.q {
 		if d.q[i].started {
 			if err := d.mapRings(i); err != nil {
@@ -548,6 +550,7 @@ func (d *Device) unmapAll() {
 	}
 	d.nmaps = 0
 	d.mem = memory{}
+	d.kept.close()
 }
 
 // releaseMemory tells Config.Memory that the device holds no memory table

@@ -116,5 +116,8 @@ func writeStats(w io.Writer, s control.Stats) error {
 	traffic("all clients", s.Traffic.Clients)
 	fmt.Fprintf(tw, "drops\t%s\n", strings.ReplaceAll(drops(s.Drops, " "), ",", ", "))
 	fmt.Fprintf(tw, "unlearned\t%d\n", s.Unlearned)
+	if s.Restarts > 0 {
+		fmt.Fprintf(tw, "restarts\t%d (the supervisor started a new daemon after a crash)\n", s.Restarts)
+	}
 	return tw.Flush()
 }

@@ -26,7 +26,7 @@ var version = "0.1.0-dev"
 // DefaultSocket is vknetd's default -p path plus ".ctl".
 const DefaultSocket = "/var/run/vknet.ctl"
 
-const usageLine = "usage: vknetctl [--socket PATH] [--json] ports|macs|bindings|stats\n       vknetctl [--socket PATH] monitor [--all] [-w FILE] [-c COUNT]"
+const usageLine = "usage: vknetctl [--socket PATH] [--json] ports|macs|bindings|stats\n       vknetctl [--socket PATH] monitor [--all] [-w FILE] [-c COUNT]\n       vknetctl [--socket PATH] upgrade [BINARY]"
 
 type options struct {
 	socket  string
@@ -36,6 +36,7 @@ type options struct {
 	count   int
 	version bool
 	cmd     string
+	binary  string // upgrade's program; "" for the daemon's own executable
 }
 
 func main() {
@@ -92,9 +93,15 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		return o, nil
 	}
 	rest := fs.Args()
+	if len(rest) == 2 && rest[0] == "upgrade" {
+		o.binary, rest = rest[1], rest[:1]
+		if !strings.HasPrefix(o.binary, "/") {
+			return nil, cli.Usagef("upgrade %s: give the new binary's absolute path (the daemon runs it from /)", o.binary)
+		}
+	}
 	if len(rest) != 1 {
 		if len(rest) == 0 {
-			return nil, cli.Usagef("which command? ports, macs, bindings, stats or monitor")
+			return nil, cli.Usagef("which command? ports, macs, bindings, stats, monitor or upgrade")
 		}
 		return nil, cli.Usagef("one command expected, got %q", strings.Join(rest, " "))
 	}
@@ -104,6 +111,12 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 		for _, f := range []string{"all", "write", "count"} {
 			if fs.Changed(f) {
 				return nil, cli.Usagef("--%s only goes with monitor, not %s", f, o.cmd)
+			}
+		}
+	case "upgrade":
+		for _, f := range []string{"all", "write", "count", "json"} {
+			if fs.Changed(f) {
+				return nil, cli.Usagef("--%s does not go with upgrade", f)
 			}
 		}
 	case "monitor":
@@ -117,7 +130,7 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 			return nil, cli.Usagef("-c 0 would stop before the first frame: give 1 or more, or leave -c out")
 		}
 	default:
-		return nil, cli.Usagef("unknown command %q: use ports, macs, bindings, stats or monitor", o.cmd)
+		return nil, cli.Usagef("unknown command %q: use ports, macs, bindings, stats, monitor or upgrade", o.cmd)
 	}
 	if o.socket == "" {
 		return nil, cli.Usagef("--socket needs a path")
@@ -134,11 +147,15 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
   stats      totals: clients, MACs, buffers, traffic of the TAP and of all clients, drops by reason
   monitor    one line per flooded frame (broadcast, multicast, unknown unicast), or with
              --all per frame the switch forwards; Ctrl-C stops
+  upgrade [BINARY]
+             hand the running daemon over to BINARY (default: its own executable,
+             read again from disk) with every client, the TAP and the tables; if the
+             new daemon fails, the old one keeps serving and this says why (root only)
 
 Options:
 `)
 	cli.PrintFlags(w, fs, 22)
-	fmt.Fprint(w, "\nExit status: 0 done, 1 the daemon could not be asked, 2 a command-line mistake.\n")
+	fmt.Fprint(w, "\nExit status: 0 done, 1 the daemon could not be asked or an upgrade failed (the old daemon serves on), 2 a command-line mistake.\n")
 }
 
 func runCmd(o *options, stdout, stderr io.Writer) error {
@@ -151,6 +168,13 @@ func runCmd(o *options, stdout, stderr io.Writer) error {
 	switch o.cmd {
 	case "monitor":
 		return monitor(c, o, stdout, stderr)
+	case "upgrade":
+		pid, err := c.Upgrade(o.binary)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "vknetd upgraded: pid %d serves now\n", pid)
+		return nil
 	case "ports":
 		ports, err := c.Ports()
 		if err != nil {

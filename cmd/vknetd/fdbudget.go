@@ -18,11 +18,12 @@ import (
 const fdsPerClient = 2
 
 // vhostFdsPerClient replaces fdsPerClient with --vhost-user: a guest holds
-// its socket and a kick and a call eventfd for each of its two rings.
-// (The memory table's region fds are open only while one message is
-// handled: vhostMessageFds, once.)
+// its socket, a kick and a call eventfd for each of its two rings, and one
+// fd of its memory file, kept for an upgrade (one per memory backend: QEMU
+// guests have one). (The memory table's other region fds are open only
+// while one message is handled: vhostMessageFds, once.)
 const (
-	vhostFdsPerClient = 5
+	vhostFdsPerClient = 6
 	vhostMessageFds   = 8
 )
 

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,6 +55,22 @@ type keeper struct {
 	cmd    *exec.Cmd
 	alive  *os.File // closing it (or dying) tells the keeper to clean up
 	exited chan error
+	// adoptedPid is the keeper's pid when a previous daemon started it
+	// (vknetctl upgrade); cmd is nil then.
+	adoptedPid int
+}
+
+// keeperPidOwnerEnv is the uid (--user's) whose processes the keeper
+// accepts as the daemon's new pid after an upgrade ("pid N" lines on its
+// pipe): it writes that pid into the pidfile, which the daemon may no
+// longer write itself.
+const keeperPidOwnerEnv = "VKNETD_KEEPER_PID_OWNER"
+
+func (k *keeper) pid() int {
+	if k.cmd != nil {
+		return k.cmd.Process.Pid
+	}
+	return k.adoptedPid
 }
 
 // keptLinkTag starts a device's entry among the keeper's arguments.
@@ -62,7 +79,7 @@ const keptLinkTag = "link"
 // startKeeper starts the keeper and waits until it is ready (its signals
 // ignored), so that no file or device is left unwatched once the daemon
 // gives up root. links are the devices the daemon created (tap.Created).
-func startKeeper(files []keptFile, links []tap.Created, lock *os.File, logTo string) (_ *keeper, err error) {
+func startKeeper(files []keptFile, links []tap.Created, lock *os.File, logTo string, pidOwner int) (_ *keeper, err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("--user: cannot find my own executable to start the keeper: %w", err)
@@ -97,7 +114,7 @@ func startKeeper(files []keptFile, links []tap.Created, lock *os.File, logTo str
 		extra = append(extra, dir)
 	}
 	cmd := &exec.Cmd{Path: exe, Args: args, Dir: "/"}
-	cmd.Env = append(os.Environ(), keeperEnv+"="+logTo)
+	cmd.Env = append(os.Environ(), keeperEnv+"="+logTo, keeperPidOwnerEnv+"="+strconv.Itoa(pidOwner))
 	cmd.Stdout, cmd.Stderr = readyW, os.Stderr
 	cmd.ExtraFiles = extra
 	if err := cmd.Start(); err != nil {
@@ -138,7 +155,7 @@ func (k *keeper) wait() error {
 		}
 		return nil
 	case <-time.After(5 * time.Second):
-		return fmt.Errorf("keeper (pid %d) still running after 5s", k.cmd.Process.Pid)
+		return fmt.Errorf("keeper (pid %d) still running after 5s", k.pid())
 	}
 }
 
@@ -164,11 +181,26 @@ func runKeeper(args []string, stdout, stderr io.Writer, logTo string) int {
 		c.Close()
 	}
 	alive := os.NewFile(keeperAliveFd, "daemon")
-	// The daemon may write; nothing it writes means anything.
-	buf := make([]byte, 64)
+	// The daemon may write; only a "pid N" line means anything (an
+	// upgraded daemon's pid, for the pidfile), and only for a process of
+	// the --user the keeper was told, so the worst a daemon can do is
+	// name another process of its own user. Lines are read into a fixed
+	// buffer: a longer one is skipped.
+	pidOwner, perr := strconv.Atoi(os.Getenv(keeperPidOwnerEnv))
+	if perr != nil || pidOwner <= 0 {
+		pidOwner = -1
+	}
+	lines := bufio.NewReaderSize(alive, 64)
 	for {
-		if _, err := alive.Read(buf); err != nil {
+		line, err := lines.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
 			break
+		}
+		if err := writeNewPid(os.NewFile(keeperLockFd, "pidfile"), string(line), pidOwner); err != nil {
+			log.Warn("keeper: not writing the pidfile", "err", err)
 		}
 	}
 	status := 0
@@ -238,4 +270,34 @@ func unlinkIfSame(dirfd int, name string, dev, ino uint64) error {
 		return nil // replaced by someone else's file: theirs
 	}
 	return unix.Unlinkat(dirfd, name, 0)
+}
+
+// writeNewPid writes the pid of a "pid N" line into the pidfile if N is
+// a process of owner.
+func writeNewPid(pidfile *os.File, line string, owner int) error {
+	rest, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "pid ")
+	pid, err := strconv.Atoi(rest)
+	if !ok || err != nil || pid <= 0 {
+		return fmt.Errorf("unexpected line %q", line)
+	}
+	if owner < 0 {
+		return errors.New("no --user to check the new daemon against")
+	}
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "Uid:" {
+			if f[1] != strconv.Itoa(owner) || f[2] != strconv.Itoa(owner) {
+				return fmt.Errorf("pid %d is uid %s, not the daemon's %d", pid, f[1], owner)
+			}
+			if err := pidfile.Truncate(0); err != nil {
+				return err
+			}
+			_, err := pidfile.WriteAt([]byte(strconv.Itoa(pid)+"\n"), 0)
+			return err
+		}
+	}
+	return fmt.Errorf("pid %d: no Uid line", pid)
 }

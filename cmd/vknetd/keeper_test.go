@@ -45,7 +45,7 @@ func TestKeeperRemovesOnlyTheSameFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := []keptFile{keptFileOf(t, sock), keptFileOf(t, replaced), {path: pid.path, dev: pid.dev, ino: pid.ino}}
-	k, err := startKeeper(files, nil, pid.f, "stderr")
+	k, err := startKeeper(files, nil, pid.f, "stderr", -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestKeeperCleansUpWhenThePipeCloses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := startKeeper([]keptFile{{path: pid.path, dev: pid.dev, ino: pid.ino}}, nil, pid.f, "stderr")
+	k, err := startKeeper([]keptFile{{path: pid.path, dev: pid.dev, ino: pid.ino}}, nil, pid.f, "stderr", -1)
 	if err != nil {
 		t.Fatal(err)
 	}

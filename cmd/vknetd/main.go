@@ -56,6 +56,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if status, supervised := runIfSupervisor(o, stdout, stderr); supervised {
+		return status // the supervisor of --supervise (supervise_linux.go)
+	}
+	if status, adopted := runIfUpgrade(o, stdout, stderr); adopted {
+		return status // a new daemon started by vknetctl upgrade (upgrade_linux.go)
+	}
 	ready, isChild := childReadiness()
 	if !o.debug && !isChild {
 		return startBackground(stdout, stderr)
@@ -77,6 +83,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// return, never a death.
 	signal.Ignore(syscall.SIGPIPE)
 	d, err := start(o, log)
+	if err == nil {
+		d.initUpgrade(args)
+		if fd := supervisorFd(); fd >= 0 {
+			d.attachSupervisor(fd, true)
+		}
+	}
 	if err != nil {
 		ready.fail(err)
 		if o.debug {
@@ -109,10 +121,17 @@ type daemon struct {
 	runAs     *runAs  // --user; nil stays root
 	keeper    *keeper // removes the files once the daemon has given up root
 	kfilter   *secure.KernelFilter
+	up        upgrade // vknetctl upgrade (upgrade_linux.go)
+	// sup is the --supervise supervisor's channel, nil without one;
+	// restarts how often it started a daemon after a crash
+	// (supervise_linux.go).
+	sup      *supervisorLink
+	supFd    int
+	restarts uint64
 }
 
 func start(o *options, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{o: o, log: log}
+	d := &daemon{o: o, log: log, up: upgrade{metricsFd: -1}, supFd: -1}
 	defer func() {
 		if err != nil {
 			d.cleanup()
@@ -176,22 +195,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	if note := d.tap.MTUNote(); note != "" {
 		log.Warn(note)
 	}
-	policy, err := secure.New(secure.Config{
-		Secure:  !o.unsecure,
-		Network: o.prefix,
-		// The host is the bridge when the TAP is in one: its address is
-		// there, and it answers from the bridge's MAC.
-		TapMAC:       d.tap.HostMAC(),
-		IPv6:         o.ipv6,
-		BindingAge:   o.macAge,
-		MaxBindings:  o.macMax,
-		PortBindings: o.portIPs,
-		MaxPorts:     engine.MaxPorts(o.maxClients),
-		UserBindings: o.userIPs,
-		UserNets:     o.userNets,
-		IPSource:     o.ipSource,
-		DHCPServers:  o.dhcpServers,
-	})
+	policy, err := newPolicy(o, d.tap)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +206,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 		d.listeners = append(d.listeners, l)
+		d.up.kinds = append(d.up.kinds, s.kind)
 		listeners = append(listeners, engine.Listener{Fd: l.fd, Kind: s.kind, Path: s.path})
 	}
 	ctl, err := listenUnix(o.control, unix.SOCK_SEQPACKET, gid, "--control")
@@ -211,13 +216,57 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 	d.listeners = append(d.listeners, ctl)
 	// Loading BPF needs root (or CAP_BPF): before giveUpRoot.
 	filter := d.loadKernelFilter(policy)
-	d.engine, err = engine.New(engine.Config{
-		TapFd:      d.tap.Fd(),
-		TapName:    d.tap.Name(),
-		TapVnetHdr: d.tap.VnetHdr(),
+	if d.engine, err = engine.New(engineConfig(o, d.tap, listeners, policy, filter, log)); err != nil {
+		return nil, err
+	}
+	// Root ends here: nothing after this line, and nothing a client can
+	// reach, runs with more than CAP_NET_ADMIN when --user is given.
+	if err = d.giveUpRoot(); err != nil {
+		return nil, err
+	}
+	if err = d.startObservers(ctl, gid); err != nil {
+		return nil, err
+	}
+	mode := "secure"
+	if o.unsecure {
+		mode = "unsecure"
+	}
+	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
+		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "uso", d.tap.USO(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "workers", o.workers, "busy_poll", o.busyPoll,
+		"kernel_filter", d.kfilter != nil, "user", d.userName(), "pid", os.Getpid())
+	return d, nil
+}
+
+// newPolicy is secure mode's policy for the flags and the TAP.
+func newPolicy(o *options, t *tap.Device) (*secure.Policy, error) {
+	return secure.New(secure.Config{
+		Secure:  !o.unsecure,
+		Network: o.prefix,
+		// The host is the bridge when the TAP is in one: its address is
+		// there, and it answers from the bridge's MAC.
+		TapMAC:       t.HostMAC(),
+		IPv6:         o.ipv6,
+		BindingAge:   o.macAge,
+		MaxBindings:  o.macMax,
+		PortBindings: o.portIPs,
+		MaxPorts:     engine.MaxPorts(o.maxClients),
+		UserBindings: o.userIPs,
+		UserNets:     o.userNets,
+		IPSource:     o.ipSource,
+		DHCPServers:  o.dhcpServers,
+	})
+}
+
+// engineConfig is the engine's configuration for the flags.
+func engineConfig(o *options, t *tap.Device, listeners []engine.Listener, policy *secure.Policy,
+	filter engine.ClientFilter, log *slog.Logger) engine.Config {
+	return engine.Config{
+		TapFd:      t.Fd(),
+		TapName:    t.Name(),
+		TapVnetHdr: t.VnetHdr(),
 		Offloads:   !o.noOffload,
 		Listeners:  listeners,
-		MTU:        d.tap.MTU(), // --mtu, or less to fit a VXLAN underlay
+		MTU:        t.MTU(), // --mtu, or less to fit a VXLAN underlay
 		MACTable: mactable.Config{
 			Capacity:   o.macMax,
 			PortLimit:  o.portMACs,
@@ -237,26 +286,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		GuestMemoryMax:   o.vhostMemoryMax,
 		UserGuestMemory:  o.userVhostMemory,
 		GuestMemoryTotal: o.vhostMemoryTotal,
-	})
-	if err != nil {
-		return nil, err
 	}
-	// Root ends here: nothing after this line, and nothing a client can
-	// reach, runs with more than CAP_NET_ADMIN when --user is given.
-	if err = d.giveUpRoot(); err != nil {
-		return nil, err
-	}
-	if err = d.startObservers(ctl, gid); err != nil {
-		return nil, err
-	}
-	mode := "secure"
-	if o.unsecure {
-		mode = "unsecure"
-	}
-	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "uso", d.tap.USO(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "workers", o.workers, "busy_poll", o.busyPoll,
-		"kernel_filter", d.kfilter != nil, "user", d.userName(), "pid", os.Getpid())
-	return d, nil
 }
 
 func prefixString(o *options) string {
@@ -333,6 +363,9 @@ func (d *daemon) logCounters() {
 // cleanup undoes start in reverse order; each step tolerates what was
 // never done.
 func (d *daemon) cleanup() {
+	// A supervisor lets go of its copies first: it must not hold the
+	// keeper or a TAP the daemon removes.
+	d.tellSupervisor(handoverKindStopping, nil)
 	d.stopObservers()
 	for _, l := range d.listeners {
 		l.close()

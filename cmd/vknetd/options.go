@@ -21,15 +21,18 @@ import (
 
 // options is the parsed command line.
 type options struct {
-	client   bool         // -c
-	debug    bool         // -d
-	unsecure bool         // -U
-	noBPF    bool         // --no-bpf
-	bridge   string       // -b
-	socket   string       // -p
-	pidfile  string       // -i
-	tapName  string       // -t
-	prefix   netip.Prefix // address/cidrbits; the zero Prefix when none was given
+	client bool // -c
+	debug  bool // -d
+	// supervise: a supervisor process keeps the clients' fds and starts
+	// a new daemon that adopts them if this one dies (supervise_linux.go).
+	supervise bool
+	unsecure  bool         // -U
+	noBPF     bool         // --no-bpf
+	bridge    string       // -b
+	socket    string       // -p
+	pidfile   string       // -i
+	tapName   string       // -t
+	prefix    netip.Prefix // address/cidrbits; the zero Prefix when none was given
 
 	group       string
 	mtu         int
@@ -92,6 +95,7 @@ func newFlagSet(o *options, vx *vxlanFlags, userNets *[]string) *pflag.FlagSet {
 	fs.SetInterspersed(true)
 	fs.BoolVarP(&o.client, "connect", "c", false, "connect to the switch as a client and print every frame it floods to clients (one decoded line each)")
 	fs.BoolVarP(&o.debug, "debug", "d", false, "debug mode: stay in the foreground and log to stderr")
+	fs.BoolVar(&o.supervise, "supervise", false, "keep every client's connection through a crash: a supervisor that never reads client data holds copies of the sockets and starts a new daemon within 1 s (Linux)")
 	fs.BoolVarP(&o.unsecure, "unsecure", "U", false, "unsecure mode: a pure bridge, no address or protocol checks (address/cidrbits optional)")
 	fs.StringVarP(&o.bridge, "bridge", "b", "", "add the TAP to this Linux bridge, creating the bridge if missing")
 	fs.StringVarP(&o.socket, "socket", "p", "/var/run/vknet", "path of the SOCK_SEQPACKET socket clients connect to")

@@ -19,7 +19,7 @@ func (d *daemon) giveUpRoot() error {
 	if d.o.debug {
 		logTo = "stderr"
 	}
-	k, err := startKeeper(files, d.tap.Created(), d.pid.f, logTo)
+	k, err := startKeeper(files, d.tap.Created(), d.pid.f, logTo, d.runAs.uid)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func (d *daemon) giveUpRoot() error {
 		return err
 	}
 	d.log.Info("gave up root", "user", d.runAs.name, "uid", d.runAs.uid, "gid", d.runAs.gid,
-		"groups", describeGroups(d.runAs.groups), "capabilities", caps, "keeper_pid", k.cmd.Process.Pid)
+		"groups", describeGroups(d.runAs.groups), "capabilities", caps, "keeper_pid", k.pid())
 	return nil
 }
 

@@ -1,0 +1,485 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/internal/handover"
+)
+
+// vknetd --supervise: crashes that no client notices.
+//
+// The process the user starts becomes the supervisor. It starts the
+// daemon as its child, with one end of a socket pair (supervisorFdEnv),
+// and from then on only listens to it: the daemon sends its own fds
+// (TAP, listeners, control and metrics sockets, pidfile, keeper pipe)
+// once, a copy of each client's fds as it accepts it and a word when it
+// closes one, and every second its tables and counters. The supervisor
+// never reads, writes or polls a client's fd: it holds them, so that a
+// daemon that dies does not take the connections with it.
+//
+// When the socket pair closes without the daemon having said it stops,
+// the daemon died (SIGKILL, a panic, the OOM killer): the supervisor
+// starts a new one at once and hands it everything as an old daemon does
+// in an upgrade (upgrade_linux.go), with the last tables it heard. What
+// the dead daemon had read and not yet sent is lost; MAC addresses and
+// bindings learned in its last second are learned again by the rules in
+// force (secure mode binds nothing it would not bind anyway). vhost-user
+// guests are not held (their rings' state died with the daemon): their
+// sockets close, and a front-end with reconnect=1 comes back.
+//
+// A daemon that dies again within 10 s of its start is restarted after a
+// back-off (0.25 s doubling to 30 s), said in one log line each time.
+
+const (
+	supervisorFdEnv   = "VKNETD_SUPERVISOR_FD"
+	snapshotInterval  = time.Second
+	quickDeath        = 10 * time.Second
+	maxRestartBackoff = 30 * time.Second
+)
+
+// supervisorLink is the daemon's side.
+type supervisorLink struct {
+	mu     sync.Mutex
+	conn   *handover.Conn
+	broken bool
+	log    *slog.Logger
+}
+
+func (l *supervisorLink) send(kind byte, payload []byte, fds []int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.broken {
+		return
+	}
+	if err := l.conn.Send(kind, payload, fds); err != nil {
+		l.broken = true
+		l.log.Error("the supervisor is gone: clients will not survive a crash of this daemon", "err", err)
+	}
+}
+
+// supervisorFd is the supervisor's socket when this daemon has one, or -1.
+func supervisorFd() int {
+	v := os.Getenv(supervisorFdEnv)
+	if v == "" {
+		return -1
+	}
+	os.Unsetenv(supervisorFdEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return -1
+	}
+	unix.CloseOnExec(fd)
+	return fd
+}
+
+// attachSupervisor starts telling the supervisor on fd what it needs;
+// before Run. A fresh daemon sends its own fds first (setup); one that
+// adopted them from the supervisor or an older daemon does not.
+func (d *daemon) attachSupervisor(fd int, setup bool) {
+	l := &supervisorLink{conn: handover.NewConn(fd), log: d.log}
+	d.sup = l
+	if setup {
+		rec, fds := d.record(false)
+		rec.Fds = len(fds)
+		if payload, err := handover.Encode(rec); err == nil {
+			l.send(handover.KindSetup, payload, fds)
+		}
+	}
+	d.engine.NotifyPorts(func(ns []engine.PortNotice) {
+		for _, n := range ns {
+			fds := n.Fds
+			n.Fds = nil
+			if b, err := json.Marshal(n); err == nil {
+				l.send(handover.KindPort, b, fds)
+			}
+		}
+	})
+	go func() {
+		tick := time.NewTicker(snapshotInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-d.engine.Done():
+				return
+			case <-tick.C:
+			}
+			st, err := d.engine.Snapshot()
+			if err != nil {
+				return
+			}
+			if b, err := json.Marshal(st); err == nil {
+				l.send(handover.KindSnapshot, b, nil)
+			}
+		}
+	}()
+}
+
+// tellSupervisor says the daemon stops for good (or hands over).
+func (d *daemon) tellSupervisor(kind byte, payload []byte) {
+	if d.sup != nil {
+		d.sup.send(kind, payload, nil)
+	}
+}
+
+// heldPort is a client the supervisor holds.
+type heldPort struct {
+	port handover.Port
+	fds  []int
+}
+
+type supervisor struct {
+	o        *options
+	args     []string
+	exe      string
+	log      *slog.Logger
+	setup    *handover.Record
+	setupFds []int
+	ports    map[uint32]*heldPort
+	snapshot []byte
+	stopping bool
+	restarts uint64
+}
+
+// runIfSupervisor runs this process as the supervisor when --supervise
+// asks for one and this is not the daemon it started.
+func runIfSupervisor(o *options, stdout, stderr io.Writer) (int, bool) {
+	if !o.supervise || os.Getenv(supervisorFdEnv) != "" || os.Getenv(handoverFdEnv) != "" {
+		return 0, false
+	}
+	if !o.debug && os.Getenv(readyFdEnv) != "3" {
+		return 0, false // the command the user ran: it goes to the background first
+	}
+	return runSupervisor(o, stdout, stderr), true
+}
+
+func runSupervisor(o *options, stdout, stderr io.Writer) int {
+	log := stderrLogger(stderr)
+	if !o.debug {
+		if l, err := syslogLogger(); err == nil {
+			log = l
+		}
+	}
+	// Stop signals are the daemon's: it tells us when it stops.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
+	// Daemons started by an upgrade are orphaned to us, not to init.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		log.Warn("supervisor: cannot reap upgraded daemons", "err", err)
+	}
+	go reapChildren()
+	s := &supervisor{o: o, args: os.Args[1:], log: log, ports: map[uint32]*heldPort{}}
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		s.exe = exe
+	}
+	conn, theirs, err := handover.Pair()
+	if err != nil {
+		fmt.Fprintf(stderr, "vknetd: %v\n", err)
+		return 1
+	}
+	cmd := exec.Command(s.exe, s.args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	chanEnd := os.NewFile(uintptr(theirs), "supervisor")
+	if os.Getenv(readyFdEnv) == "3" {
+		// The daemon reports its start to whoever waits, as without us.
+		cmd.ExtraFiles = []*os.File{os.NewFile(3, "readiness"), chanEnd}
+		cmd.Env = append(os.Environ(), supervisorFdEnv+"=4")
+	} else {
+		cmd.ExtraFiles = []*os.File{chanEnd}
+		cmd.Env = append(os.Environ(), supervisorFdEnv+"=3")
+	}
+	err = cmd.Start()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "vknetd: starting the daemon: %v\n", err)
+		return 1
+	}
+	// Only a daemon the supervisor restarted can die "soon after its
+	// start": the first crash of any daemon is answered at once.
+	var started time.Time
+	quick := 0
+	for {
+		s.serve(conn)
+		conn.Close()
+		switch {
+		case s.stopping:
+			return 0
+		case s.setup == nil:
+			return 1 // it did not start: it said why
+		}
+		if !started.IsZero() && time.Since(started) < quickDeath {
+			quick++
+		} else {
+			quick = 0
+		}
+		for {
+			if quick > 0 {
+				wait := min(250*time.Millisecond<<(quick-1), maxRestartBackoff)
+				s.log.Error("supervisor: the daemon keeps dying soon after its start; backing off", "deaths_in_a_row", quick, "next_start_in", wait.String())
+				time.Sleep(wait)
+			}
+			started = time.Now()
+			if conn, err = s.restart(); err == nil {
+				break
+			}
+			s.log.Error("supervisor: starting a new daemon failed", "err", err)
+			quick++
+		}
+	}
+}
+
+// serve takes the daemon's messages until its socket closes.
+func (s *supervisor) serve(conn *handover.Conn) {
+	for {
+		kind, payload, fds, err := conn.Recv(0)
+		if err != nil {
+			return
+		}
+		switch kind {
+		case handover.KindSetup:
+			rec, err := handover.Decode(payload, len(fds))
+			if err != nil {
+				s.log.Error("supervisor: the daemon's setup is unreadable", "err", err)
+				handover.CloseFds(fds)
+				continue
+			}
+			handover.CloseFds(s.setupFds)
+			s.setup, s.setupFds = rec, fds
+			s.log.Info("supervisor: holding the daemon's sockets", "fds", len(fds))
+		case handover.KindPort:
+			var n engine.PortNotice
+			if err := json.Unmarshal(payload, &n); err != nil {
+				handover.CloseFds(fds)
+				continue
+			}
+			if h := s.ports[n.ID]; h != nil {
+				handover.CloseFds(h.fds)
+				delete(s.ports, n.ID)
+			}
+			if !n.Gone {
+				s.ports[n.ID] = &heldPort{port: n.Port, fds: fds}
+			} else {
+				handover.CloseFds(fds)
+			}
+		case handover.KindSnapshot:
+			s.snapshot = payload
+			handover.CloseFds(fds)
+		case handover.KindStopping:
+			s.stopping = true
+			s.release()
+			handover.CloseFds(fds)
+		default:
+			handover.CloseFds(fds)
+		}
+	}
+}
+
+// release lets go of every fd held, so that the daemon's clean-up (the
+// keeper's, a TAP's) is not held up by our copies.
+func (s *supervisor) release() {
+	for id, h := range s.ports {
+		handover.CloseFds(h.fds)
+		delete(s.ports, id)
+	}
+	handover.CloseFds(s.setupFds)
+	s.setupFds = nil
+}
+
+// record is what the dead daemon handed us, for the new one.
+func (s *supervisor) record() (*handover.Record, []int, []int) {
+	rec := *s.setup
+	rec.Daemon.Restarts = s.restarts + 1
+	setupFds := s.setupFds
+	var snap handover.Engine
+	if s.snapshot != nil {
+		json.Unmarshal(s.snapshot, &snap)
+	}
+	eng := handover.Engine{Accepted: snap.Accepted, Departed: snap.Departed, Listeners: snap.Listeners}
+	before := map[uint32]*handover.Port{}
+	for i := range snap.Ports {
+		before[snap.Ports[i].ID] = &snap.Ports[i]
+	}
+	have := map[uint32]bool{}
+	if tp := before[0]; tp != nil && tp.Kind == "tap" {
+		eng.Ports = append(eng.Ports, handover.Port{ID: 0, Kind: "tap", Name: tp.Name, PID: -1, UID: -1, Fd: -1, Counters: tp.Counters})
+		have[0] = true
+	}
+	ids := make([]uint32, 0, len(s.ports))
+	for id := range s.ports {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	var fds []int
+	for _, id := range ids {
+		h := s.ports[id]
+		p := h.port
+		base := len(setupFds) + len(fds)
+		if p.Fd >= 0 {
+			p.Fd += base
+		}
+		if p.Dgram != nil {
+			g := *p.Dgram
+			if g.PathFd >= 0 {
+				g.PathFd += base
+			}
+			p.Dgram = &g
+		}
+		if b := before[id]; b != nil && b.Kind == p.Kind && b.Name == p.Name {
+			p.Counters = b.Counters
+		}
+		fds = append(fds, h.fds...)
+		eng.Ports = append(eng.Ports, p)
+		have[id] = true
+	}
+	for _, m := range snap.MACs {
+		if have[m.Port] {
+			eng.MACs = append(eng.MACs, m)
+		}
+	}
+	for _, b := range snap.Bindings {
+		if have[b.Port] {
+			eng.Bindings = append(eng.Bindings, b)
+		}
+	}
+	rec.Engine = eng
+	rec.Fds = len(setupFds) + len(fds)
+	return &rec, setupFds, fds
+}
+
+// restart starts a new daemon and hands it what the dead one left, as an
+// old daemon does in an upgrade; it returns the new daemon's socket.
+func (s *supervisor) restart() (*handover.Conn, error) {
+	rec, setupFds, engineFds := s.record()
+	s.log.Error("supervisor: the daemon died; starting a new one with its clients", "clients", len(s.ports), "restart", rec.Daemon.Restarts)
+	hconn, htheirs, err := handover.Pair()
+	if err != nil {
+		return nil, err
+	}
+	defer hconn.Close()
+	sconn, stheirs, err := handover.Pair()
+	if err != nil {
+		unix.Close(htheirs)
+		return nil, err
+	}
+	files := []*os.File{os.NewFile(uintptr(htheirs), "handover"), os.NewFile(uintptr(stheirs), "supervisor")}
+	cmd := exec.Command(s.exe, s.args...)
+	cmd.Env = append(os.Environ(), handoverFdEnv+"=3", supervisorFdEnv+"=4")
+	cmd.ExtraFiles = files
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Dir = "/"
+	if s.o.user != "" && os.Geteuid() == 0 {
+		// The new daemon is the user from its first instruction, with
+		// CAP_NET_ADMIN alone, as the dead one was: never root.
+		gid, err := lookupGroup(s.o.group)
+		var r *runAs
+		if err == nil {
+			r, err = lookupUser(s.o.user, gid)
+		}
+		if err != nil {
+			files[0].Close()
+			files[1].Close()
+			sconn.Close()
+			return nil, err
+		}
+		groups := make([]uint32, len(r.groups))
+		for i, g := range r.groups {
+			groups[i] = uint32(g)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(r.uid), Gid: uint32(r.gid), Groups: groups},
+			AmbientCaps: []uintptr{unix.CAP_NET_ADMIN}}
+	}
+	err = cmd.Start()
+	files[0].Close()
+	files[1].Close()
+	if err != nil {
+		sconn.Close()
+		return nil, err
+	}
+	fail := func(step string, err error) (*handover.Conn, error) {
+		cmd.Process.Kill()
+		sconn.Close()
+		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	deadline := time.Now().Add(readyTimeout)
+	expect := func(want byte) error {
+		kind, payload, fds, err := hconn.Recv(time.Until(deadline))
+		handover.CloseFds(fds)
+		switch {
+		case err != nil:
+			return err
+		case kind == handover.KindError:
+			return errors.New(string(payload))
+		case kind != want:
+			return fmt.Errorf("sent %q, not %q", kind, want)
+		}
+		return nil
+	}
+	if err := expect(handover.KindHello); err != nil {
+		return fail("starting", err)
+	}
+	setup := *rec
+	setup.Engine = handover.Engine{}
+	setup.Fds = len(setupFds)
+	payload, err := handover.Encode(&setup)
+	if err != nil {
+		return fail("setup", err)
+	}
+	if err := hconn.Send(handover.KindSetup, payload, setupFds); err != nil {
+		return fail("setup", err)
+	}
+	if err := expect(handover.KindPrepared); err != nil {
+		return fail("building on the setup", err)
+	}
+	if payload, err = handover.Encode(rec); err != nil {
+		return fail("state", err)
+	}
+	if err := hconn.Send(handover.KindState, payload, engineFds); err != nil {
+		return fail("state", err)
+	}
+	if err := expect(handover.KindReady); err != nil {
+		return fail("adopting", err)
+	}
+	if err := hconn.Send(handover.KindCommit, nil, nil); err != nil {
+		return fail("commit", err)
+	}
+	expect(handover.KindServing)
+	s.restarts++
+	s.log.Info("supervisor: the new daemon serves", "pid", cmd.Process.Pid, "restarts", s.restarts)
+	return sconn, nil
+}
+
+// reapChildren waits for every child, ours and the orphans of upgraded
+// daemons, so that none stays a zombie.
+func reapChildren() {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGCHLD)
+	for {
+		for {
+			var st unix.WaitStatus
+			pid, err := unix.Wait4(-1, &st, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+		}
+		<-sigs
+	}
+}

@@ -1,0 +1,200 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vknetd/vknetd/internal/handover"
+	"github.com/vknetd/vknetd/mactable"
+	"github.com/vknetd/vknetd/secure"
+)
+
+// Crash recovery (vknetd --supervise). A supervisor process that never
+// reads client data keeps copies of the clients' fds, so that a daemon
+// that dies (SIGKILL, a panic) does not take the connections with it; a
+// new daemon adopts them from the supervisor as from an upgrade
+// (handover.go). The engine tells the supervisor of each client made and
+// closed (NotifyPorts) and gives it, now and then, the tables to start
+// from (Snapshot): the MAC table and bindings are at most that old, and
+// what was learned since is learned again by the rules in force.
+
+// PortNotice is a client made or closed in a round of the loop.
+type PortNotice struct {
+	Gone bool
+	ID   uint32
+	// Port describes a new client as a handover record does, its fds
+	// naming indices of Fds (the port's own, then a datagram client's
+	// socket file).
+	Port handover.Port
+	Fds  []int
+}
+
+// portNotes are the notices not yet given to the supervisor. Every loop
+// opens (joins) and closes its own ports, so they come from several
+// goroutines: each is written down at once, in the order of the events,
+// under mu, so a port number closed by one loop and given again by the
+// first is never heard of in the wrong order. Whichever loop ends a round
+// with notices pending delivers them all, still under mu: until then a
+// closing port's fds stay open (closePort notes before it closes them),
+// so the numbers a notice carries are that port's when it is sent.
+type portNotes struct {
+	mu      sync.Mutex
+	notify  func([]PortNotice)
+	pending []PortNotice
+	waiting atomic.Bool // pending is not empty: loops look at this alone
+}
+
+// NotifyPorts has fn called at the end of every round, on one loop's
+// goroutine at a time, when clients were made or closed since the last
+// call. Set it before Run. Ports whose peer a supervisor cannot keep
+// alive are left out: vhost-user guests (their rings cannot be taken over
+// after a crash: they reconnect) and monitors.
+func (e *Engine) NotifyPorts(fn func([]PortNotice)) {
+	e.notes.mu.Lock()
+	defer e.notes.mu.Unlock()
+	e.notes.notify = fn
+	for _, l := range e.loops {
+		for _, p := range l.live { // adopted ones: the supervisor hears of them again
+			e.notes.addNew(p)
+		}
+	}
+}
+
+// supervised: a supervisor keeps p's peer alive across a crash.
+func supervised(p *port) bool {
+	return !p.host && !p.observer && p.caps.kind != "vhost-user"
+}
+
+// noteNew and noteGone are the port table's hooks (join, closePort), on
+// the loop that owns p.
+func (e *Engine) noteNew(p *port) {
+	if !supervised(p) {
+		return
+	}
+	e.notes.mu.Lock()
+	defer e.notes.mu.Unlock()
+	if e.notes.notify != nil {
+		e.notes.addNew(p)
+	}
+}
+
+func (e *Engine) noteGone(p *port) {
+	if !supervised(p) {
+		return
+	}
+	n := &e.notes
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.notify == nil {
+		return
+	}
+	for i := range n.pending {
+		if q := &n.pending[i]; !q.Gone && q.ID == p.id { // made and closed unheard of
+			n.pending = append(n.pending[:i], n.pending[i+1:]...)
+			n.waiting.Store(len(n.pending) > 0)
+			return
+		}
+	}
+	n.pending = append(n.pending, PortNotice{Gone: true, ID: p.id})
+	n.waiting.Store(true)
+}
+
+// addNew writes down p, made: under mu.
+func (n *portNotes) addNew(p *port) {
+	if !supervised(p) || p.dead {
+		return
+	}
+	pn := PortNotice{ID: p.id, Port: handover.Port{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid, Fd: -1}}
+	add := func(fd int) int {
+		if fd < 0 {
+			return -1
+		}
+		pn.Fds = append(pn.Fds, fd)
+		return len(pn.Fds) - 1
+	}
+	pn.Port.Fd = add(p.fd)
+	if d := p.dgram; d != nil {
+		g := &handover.Dgram{Listener: -1, Key: d.key, PathFd: add(d.pathFd), Dev: d.dev, Ino: d.ino, Via: d.via != nil}
+		for i := range p.loop.e.listeners {
+			if &p.loop.e.listeners[i] == d.listener {
+				g.Listener = i
+			}
+		}
+		pn.Port.Dgram = g
+	}
+	n.pending = append(n.pending, pn)
+	n.waiting.Store(true)
+}
+
+// deliverNotes gives the supervisor what is pending, at the end of a
+// round of any loop.
+func (e *Engine) deliverNotes() {
+	n := &e.notes
+	if !n.waiting.Load() {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := n.pending
+	n.pending = nil
+	n.waiting.Store(false)
+	if len(out) > 0 && n.notify != nil {
+		n.notify(out)
+	}
+}
+
+// Snapshot is the switch's tables and counters without any fd: what a
+// supervisor keeps to start a new daemon from after a crash. Each loop
+// writes down its own ports on its goroutine, as for Stats.
+func (e *Engine) Snapshot() (handover.Engine, error) {
+	var st handover.Engine
+	var departed counters
+	perLoop := make([][]handover.Port, len(e.loops))
+	for i, l := range e.loops {
+		err := l.do(func() {
+			departed.add(&l.departed)
+			for _, p := range l.live {
+				if p.dead {
+					continue
+				}
+				hp := handover.Port{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid, Fd: -1}
+				exportCounters(&hp.Counters, &p.cnt)
+				perLoop[i] = append(perLoop[i], hp)
+			}
+			if i == 0 {
+				e.exportListeners(&st)
+			}
+		})
+		if err != nil {
+			return st, err
+		}
+	}
+	_, _, st.Accepted = e.ports.counts()
+	exportCounters(&st.Departed, &departed)
+	for _, ports := range perLoop {
+		st.Ports = append(st.Ports, ports...)
+	}
+	e.exportTables(&st, int64(time.Since(e.start)))
+	return st, nil
+}
+
+// exportListeners writes down the listeners' counts: on the first loop.
+func (e *Engine) exportListeners(st *handover.Engine) {
+	for i := range e.listeners {
+		var lc handover.ListenerCounts
+		if d := e.listeners[i].dgram; d != nil {
+			lc.Unnamed = d.unnamed
+		}
+		st.Listeners = append(st.Listeners, lc)
+	}
+}
+
+// exportTables writes down the MAC table and the bindings, which any
+// goroutine may read (the table's Walk and the policy's lock).
+func (e *Engine) exportTables(st *handover.Engine, now int64) {
+	e.macs.Walk(now, func(m mactable.Entry) {
+		st.MACs = append(st.MACs, handover.MAC{MAC: m.MAC, Port: m.Port, AgeNs: int64(m.Age)})
+	})
+	e.policy.Bindings(func(b secure.Binding) { st.Bindings = append(st.Bindings, exportBinding(b, now)) })
+}

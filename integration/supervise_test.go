@@ -1,0 +1,181 @@
+//go:build linux
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vknetd/vknetd/control"
+	"github.com/vknetd/vknetd/internal/testbed"
+)
+
+// TestSupervisorSurvivesKill: with --supervise, kill -9 of the daemon
+// disconnects no SEQPACKET, stream or datagram client; traffic flows
+// again within 2 s, through a new daemon with the same port ids and the
+// MAC table and bindings it had; vknetctl stats counts the restart; a
+// second kill at once backs off with one log line; and the last daemon
+// still cleans up at SIGTERM.
+func TestSupervisorSurvivesKill(t *testing.T) {
+	needRoot(t)
+	b := startBed(t, vknetd, []string{"seqpacket", "stream", "dgram"}, "--supervise")
+	b.start()
+	time.Sleep(1500 * time.Millisecond) // a snapshot of the tables has reached the supervisor
+	before := b.snapshot()
+	pid := readPid(t, b.pidfile)
+	if pid == b.d.Pid() {
+		t.Fatalf("the daemon is the supervisor (pid %d)", pid)
+	}
+	got := make([]uint64, len(b.flows))
+	for i, f := range b.flows {
+		got[i] = f.got.Load()
+	}
+	killed := time.Now()
+	syscall.Kill(pid, syscall.SIGKILL)
+	resumed := waitFor(2*time.Second, func() bool {
+		for i, f := range b.flows {
+			if f.got.Load() < got[i]+10 {
+				return false
+			}
+		}
+		return true
+	})
+	took := time.Since(killed)
+	if !resumed {
+		t.Fatalf("traffic did not resume within 2 s of kill -9")
+	}
+	t.Logf("traffic resumed %v after kill -9", took.Round(time.Millisecond))
+	var newPid int
+	if !waitFor(2*time.Second, func() bool { newPid = tryReadPid(b.pidfile); return newPid != pid && newPid > 0 && pidAlive(newPid) }) {
+		t.Fatalf("pidfile names %d after the restart (killed %d)", newPid, pid)
+	}
+	after := b.snapshot()
+	// Counters are the snapshot's (up to a second old) plus what came
+	// since: compare the ports, MACs and bindings only.
+	for id := range before.ports {
+		before.ports[id] = control.Port{ID: id, Kind: before.ports[id].Kind, Name: before.ports[id].Name, PID: before.ports[id].PID, UID: before.ports[id].UID}
+	}
+	sameView(t, "restart after kill -9", before, after, false)
+	c, err := control.Dial(b.ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Stats()
+	c.Close()
+	if err != nil || st.Restarts != 1 {
+		t.Errorf("vknetctl stats: restarts %d (%v), want 1", st.Restarts, err)
+	}
+	// Dying again at once is a crash loop: a back-off, said once.
+	for i, f := range b.flows {
+		got[i] = f.got.Load()
+	}
+	syscall.Kill(newPid, syscall.SIGKILL)
+	if !waitFor(3*time.Second, func() bool {
+		for i, f := range b.flows {
+			if f.got.Load() < got[i]+10 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("traffic did not resume after the second kill -9")
+	}
+	if n := strings.Count(b.d.Stderr(), "keeps dying soon after its start"); n != 1 {
+		t.Errorf("%d back-off lines after a daemon died within 10 s of its restart, want 1", n)
+	}
+	if !waitFor(2*time.Second, func() bool { newPid = tryReadPid(b.pidfile); return pidAlive(newPid) }) {
+		t.Fatal("no daemon after the second restart")
+	}
+	if c, err := control.Dial(b.ctl); err == nil {
+		st, err := c.Stats()
+		c.Close()
+		if err != nil || st.Restarts != 2 {
+			t.Errorf("vknetctl stats after two crashes: restarts %d (%v), want 2", st.Restarts, err)
+		}
+	}
+	b.quiesce()
+	b.checkFlows()
+	for _, f := range b.flows {
+		sent, rcvd := f.sent.Load(), f.got.Load()
+		t.Logf("%s flow: %d sent, %d received across the kill (%d lost)", f.kind, sent, rcvd, sent-rcvd)
+	}
+	stopAndCheckCleanup(t, b, newPid)
+	if err := b.d.Wait(5 * time.Second); err != nil {
+		t.Errorf("the supervisor did not exit after the daemon stopped: %v", err)
+	}
+}
+
+// TestSupervisorUnderUserAfterUpgrade: under --user, an upgraded daemon
+// is still supervised: kill -9 of it is survived the same way, the new
+// daemon is the user with CAP_NET_ADMIN alone, and the keeper still
+// cleans up at the end.
+func TestSupervisorUnderUserAfterUpgrade(t *testing.T) {
+	needRoot(t)
+	lookupDropUser(t)
+	binDir := testbed.ShortTempDir(t)
+	os.Chmod(binDir, 0o755)
+	bin := filepath.Join(binDir, "vknetd")
+	copyFile(t, vknetd, bin, 0o755)
+	b := startBed(t, bin, []string{"seqpacket", "stream", "dgram"}, "--supervise", "--user", dropUser)
+	b.start()
+	time.Sleep(300 * time.Millisecond)
+	if _, err := b.upgrade(""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	pid := readPid(t, b.pidfile)
+	got := make([]uint64, len(b.flows))
+	for i, f := range b.flows {
+		got[i] = f.got.Load()
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	if !waitFor(2*time.Second, func() bool {
+		for i, f := range b.flows {
+			if f.got.Load() < got[i]+10 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("traffic did not resume within 2 s of kill -9 of the upgraded daemon")
+	}
+	// Under --user the keeper writes the pidfile, a moment later.
+	var newPid int
+	if !waitFor(2*time.Second, func() bool { newPid = tryReadPid(b.pidfile); return newPid != pid && newPid > 0 && pidAlive(newPid) }) {
+		t.Fatalf("pidfile names %d after the restart (killed %d)", newPid, pid)
+	}
+	st := procStatus(t, fmt.Sprintf("/proc/%d/status", newPid))
+	if uids := strings.Fields(st["Uid"]); len(uids) != 4 || uids[0] == "0" || uids[1] == "0" || st["CapEff"] != "0000000000001000" ||
+		st["CapInh"] != "0000000000000000" || st["CapAmb"] != "0000000000000000" {
+		t.Errorf("the restarted daemon: uids %q, capabilities eff %s inh %s amb %s; want the user with CAP_NET_ADMIN alone",
+			st["Uid"], st["CapEff"], st["CapInh"], st["CapAmb"])
+	}
+	b.quiesce()
+	b.checkFlows()
+	stopAndCheckCleanup(t, b, newPid)
+}
+
+func tryReadPid(path string) int {
+	b, _ := os.ReadFile(path)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pidfile %s: %q", path, b)
+	}
+	return pid
+}
