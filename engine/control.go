@@ -80,6 +80,7 @@ func (e *Engine) stats() Stats {
 		MACs:     e.macs.Len(),
 		Clients:  e.clients,
 		Accepted: e.accepted,
+		MACMoves: e.macMoves,
 		PoolFree: e.pool.Free(),
 		PoolCap:  e.pool.Cap(),
 	}

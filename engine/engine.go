@@ -200,6 +200,11 @@ type Engine struct {
 
 	retryPending bool // a port waits for its retry timer (port.retryAt)
 
+	// remote is when each MAC on the host's side last spoke, and macMoves
+	// counts MACs that moved to a new port with their VM (migrate.go).
+	remote   *remoteHeard
+	macMoves uint64
+
 	start     time.Time
 	now       int64 // nanoseconds since start, read once per loop iteration
 	nextSweep int64
@@ -322,6 +327,7 @@ func New(cfg Config) (*Engine, error) {
 		start:     time.Now(),
 		nextSweep: int64(sweepInterval),
 		users:     make(map[int32]*user),
+		remote:    newRemoteHeard(),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
 		reqs:      make(chan func(), 16),
 		exited:    make(chan struct{}),
@@ -704,6 +710,9 @@ func (e *Engine) sourceEvent(p *port, sub uint8, ev event) {
 	}
 	if r.offloadsKnown {
 		p.offloads = r.offloads
+	}
+	if r.stateKnown {
+		p.stopped = r.stopped
 	}
 	if r.write && !p.txClosed {
 		e.transmit(p)

@@ -71,6 +71,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 	}
 
 	src := mactable.Key(frame[6:12])
+	e.heard(in, src)
 	if fromClient && e.secure {
 		if v := e.check.Check(frame, in.id); v != secure.Pass {
 			e.refused(in, v)
@@ -79,7 +80,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 		// The switch's MAC rules sit between the policy's checks and its
 		// binding: a frame refused for its MAC must not bind its IP
 		// address to the spoofed MAC on the way.
-		if d, ok := e.learnSecure(in, src); !ok {
+		if d, ok := e.learnSecure(in, src, frame); !ok {
 			e.dropped(in, d)
 			return
 		}
@@ -87,7 +88,7 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 			e.refused(in, v)
 			return
 		}
-	} else if !e.learn(in, src) {
+	} else if !e.learn(in, src) && !e.remoteTakeOver(in, src, frame) {
 		in.conflictSrc = src
 		e.dropped(in, DropRemoteMACConflict)
 		return
@@ -123,18 +124,27 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 // learns its source: a client cannot take over a MAC that is live on
 // another port (MAC spoofing), and a MAC the switch cannot learn (the
 // port's, its user's or the table's limit is reached) does not speak at
-// all. A plain bridge forwards such frames unlearned, which is what lets
+// all. A MAC moves with its VM from one port to another only as
+// migrate.go allows (movable). A plain bridge forwards such frames unlearned, which is what lets
 // a user who fills the table have everyone else's unicast flooded to
 // him: in secure mode no unicast is ever flooded for a client MAC the
 // switch could not learn, because that MAC's frames never got through.
-func (e *Engine) learnSecure(in *port, src uint64) (Drop, bool) {
+func (e *Engine) learnSecure(in *port, src uint64, frame []byte) (Drop, bool) {
 	if mactable.IsMulticastKey(src) {
 		return 0, true // the policy refuses it with its own reason
 	}
-	if owner, known := e.macs.Lookup(src, e.now); known && owner != in.id {
-		return DropMACInUse, false
+	why := ""
+	owner, known := e.macs.Lookup(src, e.now)
+	if known && owner != in.id {
+		if why = e.movable(in, e.ports[owner], src, frame); why == "" {
+			return DropMACInUse, false
+		}
 	}
 	switch e.macs.Learn(src, in.id, e.now) {
+	case mactable.Moved:
+		if why != "" {
+			e.moved(in, owner, src, why)
+		}
 	case mactable.PortFull:
 		return DropPortMACLimit, false
 	case mactable.OwnerFull:

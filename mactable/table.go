@@ -498,3 +498,42 @@ func (t *Table) reclaimDue(nowTick int64) bool {
 	last := t.lastReclaim.Load()
 	return nowTick > last && t.lastReclaim.CompareAndSwap(last, nowTick)
 }
+
+// Take moves mac to port at now even when port is the host port and the
+// MAC is live on another (where Learn says Conflict), or learns it there.
+// The caller has decided the MAC's old port no longer speaks for it: a VM
+// that went to another host and announced itself from there. Limits apply
+// as in Learn.
+func (t *Table) Take(mac uint64, port uint32, now int64) Result {
+	mac &= macMask
+	if mac&groupBit != 0 {
+		return Multicast
+	}
+	nowTick := now >> t.tickShift
+	idx := t.home(mac)
+	sh := t.shardOf(idx)
+	want := liveBit | mac
+	sh.mu.Lock()
+	for i := idx; ; i = t.next(i) {
+		s := &t.slots[i]
+		k := s.key.Load()
+		if k == 0 {
+			break
+		}
+		if k != want {
+			continue
+		}
+		r := Refreshed
+		if old := valPort(s.val.Load()); old != port {
+			if r = t.move(port, old); r != Moved {
+				sh.mu.Unlock()
+				return r
+			}
+		}
+		s.val.Store(pack(port, nowTick))
+		sh.mu.Unlock()
+		return r
+	}
+	sh.mu.Unlock()
+	return t.Learn(mac, port, now)
+}

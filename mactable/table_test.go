@@ -680,3 +680,29 @@ func TestHostPortNeverTakesALiveMAC(t *testing.T) {
 		t.Fatalf("counts after the aged move: port 2 %d, host %d", tb.PortLen(2), tb.PortLen(0))
 	}
 }
+
+// Take moves a live client's MAC to the host port, where Learn says
+// Conflict: the engine's decision that a VM went to another host.
+func TestTakeMovesToTheHostPort(t *testing.T) {
+	tb := mustNew(t, Config{Capacity: 100, PortLimit: 10, MaxAge: time.Minute, MaxPorts: 8})
+	tb.SetHostPort(0)
+	const vm, other = 0x020000000001, 0x020000000002
+	if r := tb.Learn(vm, 1, 0); r != Learned {
+		t.Fatalf("client learns: %v", r)
+	}
+	if r := tb.Take(vm, 0, 1); r != Moved {
+		t.Fatalf("Take to the host port: %v, want %v", r, Moved)
+	}
+	if p, ok := tb.Lookup(vm, 1); !ok || p != 0 || tb.PortLen(1) != 0 || tb.PortLen(0) != 1 {
+		t.Fatalf("after Take the MAC is on port %d (%v); counts client %d host %d", p, ok, tb.PortLen(1), tb.PortLen(0))
+	}
+	if r := tb.Take(vm, 0, 2); r != Refreshed {
+		t.Fatalf("Take where it is: %v, want %v", r, Refreshed)
+	}
+	if r := tb.Take(other, 0, 2); r != Learned {
+		t.Fatalf("Take of a new MAC: %v, want %v", r, Learned)
+	}
+	if r := tb.Take(0x010000000001, 0, 2); r != Multicast {
+		t.Fatalf("Take of a group address: %v", r)
+	}
+}
