@@ -204,6 +204,7 @@ type Engine struct {
 	// counts MACs that moved to a new port with their VM (migrate.go).
 	remote   *remoteHeard
 	macMoves uint64
+	moves    chan struct{} // MACMoved
 
 	start     time.Time
 	now       int64 // nanoseconds since start, read once per loop iteration
@@ -328,6 +329,7 @@ func New(cfg Config) (*Engine, error) {
 		nextSweep: int64(sweepInterval),
 		users:     make(map[int32]*user),
 		remote:    newRemoteHeard(),
+		moves:     make(chan struct{}, 1),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
 		reqs:      make(chan func(), 16),
 		exited:    make(chan struct{}),

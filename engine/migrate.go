@@ -135,6 +135,10 @@ func (e *Engine) moved(in *port, from uint32, src uint64, why string) {
 		n = e.policy.MoveMAC(m, from, in.id)
 	}
 	e.macMoves++
+	select {
+	case e.moves <- struct{}{}:
+	default: // one wake-up pending is enough
+	}
 	fromName := ""
 	if p := e.ports[from]; p != nil {
 		fromName = p.name
@@ -142,6 +146,12 @@ func (e *Engine) moved(in *port, from uint32, src uint64, why string) {
 	e.clientLog.Info(msgMACMoved, "mac", mactable.FormatKey(src), "from_port", from, "from", fromName,
 		"to_port", in.id, "to", in.name, "bindings", n, "because", why)
 }
+
+// MACMoved is signalled (at most one wake-up pending) when a MAC moved to
+// another port with its VM, so that the daemon pins the clients' MACs in
+// the host's bridge anew at once: a VM gone to another host must not stay
+// pinned on the TAP's port, where the bridge would keep sending its frames.
+func (e *Engine) MACMoved() <-chan struct{} { return e.moves }
 
 // remoteTakeOver is the host's side taking a MAC that is live on a client
 // port, on the TAP's frame from it that learn refused (Conflict): allowed

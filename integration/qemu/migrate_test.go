@@ -1,3 +1,5 @@
+//go:build linux
+
 package qemu_test
 
 import (
@@ -42,6 +44,8 @@ const (
 	otherUID       = 4242
 	socketGroup    = 65534 // nogroup: the daemon's --group, which the other user has
 	downloadPort   = 8087
+	// migrationDowntime is QEMU's downtime-limit for the tests' migrations.
+	migrationDowntime = 100 * time.Millisecond
 )
 
 // migrationInit replaces the test guest's /init (scripts/qemu-guest.sh) in an
@@ -67,13 +71,10 @@ ip link set eth0 up
 ip addr add "$(arg ip)/16" dev eth0
 echo "VKT-UP $(arg ip)"
 # busybox's wget looks the port up by name, which a static binary cannot:
-# the host serves plain TCP, read with nc until the host closes.
+# the host serves plain TCP, read with nc until the host closes and summed
+# as it comes (kept in memory it would only dirty more pages to migrate).
 if get=$(arg get) && [ -n "$get" ]; then
-	if nc ${get%:*} ${get#*:} </dev/null >/tmp/blob; then
-		echo "VKT-SUM $(sha256sum </tmp/blob | cut -d' ' -f1) $(wc -c </tmp/blob)"
-	else
-		echo "VKT-GET-FAIL"
-	fi
+	echo "VKT-SUM $(nc ${get%:*} ${get#*:} </dev/null | sha256sum | cut -d' ' -f1)"
 fi
 while :; do sleep 3600; done
 `
@@ -181,13 +182,31 @@ func (q *qmp) do(t *testing.T, cmd string, args any) json.RawMessage {
 }
 
 // migrationLab is the switch in secure mode, its socket open to the other
-// user's group, and what the guests share.
+// user's group, and what the guests share. stream is the socket the next
+// QEMU started connects to.
 type migrationLab struct {
 	ns     *testbed.Netns
 	dir    string
 	stream string
 	daemon *testbed.Daemon
 	initrd string
+	// download: the guests fetch the host's download (serveDownload).
+	download bool
+}
+
+// startSwitch starts vknetd in ns on address with args, its stream socket
+// in dir, and returns it with the socket's path.
+func startSwitch(t *testing.T, ns *testbed.Netns, dir, name, address string, args ...string) (*testbed.Daemon, string) {
+	t.Helper()
+	stream := filepath.Join(dir, name+".stream")
+	d := ns.StartDaemon(t, vknetd, testbed.DaemonConfig{
+		Sock: filepath.Join(dir, name), Pidfile: filepath.Join(dir, name+".pid"),
+		Group: strconv.Itoa(socketGroup),
+		Args:  append(append([]string{"--stream", stream}, args...), address),
+		Ready: 15 * time.Second,
+	})
+	waitUntil(t, 15*time.Second, "vknetd to create its stream socket", d.Proc, func() bool { return exists(stream) })
+	return d, stream
 }
 
 func newMigrationLab(t *testing.T) *migrationLab {
@@ -200,14 +219,7 @@ func newMigrationLab(t *testing.T) *migrationLab {
 	if err := os.Chmod(l.dir, 0o1777); err != nil {
 		t.Fatal(err)
 	}
-	l.stream = filepath.Join(l.dir, "vknet.stream")
-	l.daemon = l.ns.StartDaemon(t, vknetd, testbed.DaemonConfig{
-		Sock: filepath.Join(l.dir, "vknet"), Pidfile: filepath.Join(l.dir, "vknetd.pid"),
-		Group: strconv.Itoa(socketGroup),
-		Args:  []string{"-t", tapName, "--stream", l.stream, hostNet},
-		Ready: 15 * time.Second,
-	})
-	waitUntil(t, 15*time.Second, "vknetd to create its stream socket", l.daemon.Proc, func() bool { return exists(l.stream) })
+	l.daemon, l.stream = startSwitch(t, l.ns, l.dir, "vknet", hostNet, "-t", tapName)
 	l.initrd = layeredInitrd(t, l.dir)
 	return l
 }
@@ -217,8 +229,11 @@ func newMigrationLab(t *testing.T) *migrationLab {
 // otherUID.
 func (l *migrationLab) startQEMU(t *testing.T, name string, incoming, asUser bool) (*testbed.Proc, string) {
 	t.Helper()
-	args := qemuArgs("stream,id=n0,server=off,addr.type=unix,addr.path="+l.stream, migrationGuest, false,
-		[]string{"vkt.ip=" + migrationIP, fmt.Sprintf("vkt.get=%s:%d", hostIP, downloadPort)})
+	params := []string{"vkt.ip=" + migrationIP}
+	if l.download {
+		params = append(params, fmt.Sprintf("vkt.get=%s:%d", hostIP, downloadPort))
+	}
+	args := qemuArgs("stream,id=n0,server=off,addr.type=unix,addr.path="+l.stream, migrationGuest, false, params)
 	for i := range args {
 		if args[i] == "-initrd" {
 			args[i+1] = l.initrd
@@ -237,22 +252,30 @@ func (l *migrationLab) startQEMU(t *testing.T, name string, incoming, asUser boo
 }
 
 // migrate moves the guest from src to the QEMU listening as dst and
-// returns once the migration completed.
-func migrate(t *testing.T, l *migrationLab, src *qmp, dst string) time.Duration {
+// returns once the migration completed, with how long it took in all and
+// the downtime QEMU reports (the guest stopped on both sides).
+func migrate(t *testing.T, l *migrationLab, src *qmp, dst string) (took, downtime time.Duration) {
 	t.Helper()
 	mig := filepath.Join(l.dir, dst+".mig")
 	waitUntil(t, 20*time.Second, "the destination's migration socket", l.daemon.Proc, func() bool { return exists(mig) })
+	// QEMU stops the guest for the last round once what is left fits its
+	// downtime limit (default 300 ms) at the rate it measured: the guest
+	// is unreachable that long whatever the switch does. A management
+	// layer that wants short gaps sets it, as here: the gap measured is
+	// then that downtime plus what the switch adds.
+	src.do(t, "migrate-set-parameters", map[string]any{"downtime-limit": migrationDowntime.Milliseconds()})
 	start := time.Now()
 	src.do(t, "migrate", map[string]any{"uri": "unix:" + mig})
 	for {
 		var st struct {
-			Status string `json:"status"`
-			Error  string `json:"error-desc"`
+			Status   string `json:"status"`
+			Error    string `json:"error-desc"`
+			Downtime int64  `json:"downtime"` // ms
 		}
 		json.Unmarshal(src.do(t, "query-migrate", nil), &st)
 		switch st.Status {
 		case "completed":
-			return time.Since(start)
+			return time.Since(start), time.Duration(st.Downtime) * time.Millisecond
 		case "failed", "cancelled":
 			t.Fatalf("migration to %s %s: %s", dst, st.Status, st.Error)
 		}
@@ -307,7 +330,13 @@ func (p *pinger) stop(t *testing.T) (longest time.Duration, replies int) {
 }
 
 // download serves the guest a paced stream of random bytes over TCP until
-// stop is closed, and says what it sent.
+// stop is closed, and says what it sent. The pace is low, 50 KB/s in 1 KiB
+// writes: with QEMU 7.2 under TCG, migrations during a 400-800 KB/s
+// download left the destination's guest kernel corrupt in about a third of
+// runs (list_add corruption, general protection faults, page faults in the
+// scheduler and the network stack, or a silent hang), with the same guest
+// on private memory and -netdev stream, where nothing but QEMU writes it;
+// at 50 KB/s, and with pings alone, none did.
 type download struct {
 	stop    chan struct{}
 	mu      sync.Mutex
@@ -319,6 +348,7 @@ type download struct {
 
 func (l *migrationLab) serveDownload(t *testing.T) *download {
 	t.Helper()
+	l.download = true
 	d := &download{stop: make(chan struct{}), started: make(chan struct{})}
 	var ln net.Listener
 	if err := l.ns.Do(func() (err error) {
@@ -336,9 +366,9 @@ func (l *migrationLab) serveDownload(t *testing.T) *download {
 		defer c.Close()
 		close(d.started)
 		h := sha256.New()
-		chunk := make([]byte, 8<<10)
+		chunk := make([]byte, 1<<10)
 		rng := rand.NewChaCha8([32]byte{18})
-		tick := time.NewTicker(10 * time.Millisecond)
+		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
@@ -399,12 +429,12 @@ func TestStreamGuestMigratesWithItsAddress(t *testing.T) {
 	// A to B, A quits at once.
 	b, bQMP := l.startQEMU(t, "b", true, false)
 	p := l.ping(t)
-	took := migrate(t, l, qa, "b")
+	took, down := migrate(t, l, qa, "b")
 	qa.do(t, "quit", nil)
 	time.Sleep(time.Second)
 	gap, n := p.stop(t)
-	t.Logf("A to B, source quit at once: migration %v, longest ping gap %v (%d replies), %d bytes downloaded so far",
-		took.Round(time.Millisecond), gap.Round(time.Millisecond), n, dl.bytes())
+	t.Logf("A to B, source quit at once: migration %v (downtime %v), longest ping gap %v (%d replies), %d bytes downloaded so far",
+		took.Round(time.Millisecond), down, gap.Round(time.Millisecond), n, dl.bytes())
 	if gap > maxPingGap {
 		t.Errorf("source quit at once: longest ping gap %v, want at most %v", gap.Round(time.Millisecond), maxPingGap)
 	}
@@ -413,13 +443,13 @@ func TestStreamGuestMigratesWithItsAddress(t *testing.T) {
 	// B to C, B stays paused for 3 s before it quits.
 	c, cQMP := l.startQEMU(t, "c", true, false)
 	p = l.ping(t)
-	took = migrate(t, l, qb, "c")
+	took, down = migrate(t, l, qb, "c")
 	time.Sleep(3 * time.Second)
 	qb.do(t, "quit", nil)
 	time.Sleep(500 * time.Millisecond)
 	gap, n = p.stop(t)
-	t.Logf("B to C, source paused 3 s: migration %v, longest ping gap %v (%d replies)",
-		took.Round(time.Millisecond), gap.Round(time.Millisecond), n)
+	t.Logf("B to C, source paused 3 s: migration %v (downtime %v), longest ping gap %v (%d replies)",
+		took.Round(time.Millisecond), down, gap.Round(time.Millisecond), n)
 	if gap > maxPingGap {
 		t.Errorf("source paused 3 s: longest ping gap %v, want at most %v", gap.Round(time.Millisecond), maxPingGap)
 	}
@@ -429,24 +459,26 @@ func TestStreamGuestMigratesWithItsAddress(t *testing.T) {
 	close(dl.stop)
 	out := c.WaitOutput(t, "VKT-SUM", 60*time.Second)
 	var gotSum string
-	var gotLen int
 	for _, line := range strings.Split(out, "\n") {
 		if i := strings.Index(line, "VKT-SUM "); i >= 0 {
-			fmt.Sscanf(line[i:], "VKT-SUM %s %d", &gotSum, &gotLen)
+			fmt.Sscanf(line[i:], "VKT-SUM %s", &gotSum)
 		}
 	}
 	dl.mu.Lock()
-	if dl.err != nil || gotSum != dl.sum || gotLen != dl.sent {
-		t.Errorf("the download across the migrations: the guest has %d bytes, sha256 %s; the host sent %d, sha256 %s (error %v)",
-			gotLen, gotSum, dl.sent, dl.sum, dl.err)
+	if dl.err != nil || gotSum != dl.sum {
+		t.Errorf("the download across the migrations: the guest's sha256 is %s; the host sent %d bytes, sha256 %s (error %v)",
+			gotSum, dl.sent, dl.sum, dl.err)
 	} else {
-		t.Logf("downloaded %d bytes across two migrations, sha256 matches", gotLen)
+		t.Logf("downloaded %d bytes across two migrations, sha256 matches", dl.sent)
 	}
 	dl.mu.Unlock()
 
+	// The paused source's port holds the VM until the move; the source
+	// that quit may have closed its port before the destination spoke,
+	// which frees the MAC without a move.
 	lines := moveLines(l.daemon)
-	if len(lines) != 2 {
-		t.Errorf("the daemon logged %d moves, want 2: %q", len(lines), lines)
+	if len(lines) < 1 || len(lines) > 2 {
+		t.Errorf("the daemon logged %d moves, want 1 or 2: %q", len(lines), lines)
 	}
 	for _, line := range lines {
 		t.Log(line)
@@ -456,7 +488,7 @@ func TestStreamGuestMigratesWithItsAddress(t *testing.T) {
 	// paused, still holds the VM, and the host no longer reaches the guest.
 	_, _ = l.startQEMU(t, "d", true, true)
 	qc := dialQMP(t, cQMP, c)
-	migrate(t, l, qc, "d")
+	_, _ = migrate(t, l, qc, "d")
 	time.Sleep(time.Second)
 	if ok, out := l.ns.Ping(t, migrationIP, 2); ok {
 		t.Errorf("the host reaches the guest that another user's QEMU took over:\n%s", out)
@@ -471,7 +503,76 @@ func TestStreamGuestMigratesWithItsAddress(t *testing.T) {
 	if refused == 0 {
 		t.Errorf("no src-mac-in-use drop on the other user's port: %v", cnt.Ports)
 	}
-	if got := cnt.Global["mac_moves"]; got != "2" {
-		t.Errorf("mac_moves = %q after another user's announcement, want 2", got)
+	if got := cnt.Global["mac_moves"]; got != strconv.Itoa(len(lines)) {
+		t.Errorf("mac_moves = %q after another user's announcement, want the %d moves before it", got, len(lines))
+	}
+}
+
+// Across hosts (--vxlan): host A's and host B's switches, each in secure
+// mode in a namespace of its own, joined by VXLAN over a veth underlay.
+// The guest moves from a QEMU on A to one on B (the source left paused
+// 3 s) and back to a new one on A (the source quit at once), while host A
+// pings it every 20 ms: B's switch takes the MAC from its TAP on the
+// guest's announcement, A's TAP takes it from the paused local port, and
+// back again.
+func TestStreamGuestMigratesAcrossHosts(t *testing.T) {
+	needGuests(t)
+	testbed.RequireTool(t, "bridge")
+	dir := testbed.ShortTempDir(t)
+	ha, hb := testbed.NewNetns(t), testbed.NewNetns(t)
+	for _, h := range []*testbed.Netns{ha, hb} {
+		h.DisableIPv6(t)
+	}
+	const underlayA, underlayB = "198.19.0.1", "198.19.0.2"
+	ha.Run(t, "ip", "link", "add", "vkmu0", "mtu", "1550", "type", "veth", "peer", "name", "vkmu1", "mtu", "1550", "netns", hb.Name)
+	ha.Run(t, "ip", "addr", "add", underlayA+"/24", "dev", "vkmu0")
+	ha.Run(t, "ip", "link", "set", "vkmu0", "up")
+	hb.Run(t, "ip", "addr", "add", underlayB+"/24", "dev", "vkmu1")
+	hb.Run(t, "ip", "link", "set", "vkmu1", "up")
+	da, streamA := startSwitch(t, ha, dir, "hosta", hostNet, "--vxlan", "42", "--vxlan-remote", underlayB)
+	db, streamB := startSwitch(t, hb, dir, "hostb", "198.18.0.2/16", "--vxlan", "42", "--vxlan-remote", underlayA)
+	l := &migrationLab{ns: ha, dir: dir, stream: streamA, daemon: da, initrd: layeredInitrd(t, dir)}
+
+	a, aQMP := l.startQEMU(t, "xa", false, false)
+	a.WaitOutput(t, "VKT-UP", guestTimeout)
+	qa := dialQMP(t, aQMP, a)
+
+	l.stream = streamB
+	b, bQMP := l.startQEMU(t, "xb", true, false)
+	p := l.ping(t)
+	took, down := migrate(t, l, qa, "xb")
+	time.Sleep(3 * time.Second)
+	qa.do(t, "quit", nil)
+	time.Sleep(500 * time.Millisecond)
+	gap, n := p.stop(t)
+	t.Logf("host A to host B, source paused 3 s: migration %v (downtime %v), longest ping gap from host A %v (%d replies)",
+		took.Round(time.Millisecond), down, gap.Round(time.Millisecond), n)
+	if gap > maxPingGap {
+		t.Errorf("to host B: longest ping gap %v, want at most %v", gap.Round(time.Millisecond), maxPingGap)
+	}
+	qb := dialQMP(t, bQMP, b)
+
+	l.stream = streamA
+	_, _ = l.startQEMU(t, "xc", true, false)
+	p = l.ping(t)
+	took, down = migrate(t, l, qb, "xc")
+	qb.do(t, "quit", nil)
+	time.Sleep(time.Second)
+	gap, n = p.stop(t)
+	t.Logf("host B back to host A, source quit at once: migration %v (downtime %v), longest ping gap from host A %v (%d replies)",
+		took.Round(time.Millisecond), down, gap.Round(time.Millisecond), n)
+	if gap > maxPingGap {
+		t.Errorf("back to host A: longest ping gap %v, want at most %v", gap.Round(time.Millisecond), maxPingGap)
+	}
+	for _, d := range []*testbed.Daemon{da, db} {
+		for _, line := range moveLines(d) {
+			t.Log(line)
+		}
+	}
+	// Host A: its TAP takes the MAC from the paused port, then its new
+	// port from the TAP. Host B learned the MAC on its TAP only if the
+	// guest flooded a frame there before it came.
+	if na, nb := len(moveLines(da)), len(moveLines(db)); na != 2 || nb > 2 {
+		t.Errorf("moves logged: host A %d, want 2; host B %d, want at most 2", na, nb)
 	}
 }
