@@ -30,6 +30,11 @@ import (
 // the guest broke the rules, its rings' cost budget included (see
 // virtq.budget): the error says what it did.
 //
+// After SEND_RARP (live migration), the first frame ReadTX returns once
+// the ring runs is a broadcast RARP from the guest's MAC, made by the
+// device (Stats.Announces): the switch learns and floods it as the
+// guest's, so the network finds the guest's new port.
+//
 // ReadTXBatch says the same and what this call dropped.
 func (d *Device) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n int, more bool, err error) {
 	r, err := d.ReadTXBatch(bufs, sizes, hdrs)
@@ -41,6 +46,10 @@ type TXResult struct {
 	N     int  // frames read into bufs
 	More  bool // the ring may hold more (see ReadTX)
 	Drops TXDrops
+	// Announce says bufs[0] is the RARP the front-end asked the device to
+	// send for the guest (SEND_RARP, after a live migration), not a frame
+	// of the guest's ring.
+	Announce bool
 }
 
 // TXDrops counts the frames one read of the TX ring dropped, by why: the
@@ -66,13 +75,30 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 		d.tx.large = d.cfg.Large
 	}
 	var st Stats // this call's
-	n, more, call, err := q.vq.readBatch(&d.mem, &d.tx, bufs, sizes, hdrs, &st)
+	n := 0
+	announce := d.announcePending && len(bufs) > 0 && len(bufs[0]) >= rarpLen
+	if announce {
+		n = d.putAnnounce(bufs, sizes, hdrs)
+		st.Announces++
+	}
+	n, more, call, err := q.vq.readBatchFrom(&d.mem, &d.tx, bufs, sizes, hdrs, &st, n)
 	d.stats.add(&st)
 	if err == nil && call {
 		d.call(q)
 	}
-	return TXResult{N: n, More: more, Drops: TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
+	return TXResult{N: n, More: more, Announce: announce, Drops: TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
 		HdrFlags: st.TXHdrFlags, HdrGSOType: st.TXHdrGSOType}}, err
+}
+
+// putAnnounce puts the RARP that SEND_RARP asked for in bufs[0], first of
+// the frames ReadTX returns.
+func (d *Device) putAnnounce(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) int {
+	sizes[0] = putRARP(bufs[0], d.announce)
+	if hdrs != nil {
+		hdrs[0] = gso.VirtioNetHdr{}
+	}
+	d.announcePending = false
+	return 1
 }
 
 // WriteRX writes frames into the guest's RX buffers, each behind its

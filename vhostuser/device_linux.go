@@ -19,10 +19,11 @@ const (
 	// KickFD for both queues and re-register them; the old numbers are
 	// closed already (and may be reused by the new ones).
 	KickChanged Changes = 1 << iota
-	// StateChanged: a queue started, stopped, was enabled or disabled, or
-	// the memory table changed. Check Ready; a TX ring that just started
-	// may hold frames from before a reconnect, so read it once without
-	// waiting for a kick.
+	// StateChanged: a queue started, stopped, was enabled or disabled,
+	// the memory table changed, or the front-end asked for the guest to
+	// be announced (SEND_RARP). Check Ready; a TX ring that just started
+	// may hold frames from before a reconnect, and an announcement is
+	// ReadTX's next frame, so read it once without waiting for a kick.
 	StateChanged
 )
 
@@ -72,7 +73,15 @@ type Device struct {
 	mem      memory
 	maps     [maxRegions][]byte // whole mappings, for munmap
 	nmaps    int
-	memBytes uint64 // the table's mapping lengths, as told to Config.Memory
+	memBytes uint64 // the table's mapping lengths
+	logBytes uint64 // the dirty log's mapping length
+	charged  uint64 // what Config.Memory was last told: memBytes+logBytes once settled
+
+	log dirtyLog // SET_LOG_BASE's; mem nil without one
+
+	announce        [6]byte // SEND_RARP's MAC
+	announcePending bool    // ReadTX owes the RARP announcing it
+	stoppedRings    uint8   // bit i: ring i ran, then GET_VRING_BASE stopped it
 
 	q     [numQueues]queue
 	stats Stats
@@ -121,6 +130,11 @@ func (d *Device) KickFD(q int) int { return d.q[q].kick }
 func (d *Device) Ready() bool {
 	return d.q[RXQ].started && d.q[RXQ].enabled && d.q[TXQ].started && d.q[TXQ].enabled
 }
+
+// Stopped says the front-end stopped a ring that had run (GET_VRING_BASE)
+// and has not started it again: QEMU does so when the guest migrates away
+// or its card stops. The guest is no longer reached through this device.
+func (d *Device) Stopped() bool { return d.stoppedRings != 0 }
 
 // Stats returns the device's counters.
 func (d *Device) Stats() Stats { return d.stats }
@@ -180,7 +194,15 @@ func (d *Device) handle(h header, p []byte) (Changes, error) {
 				err = violation("%v: features %#x were not offered (offered %#x)", h.req, extra, offeredFeatures(d.cfg.Offloads))
 			}
 			d.features = v
+			if err == nil {
+				err = d.applyLog(h) // LOG_ALL turns logging on and off
+			}
 		}
+	case reqSetLogBase:
+		wantFDs = -1 // checked: exactly one
+		err, replied = d.setLogBase(h, p), true
+	case reqSendRARP:
+		ch, err = d.sendRARP(h, p)
 	case reqGetProtocolFeatures:
 		err, replied = d.replyU64(h, offeredProtocolFeatures), true
 	case reqSetProtocolFeatures:
@@ -198,9 +220,13 @@ func (d *Device) handle(h header, p []byte) (Changes, error) {
 		ch = d.reset()
 	case reqSetMemTable:
 		wantFDs = -1 // checked against the region count
-		ch, err = d.setMemTable(h, p)
+		if ch, err = d.setMemTable(h, p); err == nil {
+			err = d.applyLog(h) // a logged table must stay covered
+		}
 	case reqSetVringNum, reqSetVringBase, reqSetVringEnable:
-		ch, err = d.setVringState(h, p)
+		if ch, err = d.setVringState(h, p); err == nil && h.req == reqSetVringNum {
+			err = d.applyLog(h) // a logged used ring's size changed
+		}
 	case reqSetVringAddr:
 		err = d.setVringAddr(h, p)
 	case reqGetVringBase:
@@ -290,16 +316,17 @@ func (d *Device) setVringAddr(h header, p []byte) error {
 	if err != nil {
 		return err
 	}
-	if a.flags != 0 {
-		// Bit 0 asks for dirty logging, which needs LOG_ALL: not offered.
-		return violation("%v: queue %d flags %#x: logging was not negotiated", h.req, i, a.flags)
+	if a.flags&^vringFLog != 0 {
+		return violation("%v: queue %d flags %#x: only VHOST_VRING_F_LOG (1) is known", h.req, i, a.flags)
 	}
 	q := &d.q[i]
 	q.addr, q.addrSet = a, true
 	if q.started {
-		return d.mapRings(i)
+		if err := d.mapRings(i); err != nil {
+			return err
+		}
 	}
-	return nil
+	return d.applyLog(h) // the used ring's logging follows the flag
 }
 
 // mapRings translates queue i's ring addresses into views of our mappings
@@ -336,6 +363,7 @@ func (d *Device) startRing(i int) error {
 		return err
 	}
 	q.started = true
+	d.stoppedRings &^= 1 << i
 	if d.features&(1<<featProtocolFeatures) == 0 {
 		q.enabled = true // no SET_VRING_ENABLE will come
 	}
@@ -348,6 +376,7 @@ func (d *Device) stopRing(i int) {
 	q := &d.q[i]
 	if q.started {
 		q.base = q.vq.lastAvail
+		d.stoppedRings |= 1 << i
 	}
 	q.started, q.enabled = false, false
 	q.vq.desc, q.vq.avail, q.vq.used = nil, nil, nil
@@ -459,9 +488,11 @@ func (d *Device) setMemTable(h header, p []byte) (Changes, error) {
 		total += plan[i].length
 	}
 	if d.cfg.Memory != nil {
-		if err := d.cfg.Memory(total); err != nil {
+		// With a dirty log mapped, it is held beside the table.
+		if err := d.cfg.Memory(total + d.logBytes); err != nil {
 			return 0, violation("%v: memory table refused: %v", h.req, err)
 		}
+		d.charged = total + d.logBytes
 	}
 	d.memBytes = total
 	var mem memory
@@ -507,13 +538,15 @@ func (d *Device) unmapAll() {
 	d.mem = memory{}
 }
 
-// releaseMemory tells Config.Memory that the device holds no mappings any
-// more; letting go never fails.
+// releaseMemory tells Config.Memory that the device holds no memory table
+// any more, only its dirty log if it still has one; letting go never
+// fails.
 func (d *Device) releaseMemory() {
-	if d.memBytes != 0 && d.cfg.Memory != nil {
-		_ = d.cfg.Memory(0)
-	}
 	d.memBytes = 0
+	if d.charged != d.logBytes && d.cfg.Memory != nil {
+		_ = d.cfg.Memory(d.logBytes)
+	}
+	d.charged = d.logBytes
 }
 
 // reset forgets the rings and the negotiated features, as on a fresh
@@ -539,6 +572,7 @@ func closeFD(fd *int) {
 func (d *Device) Close() error {
 	d.reset()
 	d.unmapAll()
+	d.unmapLog()
 	d.releaseMemory()
 	return d.conn.close()
 }

@@ -23,6 +23,12 @@
 // header fits its frame is the engine's to check ([gso.Check]), as is
 // cutting superframes for a guest that does not take them.
 //
+// A front-end may migrate the guest live: the device then keeps the dirty
+// log the vhost-user specification describes (dirtylog.go), stops its
+// rings on GET_VRING_BASE where the destination resumes ([Device.Stopped]
+// says so afterwards), and on SEND_RARP hands the engine a RARP announcing
+// the guest's MAC as its next TX frame ([TXResult.Announce]).
+//
 // The control and data paths assume a little-endian host (amd64, arm64),
 // as virtio 1.0 rings are little-endian and their indices are accessed as
 // native words.

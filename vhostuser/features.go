@@ -13,11 +13,15 @@ const (
 	featNetHostTSO6       = 12 // VIRTIO_NET_F_HOST_TSO6
 	featNetHostECN        = 13 // VIRTIO_NET_F_HOST_ECN: ... with the ECN bit
 	featNetMrgRxbuf       = 15 // VIRTIO_NET_F_MRG_RXBUF: an RX frame may span several chains
+	featNetGuestAnnounce  = 21 // VIRTIO_NET_F_GUEST_ANNOUNCE: the guest announces itself after a migration
+	featLogAll            = 26 // VHOST_F_LOG_ALL: log every write into guest memory (migration)
 	featRingIndirectDesc  = 28 // VIRTIO_RING_F_INDIRECT_DESC: never offered
 	featRingEventIdx      = 29 // VIRTIO_RING_F_EVENT_IDX: used_event / avail_event
 	featProtocolFeatures  = 30 // VHOST_USER_F_PROTOCOL_FEATURES
 	featVersion1          = 32 // VIRTIO_F_VERSION_1
 	protoFeatMQ           = 0  // VHOST_USER_PROTOCOL_F_MQ: not offered, one queue pair
+	protoFeatLogShmfd     = 1  // VHOST_USER_PROTOCOL_F_LOG_SHMFD: the dirty log comes as a shared memory fd
+	protoFeatRARP         = 2  // VHOST_USER_PROTOCOL_F_RARP: SEND_RARP
 	protoFeatReplyAck     = 3  // VHOST_USER_PROTOCOL_F_REPLY_ACK
 	protoFeatConfig       = 9  // VHOST_USER_PROTOCOL_F_CONFIG: not offered
 	protoFeatResetDevice  = 13 // VHOST_USER_PROTOCOL_F_RESET_DEVICE: not offered (RESET_OWNER does)
@@ -30,8 +34,15 @@ const (
 // ANY_LAYOUT are left out: the first would oblige us to call on an empty
 // ring, the second is implied by VERSION_1 and we handle any layout
 // regardless.
+//
+// LOG_ALL lets the front-end migrate the guest (dirtylog.go).
+// GUEST_ANNOUNCE is the guest's to use, not ours: QEMU offers it to the
+// guest only when the back-end does, and a guest that takes it sends its
+// own gratuitous ARPs after a migration, at QEMU's request through the
+// config space and control queue that QEMU keeps; QEMU then sends no
+// SEND_RARP.
 const baseFeatures = 1<<featNetMrgRxbuf | 1<<featRingEventIdx |
-	1<<featProtocolFeatures | 1<<featVersion1
+	1<<featProtocolFeatures | 1<<featVersion1 | 1<<featLogAll | 1<<featNetGuestAnnounce
 
 // offloadFeatures are added with Config.Offloads: the engine then carries
 // the virtio_net_hdr beside each frame (DESIGN.md, "Superframes"), so a
@@ -50,11 +61,13 @@ func offeredFeatures(offloads bool) uint64 {
 	return baseFeatures
 }
 
-// offeredProtocolFeatures is what GET_PROTOCOL_FEATURES answers: only
-// REPLY_ACK, so the front-end can wait for SET_MEM_TABLE to be mapped. No
-// MQ (one RX/TX pair), no CONFIG (virtio-net's config space stays in
-// QEMU), no slots beyond the baseline 8 regions.
-const offeredProtocolFeatures = 1 << protoFeatReplyAck
+// offeredProtocolFeatures is what GET_PROTOCOL_FEATURES answers:
+// REPLY_ACK, so the front-end can wait for SET_MEM_TABLE to be mapped;
+// LOG_SHMFD and RARP, for live migration (QEMU refuses to migrate a guest
+// whose back-end lacks LOG_SHMFD). No MQ (one RX/TX pair), no CONFIG
+// (virtio-net's config space stays in QEMU), no slots beyond the baseline
+// 8 regions.
+const offeredProtocolFeatures = 1<<protoFeatReplyAck | 1<<protoFeatLogShmfd | 1<<protoFeatRARP
 
 // virtioNetHdrLen is the size of the header before every frame: 12 bytes
 // when num_buffers is present (VERSION_1 or MRG_RXBUF), else 10.

@@ -22,6 +22,12 @@ func FuzzMessages(f *testing.F) {
 	f.Add(msg(5, 9, memTable(Region{Size: 4096})), 12)
 	f.Add(msg(18, 1, statep(0, 1)), 3)
 	f.Add(msg(77, 8, nil), 1)
+	// Migration: LOG_SHMFD and RARP, SET_LOG_BASE (its fd cannot come
+	// this way), LOG_ALL, a logged ring, SEND_RARP.
+	migration := msg(16, 1, u64p(1<<protoFeatLogShmfd|1<<protoFeatRARP))
+	f.Add(append(migration, msg(6, 1, logp(4096, 0))...), 7)
+	f.Add(append(append(migration, msg(2, 1, u64p(1<<featLogAll|1<<featVersion1))...), msg(9, 1, loggedAddr(1, 1, 2, 3, 1<<20))...), 22)
+	f.Add(append(migration, msg(19, 9, u64p(0x5634_1200_5452))...), 30)
 	f.Fuzz(func(t *testing.T, in []byte, cut int) {
 		a, b := socketpair(t)
 		defer unix.Close(b)

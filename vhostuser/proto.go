@@ -169,6 +169,17 @@ func payloadAddr(h header, p []byte) (vringAddr, error) {
 	}, nil
 }
 
+// logBase is the payload of SET_LOG_BASE: the log is size bytes of the fd
+// that comes with it, from offset on.
+type logBase struct{ size, offset uint64 }
+
+func payloadLog(h header, p []byte) (logBase, error) {
+	if len(p) < 16 {
+		return logBase{}, violation("%v: payload of %d bytes, want 16 (log size and offset)", h.req, len(p))
+	}
+	return logBase{binary.LittleEndian.Uint64(p), binary.LittleEndian.Uint64(p[8:])}, nil
+}
+
 // payloadMemTable decodes SET_MEM_TABLE's region count and regions into
 // regs, returning how many there are.
 func payloadMemTable(h header, p []byte, regs *[maxRegions]Region) (int, error) {

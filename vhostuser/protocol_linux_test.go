@@ -77,6 +77,19 @@ func addrp(i uint32, desc, used, avail uint64) []byte {
 	return b
 }
 
+func logp(size, offset uint64) []byte {
+	return binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, size), offset)
+}
+
+// loggedAddr is SET_VRING_ADDR's payload asking for the used ring to be
+// logged at guest address log.
+func loggedAddr(i uint32, desc, used, avail, log uint64) []byte {
+	b := addrp(i, desc, used, avail)
+	binary.LittleEndian.PutUint32(b[4:], vringFLog)
+	binary.LittleEndian.PutUint64(b[32:], log)
+	return b
+}
+
 // TestHostileMessages: each malformed or unsupported message is refused
 // with an error that names it, and every fd that came with it is closed.
 func TestHostileMessages(t *testing.T) {
@@ -96,6 +109,7 @@ func TestHostileMessages(t *testing.T) {
 		}
 	}
 	goodMem := step{msg(5, v1, memTable(region)), mem(1, 1<<20)}
+	logShm := step{b: msg(16, v1, u64p(1<<1))} // LOG_SHMFD
 	efd := func(flags int) func(t *testing.T) []int {
 		return func(t *testing.T) []int {
 			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|flags)
@@ -140,7 +154,7 @@ func TestHostileMessages(t *testing.T) {
 		{"unknown with need_reply", []step{{b: msg(99, need, nil)}}, "request 99: not supported, and the front-end expects a reply"},
 		{"GET_CONFIG", []step{{b: msg(24, v1, make([]byte, 12))}}, "GET_CONFIG (24): not supported"},
 		{"SET_LOG_BASE", []step{{b: msg(6, v1, make([]byte, 16))}}, "SET_LOG_BASE (6)"},
-		{"unknown without reply", []step{{b: msg(19, v1, make([]byte, 8))}}, ""},
+		{"unknown without reply", []step{{b: msg(20, v1, make([]byte, 8))}}, ""},
 		{"unknown without reply, with fd", []step{{msg(7, v1, nil), mem(1, 4096)}}, ""},
 		{"unoffered feature", []step{{b: msg(2, v1, u64p(1|1<<32))}}, "features 0x1 were not offered"},
 		{"unoffered protocol feature", []step{{b: msg(16, v1, u64p(1<<9))}}, "protocol features 0x200 were not offered"},
@@ -187,7 +201,34 @@ func TestHostileMessages(t *testing.T) {
 		{"call fd an eventfd", []step{{msg(13, v1, u64p(0)), efd(0)}}, ""},
 		{"kick without fd", []step{{b: msg(12, v1, u64p(1|1<<8))}}, "polling without a kick fd is not supported"},
 		{"kick with two fds", []step{{msg(12, v1, u64p(1)), mem(2, 8)}}, "2 fds came, want 1"},
-		{"logging requested", []step{{b: msg(9, v1, append(addrp(0, 0, 0, 0)[:4], append([]byte{1, 0, 0, 0}, addrp(0, 0, 0, 0)[8:]...)...))}}, "logging was not negotiated"},
+		{"unknown ring flag", []step{{b: msg(9, v1, append(addrp(0, 0, 0, 0)[:4], append([]byte{2, 0, 0, 0}, addrp(0, 0, 0, 0)[8:]...)...))}}, "flags 0x2: only VHOST_VRING_F_LOG"},
+		// Dirty logging (issue 18): SET_LOG_BASE's fd, size and offset.
+		{"log without LOG_SHMFD", []step{{msg(6, v1, logp(4096, 0)), mem(1, 4096)}}, "LOG_SHMFD was not negotiated"},
+		{"log payload short", []step{logShm, {b: msg(6, v1, u64p(4096))}}, "payload of 8 bytes, want 16"},
+		{"log without fd", []step{logShm, {b: msg(6, v1, logp(4096, 0))}}, "0 fds came, want 1 (the log's memory)"},
+		{"log with two fds", []step{logShm, {msg(6, v1, logp(4096, 0)), mem(2, 4096)}}, "2 fds came, want 1"},
+		{"log of 0 bytes", []step{logShm, {msg(6, v1, logp(0, 0)), mem(1, 4096)}}, "log of 0 bytes"},
+		{"log size huge", []step{logShm, {msg(6, v1, logp(1<<62, 0)), mem(1, 4096)}}, "log of 0x4000000000000000 bytes, more than"},
+		{"log offset huge", []step{logShm, {msg(6, v1, logp(4096, 1<<63)), mem(1, 4096)}}, "log offset 0x8000000000000000 is over"},
+		{"log size beyond the fd", []step{logShm, {msg(6, v1, logp(8192, 0)), mem(1, 4096)}}, "file of 4096 bytes is shorter than offset 0x0 + size 0x2000"},
+		{"log offset beyond the fd", []step{logShm, {msg(6, v1, logp(16, 1<<20)), mem(1, 8192)}}, "shorter than offset 0x100000 + size 0x10"},
+		{"log fd a pipe", []step{logShm, {msg(6, v1, logp(16, 0)), deadPipe}}, "the log's fd is not a regular file"},
+		{"log fd a socket", []step{logShm, {msg(6, v1, logp(16, 0)), socket}}, "the log's fd is not a regular file"},
+		{"log too small for memory", []step{goodMem, logShm, {msg(6, v1, logp(16, 0)), mem(1, 4096)}},
+			"a log of 0x10 bytes covers guest memory up to 0x80000; memory region 0 ends at 0x100000"},
+		{"memory past the log", []step{logShm, {msg(6, v1, logp(16, 0)), mem(1, 4096)}, {b: msg(2, v1, u64p(1<<26))}, goodMem},
+			"SET_MEM_TABLE (5): a log of 0x10 bytes covers guest memory up to 0x80000"},
+		{"logged used ring past the log", []step{goodMem, logShm, {b: msg(8, v1, statep(0, 256))},
+			{b: msg(9, v1, loggedAddr(0, 1<<30, 1<<30+8192, 1<<30+4096, 1<<20))}, {msg(6, v1, logp(32, 0)), mem(1, 4096)}},
+			"queue 0's used ring is logged at 0x100000+0x806, past what a log of 0x20 bytes covers"},
+		{"logged used ring grown past the log", []step{logShm, {b: msg(8, v1, statep(0, 8))},
+			{b: msg(9, v1, loggedAddr(0, 1<<30, 1<<30+8192, 1<<30+4096, 0x100000-100))}, {msg(6, v1, logp(32, 0)), mem(1, 4096)},
+			{b: msg(2, v1, u64p(1<<26))}, {b: msg(8, v1, statep(0, 256))}},
+			"SET_VRING_NUM (8): queue 0's used ring is logged at 0xfff9c+0x806"},
+		{"log that fits", []step{goodMem, logShm, {msg(6, v1, logp(32, 100)), mem(1, 4096)}, {b: msg(2, v1, u64p(1<<26))}}, ""},
+		{"announce without RARP", []step{{b: msg(19, v1, u64p(0x0200_0000_0002))}}, "RARP was not negotiated"},
+		{"announce a multicast MAC", []step{{b: msg(16, v1, u64p(1<<2))}, {b: msg(19, v1, u64p(0x0200_0000_0001))}}, "is not a unicast MAC"},
+		{"announce", []step{{b: msg(16, v1, u64p(1<<2))}, {b: msg(19, v1, u64p(0x0200_0000_0002))}}, ""},
 		{"too many fds", []step{{msg(3, v1, nil), mem(12, 8)}}, "more than 8 fds"},
 		{"enable 2", []step{{b: msg(18, v1, statep(0, 2))}}, "neither 0 nor 1"},
 	}

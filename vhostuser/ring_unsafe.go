@@ -54,3 +54,10 @@ func fence() { atomic.AddUint32(&fenceWord, 0) }
 func alignedTo(b []byte, a uintptr) bool {
 	return len(b) > 0 && uintptr(unsafe.Pointer(&b[0]))%a == 0
 }
+
+// or32 atomically ORs v into the word at b[off:off+4]: the dirty log's
+// bits, which the front-end clears concurrently.
+func or32(b []byte, off int, v uint32) {
+	_ = b[off+3]
+	atomic.OrUint32((*uint32)(unsafe.Pointer(&b[off])), v)
+}

@@ -217,70 +217,44 @@ func (q *virtq) shortFit(m *memory, hdrLen int, mrg bool, need, avail, taken int
 }
 
 // fillChain writes the stream hdr||frame from byte pos on into the chain at
-// head, checking each descriptor it uses, and returns how many bytes went
-// in. It records in nb where bytes 10 and 11 of the stream (num_buffers)
-// landed, so the caller can patch them once it knows the chain count.
+// head and returns how many bytes went in. It records in nb where bytes 10
+// and 11 of the stream (num_buffers) landed, so the caller can patch them
+// once it knows the chain count.
 func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb *[2][]byte) (int, error) {
 	need := len(hdr) + len(frame)
-	wrote := 0
+	start := pos
 	var room uint64 // the chain's, as far as walked
-	empties := 0
-	i := head
-	for count := 1; ; count++ {
-		if q.budget <= 0 {
-			return 0, q.overBudget(head)
+	var w chainWalker
+	w.start(q, m, head, true, &q.budget)
+	for pos < need {
+		seg, ok, err := w.segment()
+		if err != nil {
+			return 0, err
 		}
-		q.budget--
-		q.walked++
-		d := q.readDesc(i)
-		if d.flags&^descFKnown != 0 || d.flags&descFWrite == 0 || !m.mapped(d.addr, uint64(d.len)) {
-			return 0, q.badRXDesc(i, d)
-		}
-		if d.len == 0 {
-			if empties++; empties > maxEmptyDescs {
-				return 0, q.tooManyEmpty(head)
-			}
-		}
-		addr := d.addr
-		room += uint64(d.len)
-		for left := uint64(d.len); left > 0 && pos < need; {
-			var src []byte
-			if pos < len(hdr) {
-				src = hdr[pos:]
-			} else {
-				src = frame[pos-len(hdr):]
-			}
-			if uint64(len(src)) > left {
-				src = src[:left]
-			}
-			if pos < len(hdr) {
-				for b := 10; b < 12 && b < len(hdr); b++ {
-					if pos <= b && b < pos+len(src) {
-						nb[b-10] = m.slice(addr+uint64(b-pos), 1)
-					}
-				}
-			}
-			m.copyTo(addr, src)
-			addr += uint64(len(src))
-			left -= uint64(len(src))
-			pos += len(src)
-			wrote += len(src)
-		}
-		if d.flags&descFNext == 0 {
+		if !ok {
 			if room < uint64(len(hdr)) {
 				return 0, q.smallChain(head, room, len(hdr))
 			}
 			break
 		}
-		if pos == need {
-			break
+		room += uint64(len(seg))
+		at := pos
+		if pos < len(hdr) {
+			c := copy(seg, hdr[pos:])
+			for b := max(10, pos); b < min(12, pos+c); b++ {
+				nb[b-10] = seg[b-pos : b-pos+1]
+			}
+			pos += c
+			seg = seg[c:]
 		}
-		if int(d.next) >= q.num || count >= q.num {
-			return 0, q.badNext(head, i, d)
+		if pos >= len(hdr) {
+			pos += copy(seg, frame[pos-len(hdr):])
 		}
-		i = d.next
+		if q.log != nil {
+			q.log.mark(w.gpa, uint64(pos-at))
+		}
 	}
-	return wrote, nil
+	return pos - start, nil
 }
 
 // chainRoom walks the chain at head as fillChain would, writing nothing,
@@ -288,70 +262,25 @@ func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb
 // true), and returns the room seen and how many descriptors it walked, at
 // most budget.
 func (q *virtq) chainRoom(m *memory, head uint16, hdrLen int, want uint64, budget int) (room uint64, descs int, whole bool, err error) {
-	empties := 0
-	i := head
-	for count := 1; ; count++ {
-		if descs >= budget {
-			return 0, 0, false, q.overBudget(head)
+	left := budget
+	var w chainWalker
+	w.start(q, m, head, true, &left)
+	for {
+		seg, ok, err := w.segment()
+		if err != nil {
+			return 0, 0, false, err
 		}
-		descs++
-		q.walked++
-		d := q.readDesc(i)
-		if d.flags&^descFKnown != 0 || d.flags&descFWrite == 0 || !m.mapped(d.addr, uint64(d.len)) {
-			return 0, 0, false, q.badRXDesc(i, d)
-		}
-		if d.len == 0 {
-			if empties++; empties > maxEmptyDescs {
-				return 0, 0, false, q.tooManyEmpty(head)
-			}
-		}
-		room += uint64(d.len)
-		if d.flags&descFNext == 0 {
+		if !ok {
 			if room < uint64(hdrLen) {
 				return 0, 0, false, q.smallChain(head, room, hdrLen)
 			}
-			return room, descs, true, nil
+			return room, budget - left, true, nil
 		}
-		if room >= want {
-			return room, descs, false, nil
+		room += uint64(len(seg))
+		if room >= want && w.more() {
+			return room, budget - left, false, nil
 		}
-		if int(d.next) >= q.num || count >= q.num {
-			return 0, 0, false, q.badNext(head, i, d)
-		}
-		i = d.next
 	}
-}
-
-// overBudget: the chain at head takes the walk past the queue size in
-// descriptors, which distinct chains in flight never do.
-func (q *virtq) overBudget(head uint16) error {
-	return violation("queue %d: chain from descriptor %d takes the frames since the last used-ring update past %d descriptors, the queue size: chains in flight share descriptors",
-		q.index, head, q.num)
-}
-
-// badRXDesc says what is wrong with descriptor i of an RX chain (a check
-// of the walk failed; the message is built only then).
-func (q *virtq) badRXDesc(i uint16, d descriptor) error {
-	switch {
-	case d.flags&^descFKnown != 0:
-		return violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
-	case d.flags&descFWrite == 0:
-		return violation("queue %d: descriptor %d in an RX chain is not device-writable", q.index, i)
-	}
-	return violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
-}
-
-func (q *virtq) tooManyEmpty(head uint16) error {
-	return violation("queue %d: chain from descriptor %d holds more than %d zero-length descriptors", q.index, head, maxEmptyDescs)
-}
-
-// badNext: descriptor i of the chain at head links past the table, or
-// the chain is longer than the queue.
-func (q *virtq) badNext(head, i uint16, d descriptor) error {
-	if int(d.next) >= q.num {
-		return violation("queue %d: descriptor %d chains to %d, queue size %d", q.index, i, d.next, q.num)
-	}
-	return violation("queue %d: chain from descriptor %d is longer than the queue (%d): a loop", q.index, head, q.num)
 }
 
 // smallChain: a receive buffer must hold at least a virtio-net header

@@ -21,6 +21,8 @@ type Stats struct {
 
 	Kicks uint64 // kick eventfd reads that found the guest had kicked
 	Calls uint64 // call eventfd writes: one at most per batch
+
+	Announces uint64 // RARP frames ReadTX made for the front-end (SEND_RARP)
 }
 
 // add adds one call's counts (ReadTXBatch, WriteRXBatch) to the device's.
@@ -37,4 +39,5 @@ func (s *Stats) add(c *Stats) {
 	s.RXOversize += c.RXOversize
 	s.Kicks += c.Kicks
 	s.Calls += c.Calls
+	s.Announces += c.Announces
 }

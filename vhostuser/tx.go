@@ -30,6 +30,15 @@ type txRules struct {
 // empty after kicks were allowed again, so the next frame will kick.
 // call says the guest wants to be told about the used entries.
 func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr, st *Stats) (n int, more, call bool, err error) {
+	return q.readBatchFrom(m, rules, bufs, sizes, hdrs, st, 0)
+}
+
+// readBatchFrom is readBatch with bufs[:from] taken already (by an
+// announcement, see Device.ReadTXBatch): frames go to bufs[from] on, and
+// n counts those before. Slots keep their place in bufs, so rules.large
+// is asked for the slot the caller knows.
+func (q *virtq) readBatchFrom(m *memory, rules *txRules, bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr, st *Stats, from int) (n int, more, call bool, err error) {
+	n = from
 	old := q.usedIdx
 	taken := 0 // used entries written and not yet published
 	// Nothing is published before the end, so every chain this call
@@ -124,15 +133,15 @@ ring:
 	return n, more, call, nil
 }
 
-// readFrame walks the chain at head, checking every descriptor, copies
-// its virtio-net header into raw and the frame after it into bufs[slot].
-// It returns the frame's length: 0 or less when the chain holds no frame
-// after the header, more than len(bufs[slot]) when the frame did not fit
-// (then the buffer holds nothing useful). The header may be cut across
-// descriptors anywhere. A chain is walked to its end, so a bad descriptor
-// is found, unless its frame is known to be too long: then the walk stops
-// there, so a dropped frame costs at most its buffer's length in steps,
-// never the queue size.
+// readFrame walks the chain at head, copies its first rules.hdrLen bytes,
+// the virtio-net header, into raw and the frame after them into
+// bufs[slot]. It returns the frame's length: 0 or less when the chain holds
+// no frame after the header, more than len(bufs[slot]) when the frame did
+// not fit (then the buffer holds nothing useful). The header may be cut
+// across descriptors anywhere. A chain is walked to its end, so a bad
+// descriptor is found, unless its frame is known to be too long: then the
+// walk stops there, so a dropped frame costs at most its buffer's length
+// in steps, never the queue size.
 //
 // When the frame outgrows bufs[slot] and rules.large gives a bigger
 // buffer, what was copied moves there, the buffer replaces bufs[slot] and
@@ -144,76 +153,48 @@ ring:
 func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, bufs [][]byte, slot int) (size int, wait bool, err error) {
 	dst := bufs[slot]
 	large := rules.large
-	skip := uint64(rules.hdrLen)
-	var total uint64 // frame bytes after the header; at most num * 4 GiB
-	empties := 0
-	i := head
-	for count := 1; ; count++ {
-		if q.budget == 0 {
-			return 0, false, violation("queue %d: chain from descriptor %d takes this batch past %d descriptors, the queue size: chains in flight share descriptors",
-				q.index, head, q.num)
+	hdr := raw[:rules.hdrLen] // the header's bytes not read yet
+	var total uint64          // frame bytes after the header; at most num * 4 GiB
+	var w chainWalker
+	w.start(q, m, head, false, &q.budget)
+	for {
+		seg, ok, err := w.segment()
+		if err != nil {
+			return 0, false, err
 		}
-		q.budget--
-		q.walked++
-		d := q.readDesc(i)
-		if d.flags&^descFKnown != 0 {
-			return 0, false, violation("queue %d: descriptor %d has flags %#x: indirect or unknown", q.index, i, d.flags)
-		}
-		if d.flags&descFWrite != 0 {
-			return 0, false, violation("queue %d: descriptor %d in a TX chain is device-writable", q.index, i)
-		}
-		if !m.mapped(d.addr, uint64(d.len)) {
-			return 0, false, violation("queue %d: descriptor %d points outside guest memory: %#x+%#x", q.index, i, d.addr, d.len)
-		}
-		if d.len == 0 {
-			if empties++; empties > maxEmptyDescs {
-				return 0, false, q.tooManyEmpty(head)
-			}
-		}
-		addr, n := d.addr, uint64(d.len)
-		if skip > 0 {
-			s := min(skip, n)
-			at := uint64(rules.hdrLen) - skip
-			m.copyFrom(raw[at:at+s], addr)
-			addr += s
-			n -= s
-			skip -= s
-		}
-		if n > 0 {
-			if total+n > uint64(len(dst)) && large != nil {
-				b := large(slot)
-				if b == nil {
-					return 0, true, nil
-				}
-				// Asked once per frame: a frame longer than b is dropped.
-				if len(b) > len(dst) {
-					copy(b, dst[:total])
-					dst = b
-					bufs[slot] = b
-				}
-				large = nil
-			}
-			if total < uint64(len(dst)) {
-				c := min(n, uint64(len(dst))-total)
-				m.copyFrom(dst[total:total+c], addr)
-			}
-			total += n
-			if total > uint64(len(dst)) && large == nil {
-				return int(total), false, nil // too long for any buffer: dropped
-			}
-		}
-		if d.flags&descFNext == 0 {
+		if !ok {
 			break
 		}
-		if int(d.next) >= q.num {
-			return 0, false, violation("queue %d: descriptor %d chains to %d, queue size %d", q.index, i, d.next, q.num)
+		if len(hdr) > 0 {
+			c := copy(hdr, seg)
+			hdr, seg = hdr[c:], seg[c:]
+			if len(seg) == 0 {
+				continue
+			}
 		}
-		if count >= q.num {
-			return 0, false, violation("queue %d: chain from descriptor %d is longer than the queue (%d): a loop", q.index, head, q.num)
+		n := uint64(len(seg))
+		if total+n > uint64(len(dst)) && large != nil {
+			b := large(slot)
+			if b == nil {
+				return 0, true, nil
+			}
+			// Asked once per frame: a frame longer than b is dropped.
+			if len(b) > len(dst) {
+				copy(b, dst[:total])
+				dst = b
+				bufs[slot] = b
+			}
+			large = nil
 		}
-		i = d.next
+		if total < uint64(len(dst)) {
+			copy(dst[total:], seg)
+		}
+		total += n
+		if total > uint64(len(dst)) && large == nil {
+			return int(total), false, nil // too long for any buffer: dropped
+		}
 	}
-	if skip > 0 {
+	if len(hdr) > 0 {
 		return 0, false, nil
 	}
 	return int(total), false, nil

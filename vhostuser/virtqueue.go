@@ -81,6 +81,14 @@ type virtq struct {
 	// the guest posts more: without it every frame flooded to a guest
 	// walked the same chains and was dropped.
 	short shortChains
+
+	// log, when not nil, is the dirty log every write into guest memory
+	// is marked in (dirtylog.go); nil while no migration runs, which is
+	// the one branch logging costs the write path. logUsedRing says the
+	// used ring is logged too, at guest address usedLogAddr.
+	log         *dirtyLog
+	logUsedRing bool
+	usedLogAddr uint64
 }
 
 // shortChains says the chains at avail entries at..at+chains-1 were walked
@@ -186,6 +194,9 @@ func (q *virtq) putUsed(k int, id uint16, n uint32) {
 // publish makes k more used entries visible: the entries were written
 // before, and the store of the idx word is a release.
 func (q *virtq) publish(k int) {
+	if q.log != nil {
+		q.logPublish(k)
+	}
 	q.usedIdx += uint16(k)
 	store32(q.used, 0, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
 }
@@ -216,9 +227,15 @@ func (q *virtq) allowKicks(at uint16) {
 	if q.eventIdx {
 		store16(q.used, 4+8*q.num, at) // avail_event
 		q.kickAt = at
+		if q.log != nil {
+			q.logUsed(4+8*q.num, 2)
+		}
 	} else {
 		q.usedFlags &^= usedFNoNotify
 		store32(q.used, 0, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+		if q.log != nil {
+			q.logUsed(0, 4)
+		}
 	}
 	q.kicksAllowed = true
 	fence()
@@ -231,6 +248,9 @@ func (q *virtq) stopKicks() {
 	if !q.eventIdx {
 		q.usedFlags |= usedFNoNotify
 		store32(q.used, 0, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+		if q.log != nil {
+			q.logUsed(0, 4)
+		}
 	}
 	q.kicksAllowed = false
 }
