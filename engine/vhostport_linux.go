@@ -126,7 +126,9 @@ func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 	r.offloads, r.offloadsKnown = t.dev.Offloads(), true
 	t.offloads = r.offloads != 0
 	if ch&vhostuser.StateChanged != 0 {
-		r.stopped, r.stateKnown = !t.dev.Ready(), true
+		// QEMU stops the source's rings at the switch-over: the guest
+		// has left, and its MAC may follow it at once (migrate.go).
+		r.stopped, r.stateKnown = t.dev.Stopped(), true
 	}
 	if ch&vhostuser.StateChanged != 0 && t.dev.Ready() {
 		// A ring that (re)started may hold frames from before a stop or
