@@ -557,10 +557,10 @@ func TestStreamGuestMigratesWithItsAddress(t *testing.T) {
 // MAC.
 //
 // It runs only with VKNETD_QEMU_VHOST_MIGRATION=1: under QEMU 7.2 with TCG
-// the destination's guest kernel crashed or hung after 4 of 18 migrations
-// (a soft lockup in a kworker, NULL pointer dereferences), where the same
-// guest over -netdev stream, with the same download and pings, survived
-// every one of 14. Whether the switch's dirty log misses a write or QEMU's
+// the destination's guest kernel crashed or hung after 3 of 11 migrations
+// (a soft lockup in a kworker, a NULL pointer dereference, a silent hang),
+// with guest_announce on or off, where the same guest over -netdev stream,
+// with the same download and pings, survived all of 10. Whether the switch's dirty log misses a write or QEMU's
 // vhost-user path under TCG is at fault is not known yet; the moves and the
 // gaps were right in every migration the guest survived.
 func TestVhostUserGuestMigratesWithItsAddress(t *testing.T) {
