@@ -125,8 +125,8 @@ func (e *Engine) forwardOne(in *port, r ring.Ref) {
 // another port (MAC spoofing), and a MAC the switch cannot learn (the
 // port's, its user's or the table's limit is reached) does not speak at
 // all. A MAC moves with its VM from one port to another only as
-// migrate.go allows (movable). A plain bridge forwards such frames unlearned, which is what lets
-// a user who fills the table have everyone else's unicast flooded to
+// migrate.go allows (movable). A plain bridge forwards such frames
+// unlearned, which is what lets a user who fills the table have everyone else's unicast flooded to
 // him: in secure mode no unicast is ever flooded for a client MAC the
 // switch could not learn, because that MAC's frames never got through.
 func (e *Engine) learnSecure(in *port, src uint64, frame []byte) (Drop, bool) {

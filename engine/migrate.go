@@ -18,9 +18,9 @@ import (
 // A client port takes a MAC live on another client port, with the MAC's
 // address bindings, when both ports belong to the same user and the old
 // port no longer speaks for the VM:
-//   - its device is stopped (vhost-user: GET_VRING_BASE, or its ring
-//     disabled: QEMU stops the source's device at the switch-over), or it
-//     is closing (the peer hung up); any frame from the new port moves the
+//   - its device is stopped (vhost-user: GET_VRING_BASE on a ring that
+//     ran: QEMU stops the source's device at the switch-over), or it is
+//     closing (the peer hung up); any frame from the new port moves the
 //     MAC then;
 //   - or the frame announces the MAC (RARP, or a gratuitous ARP) and the
 //     old port has been silent for moveSilence. This covers -netdev stream

@@ -37,8 +37,8 @@ type port struct {
 	logNext    int64
 	logSkipped uint64
 	// heardAt is when the port last sent a frame (the loop's clock);
-	// stopped says its device is stopped (vhost-user: GET_VRING_BASE or a
-	// ring disabled). Both tell whether a VM has left it (migrate.go).
+	// stopped says its device is stopped (vhost-user: GET_VRING_BASE on a
+	// ring that ran). Both tell whether a VM has left it (migrate.go).
 	heardAt int64
 	stopped bool
 	// conflictSrc, on the TAP, is the source MAC of the frame last

@@ -177,7 +177,7 @@ type readiness struct {
 	watch        [maxSubFDs]int
 	watchChanged bool
 	// stopped, when stateKnown, says whether the peer's device is stopped
-	// now (vhost-user: a ring stopped by GET_VRING_BASE, or disabled), so
+	// now (vhost-user: a ring that ran stopped by GET_VRING_BASE), so
 	// that the VM it served may have moved to another port (migrate.go).
 	stopped, stateKnown bool
 }
