@@ -191,8 +191,16 @@ type Engine struct {
 	// mirrored counts the first loop's mirrors, for the others: they hand
 	// it their frames for them.
 	mirrored atomic.Int32
-	start    time.Time
-	done     chan struct{} // closed when Run returns
+
+	// remote is when each MAC on the host's side last spoke, and macMoves
+	// counts MACs that moved to a new port with their VM (migrate.go):
+	// any loop may move a MAC, so both are safe for all of them.
+	remote   *remoteHeard
+	macMoves atomic.Uint64
+	moves    chan struct{} // MACMoved
+
+	start time.Time
+	done  chan struct{} // closed when Run returns
 }
 
 // New checks cfg and allocates everything the loop will ever use.
@@ -232,6 +240,8 @@ func New(cfg Config) (*Engine, error) {
 		users:     newUserTable(cfg.MACTable.MaxPorts),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
 		start:     time.Now(),
+		remote:    newRemoteHeard(),
+		moves:     make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
 	for i, view := range pool.Share(cfg.Workers) {
