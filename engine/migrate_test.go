@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/secure"
 )
@@ -379,5 +382,199 @@ func TestMACMovesAcrossHosts(t *testing.T) {
 	if lines := movedLines(log); s.e.macMoves.Load() != 2 || len(lines) != 2 ||
 		!strings.Contains(lines[0], movedSilent) || !strings.Contains(lines[1], movedRemote) {
 		t.Fatalf("moves counted %d, logged %q", s.e.macMoves.Load(), lines)
+	}
+}
+
+// onLoop runs fn on l's goroutine while the engine runs (Run): the test
+// touches a loop's ports and their peers only there.
+func onLoop(t *testing.T, l *loop, fn func()) {
+	t.Helper()
+	if err := l.do(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// macPorts is where the MAC table has each MAC, and boundPorts where the
+// bindings have each IPv4 address, from the listings.
+func macPorts(t *testing.T, e *Engine) map[[6]byte]uint32 {
+	t.Helper()
+	ms, err := e.MACs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[[6]byte]uint32)
+	for _, m := range ms {
+		out[m.MAC] = m.Port
+	}
+	return out
+}
+
+func boundPorts(t *testing.T, e *Engine) map[[4]byte]uint32 {
+	t.Helper()
+	bs, err := e.Bindings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[[4]byte]uint32)
+	for _, b := range bs {
+		if b.IP.Is4() {
+			out[b.IP.As4()] = b.Port
+		}
+	}
+	return out
+}
+
+// With --workers the old port may be another loop's than the new one:
+// VMs move both ways between ports of two loops running at once, on the
+// stop of their devices, on an announcement after silence while the old
+// port's loop kept hearing the VM until then, and between a client of
+// the second loop and the TAP (the first loop's). Each MAC and its
+// bindings end on the right port, and mac_moves counts every move
+// exactly once. Under -race this fails when a loop reads the old port's
+// state, or counts a move, without atomics.
+func TestWorkersMACMovesBetweenLoops(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
+	var host int
+	s, _ := migrationSwitch(t, func(c *Config) { host = withTap(t, c); c.Workers = 2 })
+	e := s.e
+	l0, l1 := e.loops[0], e.loops[1]
+	runErr := make(chan error, 1)
+	go func() { runErr <- e.Run() }()
+	defer func() {
+		e.Stop()
+		if err := <-runErr; err != nil {
+			t.Error(err)
+		}
+	}()
+	attach := func(l *loop) (m *memPeer) {
+		onLoop(t, l, func() { m = s.attachMemAs(l, 1000) })
+		return m
+	}
+	send := func(l *loop, m *memPeer, frames ...[]byte) {
+		onLoop(t, l, func() { m.send(frames...); m.ring() })
+	}
+	stop := func(l *loop, m *memPeer) {
+		onLoop(t, l, func() { m.t.stopped = true; m.ring() })
+		waitFor(t, func() (ok bool) { onLoop(t, l, func() { ok = m.port.left.stopped.Load() }); return ok })
+	}
+	moves := func() uint64 {
+		st, err := e.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.MACMoves
+	}
+	ipOf := func(b byte) [4]byte { return [4]byte{198, 18, 0, b} }
+	vmFrames := func(first, n byte) (fs [][]byte) {
+		for b := first; b < first+n; b++ {
+			fs = append(fs, ipv4UDP(broadcast, mac(b), ipOf(b), vmBcast))
+		}
+		return fs
+	}
+
+	// Ten VMs on each loop move to the other loop at once, their sources'
+	// devices stopped.
+	a0, a1, b0, b1 := attach(l0), attach(l1), attach(l0), attach(l1)
+	send(l0, a0, vmFrames(10, 10)...)
+	send(l1, a1, vmFrames(20, 10)...)
+	waitFor(t, func() bool { return len(boundPorts(t, e)) == 20 })
+	stop(l0, a0)
+	stop(l1, a1)
+	send(l1, b1, vmFrames(10, 10)...)
+	send(l0, b0, vmFrames(20, 10)...)
+	waitFor(t, func() bool { return moves() >= 20 })
+	macs, bound := macPorts(t, e), boundPorts(t, e)
+	for b := byte(10); b < 30; b++ {
+		want := b1.port.id
+		if b >= 20 {
+			want = b0.port.id
+		}
+		if macs[mac(b)] != want || bound[ipOf(b)] != want {
+			t.Errorf("VM %d: MAC on port %d, address bound to %d; want both on %d", b, macs[mac(b)], bound[ipOf(b)], want)
+		}
+	}
+	if n := moves(); n != 20 {
+		t.Fatalf("mac_moves %d after 20 moves", n)
+	}
+
+	// A VM on the first loop keeps talking while its new port on the
+	// second announces it: its loop writes when it last heard it as the
+	// other reads it. Then it falls silent, and the next announcement
+	// moves it (or one did already, if the machine stalled its loop for
+	// moveSilence: the end is the same).
+	c0, c1 := attach(l0), attach(l1)
+	send(l0, c0, vmFrames(40, 1)...)
+	waitFor(t, func() bool { return macPorts(t, e)[mac(40)] == c0.port.id })
+	talk := make(chan struct{})
+	talked := make(chan struct{})
+	go func() {
+		defer close(talked)
+		for {
+			select {
+			case <-talk:
+				return
+			default:
+			}
+			if l0.do(func() { c0.send(vmFrames(40, 1)...); c0.ring() }) != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		send(l1, c1, rarp(mac(40)))
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(talk)
+	<-talked
+	time.Sleep(2 * moveSilence)
+	send(l1, c1, rarp(mac(40)))
+	waitFor(t, func() bool { return macPorts(t, e)[mac(40)] == c1.port.id })
+	if port := boundPorts(t, e)[ipOf(40)]; port != c1.port.id {
+		t.Fatalf("the talking VM's address is bound to port %d, want %d", port, c1.port.id)
+	}
+	waitFor(t, func() bool { return moves() == 21 })
+
+	// The host's side (the TAP, on the first loop) hears a MAC while a
+	// client of the second loop announces it; once silent there, the
+	// client takes it. Then that client's device stops and the TAP takes
+	// the MAC back on an announcement from another host, ending its
+	// binding.
+	d1 := attach(l1)
+	writeFrame(t, host, ethFrame(broadcast, mac(50), 0x0800, 60))
+	waitFor(t, func() bool { p, ok := macPorts(t, e)[mac(50)]; return ok && p == 0 })
+	talk, talked = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(talked)
+		for {
+			select {
+			case <-talk:
+				return
+			default:
+			}
+			unix.Write(host, ethFrame(broadcast, mac(50), 0x0800, 60))
+			drainFrames(t, host)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		send(l1, d1, rarp(mac(50)))
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(talk)
+	<-talked
+	time.Sleep(2 * moveSilence)
+	send(l1, d1, rarp(mac(50)))
+	waitFor(t, func() bool { return macPorts(t, e)[mac(50)] == d1.port.id })
+	send(l1, d1, vmFrames(50, 1)...)
+	waitFor(t, func() bool { return boundPorts(t, e)[ipOf(50)] == d1.port.id })
+	stop(l1, d1)
+	writeFrame(t, host, rarp(mac(50)))
+	waitFor(t, func() bool { return macPorts(t, e)[mac(50)] == 0 })
+	if port, ok := boundPorts(t, e)[ipOf(50)]; ok {
+		t.Fatalf("the VM gone to another host is still bound to port %d", port)
+	}
+	if n := moves(); n != 23 {
+		t.Fatalf("mac_moves %d after 23 moves", n)
 	}
 }
