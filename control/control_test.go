@@ -105,7 +105,7 @@ func sampleStats() engine.Stats {
 		},
 		Departed: engine.PortStats{Kind: "departed", PID: -1, UID: -1, RxFrames: 100, RxBytes: 10000, TxFrames: 200, TxBytes: 20000,
 			Drops: []engine.DropCount{{Reason: "tx-queue-full", Count: 10}}},
-		MACs: 3, Clients: 2, Accepted: 9, PoolFree: 90, PoolCap: 128,
+		MACs: 3, Clients: 2, Accepted: 9, MACMoves: 2, PoolFree: 90, PoolCap: 128,
 	}
 }
 
@@ -113,7 +113,7 @@ func TestSummarize(t *testing.T) {
 	got := Summarize(sampleStats())
 	want := Stats{
 		Clients: 2, ClientsByKind: map[string]int{"seqpacket": 1, "stream": 0, "dgram": 1, "vhost-user": 0}, Monitors: 1, Accepted: 9,
-		MACs: 3, Buffers: 128, BuffersFree: 90, Queued: 4,
+		MACs: 3, MACMoves: 2, Buffers: 128, BuffersFree: 90, Queued: 4,
 		Traffic: Sides{
 			TAP:     Traffic{RxFrames: 10, RxBytes: 1000, TxFrames: 20, TxBytes: 2000},
 			Clients: Traffic{RxFrames: 106, RxBytes: 10560, TxFrames: 209, TxBytes: 20820},

@@ -153,11 +153,14 @@ type Stats struct {
 	ClientsByKind map[string]int `json:"clients_by_kind"` // seqpacket, stream, dgram: always all three
 	Monitors      int            `json:"monitors"`
 	Accepted      uint64         `json:"accepted"` // clients accepted since start
-	MACs          int            `json:"macs"`
-	Buffers       int            `json:"buffers"`
-	BuffersFree   int            `json:"buffers_free"`
-	Queued        int            `json:"queued"` // frames waiting in all transmit queues
-	Traffic       Sides          `json:"traffic"`
+	// MACMoves counts MACs that moved to a new port with their VM (live
+	// migration), taking their secure-mode bindings along.
+	MACMoves    uint64 `json:"mac_moves"`
+	MACs        int    `json:"macs"`
+	Buffers     int    `json:"buffers"`
+	BuffersFree int    `json:"buffers_free"`
+	Queued      int    `json:"queued"` // frames waiting in all transmit queues
+	Traffic     Sides  `json:"traffic"`
 	// Drops and Unlearned are summed over the TAP and every client; Drops
 	// also holds what the kernel filter dropped on datagram listeners.
 	Drops     map[string]uint64 `json:"drops"`
@@ -198,7 +201,7 @@ func PortFrom(p engine.PortStats) Port {
 
 // Summarize totals an engine snapshot; see Stats for what is counted where.
 func Summarize(s engine.Stats) Stats {
-	out := Stats{Clients: s.Clients, Accepted: s.Accepted, MACs: s.MACs,
+	out := Stats{Clients: s.Clients, Accepted: s.Accepted, MACs: s.MACs, MACMoves: s.MACMoves,
 		Buffers: s.PoolCap, BuffersFree: s.PoolFree,
 		ClientsByKind: make(map[string]int, len(ClientKinds)), Drops: map[string]uint64{}}
 	for _, k := range ClientKinds {

@@ -117,6 +117,7 @@ func (e *Engine) switchStats() Stats {
 		MACs:     e.macs.Len(),
 		Clients:  clients,
 		Accepted: accepted,
+		MACMoves: e.macMoves.Load(),
 		PoolFree: e.pool.Free(),
 		PoolCap:  e.pool.Cap(),
 		Departed: PortStats{Kind: "departed", Name: "disconnected clients", PID: -1, UID: -1},

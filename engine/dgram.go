@@ -145,6 +145,7 @@ func (l *loop) replacedSocket(p *port, from senderCred) bool {
 			"uid", p.uid, "new_uid", from.uid)
 		delete(d.listener.dgram.peers, d.key)
 		p.dead = true
+		p.left.closing.Store(true)
 		return true
 	}
 	p.cnt.drops[DropWrongUser]++
@@ -379,6 +380,7 @@ func (l *loop) expireDgram() {
 				l.e.clientLog.Info("datagram client idle, forgetting it", "port", p.id, "client", p.name,
 					"idle", time.Duration(l.now-d.lastSeen).Round(time.Second).String())
 				p.dead = true
+				p.left.closing.Store(true)
 			}
 		}
 	}

@@ -202,6 +202,14 @@ type Engine struct {
 	mirrored atomic.Int32
 	// notes tell a supervisor of clients made and closed (supervise.go).
 	notes portNotes
+
+	// remote is when each MAC on the host's side last spoke, and macMoves
+	// counts MACs that moved to a new port with their VM (migrate.go):
+	// any loop may move a MAC, so both are safe for all of them.
+	remote   *remoteHeard
+	macMoves atomic.Uint64
+	moves    chan struct{} // MACMoved
+
 	start time.Time
 	done  chan struct{} // closed when Run returns
 }
@@ -243,6 +251,8 @@ func New(cfg Config) (*Engine, error) {
 		users:     newUserTable(cfg.MACTable.MaxPorts),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
 		start:     time.Now(),
+		remote:    newRemoteHeard(),
+		moves:     make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
 	for i, view := range pool.Share(cfg.Workers) {

@@ -128,6 +128,7 @@ func (l *loop) admit(in *port, frame []byte, hdr *gso.VirtioNetHdr) bool {
 // MAC; false drops the frame (counted).
 func (l *loop) judge(in *port, frame []byte) bool {
 	src := mactable.Key(frame[6:12])
+	l.heard(in, src)
 	if !in.host && l.e.secure {
 		if v := l.check.Check(frame, in.id); v != secure.Pass {
 			l.refused(in, v)
@@ -136,7 +137,7 @@ func (l *loop) judge(in *port, frame []byte) bool {
 		// The switch's MAC rules sit between the policy's checks and its
 		// binding: a frame refused for its MAC must not bind its IP
 		// address to the spoofed MAC on the way.
-		if d, ok := l.learnSecure(in, src); !ok {
+		if d, ok := l.learnSecure(in, src, frame); !ok {
 			l.dropped(in, d)
 			return false
 		}
@@ -146,7 +147,7 @@ func (l *loop) judge(in *port, frame []byte) bool {
 		}
 		return true
 	}
-	if !l.learn(in, src) {
+	if !l.learn(in, src) && !l.remoteTakeOver(in, src, frame) {
 		in.conflictSrc = src
 		l.dropped(in, DropRemoteMACConflict)
 		return false
@@ -161,16 +162,22 @@ func (l *loop) judge(in *port, frame []byte) bool {
 // learns its source: a client cannot take over a MAC that is live on
 // another port (MAC spoofing), and a MAC the switch cannot learn (the
 // port's, its user's or the table's limit is reached) does not speak at
-// all. A plain bridge forwards such frames unlearned, which is what lets
-// a user who fills the table have everyone else's unicast flooded to
-// him: in secure mode no unicast is ever flooded for a client MAC the
-// switch could not learn, because that MAC's frames never got through.
-func (l *loop) learnSecure(in *port, src uint64) (Drop, bool) {
+// all. A MAC moves with its VM from one port to another only as
+// migrate.go allows (movable). A plain bridge forwards such frames
+// unlearned, which is what lets a user who fills the table have everyone
+// else's unicast flooded to him: in secure mode no unicast is ever flooded
+// for a client MAC the switch could not learn, because that MAC's frames
+// never got through.
+func (l *loop) learnSecure(in *port, src uint64, frame []byte) (Drop, bool) {
 	if mactable.IsMulticastKey(src) {
 		return 0, true // the policy refuses it with its own reason
 	}
 	if owner, known := l.e.macs.Lookup(src, l.now); known && owner != in.id {
-		return DropMACInUse, false
+		why := l.movable(in, l.e.ports.get(owner), src, frame)
+		if why == "" {
+			return DropMACInUse, false
+		}
+		return l.move(in, owner, src, why)
 	}
 	switch l.e.macs.Learn(src, in.id, l.now) {
 	case mactable.PortFull:

@@ -232,6 +232,7 @@ func (l *loop) dispatch(ev event) {
 		}
 		if ev.hangup {
 			p.hangup = true
+			p.left.closing.Store(true)
 		}
 		if ev.writable {
 			l.transmit(p)
@@ -304,6 +305,7 @@ func (l *loop) read(p *port, refs []ring.Ref) readResult {
 		// ECONNRESET on our socket, reported (once) before the messages
 		// it sent earlier: the client hung up, and those are still ours.
 		p.hangup = true
+		p.left.closing.Store(true)
 		res = p.t.read(refs, true)
 		p.cnt.count(&res.dropped)
 	}
@@ -471,6 +473,9 @@ func (l *loop) sourceEvent(p *port, sub uint8, ev event) {
 	if r.offloadsKnown {
 		p.offloads = r.offloads
 	}
+	if r.stateKnown && p.left.stopped.Load() != r.stopped {
+		p.left.stopped.Store(r.stopped)
+	}
 	if r.write && !p.txClosed {
 		l.transmit(p)
 	}
@@ -509,6 +514,7 @@ func (l *loop) watch(p *port, fds *[maxSubFDs]int) error {
 // readable until reading reaches end of stream, which closes it.
 func (l *loop) sendingStopped(p *port) {
 	p.txClosed = true
+	p.left.closing.Store(true)
 	l.dropQueue(p)
 	if p.writeArmed {
 		p.writeArmed = false
@@ -540,6 +546,7 @@ func (l *loop) kill(p *port, err error) {
 		return
 	}
 	p.dead = true
+	p.left.closing.Store(true)
 	e := l.e
 	if p.host {
 		// The TAP only fails when its device went away; the switch goes on

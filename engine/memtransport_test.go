@@ -26,6 +26,9 @@ type memTransport struct {
 	room   int
 	reads  int // read calls
 	closed bool
+	// stopped: the peer's device is stopped, as a vhost-user device is
+	// by GET_VRING_BASE; said in the next readiness.
+	stopped bool
 }
 
 func (*memTransport) caps() transportCaps {
@@ -80,7 +83,7 @@ func (t *memTransport) ready(uint8, bool) readiness {
 			break
 		}
 	}
-	return readiness{read: len(t.in) > 0, write: true}
+	return readiness{read: len(t.in) > 0, write: true, stopped: t.stopped, stateKnown: true}
 }
 
 func (t *memTransport) close() {

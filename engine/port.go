@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"sync/atomic"
+
 	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/ring"
 )
@@ -38,6 +40,9 @@ type port struct {
 	// with the number of drops that were not logged in between.
 	logNext    int64
 	logSkipped uint64
+	// left is what another port's loop reads to judge whether the VM
+	// behind this one has left it (migrate.go).
+	left departure
 	// conflictSrc, on the TAP, is the source MAC of the frame last
 	// dropped as remote-mac-conflict, for its log line.
 	conflictSrc uint64
@@ -78,4 +83,28 @@ func (p *port) retire(pool *ring.Pool, res *writeResult) {
 	p.cnt.txFrames += res.frames
 	p.cnt.txBytes += res.bytes
 	p.cnt.count(&res.dropped)
+}
+
+// departure is what tells that the VM behind a client port may have left
+// it, for a frame from one of its MACs on another port (migrate.go). The
+// port's own loop writes it; the loop of the port the frame came in on,
+// which may be another (--workers), reads it: so atomics, each written
+// only when it changes.
+type departure struct {
+	// heardAt is when the port last sent a frame (its loop's clock, so one
+	// store per round at most).
+	heardAt atomic.Int64
+	// stopped: its device is stopped (vhost-user: GET_VRING_BASE on a
+	// ring that ran).
+	stopped atomic.Bool
+	// closing: the peer hung up or is gone, or the port closes at the end
+	// of its loop's round.
+	closing atomic.Bool
+}
+
+// heard notes a frame from the port at now.
+func (d *departure) heard(now int64) {
+	if d.heardAt.Load() != now {
+		d.heardAt.Store(now)
+	}
 }

@@ -175,6 +175,7 @@ func (l *loop) closePort(p *port) {
 		l.poll.remove(p.fd)
 	}
 	p.closed = true
+	p.left.closing.Store(true)
 	l.dropQueue(p)
 	e.macs.RemovePort(p.id)
 	e.leaveUser(p)

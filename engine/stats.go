@@ -133,8 +133,11 @@ type Stats struct {
 	// ListenerKernelDrops is what the kernel filter dropped on datagram
 	// listeners, whose senders it cannot name (not in any port's Drops).
 	ListenerKernelDrops uint64
-	PoolFree            int // free frame buffers
-	PoolCap             int
+	// MACMoves counts MACs that moved to a new port with their VM, with
+	// their secure-mode bindings (live migration, migrate.go).
+	MACMoves uint64
+	PoolFree int // free frame buffers
+	PoolCap  int
 }
 
 func (c *counters) snapshot(s *PortStats) {

@@ -193,6 +193,10 @@ type readiness struct {
 	// as sub 1); -1 for none. The engine follows it into the poller.
 	watch        [maxSubFDs]int
 	watchChanged bool
+	// stopped, when stateKnown, says whether the peer's device is stopped
+	// now (vhost-user: a ring that ran stopped by GET_VRING_BASE), so
+	// that the VM it served may have moved to another port (migrate.go).
+	stopped, stateKnown bool
 }
 
 // maxSubFDs is how many fds a transport may have polled besides its own

@@ -141,6 +141,11 @@ func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 	// may change when it resets its card.
 	r.offloads, r.offloadsKnown = t.dev.Offloads(), true
 	t.offloads = r.offloads != 0
+	if ch&vhostuser.StateChanged != 0 {
+		// QEMU stops the source's rings at the switch-over: the guest
+		// has left, and its MAC may follow it at once (migrate.go).
+		r.stopped, r.stateKnown = t.dev.Stopped(), true
+	}
 	if ch&vhostuser.StateChanged != 0 && t.dev.Ready() {
 		// A ring that (re)started may hold frames from before a stop or
 		// a reconnect, and the guest will not kick for those.

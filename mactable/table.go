@@ -498,3 +498,48 @@ func (t *Table) reclaimDue(nowTick int64) bool {
 	last := t.lastReclaim.Load()
 	return nowTick > last && t.lastReclaim.CompareAndSwap(last, nowTick)
 }
+
+// Take moves mac from port from to port to at now, where Learn would not
+// (the host port never takes a live MAC) or the caller's rules would not:
+// the caller has decided that from no longer speaks for the MAC (a VM that
+// moved to another port or host and announced itself there). The decision
+// was made on what the caller looked up earlier, and another goroutine may
+// have moved or learned the MAC since: so Take moves it only if it is
+// still on from, and says Conflict if it is live on a third port now. A
+// MAC that is on to already, aged, or no longer in the table is learned
+// on to as Learn would. Limits apply as in Learn.
+func (t *Table) Take(mac uint64, from, to uint32, now int64) Result {
+	mac &= macMask
+	if mac&groupBit != 0 {
+		return Multicast
+	}
+	nowTick := now >> t.tickShift
+	idx := t.home(mac)
+	sh := t.shardOf(idx)
+	want := liveBit | mac
+	sh.mu.Lock()
+	for i := idx; ; i = t.next(i) {
+		s := &t.slots[i]
+		k := s.key.Load()
+		if k == 0 {
+			break
+		}
+		if k != want {
+			continue
+		}
+		v := s.val.Load()
+		r := Conflict
+		switch old := valPort(v); {
+		case old == from && from != to:
+			if r = t.move(to, from); r == Moved {
+				s.val.Store(pack(to, nowTick))
+			}
+		case old == to || t.aged(v, nowTick):
+			r = t.update(s, to, nowTick)
+		}
+		sh.mu.Unlock()
+		return r
+	}
+	sh.mu.Unlock()
+	return t.Learn(mac, to, now)
+}

@@ -680,3 +680,43 @@ func TestHostPortNeverTakesALiveMAC(t *testing.T) {
 		t.Fatalf("counts after the aged move: port 2 %d, host %d", tb.PortLen(2), tb.PortLen(0))
 	}
 }
+
+// Take moves a live client's MAC to the host port, where Learn says
+// Conflict (the engine's decision that a VM went to another host), and
+// between clients; only from the port the caller decided on: a MAC another
+// port took meanwhile stays there (Conflict).
+func TestTakeMovesOnlyFromTheGivenPort(t *testing.T) {
+	tb := mustNew(t, Config{Capacity: 100, PortLimit: 10, MaxAge: time.Minute, MaxPorts: 8})
+	tb.SetHostPort(0)
+	const vm, other = 0x020000000001, 0x020000000002
+	if r := tb.Learn(vm, 1, 0); r != Learned {
+		t.Fatalf("client learns: %v", r)
+	}
+	if r := tb.Take(vm, 2, 0, 1); r != Conflict {
+		t.Fatalf("Take from a port that does not have it: %v, want %v", r, Conflict)
+	}
+	if p, ok := tb.Lookup(vm, 1); !ok || p != 1 {
+		t.Fatalf("after a refused Take the MAC is on port %d (%v), want 1", p, ok)
+	}
+	if r := tb.Take(vm, 1, 0, 1); r != Moved {
+		t.Fatalf("Take to the host port: %v, want %v", r, Moved)
+	}
+	if p, ok := tb.Lookup(vm, 1); !ok || p != 0 || tb.PortLen(1) != 0 || tb.PortLen(0) != 1 {
+		t.Fatalf("after Take the MAC is on port %d (%v); counts client %d host %d", p, ok, tb.PortLen(1), tb.PortLen(0))
+	}
+	if r := tb.Take(vm, 1, 0, 2); r != Refreshed {
+		t.Fatalf("Take where it is: %v, want %v", r, Refreshed)
+	}
+	if r := tb.Take(vm, 0, 3, 2); r != Moved {
+		t.Fatalf("Take from the host port to a client: %v, want %v", r, Moved)
+	}
+	if p, ok := tb.Lookup(vm, 2); !ok || p != 3 || tb.PortLen(0) != 0 || tb.PortLen(3) != 1 {
+		t.Fatalf("after Take the MAC is on port %d (%v); counts host %d client %d", p, ok, tb.PortLen(0), tb.PortLen(3))
+	}
+	if r := tb.Take(other, 1, 0, 2); r != Learned {
+		t.Fatalf("Take of a new MAC: %v, want %v", r, Learned)
+	}
+	if r := tb.Take(0x010000000001, 1, 0, 2); r != Multicast {
+		t.Fatalf("Take of a group address: %v", r)
+	}
+}

@@ -19,6 +19,7 @@
 //	clients{kind}                  gauge    connected clients by kind: seqpacket, stream, dgram
 //	monitors                       gauge    attached monitors (vknetctl monitor)
 //	macs                           gauge    MAC table entries
+//	mac_moves_total                counter  MACs that moved to a new port with their VM (live migration), bindings along
 //	buffers                        gauge    frame buffers in the pool
 //	buffers_free                   gauge    free frame buffers
 //	queued_frames                  gauge    frames waiting in all transmit queues
@@ -65,6 +66,8 @@ var (
 		"Frame buffers in the pool.", nil, nil)
 	buffersFreeDesc = prometheus.NewDesc(ns+"_buffers_free",
 		"Free frame buffers in the pool.", nil, nil)
+	macMovesDesc = prometheus.NewDesc(ns+"_mac_moves_total",
+		"MACs that moved to a new port with their VM (live migration), with their secure-mode bindings.", nil, nil)
 	queuedDesc = prometheus.NewDesc(ns+"_queued_frames",
 		"Frames waiting in all transmit queues.", nil, nil)
 )
@@ -101,7 +104,7 @@ func NewCollector(src Source) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{framesDesc, bytesDesc, dropsDesc, unlearnedDesc, acceptedDesc,
-		clientsDesc, monitorsDesc, macsDesc, buffersDesc, buffersFreeDesc, queuedDesc} {
+		clientsDesc, monitorsDesc, macsDesc, macMovesDesc, buffersDesc, buffersFreeDesc, queuedDesc} {
 		ch <- d
 	}
 }
@@ -143,6 +146,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(unlearnedDesc, s.Unlearned)
 	counter(acceptedDesc, s.Accepted)
+	counter(macMovesDesc, s.MACMoves)
 	for _, k := range control.ClientKinds {
 		gauge(clientsDesc, s.ClientsByKind[k], k)
 	}

@@ -38,7 +38,7 @@ func stats(clients int) engine.Stats {
 			Drops: []engine.DropCount{{Reason: "tap-proto-denied", Count: 2}}}},
 		Departed: engine.PortStats{Kind: "departed", RxFrames: 100, RxBytes: 10000, TxFrames: 200, TxBytes: 20000,
 			Drops: []engine.DropCount{{Reason: "tx-queue-full", Count: 10}}},
-		MACs: 3, Clients: clients, Accepted: 9, PoolFree: 90, PoolCap: 128,
+		MACs: 3, Clients: clients, Accepted: 9, MACMoves: 2, PoolFree: 90, PoolCap: 128,
 	}
 	for i := 0; i < clients; i++ {
 		kind := "seqpacket"
@@ -102,6 +102,7 @@ func TestCollectorValues(t *testing.T) {
 		`vknetd_clients_accepted_total`:                      9,
 		`vknetd_monitors`:                                    1,
 		`vknetd_macs`:                                        3,
+		`vknetd_mac_moves_total`:                             2,
 		`vknetd_buffers`:                                     128,
 		`vknetd_buffers_free`:                                90,
 		`vknetd_queued_frames`:                               2,

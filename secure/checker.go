@@ -11,6 +11,7 @@ import (
 const (
 	etherTypeIPv4  = 0x0800
 	etherTypeARP   = 0x0806
+	etherTypeRARP  = 0x8035
 	etherTypeIPv6  = 0x86dd
 	etherTypeDot1Q = 0x8100
 	etherTypeQinQ  = 0x88a8
@@ -31,6 +32,9 @@ const (
 	kindARP
 	kindIPv4
 	kindIPv6
+	// kindAnnounce: a RARP request announcing the sender's own MAC, as
+	// QEMU sends for a migrated VM.
+	kindAnnounce
 )
 
 // ipv4Layer is gopacket's IPv4 decoder with a narrower NextLayerType: the
@@ -165,7 +169,9 @@ func (c *Checker) ToTap() Reason {
 		return c.verdict
 	}
 	switch c.kind {
-	case kindARP:
+	case kindARP, kindAnnounce:
+		// An announcement goes out so that other hosts (--vxlan) and a
+		// bridged LAN learn where a migrated VM is now.
 		return Pass
 	case kindIPv4:
 		switch c.proto {
@@ -211,10 +217,26 @@ func (c *Checker) check(frame []byte) Reason {
 		return c.checkIPv6(frame)
 	case etherTypeDot1Q, etherTypeQinQ, etherTypeQinQ9100, etherTypeQinQ9200:
 		return VLANTagged
+	case etherTypeRARP:
+		if announcement(frame) {
+			c.kind = kindAnnounce
+		}
 	}
 	// Other ethertypes carry no address the policy governs; receivers must
 	// opt in to them, and ToTap keeps them off the TAP.
 	return Pass
+}
+
+// announcement reports whether frame is a RARP request (opcode 3) for
+// Ethernet and IPv4 whose sender and target hardware addresses are the
+// frame's source: QEMU's announcement of a migrated VM. It claims no
+// address; any other RARP stays off the TAP.
+func announcement(frame []byte) bool {
+	a := frame[14:]
+	return len(a) >= 28 && binary.BigEndian.Uint16(a[0:2]) == uint16(layers.LinkTypeEthernet) &&
+		binary.BigEndian.Uint16(a[2:4]) == etherTypeIPv4 && a[4] == 6 && a[5] == 4 &&
+		binary.BigEndian.Uint16(a[6:8]) == 3 &&
+		string(a[8:14]) == string(frame[6:12]) && string(a[18:24]) == string(frame[6:12])
 }
 
 func (c *Checker) checkARP(frame []byte) Reason {

@@ -321,3 +321,14 @@ func redirect6Body() []byte {
 func raBody() []byte {
 	return icmp6Bytes(icmp6(layers.ICMPv6TypeRouterAdvertisement), &layers.ICMPv6RouterAdvertisement{HopLimit: 64, RouterLifetime: 1800})
 }
+
+// rarpFrame is a RARP frame from ethSrc with opcode op (3: request, as
+// QEMU announces a migrated VM) whose sender and target hardware address
+// is about.
+func rarpFrame(ethSrc [6]byte, op uint16, about [6]byte) []byte {
+	f := serialize(ether(ethSrc, bcast, layers.EthernetType(0x8035)), gopacket.Payload(make([]byte, 46)))
+	copy(f[14:22], []byte{0, 1, 8, 0, 6, 4, byte(op >> 8), byte(op)})
+	copy(f[22:28], about[:])
+	copy(f[32:38], about[:])
+	return f
+}

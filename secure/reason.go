@@ -146,8 +146,9 @@ const (
 	// ICMPRedirect: an ICMP redirect (type 5) from a client.
 	ICMPRedirect
 
-	// TapEtherDenied: toward the TAP, an ethertype other than ARP, IPv4 and
-	// (with --ipv6) IPv6.
+	// TapEtherDenied: toward the TAP, an ethertype other than ARP, IPv4,
+	// (with --ipv6) IPv6, and a RARP announcing the sender's own MAC (a
+	// migrated VM's).
 	TapEtherDenied
 	// TapProtoDenied: toward the TAP, an IP protocol other than ICMP, UDP and
 	// TCP (ICMPv6, UDP and TCP for IPv6).

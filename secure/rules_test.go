@@ -189,6 +189,10 @@ func ruleCases() []ruleCase {
 		{name: "IP-in-IP with spoofed outer header", frame: ipProtoFrame(macA, "10.0.0.1", tapIP, layers.IPProtocolIPv4,
 			serialize(ip4(ipA, tapIP, layers.IPProtocolICMPv4), &layers.ICMPv4{})), want: IPv4SrcOutside},
 		{name: "LLDP between clients, not to TAP", frame: serialize(ether(macA, mac("01:80:c2:00:00:0e"), layers.EthernetTypeLinkLayerDiscovery), gopacket.Payload(make([]byte, 46))), want: Pass, tap: TapEtherDenied},
+		{name: "RARP announcement to TAP", frame: rarpFrame(macA, 3, macA), want: Pass, tap: Pass},
+		{name: "RARP reply, not to TAP", frame: rarpFrame(macA, 4, macA), want: Pass, tap: TapEtherDenied},
+		{name: "RARP about another MAC, not to TAP", frame: rarpFrame(macA, 3, macB), want: Pass, tap: TapEtherDenied},
+		{name: "RARP cut, not to TAP", frame: rarpFrame(macA, 3, macA)[:40], want: Pass, tap: TapEtherDenied},
 		{name: "802.3 length frame, not to TAP", frame: serialize(ether(macA, mac("01:80:c2:00:00:00"), layers.EthernetType(38)), gopacket.Payload(make([]byte, 46))), want: Pass, tap: TapEtherDenied},
 
 		// IPv6.

@@ -104,7 +104,7 @@ func writeStats(w io.Writer, s control.Stats) error {
 	}
 	fmt.Fprintf(tw, "clients\t%d (%s), %d accepted since start\n", s.Clients, strings.Join(kinds, ", "), s.Accepted)
 	fmt.Fprintf(tw, "monitors\t%d\n", s.Monitors)
-	fmt.Fprintf(tw, "macs\t%d\n", s.MACs)
+	fmt.Fprintf(tw, "macs\t%d, %d moved with their VM\n", s.MACs, s.MACMoves)
 	fmt.Fprintf(tw, "buffers\t%d free of %d, %d frames queued\n", s.BuffersFree, s.Buffers, s.Queued)
 	traffic := func(name string, t control.Traffic) {
 		fmt.Fprintf(tw, "%s\trx %d frames %d bytes, tx %d frames %d bytes\n", name, t.RxFrames, t.RxBytes, t.TxFrames, t.TxBytes)

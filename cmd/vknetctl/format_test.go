@@ -64,7 +64,7 @@ func TestWriteStats(t *testing.T) {
 	var b bytes.Buffer
 	writeStats(&b, control.Stats{
 		Clients: 2, ClientsByKind: map[string]int{"seqpacket": 1, "stream": 0, "dgram": 1}, Monitors: 1, Accepted: 9,
-		MACs: 3, Buffers: 128, BuffersFree: 90, Queued: 4,
+		MACs: 3, MACMoves: 2, Buffers: 128, BuffersFree: 90, Queued: 4,
 		Traffic: control.Sides{
 			TAP:     control.Traffic{RxFrames: 10, RxBytes: 1000, TxFrames: 20, TxBytes: 2000},
 			Clients: control.Traffic{RxFrames: 106, RxBytes: 10560, TxFrames: 209, TxBytes: 20820},
@@ -74,7 +74,7 @@ func TestWriteStats(t *testing.T) {
 	})
 	const want = `clients         2 (seqpacket 1, stream 0, dgram 1, vhost-user 0), 9 accepted since start
 monitors        1
-macs            3
+macs            3, 2 moved with their VM
 buffers         90 free of 128, 4 frames queued
 tap             rx 10 frames 1000 bytes, tx 20 frames 2000 bytes
   remote hosts  rx 4 frames 400 bytes, tx 5 frames 500 bytes

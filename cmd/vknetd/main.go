@@ -344,7 +344,7 @@ func (d *daemon) logCounters() {
 	if err != nil {
 		return
 	}
-	d.log.Info("counters", "clients", s.Clients, "accepted", s.Accepted, "macs", s.MACs,
+	d.log.Info("counters", "clients", s.Clients, "accepted", s.Accepted, "macs", s.MACs, "mac_moves", s.MACMoves,
 		"buffers_free", s.PoolFree, "buffers", s.PoolCap, "listener_drop_kernel-filter", s.ListenerKernelDrops)
 	for _, p := range append(s.Ports, s.Departed) {
 		attrs := []any{"port", p.ID, "kind", p.Kind, "name", p.Name,

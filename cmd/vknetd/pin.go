@@ -3,7 +3,9 @@ package main
 import "time"
 
 // pinInterval is how often the clients' MACs are pinned in the host's
-// bridge: a client's new MAC is unpinned for at most this long.
+// bridge: a client's new MAC is unpinned for at most this long. A MAC that
+// moved with its VM (engine.MACMoved) is synced at once: one that went to
+// another host would otherwise hold the host's frames for it on the TAP.
 const pinInterval = time.Second
 
 // pinClientMACs keeps the MACs live on client ports pinned on the TAP's
@@ -30,6 +32,7 @@ func (d *daemon) pinClientMACs(stop <-chan struct{}, done chan<- struct{}) {
 		case <-stop:
 			return
 		case <-tick.C:
+		case <-d.engine.MACMoved():
 		}
 	}
 }
