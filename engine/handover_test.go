@@ -17,6 +17,13 @@ import (
 // and makes a new switch adopt it on copies of the fds.
 func handOver(t *testing.T, s *testSwitch) *testSwitch {
 	t.Helper()
+	return handOverWith(t, s, nil)
+}
+
+// handOverWith is handOver to a switch whose configuration tweak sets as
+// the new daemon's flags would (its policy, its TAP).
+func handOverWith(t *testing.T, s *testSwitch, tweak func(*Config)) *testSwitch {
+	t.Helper()
 	f := &Frozen{thaw: make(chan struct{})} // fdBase 0: the engine's fds first
 	s.e.export(f)
 	if f.Refused != nil {
@@ -46,7 +53,12 @@ func handOver(t *testing.T, s *testSwitch) *testSwitch {
 			t.Fatal(err)
 		}
 	}
-	n := newTestSwitch(t, s.e.secure, mactable.Config{}, withWorkers(len(s.e.loops)))
+	n := newTestSwitch(t, s.e.secure, mactable.Config{}, func(c *Config) {
+		withWorkers(len(s.e.loops))(c)
+		if tweak != nil {
+			tweak(c)
+		}
+	})
 	if err := n.e.Adopt(&r.Engine, fds); err != nil {
 		t.Fatal(err)
 	}
