@@ -15,13 +15,11 @@ import (
 // TestQEMUFirmwareGuest runs QEMU with a virtio-net-pci device on our
 // socket and no guest OS: the NIC's iPXE option ROM is the driver. It
 // negotiates, QEMU starts vhost, and iPXE's DHCP requests arrive on TX.
-// It needs qemu-system-x86_64 with its iPXE ROMs, so it runs only when
-// VHOSTUSER_QEMU=1. vectors=0: QEMU 7.2 under TCG crashes setting up
+// It needs qemu-system-x86_64 with its iPXE ROMs (needFirmwareQEMU).
+// vectors=0: QEMU 7.2 under TCG crashes setting up
 // MSI-X notifiers for vhost (REFERENCE.md, section 5).
 func TestQEMUFirmwareGuest(t *testing.T) {
-	if os.Getenv("VHOSTUSER_QEMU") != "1" {
-		t.Skip("set VHOSTUSER_QEMU=1 (qemu-system-x86_64 with iPXE ROMs)")
-	}
+	needFirmwareQEMU(t)
 	path := filepath.Join(t.TempDir(), "vhost.sock")
 	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -104,4 +102,23 @@ func serveFirmware(t *testing.T, d *Device, conn int) {
 	if d.Stats().TXFrames == 0 {
 		t.Fatalf("connection %d: no frame from the guest; stats %+v", conn, d.Stats())
 	}
+}
+
+// needFirmwareQEMU skips a test that runs QEMU with no guest but the
+// virtio NIC's iPXE option ROM when that QEMU is not installed (make test
+// installs it: scripts/qemu-guest.sh) or VHOSTUSER_QEMU=0 opts out.
+func needFirmwareQEMU(t *testing.T) {
+	t.Helper()
+	if os.Getenv("VHOSTUSER_QEMU") == "0" {
+		t.Skip("VHOSTUSER_QEMU=0: QEMU tests skipped")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86, or make test)")
+	}
+	for _, rom := range []string{"/usr/lib/ipxe/qemu/efi-virtio.rom", "/usr/share/qemu/efi-virtio.rom"} {
+		if _, err := os.Stat(rom); err == nil {
+			return
+		}
+	}
+	t.Skip("the virtio NIC's iPXE ROM (efi-virtio.rom) is not installed (apt-get install ipxe-qemu)")
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -27,9 +26,7 @@ import (
 // GUEST_ANNOUNCE). The devices are connected to nothing: no frame leaves
 // the test. Real guests through the switch are the integration tests'.
 func TestQEMUMigration(t *testing.T) {
-	if os.Getenv("VHOSTUSER_QEMU") != "1" {
-		t.Skip("set VHOSTUSER_QEMU=1 (qemu-system-x86_64 with iPXE ROMs)")
-	}
+	needFirmwareQEMU(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
