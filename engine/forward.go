@@ -179,7 +179,14 @@ func (l *loop) learnSecure(in *port, src uint64, frame []byte) (Drop, bool) {
 		}
 		return l.move(in, owner, src, why)
 	}
-	switch l.e.macs.Learn(src, in.id, l.now) {
+	return limitDrop(l.e.macs.Learn(src, in.id, l.now))
+}
+
+// limitDrop is what a secure client's frame is dropped as when the MAC
+// table would not take its source for a limit (the port's, its user's or
+// the table's), or (0, true) when it did.
+func limitDrop(r mactable.Result) (Drop, bool) {
+	switch r {
 	case mactable.PortFull:
 		return DropPortMACLimit, false
 	case mactable.OwnerFull:

@@ -145,22 +145,18 @@ func (l *loop) released(old *port, frame []byte) string {
 // move moves src from port from to client port in, as movable allowed,
 // and says what to drop the frame as if it cannot.
 func (l *loop) move(in *port, from uint32, src uint64, why string) (Drop, bool) {
-	switch l.e.macs.Take(src, from, in.id, l.now) {
+	switch r := l.e.macs.Take(src, from, in.id, l.now); r {
 	case mactable.Moved:
 		l.finishMove(in, from, src, why)
 	case mactable.Conflict:
 		// Another port took the MAC since the lookup (another loop's
 		// frame): the decision was about a port that no longer has it.
 		return DropMACInUse, false
-	case mactable.PortFull:
-		return DropPortMACLimit, false
-	case mactable.OwnerFull:
-		return DropUserMACLimit, false
-	case mactable.TableFull:
-		return DropMACTableFull, false
+	default:
+		// Learned: the old port let the MAC go meanwhile (it closed or
+		// the MAC aged), and with it its bindings: nothing to move.
+		return limitDrop(r)
 	}
-	// Learned: the old port let the MAC go meanwhile (it closed or the MAC
-	// aged), and with it its bindings: nothing to move.
 	return 0, true
 }
 
