@@ -130,6 +130,7 @@ func (l *loop) handOver(in *port, dst *loop, r ring.Ref, kind crossKind, out *po
 		in.cnt.drops[DropWorkerRingFull]++
 		return
 	}
+	l.pool.Cross(r)
 	l.pool.Hold(r)
 }
 
