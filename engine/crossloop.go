@@ -125,13 +125,40 @@ func linkLoops(loops []*loop) {
 
 // handOver stages r for loop dst as entry kind; the entry holds its own
 // reference. A full ring drops the frame, counted on in.
+//
+// A unicast entry takes the read's own reference instead when nothing
+// else holds the frame and nothing will after (a mirror entry, a cut):
+// the other loop becomes its one owner, and neither counts its
+// references atomically (ring.Pool.Cross), which costs a cache miss each
+// time as the buffers' counts move between the loops' cores.
 func (l *loop) handOver(in *port, dst *loop, r ring.Ref, kind crossKind, out *port, noTap bool) {
+	move := kind == crossUnicast && !l.cut.offloaded && !l.firstLoopMirrors() && l.pool.Sole(r)
 	if !l.cross.to[dst.index].push(crossEntry{ref: r, kind: kind, out: out, noTap: noTap}) {
 		in.cnt.drops[DropWorkerRingFull]++
 		return
 	}
+	if move {
+		l.handedOff = true
+		return
+	}
 	l.pool.Cross(r)
 	l.pool.Hold(r)
+}
+
+// releaseRead lets go of a frame's read reference once it is switched,
+// unless handOver gave it to another loop.
+func (l *loop) releaseRead(r ring.Ref) {
+	if l.handedOff {
+		l.handedOff = false
+		return
+	}
+	l.pool.Release(r)
+}
+
+// firstLoopMirrors: the frames this loop switches go to the first loop's
+// mirrors too (forwardOne), after their destinations.
+func (l *loop) firstLoopMirrors() bool {
+	return l.cross.to != nil && l.index != 0 && l.e.mirrored.Load() > 0
 }
 
 // handOverUnicast hands r to the loop of out, its destination. The TAP

@@ -44,6 +44,9 @@ type loop struct {
 	events []event
 	rxRefs []ring.Ref
 	dirty  []*port // ports given frames during the batch being switched
+	// handedOff: handOver gave the frame being switched, its read's
+	// reference, to another loop (releaseRead).
+	handedOff bool
 
 	// round counts the loop's rounds (step); readNext are the ports to be
 	// read once more in the next round: they hold frames already read (a

@@ -291,6 +291,14 @@ func (p *Pool) Cross(r Ref) {
 	}
 }
 
+// Sole: the caller holds r's one reference, and no other view may take
+// one (r has not crossed): it may give r to another view's goroutine
+// without Cross, as a whole, keeping nothing.
+func (p *Pool) Sole(r Ref) bool {
+	c := &p.refs[r]
+	return !c.crossed && c.n == 1
+}
+
 // atomicRefs: r's references are counted atomically (Cross).
 func (p *Pool) atomicRefs(r Ref) bool { return p.refs[r].crossed }
 
