@@ -575,7 +575,11 @@ func (l *loop) timeoutMs() int {
 		}
 	}
 	if l.hasWork() {
-		return 0
+		if !l.heldBackByCross() {
+			return 0
+		}
+		// Woken when the other loop takes frames; the bound is a guard.
+		next = min(next, l.now+int64(time.Millisecond))
 	}
 	if l.retryPending && l.now+int64(dgramRetry) < next {
 		next = l.now + int64(dgramRetry)

@@ -344,3 +344,45 @@ func TestWorkersUnicastHandsOverItsOnlyReference(t *testing.T) {
 		t.Fatalf("%d of %d buffers free once every frame was sent", st.PoolFree, st.PoolCap)
 	}
 }
+
+// A loop held back by a full ring to another loop sleeps in its poller
+// rather than polling in a spin, and the other loop wakes it when it
+// takes frames.
+func TestWorkersHeldBackLoopSleepsUntilWoken(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, withWorkers(2))
+	l0, l1 := s.e.loops[0], s.e.loops[1]
+	a, b := s.attachMemTo(l0), s.attachMemTo(l1)
+	b.send(ethFrame(broadcast, mac(2), 0x0800, 60))
+	s.pump()
+	a.take()
+	var sent [][]byte
+	for i := 0; i < 3000; i++ {
+		sent = append(sent, numbered(mac(2), mac(1), i))
+	}
+	a.send(sent...)
+	for i := 0; i < 200; i++ { // loop 1 sleeps meanwhile
+		if _, err := l0.step(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l0.crossRoom() {
+		t.Fatal("loop 0 is not held back by its ring to loop 1")
+	}
+	if ms := l0.timeoutMs(); ms == 0 {
+		t.Fatal("loop 0, held back by loop 1, would poll again at once: a spin")
+	}
+	if _, err := l1.step(0); err != nil {
+		t.Fatal(err)
+	}
+	reports, err := l0.step(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reports == 0 {
+		t.Fatal("loop 1 took frames and did not wake loop 0")
+	}
+	s.pump()
+	if got := b.take(); len(got) != len(sent) {
+		t.Fatalf("b got %d of %d frames", len(got), len(sent))
+	}
+}
