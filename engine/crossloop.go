@@ -60,8 +60,11 @@ type crossRing struct {
 	// producer's: entries before it are published. Each on a cache line
 	// of its own, with the other side's working copy.
 	head atomic.Uint64
-	_    [56]byte
-	tail atomic.Uint64
+	// wantRoom: the producer is held back by this ring and sleeps; the
+	// consumer wakes it when it takes entries (heldBackByCross).
+	wantRoom atomic.Bool
+	_        [55]byte
+	tail     atomic.Uint64
 	// staged is the producer's next entry (published at its flush);
 	// seenHead its last look at head.
 	staged, seenHead uint64
@@ -125,12 +128,40 @@ func linkLoops(loops []*loop) {
 
 // handOver stages r for loop dst as entry kind; the entry holds its own
 // reference. A full ring drops the frame, counted on in.
+//
+// A unicast entry takes the read's own reference instead when nothing
+// else holds the frame and nothing will after (a mirror entry, a cut):
+// the other loop becomes its one owner, and neither counts its
+// references atomically (ring.Pool.Cross), which costs a cache miss each
+// time as the buffers' counts move between the loops' cores.
 func (l *loop) handOver(in *port, dst *loop, r ring.Ref, kind crossKind, out *port, noTap bool) {
+	move := kind == crossUnicast && !l.cut.offloaded && !l.firstLoopMirrors() && l.pool.Sole(r)
 	if !l.cross.to[dst.index].push(crossEntry{ref: r, kind: kind, out: out, noTap: noTap}) {
 		in.cnt.drops[DropWorkerRingFull]++
 		return
 	}
+	if move {
+		l.handedOff = true
+		return
+	}
+	l.pool.Cross(r)
 	l.pool.Hold(r)
+}
+
+// releaseRead lets go of a frame's read reference once it is switched,
+// unless handOver gave it to another loop.
+func (l *loop) releaseRead(r ring.Ref) {
+	if l.handedOff {
+		l.handedOff = false
+		return
+	}
+	l.pool.Release(r)
+}
+
+// firstLoopMirrors: the frames this loop switches go to the first loop's
+// mirrors too (forwardOne), after their destinations.
+func (l *loop) firstLoopMirrors() bool {
+	return l.cross.to != nil && l.index != 0 && l.e.mirrored.Load() > 0
 }
 
 // handOverUnicast hands r to the loop of out, its destination. The TAP
@@ -226,7 +257,7 @@ func (l *loop) crossPending() bool {
 // receiveCross takes the frames other loops handed this one, ring by
 // ring, in order, delivers them to its ports and flushes them.
 func (l *loop) receiveCross() {
-	for _, r := range l.cross.from {
+	for i, r := range l.cross.from {
 		if r == nil {
 			continue
 		}
@@ -248,7 +279,28 @@ func (l *loop) receiveCross() {
 		}
 		r.head.Store(head)
 		l.flush()
+		if r.wantRoom.Load() && r.wantRoom.CompareAndSwap(true, false) {
+			l.e.loops[i].wake()
+		}
 	}
+}
+
+// heldBackByCross: the loop's only work is reading ports that a ring to
+// another loop holds back (crossRoom), so it may sleep until that loop
+// takes frames instead of polling in a spin; the full rings are asked to
+// wake it. Room is looked at again after asking: a consumer that made
+// room before it saw the request leaves room to see.
+func (l *loop) heldBackByCross() bool {
+	if l.cross.to == nil || l.crossRoom() || l.crossPending() ||
+		len(l.largeWaiters) > 0 && l.pool.FreeLarge() > 0 {
+		return false
+	}
+	for _, r := range l.cross.to {
+		if r != nil {
+			r.wantRoom.Store(true)
+		}
+	}
+	return !l.crossRoom()
 }
 
 // deliverCross queues a frame another loop handed over to this loop's

@@ -75,7 +75,7 @@ func (l *loop) receiveDgram(ls *listenerState) {
 			p.dgram.lastSeen = l.now
 			l.forwardOne(p, r)
 		}
-		l.pool.Release(r)
+		l.releaseRead(r)
 	}
 	l.releaseBuffers(refs[n:])
 	l.flush()

@@ -28,7 +28,7 @@ func vlanTagged(frame []byte) bool {
 func (l *loop) forward(in *port, refs []ring.Ref) {
 	for _, r := range refs {
 		l.forwardOne(in, r)
-		l.pool.Release(r)
+		l.releaseRead(r)
 		if l.cut.offloaded && l.endCut() {
 			l.flush()
 		}
@@ -49,7 +49,7 @@ func (l *loop) forwardOne(in *port, r ring.Ref) {
 		l.deliver(in, m, r, false)
 	}
 	l.toDestination(in, r, frame)
-	if l.cross.to != nil && l.index != 0 && l.e.mirrored.Load() > 0 {
+	if l.firstLoopMirrors() {
 		// The first loop's mirrors, last: a frame handed over is not
 		// written again (crossloop.go).
 		l.handOverMirror(in, r)

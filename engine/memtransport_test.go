@@ -199,6 +199,51 @@ func TestMemFloodDelaysOthersByOneBatchAtMost(t *testing.T) {
 	}
 }
 
+// A step whose poll reports nothing while a port is carried (a busy ring
+// its guest does not kick) reads that port for up to pollEvery rounds, a
+// batch each, saving pollEvery-1 epoll_waits; a step whose poll reports a
+// port is one round, so the reported port's frame goes in it and the busy
+// port is read once.
+func TestMemBusyPortReadForPollEveryRoundsPerPoll(t *testing.T) {
+	const batch = 4
+	s := newTestSwitch(t, false, mactable.Config{}, func(c *Config) { c.Batch = batch })
+	busy, receiver, quiet := s.attachMem(), s.attachMem(), s.attachMem()
+	var flood [][]byte
+	for i := 0; i < 1000; i++ {
+		flood = append(flood, ethFrame(broadcast, mac(1), 0x0800, 60))
+	}
+	busy.send(flood...)
+	if _, err := s.l.step(0); err != nil { // the ring's report: one round
+		t.Fatal(err)
+	}
+	for step := 0; step < 10; step++ {
+		reads := busy.t.reads
+		if step%2 == 1 {
+			quiet.send(ethFrame(broadcast, mac(2), 0x0800, 60))
+		}
+		if _, err := s.l.step(0); err != nil {
+			t.Fatal(err)
+		}
+		want := pollEvery
+		if step%2 == 1 {
+			want = 1
+		}
+		if got := busy.t.reads - reads; got != want {
+			t.Fatalf("step %d: the busy port was read %d times, want %d", step, got, want)
+		}
+		fromQuiet := 0
+		for _, g := range receiver.take() {
+			if g[11] == 2 {
+				fromQuiet++
+			}
+		}
+		if fromQuiet != step%2 {
+			t.Fatalf("step %d: %d frames of the quiet port got through, want %d", step, fromQuiet, step%2)
+		}
+		quiet.take()
+	}
+}
+
 // A flood reaches every other port, every frame, in order, and the
 // counters say so exactly.
 func TestMemFloodReachesEveryPortInOrder(t *testing.T) {

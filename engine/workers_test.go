@@ -308,3 +308,81 @@ func waitFrames(t *testing.T, fds []int, want []int) {
 		}
 	}
 }
+
+// A unicast frame that nothing else on its loop holds crosses with its
+// read's reference: the other loop becomes its one owner, and neither
+// counts its references atomically. A flood keeps a reference on its
+// loop (a queue of one of its ports may still hold it), so its buffer is
+// counted atomically while both loops may let go of it.
+func TestWorkersUnicastHandsOverItsOnlyReference(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, withWorkers(2))
+	l0, l1 := s.e.loops[0], s.e.loops[1]
+	a, b := s.attachMemTo(l0), s.attachMemTo(l1)
+	b.send(ethFrame(broadcast, mac(2), 0x0800, 60))
+	s.pump()
+	a.take()
+	a.send(ethFrame(mac(2), mac(1), 0x0800, 60), ethFrame(broadcast, mac(1), 0x0800, 60))
+	if _, err := l0.step(0); err != nil {
+		t.Fatal(err)
+	}
+	ring := l0.cross.to[1]
+	if got := ring.tail.Load() - ring.head.Load(); got != 2 {
+		t.Fatalf("%d entries on the ring to loop 1, want 2", got)
+	}
+	unicast, flood := ring.entries[ring.head.Load()%crossRingLen], ring.entries[(ring.head.Load()+1)%crossRingLen]
+	if !l1.pool.Sole(unicast.ref) {
+		t.Fatal("the unicast frame crossed with a reference of its own, counted atomically: its loop kept one")
+	}
+	if l1.pool.Sole(flood.ref) {
+		t.Fatal("the flooded frame crossed counted plainly, though its loop may release it too")
+	}
+	s.pump()
+	if got := b.take(); len(got) != 2 {
+		t.Fatalf("b got %d of a's 2 frames", len(got))
+	}
+	if st := s.e.stats(); st.PoolFree != st.PoolCap {
+		t.Fatalf("%d of %d buffers free once every frame was sent", st.PoolFree, st.PoolCap)
+	}
+}
+
+// A loop held back by a full ring to another loop sleeps in its poller
+// rather than polling in a spin, and the other loop wakes it when it
+// takes frames.
+func TestWorkersHeldBackLoopSleepsUntilWoken(t *testing.T) {
+	s := newTestSwitch(t, false, mactable.Config{}, withWorkers(2))
+	l0, l1 := s.e.loops[0], s.e.loops[1]
+	a, b := s.attachMemTo(l0), s.attachMemTo(l1)
+	b.send(ethFrame(broadcast, mac(2), 0x0800, 60))
+	s.pump()
+	a.take()
+	var sent [][]byte
+	for i := 0; i < 3000; i++ {
+		sent = append(sent, numbered(mac(2), mac(1), i))
+	}
+	a.send(sent...)
+	for i := 0; i < 200; i++ { // loop 1 sleeps meanwhile
+		if _, err := l0.step(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l0.crossRoom() {
+		t.Fatal("loop 0 is not held back by its ring to loop 1")
+	}
+	if ms := l0.timeoutMs(); ms == 0 {
+		t.Fatal("loop 0, held back by loop 1, would poll again at once: a spin")
+	}
+	if _, err := l1.step(0); err != nil {
+		t.Fatal(err)
+	}
+	reports, err := l0.step(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reports == 0 {
+		t.Fatal("loop 1 took frames and did not wake loop 0")
+	}
+	s.pump()
+	if got := b.take(); len(got) != len(sent) {
+		t.Fatalf("b got %d of %d frames", len(got), len(sent))
+	}
+}

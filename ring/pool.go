@@ -9,11 +9,13 @@
 // owner of a Pool and its Queues: a reference count is a plain int32 and a
 // Get a slice pop. Several loops (--workers) share one pool through views
 // (Share): each view keeps a cache of free buffers of its own, refilled
-// from and returned to a shared depot in batches under a mutex, and the
-// reference counts become atomic, so a buffer read by one loop may be sent
-// by another and freed by whichever lets go of it last. Frames never
-// move: a flood to N ports queues the same reference N times and the
-// buffer returns to the pool when the last port has sent it.
+// from and returned to a shared depot in batches under a mutex. A buffer's
+// reference count becomes atomic when its view passes it to another
+// (Cross), so a buffer read by one loop may be sent by another and freed
+// by whichever lets go of it last; the buffers that stay with the view
+// that took them, most of them, are counted plainly. Frames never move:
+// a flood to N ports queues the same reference N times and the buffer
+// returns to the pool when the last port has sent it.
 package ring
 
 import (
@@ -36,7 +38,7 @@ type Pool struct {
 	size  int
 	count int                // small buffers
 	lens  []int32            // frame length held in each buffer
-	refs  []int32            // outstanding references; 0 means free
+	refs  []refCount         // outstanding references
 	hdrs  []gso.VirtioNetHdr // each frame's offload header; zero for a plain frame
 	free  []Ref              // stack of free small buffers
 
@@ -47,6 +49,17 @@ type Pool struct {
 	// depot, in a view made by Share, holds the free buffers no view has
 	// cached; free is then the view's cache and freeLarge unused.
 	depot *depot
+}
+
+// refCount is a buffer's outstanding references, 0 when it is free, and
+// whether a view passed it to another since it was taken (Cross): only a
+// crossed buffer's count is atomic, and none is in a pool that is not
+// shared. crossed is written only while one goroutine can reach the
+// buffer. Count and mark side by side: Release, inlined, reads both with
+// one bounds check.
+type refCount struct {
+	n       int32
+	crossed bool
 }
 
 // depot is the free buffers of a shared pool that no view caches.
@@ -127,7 +140,7 @@ func NewPoolWithLarge(count, size, largeCount, largeSize int) (*Pool, error) {
 		size:      size,
 		count:     count,
 		lens:      make([]int32, all),
-		refs:      make([]int32, all),
+		refs:      make([]refCount, all),
 		hdrs:      make([]gso.VirtioNetHdr, all),
 		free:      make([]Ref, count),
 		large:     large,
@@ -188,12 +201,12 @@ func (p *Pool) GetLarge() (Ref, bool) {
 	return r, true
 }
 
+// take gives r, free, its one reference. A free buffer is the caller's
+// alone: whoever freed it, with an atomic decrement or under the depot's
+// lock, happened before, so the count is set plainly, and so is the mark,
+// only when set (a write to a line the other views read).
 func (p *Pool) take(r Ref) {
-	if p.depot != nil {
-		atomic.StoreInt32(&p.refs[r], 1)
-	} else {
-		p.refs[r] = 1
-	}
+	p.refs[r] = refCount{n: 1}
 	p.lens[r] = 0
 	p.hdrs[r] = gso.VirtioNetHdr{}
 }
@@ -267,58 +280,73 @@ func (p *Pool) SetLen(r Ref, n int) { p.lens[r] = int32(n) }
 // Len is the frame length recorded for r.
 func (p *Pool) Len(r Ref) int { return int(p.lens[r]) }
 
+// Cross says r, reachable by this view's goroutine alone so far, is about
+// to be passed to another view's: from now until it is free again every
+// view counts its references atomically. The caller passes it after Cross
+// through something that orders the two (an atomic store the other side
+// loads), so the other side sees the mark.
+func (p *Pool) Cross(r Ref) {
+	if p.depot != nil && !p.refs[r].crossed {
+		p.refs[r].crossed = true
+	}
+}
+
+// Sole: the caller holds r's one reference, and no other view may take
+// one (r has not crossed): it may give r to another view's goroutine
+// without Cross, as a whole, keeping nothing.
+func (p *Pool) Sole(r Ref) bool {
+	c := &p.refs[r]
+	return !c.crossed && c.n == 1
+}
+
+// atomicRefs: r's references are counted atomically (Cross).
+func (p *Pool) atomicRefs(r Ref) bool { return p.refs[r].crossed }
+
 // Hold adds a reference to r: one per extra queue the frame goes into.
 func (p *Pool) Hold(r Ref) {
-	if p.depot != nil {
-		atomic.AddInt32(&p.refs[r], 1)
+	if p.atomicRefs(r) {
+		atomic.AddInt32(&p.refs[r].n, 1)
 		return
 	}
-	p.refs[r]++
+	p.refs[r].n++
 }
 
 // Release drops one reference; the last one returns the buffer to the pool.
 func (p *Pool) Release(r Ref) {
-	// Small enough to inline: an unshared pool's buffer that another
-	// queue still holds, the most common case, costs a decrement.
-	if p.depot == nil && p.refs[r] > 1 {
-		p.refs[r]--
-		return
+	// Small enough to inline: a buffer that another queue still holds,
+	// the most common case, costs a decrement.
+	if c := &p.refs[r]; !c.crossed && c.n > 1 {
+		c.n--
+	} else {
+		p.release(r)
 	}
-	p.release(r)
 }
 
+// release drops r's last reference, or one of a crossed buffer's: the
+// view that lets go of the last one frees the buffer, a small one into its
+// own cache.
 func (p *Pool) release(r Ref) {
-	if p.depot != nil {
-		p.releaseShared(r)
-		return
+	var n int32
+	if p.atomicRefs(r) {
+		n = atomic.AddInt32(&p.refs[r].n, -1)
+	} else {
+		p.refs[r].n--
+		n = p.refs[r].n
 	}
-	p.refs[r]--
-	switch {
-	case p.refs[r] == 0 && int(r) < p.count:
-		p.free = append(p.free, r) // never grows: capacity is the buffer count
-	case p.refs[r] == 0:
-		p.freeLarge = append(p.freeLarge, r)
-	case p.refs[r] < 0:
-		panic(fmt.Sprintf("ring: buffer %d released more often than held", r))
-	}
-}
-
-// releaseShared is Release in a view: whichever view lets go of the last
-// reference frees the buffer, into its own cache.
-func (p *Pool) releaseShared(r Ref) {
-	n := atomic.AddInt32(&p.refs[r], -1)
 	switch {
 	case n == 0 && int(r) < p.count:
-		p.free = append(p.free, r)
-		if len(p.free) >= cacheMax {
+		p.free = append(p.free, r) // never grows: capacity is the buffer count
+		if p.depot != nil && len(p.free) >= cacheMax {
 			p.spill()
 		}
-	case n == 0:
+	case n == 0 && p.depot != nil:
 		d := p.depot
 		d.mu.Lock()
 		d.freeLarge = append(d.freeLarge, r)
 		d.nfreeLarge.Store(int64(len(d.freeLarge)))
 		d.mu.Unlock()
+	case n == 0:
+		p.freeLarge = append(p.freeLarge, r)
 	case n < 0:
 		panic(fmt.Sprintf("ring: buffer %d released more often than held", r))
 	}

@@ -41,6 +41,7 @@ func TestSharedPoolAcrossGoroutines(t *testing.T) {
 		b[0] = byte(r)
 		producer.SetLen(r, 8)
 		producer.Hold(r) // the consumer's reference
+		producer.Cross(r)
 		handoff <- r
 		producer.Release(r)
 	}
@@ -83,5 +84,42 @@ func TestSharedPoolGetReleaseAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per 300 buffers", allocs)
+	}
+}
+
+// A view counts a buffer's references plainly until it passes it to
+// another (Cross), atomically from then until the buffer is free, and
+// plainly again once it is taken anew: the buffers that never leave a
+// loop, most of them, cost no atomic instruction.
+func TestSharedPoolCountsAtomicallyOnlyCrossedBuffers(t *testing.T) {
+	p, _ := NewPool(1024, 64)
+	defer p.Close()
+	v := p.Share(2)[0]
+	r, _ := v.Get()
+	if v.atomicRefs(r) {
+		t.Fatal("a buffer just taken is counted atomically")
+	}
+	v.Hold(r)
+	v.Cross(r)
+	if !v.atomicRefs(r) {
+		t.Fatal("a crossed buffer is counted plainly")
+	}
+	v.Release(r)
+	v.Release(r)
+	again, _ := v.Get()
+	if again != r {
+		t.Fatalf("got buffer %d, want %d again from the view's cache", again, r)
+	}
+	if v.atomicRefs(again) {
+		t.Fatal("a crossed buffer taken anew is still counted atomically")
+	}
+	v.Release(again)
+	// One owner never crosses: Cross on an unshared pool changes nothing.
+	u, _ := NewPool(4, 64)
+	defer u.Close()
+	ur, _ := u.Get()
+	u.Cross(ur)
+	if u.atomicRefs(ur) {
+		t.Fatal("an unshared pool counts atomically")
 	}
 }
