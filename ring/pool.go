@@ -36,11 +36,9 @@ type Ref int32
 type Pool struct {
 	slab  []byte
 	size  int
-	count int                // small buffers
-	lens  []int32            // frame length held in each buffer
-	refs  []refCount         // outstanding references
-	hdrs  []gso.VirtioNetHdr // each frame's offload header; zero for a plain frame
-	free  []Ref              // stack of free small buffers
+	count int       // small buffers
+	meta  []bufMeta // each buffer's references, length and header
+	free  []Ref     // stack of free small buffers
 
 	large     []byte
 	largeSize int
@@ -60,6 +58,18 @@ type Pool struct {
 type refCount struct {
 	n       int32
 	crossed bool
+}
+
+// bufMeta is what the pool knows of one buffer, on one cache line with
+// its neighbour's and no other: a frame that crosses loops brings one
+// line of metadata to the other loop's CPU, where parallel arrays of
+// counts, lengths and headers brought three, each shared with up to 15
+// other buffers that the first loop was still writing.
+type bufMeta struct {
+	refCount
+	len int32            // frame length held in the buffer
+	hdr gso.VirtioNetHdr // the frame's offload header; zero for a plain frame
+	_   [32 - 8 - 4 - 12]byte
 }
 
 // depot is the free buffers of a shared pool that no view caches.
@@ -139,9 +149,7 @@ func NewPoolWithLarge(count, size, largeCount, largeSize int) (*Pool, error) {
 		slab:      slab,
 		size:      size,
 		count:     count,
-		lens:      make([]int32, all),
-		refs:      make([]refCount, all),
-		hdrs:      make([]gso.VirtioNetHdr, all),
+		meta:      make([]bufMeta, all),
 		free:      make([]Ref, count),
 		large:     large,
 		largeSize: largeSize,
@@ -206,9 +214,7 @@ func (p *Pool) GetLarge() (Ref, bool) {
 // lock, happened before, so the count is set plainly, and so is the mark,
 // only when set (a write to a line the other views read).
 func (p *Pool) take(r Ref) {
-	p.refs[r] = refCount{n: 1}
-	p.lens[r] = 0
-	p.hdrs[r] = gso.VirtioNetHdr{}
+	p.meta[r] = bufMeta{refCount: refCount{n: 1}}
 }
 
 // refill moves a batch of free buffers from the depot into the view's
@@ -266,19 +272,19 @@ func (p *Pool) Buf(r Ref) []byte {
 
 // Frame is the frame held in r: its buffer cut to the length set by SetLen.
 func (p *Pool) Frame(r Ref) []byte {
-	return p.Buf(r)[:p.lens[r]]
+	return p.Buf(r)[:p.meta[r].len]
 }
 
 // Hdr is the offload header of the frame in r, zero for a plain frame;
 // the frame's reader sets it, and whoever cuts or finishes the frame
 // updates it in place.
-func (p *Pool) Hdr(r Ref) *gso.VirtioNetHdr { return &p.hdrs[r] }
+func (p *Pool) Hdr(r Ref) *gso.VirtioNetHdr { return &p.meta[r].hdr }
 
 // SetLen records how many bytes of r's buffer hold the frame.
-func (p *Pool) SetLen(r Ref, n int) { p.lens[r] = int32(n) }
+func (p *Pool) SetLen(r Ref, n int) { p.meta[r].len = int32(n) }
 
 // Len is the frame length recorded for r.
-func (p *Pool) Len(r Ref) int { return int(p.lens[r]) }
+func (p *Pool) Len(r Ref) int { return int(p.meta[r].len) }
 
 // Cross says r, reachable by this view's goroutine alone so far, is about
 // to be passed to another view's: from now until it is free again every
@@ -286,8 +292,8 @@ func (p *Pool) Len(r Ref) int { return int(p.lens[r]) }
 // through something that orders the two (an atomic store the other side
 // loads), so the other side sees the mark.
 func (p *Pool) Cross(r Ref) {
-	if p.depot != nil && !p.refs[r].crossed {
-		p.refs[r].crossed = true
+	if p.depot != nil && !p.meta[r].refCount.crossed {
+		p.meta[r].refCount.crossed = true
 	}
 }
 
@@ -295,27 +301,27 @@ func (p *Pool) Cross(r Ref) {
 // one (r has not crossed): it may give r to another view's goroutine
 // without Cross, as a whole, keeping nothing.
 func (p *Pool) Sole(r Ref) bool {
-	c := &p.refs[r]
+	c := &p.meta[r].refCount
 	return !c.crossed && c.n == 1
 }
 
 // atomicRefs: r's references are counted atomically (Cross).
-func (p *Pool) atomicRefs(r Ref) bool { return p.refs[r].crossed }
+func (p *Pool) atomicRefs(r Ref) bool { return p.meta[r].refCount.crossed }
 
 // Hold adds a reference to r: one per extra queue the frame goes into.
 func (p *Pool) Hold(r Ref) {
 	if p.atomicRefs(r) {
-		atomic.AddInt32(&p.refs[r].n, 1)
+		atomic.AddInt32(&p.meta[r].refCount.n, 1)
 		return
 	}
-	p.refs[r].n++
+	p.meta[r].refCount.n++
 }
 
 // Release drops one reference; the last one returns the buffer to the pool.
 func (p *Pool) Release(r Ref) {
 	// Small enough to inline: a buffer that another queue still holds,
 	// the most common case, costs a decrement.
-	if c := &p.refs[r]; !c.crossed && c.n > 1 {
+	if c := &p.meta[r].refCount; !c.crossed && c.n > 1 {
 		c.n--
 	} else {
 		p.release(r)
@@ -328,10 +334,10 @@ func (p *Pool) Release(r Ref) {
 func (p *Pool) release(r Ref) {
 	var n int32
 	if p.atomicRefs(r) {
-		n = atomic.AddInt32(&p.refs[r].n, -1)
+		n = atomic.AddInt32(&p.meta[r].refCount.n, -1)
 	} else {
-		p.refs[r].n--
-		n = p.refs[r].n
+		p.meta[r].refCount.n--
+		n = p.meta[r].refCount.n
 	}
 	switch {
 	case n == 0 && int(r) < p.count:
@@ -386,7 +392,7 @@ func (p *Pool) FreeLarge() int {
 }
 
 // CapLarge is the number of large buffers in the pool.
-func (p *Pool) CapLarge() int { return len(p.refs) - p.count }
+func (p *Pool) CapLarge() int { return len(p.meta) - p.count }
 
 // LargeSize is the size of every large buffer.
 func (p *Pool) LargeSize() int { return p.largeSize }
