@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -39,7 +40,9 @@ import (
 // in an upgrade (upgrade_linux.go), with the last tables it heard. What
 // the dead daemon had read and not yet sent is lost; MAC addresses and
 // bindings learned in its last second are learned again by the rules in
-// force (secure mode binds nothing it would not bind anyway). vhost-user
+// force (secure mode binds nothing it would not bind anyway). The tables'
+// times are the snapshot's moved on by the time since it arrived (the
+// back-off included): see ageTables. vhost-user
 // guests are not held (their rings' state died with the daemon): their
 // sockets close, and a front-end with reconnect=1 comes back.
 //
@@ -152,8 +155,11 @@ type supervisor struct {
 	setupFds []int
 	ports    map[uint32]*heldPort
 	snapshot []byte
-	stopping bool
-	restarts uint64
+	// snapshotAt is when snapshot arrived (monotonic): its MAC ages and
+	// bindings' times left were measured then.
+	snapshotAt time.Time
+	stopping   bool
+	restarts   uint64
 }
 
 // runIfSupervisor runs this process as the supervisor when --supervise
@@ -281,7 +287,7 @@ func (s *supervisor) serve(conn *handover.Conn) {
 				handover.CloseFds(fds)
 			}
 		case handover.KindSnapshot:
-			s.snapshot = payload
+			s.snapshot, s.snapshotAt = payload, time.Now()
 			handover.CloseFds(fds)
 		case handover.KindStopping:
 			s.stopping = true
@@ -304,8 +310,9 @@ func (s *supervisor) release() {
 	s.setupFds = nil
 }
 
-// record is what the dead daemon handed us, for the new one.
-func (s *supervisor) record() (*handover.Record, []int, []int) {
+// record is what the dead daemon handed us, for the new one, with the
+// tables' times as of now.
+func (s *supervisor) record(now time.Time) (*handover.Record, []int, []int) {
 	rec := *s.setup
 	rec.Daemon.Restarts = s.restarts + 1
 	setupFds := s.setupFds
@@ -360,16 +367,48 @@ func (s *supervisor) record() (*handover.Record, []int, []int) {
 			eng.Bindings = append(eng.Bindings, b)
 		}
 	}
+	if s.snapshot != nil {
+		ageTables(&eng, now.Sub(s.snapshotAt))
+	}
 	rec.Engine = eng
 	rec.Fds = len(setupFds) + len(fds)
 	return &rec, setupFds, fds
 }
 
+// ageTables moves tables measured elapsed ago to now: each MAC is older
+// by elapsed and each binding with an end has elapsed less left.
+// Otherwise every lease and first-use binding would outlive its end by
+// the snapshot's age plus the restart (up to 30 s of back-off), and a
+// lease that ran out meanwhile would come back live. A binding whose end
+// passed is dropped, not kept for a last nanosecond: it is what the dead
+// daemon would have done, and its address is bound again, if at all, by
+// the rules in force. Bindings that end with their port (0) or never (-1)
+// have no time to move.
+func ageTables(e *handover.Engine, elapsed time.Duration) {
+	if elapsed <= 0 {
+		return
+	}
+	d := int64(elapsed)
+	for i := range e.MACs {
+		e.MACs[i].AgeNs += min(d, math.MaxInt64-e.MACs[i].AgeNs)
+	}
+	live := e.Bindings[:0]
+	for _, b := range e.Bindings {
+		if b.LeftNs > 0 {
+			if b.LeftNs <= d {
+				continue // ended since the snapshot
+			}
+			b.LeftNs -= d
+		}
+		live = append(live, b)
+	}
+	e.Bindings = live
+}
+
 // restart starts a new daemon and hands it what the dead one left, as an
 // old daemon does in an upgrade; it returns the new daemon's socket.
 func (s *supervisor) restart() (*handover.Conn, error) {
-	rec, setupFds, engineFds := s.record()
-	s.log.Error("supervisor: the daemon died; starting a new one with its clients", "clients", len(s.ports), "restart", rec.Daemon.Restarts)
+	s.log.Error("supervisor: the daemon died; starting a new one with its clients", "clients", len(s.ports), "restart", s.restarts+1)
 	hconn, htheirs, err := handover.Pair()
 	if err != nil {
 		return nil, err
@@ -436,19 +475,23 @@ func (s *supervisor) restart() (*handover.Conn, error) {
 	if err := expect(handover.KindHello); err != nil {
 		return fail("starting", err)
 	}
-	setup := *rec
+	setup := *s.setup
+	setup.Daemon.Restarts = s.restarts + 1
 	setup.Engine = handover.Engine{}
-	setup.Fds = len(setupFds)
+	setup.Fds = len(s.setupFds)
 	payload, err := handover.Encode(&setup)
 	if err != nil {
 		return fail("setup", err)
 	}
-	if err := hconn.Send(handover.KindSetup, payload, setupFds); err != nil {
+	if err := hconn.Send(handover.KindSetup, payload, s.setupFds); err != nil {
 		return fail("setup", err)
 	}
 	if err := expect(handover.KindPrepared); err != nil {
 		return fail("building on the setup", err)
 	}
+	// The tables as of the moment the new daemon takes them: its start,
+	// and any back-off before, counted.
+	rec, _, engineFds := s.record(time.Now())
 	if payload, err = handover.Encode(rec); err != nil {
 		return fail("state", err)
 	}
