@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/vhostuser"
 )
 
@@ -95,6 +96,7 @@ func seqLoop(t testing.TB) (l *loop, tapPeer, swPeer int) {
 }
 
 func TestLoopSeqpacketBothWays(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	l, tapPeer, swPeer := seqLoop(t)
 	s := &shuttle{t: t, l: l, buf: make([]byte, 2048)}
 	fs := testFrames(300, 1514)
@@ -108,6 +110,7 @@ func TestLoopSeqpacketBothWays(t *testing.T) {
 // TestLoopAllocs: the forwarding loop allocates nothing per frame, either
 // way, over the SEQPACKET link.
 func TestLoopAllocs(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	l, tapPeer, swPeer := seqLoop(t)
 	s := &shuttle{t: t, l: l, buf: make([]byte, 2048)}
 	fs := testFrames(256, 1514)
@@ -216,6 +219,7 @@ func newVhostShuttle(t testing.TB) (vhostShuttle, int) {
 }
 
 func TestLoopVhostBothWays(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, tapPeer := newVhostShuttle(t)
 	fs := testFrames(1000, 1514) // more than a ring holds: reclaim and re-post
 	s.up(tapPeer, fs[:200], true)
@@ -230,6 +234,7 @@ func TestLoopVhostBothWays(t *testing.T) {
 // (the device's side, in this process, counts too: it allocates nothing
 // per frame in the engine's loop already).
 func TestLoopVhostAllocs(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, tapPeer := newVhostShuttle(t)
 	fs := testFrames(200, 1514)
 	s.up(tapPeer, fs, false)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/internal/testbed"
 	"github.com/vknetd/vknetd/vhostuser"
 )
@@ -81,6 +82,7 @@ func newFakeVhostDaemon(t *testing.T, offloads bool) *fakeVhostDaemon {
 // fake daemon: with a switch offering offloads the guest takes them all
 // and the TAP carries headers; without, neither does, as before.
 func TestPlugVhostOffloads(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	for _, offloads := range []bool{true, false} {
 		f := newFakeVhostDaemon(t, offloads)
 		ns := testbed.NewNetns(t)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/engine"
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/internal/testbed"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/secure"
@@ -68,6 +69,7 @@ func refusingSwitch(t *testing.T) (e *engine.Engine, vhostPath, streamPath strin
 // socket, which closes without a word, says it does not know why and
 // what to check, instead of guessing "too many clients?".
 func TestVhostPlugSaysWhyItWasRefused(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	e, vhostPath, streamPath := refusingSwitch(t)
 	clients := func(n int) {
 		t.Helper()

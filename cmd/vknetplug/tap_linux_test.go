@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/internal/testbed"
 	"github.com/vknetd/vknetd/tap"
 	"github.com/vknetd/vknetd/vhostuser"
@@ -126,6 +127,7 @@ func (f *forwarder) step(from, to *plugEnd) error {
 // one way, its echo the other); the kernel at each end takes what the
 // other's made, and the bytes come back intact.
 func TestPlugTAPOffloadsTCP(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	a := newPlugEnd(t, "198.18.0.2/16")
 	b := newPlugEnd(t, "198.18.0.3/16")
 

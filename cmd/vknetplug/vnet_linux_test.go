@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/hang"
 	"github.com/vknetd/vknetd/internal/superframe"
 	"github.com/vknetd/vknetd/tap"
 	"github.com/vknetd/vknetd/vhostuser"
@@ -179,6 +180,7 @@ func (s *vnetShuttle) down(tapPeer int, frames [][]byte, hdrs []gso.VirtioNetHdr
 // cross the plug both ways with their headers, more of them than a batch
 // or a ring holds.
 func TestLoopVnetBothWays(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, tapPeer := newVnetShuttle(t)
 	fs, hs := offloadFrames(100)
 	ms := withHdrs(fs, hs)
@@ -194,6 +196,7 @@ func TestLoopVnetBothWays(t *testing.T) {
 // TestLoopVnetAllocs: headers and superframes cost the loop no
 // allocation per frame either.
 func TestLoopVnetAllocs(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, tapPeer := newVnetShuttle(t)
 	fs, hs := offloadFrames(30)
 	ms := withHdrs(fs, hs)
@@ -212,6 +215,7 @@ func TestLoopVnetAllocs(t *testing.T) {
 // TestLoopVnetSwitchWithoutOffloads: a switch that offers none leaves the
 // link without headers, so the plug opens its TAP as before.
 func TestLoopVnetSwitchWithoutOffloads(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	_, v := vhostDevice(t, vhostuser.Config{}, true)
 	if v.offloads() || v.offloadsAny() {
 		t.Fatal("offloads negotiated with a switch that offers none")
@@ -221,6 +225,7 @@ func TestLoopVnetSwitchWithoutOffloads(t *testing.T) {
 // TestLoopVnetDirect: with headers over vhost-user the loop has no
 // buffers of its own: the link moves the frames.
 func TestLoopVnetDirect(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	l, _, _, _ := vhostLoop(t, true)
 	if l.direct == nil || len(l.up.bufs) != 0 || len(l.dn.bufs) != 0 {
 		t.Fatalf("direct %v, %d and %d loop buffers", l.direct != nil, len(l.up.bufs), len(l.dn.bufs))
@@ -262,6 +267,7 @@ func vnetSizes() ([][]byte, []gso.VirtioNetHdr) {
 // TestLoopVnetSizes: frames of every length class up to gso.MaxFrameLen
 // cross the plug intact both ways, superframes still pass gso.Check.
 func TestLoopVnetSizes(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, tapPeer := newVnetShuttle(t)
 	fs, hs := vnetSizes()
 	ms := withHdrs(fs, hs)
@@ -287,6 +293,7 @@ func TestLoopVnetSizes(t *testing.T) {
 // writable, nothing read from the ring) and delivers them, in order,
 // when the TAP takes them again.
 func TestLoopVnetTAPFull(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	l, tapPeer, d, _ := vhostLoop(t, true)
 	unix.SetsockoptInt(l.tapfd, unix.SOL_SOCKET, unix.SO_SNDBUF, 256<<10)
 	fs, hs := make([][]byte, 40), make([]gso.VirtioNetHdr, 40)
@@ -345,6 +352,7 @@ func TestLoopVnetTAPFull(t *testing.T) {
 // frames in the TAP, which is not read until the switch takes frames
 // again; then they all go, in order.
 func TestLoopVnetSwitchFull(t *testing.T) {
+	defer hang.Guard(t, hang.Switch)()
 	s, tapPeer := newVnetShuttle(t)
 	fs, hs := make([][]byte, 60), make([]gso.VirtioNetHdr, 60)
 	for i := range fs {
