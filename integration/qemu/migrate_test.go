@@ -491,6 +491,12 @@ func migrateTwice(t *testing.T, l *migrationLab, dl *download) (*testbed.Proc, s
 	// checksum must be the server's.
 	close(dl.stop)
 	out := c.WaitOutput(t, "VKT-SUM", 60*time.Second)
+	// The serial console delivers the line in pieces: wait for its end,
+	// or a sum cut short would read as a corrupt download.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out[strings.Index(out, "VKT-SUM"):], "\n") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		out = c.Output()
+	}
 	var gotSum string
 	for _, line := range strings.Split(out, "\n") {
 		if i := strings.Index(line, "VKT-SUM "); i >= 0 {

@@ -176,7 +176,11 @@ func qemuArgs(netdev, mac string, vhost bool, params []string) []string {
 // collect every guest's outcome before judging.
 func (g *guest) wait(deadline time.Time) (report, error) {
 	for {
+		// Whole lines only while QEMU runs: the serial console delivers a
+		// line in pieces, and "VKT-DONE 1.82" read before its "ok" would
+		// be taken for a failure.
 		out := g.p.Output()
+		out = out[:strings.LastIndexByte(out, '\n')+1]
 		if r := parseReport(out); r.done {
 			r.wall = time.Since(g.started)
 			return r, nil
