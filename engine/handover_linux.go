@@ -95,11 +95,7 @@ func (l *loop) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error
 	after = func(p *port) error {
 		mem.joined(p.user)
 		p.offloads = dev.Offloads()
-		// Every ring's kick fd, as ready gives them (ring q as sub 1+q).
-		var w [maxSubFDs]int
-		for q := range w {
-			w[q] = dev.KickFD(q)
-		}
+		w := kickFDs(dev)
 		if err := l.watch(p, &w); err != nil {
 			return err
 		}

@@ -132,10 +132,7 @@ func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 	if ch&vhostuser.KickChanged != 0 {
 		// The kick fds to poll now; replaced ones were closed by the
 		// device, which took them out of epoll already.
-		for ring := range vhostuser.MaxQueues {
-			r.watch[ring] = t.dev.KickFD(ring)
-		}
-		r.watchChanged = true
+		r.watch, r.watchChanged = kickFDs(t.dev), true
 	}
 	// What the guest takes whole is known once it set its features, and
 	// may change when it resets its card.
@@ -233,3 +230,12 @@ func (t *vhostTransport) write(q txView) writeResult {
 }
 
 func (t *vhostTransport) close() { t.dev.Close() }
+
+// kickFDs are the fds a guest's port wants polled besides its socket:
+// ring q's kick eventfd as sub 1+q, -1 where the ring has none.
+func kickFDs(dev *vhostuser.Device) (w [maxSubFDs]int) {
+	for q := range w {
+		w[q] = dev.KickFD(q)
+	}
+	return w
+}
