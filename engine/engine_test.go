@@ -161,10 +161,15 @@ func (s *testSwitch) progress() uint64 {
 	return sum
 }
 
-// advance moves the switch's clock on by d, as if d had passed.
+// advance moves the switch's clock on by d, as if d had passed. Every
+// loop reads the moved clock now, not at its next step: a sweep called
+// right after must see the whole of d even when the last step was a
+// while ago (a slow run under -race once expired a lease 1 ms short).
 func (s *testSwitch) advance(d time.Duration) {
 	s.e.start = s.e.start.Add(-d)
-	s.l.now += int64(d)
+	for _, l := range s.e.loops {
+		l.now = int64(time.Since(s.e.start))
+	}
 }
 
 func (c *testClient) send(t *testing.T, frame []byte) {
