@@ -25,6 +25,11 @@ const (
 	// may hold frames from before a reconnect, and an announcement is
 	// ReadTX's next frame, so read it once without waiting for a kick.
 	StateChanged
+	// ExportChanged: what Export writes down changed (features, the
+	// memory table, a ring's size, base, addresses, kick or call fd, its
+	// enabling, a stop, a reset, an announcement): a copy kept for crash
+	// recovery (Recover) is out of date.
+	ExportChanged
 )
 
 // Config tunes a Device.
@@ -257,6 +262,12 @@ func (d *Device) handle(h header, p []byte) (Changes, error) {
 	}
 	if err != nil {
 		return ch, err
+	}
+	switch h.req {
+	case reqGetFeatures, reqGetProtocolFeatures, reqGetQueueNum, reqSetOwner, reqSetVringErr:
+		// Questions, and what Export does not carry.
+	default:
+		ch |= ExportChanged
 	}
 	if !replied && h.needReply() && d.protocol&(1<<protoFeatReplyAck) != 0 {
 		return ch, d.replyU64(h, 0) // success; failures close the connection instead

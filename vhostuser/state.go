@@ -188,6 +188,68 @@ func Adopt(cfg Config, st State, fds FDs) (*Device, error) {
 	return d, nil
 }
 
+// Recover is Adopt for a state written down before the device's last
+// moves, kept while it ran (vknetd --supervise) and taken up after the
+// process that served it died: its ring indices are not current, so each
+// running ring goes on from the used idx in guest memory instead
+// (virtq.resumeFromUsed), and every ring with a call fd is called once,
+// since the dead process may have published used entries and died before
+// telling the guest, which would then wait for a call that never comes.
+// A used idx that cannot be right refuses the device (ErrViolation), as
+// any state the protocol could not have produced. On an error the fds are
+// closed.
+func Recover(cfg Config, st State, fds FDs) (*Device, error) {
+	d, err := NewDevice(fds.Socket, cfg)
+	if err != nil {
+		closeFDs(&fds)
+		return nil, err
+	}
+	err = d.adopt(&st, &fds)
+	if err == nil {
+		err = d.resumeFromUsed()
+	}
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("vhost-user: recovering the device: %w", err)
+	}
+	return d, nil
+}
+
+// resumeFromUsed moves every running ring to its used idx and calls the
+// guest on each.
+func (d *Device) resumeFromUsed() (err error) {
+	defer recoverFault(&err) // the guest may have shrunk its memory meanwhile
+	for i := range d.q {
+		q := &d.q[i]
+		if !q.started {
+			continue
+		}
+		if err := q.vq.resumeFromUsed(); err != nil {
+			return err
+		}
+	}
+	for i := range d.q {
+		if d.q[i].started {
+			d.call(&d.q[i])
+		}
+	}
+	return nil
+}
+
+// closeFDs closes every fd of f, for a device that never owned them.
+func closeFDs(f *FDs) {
+	fds := append([]int{f.Socket}, f.Regions...)
+	fds = append(fds, f.Kick[:]...)
+	fds = append(fds, f.Call[:]...)
+	seen := map[int]bool{}
+	for _, fd := range fds {
+		if fd >= 0 && !seen[fd] {
+			seen[fd] = true
+			unix.Close(fd)
+		}
+	}
+}
+
 func (d *Device) adopt(st *State, fds *FDs) error {
 	// Whatever fails, the device owns every fd now and Close closes it.
 	d.kept.set(st.Regions, append([]int(nil), fds.Regions...))

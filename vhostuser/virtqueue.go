@@ -285,6 +285,34 @@ func (q *virtq) allowKicks(at uint16) {
 	fence()
 }
 
+// resumeFromUsed sets q, its rings mapped, to go on from the used idx in
+// guest memory: what a device whose indices were lost with its process
+// (a crash) knows for sure. Entries below it were used, and the split ring
+// is used in order here (TX and RX alike), so the avail entries from it
+// on are the ones not used yet: the next to take. An entry the lost
+// process took and never published is taken again: a TX frame it had
+// forwarded goes out twice, an RX buffer it had filled is filled anew.
+//
+// The used idx is in memory the guest can write. One more than the queue
+// size behind the avail idx, or ahead of it, is no state an honest guest
+// and device leave: refused, so nothing walks a ring from a made-up
+// place. Within that window a guest that rewrote it only has its own
+// descriptors taken again, each checked as ever.
+func (q *virtq) resumeFromUsed() error {
+	used := uint16(load32(q.used, 0) >> 16)
+	avail := q.availIdx()
+	if n := int(avail - used); n > q.num {
+		return violation("queue %d: used idx %d is %d entries behind avail idx %d, queue size %d: the ring cannot be resumed",
+			q.index, used, n, avail, q.num)
+	}
+	q.lastAvail, q.usedIdx, q.usedFlags = used, used, 0
+	q.short = shortChains{}
+	// Kicks on, whatever the lost process had said: the caller reads the
+	// ring once without one.
+	q.allowKicks(avail)
+	return nil
+}
+
 // stopKicks tells the guest we are busy with the ring and will look at it
 // again without being kicked. With EVENT_IDX there is nothing to write:
 // avail_event stays behind, and the guest kicks only when crossing it.
