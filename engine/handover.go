@@ -308,6 +308,9 @@ func (e *Engine) Adopt(st *handover.Engine, fds []int) error {
 	}
 	ports := append([]handover.Port(nil), st.Ports...)
 	sort.Slice(ports, func(i, j int) bool { return ports[i].ID < ports[j].ID })
+	// Ports given up: vhost-user guests a supervisor held whose rings
+	// could not be resumed. Their MACs and bindings go with them.
+	given := map[uint32]bool{}
 	for i := range ports {
 		hp := &ports[i]
 		if hp.Kind == "tap" {
@@ -325,6 +328,22 @@ func (e *Engine) Adopt(st *handover.Engine, fds []int) error {
 			return fmt.Errorf("port %d is beyond this daemon's %d ports: start it with the same --max-clients", hp.ID, len(e.ports.byID))
 		}
 		p, err := e.adoptPort(hp, fdAt(hp.Fd), fdAt, claim)
+		if err != nil && heldVhost(hp) {
+			// After a crash, one guest whose memory says what no ring
+			// could (it may have written it) must not keep the daemon
+			// from starting: it reconnects, as without a supervisor.
+			e.log.Warn("after the crash, a vhost-user guest could not be taken up: its socket is closed, it must reconnect",
+				"port", hp.ID, "client", hp.Name, "err", err)
+			given[hp.ID] = true
+			if p != nil {
+				p.loop.kill(p, err) // made, then failed: closed in the first round
+				continue
+			}
+			e.notes.mu.Lock()
+			e.notes.dropped = append(e.notes.dropped, hp.ID)
+			e.notes.mu.Unlock()
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("port %d (%s %s): %w", hp.ID, hp.Kind, hp.Name, err)
 		}
@@ -335,12 +354,18 @@ func (e *Engine) Adopt(st *handover.Engine, fds []int) error {
 	}
 
 	for _, m := range st.MACs {
+		if given[m.Port] {
+			continue
+		}
 		if e.ports.get(m.Port) == nil {
 			return fmt.Errorf("MAC %012x on port %d, which is not adopted", m.MAC, m.Port)
 		}
 		e.macs.Learn(m.MAC, m.Port, now-m.AgeNs)
 	}
 	for _, b := range st.Bindings {
+		if given[b.Port] {
+			continue // bound again, if at all, by the rules in force
+		}
 		if e.ports.get(b.Port) == nil {
 			return fmt.Errorf("binding %v on port %d, which is not adopted", b.IP, b.Port)
 		}
@@ -373,7 +398,7 @@ func (e *Engine) adoptPort(hp *handover.Port, fd int, fdAt func(int) int, claim 
 		l = e.loops[0] // the first loop serves monitors and the datagram listeners
 	}
 	p, err := l.adoptPort(hp, fd, fdAt, claim)
-	if err != nil {
+	if err != nil && p == nil {
 		e.ports.unreserve(hp.ID, monitor)
 	}
 	return p, err
@@ -447,7 +472,7 @@ func (l *loop) adoptPort(hp *handover.Port, fd int, fdAt func(int) int, claim fu
 	}
 	if after != nil {
 		if err := after(p); err != nil {
-			return nil, err
+			return p, err // made and live: the caller closes it
 		}
 	}
 	return p, nil

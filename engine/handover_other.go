@@ -15,3 +15,5 @@ func (e *Engine) exportOther(p *port, hp *handover.Port, addFd func(int) int) er
 func (l *loop) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error)) (transport, func(*port) error, error) {
 	return nil, nil, fmt.Errorf("a %s port cannot be adopted on this system", hp.Kind)
 }
+
+func heldVhost(*handover.Port) bool { return false }

@@ -499,6 +499,9 @@ func (l *loop) sourceEvent(p *port, sub uint8, ev event) {
 	if r.stateKnown && p.left.stopped.Load() != r.stopped {
 		p.left.stopped.Store(r.stopped)
 	}
+	if r.heldChanged {
+		l.e.noteHeld(p)
+	}
 	if r.write && !p.txClosed {
 		l.transmit(p)
 	}

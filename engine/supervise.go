@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vknetd/vknetd/internal/handover"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/secure"
@@ -18,6 +20,15 @@ import (
 // closed (NotifyPorts) and gives it, now and then, the tables to start
 // from (Snapshot): the MAC table and bindings are at most that old, and
 // what was learned since is learned again by the rules in force.
+//
+// A vhost-user guest's connection is more than its socket: the device's
+// negotiated state and the fds it stands on (memory, eventfds) change as
+// the front-end sets the device up. Its port is told to the supervisor
+// each time that state changes (noteHeld), once the device is ready, with
+// copies of those fds; a new daemon takes it up with its rings resumed
+// from guest memory (vhostuser.Recover). A device not ready (mid
+// negotiation, or stopped) is let go of: after a crash its socket closes
+// and the front-end reconnects.
 
 // PortNotice is a client made or closed in a round of the loop.
 type PortNotice struct {
@@ -28,7 +39,36 @@ type PortNotice struct {
 	// socket file).
 	Port handover.Port
 	Fds  []int
+	// Owned: Fds are copies the notice owns (a vhost-user device's, whose
+	// fds change while it runs), closed once it is delivered or replaced.
+	// Otherwise they are the port's own, open until it is noted gone.
+	Owned bool `json:"-"`
 }
+
+// MaxHeldFds is the most fds a notice carries: a vhost-user device's
+// socket, memory regions and each ring's kick and call eventfds.
+const MaxHeldFds = 1 + 8 + 2*16
+
+// heldTransport is a transport whose peer a supervisor can keep only
+// with a copy of state that changes while it runs (vhost-user).
+type heldTransport interface {
+	// held writes the port's state into hp for a supervisor to keep, and
+	// returns copies of the fds it refers to (by their index in it), now
+	// the caller's; heldNothing when nothing could be taken up now (the
+	// supervisor lets go of what it held), heldLater when the state
+	// cannot be written now but will be soon (a message half read),
+	// heldUnchanged when there is nothing to hold and nothing was.
+	held(hp *handover.Port) ([]int, heldStatus)
+}
+
+type heldStatus uint8
+
+const (
+	heldNow heldStatus = iota
+	heldNothing
+	heldLater
+	heldUnchanged // nothing was held, and nothing is: no notice
+)
 
 // portNotes are the notices not yet given to the supervisor. Every loop
 // opens (joins) and closes its own ports, so they come from several
@@ -43,34 +83,48 @@ type portNotes struct {
 	notify  func([]PortNotice)
 	pending []PortNotice
 	waiting atomic.Bool // pending is not empty: loops look at this alone
+	// dropped are ports a supervisor held that Adopt could not take up,
+	// for NotifyPorts to tell it to let go of.
+	dropped []uint32
 }
 
 // NotifyPorts has fn called at the end of every round, on one loop's
-// goroutine at a time, when clients were made or closed since the last
-// call. Set it before Run. Ports whose peer a supervisor cannot keep
-// alive are left out: vhost-user guests (their rings cannot be taken over
-// after a crash: they reconnect) and monitors.
+// goroutine at a time, when clients were made, changed (a vhost-user
+// device's state) or closed since the last call; owned fds of a notice
+// are closed after fn returns. Set it before Run. Monitors are left out:
+// a supervisor does not keep them.
 func (e *Engine) NotifyPorts(fn func([]PortNotice)) {
 	e.notes.mu.Lock()
 	defer e.notes.mu.Unlock()
 	e.notes.notify = fn
+	for _, id := range e.notes.dropped {
+		// Held by the supervisor, not taken up here (Adopt): it must let
+		// go, so that the peer sees its socket close.
+		e.notes.pending = append(e.notes.pending, PortNotice{Gone: true, ID: id})
+		e.notes.waiting.Store(true)
+	}
+	e.notes.dropped = nil
 	for _, l := range e.loops {
 		for _, p := range l.live { // adopted ones: the supervisor hears of them again
-			e.notes.addNew(p)
+			if _, ok := p.t.(heldTransport); ok {
+				e.notes.addHeld(p)
+			} else {
+				e.notes.addNew(p)
+			}
 		}
 	}
 }
 
 // supervised: a supervisor keeps p's peer alive across a crash.
 func supervised(p *port) bool {
-	return !p.host && !p.observer && p.caps.kind != "vhost-user"
+	return !p.host && !p.observer
 }
 
 // noteNew and noteGone are the port table's hooks (join, closePort), on
 // the loop that owns p.
 func (e *Engine) noteNew(p *port) {
-	if !supervised(p) {
-		return
+	if _, ok := p.t.(heldTransport); !supervised(p) || ok {
+		return // a vhost-user device is held once ready: noteHeld
 	}
 	e.notes.mu.Lock()
 	defer e.notes.mu.Unlock()
@@ -89,14 +143,74 @@ func (e *Engine) noteGone(p *port) {
 	if n.notify == nil {
 		return
 	}
-	for i := range n.pending {
-		if q := &n.pending[i]; !q.Gone && q.ID == p.id { // made and closed unheard of
-			n.pending = append(n.pending[:i], n.pending[i+1:]...)
-			n.waiting.Store(len(n.pending) > 0)
-			return
+	unheard := n.forget(p.id)
+	if _, ok := p.t.(heldTransport); unheard && !ok {
+		return // made and closed unheard of
+	}
+	// A held port's earlier state may have been heard: the supervisor
+	// lets go of it, or of nothing.
+	n.pending = append(n.pending, PortNotice{Gone: true, ID: p.id})
+	n.waiting.Store(true)
+}
+
+// closeOwned closes a notice's own copies of fds.
+func closeOwned(fds []int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
 		}
 	}
-	n.pending = append(n.pending, PortNotice{Gone: true, ID: p.id})
+}
+
+// noteHeld tells the supervisor p's new state, replacing any not
+// delivered yet: on the loop that owns p, after its transport said the
+// state changed.
+func (e *Engine) noteHeld(p *port) {
+	if p.dead {
+		return
+	}
+	e.notes.mu.Lock()
+	defer e.notes.mu.Unlock()
+	if e.notes.notify != nil {
+		e.notes.addHeld(p)
+	}
+}
+
+// forget drops what is pending about port id, closing the fds a notice
+// owns; under mu. It says whether a notice of it being made was pending.
+func (n *portNotes) forget(id uint32) (made bool) {
+	kept := n.pending[:0]
+	for _, q := range n.pending {
+		if q.ID != id || q.Gone {
+			kept = append(kept, q)
+			continue
+		}
+		made = true
+		if q.Owned {
+			closeOwned(q.Fds)
+		}
+	}
+	clear(n.pending[len(kept):])
+	n.pending = kept
+	n.waiting.Store(len(n.pending) > 0)
+	return made
+}
+
+// addHeld writes down p's state as its transport holds it (under mu); a
+// transport with nothing to hold has the supervisor let go of p.
+func (n *portNotes) addHeld(p *port) {
+	t := p.t.(heldTransport)
+	pn := PortNotice{ID: p.id, Owned: true, Port: handover.Port{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid, Fd: -1}}
+	fds, st := t.held(&pn.Port)
+	switch st {
+	case heldLater, heldUnchanged:
+		return // the transport asks again when it has something
+	case heldNothing:
+		pn = PortNotice{Gone: true, ID: p.id}
+	}
+	n.forget(p.id)
+	pn.Fds = fds
+	n.pending = append(n.pending, pn)
 	n.waiting.Store(true)
 }
 
@@ -141,6 +255,11 @@ func (e *Engine) deliverNotes() {
 	n.waiting.Store(false)
 	if len(out) > 0 && n.notify != nil {
 		n.notify(out)
+	}
+	for _, q := range out {
+		if q.Owned {
+			closeOwned(q.Fds)
+		}
 	}
 }
 

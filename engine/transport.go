@@ -197,6 +197,9 @@ type readiness struct {
 	// now (vhost-user: a ring that ran stopped by GET_VRING_BASE), so
 	// that the VM it served may have moved to another port (migrate.go).
 	stopped, stateKnown bool
+	// heldChanged: the state a supervisor keeps of the port changed
+	// (heldTransport): the engine tells it.
+	heldChanged bool
 }
 
 // maxSubFDs is how many fds a transport may have polled besides its own

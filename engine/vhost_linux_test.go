@@ -22,6 +22,21 @@ import (
 // goroutine (the guests' set-up waits for the switch's replies).
 func vhostSwitch(t *testing.T, secureMode bool, tweak func(*Config)) (e *Engine, path string) {
 	t.Helper()
+	e, path = newVhostSwitch(t, secureMode, tweak)
+	done := make(chan error, 1)
+	go func() { done <- e.Run() }()
+	t.Cleanup(func() {
+		e.Stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return e, path
+}
+
+// newVhostSwitch is vhostSwitch's engine, not running yet.
+func newVhostSwitch(t *testing.T, secureMode bool, tweak func(*Config)) (e *Engine, path string) {
+	t.Helper()
 	path = filepath.Join(t.TempDir(), "vhost")
 	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -53,14 +68,6 @@ func vhostSwitch(t *testing.T, secureMode bool, tweak func(*Config)) (e *Engine,
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- e.Run() }()
-	t.Cleanup(func() {
-		e.Stop()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
 	return e, path
 }
 

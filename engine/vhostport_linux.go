@@ -33,6 +33,9 @@ type vhostTransport struct {
 	// violated: the device reported the guest breaking the rules (once
 	// counted, the port closes).
 	violated bool
+	// heldStale: the device's state changed since a supervisor was last
+	// told it (or could be); heldSent: the supervisor holds a state of it.
+	heldStale, heldSent bool
 }
 
 // The sub-numbers of a vhost-user port's fds in the poller: its own (0),
@@ -134,6 +137,10 @@ func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 		// device, which took them out of epoll already.
 		r.watch, r.watchChanged = kickFDs(t.dev), true
 	}
+	if ch&vhostuser.ExportChanged != 0 {
+		t.heldStale = true
+	}
+	r.heldChanged = t.heldStale
 	// What the guest takes whole is known once it set its features, and
 	// may change when it resets its card.
 	r.offloads, r.offloadsKnown = t.dev.Offloads(), true

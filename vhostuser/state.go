@@ -91,6 +91,10 @@ func NoFDs() FDs {
 // is migrating (dirty logging on).
 var ErrMigrating = errors.New("vhost-user: the guest is being migrated (dirty logging is on): upgrade once its migration has ended")
 
+// ErrMidMessage is Export's refusal while a message from the front-end is
+// half read: try again once it is whole.
+var ErrMidMessage = errors.New("vhost-user: a message from the front-end is half read")
+
 // keptTable is the memory table as the front-end sent it, with an fd of
 // each region's file, kept open for Export (the mappings alone cannot be
 // handed on). Regions of one file (QEMU gives one fd per region, often of
@@ -145,7 +149,7 @@ func (k *keptTable) close() {
 // refuses while a message from the front-end is half read: try again.
 func (d *Device) Export() (State, FDs, error) {
 	if d.conn.have > 0 || d.conn.nfds > 0 {
-		return State{}, FDs{}, errors.New("vhost-user: a message from the front-end is half read")
+		return State{}, FDs{}, ErrMidMessage
 	}
 	if d.features&(1<<featLogAll) != 0 || d.log.mem != nil {
 		return State{}, FDs{}, ErrMigrating

@@ -71,8 +71,14 @@ func newFdBudget(o *options) fdBudget {
 }
 
 // clientFds is what one client may hold at most, given the listeners.
+// Under --supervise a vhost-user guest's fds are copied once more while
+// its new state waits to be sent to the supervisor (until the end of a
+// round of the loop).
 func clientFds(o *options) int {
-	if o.vhostUser != "" {
+	switch {
+	case o.vhostUser != "" && o.supervise:
+		return 2 * vhostFdsPerClient
+	case o.vhostUser != "":
 		return vhostFdsPerClient
 	}
 	return fdsPerClient

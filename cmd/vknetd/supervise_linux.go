@@ -42,9 +42,19 @@ import (
 // bindings learned in its last second are learned again by the rules in
 // force (secure mode binds nothing it would not bind anyway). The tables'
 // times are the snapshot's moved on by the time since it arrived (the
-// back-off included): see ageTables. vhost-user
-// guests are not held (their rings' state died with the daemon): their
-// sockets close, and a front-end with reconnect=1 comes back.
+// back-off included): see ageTables.
+//
+// A vhost-user guest is held too once its device is ready: each time its
+// negotiated state changes the daemon sends it again (the record an
+// upgrade carries, its ring indices aside, which move with every frame
+// and are not kept) with copies of its socket, memory and eventfds, and
+// the supervisor keeps the last one as it came, never mapping the memory
+// or reading the rings. The new daemon resumes each ring at the used idx
+// in guest memory (vhostuser.Recover): the guest notices nothing, and a
+// frame the dead daemon had taken from a TX ring and not yet returned is
+// taken again. A guest whose rings cannot be resumed (its used idx is no
+// ring's), and one whose device was mid negotiation or stopped when the
+// daemon died, has its socket closed and must reconnect.
 //
 // A daemon that dies again within 10 s of its start is restarted after a
 // back-off (0.25 s doubling to 30 s), said in one log line each time.
@@ -273,7 +283,10 @@ func (s *supervisor) serve(conn *handover.Conn) {
 			s.log.Info("supervisor: holding the daemon's sockets", "fds", len(fds))
 		case handover.KindPort:
 			var n engine.PortNotice
-			if err := json.Unmarshal(payload, &n); err != nil {
+			if err := json.Unmarshal(payload, &n); err != nil || len(fds) > engine.MaxHeldFds {
+				// No port has more: a guest cannot make us hold more than
+				// its device's bounded fds (vhost-user caps its memory
+				// regions and rings).
 				handover.CloseFds(fds)
 				continue
 			}
