@@ -28,6 +28,10 @@ type vhostRecord struct {
 	Held bool `json:"held,omitempty"`
 }
 
+func (t *vhostTransport) holding() bool { return t.heldSent }
+
+func (t *vhostTransport) released() { t.heldSent, t.heldStale = false, true }
+
 // held writes the device's state for a supervisor with copies of its
 // fds, once the device is ready: a device mid negotiation, stopped or
 // being migrated has nothing a new daemon could take up (its guest

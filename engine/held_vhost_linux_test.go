@@ -273,3 +273,39 @@ func hungUp(fd int, wait time.Duration) bool {
 		}
 	}
 }
+
+// TestSupervisorLetsGoWhileAFrontEndAsks: a request from a held device's
+// front-end may change what is held and wants a reply. The supervisor is
+// told to let go of the device before the request is read, so by the time
+// the front-end has its reply a daemon dying would not leave a successor
+// holding the state of before (the front-end, waiting for nothing, would
+// never reconnect); the request handled, the device is held again. Before,
+// the supervisor kept the old state throughout.
+func TestSupervisorLetsGoWhileAFrontEndAsks(t *testing.T) {
+	e, path := newVhostSwitch(t, false, nil)
+	h := newHeldPorts()
+	e.NotifyPorts(h.notify)
+	done := make(chan error, 1)
+	go func() { done <- e.Run() }()
+	t.Cleanup(func() {
+		e.Stop()
+		<-done
+	})
+	g := startGuest(t, path, vhostguest.Options{})
+	waitFor(t, func() bool { return h.vhostHeld() == 1 })
+	st, _ := e.Stats()
+	id := st.Ports[0].ID
+	if h.wasGone(id) {
+		t.Fatal("let go of before any request")
+	}
+	if err := g.Message(vhostguest.ReqGetFeatures, vhostguest.FlagVersion1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Reply(vhostguest.ReqGetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	if !h.wasGone(id) {
+		t.Fatal("the front-end has its reply and the supervisor still holds the state of before the request")
+	}
+	waitFor(t, func() bool { return h.vhostHeld() == 1 })
+}

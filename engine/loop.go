@@ -484,6 +484,7 @@ func (l *loop) waitWritable(p *port, on bool) error {
 // sourceEvent serves a port whose transport polls fds of its own: the
 // transport says what the readiness of fd sub means.
 func (l *loop) sourceEvent(p *port, sub uint8, ev event) {
+	l.e.beforeRequest(p, sub)
 	r := p.t.ready(sub, ev.hangup)
 	p.cnt.count(&r.dropped)
 	if r.err == nil && r.watchChanged {

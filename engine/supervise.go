@@ -59,6 +59,10 @@ type heldTransport interface {
 	// cannot be written now but will be soon (a message half read),
 	// heldUnchanged when there is nothing to hold and nothing was.
 	held(hp *handover.Port) ([]int, heldStatus)
+	// holding says a supervisor holds the port's state; released that it
+	// was told to let go of it, so held writes it anew next time.
+	holding() bool
+	released()
 }
 
 type heldStatus uint8
@@ -176,6 +180,36 @@ func (e *Engine) noteHeld(p *port) {
 	}
 }
 
+// beforeRequest is called before p's transport reads its own fd (sub 0):
+// for a held vhost-user device, that is a request from its front-end,
+// which may change the state the supervisor holds and expect a reply. The
+// supervisor lets go of it first, and hears so before the request is
+// read: a daemon that dies while handling it has a successor that does
+// not take the device up with the state of before, which the front-end
+// has left (it would wait for a reply that never comes); the socket
+// closes instead, and the front-end reconnects. Once the request is
+// handled the state is held again (noteHeld). Requests come while a
+// device is set up or migrated, not per frame.
+func (e *Engine) beforeRequest(p *port, sub uint8) {
+	if sub != 0 {
+		return
+	}
+	t, ok := p.t.(heldTransport)
+	if !ok || !t.holding() {
+		return
+	}
+	n := &e.notes
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t.released()
+	if n.notify == nil {
+		return
+	}
+	n.forget(p.id)
+	n.pending = append(n.pending, PortNotice{Gone: true, ID: p.id})
+	n.flush() // now: the notices before it go first
+}
+
 // forget drops what is pending about port id, closing the fds a notice
 // owns; under mu. It says whether a notice of it being made was pending.
 func (n *portNotes) forget(id uint32) (made bool) {
@@ -250,6 +284,11 @@ func (e *Engine) deliverNotes() {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.flush()
+}
+
+// flush gives the supervisor every pending notice: under mu.
+func (n *portNotes) flush() {
 	out := n.pending
 	n.pending = nil
 	n.waiting.Store(false)
