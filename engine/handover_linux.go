@@ -28,6 +28,10 @@ type vhostRecord struct {
 	Held bool `json:"held,omitempty"`
 }
 
+// A held device's fds fit a notice: its socket, at most 8 memory regions
+// (claimVhostFDs), each ring's kick and call.
+var _ [MaxHeldFds - (1 + 8 + 2*vhostuser.MaxQueues)]struct{}
+
 func (t *vhostTransport) holding() bool { return t.heldSent }
 
 func (t *vhostTransport) released() { t.heldSent, t.heldStale = false, true }

@@ -142,3 +142,29 @@ func TestRecoverRefusesHostileUsedIdx(t *testing.T) {
 		})
 	}
 }
+
+// A front-end that shrank its memory file after the new process mapped it
+// makes Recover's first look at the rings fault: the device is refused
+// with a violation, on whatever goroutine Recover runs, and the process
+// lives (before, the fault killed it, and the supervisor's next daemon
+// would have met the same file).
+func TestRecoverSurvivesShrunkMemory(t *testing.T) {
+	p := newPair(t, vhostguest.Options{})
+	st, fds := crashCopy(t, p)
+	p.d.Close()
+	memfd := fds.Regions[0]
+	cfg := Config{Memory: func(n uint64) error {
+		if n > 0 {
+			unix.Ftruncate(memfd, 0) // after the sizes were checked, before the rings are read
+		}
+		return nil
+	}}
+	d, err := Recover(cfg, st, fds)
+	if err == nil {
+		d.Close()
+		t.Fatal("recovered a device whose memory is gone")
+	}
+	if !isViolation(err) {
+		t.Fatalf("refused with %v, want a violation", err)
+	}
+}

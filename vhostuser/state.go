@@ -5,6 +5,7 @@ package vhostuser
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"golang.org/x/sys/unix"
 )
@@ -222,7 +223,12 @@ func Recover(cfg Config, st State, fds FDs) (*Device, error) {
 // resumeFromUsed moves every running ring to its used idx and calls the
 // guest on each.
 func (d *Device) resumeFromUsed() (err error) {
-	defer recoverFault(&err) // the guest may have shrunk its memory meanwhile
+	// The first touch of guest memory since it was mapped, and on the
+	// caller's goroutine, not a loop's: a front-end that shrank its
+	// memory file meanwhile must refuse this device, not kill the daemon
+	// (whose successor would meet the same file).
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer recoverFault(&err)
 	for i := range d.q {
 		q := &d.q[i]
 		if !q.started {
