@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/engine"
 	"github.com/vknetd/vknetd/internal/handover"
 	"github.com/vknetd/vknetd/secure"
 )
@@ -77,6 +80,70 @@ func TestSupervisorRecordAgesTables(t *testing.T) {
 	for ip, l := range got {
 		if _, ok := wantLeft[ip]; !ok {
 			t.Errorf("binding %s restored with %d ns left, but it ended before the new daemon started", ip, l)
+		}
+	}
+}
+
+// TestSupervisorHoldsVhostUserStateOpaquely: a vhost-user port's notice
+// replaces the one held before it (its fds closed), is handed on with its
+// device record exactly as it came and only its own fd moved, and is let
+// go of when noted gone; a notice with more fds than any device has is
+// refused, so a guest cannot make the supervisor hold more.
+func TestSupervisorHoldsVhostUserStateOpaquely(t *testing.T) {
+	daemon, theirs, err := handover.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := handover.NewConn(theirs)
+	eventfds := func(n int) []int {
+		var fds []int
+		for range n {
+			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fds = append(fds, fd)
+		}
+		return fds
+	}
+	vhost := json.RawMessage(`{"device":{"features":1},"regions":[1],"kick":[2,-1],"call":[3,-1],"held":true}`)
+	notice := func(id uint32, nfds int, gone bool, state json.RawMessage) []int {
+		n := engine.PortNotice{ID: id, Gone: gone, Port: handover.Port{ID: id, Kind: "vhost-user", Fd: 0, Vhost: state}}
+		b, err := json.Marshal(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds := eventfds(nfds)
+		if err := daemon.Send(handover.KindPort, b, fds); err != nil {
+			t.Fatal(err)
+		}
+		handover.CloseFds(fds)
+		return fds
+	}
+	notice(1, 4, false, json.RawMessage(`{"held":true}`))
+	notice(1, 4, false, vhost) // replaces the first
+	notice(2, 4, false, vhost)
+	notice(2, 0, true, nil)                      // gone
+	notice(3, engine.MaxHeldFds+1, false, vhost) // more than a device has
+	daemon.Close()
+	s := &supervisor{setup: &handover.Record{}, ports: map[uint32]*heldPort{}, setupFds: []int{}}
+	s.serve(conn)
+	conn.Close()
+	if len(s.ports) != 1 || s.ports[1] == nil || len(s.ports[1].fds) != 4 {
+		t.Fatalf("holds %d ports (%v), want port 1 with its 4 fds", len(s.ports), s.ports)
+	}
+	s.setupFds = []int{-1, -1} // the daemon's own come first
+	rec, _, fds := s.record(time.Now())
+	if len(fds) != 4 || len(rec.Engine.Ports) != 1 {
+		t.Fatalf("record: %d fds, ports %+v", len(fds), rec.Engine.Ports)
+	}
+	if p := rec.Engine.Ports[0]; p.Fd != 2 || string(p.Vhost) != string(vhost) {
+		t.Errorf("port 1 handed on with fd %d and state %s; want fd 2 (after the daemon's 2) and the state as it came", p.Fd, p.Vhost)
+	}
+	s.release()
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+			t.Errorf("fd %d still open after release", fd)
 		}
 	}
 }
