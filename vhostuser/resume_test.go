@@ -56,3 +56,34 @@ func TestResumeFromUsed(t *testing.T) {
 		})
 	}
 }
+
+// FuzzResumeFromUsed: whatever the guest left in its ring indices,
+// resuming either refuses with a violation or leaves a ring whose pending
+// entries are at most the queue size, and never touches memory outside
+// the ring.
+func FuzzResumeFromUsed(f *testing.F) {
+	f.Add(uint16(5), uint16(5), uint8(3))
+	f.Add(uint16(2), uint16(0xfffc), uint8(3))
+	f.Add(uint16(3), uint16(4), uint8(8))
+	f.Fuzz(func(t *testing.T, avail, used uint16, logNum uint8) {
+		num := 1 << (logNum % 9) // 1 to 256 entries
+		im := newImage(t, num, 16*num+6+2*num+8+6+8*num+64)
+		im.setAvailIdx(avail)
+		binary.LittleEndian.PutUint16(im.mem[im.used+2:], used)
+		err := im.q.resumeFromUsed()
+		ok := int(avail-used) <= num
+		switch {
+		case ok && err != nil:
+			t.Fatalf("num %d avail %d used %d refused: %v", num, avail, used, err)
+		case !ok && !errors.Is(err, ErrViolation):
+			t.Fatalf("num %d avail %d used %d: %v, want a violation", num, avail, used, err)
+		case ok:
+			if n, err := im.q.pending(); err != nil || n != int(avail-used) {
+				t.Fatalf("pending %d (%v), want %d", n, err, avail-used)
+			}
+		}
+		if !im.canariesIntact() {
+			t.Fatal("wrote outside guest memory")
+		}
+	})
+}
