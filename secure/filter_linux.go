@@ -1,8 +1,10 @@
 package secure
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -28,14 +30,14 @@ type KernelFilter struct {
 // with the userspace Checker alone, which judges every frame anyway.
 func LoadKernelFilter(p *Policy, sockets int) (*KernelFilter, error) {
 	if !p.secure {
-		return nil, errors.New("kernel filter: the policy is not secure (-U): there is nothing to filter")
+		return nil, errNotSecure
 	}
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; on later
 	// ones this does nothing. A failure shows as the load's error below.
 	_ = rlimit.RemoveMemlock()
 	drops, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "vknetd_drops",
-		Type:       ebpf.LRUCPUHash,
+		Type:       dropsType,
 		KeySize:    8,
 		ValueSize:  8,
 		MaxEntries: uint32(max(sockets, 1)),
@@ -43,9 +45,23 @@ func LoadKernelFilter(p *Policy, sockets int) (*KernelFilter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel filter: creating its counter map: %w", err)
 	}
+	prog, err := loadProgram(p, drops)
+	if err != nil {
+		drops.Close()
+		return nil, err
+	}
+	return &KernelFilter{Program: prog, Drops: drops}, nil
+}
+
+var errNotSecure = errors.New("kernel filter: the policy is not secure (-U): there is nothing to filter")
+
+// dropsType is the counter map's type; an adopted map must be one.
+const dropsType = ebpf.LRUCPUHash
+
+// loadProgram loads p's program counting into drops.
+func loadProgram(p *Policy, drops *ebpf.Map) (*ebpf.Program, error) {
 	insns := p.FilterInstructions()
 	if err := insns.AssociateMap(DropsMapName, drops); err != nil {
-		drops.Close()
 		return nil, fmt.Errorf("kernel filter: %w", err)
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -55,10 +71,81 @@ func LoadKernelFilter(p *Policy, sockets int) (*KernelFilter, error) {
 		Instructions: insns,
 	})
 	if err != nil {
-		drops.Close()
 		return nil, fmt.Errorf("kernel filter: loading the program: %w", err)
 	}
-	return &KernelFilter{Program: prog, Drops: drops}, nil
+	return prog, nil
+}
+
+// AdoptKernelFilter takes over the filter a previous daemon loaded, from
+// its program's and counter map's fds (they are the filter's from here,
+// closed on an error too). An upgraded daemon that may no longer load BPF
+// (--user keeps CAP_NET_ADMIN alone) thus filters the clients that connect
+// after the upgrade in the kernel too; and since the sockets it adopts keep
+// their cookies, their counts go on in the same map.
+//
+// The program is used only if it is the one p builds (the kernel's tag of
+// its instructions says so): a new binary whose rules differ loads its
+// own, counting into the adopted map, which needs the privilege
+// LoadKernelFilter does; without it the error says so, and the caller
+// checks new clients in userspace alone rather than by another binary's
+// rules.
+func AdoptKernelFilter(p *Policy, progFd, dropsFd int) (*KernelFilter, error) {
+	prog, err := ebpf.NewProgramFromFD(progFd)
+	if err != nil {
+		unix.Close(dropsFd)
+		return nil, fmt.Errorf("kernel filter: adopting the program: %w", err)
+	}
+	drops, err := ebpf.NewMapFromFD(dropsFd)
+	if err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("kernel filter: adopting the counter map: %w", err)
+	}
+	k := &KernelFilter{Program: prog, Drops: drops}
+	same, err := k.builtFor(p)
+	if err != nil {
+		k.Close()
+		return nil, err
+	}
+	if same {
+		return k, nil
+	}
+	prog.Close()
+	if k.Program, err = loadProgram(p, drops); err != nil {
+		drops.Close()
+		return nil, fmt.Errorf("the previous daemon's kernel filter has other rules than this binary's, and %w", err)
+	}
+	return k, nil
+}
+
+// builtFor says whether k is p's filter: a socket filter whose kernel tag
+// is that of p's instructions, counting in a map of the loader's shape.
+func (k *KernelFilter) builtFor(p *Policy) (bool, error) {
+	if !p.secure {
+		return false, errNotSecure
+	}
+	if k.Program.Type() != ebpf.SocketFilter || k.Drops.Type() != dropsType || k.Drops.KeySize() != 8 || k.Drops.ValueSize() != 8 {
+		return false, fmt.Errorf("kernel filter: adopted a %v program and a %v map, not a socket filter and its counters", k.Program.Type(), k.Drops.Type())
+	}
+	info, err := k.Program.Info()
+	if err != nil {
+		return false, fmt.Errorf("kernel filter: reading the adopted program's tag: %w", err)
+	}
+	// The instructions as loadProgram hands them to the kernel: the
+	// jumps resolved (marshalling does it in place) and the map
+	// associated. The tag hashes them with map references zeroed, so the
+	// map the program was loaded with does not change it.
+	insns := p.FilterInstructions()
+	if err := insns.AssociateMap(DropsMapName, k.Drops); err != nil {
+		return false, fmt.Errorf("kernel filter: %w", err)
+	}
+	if err := insns.Marshal(io.Discard, hostOrder()); err != nil {
+		return false, fmt.Errorf("kernel filter: %w", err)
+	}
+	same, err := insns.HasTag(info.Tag, hostOrder())
+	if err != nil {
+		return false, fmt.Errorf("kernel filter: %w", err)
+	}
+	return same, nil
 }
 
 // Attach makes the kernel run the filter on every message sent to fd, in
@@ -102,4 +189,13 @@ func (k *KernelFilter) Forget(cookie uint64) {
 // Close unloads the filter; sockets it is attached to keep their copy.
 func (k *KernelFilter) Close() error {
 	return errors.Join(k.Program.Close(), k.Drops.Close())
+}
+
+// hostOrder is this machine's byte order as asm marshals instructions: it
+// knows binary.LittleEndian and binary.BigEndian, not NativeEndian.
+func hostOrder() binary.ByteOrder {
+	if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
+		return binary.BigEndian
+	}
+	return binary.LittleEndian
 }

@@ -26,3 +26,9 @@ func (k *KernelFilter) Forget(cookie uint64) {}
 
 // Close is never reached: LoadKernelFilter returns no filter.
 func (k *KernelFilter) Close() error { return nil }
+
+// AdoptKernelFilter always fails outside Linux: no daemon there has one
+// to hand over.
+func AdoptKernelFilter(p *Policy, progFd, dropsFd int) (*KernelFilter, error) {
+	return nil, errors.New("kernel filter: eBPF socket filters need Linux")
+}

@@ -95,10 +95,7 @@ func adoptDaemon(o *options, log *slog.Logger, rec *handover.Record, fds []int) 
 	if err != nil {
 		return nil, err
 	}
-	// Under --user this process may not load BPF: the sockets keep the
-	// old daemon's filter, and clients that connect from now on are
-	// checked in userspace alone.
-	filter := d.loadKernelFilter(policy)
+	filter := d.adoptKernelFilter(policy, dm.KernelFilter, fd)
 	if d.engine, err = engine.New(engineConfig(o, d.tap, listeners, policy, filter, log)); err != nil {
 		return nil, err
 	}
@@ -147,7 +144,7 @@ func (d *daemon) takeOver() {
 	if err := d.startObservers(d.listeners[len(d.listeners)-1], gid); err != nil {
 		d.log.Error("control socket: not served after the upgrade", "err", err)
 	}
-	d.log.Info("vknetd took over", "version", version, "tap", d.tap.Name(), "pid", os.Getpid(), "user", d.userName())
+	d.log.Info("vknetd took over", "version", version, "tap", d.tap.Name(), "pid", os.Getpid(), "user", d.userName(), "kernel_filter", d.kfilter != nil)
 }
 
 // adoptKeeper is the --user keeper a previous daemon started: alive is

@@ -277,6 +277,9 @@ func (d *daemon) record(withSupervisor bool) (*handover.Record, []int) {
 	}
 	dm.TAP = d.tap.Export()
 	dm.TAP.Fd = add(d.tap.Fd())
+	if k := d.kfilter; k != nil {
+		dm.KernelFilter = &handover.KernelFilter{Program: add(k.Program.FD()), Drops: add(k.Drops.FD())}
+	}
 	return r, fds
 }
 

@@ -23,13 +23,19 @@ var outsideIP = netip.MustParseAddr("10.6.6.6")
 // directory every user may search, so that it may run with --user.
 func startFilterDaemon(t *testing.T, wrap []string, extra ...string) *testbed.Daemon {
 	t.Helper()
+	return startFilterDaemonOf(t, vknetd, wrap, extra...)
+}
+
+// startFilterDaemonOf is startFilterDaemon of the binary bin.
+func startFilterDaemonOf(t *testing.T, bin string, wrap []string, extra ...string) *testbed.Daemon {
+	t.Helper()
 	testbed.RequireRoot(t)
 	dir := testbed.ShortTempDir(t)
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ns := testbed.NewNetns(t)
-	return ns.StartDaemon(t, vknetd, testbed.DaemonConfig{
+	return ns.StartDaemon(t, bin, testbed.DaemonConfig{
 		Sock:    filepath.Join(dir, "vknet"),
 		Pidfile: filepath.Join(dir, "vknetd.pid"),
 		Args:    append(append([]string{"-t", tapName}, extra...), network),

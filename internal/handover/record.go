@@ -53,6 +53,18 @@ type Daemon struct {
 	Supervisor int    `json:"supervisor"`
 	KeeperPid  int    `json:"keeper_pid"`
 	Restarts   uint64 `json:"restarts"`
+	// KernelFilter is secure mode's loaded eBPF filter, nil when the
+	// daemon has none (or is older than the field: a record without it
+	// still reads).
+	KernelFilter *KernelFilter `json:"kernel_filter,omitempty"`
+}
+
+// KernelFilter is the loaded socket filter and its drop counter map, so
+// that the next daemon, which may not load BPF (--user), uses the same and
+// the counts go on.
+type KernelFilter struct {
+	Program int `json:"program"`
+	Drops   int `json:"drops"`
 }
 
 // Listener is a client listening socket.
@@ -248,6 +260,14 @@ func (r *Record) check(nfds int) error {
 	}
 	if err := fd("supervisor", d.Supervisor, false); err != nil {
 		return err
+	}
+	if k := d.KernelFilter; k != nil {
+		if err := fd("kernel filter", k.Program, true); err != nil {
+			return err
+		}
+		if err := fd("kernel filter counters", k.Drops, true); err != nil {
+			return err
+		}
 	}
 	if len(d.Listeners) > MaxListeners {
 		return fmt.Errorf("%d listeners", len(d.Listeners))

@@ -40,6 +40,32 @@ func TestDecodeRoundTrip(t *testing.T) {
 	}
 }
 
+// The kernel filter's fds come through; a record without the field (a
+// daemon without a filter, or one older than the field) reads as none.
+func TestDecodeKernelFilter(t *testing.T) {
+	r := sampleRecord()
+	r.Daemon.KernelFilter = &KernelFilter{Program: 5, Drops: 6}
+	r.Fds = 7
+	b, err := Encode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := got.Daemon.KernelFilter; k == nil || *k != (KernelFilter{Program: 5, Drops: 6}) {
+		t.Errorf("kernel filter after the round trip: %+v", k)
+	}
+	b, _ = Encode(sampleRecord())
+	if strings.Contains(string(b), "kernel_filter") {
+		t.Errorf("a record without a filter names one: %s", b)
+	}
+	if got, err = Decode(b, 6); err != nil || got.Daemon.KernelFilter != nil {
+		t.Errorf("a record without a filter reads as %+v, %v", got.Daemon.KernelFilter, err)
+	}
+}
+
 func TestDecodeRefuses(t *testing.T) {
 	base, _ := Encode(sampleRecord())
 	mutate := func(f func(r *Record)) []byte {
@@ -72,6 +98,14 @@ func TestDecodeRefuses(t *testing.T) {
 			r.Engine.Ports[0].Queue = [][]byte{{1, 2}}
 			r.Engine.Ports[0].TxOff = 6
 		}), 6, "head frame"},
+		"kernel filter fd twice": {mutate(func(r *Record) {
+			r.Version = Version
+			r.Daemon.KernelFilter = &KernelFilter{Program: 5, Drops: 5}
+		}), 6, "twice"},
+		"kernel filter without its counters": {mutate(func(r *Record) {
+			r.Version = Version
+			r.Daemon.KernelFilter = &KernelFilter{Program: 5, Drops: -1}
+		}), 6, "kernel filter counters: descriptor -1"},
 		"garbage": {[]byte(`{"version":1,"daemon":[`), 0, "unreadable"},
 	}
 	for name, c := range cases {
@@ -90,6 +124,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"version":1,"fds":1,"daemon":{"control":0,"pidfile":-1,"metrics":-1,"keeper_alive":-1,"supervisor":-1,"tap":{"fd":-1}}}`), 1)
 	f.Add([]byte(`{"version":1,"fds":0,"engine":{"ports":[{"id":4294967295,"fd":-1}]}}`), 0)
 	f.Add([]byte(`{"version":1,"fds":2,"daemon":{"control":0,"pidfile":-1,"metrics":-1,"keeper_alive":-1,"supervisor":-1,"tap":{"fd":-1}},"engine":{"ports":[{"id":1,"fd":1,"queue":[""],"tx_off":-3}]}}`), 2)
+	f.Add([]byte(`{"version":1,"fds":2,"daemon":{"control":0,"pidfile":-1,"metrics":-1,"keeper_alive":-1,"supervisor":-1,"tap":{"fd":-1},"kernel_filter":{"program":1,"drops":1}}}`), 2)
 	f.Add([]byte(`{"version":99}`), 0)
 	f.Add([]byte(`[]`), 0)
 	f.Add([]byte{}, 0)
@@ -117,6 +152,13 @@ func FuzzDecode(f *testing.F) {
 		use(r.Daemon.KeeperAlive)
 		use(r.Daemon.Supervisor)
 		use(r.Daemon.TAP.Fd)
+		if k := r.Daemon.KernelFilter; k != nil {
+			if k.Program < 0 || k.Drops < 0 {
+				t.Fatalf("accepted a kernel filter without its fds: %+v", k)
+			}
+			use(k.Program)
+			use(k.Drops)
+		}
 		for _, l := range r.Daemon.Listeners {
 			use(l.Fd)
 		}
