@@ -77,6 +77,13 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 	if d.cfg.Offloads {
 		d.tx.large = d.cfg.Large
 	}
+	if d.split > 0 {
+		if len(d.rests) < len(bufs) {
+			d.rests = make([]txRest, len(bufs)) // once: the batch size
+		}
+		d.tx.split, d.tx.rests = d.split, d.rests
+		clear(d.rests[:min(len(bufs), 1)]) // the announcement's slot, if any
+	}
 	var st Stats // this call's
 	n := 0
 	announce := d.announcePending && len(bufs) > 0 && len(bufs[0]) >= rarpLen
@@ -168,6 +175,9 @@ func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXRes
 		return RXResult{}, nil
 	}
 	defer recoverFault(&err)
+	if d.rxOpen != 0 {
+		d.FlushRX() // the frames WriteRXFrom wrote go first
+	}
 	f := d.features
 	hdrLen, mrg := virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0
 	var st Stats // this call's
