@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"testing"
 
@@ -114,5 +115,102 @@ func TestWriteRXFromWithoutRoom(t *testing.T) {
 	}
 	if dst.d.Stats().RXFrames != 0 {
 		t.Fatal("a frame counted as received by a guest without buffers")
+	}
+}
+
+// moveDirect sends fs from src's guest and writes them into dst's with
+// WriteRXFrom, all of them split.
+func moveDirect(t *testing.T, src, dst *pair, fs [][]byte) {
+	t.Helper()
+	b, sizes := bufs(len(fs), 2048)
+	for sent := 0; sent < len(fs); {
+		k := src.g.Send(fs[sent:], nil)
+		n, _, err := src.d.ReadTX(b, sizes, nil)
+		if err != nil || n != k {
+			t.Fatalf("ReadTX = %d of %d, %v", n, k, err)
+		}
+		for i := range n {
+			if !src.d.Split(i) {
+				t.Fatalf("frame %d of %d bytes not split", i, sizes[i])
+			}
+			if r, err, srcErr := dst.d.WriteRXFrom(src.d, i, b[i][:128]); r.N != 1 || err != nil || srcErr != nil {
+				t.Fatalf("WriteRXFrom = %+v, %v, %v", r, err, srcErr)
+			}
+		}
+		dst.d.FlushRX()
+		src.d.ReleaseTX()
+		sent += n
+	}
+}
+
+// A multi-queue guest gets a flow's frames written straight on the ring
+// WriteRX would have chosen, by the head alone, in order.
+func TestWriteRXFromKeepsFlowsOnTheirRing(t *testing.T) {
+	const pairs = 4
+	src, dst := newPair(t, vhostguest.Options{}), newPair(t, vhostguest.Options{QueuePairs: pairs})
+	src.d.SplitTX(128)
+	for k := range pairs {
+		dst.g.Use(k)
+		dst.g.PostRX(1 << 16)
+	}
+	const flows, each = 16, 4
+	var fs [][]byte
+	for i := range each {
+		for f := range flows {
+			fr := udpFlowFrame(2000+f, i)
+			long := make([]byte, 1000)
+			copy(long, fr[:len(fr)-2])
+			binary.BigEndian.PutUint16(long[len(long)-2:], uint16(i))
+			fs = append(fs, long)
+		}
+	}
+	moveDirect(t, src, dst, fs)
+	b, sizes := bufs(256, 2048)
+	got := 0
+	for k := range pairs {
+		dst.g.Use(k)
+		n := dst.g.Receive(b, sizes, nil)
+		next := map[int]int{}
+		for i := range n {
+			f := b[i][:sizes[i]]
+			port := int(binary.BigEndian.Uint16(f[34:]))
+			if want := int(flowHash(f) % pairs); want != k {
+				t.Fatalf("flow %d on ring pair %d, WriteRX would choose %d", port, k, want)
+			}
+			if seq := int(binary.BigEndian.Uint16(f[len(f)-2:])); seq != next[port] {
+				t.Fatalf("ring %d, flow %d: frame %d after %d", k, port, seq, next[port]-1)
+			}
+			next[port]++
+		}
+		got += n
+	}
+	if got != len(fs) {
+		t.Fatalf("received %d frames, want %d", got, len(fs))
+	}
+}
+
+// During a migration, the pages of the RX buffers a frame was written
+// into straight from another guest are in the dirty log.
+func TestWriteRXFromLogsWhatItWrites(t *testing.T) {
+	src, dst := newPair(t, vhostguest.Options{}), newPair(t, vhostguest.Options{})
+	src.d.SplitTX(128)
+	log := migrating(t, dst)
+	dst.g.PostRX(1 << 16)
+	moveDirect(t, src, dst, frames(8, 1514))
+	mem := dst.g.Mem()
+	desc, _, used := dst.g.RingOffsets(RXQ)
+	for k := range 8 {
+		off := used + 4 + 8*k
+		id := binary.LittleEndian.Uint32(mem[off:])
+		n := binary.LittleEndian.Uint32(mem[off+4:])
+		addr := binary.LittleEndian.Uint64(mem[desc+16*int(id):])
+		for a := addr &^ 4095; a < addr+uint64(n); a += 4096 {
+			if !logged(log, a) {
+				t.Fatalf("frame %d: page %#x written, not logged", k, a)
+			}
+		}
+	}
+	if !logged(log, vhostguest.GuestAddr(used)) {
+		t.Fatal("the RX used ring's page is not logged")
 	}
 }
