@@ -163,14 +163,7 @@ type RXResult struct {
 // frames for the same ring at a time; a ring out of buffers stops the
 // call there, as a single ring's would.
 func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXResult, err error) {
-	var rings [MaxQueuePairs]uint8 // the running RX rings
-	nr := 0
-	for i := range max(d.pairs, 1) {
-		if d.q[2*i].running() {
-			rings[nr] = uint8(2 * i)
-			nr++
-		}
-	}
+	rings, nr := d.runningRX()
 	if nr == 0 || len(frames) == 0 {
 		return RXResult{}, nil
 	}
@@ -230,6 +223,18 @@ func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXRes
 		}
 	}
 	return RXResult{N: n, Oversize: st.RXOversize}, err
+}
+
+// runningRX lists the RX rings that run, rings[:nr]: those a frame's flow
+// may hash to.
+func (d *Device) runningRX() (rings [MaxQueuePairs]uint8, nr int) {
+	for i := range max(d.pairs, 1) {
+		if d.q[2*i].running() {
+			rings[nr] = uint8(2 * i)
+			nr++
+		}
+	}
+	return rings, nr
 }
 
 // DrainKick reads queue q's kick eventfd after the poller reported it

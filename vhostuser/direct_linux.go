@@ -75,14 +75,7 @@ func (d *Device) WriteRXFrom(src *Device, i int, head []byte) (r RXResult, err, 
 // rxRing is the RX ring a frame beginning with head goes to (WriteRXBatch's
 // choice); false when none runs.
 func (d *Device) rxRing(head []byte) (int, bool) {
-	var rings [MaxQueuePairs]uint8
-	nr := 0
-	for i := range max(d.pairs, 1) {
-		if d.q[2*i].running() {
-			rings[nr] = uint8(2 * i)
-			nr++
-		}
-	}
+	rings, nr := d.runningRX()
 	switch nr {
 	case 0:
 		return 0, false
