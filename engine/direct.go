@@ -47,31 +47,42 @@ func (l *loop) fillRest(in *port, r ring.Ref) bool {
 // room with nothing queued before it, else through r as deliver does.
 func (l *loop) deliverSplit(in, out *port, r ring.Ref, fromClient bool) {
 	if d := out.caps.direct; d != nil && out.txq.Len() == 0 && !out.txClosed && !out.dead {
-		res, srcErr := d.writeFrom(in.caps.direct, l.slot, l.pool.Frame(r)[:splitHead], &l.failed)
+		w, err, srcErr := d.writeFrom(in.caps.direct, l.slot, l.pool.Frame(r)[:splitHead], &l.failed, &l.failed)
 		switch {
 		case srcErr != nil:
 			l.srcFailed(in, srcErr)
 			return
-		case res.err != nil:
-			out.cnt.count(&res.dropped)
-			l.kill(out, res.err)
+		case err != nil:
+			out.cnt.count(&l.failed)
+			l.failed = tally{}
+			l.kill(out, err)
 			return
-		case res.done > 0:
-			out.cnt.txFrames += res.frames
-			out.cnt.txBytes += res.bytes
-			out.cnt.count(&res.dropped)
+		case w == directOversize:
+			// As write counts a frame the guest's buffers can never hold.
+			out.cnt.drops[DropSendError]++
+			l.wrote(out)
+			return
+		case w == directWritten:
+			out.cnt.txFrames++
+			out.cnt.txBytes += uint64(len(l.pool.Frame(r)))
 			l.moved++
-			l.io.guestToGuest += res.frames
-			if !out.directWritten {
-				out.directWritten = true
-				l.written = append(l.written, out)
-			}
+			l.io.guestToGuest++
+			l.wrote(out)
 			return
 		}
 		// No room: the frame waits in out's queue, and so do those after it.
 	}
 	if l.fillRest(in, r) {
 		l.deliver(in, out, r, fromClient)
+	}
+}
+
+// wrote notes that out was written to straight from a guest in this
+// batch, to be published.
+func (l *loop) wrote(out *port) {
+	if !out.directWritten {
+		out.directWritten = true
+		l.written = append(l.written, out)
 	}
 }
 

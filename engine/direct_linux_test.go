@@ -396,3 +396,22 @@ func TestVhostGuestToGuestAllocatesNothing(t *testing.T) {
 		t.Errorf("only %d frames went guest to guest: the path was not taken", after-before)
 	}
 }
+
+// A frame the receiver's buffers can never hold is dropped as its write
+// would drop it (send-error on the receiver's port), and the next frame
+// that fits still goes straight.
+func TestVhostGuestToGuestOversizeDropped(t *testing.T) {
+	e, a, b, _ := directPair(t, false, startGuest, vhostguest.Options{NoMergeRX: true, RXBufSize: 1100})
+	big := udpOf(mac(2), mac(1), directIPA, directIPB, 1514, 0, 0x55)
+	fits := udpOf(mac(2), mac(1), directIPA, directIPB, 1000, 1, 0x56)
+	sendAll(t, a, [][]byte{big, fits})
+	expectFrames(t, "b", receiveFrames(t, b, 1), fits)
+	waitFor(t, func() bool { return len(portsByID(t, e)[1].Drops) > 0 })
+	pb := portsByID(t, e)[1]
+	if len(pb.Drops) != 1 || pb.Drops[0].Reason != "send-error" || pb.Drops[0].Count != 1 || pb.TxFrames != 1 {
+		t.Fatalf("b: drops %v, %d frames sent; want one send-error and 1", pb.Drops, pb.TxFrames)
+	}
+	if g2g, rests := directCounts(t, e); g2g != 1 || rests != 0 {
+		t.Fatalf("%d frames guest to guest, %d through the pool; want 1 and 0", g2g, rests)
+	}
+}

@@ -103,13 +103,22 @@ type directIO interface {
 	releaseRead()
 	// writeFrom writes split frame slot of src's last read, head (its
 	// buffer's first splitHead bytes) and then its rest from src's peer,
-	// to this peer; done 0 means no room now, and nothing was taken. It
-	// is published by endWrites. srcErr is src's failure, counted in
-	// srcDropped (close src).
-	writeFrom(src directIO, slot int, head []byte, srcDropped *tally) (res writeResult, srcErr error)
+	// to this peer, to be published by endWrites. It is small, as it is
+	// per frame: the tallies are written only on failure. err is this
+	// port's failure, counted in dropped; srcErr src's, in srcDropped.
+	writeFrom(src directIO, slot int, head []byte, dropped, srcDropped *tally) (r directWrite, err, srcErr error)
 	// endWrites publishes what writeFrom wrote since the last call.
 	endWrites()
 }
+
+// directWrite is what directIO.writeFrom did with a frame.
+type directWrite uint8
+
+const (
+	directNoRoom   directWrite = iota // nothing taken: the peer has no room now
+	directWritten                     // written
+	directOversize                    // taken and dropped: the peer's buffers can never hold it
+)
 
 // maxReadBudget caps readBudget: the engine's receive scratch is sized for
 // it once.

@@ -246,19 +246,20 @@ func (t *vhostTransport) releaseRead() { t.dev.ReleaseTX() }
 // buffers with one copy of its rest, behind a header that asks nothing:
 // split frames are those whose header asks nothing, and DATA_VALID is
 // not a guest's to give.
-func (t *vhostTransport) writeFrom(src directIO, slot int, head []byte, srcDropped *tally) (writeResult, error) {
+func (t *vhostTransport) writeFrom(src directIO, slot int, head []byte, dropped, srcDropped *tally) (directWrite, error, error) {
 	from := src.(*vhostTransport)
 	r, err, srcErr := t.dev.WriteRXFrom(from.dev, slot, head)
-	if srcErr != nil {
-		return writeResult{}, from.failed(srcErr, srcDropped)
+	switch {
+	case srcErr != nil:
+		return directNoRoom, nil, from.failed(srcErr, srcDropped)
+	case err != nil:
+		return directNoRoom, t.failed(err, dropped), nil
+	case r.Oversize > 0:
+		return directOversize, nil, nil
+	case r.N > 0:
+		return directWritten, nil, nil
 	}
-	res := writeResult{done: r.N, frames: uint64(r.N) - r.Oversize}
-	res.dropped.drop(DropSendError, uint32(r.Oversize))
-	if res.frames > 0 {
-		res.bytes = uint64(from.sizes[slot])
-	}
-	res.err = t.failed(err, &res.dropped)
-	return res, nil
+	return directNoRoom, nil, nil
 }
 
 // endWrites publishes the frames writeFrom wrote.
