@@ -26,7 +26,8 @@ func vlanTagged(frame []byte) bool {
 // arrives with one reference, which forwardOne gives up when done: the
 // queues it was pushed on hold their own.
 func (l *loop) forward(in *port, refs []ring.Ref) {
-	for _, r := range refs {
+	for i, r := range refs {
+		l.slot = i
 		l.forwardOne(in, r)
 		l.releaseRead(r)
 		if l.cut.offloaded && l.endCut() {
@@ -42,6 +43,12 @@ func (l *loop) forwardOne(in *port, r ring.Ref) {
 	frame := l.pool.Frame(r)
 	in.cnt.rxFrames++
 	in.cnt.rxBytes += uint64(len(frame))
+	// A split frame's buffer holds its head only (direct.go): whatever
+	// is to read more of it gets it whole first.
+	l.split = in.caps.direct != nil && in.caps.direct.split(l.slot)
+	if l.split && !l.decidesOnHead(frame) && !l.fillRest(in, r) {
+		return
+	}
 	if !l.admit(in, frame, l.pool.Hdr(r)) || !l.judge(in, frame) {
 		return
 	}
@@ -71,14 +78,20 @@ func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 			}
 			// nil: its loop closed it since the lookup; flooded as unknown.
 			if out := l.e.ports.get(id); out != nil {
-				if out.loop == l {
+				switch {
+				case out.loop == l && l.split:
+					l.deliverSplit(in, out, r, fromClient)
+				case out.loop == l:
 					l.deliver(in, out, r, fromClient)
-				} else {
+				case !l.split || l.fillRest(in, r):
 					l.handOverUnicast(in, out, r, fromClient)
 				}
 				return
 			}
 		}
+	}
+	if l.split && !l.fillRest(in, r) {
+		return
 	}
 	// Broadcast, multicast and unknown unicast: every other port.
 	for _, out := range l.live {

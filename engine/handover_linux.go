@@ -152,6 +152,7 @@ func (l *loop) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error
 		return nil, nil, err
 	}
 	vt.dev = dev
+	dev.SplitTX(splitHead)
 	vt.offloads = dev.Offloads() != 0
 	after := func(p *port) error {
 		mem.joined(p.user)

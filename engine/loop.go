@@ -47,6 +47,14 @@ type loop struct {
 	// handedOff: handOver gave the frame being switched, its read's
 	// reference, to another loop (releaseRead).
 	handedOff bool
+	// The frame being switched is the slot-th of its read; split says its
+	// rest is still in its sender's memory (direct.go). written are the
+	// ports deliverSplit wrote to in this batch; failed what a sender's
+	// transport counted when its memory failed.
+	slot    int
+	split   bool
+	written []*port
+	failed  tally
 
 	// round counts the loop's rounds (step); readNext are the ports to be
 	// read once more in the next round: they hold frames already read (a
@@ -101,6 +109,7 @@ func newLoop(e *Engine, index int, pool *ring.Pool) (*loop, error) {
 		events:       make([]event, 128),
 		rxRefs:       make([]ring.Ref, max(e.cfg.Batch, maxReadBudget)),
 		dirty:        make([]*port, 0, maxPorts),
+		written:      make([]*port, 0, maxPorts),
 		readNext:     make([]*port, 0, 2*maxPorts),
 		largeWaiters: make([]*port, 0, maxPorts),
 		nextSweep:    int64(sweepInterval),
@@ -305,6 +314,10 @@ func (l *loop) receive(p *port) {
 	l.moved += uint64(res.n)
 	l.releaseBuffers(refs[res.n:])
 	l.forward(p, refs[:res.n])
+	if p.caps.direct != nil {
+		l.endWrites()
+		p.caps.direct.releaseRead() // the rests are copied
+	}
 	l.flush()
 	if res.err != nil {
 		l.kill(p, res.err)
@@ -401,6 +414,9 @@ func (l *loop) receiveCarried(carried int) {
 
 // flush transmits on every port that got frames during the last batch.
 func (l *loop) flush() {
+	if len(l.written) > 0 {
+		l.endWrites()
+	}
 	for _, p := range l.dirty {
 		p.dirty = false
 		if p.dead {

@@ -62,6 +62,10 @@ type port struct {
 	// waiting.
 	retryAt int64
 
+	// directWritten: frames were written to it straight from another
+	// guest in this batch, to be published (loop.endWrites).
+	directWritten bool
+
 	t    transport     // how frames move for this kind of port
 	caps transportCaps // what t declared when it was built
 	// watched are the fds the engine polls for t besides fd (loop.watch),

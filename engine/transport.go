@@ -69,6 +69,9 @@ type transportCaps struct {
 	// see its peer's work without a system call (vhost-user: rings in
 	// shared memory).
 	rings ringPoller
+	// direct, when not nil, moves frames from peer to peer with one copy
+	// (vhost-user: guest memory to guest memory; direct.go).
+	direct directIO
 }
 
 // ringPoller is a transport whose peer's frames and room the engine can
@@ -83,6 +86,39 @@ type ringPoller interface {
 	// notification will announce: read them now.
 	busyPoll(on bool) (read bool, err error)
 }
+
+// directIO is a transport whose reads leave the bytes of a long frame
+// past its head (splitHead) with the peer until the frame is delivered,
+// and whose writes can take such a frame from another directIO's peer
+// straight into its own (direct.go).
+type directIO interface {
+	// split says frame slot of the last read has only its first
+	// splitHead bytes in its buffer, the rest still in the peer's memory.
+	split(slot int) bool
+	// fillRest copies the rest of split frame slot into buf, its buffer.
+	// An error (counted in dropped) closes the port.
+	fillRest(slot int, buf []byte, dropped *tally) error
+	// releaseRead gives the peer back what the last read held: no rest
+	// may be read after it.
+	releaseRead()
+	// writeFrom writes split frame slot of src's last read, head (its
+	// buffer's first splitHead bytes) and then its rest from src's peer,
+	// to this peer, to be published by endWrites. It is small, as it is
+	// per frame: the tallies are written only on failure. err is this
+	// port's failure, counted in dropped; srcErr src's, in srcDropped.
+	writeFrom(src directIO, slot int, head []byte, dropped, srcDropped *tally) (r directWrite, err, srcErr error)
+	// endWrites publishes what writeFrom wrote since the last call.
+	endWrites()
+}
+
+// directWrite is what directIO.writeFrom did with a frame.
+type directWrite uint8
+
+const (
+	directNoRoom   directWrite = iota // nothing taken: the peer has no room now
+	directWritten                     // written
+	directOversize                    // taken and dropped: the peer's buffers can never hold it
+)
 
 // maxReadBudget caps readBudget: the engine's receive scratch is sized for
 // it once.
@@ -230,6 +266,11 @@ type portIO struct {
 	// space (offload.go: the one cutting path). Tests read it; it is not
 	// in the listings.
 	superframesCut uint64
+	// guestToGuest counts frames a directIO wrote straight from their
+	// sender's memory (one copy of their rest), restsCopied split frames
+	// whose rest was copied into their pool buffer instead (two copies,
+	// as for every other frame). Tests read them.
+	guestToGuest, restsCopied uint64
 
 	// The cutting path's scratch (portIO.cut).
 	cutBufs  [][]byte

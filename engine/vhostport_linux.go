@@ -65,6 +65,7 @@ func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, m
 		return nil, err
 	}
 	t.dev = dev
+	dev.SplitTX(splitHead)
 	return t, nil
 }
 
@@ -88,7 +89,7 @@ func (t *vhostTransport) large(slot int) []byte {
 // caps: the guest's kick fds are polled beside the socket, and its RX
 // kick says when it has room again.
 func (t *vhostTransport) caps() transportCaps {
-	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t}
+	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t}
 }
 
 // pollRings looks at the guest's rings: frames posted on TX, buffers
@@ -235,6 +236,41 @@ func (t *vhostTransport) write(q txView) writeResult {
 	}
 	return res
 }
+
+// split says frame slot of the last read left its rest in the guest's
+// memory (Device.SplitTX).
+func (t *vhostTransport) split(slot int) bool { return t.dev.Split(slot) }
+
+// fillRest copies split frame slot's rest from the guest's memory.
+func (t *vhostTransport) fillRest(slot int, buf []byte, dropped *tally) error {
+	return t.failed(t.dev.CopyRest(slot, buf), dropped)
+}
+
+// releaseRead gives the guest back the chains of its split frames.
+func (t *vhostTransport) releaseRead() { t.dev.ReleaseTX() }
+
+// writeFrom writes split frame slot of src's guest into this guest's RX
+// buffers with one copy of its rest, behind a header that asks nothing:
+// split frames are those whose header asks nothing, and DATA_VALID is
+// not a guest's to give.
+func (t *vhostTransport) writeFrom(src directIO, slot int, head []byte, dropped, srcDropped *tally) (directWrite, error, error) {
+	from := src.(*vhostTransport)
+	r, err, srcErr := t.dev.WriteRXFrom(from.dev, slot, head)
+	switch {
+	case srcErr != nil:
+		return directNoRoom, nil, from.failed(srcErr, srcDropped)
+	case err != nil:
+		return directNoRoom, t.failed(err, dropped), nil
+	case r.Oversize > 0:
+		return directOversize, nil, nil
+	case r.N > 0:
+		return directWritten, nil, nil
+	}
+	return directNoRoom, nil, nil
+}
+
+// endWrites publishes the frames writeFrom wrote.
+func (t *vhostTransport) endWrites() { t.dev.FlushRX() }
 
 func (t *vhostTransport) close() { t.dev.Close() }
 

@@ -77,6 +77,13 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 	if d.cfg.Offloads {
 		d.tx.large = d.cfg.Large
 	}
+	if d.split > 0 {
+		if len(d.rests) < len(bufs) {
+			d.rests = make([]txRest, len(bufs)) // once: the batch size
+		}
+		d.tx.split, d.tx.rests = d.split, d.rests
+		clear(d.rests[:min(len(bufs), 1)]) // the announcement's slot, if any
+	}
 	var st Stats // this call's
 	n := 0
 	announce := d.announcePending && len(bufs) > 0 && len(bufs[0]) >= rarpLen
@@ -156,18 +163,14 @@ type RXResult struct {
 // frames for the same ring at a time; a ring out of buffers stops the
 // call there, as a single ring's would.
 func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXResult, err error) {
-	var rings [MaxQueuePairs]uint8 // the running RX rings
-	nr := 0
-	for i := range max(d.pairs, 1) {
-		if d.q[2*i].running() {
-			rings[nr] = uint8(2 * i)
-			nr++
-		}
-	}
+	rings, nr := d.runningRX()
 	if nr == 0 || len(frames) == 0 {
 		return RXResult{}, nil
 	}
 	defer recoverFault(&err)
+	if d.rxOpen != 0 {
+		d.FlushRX() // the frames WriteRXFrom wrote go first
+	}
 	f := d.features
 	hdrLen, mrg := virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0
 	var st Stats // this call's
@@ -220,6 +223,18 @@ func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXRes
 		}
 	}
 	return RXResult{N: n, Oversize: st.RXOversize}, err
+}
+
+// runningRX lists the RX rings that run, rings[:nr]: those a frame's flow
+// may hash to.
+func (d *Device) runningRX() (rings [MaxQueuePairs]uint8, nr int) {
+	for i := range max(d.pairs, 1) {
+		if d.q[2*i].running() {
+			rings[nr] = uint8(2 * i)
+			nr++
+		}
+	}
+	return rings, nr
 }
 
 // DrainKick reads queue q's kick eventfd after the poller reported it

@@ -98,6 +98,15 @@ type Device struct {
 	stats  Stats
 	tx     txRules // ReadTX's, kept here so the batch does not allocate them
 
+	// split is SplitTX's head length (0: off); rests the last read's
+	// split frames' rests, by slot. rxOpen has bit i set while RX ring i
+	// holds frames WriteRXFrom wrote and FlushRX has not published, in
+	// runs[i/2].
+	split  int
+	rests  []txRest
+	rxOpen uint16
+	runs   [MaxQueuePairs]rxBatch
+
 	one   [8]byte // 1, written to a call eventfd
 	drain [8]byte // a kick eventfd's counter, read and thrown away
 }
@@ -172,6 +181,9 @@ func (d *Device) HandleSocket() (ch Changes, err error) {
 	}()
 	// Starting a ring writes into guest memory (kick suppression fields).
 	defer recoverFault(&err)
+	if d.rxOpen != 0 {
+		d.FlushRX() // before a message changes the rings or the memory
+	}
 	for {
 		ok, err := d.conn.read()
 		if err != nil {

@@ -61,3 +61,12 @@ func or32(b []byte, off int, v uint32) {
 	_ = b[off+3]
 	atomic.OrUint32((*uint32)(unsafe.Pointer(&b[off])), v)
 }
+
+// addrOf is where b's first byte lies, to tell which mapping a fault's
+// address falls in; 0 for an empty b.
+func addrOf(b []byte) uintptr {
+	if len(b) == 0 {
+		return 0
+	}
+	return uintptr(unsafe.Pointer(&b[0]))
+}

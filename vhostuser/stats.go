@@ -18,6 +18,12 @@ type Stats struct {
 	RXFrames   uint64 // frames written into the guest's RX ring
 	RXBytes    uint64
 	RXOversize uint64 // frames larger than the guest's posted buffers can hold: dropped
+	// DirectFrames counts the RX frames written straight from another
+	// guest's memory (WriteRXFrom: one copy of their rest); RestCopies
+	// the split TX frames whose rest was copied into the caller's buffer
+	// instead (CopyRest: two copies, as without SplitTX).
+	DirectFrames uint64
+	RestCopies   uint64
 
 	Kicks uint64 // kick eventfd reads that found the guest had kicked
 	Calls uint64 // call eventfd writes: one at most per batch
@@ -37,6 +43,8 @@ func (s *Stats) add(c *Stats) {
 	s.RXFrames += c.RXFrames
 	s.RXBytes += c.RXBytes
 	s.RXOversize += c.RXOversize
+	s.DirectFrames += c.DirectFrames
+	s.RestCopies += c.RestCopies
 	s.Kicks += c.Kicks
 	s.Calls += c.Calls
 	s.Announces += c.Announces

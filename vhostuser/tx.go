@@ -14,6 +14,13 @@ type txRules struct {
 	// large, if not nil, gives a bigger buffer for slot when a frame does
 	// not fit bufs[slot] (Config.Large).
 	large func(slot int) []byte
+	// split, when not 0, is how many bytes of a frame whose header asks
+	// nothing are copied into its buffer: the rest stays in the guest's
+	// memory, its pieces in rests[slot], until the caller copies it
+	// (Device.CopyRest, Device.WriteRXFrom) and the chains go back to the
+	// guest (Device.ReleaseTX). See direct.go.
+	split int
+	rests []txRest
 }
 
 // readBatch takes frames from a TX ring into bufs[i], stripping the
@@ -40,6 +47,10 @@ func (q *virtq) readBatch(m *memory, rules *txRules, bufs [][]byte, sizes []int,
 // is asked for the slot the caller knows.
 func (q *virtq) readBatchFrom(m *memory, rules *txRules, bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr, st *Stats, from int) (n int, more, call bool, err error) {
 	n = from
+	// Chains held from an earlier call (split reads) are released first.
+	if q.held > 0 {
+		call = q.releaseHeld()
+	}
 	old := q.usedIdx
 	taken := 0 // used entries written and not yet published
 	// Nothing is published before the end, so every chain this call
@@ -127,9 +138,16 @@ ring:
 			st.TXBytes += uint64(size)
 		}
 	}
+	if rules.split > 0 {
+		// The rests of split frames are read after this returns: the
+		// chains stay ours, their used entries unpublished, until
+		// releaseHeld.
+		q.held += taken
+		return n, more, call, nil
+	}
 	if taken > 0 {
 		q.publish(taken)
-		call = q.needCall(old)
+		call = q.needCall(old) || call
 	}
 	return n, more, call, nil
 }
@@ -156,6 +174,11 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 	large := rules.large
 	hdr := raw[:rules.hdrLen] // the header's bytes not read yet
 	var total uint64          // frame bytes after the header; at most num * 4 GiB
+	var rest *txRest          // where the frame's bytes past split go, when it is split
+	if rules.split > 0 {
+		rest = &rules.rests[slot]
+		rest.n = 0
+	}
 	var w chainWalker
 	w.start(q, m, head, false, &q.budget)
 	for {
@@ -174,6 +197,15 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 			}
 		}
 		n := uint64(len(seg))
+		if rest != nil && total+n > uint64(rules.split) {
+			// Only a frame whose header asks nothing (its other fields
+			// are noise then): one with offload work is judged whole.
+			if raw[0]|raw[1] == 0 && rest.keep(seg, total, uint64(rules.split), dst) {
+				total += n
+				continue
+			}
+			rest = nil // copied whole, as without split
+		}
 		if total+n > uint64(len(dst)) && large != nil {
 			b := large(slot)
 			if b == nil {

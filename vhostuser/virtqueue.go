@@ -94,6 +94,11 @@ type virtq struct {
 	// that hold a batch to one.
 	availLoads uint64
 
+	// held is how many TX chains a split read (txRules.split) took and
+	// has not returned: their used entries are written, from usedIdx on,
+	// and published by releaseHeld once the frames' rests are copied.
+	held int
+
 	// short is what an RX walk learned of the chains at lastAvail when a
 	// frame did not fit, so no frame is tried against them again until
 	// the guest posts more: without it every frame flooded to a guest

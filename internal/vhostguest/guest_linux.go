@@ -163,6 +163,13 @@ func (g *Guest) RingOffsets(q int) (desc, avail, used int) {
 	return g.q[q].desc, g.q[q].avail, g.q[q].used
 }
 
+// Buffers returns where queue q's buffers sit in Mem: n of size bytes
+// each from off, buffer i at off+i*size. A test playing a hostile guest
+// rewrites frames there while the device reads them.
+func (g *Guest) Buffers(q int) (off, size, n int) {
+	return g.q[q].buf, g.q[q].bufSize, g.q[q].num
+}
+
 // CallFD is the eventfd the device calls for queue q; KickFD the one we
 // kick.
 func (g *Guest) CallFD(q int) int { return g.callfd[q] }

@@ -1,0 +1,131 @@
+package vhostuser
+
+// SplitTX makes ReadTX copy at most head bytes of a frame whose header
+// asks nothing into its buffer, and leave the rest in the guest's memory
+// for CopyRest or WriteRXFrom (direct.go); 0 turns it off. With it on,
+// the chains a read takes go back to the guest only at ReleaseTX (or
+// the next read), so the caller must be done with the frames' rests by
+// then. head must be below every buffer's length.
+func (d *Device) SplitTX(head int) { d.split = head }
+
+// Split says frame i of the last ReadTX has bytes past the head left in
+// the guest's memory: its buffer holds only the head, though its size is
+// the whole frame's.
+func (d *Device) Split(i int) bool { return d.split > 0 && i < len(d.rests) && d.rests[i].n > 0 }
+
+// CopyRest copies the rest of split frame i of the last ReadTX into buf,
+// the frame's buffer, after its head. An error means the front-end
+// shrank the memory the rest was in: close the device.
+func (d *Device) CopyRest(i int, buf []byte) (err error) {
+	defer recoverFault(&err)
+	r := &d.rests[i]
+	r.spill(buf, uint64(d.split))
+	d.stats.RestCopies++
+	return nil
+}
+
+// ReleaseTX gives the guest back the chains of a split read (SplitTX),
+// with at most one call per ring; the frames' rests are gone from then
+// on.
+func (d *Device) ReleaseTX() {
+	for k := range max(d.pairs, 1) {
+		q := &d.q[2*k+1]
+		if q.vq.held > 0 && q.vq.releaseHeld() {
+			d.call(q)
+		}
+	}
+}
+
+// WriteRXFrom writes split frame i of src's last ReadTX straight into
+// the guest's RX buffers: head (of our buffer: what was checked) and
+// then its rest from src's memory, behind a header that asks nothing,
+// with one copy of the rest. size is the whole frame's length. The used
+// entries are published by FlushRX or the next WriteRX, not here: a
+// batch of frames costs one publish and at most one call per ring.
+//
+// r.N is 1 when the frame was taken (r.Oversize 1 if the guest's buffers
+// can never hold it, and it was dropped), 0 when the guest has no room
+// for it now: nothing of it is then published, and the frame must wait
+// in a queue of the caller's, src's chains with it; the guest was asked
+// to kick when it posts buffers, as WriteRX does. err is this device's
+// violation (close it), srcErr a fault on src's memory (close src).
+func (d *Device) WriteRXFrom(src *Device, i int, head []byte) (r RXResult, err, srcErr error) {
+	rest := &src.rests[i]
+	ring, ok := d.rxRing(head)
+	if !ok {
+		return RXResult{}, nil, nil
+	}
+	defer recoverFaultOf(&err, &srcErr, &src.mem)
+	f := d.features
+	hdrLen, mrg := virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0
+	var st Stats
+	q := &d.q[ring]
+	one := [1][]byte{head}
+	d.rxOpen |= 1 << ring
+	n, err := q.vq.writeRunFrom(&d.runs[ring/2], &d.mem, hdrLen, mrg, one[:], nil, rest, &st)
+	// Only what a write counts, not every field of add: this runs once
+	// per frame, not once per batch.
+	d.stats.RXFrames += st.RXFrames
+	d.stats.RXBytes += st.RXBytes
+	d.stats.RXOversize += st.RXOversize
+	d.stats.DirectFrames += st.RXFrames
+	return RXResult{N: n, Oversize: st.RXOversize}, err, nil
+}
+
+// rxRing is the RX ring a frame beginning with head goes to (WriteRXBatch's
+// choice); false when none runs.
+func (d *Device) rxRing(head []byte) (int, bool) {
+	rings, nr := d.runningRX()
+	switch nr {
+	case 0:
+		return 0, false
+	case 1:
+		return int(rings[0]), true
+	}
+	return int(rings[flowHash(head)%uint32(nr)]), true
+}
+
+// FlushRX publishes what WriteRXFrom wrote, with at most one call per
+// ring.
+func (d *Device) FlushRX() {
+	for open := d.rxOpen; open != 0; open &= open - 1 {
+		ring := 0
+		for open&(1<<ring) == 0 {
+			ring++
+		}
+		if d.q[ring].vq.endRun(&d.runs[ring/2]) {
+			d.call(&d.q[ring])
+		}
+		d.runs[ring/2] = rxBatch{}
+	}
+	d.rxOpen = 0
+}
+
+// recoverFaultOf is recoverFault for a copy between two guests' memory:
+// a fault on src's is srcErr, any other err.
+func recoverFaultOf(err, srcErr *error, src *memory) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	f, ok := r.(interface{ Addr() uintptr })
+	if !ok {
+		panic(r)
+	}
+	v := violation("fault on guest memory at %#x: the front-end shrank a memory file", f.Addr())
+	if src.holds(f.Addr()) {
+		*srcErr = v
+		return
+	}
+	*err = v
+}
+
+// holds says whether address a lies in our mapping of m.
+func (m *memory) holds(a uintptr) bool {
+	for i := 0; i < m.n; i++ {
+		if mem := m.r[i].mem; len(mem) > 0 && a-addrOf(mem) < uintptr(len(mem)) {
+			return true
+		}
+	}
+	return false
+}
