@@ -47,6 +47,7 @@ type loop struct {
 	// handedOff: handOver gave the frame being switched, its read's
 	// reference, to another loop (releaseRead).
 	handedOff bool
+	warmed    int // what warm loaded (crossloop.go)
 
 	// round counts the loop's rounds (step); readNext are the ports to be
 	// read once more in the next round: they hold frames already read (a
@@ -206,7 +207,10 @@ func (l *loop) serveRound(events []event) {
 	moved := l.moved
 	l.round++
 	carried := len(l.readNext)
-	if l.cross.from != nil {
+	if l.cross.from != nil && l.cross.sleeping.Load() {
+		// Stored only when set: the other loops load the flag at every
+		// publish, and a store each round took their copy of its line
+		// from them (a cache miss per batch handed over).
 		l.cross.sleeping.Store(false)
 	}
 	for _, ev := range events {
