@@ -55,6 +55,7 @@ type loop struct {
 	split   bool
 	written []*port
 	failed  tally
+	warmed  int // what warm loaded (crossloop.go)
 
 	// round counts the loop's rounds (step); readNext are the ports to be
 	// read once more in the next round: they hold frames already read (a
@@ -167,8 +168,9 @@ func (l *loop) run() error {
 // order epoll reports them, and level-triggered epoll puts a reported fd at
 // the end of its ready list, so no port is passed over for two rounds.
 // When the poll reports nothing and ports are carried, the step goes on
-// with up to pollEvery rounds of those alone: a port whose fd becomes ready
-// meanwhile waits that many rounds for the next poll.
+// with more rounds of those alone, up to pollMoved frames moved or
+// pollRounds rounds: a port whose fd becomes ready meanwhile waits that
+// long for the next poll.
 // Datagram clients share their listener's socket: the kernel queues their
 // frames together, and one batch per round is read for all of them.
 func (l *loop) step(timeoutMs int) (reports int, err error) {
@@ -176,24 +178,33 @@ func (l *loop) step(timeoutMs int) (reports int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	start := l.moved
 	l.serveRound(l.events[:n])
 	// A poll that reported nothing while ports wait to be read again (a
 	// busy vhost-user ring, which its guest does not kick) is followed by
-	// rounds that only read those, up to pollEvery rounds per poll: on a
-	// loop with few busy ports epoll_wait, a syscall per round, would
-	// otherwise cost as much as the frames (a third of a frame's CPU with
-	// 2 workers in BenchmarkWorkers). A port whose fd becomes ready then
-	// waits up to pollEvery rounds, not one; when the poll reports any fd,
-	// the round is the only one, as before.
-	for rounds := 1; n == 0 && rounds < pollEvery && len(l.readNext) > 0 && !l.stopping; rounds++ {
+	// rounds that only read those, until they have moved pollMoved frames
+	// (read and written) or run pollRounds rounds: on a loop with few busy
+	// ports epoll_wait, a syscall per round, would otherwise cost as much
+	// as the frames. The bound is in frames, not rounds, so a loop with
+	// one busy port (a worker's share of them) polls as often per frame
+	// as one with several: counted in rounds, 2 workers paid twice the
+	// epoll_waits per frame of 1 (BenchmarkWorkers). A port whose fd
+	// becomes ready meanwhile waits for those frames, not one round; when
+	// the poll reports any fd, the round is the only one, as before.
+	for rounds := 1; n == 0 && rounds < pollRounds && l.moved-start < pollMoved && len(l.readNext) > 0 && !l.stopping; rounds++ {
 		l.serveRound(nil)
 	}
 	return n, nil
 }
 
-// pollEvery bounds the rounds between two polls while ports are carried
-// and no fd is ready (step).
-const pollEvery = 4
+// pollMoved and pollRounds bound what a step does between two polls while
+// ports are carried and no fd is ready: 512 frames read and written, as
+// 4 rounds of 2 busy ports at the default batch of 32, or 16 rounds of
+// ports that move few.
+const (
+	pollMoved  = 512
+	pollRounds = 16
+)
 
 // serveRound is one round: the readiness reports of the round's poll
 // (none in a round without a poll), the frames other loops handed over,
@@ -205,7 +216,10 @@ func (l *loop) serveRound(events []event) {
 	moved := l.moved
 	l.round++
 	carried := len(l.readNext)
-	if l.cross.from != nil {
+	if l.cross.from != nil && l.cross.sleeping.Load() {
+		// Stored only when set: the other loops load the flag at every
+		// publish, and a store each round took their copy of its line
+		// from them (a cache miss per batch handed over).
 		l.cross.sleeping.Store(false)
 	}
 	for _, ev := range events {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -200,23 +201,38 @@ func TestMemFloodDelaysOthersByOneBatchAtMost(t *testing.T) {
 }
 
 // A step whose poll reports nothing while a port is carried (a busy ring
-// its guest does not kick) reads that port for up to pollEvery rounds, a
-// batch each, saving pollEvery-1 epoll_waits; a step whose poll reports a
-// port is one round, so the reported port's frame goes in it and the busy
-// port is read once.
-func TestMemBusyPortReadForPollEveryRoundsPerPoll(t *testing.T) {
-	const batch = 4
+// its guest does not kick) reads that port again, a batch a round, until
+// the step has moved pollMoved frames (read and written) or run
+// pollRounds rounds, saving the epoll_waits between; a step whose poll
+// reports a port is one round, so the reported port's frame goes in it
+// and the busy port is read once. The bound is in frames: a loop with
+// one busy port (a worker's share) polls as often per frame as a loop
+// with several.
+func TestMemBusyPortReadUntilPollMovedPerPoll(t *testing.T) {
+	for _, c := range []struct{ batch, want int }{
+		// 4 read and 8 written a round: the rounds' bound comes first.
+		{4, pollRounds},
+		// 32 read and 64 written a round: 6 rounds move 576 >= 512.
+		{32, (pollMoved + 95) / 96},
+	} {
+		t.Run(fmt.Sprintf("batch=%d", c.batch), func(t *testing.T) {
+			testBusyPortReadsPerPoll(t, c.batch, c.want)
+		})
+	}
+}
+
+func testBusyPortReadsPerPoll(t *testing.T, batch, perPoll int) {
 	s := newTestSwitch(t, false, mactable.Config{}, func(c *Config) { c.Batch = batch })
 	busy, receiver, quiet := s.attachMem(), s.attachMem(), s.attachMem()
 	var flood [][]byte
-	for i := 0; i < 1000; i++ {
+	for i := 0; i < 10*pollRounds*batch; i++ {
 		flood = append(flood, ethFrame(broadcast, mac(1), 0x0800, 60))
 	}
 	busy.send(flood...)
 	if _, err := s.l.step(0); err != nil { // the ring's report: one round
 		t.Fatal(err)
 	}
-	for step := 0; step < 10; step++ {
+	for step := 0; step < 8; step++ {
 		reads := busy.t.reads
 		if step%2 == 1 {
 			quiet.send(ethFrame(broadcast, mac(2), 0x0800, 60))
@@ -224,7 +240,7 @@ func TestMemBusyPortReadForPollEveryRoundsPerPoll(t *testing.T) {
 		if _, err := s.l.step(0); err != nil {
 			t.Fatal(err)
 		}
-		want := pollEvery
+		want := perPoll
 		if step%2 == 1 {
 			want = 1
 		}

@@ -97,6 +97,10 @@ type Checker struct {
 	// back once it passes.
 	released  [maxReleased]bindKey
 	nreleased int
+
+	// passed are the claims this Checker passed on a shared policy
+	// (shared.go).
+	passed [passedLen]passedClaim
 }
 
 // NewChecker returns a Checker for one engine worker.
@@ -149,13 +153,14 @@ func (c *Checker) Bind(now int64) Reason {
 	if !c.p.secure || c.verdict != Pass || c.nclaims == 0 && c.nreleased == 0 {
 		return c.verdict
 	}
-	c.p.lock()
+	if c.p.shared {
+		return c.bindShared(now)
+	}
 	if c.p.leases != nil {
 		c.verdict = c.bindLeased([6]byte(c.frame[6:12]), now)
 	} else {
 		c.verdict = c.bind([6]byte(c.frame[6:12]), now)
 	}
-	c.p.unlock()
 	return c.verdict
 }
 

@@ -188,6 +188,9 @@ func (p *Policy) SnoopReply6(m *DHCPv6Reply, port uint32, now int64) bool {
 			changed = true
 		}
 	}
+	if changed {
+		p.revoked()
+	}
 	return changed
 }
 

@@ -128,10 +128,11 @@ func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
 	}
 	p.lock()
 	defer p.unlock()
+	changed := false
 	switch m.Type {
 	case DHCPNak:
 		// Only its IPv4 leases: DHCPv6 is another server's business.
-		return p.leases.removeIf(func(l *binding) bool { return l.mac == m.ClientMAC && is4(&l.key) }) > 0
+		changed = p.leases.removeIf(func(l *binding) bool { return l.mac == m.ClientMAC && is4(&l.key) }) > 0
 	case DHCPAck:
 		if m.Addr == 0 || !m.HasLeaseTime || m.Addr == p.tap4 || !p.host4(m.Addr) {
 			return false
@@ -141,9 +142,13 @@ func (p *Policy) SnoopReply(m *DHCPReply, port uint32, now int64) bool {
 			end = now + int64(m.LeaseSecs)*int64(time.Second)
 		}
 		k := key4(m.Addr)
-		return p.leases.put(&k, m.ClientMAC, port, end)
+		// A lease given to another MAC or port takes it from the first.
+		changed = p.leases.put(&k, m.ClientMAC, port, end)
 	}
-	return false
+	if changed {
+		p.revoked()
+	}
+	return changed
 }
 
 // EachLease calls fn for every lease (IPv4 and IPv6) with the monotonic ns
@@ -219,7 +224,7 @@ func (c *Checker) bindLeased(mac [6]byte, now int64) Reason {
 			return r
 		}
 	}
-	if c.kind == kindIPv6 && c.proto == protoUDP && c.frame[14+6] == protoUDP {
+	if c.dhcp6Message() {
 		// A DHCPv6 client message, which clients send without extension
 		// headers (with some, the release is not seen and the lease runs
 		// out instead): whole, its UDP length checked by checkTransport.
@@ -250,6 +255,7 @@ func (c *Checker) releaseLeases(mac [6]byte) {
 	for i := 0; i < c.nreleased; i++ {
 		if j := t.find(&c.released[i]); j >= 0 && t.slots[j].mac == mac && t.slots[j].port == c.port {
 			t.remove(uint32(j))
+			c.p.revoked()
 		}
 	}
 }

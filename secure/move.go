@@ -21,6 +21,9 @@ func (p *Policy) MoveMAC(mac [6]byte, from, to uint32) int {
 	if p.leases != nil {
 		n += p.leases.moveMAC(mac, from, to)
 	}
+	if n > 0 {
+		p.revoked()
+	}
 	return n
 }
 
@@ -37,6 +40,9 @@ func (p *Policy) ReleaseMAC(mac [6]byte, port uint32) int {
 	n := p.table.removeIf(drop)
 	if p.leases != nil {
 		n += p.leases.removeIf(drop)
+	}
+	if n > 0 {
+		p.revoked()
 	}
 	return n
 }

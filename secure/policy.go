@@ -5,8 +5,9 @@
 //
 // The engine owns a Policy. With one event loop it calls it from that
 // goroutine alone and nothing here locks; with several (Share) each loop
-// has a Checker of its own and the binding table is locked where it is
-// read or changed (Bind, and the rare calls). Each Checker decodes with its own gopacket
+// has a Checker of its own, the binding table is changed under a lock,
+// and a frame whose addresses its Checker passed before passes without it
+// (shared.go). Each Checker decodes with its own gopacket
 // DecodingLayerParser and layers, allocated once, so checking a frame
 // allocates nothing. PolicySummary states the rules for users.
 package secure
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -82,9 +84,14 @@ type Config struct {
 type Policy struct {
 	secure bool
 	// shared: several goroutines use the policy (Share); mu then guards
-	// the bindings, the leases and the ports' users.
-	shared bool
-	mu     sync.Mutex
+	// the bindings, the leases and the ports' users. version counts the
+	// changes that may revoke a claim, refresh is refreshEvery (shared.go).
+	shared  bool
+	refresh int64
+	mu      sync.Mutex
+	_       [64]byte // version, read per frame by every loop, off mu's line
+	version atomic.Uint64
+	_       [56]byte
 	// Addresses are kept as integers and byte arrays rather than netip
 	// values: the per-frame checks are then a few ALU operations.
 	net4, mask4, tap4 uint32
@@ -242,9 +249,14 @@ func (p *Policy) isTap6(a *[16]byte) bool {
 }
 
 // Share makes the policy safe for several goroutines, each with its own
-// Checkers (the engine's --workers): the binding table is then locked
-// around its use. Call it before the goroutines start.
-func (p *Policy) Share() { p.shared = true }
+// Checkers (the engine's --workers): the binding table is then changed
+// under a lock, and read without one (shared.go). Call it before the
+// goroutines start.
+func (p *Policy) Share() {
+	p.shared = true
+	p.refresh = refreshEvery(time.Duration(p.age))
+	p.version.Store(1) // a Checker's empty memory is version 0: never current
+}
 
 // lock and unlock guard the bindings, leases and users of a shared policy.
 func (p *Policy) lock() {
@@ -269,9 +281,11 @@ func (p *Policy) RemovePort(port uint32) {
 	defer p.unlock()
 	p.table.removeIf(func(b *binding) bool { return b.port == port })
 	p.removePortLeases(port)
+	p.revoked()
 }
 
-// Expire releases bindings whose address has not been used for BindingAge,
+// Expire releases bindings whose address has not been used for BindingAge
+// (with Share, up to refreshEvery more: shared.go),
 // and those past their fixed end, and leases whose time is up, and returns
 // how many it released. now is monotonic nanoseconds, the clock FromClient
 // is given. The engine calls it about once a second.
@@ -281,13 +295,18 @@ func (p *Policy) Expire(now int64) int {
 	}
 	p.lock()
 	defer p.unlock()
+	slack := p.slack()
 	n := p.expireLeases(now)
-	return n + p.table.removeIf(func(b *binding) bool {
+	n += p.table.removeIf(func(b *binding) bool {
 		if b.until != 0 {
 			return now >= b.until
 		}
-		return p.age != 0 && now-b.last > p.age
+		return p.age != 0 && now-b.last > p.age+slack
 	})
+	if n > 0 {
+		p.revoked()
+	}
+	return n
 }
 
 // Binding is a client binding as Bindings lists it.
@@ -317,7 +336,7 @@ func (p *Policy) Bindings(fn func(Binding)) {
 		}
 		e := b.until
 		if e == 0 && p.age != 0 {
-			e = b.last + p.age
+			e = b.last + p.age + p.slack()
 		}
 		fn(Binding{IP: netip.AddrFrom16(b.key).Unmap(), MAC: b.mac, Port: b.port, Source: b.source, Expires: e})
 	}

@@ -18,6 +18,7 @@ func (p *Policy) Restore(b Binding, now int64) error {
 	}
 	p.lock() // a shared policy (--workers): loops may be running
 	defer p.unlock()
+	p.revoked() // a lease put may replace another's
 	k := bindKey(b.IP.As16())
 	if b.IP.Is4() {
 		a := b.IP.As4()
@@ -46,10 +47,10 @@ func (p *Policy) Restore(b Binding, now int64) error {
 	if b.Source == FirstUse && t.ownerFull(owner, 1) {
 		return fmt.Errorf("binding %v: its user's --user-ips is full", b.IP)
 	}
-	// Listed as last use plus the aging time.
+	// Listed as last use plus the aging time (and the slack).
 	last := now
 	if b.Expires != 0 && b.Expires != math.MaxInt64 && p.age != 0 {
-		last = b.Expires - p.age
+		last = b.Expires - p.age - p.slack()
 	}
 	t.insert(&k, b.MAC, b.Port, owner, b.Source, last)
 	return nil

@@ -142,5 +142,6 @@ func (p *Policy) SetOwner(port, owner uint32, uid int32) {
 	}
 	p.lock()
 	p.users[port] = u
+	p.revoked() // a range claim passed for the old user
 	p.unlock()
 }
