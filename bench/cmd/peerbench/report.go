@@ -220,7 +220,7 @@ func containsInt(v []int, x int) bool {
 var familyTitles = map[string]string{
 	"socket":   "Unix-socket transports: frames/s forwarded, 2 sender/receiver pairs of batched clients",
 	"vhost":    "vhost-user: frames/s forwarded between two DPDK testpmd guests (virtio-user, lcore on CPU 0; switch on CPU 1)",
-	"vhost-mq": "vhost-user, multi-queue: the same, each guest port with several queue pairs (see queues) and 256 flows",
+	"vhost-mq": "vhost-user, multi-queue: the same guests with the queue pairs of queues above, 256 flows, 4x the frames in flight",
 }
 
 func title(f *family) string {
