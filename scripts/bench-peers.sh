@@ -16,6 +16,10 @@
 #   --vhost-user once `vknetd --help` lists it ("pending" otherwise), both
 #   sleeping in epoll between kicks and with --busy-poll 1ms (polling, as the
 #   two DPDK switches do, while frames flow).
+# vhost-user, multi-queue (family vhost-mq): the same four, each guest port
+#   with QUEUES queue pairs (4) and the first burst spread over 256 flows
+#   (--txonly-multi-flow), still one guest lcore and one switch core: what
+#   polling and spreading several rings costs each switch.
 #
 # Needs root: the daemons run in a network namespace of their own, DPDK
 # needs 2 MiB hugepages (mounted and allocated here, put back at the end).
@@ -23,12 +27,15 @@
 # missing. Writes bench/results/peers.{csv,md,svg} and peers-machine.txt.
 #
 # Environment: ROUNDS (3), DURATION seconds per point (3), OUT (bench/results),
-# VHOST=0 to skip the DPDK part.
+# VHOST=0 to skip the DPDK part, QUEUES (4) queue pairs per guest port for the
+# multi-queue rows, MQ=0 to skip them.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-3}
 VHOST=${VHOST:-1}
+QUEUES=${QUEUES:-4}
+MQ=${MQ:-1}
 SOCKET_SIZES="64 1514 9000"
 VHOST_SIZES="64 1514"
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,12 +118,14 @@ cleanup() {
 		fi
 	fi
 	ip netns del "$ns" 2>/dev/null
+	# DPDK leaves its runtime files under its --file-prefix.
+	rm -rf /var/run/dpdk/vkpsw$$-* /var/run/dpdk/vkpg$$-* /var/run/dpdk/vkpovs$$
 	rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-total=$((ROUNDS * 200 + 600)) # an upper bound on the run, for every `timeout`
+total=$((ROUNDS * 400 + 600)) # an upper bound on the run, for every `timeout`
 
 # --- build ------------------------------------------------------------------------
 say "building vknetd and the load generator"
@@ -137,6 +146,7 @@ pkgver() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo none; }
 	echo "go=$(go env GOVERSION)"
 	echo "vknetd=$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)"
 	echo "rounds=$ROUNDS"
+	echo "queues=$QUEUES queue pairs per guest port in the multi-queue rows"
 	echo "duration=${DURATION} s per point"
 	echo "load average at start=$(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "vde2=$(pkgver vde2)"
@@ -264,18 +274,26 @@ if [ $vhost_ok = 1 ] && [ -x /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk 
 	fi
 fi
 
-# vhost_point ROUND TARGET SIZE
+# vhost_point ROUND FAMILY TARGET SIZE: family vhost (one queue pair per
+# guest port) or vhost-mq ($QUEUES pairs).
 vhost_point() {
-	local round=$1 target=$2 size=$3 sock0 sock1 sw="" swpid="" fifo="$work/sw.in"
+	local round=$1 family=$2 target=$3 size=$4 sock0 sock1 sw="" swpid="" fifo="$work/sw.in"
+	local q=1 mq=()
+	if [ "$family" = vhost-mq ]; then
+		q=$QUEUES
+		# One stream per queue of each port on the one lcore, and a
+		# first burst of many flows for the switches to spread.
+		mq=(--rxq="$q" --txq="$q" --nb-cores=1 --txonly-multi-flow)
+	fi
 	case $target in
 	"vknetd vhost-user" | "vknetd vhost-user --busy-poll")
 		if [ $vk_vhost = 0 ] || { [ "$target" != "vknetd vhost-user" ] && [ $vk_busy = 0 ]; }; then
-			echo "$round,vhost,$target,$size,pending,,,," >>"$raw"
+			echo "$round,$family,$target,$size,pending,,,," >>"$raw"
 			return
 		fi ;;
 	"OVS-DPDK")
 		if [ $ovs_ok = 0 ]; then
-			echo "$round,vhost,$target,$size,failed,,,," >>"$raw"
+			echo "$round,$family,$target,$size,failed,,,," >>"$raw"
 			return
 		fi ;;
 	esac
@@ -288,14 +306,16 @@ vhost_point() {
 		mkfifo "$fifo"
 		ip netns exec "$ns" timeout $((DURATION + 40)) dpdk-testpmd -l 0,1 --main-lcore 0 --no-pci \
 			--file-prefix "vkpsw$$-$round-$size" --huge-dir "$work/huge" -m 256 \
-			--vdev "net_vhost0,iface=$sock0,queues=1" --vdev "net_vhost1,iface=$sock1,queues=1" -- \
-			-i --forward-mode=io --total-num-mbufs=16384 <"$fifo" >"$work/sw.log" 2>&1 &
+			--vdev "net_vhost0,iface=$sock0,queues=$q" --vdev "net_vhost1,iface=$sock1,queues=$q" -- \
+			-i --forward-mode=io --total-num-mbufs=16384 "${mq[@]}" <"$fifo" >"$work/sw.log" 2>&1 &
 		sw=$!
 		pids="$pids $sw"
 		exec 3>"$fifo"
 		echo start >&3
 		;;
 	"OVS-DPDK")
+		# A dpdkvhostuser port takes as many queue pairs as the guest
+		# enables; the one PMD thread polls them all.
 		sock0=$ovsdir/vhu0 sock1=$ovsdir/vhu1
 		vsctl add-port br0 vhu0 -- set Interface vhu0 type=dpdkvhostuser \
 			-- add-port br0 vhu1 -- set Interface vhu1 type=dpdkvhostuser
@@ -333,11 +353,11 @@ vhost_point() {
 		echo stop
 		echo quit
 	) | ip netns exec "$ns" timeout $((DURATION + 30)) dpdk-testpmd -l 0,1 --main-lcore 1 --no-pci \
-		--single-file-segments --file-prefix "vkpg$$-$round-$size-${target//[^a-zA-Z]/}" --huge-dir "$work/huge" -m 256 \
-		--vdev "net_virtio_user0,path=$sock0,mac=$m0,queues=1" \
-		--vdev "net_virtio_user1,path=$sock1,mac=$m1,queues=1" -- \
+		--single-file-segments --file-prefix "vkpg$$-$round-$size-$q-${target//[^a-zA-Z]/}" --huge-dir "$work/huge" -m 256 \
+		--vdev "net_virtio_user0,path=$sock0,mac=$m0,queues=$q" \
+		--vdev "net_virtio_user1,path=$sock1,mac=$m1,queues=$q" -- \
 		-i --forward-mode=mac --eth-peer=0,$m1 --eth-peer=1,$m0 --txpkts="$size" \
-		--total-num-mbufs=16384 >"$work/guest.log" 2>&1 || true
+		--total-num-mbufs=16384 "${mq[@]}" >"$work/guest.log" 2>&1 || true
 	case $target in
 	"testpmd vhost")
 		echo quit >&3 || true
@@ -358,11 +378,11 @@ vhost_point() {
 	fi
 	rm -f "$work/t0" "$work/t1"
 	if [ -n "$rx" ] && [ "$rx" -gt 0 ]; then
-		echo "$round,vhost,$target,$size,ok,$rx,$tx,$cpu," >>"$raw"
-		say "round $round: $target $size B: received $rx frames/s (sent $tx), switch CPU ${cpu:-?}"
+		echo "$round,$family,$target,$size,ok,$rx,$tx,$cpu," >>"$raw"
+		say "round $round: $target $size B, $q queue pair(s): received $rx frames/s (sent $tx), switch CPU ${cpu:-?}"
 	else
-		echo "$round,vhost,$target,$size,failed,,,," >>"$raw"
-		say "round $round: $target $size B failed; guest log:"
+		echo "$round,$family,$target,$size,failed,,,," >>"$raw"
+		say "round $round: $target $size B, $q queue pair(s) failed; guest log:"
 		grep -v '^VHOST_CONFIG' "$work/guest.log" | tail -15 >&2
 		if [ "$target" = "testpmd vhost" ]; then
 			say "vhost backend log:"
@@ -374,6 +394,8 @@ vhost_point() {
 # --- the rounds ---------------------------------------------------------------------------
 socket_targets=("direct SEQPACKET socketpair" "vknetd SEQPACKET" "vknetd STREAM" "vknetd DGRAM" "vde_switch")
 vhost_targets=("testpmd vhost" "OVS-DPDK" "vknetd vhost-user" "vknetd vhost-user --busy-poll")
+vhost_families=(vhost)
+[ "$MQ" = 1 ] && vhost_families+=(vhost-mq)
 for round in $(seq "$ROUNDS"); do
 	# Each round starts at a different target, so none is always first.
 	for size in $SOCKET_SIZES; do
@@ -382,22 +404,24 @@ for round in $(seq "$ROUNDS"); do
 			socket_point "$round" "${socket_targets[$(((k + round - 1) % n))]}" "$size"
 		done
 	done
-	if [ $vhost_ok = 1 ]; then
-		for size in $VHOST_SIZES; do
-			n=${#vhost_targets[@]}
-			for k in $(seq 0 $((n - 1))); do
-				vhost_point "$round" "${vhost_targets[$(((k + round - 1) % n))]}" "$size"
+	for family in "${vhost_families[@]}"; do
+		if [ $vhost_ok = 1 ]; then
+			for size in $VHOST_SIZES; do
+				n=${#vhost_targets[@]}
+				for k in $(seq 0 $((n - 1))); do
+					vhost_point "$round" "$family" "${vhost_targets[$(((k + round - 1) % n))]}" "$size"
+				done
 			done
-		done
-	elif [ "$VHOST" = 1 ]; then
-		for size in $VHOST_SIZES; do
-			for t in "${vhost_targets[@]}"; do
-				st=failed
-				case $t in "vknetd vhost-user"*) [ $vk_vhost = 0 ] && st=pending ;; esac
-				echo "$round,vhost,$t,$size,$st,,,," >>"$raw"
+		elif [ "$VHOST" = 1 ]; then
+			for size in $VHOST_SIZES; do
+				for t in "${vhost_targets[@]}"; do
+					st=failed
+					case $t in "vknetd vhost-user"*) [ $vk_vhost = 0 ] && st=pending ;; esac
+					echo "$round,$family,$t,$size,$st,,,," >>"$raw"
+				done
 			done
-		done
-	fi
+		fi
+	done
 done
 echo "load average at end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$machine"
 if [ -n "$vhost_why" ]; then echo "vhost-user=not measured: $vhost_why" >>"$machine"; fi

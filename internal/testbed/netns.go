@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -102,7 +103,15 @@ func (n *Netns) Run(t testing.TB, args ...string) string {
 // failed.
 func (n *Netns) Start(t testing.TB, args ...string) *Proc {
 	t.Helper()
-	return start(t, false, n.Name+": "+strings.Join(args, " "), "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	return start(t, false, nil, n.Name+": "+strings.Join(args, " "), "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+}
+
+// StartInput is Start for a command driven through its standard input, such
+// as dpdk-testpmd -i: it reads in (an *os.File is handed over as is; the
+// caller closes its other end to say end of input).
+func (n *Netns) StartInput(t testing.TB, in io.Reader, args ...string) *Proc {
+	t.Helper()
+	return start(t, false, in, n.Name+": "+strings.Join(args, " "), "ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
 
 // StartSplit is Start for a command whose stdout and stderr the test reads apart, such
@@ -110,7 +119,7 @@ func (n *Netns) Start(t testing.TB, args ...string) *Proc {
 // holds both, but where the two interleave is only as exact as two pipes allow.
 func (n *Netns) StartSplit(t testing.TB, args ...string) *Proc {
 	t.Helper()
-	return start(t, true, n.Name+": "+strings.Join(args, " "), "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	return start(t, true, nil, n.Name+": "+strings.Join(args, " "), "ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
 
 // Pids returns the processes running in the namespace.

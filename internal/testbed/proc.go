@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -27,10 +28,11 @@ type Proc struct {
 	err  error // Cmd.Wait's result, valid once done is closed
 }
 
-func start(t testing.TB, split bool, name, prog string, args ...string) *Proc {
+func start(t testing.TB, split bool, in io.Reader, name, prog string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{name: name, done: make(chan struct{})}
 	p.Cmd = exec.Command(prog, args...)
+	p.Cmd.Stdin = in
 	if split {
 		p.out.split = true
 		p.Cmd.Stdout = stream{&p.out, &p.out.stdout}

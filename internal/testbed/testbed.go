@@ -57,6 +57,7 @@ var toolPackages = map[string]string{
 	"vde_plug2tap":       "vde2",
 	"qemu-system-x86_64": "qemu-system-x86",
 	"setpriv":            "util-linux",
+	"dpdk-testpmd":       "dpdk-dev",
 }
 
 // RequireTool skips the test when any of the named programs is not on PATH, saying

@@ -218,8 +218,9 @@ func containsInt(v []int, x int) bool {
 
 // familyTitles say what each family of rows measures.
 var familyTitles = map[string]string{
-	"socket": "Unix-socket transports: frames/s forwarded, 2 sender/receiver pairs of batched clients",
-	"vhost":  "vhost-user: frames/s forwarded between two DPDK testpmd guests (virtio-user, lcore on CPU 0; switch on CPU 1)",
+	"socket":   "Unix-socket transports: frames/s forwarded, 2 sender/receiver pairs of batched clients",
+	"vhost":    "vhost-user: frames/s forwarded between two DPDK testpmd guests (virtio-user, lcore on CPU 0; switch on CPU 1)",
+	"vhost-mq": "vhost-user, multi-queue: the same guests with the queue pairs of queues above, 256 flows, 4x the frames in flight",
 }
 
 func title(f *family) string {
@@ -278,8 +279,9 @@ func machineLine(meta map[string]string) string {
 
 // ratioRows compares each vknetd row with the anchors of its family.
 var anchors = map[string][]string{
-	"socket": {"vde_switch", "direct SEQPACKET socketpair"},
-	"vhost":  {"testpmd vhost", "OVS-DPDK"},
+	"socket":   {"vde_switch", "direct SEQPACKET socketpair"},
+	"vhost":    {"testpmd vhost", "OVS-DPDK"},
+	"vhost-mq": {"testpmd vhost", "OVS-DPDK"},
 }
 
 func markdown(fams []*family, meta map[string]string) string {
@@ -307,7 +309,7 @@ func markdown(fams []*family, meta map[string]string) string {
 			}
 			b.WriteString("\n")
 		}
-		if f.name == "vhost" {
+		if f.name == "vhost" || f.name == "vhost-mq" {
 			b.WriteString("\ntestpmd's vhost backend and OVS-DPDK busy-poll: a CPU figure well below 1.00 means " +
 				"other processes took their core during that point, and the rate with it.\n")
 		}

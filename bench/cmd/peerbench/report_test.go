@@ -18,6 +18,8 @@ const raw = `round,family,target,size,status,fps,sent_fps,switch_cpu,gen_cpu
 1,socket,vknetd SEQPACKET,9000,ok,100000,120000,0.5,0.5
 1,vhost,testpmd vhost,64,ok,9000000,9000000,1.0,
 1,vhost,vknetd vhost-user,64,pending,,,,
+1,vhost-mq,OVS-DPDK,64,ok,8000000,8000000,1.0,
+1,vhost-mq,vknetd vhost-user,64,ok,4000000,4000000,0.99,
 `
 
 func TestReport(t *testing.T) {
@@ -26,7 +28,7 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	fams := summarize(samples)
-	if len(fams) != 2 || fams[0].name != "socket" || fams[1].name != "vhost" {
+	if len(fams) != 3 || fams[0].name != "socket" || fams[1].name != "vhost" || fams[2].name != "vhost-mq" {
 		t.Fatalf("families %v", fams)
 	}
 	c := fams[0].cells["vknetd SEQPACKET"][64]
@@ -46,6 +48,8 @@ func TestReport(t *testing.T) {
 		"| vde_switch | 0.160 M ±6% · 0.75 CPU | n/a |",
 		"| vknetd SEQPACKET / vde_switch | 2.00 | - |",
 		"| vknetd vhost-user | pending |",
+		"## vhost-user, multi-queue",
+		"| vknetd vhost-user / OVS-DPDK | 0.50 |",
 		"date: 2026-12-01; nproc: 2",
 	} {
 		if !strings.Contains(md, want) {
