@@ -205,6 +205,13 @@ func TestSupervisorKeepsVhostUserGuests(t *testing.T) {
 		}
 	}
 	pid := readPid(t, b.pidfile)
+	// The supervisor holds the guests' memory files and never maps them;
+	// the daemon does.
+	maps := func(pid int) string { m, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid)); return string(m) }
+	if !strings.Contains(maps(pid), "memfd:vhostguest") || strings.Contains(maps(b.d.Pid()), "memfd:vhostguest") {
+		t.Errorf("guest memory mapped by the daemon %v, by the supervisor %v; want the daemon alone",
+			strings.Contains(maps(pid), "memfd:vhostguest"), strings.Contains(maps(b.d.Pid()), "memfd:vhostguest"))
+	}
 	f := b.flows[0]
 	got := f.got.Load()
 	killed := time.Now()
