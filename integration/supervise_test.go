@@ -188,9 +188,10 @@ func readPid(t *testing.T, path string) int {
 // vhost-user guests that never reconnect send without pause. The new
 // daemon takes them up from what the supervisor held, each ring resumed
 // from guest memory: traffic flows again within 2 s, the ports keep their
-// ids, no client connects anew, and the guests' sockets never close.
-// Before, the guests' sockets closed with the daemon and, not
-// reconnecting, they never had traffic again.
+// ids, no client connects anew, the guests' sockets never close, secure
+// mode holds, and an upgrade after it hands them on. Before, the guests'
+// sockets closed with the daemon and, not reconnecting, they never had
+// traffic again.
 func TestSupervisorKeepsVhostUserGuests(t *testing.T) {
 	needRoot(t)
 	b := startBed(t, vknetd, []string{"vhost-user"}, "--supervise")
@@ -205,6 +206,13 @@ func TestSupervisorKeepsVhostUserGuests(t *testing.T) {
 		}
 	}
 	pid := readPid(t, b.pidfile)
+	// The supervisor holds the guests' memory files and never maps them;
+	// the daemon does.
+	maps := func(pid int) string { m, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid)); return string(m) }
+	if !strings.Contains(maps(pid), "memfd:vhostguest") || strings.Contains(maps(b.d.Pid()), "memfd:vhostguest") {
+		t.Errorf("guest memory mapped by the daemon %v, by the supervisor %v; want the daemon alone",
+			strings.Contains(maps(pid), "memfd:vhostguest"), strings.Contains(maps(b.d.Pid()), "memfd:vhostguest"))
+	}
 	f := b.flows[0]
 	got := f.got.Load()
 	killed := time.Now()
@@ -226,6 +234,17 @@ func TestSupervisorKeepsVhostUserGuests(t *testing.T) {
 	if st.Restarts != 1 || st.Accepted != statsBefore.Accepted || st.ClientsByKind["vhost-user"] != 2 {
 		t.Errorf("after kill -9: restarts %d, %d clients accepted (before %d), %d vhost-user clients; want 1 restart, no new client, 2 guests",
 			st.Restarts, st.Accepted, statsBefore.Accepted, st.ClientsByKind["vhost-user"])
+	}
+	// The devices taken up after the crash are whole: an upgrade hands
+	// them on like any other.
+	upgraded, err := b.upgrade("")
+	if err != nil {
+		t.Fatalf("upgrade after the crash: %v", err)
+	}
+	newPid = upgraded
+	got = f.got.Load()
+	if !waitFor(2*time.Second, func() bool { return f.got.Load() >= got+10 }) {
+		t.Fatal("no vhost-user traffic after an upgrade that followed the crash")
 	}
 	b.quiesce()
 	b.checkFlows()
