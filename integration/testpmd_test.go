@@ -182,12 +182,25 @@ func startTestpmd(t *testing.T, ns *testbed.Netns, vhost string, macs []string, 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { input.Close() })
+	// --in-memory: no hugetlbfs mount and no runtime files, but DPDK still
+	// makes its runtime directory, empty: removed once testpmd is stopped
+	// (this cleanup runs after the process's), with /var/run/dpdk if it
+	// made that too.
+	const runDir = "/var/run/dpdk"
+	_, err = os.Stat(runDir)
+	hadRunDir := err == nil
+	prefix := ns.Name
+	t.Cleanup(func() {
+		os.Remove(filepath.Join(runDir, prefix))
+		if !hadRunDir {
+			os.Remove(runDir) // only if empty: other DPDK processes may use it by now
+		}
+	})
 	// The forwarding lcore 0 on CPU 0, the main lcore (which reads the
-	// commands) on CPU 1; --in-memory: no hugetlbfs mount, no runtime
-	// files left in /var/run/dpdk. stdbuf: testpmd prints its report with
-	// stdio, which holds it back when stdout is a pipe.
+	// commands) on CPU 1. stdbuf: testpmd prints its report with stdio,
+	// which holds it back when stdout is a pipe.
 	cmd := []string{"stdbuf", "-oL", "dpdk-testpmd", "-l", "0,1", "--main-lcore", "1", "--no-pci",
-		"--in-memory", "--single-file-segments", "-m", "128"}
+		"--in-memory", "--file-prefix", prefix, "--single-file-segments", "-m", "128"}
 	for i, mac := range macs {
 		cmd = append(cmd, "--vdev", fmt.Sprintf("net_virtio_user%d,path=%s,mac=%s,queues=%d,queue_size=%d",
 			i, vhost, mac, testpmdQueues, testpmdQueueSize))
