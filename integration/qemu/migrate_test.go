@@ -4,13 +4,10 @@ package qemu_test
 
 import (
 	"bufio"
-	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -79,46 +76,9 @@ fi
 while :; do sleep 3600; done
 `
 
-// layeredInitrd writes the cached initramfs followed by a second archive
-// holding only /init: the kernel unpacks both, the later file replacing the
-// earlier, so the shared image is left as it is.
+// layeredInitrd is the migration guest's image: migrationInit as /init.
 func layeredInitrd(t *testing.T, dir string) string {
-	t.Helper()
-	base, err := os.ReadFile(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var layer bytes.Buffer
-	zw := gzip.NewWriter(&layer)
-	writeCpio(zw, "init", 0o100755, []byte(migrationInit))
-	writeCpio(zw, "TRAILER!!!", 0, nil)
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "initrd-migration")
-	if err := os.WriteFile(path, append(base, layer.Bytes()...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// writeCpio writes one entry of a "newc" cpio archive, the format the
-// kernel's initramfs takes.
-func writeCpio(w io.Writer, name string, mode uint32, data []byte) {
-	fields := []uint32{1, mode, 0, 0, 1, 0, uint32(len(data)), 0, 0, 0, 0, uint32(len(name) + 1), 0}
-	var h strings.Builder
-	h.WriteString("070701")
-	for _, f := range fields {
-		fmt.Fprintf(&h, "%08x", f)
-	}
-	h.WriteString(name)
-	h.WriteByte(0)
-	for h.Len()%4 != 0 {
-		h.WriteByte(0)
-	}
-	io.WriteString(w, h.String())
-	w.Write(data)
-	w.Write(make([]byte, (4-len(data)%4)%4))
+	return layerInitrd(t, dir, "initrd-migration", "init", migrationInit)
 }
 
 // qmp is a QEMU Machine Protocol connection.

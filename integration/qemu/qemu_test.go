@@ -1,10 +1,14 @@
 package qemu_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +41,8 @@ type lab struct {
 	vhost   string
 	daemon  *testbed.Daemon
 	dnsmasq *testbed.Proc
+	// initrd, when set, is the image guests boot instead of the cached one.
+	initrd string
 }
 
 // newLab starts the switch in secure mode and dnsmasq on its TAP. fixed maps guest
@@ -149,6 +155,9 @@ func (l *lab) boot(t *testing.T, name, mac string, tr transport, params ...strin
 	args := qemuArgs(netdev, mac, tr == overVhostUser || tr == overVhostUserMQ, params)
 	if tr == overVhostUserMQ {
 		args[len(args)-1] += ",mq=on"
+	}
+	if l.initrd != "" {
+		args[slices.Index(args, "-initrd")+1] = l.initrd
 	}
 	g.p = testbed.NewNetns(t).Start(t, append(args, extra...)...)
 	return g
@@ -404,4 +413,47 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, p *testbed.Proc
 			t.Fatalf("waiting for %s: not within %v; output:\n%s", what, timeout, p.Output())
 		}
 	}
+}
+
+// layerInitrd writes, as dir/name, the cached initramfs followed by a second
+// archive holding only the script file: the kernel unpacks both, the later
+// file replacing an earlier one of its name, so the shared image is left as
+// it is.
+func layerInitrd(t *testing.T, dir, name, file, script string) string {
+	t.Helper()
+	base, err := os.ReadFile(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var layer bytes.Buffer
+	zw := gzip.NewWriter(&layer)
+	writeCpio(zw, file, 0o100755, []byte(script))
+	writeCpio(zw, "TRAILER!!!", 0, nil)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, append(base, layer.Bytes()...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// writeCpio writes one entry of a "newc" cpio archive, the format the
+// kernel's initramfs takes.
+func writeCpio(w io.Writer, name string, mode uint32, data []byte) {
+	fields := []uint32{1, mode, 0, 0, 1, 0, uint32(len(data)), 0, 0, 0, 0, uint32(len(name) + 1), 0}
+	var h strings.Builder
+	h.WriteString("070701")
+	for _, f := range fields {
+		fmt.Fprintf(&h, "%08x", f)
+	}
+	h.WriteString(name)
+	h.WriteByte(0)
+	for h.Len()%4 != 0 {
+		h.WriteByte(0)
+	}
+	io.WriteString(w, h.String())
+	w.Write(data)
+	w.Write(make([]byte, (4-len(data)%4)%4))
 }

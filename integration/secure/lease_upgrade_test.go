@@ -4,11 +4,8 @@ package secure
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -85,24 +82,7 @@ func TestLeasesSurviveUpgrade(t *testing.T) {
 		}
 	}
 
-	out, err := exec.Command(vknetctl, "-s", ctl, "upgrade").CombinedOutput()
-	if err != nil {
-		t.Fatalf("vknetctl upgrade: %v\n%s\ndaemon:\n%s", err, out, d.p.Output())
-	}
-	pid, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(string(out), "vknetd upgraded: pid "), " serves now\n"))
-	if pid <= 0 {
-		t.Fatalf("vknetctl upgrade said %q", out)
-	}
-	t.Cleanup(func() { // the new daemon is no Proc of the test's
-		syscall.Kill(pid, syscall.SIGTERM)
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
-				return
-			}
-		}
-		syscall.Kill(pid, syscall.SIGKILL)
-		t.Errorf("the upgraded vknetd (pid %d) did not stop on SIGTERM", pid)
-	})
+	upgradeDaemon(t, vknetctl, d.p, ctl)
 
 	after := listBindings()
 	elapsed := time.Since(listed).Seconds()
