@@ -97,10 +97,11 @@ type Device struct {
 	// split frames' rests, by slot. rxOpen has bit i set while RX ring i
 	// holds frames WriteRXFrom wrote and FlushRX has not published, in
 	// runs[i/2].
-	split  int
-	rests  []txRest
-	rxOpen uint16
-	runs   [MaxQueuePairs]rxBatch
+	split   int
+	rests   []txRest
+	isSplit []bool
+	rxOpen  uint16
+	runs    [MaxQueuePairs]rxBatch
 
 	one   [8]byte // 1, written to a call eventfd
 	drain [8]byte // a kick eventfd's counter, read and thrown away

@@ -67,35 +67,32 @@ func (r *txRest) len() int {
 	return n
 }
 
-// framePieces is a frame to write into an RX ring as pieces that follow
-// one another: one buffer of ours, or a head of ours and its rest in the
-// sender's memory.
+// framePieces is a frame to write into an RX ring: a buffer of ours,
+// or a head of ours followed by its rest in the sender's memory. Small,
+// as it is made for every frame written.
 type framePieces struct {
-	p   [1 + maxRestSegs][]byte
-	n   int
-	len int
-}
-
-// add appends a sender's rest to f.
-func (f *framePieces) add(r *txRest) {
-	for _, s := range r.seg[:r.n] {
-		f.p[f.n] = s
-		f.n++
-		f.len += len(s)
-	}
+	head []byte
+	rest *txRest // nil: head is the whole frame
+	len  int
 }
 
 // copyOut copies the frame's bytes from off on into dst and returns how
 // many.
 func (f *framePieces) copyOut(dst []byte, off int) int {
-	if f.n == 1 { // the usual frame: one buffer
-		if off >= len(f.p[0]) {
-			return 0
-		}
-		return copy(dst, f.p[0][off:])
-	}
 	n := 0
-	for _, p := range f.p[:f.n] {
+	if off < len(f.head) {
+		n = copy(dst, f.head[off:])
+		if f.rest == nil || n == len(dst) {
+			return n
+		}
+		dst, off = dst[n:], 0
+	} else {
+		off -= len(f.head)
+	}
+	if f.rest == nil {
+		return n
+	}
+	for _, p := range f.rest.seg[:f.rest.n] {
 		if len(dst) == 0 {
 			break
 		}

@@ -11,7 +11,7 @@ func (d *Device) SplitTX(head int) { d.split = head }
 // Split says frame i of the last ReadTX has bytes past the head left in
 // the guest's memory: its buffer holds only the head, though its size is
 // the whole frame's.
-func (d *Device) Split(i int) bool { return d.split > 0 && i < len(d.rests) && d.rests[i].n > 0 }
+func (d *Device) Split(i int) bool { return d.split > 0 && i < len(d.isSplit) && d.isSplit[i] }
 
 // CopyRest copies the rest of split frame i of the last ReadTX into buf,
 // the frame's buffer, after its head. An error means the front-end

@@ -86,9 +86,9 @@ func (q *virtq) writeRunFrom(b *rxBatch, m *memory, hdrLen int, mrg bool, frames
 		if hdrs != nil {
 			hdr = hdrs[n]
 		}
-		f := framePieces{p: [1 + maxRestSegs][]byte{frames[n]}, n: 1, len: len(frames[n])}
+		f := framePieces{head: frames[n], rest: rest, len: len(frames[n])}
 		if rest != nil {
-			f.add(rest)
+			f.len += rest.len()
 		}
 		k, fit, err := q.writeFrame(m, hdrLen, mrg, &f, &hdr, b.taken, &b.seen)
 		if err != nil {

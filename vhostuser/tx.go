@@ -21,6 +21,9 @@ type txRules struct {
 	// guest (Device.ReleaseTX). See direct.go.
 	split int
 	rests []txRest
+	// isSplit[slot] says the frame in slot was split: its rest is in
+	// rests[slot]. One byte a frame to clear, not a txRest.
+	isSplit []bool
 }
 
 // readBatch takes frames from a TX ring into bufs[i], stripping the
@@ -172,12 +175,11 @@ ring:
 func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, bufs [][]byte, slot int) (size int, wait bool, err error) {
 	dst := bufs[slot]
 	large := rules.large
-	hdr := raw[:rules.hdrLen] // the header's bytes not read yet
-	var total uint64          // frame bytes after the header; at most num * 4 GiB
-	var rest *txRest          // where the frame's bytes past split go, when it is split
-	if rules.split > 0 {
-		rest = &rules.rests[slot]
-		rest.n = 0
+	hdr := raw[:rules.hdrLen]    // the header's bytes not read yet
+	var total uint64             // frame bytes after the header; at most num * 4 GiB
+	splitting := rules.split > 0 // the frame may yet be split
+	if splitting {
+		rules.isSplit[slot] = false
 	}
 	var w chainWalker
 	w.start(q, m, head, false, &q.budget)
@@ -197,14 +199,20 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 			}
 		}
 		n := uint64(len(seg))
-		if rest != nil && total+n > uint64(rules.split) {
+		if splitting && total+n > uint64(rules.split) {
 			// Only a frame whose header asks nothing (its other fields
 			// are noise then): one with offload work is judged whole.
+			rest := &rules.rests[slot]
+			if !rules.isSplit[slot] {
+				rest.n = 0
+			}
 			if raw[0]|raw[1] == 0 && rest.keep(seg, total, uint64(rules.split), dst) {
+				rules.isSplit[slot] = true
 				total += n
 				continue
 			}
-			rest = nil // copied whole, as without split
+			rules.isSplit[slot] = false // copied whole (keep spilled), as without split
+			splitting = false
 		}
 		if total+n > uint64(len(dst)) && large != nil {
 			b := large(slot)
