@@ -55,7 +55,8 @@ func (q *virtq) readBatchFrom(m *memory, rules *txRules, bufs [][]byte, sizes []
 		call = q.releaseHeld()
 	}
 	old := q.usedIdx
-	taken := 0 // used entries written and not yet published
+	taken := 0    // used entries written and not yet published
+	held := false // a frame was split: the chains stay ours until releaseHeld
 	// Nothing is published before the end, so every chain this call
 	// walks is in flight at once: distinct descriptors, num at most.
 	q.budget = q.num
@@ -100,6 +101,7 @@ ring:
 			q.putUsed(taken, h, 0)
 			taken++
 			q.lastAvail++
+			held = held || rules.split > 0 && rules.isSplit[n]
 			switch {
 			case size <= 0:
 				st.TXShort++
@@ -141,10 +143,10 @@ ring:
 			st.TXBytes += uint64(size)
 		}
 	}
-	if rules.split > 0 {
+	if held {
 		// The rests of split frames are read after this returns: the
 		// chains stay ours, their used entries unpublished, until
-		// releaseHeld.
+		// releaseHeld. A batch of short frames goes back at once.
 		q.held += taken
 		return n, more, call, nil
 	}
