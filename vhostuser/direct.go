@@ -67,32 +67,20 @@ func (r *txRest) len() int {
 	return n
 }
 
-// framePieces is a frame to write into an RX ring: a buffer of ours,
-// or a head of ours followed by its rest in the sender's memory. Small,
-// as it is made for every frame written.
-type framePieces struct {
-	head []byte
-	rest *txRest // nil: head is the whole frame
-	len  int
-}
-
-// copyOut copies the frame's bytes from off on into dst and returns how
-// many.
-func (f *framePieces) copyOut(dst []byte, off int) int {
+// copyPieces copies the bytes of the frame head||rest from off on into
+// dst and returns how many.
+func copyPieces(dst, head []byte, rest *txRest, off int) int {
 	n := 0
-	if off < len(f.head) {
-		n = copy(dst, f.head[off:])
-		if f.rest == nil || n == len(dst) {
+	if off < len(head) {
+		n = copy(dst, head[off:])
+		if n == len(dst) {
 			return n
 		}
 		dst, off = dst[n:], 0
 	} else {
-		off -= len(f.head)
+		off -= len(head)
 	}
-	if f.rest == nil {
-		return n
-	}
-	for _, p := range f.rest.seg[:f.rest.n] {
+	for _, p := range rest.seg[:rest.n] {
 		if len(dst) == 0 {
 			break
 		}

@@ -55,14 +55,14 @@ func (d *Device) WriteRXFrom(src *Device, i int, head []byte) (r RXResult, err, 
 	if !ok {
 		return RXResult{}, nil, nil
 	}
-	defer recoverFaultOf(&err, &srcErr, &src.mem)
+	q := &d.q[ring]
+	defer recoverFaultOf(&err, &srcErr, &src.mem, &q.vq)
 	f := d.features
 	hdrLen, mrg := virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0
 	var st Stats
-	q := &d.q[ring]
 	one := [1][]byte{head}
 	d.rxOpen |= 1 << ring
-	n, err := q.vq.writeRunFrom(&d.runs[ring/2], &d.mem, hdrLen, mrg, one[:], nil, rest, &st)
+	n, err := q.vq.writeRunFrom(&d.runs[ring/2], &d.mem, hdrLen, mrg, one[:], rest, &st)
 	// Only what a write counts, not every field of add: this runs once
 	// per frame, not once per batch.
 	d.stats.RXFrames += st.RXFrames
@@ -101,13 +101,15 @@ func (d *Device) FlushRX() {
 	d.rxOpen = 0
 }
 
-// recoverFaultOf is recoverFault for a copy between two guests' memory:
-// a fault on src's is srcErr, any other err.
-func recoverFaultOf(err, srcErr *error, src *memory) {
+// recoverFaultOf is recoverFault for a copy between two guests' memory
+// into q: a fault on src's is srcErr, any other err. q forgets src's rest,
+// which the next frame written must not take for its own.
+func recoverFaultOf(err, srcErr *error, src *memory, q *virtq) {
 	r := recover()
 	if r == nil {
 		return
 	}
+	q.rest, q.restLen = nil, 0
 	f, ok := r.(interface{ Addr() uintptr })
 	if !ok {
 		panic(r)
