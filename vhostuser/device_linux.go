@@ -102,6 +102,7 @@ type Device struct {
 	isSplit []bool
 	rxOpen  uint16
 	runs    [MaxQueuePairs]rxBatch
+	head    [1][]byte // WriteRXFrom's frame head, the one frame of its run
 
 	one   [8]byte // 1, written to a call eventfd
 	drain [8]byte // a kick eventfd's counter, read and thrown away
