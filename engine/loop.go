@@ -48,14 +48,10 @@ type loop struct {
 	// reference, to another loop (releaseRead).
 	handedOff bool
 	// The frame being switched is the slot-th of its read; split says its
-	// rest is still in its sender's memory (direct.go). written are the
-	// ports deliverSplit wrote to in this batch; failed what a sender's
-	// transport counted when its memory failed.
-	slot    int
-	split   bool
-	written []*port
-	failed  tally
-	warmed  int // what warm loaded (crossloop.go)
+	// rest is still in its sender's memory (direct.go).
+	slot   int
+	split  bool
+	warmed int // what warm loaded (crossloop.go)
 
 	// round counts the loop's rounds (step); readNext are the ports to be
 	// read once more in the next round: they hold frames already read (a
@@ -91,6 +87,12 @@ type loop struct {
 	stopping   bool
 	wakeMu     sync.Mutex // guards pollClosed against wake-ups from other goroutines
 	pollClosed bool
+
+	// written are the ports deliverSplit wrote to in this batch; failed
+	// what a sender's transport counted when its memory failed (direct.go).
+	// Last: failed is large and rarely touched.
+	written []*port
+	failed  tally
 }
 
 func newLoop(e *Engine, index int, pool *ring.Pool) (*loop, error) {

@@ -23,6 +23,9 @@ type port struct {
 	txClosed   bool       // sending failed because the peer is gone; read what is left, then close
 	dead       bool       // closed at the end of this loop iteration
 	closed     bool       // closed: frames other loops handed over for it are dropped
+	// directWritten: in loop.written, written to straight from another
+	// guest during this batch, to be published (direct.go).
+	directWritten bool
 
 	// readRound is the loop's round in which p was last read; readAgain
 	// says p is in loop.readNext, to be read in the next round.
@@ -61,10 +64,6 @@ type port struct {
 	// the poller cannot tell us (datagrams through a listener); 0 when not
 	// waiting.
 	retryAt int64
-
-	// directWritten: frames were written to it straight from another
-	// guest in this batch, to be published (loop.endWrites).
-	directWritten bool
 
 	t    transport     // how frames move for this kind of port
 	caps transportCaps // what t declared when it was built

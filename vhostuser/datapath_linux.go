@@ -79,10 +79,10 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 	}
 	if d.split > 0 {
 		if len(d.rests) < len(bufs) {
-			d.rests = make([]txRest, len(bufs)) // once: the batch size
+			d.rests, d.isSplit = make([]txRest, len(bufs)), make([]bool, len(bufs)) // once: the batch size
 		}
-		d.tx.split, d.tx.rests = d.split, d.rests
-		clear(d.rests[:min(len(bufs), 1)]) // the announcement's slot, if any
+		d.tx.split, d.tx.rests, d.tx.isSplit = d.split, d.rests, d.isSplit
+		clear(d.isSplit[:min(len(bufs), 1)]) // the announcement's slot, if any
 	}
 	var st Stats // this call's
 	n := 0

@@ -102,10 +102,12 @@ type Device struct {
 	// split frames' rests, by slot. rxOpen has bit i set while RX ring i
 	// holds frames WriteRXFrom wrote and FlushRX has not published, in
 	// runs[i/2].
-	split  int
-	rests  []txRest
-	rxOpen uint16
-	runs   [MaxQueuePairs]rxBatch
+	split   int
+	rests   []txRest
+	isSplit []bool
+	rxOpen  uint16
+	runs    [MaxQueuePairs]rxBatch
+	head    [1][]byte // WriteRXFrom's frame head, the one frame of its run
 
 	one   [8]byte // 1, written to a call eventfd
 	drain [8]byte // a kick eventfd's counter, read and thrown away

@@ -67,35 +67,20 @@ func (r *txRest) len() int {
 	return n
 }
 
-// framePieces is a frame to write into an RX ring as pieces that follow
-// one another: one buffer of ours, or a head of ours and its rest in the
-// sender's memory.
-type framePieces struct {
-	p   [1 + maxRestSegs][]byte
-	n   int
-	len int
-}
-
-// add appends a sender's rest to f.
-func (f *framePieces) add(r *txRest) {
-	for _, s := range r.seg[:r.n] {
-		f.p[f.n] = s
-		f.n++
-		f.len += len(s)
-	}
-}
-
-// copyOut copies the frame's bytes from off on into dst and returns how
-// many.
-func (f *framePieces) copyOut(dst []byte, off int) int {
-	if f.n == 1 { // the usual frame: one buffer
-		if off >= len(f.p[0]) {
-			return 0
-		}
-		return copy(dst, f.p[0][off:])
-	}
+// copyPieces copies the bytes of the frame head||rest from off on into
+// dst and returns how many.
+func copyPieces(dst, head []byte, rest *txRest, off int) int {
 	n := 0
-	for _, p := range f.p[:f.n] {
+	if off < len(head) {
+		n = copy(dst, head[off:])
+		if n == len(dst) {
+			return n
+		}
+		dst, off = dst[n:], 0
+	} else {
+		off -= len(head)
+	}
+	for _, p := range rest.seg[:rest.n] {
 		if len(dst) == 0 {
 			break
 		}

@@ -63,16 +63,19 @@ func (q *virtq) endRun(b *rxBatch) bool {
 	return q.needCall(b.old)
 }
 
+// writeRunFrom is writeRun for one frame written straight from another
+// guest (direct.go): frames[0] is its head, rest the rest of it in the
+// sender's memory.
+func (q *virtq) writeRunFrom(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][]byte, rest *txRest, st *Stats) (n int, err error) {
+	q.rest, q.restLen = rest, rest.len()
+	n, err = q.writeRun(b, m, hdrLen, mrg, frames, nil, st)
+	q.rest, q.restLen = nil, 0
+	return n, err
+}
+
 // writeRun is writeBatch's work without the publishing: frames go into
 // the ring after what b holds already, and stay unpublished until endRun.
 func (q *virtq) writeRun(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][]byte, hdrs []gso.VirtioNetHdr, st *Stats) (n int, err error) {
-	return q.writeRunFrom(b, m, hdrLen, mrg, frames, hdrs, nil, st)
-}
-
-// writeRunFrom is writeRun where frames[0], when rest is not nil, is only
-// a frame's head, its rest's pieces in rest: a frame one guest sent,
-// written into this one's buffers straight from the sender's (direct.go).
-func (q *virtq) writeRunFrom(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][]byte, hdrs []gso.VirtioNetHdr, rest *txRest, st *Stats) (n int, err error) {
 	if !b.open {
 		// The chains of the frames taken until we publish are in flight
 		// at once, and so are those of the frame under way: distinct
@@ -86,11 +89,7 @@ func (q *virtq) writeRunFrom(b *rxBatch, m *memory, hdrLen int, mrg bool, frames
 		if hdrs != nil {
 			hdr = hdrs[n]
 		}
-		f := framePieces{p: [1 + maxRestSegs][]byte{frames[n]}, n: 1, len: len(frames[n])}
-		if rest != nil {
-			f.add(rest)
-		}
-		k, fit, err := q.writeFrame(m, hdrLen, mrg, &f, &hdr, b.taken, &b.seen)
+		k, fit, err := q.writeFrame(m, hdrLen, mrg, frames[n], &hdr, b.taken, &b.seen)
 		if err != nil {
 			return n, err
 		}
@@ -101,7 +100,7 @@ func (q *virtq) writeRunFrom(b *rxBatch, m *memory, hdrLen int, mrg bool, frames
 			q.lastAvail += uint16(k)
 			q.short.valid = false
 			st.RXFrames++
-			st.RXBytes += uint64(f.len)
+			st.RXBytes += uint64(len(frames[n]) + q.restLen)
 			n++
 			rechecks = 0
 			if q.kicksAllowed {
@@ -152,8 +151,8 @@ func (q *virtq) writeRunFrom(b *rxBatch, m *memory, hdrLen int, mrg bool, frames
 // buffers can hold nothing costs one walk, not one per frame, and a frame
 // costs steps in proportion to its bytes (each chain walked whole holds at
 // least a header, see fillChain), never the queue size per frame.
-func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame *framePieces, h *gso.VirtioNetHdr, taken int, seen *int) (int, frameFit, error) {
-	need := hdrLen + frame.len
+func (q *virtq) writeFrame(m *memory, hdrLen int, mrg bool, frame []byte, h *gso.VirtioNetHdr, taken int, seen *int) (int, frameFit, error) {
+	need := hdrLen + len(frame) + q.restLen
 	shortKnown := q.short.valid && q.short.at == q.lastAvail
 	if *seen <= 0 || shortKnown {
 		var err error
@@ -280,13 +279,13 @@ func (q *virtq) shortFit(m *memory, hdrLen int, mrg bool, need, avail, taken int
 	return fitNoRoom, true, nil
 }
 
-// fillChain writes the stream hdr||frame (its pieces one after the other)
-// from byte pos on into the chain at head and returns how many bytes went
-// in. It records in nb where bytes 10
+// fillChain writes the stream hdr||frame (||q.rest's pieces, for a frame
+// written straight from another guest) from byte pos on into the chain at
+// head and returns how many bytes went in. It records in nb where bytes 10
 // and 11 of the stream (num_buffers) landed, so the caller can patch them
 // once it knows the chain count.
-func (q *virtq) fillChain(m *memory, head uint16, hdr []byte, frame *framePieces, pos int, nb *[2][]byte) (int, error) {
-	need := len(hdr) + frame.len
+func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb *[2][]byte) (int, error) {
+	need := len(hdr) + len(frame) + q.restLen
 	start := pos
 	var room uint64 // the chain's, as far as walked
 	var w chainWalker
@@ -313,7 +312,11 @@ func (q *virtq) fillChain(m *memory, head uint16, hdr []byte, frame *framePieces
 			seg = seg[c:]
 		}
 		if pos >= len(hdr) {
-			pos += frame.copyOut(seg, pos-len(hdr))
+			if q.rest == nil {
+				pos += copy(seg, frame[pos-len(hdr):])
+			} else {
+				pos += copyPieces(seg, frame, q.rest, pos-len(hdr))
+			}
 		}
 		if q.log != nil {
 			q.log.mark(w.gpa, uint64(pos-at))

@@ -21,6 +21,9 @@ type txRules struct {
 	// guest (Device.ReleaseTX). See direct.go.
 	split int
 	rests []txRest
+	// isSplit[slot] says the frame in slot was split: its rest is in
+	// rests[slot]. One byte a frame to clear, not a txRest.
+	isSplit []bool
 }
 
 // readBatch takes frames from a TX ring into bufs[i], stripping the
@@ -52,7 +55,8 @@ func (q *virtq) readBatchFrom(m *memory, rules *txRules, bufs [][]byte, sizes []
 		call = q.releaseHeld()
 	}
 	old := q.usedIdx
-	taken := 0 // used entries written and not yet published
+	taken := 0    // used entries written and not yet published
+	held := false // a frame was split: the chains stay ours until releaseHeld
 	// Nothing is published before the end, so every chain this call
 	// walks is in flight at once: distinct descriptors, num at most.
 	q.budget = q.num
@@ -97,6 +101,7 @@ ring:
 			q.putUsed(taken, h, 0)
 			taken++
 			q.lastAvail++
+			held = held || rules.split > 0 && rules.isSplit[n]
 			switch {
 			case size <= 0:
 				st.TXShort++
@@ -138,10 +143,10 @@ ring:
 			st.TXBytes += uint64(size)
 		}
 	}
-	if rules.split > 0 {
+	if held {
 		// The rests of split frames are read after this returns: the
 		// chains stay ours, their used entries unpublished, until
-		// releaseHeld.
+		// releaseHeld. A batch of short frames goes back at once.
 		q.held += taken
 		return n, more, call, nil
 	}
@@ -172,12 +177,11 @@ ring:
 func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, bufs [][]byte, slot int) (size int, wait bool, err error) {
 	dst := bufs[slot]
 	large := rules.large
-	hdr := raw[:rules.hdrLen] // the header's bytes not read yet
-	var total uint64          // frame bytes after the header; at most num * 4 GiB
-	var rest *txRest          // where the frame's bytes past split go, when it is split
-	if rules.split > 0 {
-		rest = &rules.rests[slot]
-		rest.n = 0
+	hdr := raw[:rules.hdrLen]    // the header's bytes not read yet
+	var total uint64             // frame bytes after the header; at most num * 4 GiB
+	splitting := rules.split > 0 // the frame may yet be split
+	if splitting {
+		rules.isSplit[slot] = false
 	}
 	var w chainWalker
 	w.start(q, m, head, false, &q.budget)
@@ -197,14 +201,20 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 			}
 		}
 		n := uint64(len(seg))
-		if rest != nil && total+n > uint64(rules.split) {
+		if splitting && total+n > uint64(rules.split) {
 			// Only a frame whose header asks nothing (its other fields
 			// are noise then): one with offload work is judged whole.
+			rest := &rules.rests[slot]
+			if !rules.isSplit[slot] {
+				rest.n = 0
+			}
 			if raw[0]|raw[1] == 0 && rest.keep(seg, total, uint64(rules.split), dst) {
+				rules.isSplit[slot] = true
 				total += n
 				continue
 			}
-			rest = nil // copied whole, as without split
+			rules.isSplit[slot] = false // copied whole (keep spilled), as without split
+			splitting = false
 		}
 		if total+n > uint64(len(dst)) && large != nil {
 			b := large(slot)

@@ -99,6 +99,13 @@ type virtq struct {
 	// and published by releaseHeld once the frames' rests are copied.
 	held int
 
+	// rest and restLen, while WriteRXFrom writes a frame straight from
+	// another guest, are its bytes after the head given as the frame
+	// (direct.go): a field, not an argument, so that the path every
+	// other frame takes passes what it did before, in registers.
+	rest    *txRest
+	restLen int
+
 	// short is what an RX walk learned of the chains at lastAvail when a
 	// frame did not fit, so no frame is tried against them again until
 	// the guest posts more: without it every frame flooded to a guest
