@@ -137,8 +137,10 @@ type Config struct {
 	// before anything is mapped (guestmem.go).
 	GuestMemoryMax, UserGuestMemory, GuestMemoryTotal uint64
 	// GuestFds is the most file descriptors all vhost-user guests may
-	// have the switch hold together (0: not counted); a guest whose
-	// request would take more is closed (guestfds.go).
+	// have the switch hold together (0: not counted), at least
+	// GuestFdsEach for each of MaxClients, which every guest may hold; a
+	// guest whose request would take more than what is left beyond is
+	// closed (guestfds.go).
 	GuestFds int
 
 	Logger *slog.Logger
@@ -255,7 +257,7 @@ func New(cfg Config) (*Engine, error) {
 		ports:     newPortTable(cfg.MACTable.MaxPorts),
 		users:     newUserTable(cfg.MACTable.MaxPorts),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
-		guestFds:  guestFdBudget{most: int64(cfg.GuestFds)},
+		guestFds:  newGuestFdBudget(cfg.GuestFds, cfg.MaxClients),
 		start:     time.Now(),
 		remote:    newRemoteHeard(),
 		moves:     make(chan struct{}, 1),

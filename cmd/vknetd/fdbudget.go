@@ -23,12 +23,12 @@ const fdsPerClient = 2
 // budgeted as such a guest besides its fdsPerClient; a guest may make the
 // daemon hold more (vhostuser.MaxDeviceFds: 8 queue pairs, 8 memory files,
 // a message's 8 fds while it dribbles in), and that comes out of what the
-// limit leaves all guests together (guestFds), counted as they ask. A
-// guest asking beyond is closed, not the daemon starved. Each loop may
+// limit leaves all guests together beyond that (guestFds), counted as they
+// ask. A guest asking beyond is closed, not the daemon starved. Each loop may
 // hold one message's fds (vhostMessageFds) beyond, for the moment before
 // the count refuses them.
 const (
-	vhostFdsPerClient = 6
+	vhostFdsPerClient = engine.GuestFdsEach
 	vhostMessageFds   = 8
 )
 
@@ -95,7 +95,8 @@ func clientFds(o *options) int {
 // listening sockets' and fdsPerClient for every client; halved under
 // --supervise for the copies, which are never more than what the guests
 // hold. The budget checked at start makes it at least vhostFdsPerClient
-// for every client. 0 without --vhost-user.
+// for every client, which each guest may always hold; guests share what
+// is beyond. 0 without --vhost-user.
 func (b fdBudget) guestFds(limit uint64, o *options) int {
 	if o.vhostUser == "" {
 		return 0
