@@ -117,6 +117,15 @@ func TestVhostGuestsCannotExhaustFds(t *testing.T) {
 	if _, err := dial(vhostguest.Options{}); err != nil {
 		t.Errorf("a guest of one queue pair after the attack: %v", err)
 	}
+	// Up to --max-clients (6: the client and the guest above, 4 more),
+	// then one more is refused by the client limit, not by EMFILE.
+	for i := range 4 {
+		d.connect(testMAC(byte(2 + i)))
+	}
+	dialRaw(t, d.Sock, testMAC(9))
+	if !waitFor(5*time.Second, func() bool { return d.countLog("client refused: too many clients") == 1 }) {
+		t.Errorf("a 7th client with --max-clients 6 was not refused by the client limit; log:\n%s", d.Stderr())
+	}
 	if n := openFds(pid); n >= need {
 		t.Errorf("the daemon holds %d fds, its limit is %d", n, need)
 	}
