@@ -26,20 +26,28 @@ var needsFds = regexp.MustCompile(`needs up to (\d+)`)
 // TestVhostGuestsCannotExhaustFds: vhost-user guests that ask for every
 // queue pair (8) and memory slot (8 files) and leave a message with 8 fds
 // half sent, against a --supervise daemon under the smallest fd limit it
-// starts with. Each guest would make the daemon hold 49 fds where its
-// budget counted 6: before, a few of them took the fds of the listeners
-// and vknetctl (accepts failed with EMFILE). Now the guests asking past
-// what the limit leaves them are closed with a refusal that says what to
-// do, and vknetctl, a new SEQPACKET client and a guest of one queue pair
-// still get in.
+// starts with, and under 100 more. Each guest would make the daemon hold
+// 49 fds where its budget counted 6: before, a few of them took the fds
+// of the listeners and vknetctl (accepts failed with EMFILE). Now the
+// guests asking past what the limit leaves them are closed with a refusal
+// that says what to do, a multi-queue guest within it keeps its
+// connection, and vknetctl, a new SEQPACKET client and a guest of one
+// queue pair still get in; the client after --max-clients is refused by
+// the client limit.
 func TestVhostGuestsCannotExhaustFds(t *testing.T) {
 	needRoot(t)
+	for _, slack := range []int{0, 100} {
+		t.Run(fmt.Sprintf("limit+%d", slack), func(t *testing.T) { guestsAgainstFdLimit(t, slack) })
+	}
+}
+
+func guestsAgainstFdLimit(t *testing.T, slack int) {
 	ns := testbed.NewNetns(t)
 	dir := testbed.ShortTempDir(t)
 	os.Chmod(dir, 0o755)
 	vpath := filepath.Join(dir, "v")
-	const hostile = 4
-	args := []string{"-U", "--max-clients", "6", "--user-clients", "6", "--vhost-user", vpath, "--supervise"}
+	const hostile, maxClients = 4, 6
+	args := []string{"-U", "--max-clients", strconv.Itoa(maxClients), "--user-clients", strconv.Itoa(maxClients), "--vhost-user", vpath, "--supervise"}
 	// The smallest limit the daemon starts with: what it says it needs.
 	_, err := tryStartDaemon(t, ns, testbed.DaemonConfig{Wrap: []string{"prlimit", "--nofile=40:40"}, Args: args})
 	var se *testbed.StartError
@@ -51,11 +59,12 @@ func TestVhostGuestsCannotExhaustFds(t *testing.T) {
 		t.Fatalf("the refusal names no need: %s", se.Stderr)
 	}
 	need, _ := strconv.Atoi(m[1])
+	limit := need + slack
 	pidfile := filepath.Join(dir, "vknetd.pid")
-	d := startDaemon(t, ns, testbed.DaemonConfig{Wrap: []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", need, need)},
+	d := startDaemon(t, ns, testbed.DaemonConfig{Wrap: []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", limit, limit)},
 		Args: args, Sock: filepath.Join(dir, "vknet"), Pidfile: pidfile})
 	pid := readPid(t, pidfile)
-	t.Logf("daemon (pid %d) under a limit of %d fds, --max-clients 6", pid, need)
+	t.Logf("daemon (pid %d) under a limit of %d fds, --max-clients %d", pid, limit, maxClients)
 
 	var guests []*vhostguest.Guest
 	t.Cleanup(func() {
@@ -75,6 +84,14 @@ func TestVhostGuestsCannotExhaustFds(t *testing.T) {
 		}
 		g.Attach(sock)
 		return g, g.Start()
+	}
+	// With room to spare, a guest of 4 queue pairs (12 fds beyond a guest
+	// of one) fits, and must keep fitting whatever the others do.
+	var multi *vhostguest.Guest
+	if slack > 0 {
+		if multi, err = dial(vhostguest.Options{QueuePairs: 4, QueueSize: 64}); err != nil {
+			t.Fatalf("a guest of 4 queue pairs under %d spare fds: %v", slack, err)
+		}
 	}
 	for i := range hostile {
 		g, err := dial(vhostguest.Options{QueuePairs: 8, MemoryFiles: 8, QueueSize: 64})
@@ -100,34 +117,44 @@ func TestVhostGuestsCannotExhaustFds(t *testing.T) {
 
 	// Whatever the guests did, the daemon has fds for everyone else.
 	ctl := d.Sock + ".ctl"
-	var st control.Stats
-	if !waitFor(5*time.Second, func() bool {
+	stats := func() (st control.Stats, err error) {
 		c, err := control.Dial(ctl)
 		if err != nil {
-			return false
+			return st, err
 		}
 		defer c.Close()
-		st, err = c.Stats()
-		return err == nil
-	}) {
-		t.Fatalf("vknetctl got no answer after the guests' attack; log:\n%s", d.Stderr())
+		return c.Stats()
+	}
+	var st control.Stats
+	if !waitFor(5*time.Second, func() bool { st, err = stats(); return err == nil }) {
+		t.Fatalf("vknetctl got no answer after the guests' attack: %v; log:\n%s", err, d.Stderr())
 	}
 	t.Logf("after the attack: %d fds open in the daemon, clients %v", openFds(pid), st.ClientsByKind)
 	d.connect(testMAC(1)) // it waits for the daemon to log the client
 	if _, err := dial(vhostguest.Options{}); err != nil {
 		t.Errorf("a guest of one queue pair after the attack: %v", err)
 	}
-	// Up to --max-clients (6: the client and the guest above, 4 more),
-	// then one more is refused by the client limit, not by EMFILE.
-	for i := range 4 {
+	if multi != nil && socketClosedByPeer(multi.SocketFD()) {
+		t.Errorf("the guest of 4 queue pairs within the spare fds was closed")
+	}
+	// Up to --max-clients, then one more is refused by the client limit,
+	// not by EMFILE.
+	if st, err = stats(); err != nil {
+		t.Fatal(err)
+	}
+	clients := 0
+	for _, n := range st.ClientsByKind {
+		clients += int(n)
+	}
+	for i := range maxClients - clients {
 		d.connect(testMAC(byte(2 + i)))
 	}
 	dialRaw(t, d.Sock, testMAC(9))
 	if !waitFor(5*time.Second, func() bool { return d.countLog("client refused: too many clients") == 1 }) {
-		t.Errorf("a 7th client with --max-clients 6 was not refused by the client limit; log:\n%s", d.Stderr())
+		t.Errorf("client %d with --max-clients %d was not refused by the client limit; log:\n%s", maxClients+1, maxClients, d.Stderr())
 	}
-	if n := openFds(pid); n >= need {
-		t.Errorf("the daemon holds %d fds, its limit is %d", n, need)
+	if n := openFds(pid); n >= limit {
+		t.Errorf("the daemon holds %d fds, its limit is %d", n, limit)
 	}
 	log := d.Stderr()
 	for _, bad := range []string{"too many open files", "accept failed"} {
