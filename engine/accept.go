@@ -174,7 +174,7 @@ func (e *Engine) openClient(l *loop, id uint32, fd int, kind ListenerKind, via s
 		t = newStreamTransport(&l.io, fd, e.maxFrame)
 	case VhostUser:
 		mem = &guestMemory{budget: &e.guestMem}
-		vt, err := e.newVhostTransport(&l.io, fd, id, name, mem)
+		vt, err := e.newVhostTransport(&l.io, fd, id, name, mem, &guestFds{budget: &e.guestFds})
 		if err != nil {
 			return nil, err
 		}

@@ -136,6 +136,12 @@ type Config struct {
 	// x86-64's address space). A table over one of them closes its guest
 	// before anything is mapped (guestmem.go).
 	GuestMemoryMax, UserGuestMemory, GuestMemoryTotal uint64
+	// GuestFds is the most file descriptors all vhost-user guests may
+	// have the switch hold together (0: not counted), at least
+	// GuestFdsEach for each of MaxClients, which every guest may hold; a
+	// guest whose request would take more than what is left beyond is
+	// closed (guestfds.go).
+	GuestFds int
 
 	Logger *slog.Logger
 }
@@ -191,6 +197,7 @@ type Engine struct {
 	ports     *portTable        // ids and counts (ports.go)
 	users     *userTable        // users with clients connected (users.go)
 	guestMem  guestMemoryBudget // what vhost-user guests map (guestmem.go)
+	guestFds  guestFdBudget     // the fds vhost-user guests hold (guestfds.go)
 	listeners []listenerState   // polled by the first loop (accept.go)
 
 	// loops are the event loops (--workers); the first one also serves
@@ -250,6 +257,7 @@ func New(cfg Config) (*Engine, error) {
 		ports:     newPortTable(cfg.MACTable.MaxPorts),
 		users:     newUserTable(cfg.MACTable.MaxPorts),
 		guestMem:  guestMemoryBudget{perGuest: cfg.GuestMemoryMax, perUser: cfg.UserGuestMemory, total: cfg.GuestMemoryTotal},
+		guestFds:  newGuestFdBudget(cfg.GuestFds, cfg.MaxClients),
 		start:     time.Now(),
 		remote:    newRemoteHeard(),
 		moves:     make(chan struct{}, 1),

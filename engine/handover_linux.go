@@ -147,7 +147,7 @@ func (l *loop) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error
 	}
 	dev, err := take(vhostuser.Config{Note: func(msg string) {
 		e.clientLog.Info("vhost-user request ignored", "port", id, "client", name, "request", msg)
-	}, Offloads: offloads, Large: vt.large, Memory: mem.set}, rec.Device, fds)
+	}, Offloads: offloads, Large: vt.large, Memory: mem.set, Fds: (&guestFds{budget: &e.guestFds}).set}, rec.Device, fds)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,7 +5,7 @@ package engine
 import "errors"
 
 // vhost-user needs eventfds and memfd-shared guest memory: Linux only.
-func (e *Engine) newVhostTransport(*portIO, int, uint32, string, *guestMemory) (transport, error) {
+func (e *Engine) newVhostTransport(*portIO, int, uint32, string, *guestMemory, *guestFds) (transport, error) {
 	return nil, errors.New("vhost-user ports are Linux-only")
 }
 

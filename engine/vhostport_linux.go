@@ -52,7 +52,7 @@ var _ [maxSubFDs - vhostuser.MaxQueues]struct{} // every ring's kick has a sub-n
 
 // newVhostTransport serves the guest on fd; mem is the port's account of
 // the guest memory its device maps (guestmem.go).
-func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, mem *guestMemory) (*vhostTransport, error) {
+func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, mem *guestMemory, fds *guestFds) (*vhostTransport, error) {
 	t := &vhostTransport{io: io,
 		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
 		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}
@@ -60,7 +60,7 @@ func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, m
 	offloads := e.cfg.Offloads && e.pool.CapLarge() > 0
 	dev, err := vhostuser.NewDevice(fd, vhostuser.Config{Note: func(msg string) {
 		e.clientLog.Info("vhost-user request ignored", "port", id, "client", name, "request", msg)
-	}, Offloads: offloads, Large: t.large, Memory: mem.set})
+	}, Offloads: offloads, Large: t.large, Memory: mem.set, Fds: fds.set})
 	if err != nil {
 		return nil, err
 	}

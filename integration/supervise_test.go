@@ -315,3 +315,78 @@ func socketClosedByPeer(fd int) bool {
 	n, err := unix.Poll(pfd, 0)
 	return err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
 }
+
+// TestSupervisorRestartsTheUpgradedBinary: after vknetctl upgrade to a
+// binary at another path, kill -9 under --supervise starts that binary,
+// not the one the supervisor was started from (which would roll the
+// upgrade back), and the clients, vhost-user guests included, are taken
+// up. Deleted from disk, the upgraded binary is still what the next
+// crash starts. Before, the supervisor restarted its own executable.
+func TestSupervisorRestartsTheUpgradedBinary(t *testing.T) {
+	needRoot(t)
+	binDir := testbed.ShortTempDir(t)
+	os.Chmod(binDir, 0o755)
+	upgraded := filepath.Join(binDir, "vknetd-upgraded")
+	copyFile(t, vknetd, upgraded, 0o755)
+	var want unix.Stat_t
+	if err := unix.Stat(upgraded, &want); err != nil {
+		t.Fatal(err)
+	}
+	b := startBed(t, vknetd, []string{"seqpacket", "vhost-user"}, "--supervise")
+	b.start()
+	if _, err := b.upgrade(upgraded); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the new daemon's notices and a snapshot have reached the supervisor
+	statsBefore := daemonStats(t, b)
+	pid := readPid(t, b.pidfile)
+	killAndCheck := func(round int, wantExe string) int {
+		t.Helper()
+		got := make([]uint64, len(b.flows))
+		for i, f := range b.flows {
+			got[i] = f.got.Load()
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		if !waitFor(3*time.Second, func() bool {
+			for i, f := range b.flows {
+				if f.got.Load() < got[i]+10 {
+					return false
+				}
+			}
+			return true
+		}) {
+			t.Fatalf("kill -9 %d: traffic did not resume within 3 s", round)
+		}
+		var newPid int
+		if !waitFor(2*time.Second, func() bool { newPid = tryReadPid(b.pidfile); return newPid != pid && newPid > 0 && pidAlive(newPid) }) {
+			t.Fatalf("kill -9 %d: pidfile names %d (killed %d)", round, newPid, pid)
+		}
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", newPid))
+		var st unix.Stat_t
+		unix.Stat(fmt.Sprintf("/proc/%d/exe", newPid), &st)
+		if exe != wantExe || st.Ino != want.Ino || st.Dev != want.Dev {
+			t.Errorf("kill -9 %d: the restarted daemon runs %q (inode %d), want %q (inode %d): the upgrade was rolled back", round, exe, st.Ino, wantExe, want.Ino)
+		}
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", newPid)); strings.TrimSpace(string(comm)) != "vknetd-upgraded" {
+			t.Errorf("kill -9 %d: the restarted daemon is named %q, want its executable's name", round, comm)
+		}
+		st2 := daemonStats(t, b)
+		if st2.Restarts != uint64(round) || st2.Accepted != statsBefore.Accepted || st2.ClientsByKind["vhost-user"] != 2 || st2.ClientsByKind["seqpacket"] != 2 {
+			t.Errorf("kill -9 %d: restarts %d, %d clients accepted (before %d), clients %v; want no client accepted anew, 2 guests and 2 SEQPACKET clients",
+				round, st2.Restarts, st2.Accepted, statsBefore.Accepted, st2.ClientsByKind)
+		}
+		return newPid
+	}
+	pid = killAndCheck(1, upgraded)
+	// Gone from disk: the supervisor still holds it.
+	if err := os.Remove(upgraded); err != nil {
+		t.Fatal(err)
+	}
+	pid = killAndCheck(2, upgraded+" (deleted)")
+	b.quiesce()
+	b.checkFlows()
+	stopAndCheckCleanup(t, b, pid)
+	if err := b.d.Wait(5 * time.Second); err != nil {
+		t.Errorf("the supervisor did not exit after the daemon stopped: %v", err)
+	}
+}

@@ -63,6 +63,17 @@ type Config struct {
 	// violation carrying the error, which should say what to raise. A
 	// call that does not grow what the device holds must not fail.
 	Memory func(bytes uint64) error
+
+	// Fds, when set, is who allows the file descriptors the device holds
+	// (its socket, every ring's kick and call, the memory table's files,
+	// a message's fds while it is read): it is told their number each
+	// time it may have grown (fds came, a message was handled, the device
+	// was adopted) and 0 when the device closes. An error refuses the
+	// growth: the device closes with a violation carrying it. The kernel
+	// has handed a message's fds over before anyone can be asked, so the
+	// caller leaves one message's worth (8) of room for each goroutine
+	// serving devices at once.
+	Fds func(held int) error
 }
 
 // Device is one guest's virtio-net device behind one vhost-user
@@ -81,6 +92,7 @@ type Device struct {
 	memBytes uint64    // the table's mapping lengths
 	logBytes uint64    // the dirty log's mapping length
 	charged  uint64    // what Config.Memory was last told: memBytes+logBytes once settled
+	fdsTold  int       // what Config.Fds was last told
 	kept     keptTable // the table and its fds, for Export (state.go)
 
 	log dirtyLog // SET_LOG_BASE's; mem nil without one
@@ -193,15 +205,59 @@ func (d *Device) HandleSocket() (ch Changes, err error) {
 			return ch, err
 		}
 		if !ok {
-			return ch, nil // the rest of a message comes with the next call
+			// The rest of a message comes with the next call; its fds,
+			// if they came, are held until then.
+			return ch, d.tellFds()
 		}
 		c, err := d.handle(d.conn.hdr, d.conn.payload())
 		d.conn.done()
 		ch |= c
+		if err == nil {
+			err = d.tellFds()
+		}
 		if err != nil {
 			return ch, err
 		}
 	}
+}
+
+// heldFds counts the file descriptors the device holds: its socket, each
+// ring's kick and call, the memory table's files and the fds of the
+// message being read. At most MaxDeviceFds.
+func (d *Device) heldFds() int {
+	n := len(d.kept.owned)
+	if !d.conn.closed {
+		n++
+	}
+	for i := range d.q {
+		if d.q[i].kick >= 0 {
+			n++
+		}
+		if d.q[i].call >= 0 {
+			n++
+		}
+	}
+	for _, fd := range d.conn.fds[:d.conn.nfds] {
+		if fd >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// tellFds tells Config.Fds what the device holds now, when it changed; a
+// refused growth is a violation (the device closes).
+func (d *Device) tellFds() error {
+	n := d.heldFds()
+	if d.cfg.Fds == nil || n == d.fdsTold {
+		return nil
+	}
+	grew := n > d.fdsTold
+	d.fdsTold = n
+	if err := d.cfg.Fds(n); err != nil && grew {
+		return violation("holding %d file descriptors refused: %v", n, err)
+	}
+	return nil
 }
 
 // handle processes one message; the conn's fds not taken are closed after.
@@ -615,5 +671,10 @@ func (d *Device) Close() error {
 	d.unmapAll()
 	d.unmapLog()
 	d.releaseMemory()
-	return d.conn.close()
+	err := d.conn.close()
+	if d.cfg.Fds != nil && d.fdsTold != 0 {
+		d.fdsTold = 0
+		_ = d.cfg.Fds(0)
+	}
+	return err
 }

@@ -190,6 +190,9 @@ func Adopt(cfg Config, st State, fds FDs) (*Device, error) {
 		d.Close()
 		return nil, fmt.Errorf("vhost-user: adopting the device: %w", err)
 	}
+	// Held by the process before under the same budget: counted, never
+	// refused (a guest that did nothing would lose its network).
+	_ = d.tellFds()
 	return d, nil
 }
 
@@ -217,6 +220,7 @@ func Recover(cfg Config, st State, fds FDs) (*Device, error) {
 		d.Close()
 		return nil, fmt.Errorf("vhost-user: recovering the device: %w", err)
 	}
+	_ = d.tellFds() // as Adopt
 	return d, nil
 }
 

@@ -20,6 +20,14 @@ const MaxQueuePairs = 8
 // MaxQueues is the most queues a device has: every pair's RX and TX.
 const MaxQueues = 2 * MaxQueuePairs
 
+// MaxDeviceFds is the most file descriptors one guest can make a Device
+// hold at once, whatever it negotiates: its socket, a kick and a call
+// eventfd for every queue, one fd per distinct file of its memory table
+// (kept for Export), and the fds of a message it has begun and not
+// finished sending (read with its first bytes, held until its last). A
+// daemon's fd budget counts this much per guest.
+const MaxDeviceFds = 1 + 2*MaxQueues + maxRegions + maxMessageFDs
+
 // maxQueueSize is the largest split virtqueue (virtio 1.x: 32768).
 const maxQueueSize = 32768
 

@@ -17,13 +17,18 @@ import (
 // leaves room.
 const fdsPerClient = 2
 
-// vhostFdsPerClient replaces fdsPerClient with --vhost-user: a guest holds
-// its socket, a kick and a call eventfd for each of its two rings, and one
-// fd of its memory file, kept for an upgrade (one per memory backend: QEMU
-// guests have one). (The memory table's other region fds are open only
-// while one message is handled: vhostMessageFds, once.)
+// vhostFdsPerClient is what a guest with one queue pair and one memory
+// file holds: its socket, a kick and a call eventfd for each of its two
+// rings, and a fd of its memory file, kept for an upgrade. Each client is
+// budgeted as such a guest besides its fdsPerClient; a guest may make the
+// daemon hold more (vhostuser.MaxDeviceFds: 8 queue pairs, 8 memory files,
+// a message's 8 fds while it dribbles in), and that comes out of what the
+// limit leaves all guests together beyond that (guestFds), counted as they
+// ask. A guest asking beyond is closed, not the daemon starved. Each loop may
+// hold one message's fds (vhostMessageFds) beyond, for the moment before
+// the count refuses them.
 const (
-	vhostFdsPerClient = 6
+	vhostFdsPerClient = engine.GuestFdsEach
 	vhostMessageFds   = 8
 )
 
@@ -62,7 +67,7 @@ func newFdBudget(o *options) fdBudget {
 	}
 	if o.vhostUser != "" {
 		b.sockets++
-		b.daemon += vhostMessageFds
+		b.daemon += vhostMessageFds * o.workers
 	}
 	if o.metrics != "" {
 		b.observer += metrics.MaxFds // its listener included
@@ -70,18 +75,46 @@ func newFdBudget(o *options) fdBudget {
 	return b
 }
 
-// clientFds is what one client may hold at most, given the listeners.
-// Under --supervise a vhost-user guest's fds are copied once more while
-// its new state waits to be sent to the supervisor (until the end of a
-// round of the loop).
+// clientFds is what the budget counts for one client, given the
+// listeners: with --vhost-user a guest of one queue pair beside a socket
+// client's, twice under --supervise, where a vhost-user guest's fds are
+// copied once more while its new state waits to be sent to the
+// supervisor (until the end of a round of the loop).
 func clientFds(o *options) int {
 	switch {
 	case o.vhostUser != "" && o.supervise:
-		return 2 * vhostFdsPerClient
+		return fdsPerClient + 2*vhostFdsPerClient
 	case o.vhostUser != "":
-		return vhostFdsPerClient
+		return fdsPerClient + vhostFdsPerClient
 	}
 	return fdsPerClient
+}
+
+// guestFds is what limit leaves vhost-user guests together
+// (engine.Config.GuestFds): all but the daemon's own, the observers', the
+// listening sockets' and fdsPerClient for every client; halved under
+// --supervise for the copies, which are never more than what the guests
+// hold. The budget checked at start makes it at least vhostFdsPerClient
+// for every client, which each guest may always hold; guests share what
+// is beyond. 0 without --vhost-user.
+func (b fdBudget) guestFds(limit uint64, o *options) int {
+	if o.vhostUser == "" {
+		return 0
+	}
+	left := int64(min(limit, 1<<30)) - int64(b.sockets+b.observer+b.daemon+fdsPerClient*o.maxClients)
+	if o.supervise {
+		left /= 2
+	}
+	return int(max(left, 1))
+}
+
+// guestFdsNow is guestFds for the daemon's limit now.
+func guestFdsNow(o *options) int {
+	var rl unix.Rlimit
+	if o.vhostUser == "" || unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil {
+		return 0
+	}
+	return newFdBudget(o).guestFds(uint64(rl.Cur), o)
 }
 
 func (b fdBudget) total() int { return b.clients + b.sockets + b.observer + b.daemon }
@@ -128,6 +161,7 @@ func reserveFds(o *options, log *slog.Logger) error {
 	if err := b.check(uint64(rl.Cur), o.maxClients); err != nil {
 		return err
 	}
-	log.Info("file descriptors reserved", "limit", uint64(rl.Cur), "budget", b.total(), "max_clients", o.maxClients)
+	log.Info("file descriptors reserved", "limit", uint64(rl.Cur), "budget", b.total(), "max_clients", o.maxClients,
+		"vhost_user_fds", b.guestFds(uint64(rl.Cur), o))
 	return nil
 }

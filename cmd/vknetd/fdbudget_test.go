@@ -84,3 +84,33 @@ func TestFdBudgetRefusalSaysWhatFits(t *testing.T) {
 		t.Fatalf("a 50-fd limit: %v; want only the advice to raise it", err)
 	}
 }
+
+// With --vhost-user each client is budgeted as a guest of one queue pair
+// beside a socket client, and what the limit leaves beyond the rest goes
+// to the guests together: at the budget's own limit, a guest of one pair
+// for every client (its copies too under --supervise); a higher limit
+// leaves them more.
+func TestFdBudgetLeavesGuestsTheRest(t *testing.T) {
+	for _, sup := range []bool{false, true} {
+		args := []string{"-U", "--vhost-user", "/v", "--max-clients", "10"}
+		if sup {
+			args = append(args, "--supervise")
+		}
+		o, err := parseArgs(args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := newFdBudget(o)
+		if got := b.guestFds(uint64(b.total()), o); got != 10*vhostFdsPerClient {
+			t.Errorf("supervise %v: guests get %d fds at the budget's limit %d, want %d", sup, got, b.total(), 10*vhostFdsPerClient)
+		}
+		more := b.guestFds(uint64(b.total()+100), o)
+		if want := 10*vhostFdsPerClient + 100; !sup && more != want || sup && more != want-50 {
+			t.Errorf("supervise %v: 100 fds more give the guests %d", sup, more)
+		}
+	}
+	o, _ := parseArgs([]string{"-U"}, &bytes.Buffer{})
+	if got := newFdBudget(o).guestFds(1<<20, o); got != 0 {
+		t.Errorf("without --vhost-user the guests' fds are counted (%d)", got)
+	}
+}

@@ -286,6 +286,7 @@ func engineConfig(o *options, t *tap.Device, listeners []engine.Listener, policy
 		GuestMemoryMax:   o.vhostMemoryMax,
 		UserGuestMemory:  o.userVhostMemory,
 		GuestMemoryTotal: o.vhostMemoryTotal,
+		GuestFds:         guestFdsNow(o),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -56,11 +57,24 @@ import (
 // ring's), and one whose device was mid negotiation or stopped when the
 // daemon died, has its socket closed and must reconnect.
 //
+// The new daemon runs the binary the dead one ran, not the one the
+// supervisor was started from: each daemon, as it attaches (at its start,
+// after vknetctl upgrade, after a restart), sends an fd of its own
+// executable (/proc/self/exe), and the supervisor starts the next daemon
+// through the last one it got (/proc/self/fd). Otherwise a crash after an
+// upgrade to another binary, or to the same path replaced on disk, would
+// quietly roll the upgrade back, and an older binary cannot read the
+// vhost-user records the supervisor holds. Through the fd, a binary
+// deleted or replaced since still runs as it was.
+//
 // A daemon that dies again within 10 s of its start is restarted after a
 // back-off (0.25 s doubling to 30 s), said in one log line each time.
 
 const (
-	supervisorFdEnv   = "VKNETD_SUPERVISOR_FD"
+	supervisorFdEnv = "VKNETD_SUPERVISOR_FD"
+	// execFdEnv names the fd a restarted daemon was started through (its
+	// executable, which the supervisor holds): the daemon closes it.
+	execFdEnv         = "VKNETD_EXEC_FD"
 	snapshotInterval  = time.Second
 	quickDeath        = 10 * time.Second
 	maxRestartBackoff = 30 * time.Second
@@ -114,6 +128,14 @@ func (d *daemon) attachSupervisor(fd int, setup bool) {
 			l.send(handover.KindSetup, payload, fds)
 		}
 	}
+	// What the supervisor starts should this daemon die: this binary, as
+	// it was when it started, whatever is at its path now.
+	if exe, err := unix.Open("/proc/self/exe", unix.O_PATH|unix.O_CLOEXEC, 0); err == nil {
+		l.send(handover.KindExecutable, nil, []int{exe})
+		unix.Close(exe)
+	} else {
+		d.log.Warn("supervisor: cannot tell it this daemon's executable; after a crash it starts the one it was started from", "err", err)
+	}
 	d.engine.NotifyPorts(func(ns []engine.PortNotice) {
 		for _, n := range ns {
 			fds := n.Fds
@@ -157,9 +179,13 @@ type heldPort struct {
 }
 
 type supervisor struct {
-	o        *options
-	args     []string
-	exe      string
+	o    *options
+	args []string
+	exe  string // the supervisor's own executable: what it starts without exeFd
+	// exeFd is the last daemon's executable (O_PATH), -1 until one said;
+	// exePath is where it was when said, for the new daemon's argv[0].
+	exeFd    int
+	exePath  string
 	log      *slog.Logger
 	setup    *handover.Record
 	setupFds []int
@@ -198,7 +224,7 @@ func runSupervisor(o *options, stdout, stderr io.Writer) int {
 		log.Warn("supervisor: cannot reap upgraded daemons", "err", err)
 	}
 	go reapChildren()
-	s := &supervisor{o: o, args: os.Args[1:], log: log, ports: map[uint32]*heldPort{}}
+	s := &supervisor{o: o, args: os.Args[1:], log: log, ports: map[uint32]*heldPort{}, exeFd: -1}
 	if exe, err := os.Executable(); err == nil {
 		if real, err := filepath.EvalSymlinks(exe); err == nil {
 			exe = real
@@ -299,6 +325,8 @@ func (s *supervisor) serve(conn *handover.Conn) {
 			} else {
 				handover.CloseFds(fds)
 			}
+		case handover.KindExecutable:
+			s.holdExecutable(fds)
 		case handover.KindSnapshot:
 			s.snapshot, s.snapshotAt = payload, time.Now()
 			handover.CloseFds(fds)
@@ -310,6 +338,22 @@ func (s *supervisor) serve(conn *handover.Conn) {
 			handover.CloseFds(fds)
 		}
 	}
+}
+
+// holdExecutable keeps fds, one fd of the daemon's executable, as what
+// the next daemon is started from, replacing the one before.
+func (s *supervisor) holdExecutable(fds []int) {
+	var st unix.Stat_t
+	if len(fds) != 1 || unix.Fstat(fds[0], &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		s.log.Error("supervisor: the daemon's executable is not one regular file; a crash restarts the one before", "fds", len(fds))
+		handover.CloseFds(fds)
+		return
+	}
+	if s.exeFd >= 0 {
+		unix.Close(s.exeFd)
+	}
+	s.exeFd = fds[0]
+	s.exePath, _ = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", s.exeFd))
 }
 
 // release lets go of every fd held, so that the daemon's clean-up (the
@@ -435,6 +479,21 @@ func (s *supervisor) restart() (*handover.Conn, error) {
 	files := []*os.File{os.NewFile(uintptr(htheirs), "handover"), os.NewFile(uintptr(stheirs), "supervisor")}
 	cmd := exec.Command(s.exe, s.args...)
 	cmd.Env = append(os.Environ(), handoverFdEnv+"=3", supervisorFdEnv+"=4")
+	if s.exeFd >= 0 {
+		// The dead daemon's binary, through the fd it sent: the child
+		// execs its own fd 5, then closes it (execFdEnv).
+		exe, err := unix.FcntlInt(uintptr(s.exeFd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			files[0].Close()
+			files[1].Close()
+			sconn.Close()
+			return nil, fmt.Errorf("holding the daemon's executable: %w", err)
+		}
+		files = append(files, os.NewFile(uintptr(exe), "executable"))
+		cmd.Path = "/proc/self/fd/5"
+		cmd.Args[0] = strings.TrimSuffix(s.exePath, " (deleted)")
+		cmd.Env = append(cmd.Env, execFdEnv+"=5")
+	}
 	cmd.ExtraFiles = files
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Dir = "/"
@@ -447,8 +506,7 @@ func (s *supervisor) restart() (*handover.Conn, error) {
 			r, err = lookupUser(s.o.user, gid)
 		}
 		if err != nil {
-			files[0].Close()
-			files[1].Close()
+			closeFiles(files)
 			sconn.Close()
 			return nil, err
 		}
@@ -460,8 +518,7 @@ func (s *supervisor) restart() (*handover.Conn, error) {
 			AmbientCaps: []uintptr{unix.CAP_NET_ADMIN}}
 	}
 	err = cmd.Start()
-	files[0].Close()
-	files[1].Close()
+	closeFiles(files)
 	if err != nil {
 		sconn.Close()
 		return nil, err
@@ -521,6 +578,12 @@ func (s *supervisor) restart() (*handover.Conn, error) {
 	s.restarts++
 	s.log.Info("supervisor: the new daemon serves", "pid", cmd.Process.Pid, "restarts", s.restarts)
 	return sconn, nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 // reapChildren waits for every child, ours and the orphans of upgraded

@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -342,6 +343,15 @@ func handoverConn() *handover.Conn {
 		return nil
 	}
 	os.Unsetenv(handoverFdEnv)
+	if v := os.Getenv(execFdEnv); v != "" {
+		// Started by the supervisor through its copy of our executable:
+		// a copy we do not need (we send our own, attachSupervisor).
+		os.Unsetenv(execFdEnv)
+		if fd, err := strconv.Atoi(v); err == nil && fd > 4 {
+			unix.Close(fd)
+		}
+		nameProcess()
+	}
 	fd, err := strconv.Atoi(v)
 	if err != nil || fd < 3 {
 		return nil
@@ -446,3 +456,17 @@ func adopt(o *options, log *slog.Logger, conn *handover.Conn) (*daemon, error) {
 }
 
 const handoverKindStopping = handover.KindStopping
+
+// nameProcess gives a daemon started through /proc/self/fd/N the name its
+// executable has (the kernel named it "N"), for ps, pidof and the log.
+func nameProcess() {
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	name := filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	os.WriteFile("/proc/self/comm", []byte(name), 0)
+}

@@ -34,6 +34,7 @@ const (
 	KindSnapshot   byte = 'n' // the tables and counters (handover.Engine, no fds)
 	KindStopping   byte = 'x' // stopping for good: let go of everything
 	KindHandedOver byte = 'a' // upgraded: the new daemon (its pid) speaks from now on
+	KindExecutable byte = 'b' // the daemon's own executable (one O_PATH fd): what a crash restarts
 )
 
 // Conn is one end of the socketpair.

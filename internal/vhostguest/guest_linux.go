@@ -33,6 +33,10 @@ type Options struct {
 	// which the device must offer); 0 or 1: one. Send, Receive and the
 	// others use the pair Use chose, 0 at first.
 	QueuePairs int
+	// MemoryFiles, above 1, lists that many regions in the memory table,
+	// each of its own memfd (at most 8): the guest's memory, then one page
+	// each that nothing uses, as a VM with several memory backends.
+	MemoryFiles int
 	// Offloads accepts checksum and TSO offloads both ways when offered
 	// (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6): Send may then pass
 	// superframes and partial checksums, and Receive may get them.
@@ -54,6 +58,7 @@ type Guest struct {
 	opts     Options
 	memfd    int
 	mem      []byte
+	extra    []int // MemoryFiles' memfds after the first
 	sock     int
 	features uint64 // accepted
 	protocol uint64
@@ -130,6 +135,18 @@ func New(o Options) (*Guest, error) {
 	if g.mem, err = unix.Mmap(fd, 0, off, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("vhostguest: mmap memfd: %w", err)
+	}
+	for range max(o.MemoryFiles-1, 0) {
+		fd, err := unix.MemfdCreate("vhostguest-extra", unix.MFD_CLOEXEC)
+		if err != nil {
+			g.Close()
+			return nil, fmt.Errorf("vhostguest: memfd_create: %w", err)
+		}
+		g.extra = append(g.extra, fd)
+		if err := unix.Ftruncate(fd, 4096); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("vhostguest: ftruncate memfd: %w", err)
+		}
 	}
 	for i := range g.kick {
 		if g.kick[i], err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
@@ -222,6 +239,9 @@ func (g *Guest) Close() {
 	fds := []*int{&g.sock, &g.memfd}
 	for i := range g.kick {
 		fds = append(fds, &g.kick[i], &g.callfd[i])
+	}
+	for i := range g.extra {
+		fds = append(fds, &g.extra[i])
 	}
 	for _, fd := range fds {
 		if *fd >= 0 {
@@ -380,12 +400,19 @@ func (g *Guest) memTable() []byte {
 		mid := g.q[1].buf + g.q[1].num*txBufSize/2 + 8192
 		regs = []reg{{0, mid}, {mid, len(g.mem) - mid}}
 	}
+	for i := range g.extra {
+		regs = append(regs, reg{len(g.mem) + i*4096, 4096})
+	}
 	b := binary.LittleEndian.AppendUint32(nil, uint32(len(regs)))
 	b = binary.LittleEndian.AppendUint32(b, 0)
 	for _, r := range regs {
 		b = binary.LittleEndian.AppendUint64(b, GuestAddr(r.off))
 		b = binary.LittleEndian.AppendUint64(b, uint64(r.size))
 		b = binary.LittleEndian.AppendUint64(b, userBase+uint64(r.off))
+		if r.off >= len(g.mem) {
+			b = binary.LittleEndian.AppendUint64(b, 0) // its own file, from its start
+			continue
+		}
 		b = binary.LittleEndian.AppendUint64(b, uint64(r.off))
 	}
 	return b
@@ -393,9 +420,9 @@ func (g *Guest) memTable() []byte {
 
 func (g *Guest) memFDs() []int {
 	if g.opts.TwoRegions {
-		return []int{g.memfd, g.memfd}
+		return append([]int{g.memfd, g.memfd}, g.extra...)
 	}
-	return []int{g.memfd}
+	return append([]int{g.memfd}, g.extra...)
 }
 
 // Dial connects to a vhost-user back-end listening on path and returns the
