@@ -161,15 +161,20 @@ func (s *testSwitch) progress() uint64 {
 	return sum
 }
 
-// advance moves the switch's clock on by d, as if d had passed. Every
-// loop reads the moved clock now, not at its next step: a sweep called
-// right after must see the whole of d even when the last step was a
-// while ago (a slow run under -race once expired a lease 1 ms short).
+// advance moves the switch's clock on by exactly d, as if d had passed,
+// on every loop: no real time is added, so a test may hold the clock to
+// the millisecond. A test that aims at a time the switch gave out (an
+// end) measures d on the switch's clock (clockNow), not with time.Until.
 func (s *testSwitch) advance(d time.Duration) {
 	s.e.start = s.e.start.Add(-d)
 	for _, l := range s.e.loops {
-		l.now = int64(time.Since(s.e.start))
+		l.now += int64(d)
 	}
+}
+
+// clockNow is the time on the first loop's clock.
+func (s *testSwitch) clockNow() time.Time {
+	return s.e.start.Add(time.Duration(s.l.now))
 }
 
 func (c *testClient) send(t *testing.T, frame []byte) {

@@ -180,7 +180,7 @@ func testAdoptKeepsLeasesRangesAndUserLimits(t *testing.T, workers int) {
 		t.Fatal("a lease released after the upgrade still passes")
 	}
 	// B2's 20 s lease runs out on the adopted clock.
-	n.advance(time.Until(after[netip.AddrFrom4(lease2)].ends) + time.Millisecond)
+	n.advance(after[netip.AddrFrom4(lease2)].ends.Sub(n.clockNow()) + time.Millisecond)
 	n.l.sweep()
 	if sent(n, b2, toHost(mac2, lease2)) {
 		t.Fatal("a lease whose time ran out after the upgrade still passes")
