@@ -39,6 +39,7 @@ type Frozen struct {
 	thaw     chan struct{}
 	thawOnce sync.Once
 	fdBase   int
+	e        *Engine
 }
 
 // Thaw lets every loop run again (the new process failed).
@@ -50,7 +51,7 @@ func (f *Frozen) Thaw() { f.thawOnce.Do(func() { close(f.thaw) }) }
 // state refers to Fds[i] as fdBase+i: the daemon sends its own fds
 // (listeners, TAP) first.
 func (e *Engine) Freeze(fdBase int) (*Frozen, error) {
-	f := &Frozen{thaw: make(chan struct{}), fdBase: fdBase}
+	f := &Frozen{thaw: make(chan struct{}), fdBase: fdBase, e: e}
 	// Each loop parks in a request of its own, at a round boundary, until
 	// Thaw: its state is then written here, on this goroutine, and the
 	// channels order those writes after the loop's and before its next

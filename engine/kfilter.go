@@ -78,3 +78,31 @@ func (e *Engine) listenerKernelDrops() uint64 {
 	}
 	return n
 }
+
+// Refilter attaches this engine's kernel filter again to every socket it
+// filters: its datagram listeners and its clients' sockets. A new daemon
+// that a handover hands them to attaches its own filter to the same
+// sockets (they are shared, not copies) while it adopts them, before it
+// is told to serve; if it fails then, its program, maybe with other
+// rules, would stay on the sockets this engine goes on serving. Call it
+// before Thaw, once the new process can attach nothing more: the loops
+// are parked, so their ports hold still.
+func (f *Frozen) Refilter() {
+	e := f.e
+	if e.cfg.ClientFilter == nil || !e.secure {
+		return
+	}
+	for i := range e.listeners {
+		ls := &e.listeners[i]
+		if ls.filterCookie != 0 {
+			e.attachFilter(ls.Fd, ls.Path)
+		}
+	}
+	for _, l := range e.loops {
+		for _, p := range l.live {
+			if p.filterCookie != 0 && !p.dead && p.fd >= 0 {
+				e.attachFilter(p.fd, p.name)
+			}
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vknetd/vknetd/engine"
 	"github.com/vknetd/vknetd/internal/handover"
+	"github.com/vknetd/vknetd/secure"
 	"github.com/vknetd/vknetd/tap"
 )
 
@@ -95,7 +96,13 @@ func adoptDaemon(o *options, log *slog.Logger, rec *handover.Record, fds []int) 
 	if err != nil {
 		return nil, err
 	}
-	filter := d.adoptKernelFilter(policy, dm.KernelFilter, fd)
+	filterPolicy := policy
+	if otherRulesThenFail != nil { // only in integration/secure's test binary
+		if filterPolicy, err = otherRulesThenFail(o, d.tap); err != nil {
+			return nil, err
+		}
+	}
+	filter := d.adoptKernelFilter(filterPolicy, dm.KernelFilter, fd)
 	if d.engine, err = engine.New(engineConfig(o, d.tap, listeners, policy, filter, log)); err != nil {
 		return nil, err
 	}
@@ -195,3 +202,11 @@ func keepNetAdminOnly(r *runAs) (string, error) {
 	}
 	return verifyDropped(r)
 }
+
+// otherRulesThenFail is nil but in a binary built with -tags
+// vknetd_rollback_test (rollbacktest_linux.go), for integration/secure's
+// TestKernelFilterRestoredOnRollback: such a binary, started by vknetctl
+// upgrade, loads a kernel filter with other rules than the running
+// daemon's (it returns their policy) and attaches it to the sockets it
+// adopts, then refuses the handover.
+var otherRulesThenFail func(o *options, t *tap.Device) (*secure.Policy, error)

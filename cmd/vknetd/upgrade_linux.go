@@ -152,13 +152,34 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	committed := false
+	// Once it has the setup, the new process attaches its kernel filter to
+	// the sockets this daemon serves (they are shared): to the datagram
+	// listeners as it builds its engine, to the clients as it adopts them.
+	// If it fails, this daemon puts its own filter back, the new process
+	// dead first so that it attaches nothing after, and only then serves
+	// again: a binary with other rules must not leave them behind.
+	var frozen *engine.Frozen
+	setupSent, paused := false, false
 	defer func() {
-		if !committed {
-			cmd.Process.Kill()
-			select {
-			case <-exited:
-			case <-time.After(time.Second):
+		if committed {
+			return
+		}
+		cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(time.Second):
+		}
+		if setupSent && d.kfilter != nil && frozen == nil {
+			frozen, _ = d.engine.Freeze(0) // fails only if the engine stopped
+		}
+		if frozen != nil {
+			if setupSent {
+				frozen.Refilter()
 			}
+			frozen.Thaw()
+		}
+		if paused {
+			d.resumeObservers()
 		}
 	}()
 	// why says what the new process did instead of answering.
@@ -196,6 +217,7 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	if err != nil {
 		return 0, 0, err
 	}
+	setupSent = true // maybe in part: the new process may have it
 	if err := conn.Send(handover.KindSetup, payload, fds); err != nil {
 		return 0, 0, why("sending the setup", err)
 	}
@@ -205,17 +227,13 @@ func (d *daemon) handOver(binary string) (newPid int, pause time.Duration, err e
 	// New connections to the control and metrics sockets wait in their
 	// backlogs from here, for whichever daemon serves next.
 	d.pauseObservers()
+	paused = true
 	frozenAt := time.Now()
-	frozen, err := d.engine.Freeze(len(fds))
-	if err != nil {
-		d.resumeObservers()
+	if frozen, err = d.engine.Freeze(len(fds)); err != nil {
 		return 0, 0, err
 	}
-	fail := func(err error) (int, time.Duration, error) {
-		frozen.Thaw()
-		d.resumeObservers()
-		return 0, 0, err
-	}
+	// The deferred clean-up thaws the engine and resumes the observers.
+	fail := func(err error) (int, time.Duration, error) { return 0, 0, err }
 	if frozen.Refused != nil {
 		return fail(frozen.Refused)
 	}
@@ -378,6 +396,12 @@ func runAdopted(o *options, conn *handover.Conn, stdout, stderr io.Writer) int {
 	d, err := adopt(o, log, conn)
 	if err != nil {
 		// Nothing adopted is touched: the old daemon keeps it all.
+		log.Error("upgrade: cannot take over, the old daemon keeps serving", "err", err)
+		conn.Send(handover.KindError, []byte(err.Error()), nil)
+		return 1
+	}
+	if otherRulesThenFail != nil { // only in integration/secure's test binary
+		err := errors.New("built with -tags vknetd_rollback_test: refuses every upgrade once it has adopted the clients")
 		log.Error("upgrade: cannot take over, the old daemon keeps serving", "err", err)
 		conn.Send(handover.KindError, []byte(err.Error()), nil)
 		return 1
