@@ -28,12 +28,13 @@ func TestFdBudgetCountsEveryCappedSource(t *testing.T) {
 	if got, want := newFdBudget(o).total(), 2*10+3+control.MaxFds+engine.MaxMonitors+metrics.MaxFds+daemonFds; got != want {
 		t.Fatalf("budget with every socket and 10 clients %d, want %d", got, want)
 	}
-	// A supervised vhost-user guest's fds are copied once more while its
+	// Each client is budgeted as a guest of one queue pair besides its
+	// socket's fds; a supervised guest's are copied once more while its
 	// changed state waits to go to the supervisor.
 	for _, c := range []struct {
 		args      []string
 		perClient int
-	}{{nil, vhostFdsPerClient}, {[]string{"--supervise"}, 2 * vhostFdsPerClient}} {
+	}{{nil, fdsPerClient + vhostFdsPerClient}, {[]string{"--supervise"}, fdsPerClient + 2*vhostFdsPerClient}} {
 		o, err = parseArgs(append([]string{"-U", "--vhost-user", "/v", "--max-clients", "10"}, c.args...), &bytes.Buffer{})
 		if err != nil {
 			t.Fatal(err)
