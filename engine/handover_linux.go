@@ -59,7 +59,6 @@ func (t *vhostTransport) held(hp *handover.Port) ([]int, heldStatus) {
 	case err != nil:
 		return nothing()
 	}
-	rec := vhostRecord{Device: st, Held: true}
 	var own []int
 	failed := false
 	add := func(fd int) int {
@@ -74,14 +73,8 @@ func (t *vhostTransport) held(hp *handover.Port) ([]int, heldStatus) {
 		own = append(own, c)
 		return len(own) - 1
 	}
-	hp.Fd = add(fds.Socket)
-	for _, fd := range fds.Regions {
-		rec.Regions = append(rec.Regions, add(fd))
-	}
-	for i := range st.Queues {
-		rec.Kick = append(rec.Kick, add(fds.Kick[i]))
-		rec.Call = append(rec.Call, add(fds.Call[i]))
-	}
+	rec := vhostRecordOf(st, fds, hp, add)
+	rec.Held = true
 	if hp.Vhost, err = json.Marshal(rec); err != nil || failed {
 		closeOwned(own)
 		return nothing()
@@ -101,6 +94,15 @@ func (e *Engine) exportOther(p *port, hp *handover.Port, addFd func(int) int) er
 	if err != nil {
 		return fmt.Errorf("port %d (%s): %w", p.id, p.name, err)
 	}
+	hp.Vhost, err = json.Marshal(vhostRecordOf(st, fds, hp, addFd))
+	return err
+}
+
+// vhostRecordOf is a device's exported state with its fds numbered by
+// addFd, which keeps them: the socket as hp's fd, then its memory regions,
+// then each ring's kick and call. An upgrade and a supervisor's held copy
+// number them alike.
+func vhostRecordOf(st vhostuser.State, fds vhostuser.FDs, hp *handover.Port, addFd func(int) int) vhostRecord {
 	rec := vhostRecord{Device: st}
 	hp.Fd = addFd(fds.Socket)
 	for _, fd := range fds.Regions {
@@ -110,8 +112,7 @@ func (e *Engine) exportOther(p *port, hp *handover.Port, addFd func(int) int) er
 		rec.Kick = append(rec.Kick, addFd(fds.Kick[i]))
 		rec.Call = append(rec.Call, addFd(fds.Call[i]))
 	}
-	hp.Vhost, err = json.Marshal(rec)
-	return err
+	return rec
 }
 
 // adoptOther is exportOther backwards; after finishes the port once it is
