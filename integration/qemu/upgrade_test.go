@@ -349,6 +349,7 @@ func TestGuestsKeepNetworkThroughKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	checkWorkers(t, l, 2)
 	ctl := l.daemon.Sock + ".ctl"
 	before, acceptedBefore := guestPorts(t, ctl)
 	killAndWaitForGuests(t, l, pid, ipS, ipV)
