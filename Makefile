@@ -37,14 +37,24 @@ qemu-guest:
 	@if [ "$$(id -u)" -eq 0 ]; then ./scripts/qemu-guest.sh; \
 	else echo "qemu-guest: not root, QEMU tests will skip"; fi
 
+# The QEMU tests run again with two event loops: those whose guests sit
+# on two loops (each checks that they do) and frames cross between them,
+# over vhost-user with one and four queue pairs, stream and datagram, and
+# the upgrades and kill -9 that park and hand over every loop (about 60 s).
+# The migrations are left out to keep this pass near a minute (they take
+# 30 s more).
+QEMU_WORKERS_TESTS := ^(TestStreamAndDgramGuestsPingEachOther|TestVhostUserGuestLeasesAndPingsHostAndStreamGuest|TestVhostUserMultiQueueGuestLeasesAndPings|TestGuestsKeepNetworkThroughUpgrades|TestGuestsKeepNetworkThroughKill)$$
+
 # The whole suite: unit tests, fuzz seed corpora, integration tests in
 # network namespaces and with real QEMU guests (as root; they skip with a
-# message otherwise); then the daemon's integration tests and the spoof
-# battery again with two event loops (--workers 2, via internal/testbed).
+# message otherwise); then the daemon's integration tests, the spoof
+# battery and QEMU_WORKERS_TESTS again with two event loops (--workers 2,
+# via internal/testbed).
 test: deps fmt-check vet qemu-guest
 	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 	VKNETD_TEST_WORKERS=2 $(GO) test -count=1 -timeout 10m ./integration/ ./integration/secure/
+	VKNETD_TEST_WORKERS=2 $(GO) test -count=1 -timeout 5m -run '$(QEMU_WORKERS_TESTS)' ./integration/qemu/
 
 # Real QEMU guests (Debian kernel + busybox, TCG) over --stream and --dgram;
 # installs QEMU and dnsmasq and builds the guest image first (scripts/qemu-guest.sh).

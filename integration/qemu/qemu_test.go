@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,8 @@ type labOptions struct {
 	daemonArgs []string
 	// leaseTime is dnsmasq's lease time (default 10m; dnsmasq's least is 2m).
 	leaseTime string
+	// binary is the vknetd to run, when not the one TestMain built.
+	binary string
 }
 
 func newLabWith(t *testing.T, o labOptions) *lab {
@@ -72,7 +75,11 @@ func newLabWith(t *testing.T, o labOptions) *lab {
 	l.stream = filepath.Join(l.dir, "vknet.stream")
 	l.dgram = filepath.Join(l.dir, "vknet.dgram")
 	l.vhost = filepath.Join(l.dir, "vknet.vhost")
-	l.daemon = l.ns.StartDaemon(t, vknetd, testbed.DaemonConfig{
+	binary := vknetd
+	if o.binary != "" {
+		binary = o.binary
+	}
+	l.daemon = l.ns.StartDaemon(t, binary, testbed.DaemonConfig{
 		Sock: filepath.Join(l.dir, "vknet"), Pidfile: filepath.Join(l.dir, "vknetd.pid"),
 		Args: append(append([]string{"-t", tapName, "--stream", l.stream, "--dgram", l.dgram, "--vhost-user", l.vhost},
 			o.daemonArgs...), hostNet),
@@ -295,6 +302,7 @@ func TestStreamAndDgramGuestsPingEachOther(t *testing.T) {
 	rd, errD := gd.wait(deadline)
 	gs.check(t, rs, errS, ipS, hostIP, ipD)
 	gd.check(t, rd, errD, ipD, hostIP, ipS)
+	checkWorkers(t, l, 2)
 	gs.stop(t)
 	gd.stop(t)
 }
@@ -320,6 +328,7 @@ func TestVhostUserGuestLeasesAndPingsHostAndStreamGuest(t *testing.T) {
 			t.Errorf("the host cannot ping the vhost-user guest at %s:\n%s", ipV, out)
 		}
 	}
+	checkWorkers(t, l, 2)
 	// Linux's virtio-net driver takes the offloads the switch offers, so
 	// its TCP superframes cross whole.
 	for _, p := range l.daemon.Counters(t).Ports {
@@ -355,6 +364,7 @@ func TestVhostUserMultiQueueGuestLeasesAndPings(t *testing.T) {
 			t.Errorf("the host cannot ping the multi-queue guest at %s:\n%s", ipV, out)
 		}
 	}
+	checkWorkers(t, l, 2)
 	gv.stop(t)
 	gs.stop(t)
 }
@@ -393,6 +403,37 @@ func TestVhostUserGuestSurvivesDaemonRestart(t *testing.T) {
 		}
 	}
 	gv.stop(t)
+}
+
+// checkWorkers fails t unless the daemon's log shows at least clients
+// clients connected and, when the tests run the switch with more than
+// one event loop (testbed.WorkersEnv), not all on one loop: a guest's
+// port goes to the loop with the fewest ports, so two guests share a
+// loop only when placement is broken, and a test of them would check
+// one loop alone.
+func checkWorkers(t *testing.T, l *lab, clients int) {
+	t.Helper()
+	workers := map[string]int{}
+	n := 0
+	for _, r := range l.daemon.Log() {
+		if r["msg"] == "client connected" {
+			w := r["worker"]
+			if w == "" {
+				w = "0" // datagram clients are the first loop's, and the log does not say
+			}
+			workers[w]++
+			n++
+		}
+	}
+	if n < clients {
+		t.Errorf("%d clients connected, want %d: %v", n, clients, workers)
+		return
+	}
+	w, _ := strconv.Atoi(os.Getenv(testbed.WorkersEnv))
+	t.Logf("%d clients on %d of %d loops: %v", n, len(workers), max(w, 1), workers)
+	if w > 1 && len(workers) < 2 {
+		t.Errorf("with %s=%d the %d clients all went to one loop: %v", testbed.WorkersEnv, w, n, workers)
+	}
 }
 
 func exists(path string) bool {
