@@ -45,13 +45,20 @@ qemu-guest:
 # 30 s more).
 QEMU_WORKERS_TESTS := ^(TestStreamAndDgramGuestsPingEachOther|TestVhostUserGuestLeasesAndPingsHostAndStreamGuest|TestVhostUserMultiQueueGuestLeasesAndPings|TestGuestsKeepNetworkThroughUpgrades|TestGuestsKeepNetworkThroughKill)$$
 
+# The migrations of Linux guests run on their own, again when a guest's
+# kernel crashed (scripts/retry-on-guest-crash.sh): QEMU 7.2 under TCG
+# crashes one now and then after a migration, over -netdev stream too,
+# where the switch never touches guest memory.
+QEMU_MIGRATION_TESTS := ^Test(Stream|VhostUser)GuestMigrates
+
 # The whole suite: unit tests, fuzz seed corpora, integration tests in
 # network namespaces and with real QEMU guests (as root; they skip with a
 # message otherwise); then the daemon's integration tests, the spoof
 # battery and QEMU_WORKERS_TESTS again with two event loops (--workers 2,
 # via internal/testbed).
 test: deps fmt-check vet qemu-guest
-	$(GO) test -count=1 -timeout 12m ./...
+	$(GO) test -count=1 -timeout 12m -skip '$(QEMU_MIGRATION_TESTS)' ./...
+	./scripts/retry-on-guest-crash.sh $(GO) test -count=1 -timeout 5m -run '$(QEMU_MIGRATION_TESTS)' ./integration/qemu/
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 	VKNETD_TEST_WORKERS=2 $(GO) test -count=1 -timeout 10m ./integration/ ./integration/secure/
 	VKNETD_TEST_WORKERS=2 $(GO) test -count=1 -timeout 5m -run '$(QEMU_WORKERS_TESTS)' ./integration/qemu/
