@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Packages whose code runs goroutines get the race detector.
 RACE_PKGS := ./engine/... ./mactable/... ./cmd/... ./internal/... ./control/... ./metrics/...
 
-.PHONY: all build deps test vet fmt-check demo bench bench-spoof bench-compare bench-peers install clean test-qemu qemu-guest
+.PHONY: all build deps test test-migration vet fmt-check demo bench bench-spoof bench-compare bench-peers install clean test-qemu qemu-guest
 
 all: build
 
@@ -45,11 +45,17 @@ qemu-guest:
 # 30 s more).
 QEMU_WORKERS_TESTS := ^(TestStreamAndDgramGuestsPingEachOther|TestVhostUserGuestLeasesAndPingsHostAndStreamGuest|TestVhostUserMultiQueueGuestLeasesAndPings|TestGuestsKeepNetworkThroughUpgrades|TestGuestsKeepNetworkThroughKill)$$
 
-# The migrations of Linux guests run on their own, again when a guest's
-# kernel crashed (scripts/retry-on-guest-crash.sh): QEMU 7.2 under TCG
-# crashes one now and then after a migration, over -netdev stream too,
-# where the switch never touches guest memory.
+# The migrations of Linux guests (stream, across hosts over --vxlan, and
+# vhost-user), which make test leaves out: QEMU 7.2 under TCG crashes the
+# destination's kernel after some migrations, over -netdev stream too,
+# where the switch never touches guest memory. This target runs them
+# again, 3 times at most, only when they failed and a guest's kernel
+# crashed (scripts/retry-on-guest-crash.sh); with KVM they should pass
+# at once.
 QEMU_MIGRATION_TESTS := ^Test(Stream|VhostUser)GuestMigrates
+
+test-migration: deps qemu-guest
+	VKNETD_QEMU_MIGRATION=1 VKNETD_QEMU_VHOST_MIGRATION=1 ./scripts/retry-on-guest-crash.sh $(GO) test -count=1 -v -timeout 10m -run '$(QEMU_MIGRATION_TESTS)' ./integration/qemu/
 
 # The whole suite: unit tests, fuzz seed corpora, integration tests in
 # network namespaces and with real QEMU guests (as root; they skip with a
@@ -57,8 +63,7 @@ QEMU_MIGRATION_TESTS := ^Test(Stream|VhostUser)GuestMigrates
 # battery and QEMU_WORKERS_TESTS again with two event loops (--workers 2,
 # via internal/testbed).
 test: deps fmt-check vet qemu-guest
-	$(GO) test -count=1 -timeout 12m -skip '$(QEMU_MIGRATION_TESTS)' ./...
-	./scripts/retry-on-guest-crash.sh $(GO) test -count=1 -timeout 5m -run '$(QEMU_MIGRATION_TESTS)' ./integration/qemu/
+	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 	VKNETD_TEST_WORKERS=2 $(GO) test -count=1 -timeout 10m ./integration/ ./integration/secure/
 	VKNETD_TEST_WORKERS=2 $(GO) test -count=1 -timeout 5m -run '$(QEMU_WORKERS_TESTS)' ./integration/qemu/

@@ -486,7 +486,23 @@ func migrateTwice(t *testing.T, l *migrationLab, dl *download) (*testbed.Proc, s
 	return c, cQMP, lines
 }
 
+// needLinuxMigration skips a migration of a Linux guest unless
+// VKNETD_QEMU_MIGRATION=1 (make test-migration): under QEMU 7.2 with TCG
+// the destination's kernel crashes after some migrations ("BUG: unable to
+// handle page fault", then a panic, a few seconds after boot) over
+// -netdev stream too, where the switch never touches guest memory. On
+// 2026-12-07 it crashed in 2 of 6 runs, then in 3 runs in a row, which no
+// retry in make test can absorb. The firmware guest's migration
+// (TestQEMUMigration in vhostuser) stays in make test.
+func needLinuxMigration(t *testing.T) {
+	t.Helper()
+	if os.Getenv("VKNETD_QEMU_MIGRATION") == "" {
+		t.Skip("set VKNETD_QEMU_MIGRATION=1 (make test-migration): TCG guests crash after some migrations (see needLinuxMigration)")
+	}
+}
+
 func TestStreamGuestMigratesWithItsAddress(t *testing.T) {
+	needLinuxMigration(t)
 	l := newMigrationLab(t)
 	dl := l.serveDownload(t)
 
@@ -555,6 +571,7 @@ func TestVhostUserGuestMigratesWithItsAddress(t *testing.T) {
 // guest's announcement, A's TAP takes it from the paused local port, and
 // back again.
 func TestStreamGuestMigratesAcrossHosts(t *testing.T) {
+	needLinuxMigration(t)
 	needGuests(t)
 	testbed.RequireTool(t, "bridge")
 	dir := testbed.ShortTempDir(t)
