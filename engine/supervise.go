@@ -110,7 +110,7 @@ func (e *Engine) NotifyPorts(fn func([]PortNotice)) {
 	e.notes.dropped = nil
 	for _, l := range e.loops {
 		for _, p := range l.live { // adopted ones: the supervisor hears of them again
-			if _, ok := p.t.(heldTransport); ok {
+			if p.caps.held != nil {
 				e.notes.addHeld(p)
 			} else {
 				e.notes.addNew(p)
@@ -127,7 +127,7 @@ func supervised(p *port) bool {
 // noteNew and noteGone are the port table's hooks (join, closePort), on
 // the loop that owns p.
 func (e *Engine) noteNew(p *port) {
-	if _, ok := p.t.(heldTransport); !supervised(p) || ok {
+	if !supervised(p) || p.caps.held != nil {
 		return // a vhost-user device is held once ready: noteHeld
 	}
 	e.notes.mu.Lock()
@@ -148,7 +148,7 @@ func (e *Engine) noteGone(p *port) {
 		return
 	}
 	unheard := n.forget(p.id)
-	if _, ok := p.t.(heldTransport); unheard && !ok {
+	if unheard && p.caps.held == nil {
 		return // made and closed unheard of
 	}
 	// A held port's earlier state may have been heard: the supervisor
@@ -194,8 +194,8 @@ func (e *Engine) beforeRequest(p *port, sub uint8) {
 	if sub != 0 {
 		return
 	}
-	t, ok := p.t.(heldTransport)
-	if !ok || !t.holding() {
+	t := p.caps.held
+	if t == nil || !t.holding() {
 		return
 	}
 	n := &e.notes
@@ -233,7 +233,7 @@ func (n *portNotes) forget(id uint32) (made bool) {
 // addHeld writes down p's state as its transport holds it (under mu); a
 // transport with nothing to hold has the supervisor let go of p.
 func (n *portNotes) addHeld(p *port) {
-	t := p.t.(heldTransport)
+	t := p.caps.held
 	pn := PortNotice{ID: p.id, Owned: true, Port: handover.Port{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid, Fd: -1}}
 	fds, st := t.held(&pn.Port)
 	switch st {

@@ -72,6 +72,10 @@ type transportCaps struct {
 	// direct, when not nil, moves frames from peer to peer with one copy
 	// (vhost-user: guest memory to guest memory; direct.go).
 	direct directIO
+	// held, when not nil, is how a supervisor keeps the peer across a
+	// crash: a copy of state that changes while it runs (vhost-user;
+	// supervise.go). Without it the peer's socket alone is kept.
+	held heldTransport
 }
 
 // ringPoller is a transport whose peer's frames and room the engine can

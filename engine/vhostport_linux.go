@@ -89,7 +89,7 @@ func (t *vhostTransport) large(slot int) []byte {
 // caps: the guest's kick fds are polled beside the socket, and its RX
 // kick says when it has room again.
 func (t *vhostTransport) caps() transportCaps {
-	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t}
+	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, held: t}
 }
 
 // pollRings looks at the guest's rings: frames posted on TX, buffers
