@@ -110,6 +110,14 @@ func (e *Engine) export(f *Frozen) {
 		f.Fds = append(f.Fds, fd)
 		return f.fdBase + len(f.Fds) - 1
 	}
+	x := &exportScope{addFd: addFd, now: now, listenerIndex: func(ls *listenerState) int {
+		for i := range e.listeners {
+			if &e.listeners[i] == ls {
+				return i
+			}
+		}
+		return -1
+	}}
 	var live []*port
 	for _, l := range e.loops {
 		live = append(live, l.live...)
@@ -121,34 +129,8 @@ func (e *Engine) export(f *Frozen) {
 		}
 		hp := handover.Port{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid, Fd: -1, Mirror: p.mirror}
 		exportCounters(&hp.Counters, &p.cnt)
-		switch t := p.t.(type) {
-		case *tapTransport:
-			if t.pending > 0 {
-				hp.Counters.Drops[DropPortClosed.String()]++ // a superframe half cut: its rest is lost
-			}
-		case *monitorTransport:
-			hp.Fd = addFd(t.fd)
-		case *msgTransport:
-			hp.Fd = addFd(t.fd)
-		case *streamTransport:
-			hp.Fd = addFd(t.fd)
-			hp.Unread = append([]byte(nil), t.buf[t.start:t.end]...)
-			hp.TxOff = t.txOff
-		case *dgramTransport:
-			d := t.d
-			g := &handover.Dgram{Listener: -1, Key: d.key, PathFd: addFd(d.pathFd), Dev: d.dev, Ino: d.ino,
-				Via: d.via != nil, IdleNs: max(now-d.lastSeen, 0)}
-			for i := range e.listeners {
-				if &e.listeners[i] == d.listener {
-					g.Listener = i
-				}
-			}
-			hp.Dgram = g
-			hp.Fd = addFd(t.fd)
-		default:
-			if f.Refused == nil {
-				f.Refused = e.exportOther(p, &hp, addFd)
-			}
+		if err := p.t.export(x, &hp); err != nil && f.Refused == nil {
+			f.Refused = err
 		}
 		pool := p.loop.pool
 		for i := 0; i < p.txq.Len(); i++ {
@@ -167,6 +149,42 @@ func (e *Engine) export(f *Frozen) {
 		st.Ports = append(st.Ports, hp)
 	}
 	e.exportTables(st, now)
+}
+
+// What an upgrade carries of each transport (vhost-user's is in
+// handover_linux.go); adopt reads it back.
+
+// export counts a superframe half cut as lost: its rest is not carried.
+// The TAP's fd is the daemon's own, not the port's.
+func (t *tapTransport) export(_ *exportScope, hp *handover.Port) error {
+	if t.pending > 0 {
+		hp.Counters.Drops[DropPortClosed.String()]++
+	}
+	return nil
+}
+
+func (t *msgTransport) export(x *exportScope, hp *handover.Port) error {
+	hp.Fd = x.addFd(t.fd)
+	return nil
+}
+
+// export carries the bytes read but not yet a whole frame, and how far
+// the frame at the head of the queue was written.
+func (s *streamTransport) export(x *exportScope, hp *handover.Port) error {
+	hp.Fd = x.addFd(s.fd)
+	hp.Unread = append([]byte(nil), s.buf[s.start:s.end]...)
+	hp.TxOff = s.txOff
+	return nil
+}
+
+// export carries the peer's address and how it was checked, and the
+// listener it sends to.
+func (t *dgramTransport) export(x *exportScope, hp *handover.Port) error {
+	d := t.d
+	hp.Dgram = &handover.Dgram{Listener: x.listenerIndex(d.listener), Key: d.key, PathFd: x.addFd(d.pathFd),
+		Dev: d.dev, Ino: d.ino, Via: d.via != nil, IdleNs: max(x.now-d.lastSeen, 0)}
+	hp.Fd = x.addFd(t.fd)
+	return nil
 }
 
 // exportBinding is b with its end as time left (0: with its port; -1:

@@ -83,18 +83,13 @@ func (t *vhostTransport) held(hp *handover.Port) ([]int, heldStatus) {
 	return own, heldNow
 }
 
-// exportOther writes the state of a port of a transport the shared code
-// does not know (vhost-user on Linux), or says why it cannot be handed over.
-func (e *Engine) exportOther(p *port, hp *handover.Port, addFd func(int) int) error {
-	t, ok := p.t.(*vhostTransport)
-	if !ok {
-		return fmt.Errorf("port %d (%s %s) cannot be handed over", p.id, p.caps.kind, p.name)
-	}
+// export writes a vhost-user device's state, its record with its fds.
+func (t *vhostTransport) export(x *exportScope, hp *handover.Port) error {
 	st, fds, err := t.dev.Export()
 	if err != nil {
-		return fmt.Errorf("port %d (%s): %w", p.id, p.name, err)
+		return fmt.Errorf("port %d (%s): %w", hp.ID, hp.Name, err)
 	}
-	hp.Vhost, err = json.Marshal(vhostRecordOf(st, fds, hp, addFd))
+	hp.Vhost, err = json.Marshal(vhostRecordOf(st, fds, hp, x.addFd))
 	return err
 }
 
@@ -115,7 +110,7 @@ func vhostRecordOf(st vhostuser.State, fds vhostuser.FDs, hp *handover.Port, add
 	return rec
 }
 
-// adoptOther is exportOther backwards; after finishes the port once it is
+// adoptOther is vhostTransport.export backwards; after finishes the port once it is
 // made and has joined its user. A device a supervisor held (vhostRecord.Held)
 // is taken up with its rings resumed from guest memory; one that cannot
 // be is closed here, every fd of it this process has, so that its guest

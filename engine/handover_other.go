@@ -8,10 +8,6 @@ import (
 	"github.com/vknetd/vknetd/internal/handover"
 )
 
-func (e *Engine) exportOther(p *port, hp *handover.Port, addFd func(int) int) error {
-	return fmt.Errorf("port %d (%s %s) cannot be handed over on this system", p.id, p.caps.kind, p.name)
-}
-
 func (l *loop) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error)) (transport, func(*port) error, error) {
 	return nil, nil, fmt.Errorf("a %s port cannot be adopted on this system", hp.Kind)
 }

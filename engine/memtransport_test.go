@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/internal/handover"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
 )
@@ -85,6 +86,11 @@ func (t *memTransport) ready(uint8, bool) readiness {
 		}
 	}
 	return readiness{read: len(t.in) > 0, write: true, stopped: t.stopped, stateKnown: true}
+}
+
+// export refuses: an in-memory peer cannot pass to another process.
+func (t *memTransport) export(_ *exportScope, hp *handover.Port) error {
+	return fmt.Errorf("port %d (%s %s) cannot be handed over", hp.ID, hp.Kind, hp.Name)
 }
 
 func (t *memTransport) close() {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/internal/handover"
 	"github.com/vknetd/vknetd/ring"
 )
 
@@ -37,10 +38,23 @@ type transport interface {
 	// ready, for a transport with caps.eventSource only, says what a
 	// report of its fd sub (0: the port's own fd) means.
 	ready(sub uint8, hangup bool) readiness
+	// export writes what an upgrade carries of the transport into hp,
+	// with every loop parked (handover.go): the fds it hands over,
+	// numbered by x.addFd, and the state that is not in them. An error
+	// refuses the upgrade.
+	export(x *exportScope, hp *handover.Port) error
 	// close lets go of what the transport holds (its fds, its peer's
 	// registration); the port is being closed and its fd is out of the
 	// poller.
 	close()
+}
+
+// exportScope is what a transport's export may use of the upgrade: the
+// record's fd numbering, the switch's clock and its listeners' positions.
+type exportScope struct {
+	addFd         func(fd int) int // keeps fd (or -1) for the new process and numbers it
+	now           int64            // the switch's clock, in ns since its start
+	listenerIndex func(*listenerState) int
 }
 
 // transportCaps is what a transport declares about itself when it is

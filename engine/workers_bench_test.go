@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/internal/handover"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
 )
@@ -92,6 +93,9 @@ func (t *benchTransport) write(q txView) writeResult {
 
 func (*benchTransport) ready(uint8, bool) readiness { return readiness{} }
 func (*benchTransport) close()                      {}
+func (*benchTransport) export(*exportScope, *handover.Port) error {
+	return fmt.Errorf("a bench port cannot be handed over")
+}
 
 // BenchmarkWorkers is the switch's loops on in-memory ports (no syscall
 // per frame; a round's epoll_wait is the only one): two senders and two
