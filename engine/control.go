@@ -106,8 +106,19 @@ func (e *Engine) Stats() (Stats, error) {
 // loopStats is one loop's part of Stats.
 type loopStats struct {
 	ports    []PortStats
+	cnts     []counters // ports[i]'s
 	departed counters
 	cached   int // free buffers in the loop's cache (ring.Pool.Cached)
+	// handles are the queue handles the loop serves for ports of other
+	// loops (spread.go): their counts go to their ports'.
+	handles []handleStats
+}
+
+// handleStats is what a queue handle counted and has queued.
+type handleStats struct {
+	id     uint32
+	cnt    counters
+	queued int
 }
 
 // switchStats are the figures of the whole switch, without the ports.
@@ -131,6 +142,7 @@ func (e *Engine) switchStats() Stats {
 func (s *Stats) add(snaps []loopStats) {
 	var departed counters
 	for i := range snaps {
+		addHandles(&snaps[i], snaps)
 		s.Ports = append(s.Ports, snaps[i].ports...)
 		departed.add(&snaps[i].departed)
 		s.PoolFree += snaps[i].cached
@@ -139,6 +151,24 @@ func (s *Stats) add(snaps []loopStats) {
 		sort.Slice(s.Ports, func(i, j int) bool { return s.Ports[i].ID < s.Ports[j].ID })
 	}
 	departed.snapshot(&s.Departed)
+}
+
+// addHandles adds the counts of the queue handles in snap to the ports
+// they serve pairs of, in snaps (another loop's): a spread port is
+// listed once, with every loop's share of its frames.
+func addHandles(snap *loopStats, snaps []loopStats) {
+	for _, h := range snap.handles {
+		for j := range snaps {
+			for k := range snaps[j].ports {
+				if ps := &snaps[j].ports[k]; ps.ID == h.id {
+					c := &snaps[j].cnts[k]
+					c.add(&h.cnt)
+					c.snapshot(ps)
+					ps.Queued += h.queued
+				}
+			}
+		}
+	}
 }
 
 // snapshot is l's part of Stats, on l's goroutine.
@@ -151,6 +181,10 @@ func (l *loop) snapshot() loopStats {
 		c := e.withKernelDrops(p)
 		c.snapshot(&ps)
 		ls.ports = append(ls.ports, ps)
+		ls.cnts = append(ls.cnts, c)
+	}
+	for _, h := range l.handles {
+		ls.handles = append(ls.handles, handleStats{id: h.id, cnt: h.cnt, queued: h.txq.Len()})
 	}
 	return ls
 }

@@ -34,7 +34,10 @@ type crossEntry struct {
 	// noTap: the frame may not go to the TAP (secure mode's TAP rules, or
 	// it came from the TAP), which the source loop judged.
 	noTap bool
-	out   *port // crossUnicast: the destination
+	// out is the destination of crossUnicast and crossQueue; the port
+	// the frame came in on for crossFlood, which it must not go back to
+	// (a queue handle's port may be on the loop it floods).
+	out *port
 }
 
 type crossKind uint8
@@ -43,6 +46,11 @@ const (
 	crossUnicast crossKind = iota // to out
 	crossFlood                    // to every port of the loop but mirrors
 	crossMirror                   // to the loop's mirrors
+	// crossQueue: to out, the queue handle (or port) serving the flow of
+	// a frame flooded to a spread port (spread.go). Unlike a unicast
+	// entry it never takes the read's reference: the flood queues it
+	// elsewhere too.
+	crossQueue
 )
 
 // crossRingLen is each ring's length, in frames: far more than one round
@@ -199,7 +207,7 @@ func (l *loop) handOverFlood(in *port, r ring.Ref, fromClient bool) {
 				}
 			}
 		}
-		l.handOver(in, dst, r, crossFlood, nil, noTap)
+		l.handOver(in, dst, r, crossFlood, in, noTap)
 	}
 }
 
@@ -329,7 +337,7 @@ func (l *loop) deliverCross(ent *crossEntry) {
 		l.cut.whole, l.cut.shared = true, true // prepared by the source loop
 	}
 	switch ent.kind {
-	case crossUnicast:
+	case crossUnicast, crossQueue:
 		if out := ent.out; out.closed || out.dead {
 			// It closed while the frame was on its way: as if it had been
 			// in its queue.
@@ -338,9 +346,10 @@ func (l *loop) deliverCross(ent *crossEntry) {
 			l.deliver(out, out, r, false)
 		}
 	case crossFlood:
+		from := ent.out.id
 		for _, out := range l.live {
-			if !out.dead && !out.mirror && !(out.host && ent.noTap) {
-				l.deliver(out, out, r, false)
+			if !out.dead && !out.mirror && !(out.host && ent.noTap) && out.id != from {
+				l.floodTo(out, out, r, false)
 			}
 		}
 	case crossMirror:

@@ -78,6 +78,9 @@ func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 			}
 			// nil: its loop closed it since the lookup; flooded as unknown.
 			if out := l.e.ports.get(id); out != nil {
+				if out.spread != nil {
+					out = out.spread.target(out, frame) // the loop of its flow's pair
+				}
 				switch {
 				case out.loop == l && l.split:
 					l.deliverSplit(in, out, r, fromClient)
@@ -95,8 +98,9 @@ func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 	}
 	// Broadcast, multicast and unknown unicast: every other port.
 	for _, out := range l.live {
-		if out != in && !out.dead && !out.mirror {
-			l.deliver(in, out, r, fromClient)
+		// in may be a queue handle: its port, on this loop, is in too.
+		if out.id != in.id && !out.dead && !out.mirror {
+			l.floodTo(in, out, r, fromClient)
 		}
 	}
 	if l.cross.to != nil {

@@ -1,0 +1,448 @@
+package engine
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vknetd/vknetd/internal/testbed"
+	"github.com/vknetd/vknetd/internal/vhostguest"
+)
+
+// spreadWorkers is which loop serves each of port id's queue pairs in
+// use ("0,1,0,1"), "" while its own loop serves them all (or it is gone).
+// Any goroutine may ask.
+func spreadWorkers(e *Engine, id uint32) string {
+	p := e.ports.get(id)
+	if p == nil {
+		return ""
+	}
+	var w string
+	p.loop.do(func() {
+		if p.spread != nil {
+			w = p.spread.workers()
+		}
+	})
+	return w
+}
+
+// handleFrames sums what the queue handles of every loop moved: frames
+// read from their guests' TX rings and written to their RX rings.
+func handleFrames(t *testing.T, e *Engine) (rx, tx uint64) {
+	t.Helper()
+	for _, l := range e.loops {
+		if err := l.do(func() {
+			for _, h := range l.handles {
+				rx += h.cnt.rxFrames
+				tx += h.cnt.txFrames
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return rx, tx
+}
+
+// mqSetup is a switch of 2 loops with a single-queue guest a (mac(1))
+// and a guest m of 4 queue pairs (mac(2)), each heard once, and m's port.
+type mqSetup struct {
+	e        *Engine
+	path     string
+	a, m     *vhostguest.Guest
+	mID      uint32
+	ipA, ipM netip.Addr
+	bufs     [][]byte
+	sizes    []int
+	sentM    uint64 // frames m sent (its port's RxFrames)
+	sentToM  uint64 // frames sent to m (its port's TxFrames, all delivered)
+}
+
+const mqPairs = 4
+
+func newMQSetup(t *testing.T, tweak func(*Config)) *mqSetup {
+	t.Helper()
+	e, path := vhostSwitch(t, false, func(c *Config) {
+		c.Workers = 2
+		if tweak != nil {
+			tweak(c)
+		}
+	})
+	s := &mqSetup{e: e, path: path, ipA: netip.AddrFrom4([4]byte{198, 18, 1, 1}), ipM: netip.AddrFrom4([4]byte{198, 18, 1, 2})}
+	s.a = startGuest(t, path, vhostguest.Options{})
+	s.m = startGuest(t, path, vhostguest.Options{QueuePairs: mqPairs})
+	for k := 1; k < mqPairs; k++ {
+		s.m.Use(k)
+		s.m.PostRX(1 << 16)
+	}
+	waitFor(t, func() bool { st, _ := e.Stats(); return st.Clients == 2 })
+	if s.a.Send([][]byte{ethFrame(broadcast, mac(1), 0x88b5, 60)}, nil) != 1 {
+		t.Fatal("a could not send")
+	}
+	s.m.Use(0)
+	s.sentToM++
+	if len(s.receiveM(t, 1)) != 1 {
+		t.Fatal("m did not get a's hello")
+	}
+	if s.m.Send([][]byte{ethFrame(broadcast, mac(2), 0x88b5, 60)}, nil) != 1 {
+		t.Fatal("m could not send")
+	}
+	s.sentM++
+	receiveFrames(t, s.a, 1)
+	id, ok := e.macs.Lookup(macKey(2), int64(time.Since(e.start)))
+	if !ok {
+		t.Fatal("m's MAC not learned")
+	}
+	s.mID = id
+	s.bufs = make([][]byte, 256)
+	for i := range s.bufs {
+		s.bufs[i] = make([]byte, 2048)
+	}
+	s.sizes = make([]int, len(s.bufs))
+	return s
+}
+
+// flow is a UDP frame of flow port numbered seq.
+func (s *mqSetup) flow(dst, src [6]byte, sip, dip netip.Addr, port, seq int) []byte {
+	payload := make([]byte, 18)
+	binary.BigEndian.PutUint16(payload, uint16(seq))
+	return testbed.IPv4UDP(src, dst, sip, dip, uint16(port), 5000, payload)
+}
+
+func flowSeq(f []byte) (port, seq int) {
+	return int(binary.BigEndian.Uint16(f[34:])), int(binary.BigEndian.Uint16(f[42:]))
+}
+
+// waitSpread waits until m's pairs are spread over both loops.
+func (s *mqSetup) waitSpread(t *testing.T) string {
+	t.Helper()
+	var w string
+	deadline := time.Now().Add(10 * time.Second)
+	for w = spreadWorkers(s.e, s.mID); !strings.Contains(w, "0") || !strings.Contains(w, "1"); w = spreadWorkers(s.e, s.mID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("m's queue pairs not spread over both loops within 10s (workers %q)", w)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return w
+}
+
+// roundTrip sends each frames numbered from seq on every pair of m to a
+// and on 16 flows from a to m, and checks each flow arrives whole and in
+// order, each of m's on one RX ring.
+func (s *mqSetup) roundTrip(t *testing.T, seq, each int) {
+	t.Helper()
+	for i := range each {
+		for k := range mqPairs {
+			s.m.Use(k)
+			for s.m.Send([][]byte{s.flow(mac(1), mac(2), s.ipM, s.ipA, 3000+k, seq+i)}, nil) != 1 {
+				time.Sleep(time.Millisecond)
+			}
+			s.sentM++
+		}
+	}
+	next := map[int]int{}
+	for _, f := range receiveFrames(t, s.a, mqPairs*each) {
+		port, n := flowSeq(f)
+		if _, ok := next[port]; !ok {
+			next[port] = seq
+		}
+		if n != next[port] {
+			t.Fatalf("flow %d from m: frame %d after %d", port, n, next[port]-1)
+		}
+		next[port]++
+	}
+	for k := range mqPairs {
+		if next[3000+k] != seq+each {
+			t.Fatalf("flow of m's pair %d: %d of %d frames arrived", k, next[3000+k]-seq, each)
+		}
+	}
+	const flows = 16
+	for i := range each {
+		for f := range flows {
+			for s.a.Send([][]byte{s.flow(mac(2), mac(1), s.ipA, s.ipM, 4000+f, seq+i)}, nil) != 1 {
+				time.Sleep(time.Millisecond)
+			}
+			s.sentToM++
+		}
+	}
+	ringOf := map[int]int{}
+	seen := map[int]int{}
+	got := 0
+	deadline := time.Now().Add(5 * time.Second)
+	for got < flows*each && time.Now().Before(deadline) {
+		for k := range mqPairs {
+			s.m.Use(k)
+			n := s.m.Receive(s.bufs, s.sizes, nil)
+			s.m.PostRX(n)
+			for i := range n {
+				port, n := flowSeq(s.bufs[i][:s.sizes[i]])
+				if r, ok := ringOf[port]; ok && r != k {
+					t.Fatalf("flow %d on m's rings %d and %d", port, r, k)
+				}
+				ringOf[port] = k
+				if _, ok := seen[port]; !ok {
+					seen[port] = seq
+				}
+				if n != seen[port] {
+					t.Fatalf("m's ring %d, flow %d: frame %d after %d", k, port, n, seen[port]-1)
+				}
+				seen[port]++
+			}
+			got += n
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got != flows*each {
+		t.Fatalf("m received %d of %d frames", got, flows*each)
+	}
+}
+
+// receiveM collects n frames on m's rings.
+func (s *mqSetup) receiveM(t *testing.T, n int) [][]byte {
+	t.Helper()
+	var out [][]byte
+	bufs := make([][]byte, 64)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	sizes := make([]int, len(bufs))
+	deadline := time.Now().Add(5 * time.Second)
+	for len(out) < n && time.Now().Before(deadline) {
+		for k := range mqPairs {
+			s.m.Use(k)
+			c := s.m.Receive(bufs, sizes, nil)
+			s.m.PostRX(c)
+			for i := range c {
+				out = append(out, append([]byte(nil), bufs[i][:sizes[i]]...))
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.m.Use(0)
+	return out
+}
+
+// checkCounts checks m's port counts every frame it sent and got, once,
+// whichever loop moved it, and dropped none.
+func (s *mqSetup) checkCounts(t *testing.T) {
+	t.Helper()
+	st, err := s.e.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st.Ports {
+		if p.ID != s.mID {
+			continue
+		}
+		if p.RxFrames != s.sentM || p.TxFrames != s.sentToM || len(p.Drops) != 0 {
+			t.Fatalf("m's port counts %d frames received, %d sent, drops %v; want %d, %d, none",
+				p.RxFrames, p.TxFrames, p.Drops, s.sentM, s.sentToM)
+		}
+		return
+	}
+	t.Fatalf("m's port %d not listed", s.mID)
+}
+
+// A guest with 4 queue pairs on a switch of 2 loops: once its device runs
+// quiet, its pairs are served by both loops (0,1,0,1 or 1,0,1,0), each
+// flow stays on one ring and in order both ways, the handles on the other
+// loop move frames, and its port counts every frame once. Before, all
+// its rings stayed on its port's loop.
+func TestVhostUserQueuesSpreadOverWorkers(t *testing.T) {
+	s := newMQSetup(t, nil)
+	w := s.waitSpread(t)
+	t.Logf("m's pairs served by loops %s", w)
+	if w != "0,1,0,1" && w != "1,0,1,0" {
+		t.Fatalf("m's pairs served by loops %s, want them alternating", w)
+	}
+	s.roundTrip(t, 1, 20)
+	rx, tx := handleFrames(t, s.e)
+	if rx != 2*20 || tx == 0 {
+		t.Fatalf("the other loop's handle read %d frames (want m's 2 pairs' 40) and wrote %d", rx, tx)
+	}
+	s.checkCounts(t)
+}
+
+// Forwarding to and from a guest whose pairs are spread over 2 loops
+// allocates nothing either.
+func TestVhostUserSpreadAllocatesNothing(t *testing.T) {
+	if raceDetector {
+		t.Skip("allocation counts are only meaningful without the race detector")
+	}
+	s := newMQSetup(t, nil)
+	s.waitSpread(t)
+	s.roundTrip(t, 1, 4) // every path warmed
+	batch := make([][]byte, 16)
+	for f := range batch {
+		batch[f] = s.flow(mac(2), mac(1), s.ipA, s.ipM, 4000+f, 0)
+	}
+	toA := make([][]byte, mqPairs)
+	for k := range toA {
+		toA[k] = s.flow(mac(1), mac(2), s.ipM, s.ipA, 3000+k, 0)
+	}
+	bufs := make([][]byte, 64)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	sizes := make([]int, 64)
+	allocs := testing.AllocsPerRun(20, func() {
+		for sent := 0; sent < len(batch); {
+			sent += s.a.Send(batch[sent:], nil)
+		}
+		for k := range mqPairs {
+			s.m.Use(k)
+			for s.m.Send(toA[k:k+1], nil) != 1 {
+			}
+		}
+		for got := 0; got < len(batch); {
+			for k := range mqPairs {
+				s.m.Use(k)
+				n := s.m.Receive(bufs, sizes, nil)
+				s.m.PostRX(n)
+				got += n
+			}
+		}
+		for got := 0; got < mqPairs; {
+			n := s.a.Receive(bufs, sizes, nil)
+			s.a.PostRX(n)
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.0f allocations per 20 frames through a spread guest", allocs)
+	}
+	if w := spreadWorkers(s.e, s.mID); w == "" {
+		t.Fatal("m's pairs were gathered during the run")
+	}
+}
+
+// A control message while m's pairs are spread and frames are under way:
+// the memory table sent again (the device unmaps the memory the other
+// loop was reading) and a ring enabled again. The pairs come back to
+// m's loop first: no fault, no guest closed, every frame counted once and
+// each flow in order; they spread again once m is quiet. With the gather
+// left out, the other loop reads rings whose memory is unmapped.
+func TestVhostUserSpreadGathersForControlMessages(t *testing.T) {
+	s := newMQSetup(t, nil)
+	for round := range 3 {
+		s.waitSpread(t)
+		gathers := s.e.gathers.Load()
+		// Frames on their way in both directions, then the message.
+		for k := range mqPairs {
+			s.m.Use(k)
+			for i := range 30 {
+				for s.m.Send([][]byte{s.flow(mac(1), mac(2), s.ipM, s.ipA, 5000+k, i)}, nil) != 1 {
+					time.Sleep(time.Millisecond)
+				}
+				s.sentM++
+			}
+		}
+		s.m.Use(0)
+		var err error
+		if round%2 == 0 {
+			err = s.m.Remap()
+		} else {
+			err = s.m.Message(vhostguest.ReqSetVringEnable, vhostguest.FlagVersion1, stateMsg(3, 1))
+		}
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		got := receiveFrames(t, s.a, mqPairs*30)
+		next := map[int]int{}
+		for _, f := range got {
+			port, n := flowSeq(f)
+			if n != next[port] {
+				t.Fatalf("round %d: flow %d: frame %d after %d", round, port, n, next[port]-1)
+			}
+			next[port]++
+		}
+		if len(got) != mqPairs*30 {
+			t.Fatalf("round %d: a got %d of %d frames", round, len(got), mqPairs*30)
+		}
+		waitFor(t, func() bool { return s.e.gathers.Load() > gathers })
+		s.roundTrip(t, 100*(round+1), 10)
+		s.checkCounts(t)
+		if st, _ := s.e.Stats(); st.Clients != 2 {
+			t.Fatalf("round %d: %d clients left", round, st.Clients)
+		}
+	}
+}
+
+// stateMsg is a vhost_vring_state payload: ring index and number.
+func stateMsg(index, num uint32) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, index)
+	return binary.LittleEndian.AppendUint32(b, num)
+}
+
+// A guest that floods the switch with control messages cannot make it
+// park its loops more than twice per spreadQuiet: each burst gathers its
+// pairs (once), and they spread again only after a quiet second. Two
+// other guests keep forwarding meanwhile, every frame delivered.
+func TestVhostUserControlFloodParksBounded(t *testing.T) {
+	s := newMQSetup(t, nil)
+	b := startGuest(t, s.path, vhostguest.Options{})
+	waitFor(t, func() bool { st, _ := s.e.Stats(); return st.Clients == 3 })
+	if b.Send([][]byte{ethFrame(broadcast, mac(3), 0x88b5, 60)}, nil) != 1 {
+		t.Fatal("b could not send")
+	}
+	receiveFrames(t, s.a, 1)
+	s.waitSpread(t)
+	parks0, start := s.e.parks.Load(), time.Now()
+	const bursts = 3
+	done := make(chan string, 1)
+	go func() {
+		for burst := range bursts {
+			deadline := time.Now().Add(10 * time.Second)
+			for spreadWorkers(s.e, s.mID) == "" {
+				if time.Now().After(deadline) {
+					done <- "m's pairs did not spread again within 10s"
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for range 200 {
+				if err := s.m.Message(vhostguest.ReqSetVringEnable, vhostguest.FlagVersion1, stateMsg(3, 1)); err != nil {
+					done <- err.Error()
+					return
+				}
+			}
+			_ = burst
+		}
+		done <- ""
+	}()
+	frames := make([][]byte, 16)
+	for i := range frames {
+		frames[i] = ethFrame(mac(3), mac(1), 0x88b5, 60)
+	}
+	moved := 0
+	for {
+		select {
+		case msg := <-done:
+			if msg != "" {
+				t.Fatal(msg)
+			}
+			parks, elapsed := s.e.parks.Load()-parks0, time.Since(start)
+			t.Logf("%d bursts of 200 control messages in %v: %d parks, a sent b %d frames meanwhile", bursts, elapsed, parks, moved)
+			if limit := uint64(2*bursts + 1); parks > limit {
+				t.Fatalf("%d parks for %d bursts, want at most %d", parks, bursts, limit)
+			}
+			if limit := 2 * (uint64(elapsed/time.Second) + 1); parks > limit {
+				t.Fatalf("%d parks in %v, want at most 2 a second", parks, elapsed)
+			}
+			if st, _ := s.e.Stats(); st.Clients != 3 {
+				t.Fatalf("%d clients left, want 3", st.Clients)
+			}
+			return
+		default:
+		}
+		for sent := 0; sent < len(frames); {
+			sent += s.a.Send(frames[sent:], nil)
+		}
+		if got := receiveFrames(t, b, len(frames)); len(got) != len(frames) {
+			t.Fatalf("b got %d of %d frames during the flood", len(got), len(frames))
+		}
+		moved += len(frames)
+	}
+}
