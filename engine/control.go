@@ -142,7 +142,9 @@ func (e *Engine) switchStats() Stats {
 func (s *Stats) add(snaps []loopStats) {
 	var departed counters
 	for i := range snaps {
-		addHandles(&snaps[i], snaps)
+		addHandles(&snaps[i], snaps) // before any loop's ports are copied
+	}
+	for i := range snaps {
 		s.Ports = append(s.Ports, snaps[i].ports...)
 		departed.add(&snaps[i].departed)
 		s.PoolFree += snaps[i].cached

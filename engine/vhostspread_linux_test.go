@@ -62,6 +62,13 @@ type mqSetup struct {
 const mqPairs = 4
 
 func newMQSetup(t *testing.T, tweak func(*Config)) *mqSetup {
+	return newMQSetupOrdered(t, tweak, false)
+}
+
+// newMQSetupOrdered is newMQSetup with m connected before a when mFirst:
+// each lands on the loop with the fewest ports, so m's port is on the
+// first loop then, and on the second otherwise.
+func newMQSetupOrdered(t *testing.T, tweak func(*Config), mFirst bool) *mqSetup {
 	t.Helper()
 	e, path := vhostSwitch(t, false, func(c *Config) {
 		c.Workers = 2
@@ -70,8 +77,15 @@ func newMQSetup(t *testing.T, tweak func(*Config)) *mqSetup {
 		}
 	})
 	s := &mqSetup{e: e, path: path, ipA: netip.AddrFrom4([4]byte{198, 18, 1, 1}), ipM: netip.AddrFrom4([4]byte{198, 18, 1, 2})}
-	s.a = startGuest(t, path, vhostguest.Options{})
-	s.m = startGuest(t, path, vhostguest.Options{QueuePairs: mqPairs})
+	if mFirst {
+		s.m = startGuest(t, path, vhostguest.Options{QueuePairs: mqPairs})
+		waitFor(t, func() bool { st, _ := e.Stats(); return st.Clients == 1 })
+		s.a = startGuest(t, path, vhostguest.Options{})
+	} else {
+		s.a = startGuest(t, path, vhostguest.Options{})
+		waitFor(t, func() bool { st, _ := e.Stats(); return st.Clients == 1 })
+		s.m = startGuest(t, path, vhostguest.Options{QueuePairs: mqPairs})
+	}
 	for k := 1; k < mqPairs; k++ {
 		s.m.Use(k)
 		s.m.PostRX(1 << 16)
@@ -248,21 +262,22 @@ func (s *mqSetup) checkCounts(t *testing.T) {
 // A guest with 4 queue pairs on a switch of 2 loops: once its device runs
 // quiet, its pairs are served by both loops (0,1,0,1 or 1,0,1,0), each
 // flow stays on one ring and in order both ways, the handles on the other
-// loop move frames, and its port counts every frame once. Before, all
-// its rings stayed on its port's loop.
+// loop move frames, and its port counts every frame once, its port on
+// either loop. Before, all its rings stayed on its port's loop.
 func TestVhostUserQueuesSpreadOverWorkers(t *testing.T) {
-	s := newMQSetup(t, nil)
-	w := s.waitSpread(t)
-	t.Logf("m's pairs served by loops %s", w)
-	if w != "0,1,0,1" && w != "1,0,1,0" {
-		t.Fatalf("m's pairs served by loops %s, want them alternating", w)
+	for _, mFirst := range []bool{false, true} {
+		s := newMQSetupOrdered(t, nil, mFirst)
+		want := map[bool]string{false: "1,0,1,0", true: "0,1,0,1"}[mFirst]
+		if w := s.waitSpread(t); w != want {
+			t.Fatalf("m (connected first: %v) has its pairs served by loops %s, want %s", mFirst, w, want)
+		}
+		s.roundTrip(t, 1, 20)
+		rx, tx := handleFrames(t, s.e)
+		if rx != 2*20 || tx == 0 {
+			t.Fatalf("the other loop's handle read %d frames (want m's 2 pairs' 40) and wrote %d", rx, tx)
+		}
+		s.checkCounts(t)
 	}
-	s.roundTrip(t, 1, 20)
-	rx, tx := handleFrames(t, s.e)
-	if rx != 2*20 || tx == 0 {
-		t.Fatalf("the other loop's handle read %d frames (want m's 2 pairs' 40) and wrote %d", rx, tx)
-	}
-	s.checkCounts(t)
 }
 
 // Forwarding to and from a guest whose pairs are spread over 2 loops
