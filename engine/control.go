@@ -88,6 +88,11 @@ func (e *Engine) FlushMACs() (int, error) {
 func (e *Engine) Stats() (Stats, error) {
 	snaps := make([]loopStats, len(e.loops))
 	var s Stats
+	// No queue pairs spread or gathered between two loops' snapshots: a
+	// handle's counts would be listed twice, or not at all (spread.go).
+	// A loop waiting to park the others serves this meanwhile.
+	e.parkMu.Lock()
+	defer e.parkMu.Unlock()
 	for i, l := range e.loops {
 		err := l.do(func() {
 			snaps[i] = l.snapshot()

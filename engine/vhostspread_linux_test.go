@@ -394,7 +394,9 @@ func stateMsg(index, num uint32) []byte {
 // A guest that floods the switch with control messages cannot make it
 // park its loops more than twice per spreadQuiet: each burst gathers its
 // pairs (once), and they spread again only after a quiet second. Two
-// other guests keep forwarding meanwhile, every frame delivered.
+// other guests keep forwarding meanwhile, every frame delivered. (With
+// the quiet second left out, the pairs spread again between the messages
+// of a burst.)
 func TestVhostUserControlFloodParksBounded(t *testing.T) {
 	s := newMQSetup(t, nil)
 	b := startGuest(t, s.path, vhostguest.Options{})
@@ -440,9 +442,6 @@ func TestVhostUserControlFloodParksBounded(t *testing.T) {
 			}
 			parks, elapsed := s.e.parks.Load()-parks0, time.Since(start)
 			t.Logf("%d bursts of 200 control messages in %v: %d parks, a sent b %d frames meanwhile", bursts, elapsed, parks, moved)
-			if limit := uint64(2*bursts + 1); parks > limit {
-				t.Fatalf("%d parks for %d bursts, want at most %d", parks, bursts, limit)
-			}
 			if limit := 2 * (uint64(elapsed/time.Second) + 1); parks > limit {
 				t.Fatalf("%d parks in %v, want at most 2 a second", parks, elapsed)
 			}
