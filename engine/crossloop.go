@@ -34,10 +34,7 @@ type crossEntry struct {
 	// noTap: the frame may not go to the TAP (secure mode's TAP rules, or
 	// it came from the TAP), which the source loop judged.
 	noTap bool
-	// out is the destination of crossUnicast and crossQueue; the port
-	// the frame came in on for crossFlood, which it must not go back to
-	// (a queue handle's port may be on the loop it floods).
-	out *port
+	out   *port // crossUnicast, crossQueue: the destination
 }
 
 type crossKind uint8
@@ -207,7 +204,7 @@ func (l *loop) handOverFlood(in *port, r ring.Ref, fromClient bool) {
 				}
 			}
 		}
-		l.handOver(in, dst, r, crossFlood, in, noTap)
+		l.handOver(in, dst, r, crossFlood, nil, noTap)
 	}
 }
 
@@ -346,10 +343,10 @@ func (l *loop) deliverCross(ent *crossEntry) {
 			l.deliver(out, out, r, false)
 		}
 	case crossFlood:
-		from := ent.out.id
 		for _, out := range l.live {
-			if !out.dead && !out.mirror && !(out.host && ent.noTap) && out.id != from {
-				l.floodTo(out, out, r, false)
+			// A spread port got it from the source loop (floodSpread).
+			if !out.dead && !out.mirror && !(out.host && ent.noTap) && out.spread == nil {
+				l.deliver(out, out, r, false)
 			}
 		}
 	case crossMirror:

@@ -222,6 +222,10 @@ type Engine struct {
 	// (spread.go). parks, spreads and gathers count those, for tests.
 	parkMu                  sync.Mutex
 	parks, spreads, gathers atomic.Uint64
+	// spreadPorts are the ports whose queue pairs are spread, every
+	// loop's: a loop changes it only while the others are parked, so
+	// any loop reads it (floodSpread).
+	spreadPorts []*port
 
 	start time.Time
 	done  chan struct{} // closed when Run returns

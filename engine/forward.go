@@ -98,10 +98,12 @@ func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 	}
 	// Broadcast, multicast and unknown unicast: every other port.
 	for _, out := range l.live {
-		// in may be a queue handle: its port, on this loop, is in too.
-		if out.id != in.id && !out.dead && !out.mirror {
-			l.floodTo(in, out, r, fromClient)
+		if out != in && !out.dead && !out.mirror && out.spread == nil {
+			l.deliver(in, out, r, fromClient)
 		}
+	}
+	if len(l.e.spreadPorts) > 0 {
+		l.floodSpread(in, r, fromClient)
 	}
 	if l.cross.to != nil {
 		l.handOverFlood(in, r, fromClient)

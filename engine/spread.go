@@ -23,9 +23,10 @@ import (
 // A frame for the guest goes to the RX ring its flow hashes to (the
 // transport's rxPair, the device's own choice), so to the loop that
 // serves that pair (spreading.target), straight or across the rings
-// between loops: one flow, one ring, one loop, in order. The MAC table
-// and the secure bindings know the port only; the listings add the
-// handles' counters to it.
+// between loops: one flow, one ring, one loop, in order. A flood too
+// goes from the loop it came in on straight to that loop (floodSpread).
+// The MAC table and the secure bindings know the port only; the listings
+// add the handles' counters to it.
 //
 // The front-end may change the rings, the memory (unmapping what a loop
 // reads) or the features only with every pair at home. So before the
@@ -151,9 +152,9 @@ func (l *loop) parkOthers() (release func(), ok bool) {
 
 // settleCross has every loop take what the others handed it, until no
 // frame is in flight between loops: with every loop parked, each frame
-// is then in the queue of the port (or handle) it was meant for. A flood
-// delivered to a spread port may be handed on once more, to the loop of
-// its flow's pair; so it goes round until the rings are empty.
+// is then in the queue of the port (or handle) it was meant for. Taking
+// frames hands none on, so one pass empties the rings; the passes after
+// only check.
 func (e *Engine) settleCross() {
 	for pass := 0; pass < 4; pass++ {
 		any := false
@@ -256,6 +257,7 @@ func (l *loop) trySpread(p *port) {
 		}
 	}
 	p.spread = s
+	e.spreadPorts = append(e.spreadPorts, p)
 	e.spreads.Add(1)
 	e.clientLog.Info("queue pairs spread over workers", "port", p.id, "client", p.name, "workers", s.workers())
 }
@@ -306,6 +308,12 @@ func (l *loop) gather(p *port) {
 		}
 	}
 	p.spread = nil
+	for i, x := range e.spreadPorts {
+		if x == p {
+			e.spreadPorts = append(e.spreadPorts[:i], e.spreadPorts[i+1:]...)
+			break
+		}
+	}
 	e.gathers.Add(1)
 	if p.txq.Len() > 0 && !p.dirty {
 		p.dirty = true
@@ -391,18 +399,25 @@ func (l *loop) checkSpread() {
 	}
 }
 
-// floodTo delivers a flooded frame to out, or, out's pairs being spread,
-// to the handle serving its flow, on this loop or another.
-func (l *loop) floodTo(in, out *port, r ring.Ref, fromClient bool) {
-	if out.spread != nil {
-		if t := out.spread.target(out, l.pool.Frame(r)); t != out {
-			if t.loop == l {
+// floodSpread delivers a flooded frame to every spread port but in's,
+// each to the loop serving the pair of the frame's flow, straight from
+// this loop, as a unicast frame from in to it goes: so a flow's frames
+// flooded while its destination MAC is unknown, and unicast once it is
+// learned, take one way, in order. (Handed to the port's loop first,
+// they would take two, and the unicast ones could pass them.) The loops
+// that take a flood skip spread ports.
+func (l *loop) floodSpread(in *port, r ring.Ref, fromClient bool) {
+	for _, p := range l.e.spreadPorts {
+		if p.id == in.id {
+			continue
+		}
+		t := p.spread.target(p, l.pool.Frame(r))
+		if t.loop == l {
+			if !t.dead {
 				l.deliver(in, t, r, fromClient)
-			} else if l.readyToHandOver(in, r) {
-				l.handOver(in, t.loop, r, crossQueue, t, false)
 			}
-			return
+		} else if l.readyToHandOver(in, r) {
+			l.handOver(in, t.loop, r, crossQueue, t, false)
 		}
 	}
-	l.deliver(in, out, r, fromClient)
 }

@@ -460,3 +460,59 @@ func TestVhostUserControlFloodParksBounded(t *testing.T) {
 		moved += len(frames)
 	}
 }
+
+// A flow to a spread guest flooded while the guest's MAC is unknown, then
+// unicast once it is learned again, arrives in order: the source's loop
+// floods it to the loop of its pair itself, the way its unicast frames go.
+// (Flooded through the guest's port's loop, the frames took a longer way
+// than the unicast ones behind them, which passed them.)
+func TestVhostUserSpreadFloodThenUnicastInOrder(t *testing.T) {
+	s := newMQSetupOrdered(t, nil, false) // a on the first loop, m's port on the second
+	s.waitSpread(t)
+	const flows, each = 16, 8
+	seq := 0
+	for round := range 5 {
+		if _, err := s.e.FlushMACs(); err != nil {
+			t.Fatal(err)
+		}
+		send := func(first int) {
+			for i := range each {
+				for f := range flows {
+					for s.a.Send([][]byte{s.flow(mac(2), mac(1), s.ipA, s.ipM, 6000+f, first+i)}, nil) != 1 {
+						time.Sleep(time.Millisecond)
+					}
+					s.sentToM++
+				}
+			}
+		}
+		send(seq) // flooded: m's MAC is unknown
+		// m speaks again (on its port's own pair), and a hears it: the
+		// switch knows where m is from then on.
+		s.m.Use(0)
+		if s.m.Send([][]byte{ethFrame(mac(1), mac(2), 0x88b5, 60)}, nil) != 1 {
+			t.Fatal("m could not send")
+		}
+		s.sentM++
+		if len(receiveFrames(t, s.a, 1)) != 1 {
+			t.Fatalf("round %d: a did not hear m", round)
+		}
+		send(seq + each) // unicast
+		next := map[int]int{}
+		got := s.receiveM(t, 2*flows*each)
+		for _, f := range got {
+			port, n := flowSeq(f)
+			if _, ok := next[port]; !ok {
+				next[port] = seq
+			}
+			if n != next[port] {
+				t.Fatalf("round %d, flow %d: frame %d after %d", round, port, n, next[port]-1)
+			}
+			next[port]++
+		}
+		if len(got) != 2*flows*each {
+			t.Fatalf("round %d: m got %d of %d frames", round, len(got), 2*flows*each)
+		}
+		seq += 2 * each
+	}
+	s.checkCounts(t)
+}
