@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/vknetd/vknetd/internal/handover"
 	"github.com/vknetd/vknetd/internal/testbed"
 	"github.com/vknetd/vknetd/internal/vhostguest"
 )
@@ -514,5 +517,82 @@ func TestVhostUserSpreadFloodThenUnicastInOrder(t *testing.T) {
 		}
 		seq += 2 * each
 	}
+	s.checkCounts(t)
+}
+
+// An upgrade while a guest's pairs are spread: the freeze gathers them
+// (the handles' counts and queued frames go to the port), the new engine
+// adopts the guest with every pair, counts on from the old one's exact
+// counts, and spreads the pairs again; flows keep their order. Before the
+// freeze gathered them, the record had only the port's loop's share.
+func TestVhostUserSpreadThroughUpgrade(t *testing.T) {
+	s := newMQSetup(t, nil)
+	s.waitSpread(t)
+	s.roundTrip(t, 1, 10)
+	var thaw func()
+	t.Cleanup(func() {
+		if thaw != nil {
+			thaw()
+		}
+	})
+	f, err := s.e.Freeze(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	thaw = f.Thaw
+	if f.Refused != nil {
+		t.Fatal(f.Refused)
+	}
+	for _, p := range f.State.Ports {
+		if p.ID == s.mID && (p.Counters.RxFrames != s.sentM || p.Counters.TxFrames != s.sentToM) {
+			t.Fatalf("the record counts %d frames from m and %d to it, want %d and %d",
+				p.Counters.RxFrames, p.Counters.TxFrames, s.sentM, s.sentToM)
+		}
+	}
+	if s.e.gathers.Load() == 0 {
+		t.Fatal("the freeze did not gather m's pairs")
+	}
+	rec := &handover.Record{Fds: len(f.Fds) + 1,
+		Daemon: handover.Daemon{Control: len(f.Fds), Pidfile: -1, Metrics: -1, KeeperAlive: -1, Supervisor: -1, TAP: handover.TAP{Fd: -1}},
+		Engine: f.State}
+	payload, err := handover.Encode(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := handover.Decode(payload, len(f.Fds)+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := make([]int, len(f.Fds))
+	for i, fd := range f.Fds {
+		if fds[i], err = unix.Dup(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lfd, err := unix.Dup(s.e.cfg.Listeners[0].Fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	cfg := s.e.cfg
+	cfg.Listeners = []Listener{{Fd: lfd, Kind: VhostUser, Path: s.path}}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Adopt(&got.Engine, fds); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run() }()
+	t.Cleanup(func() {
+		e.Stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	s.e = e
+	s.waitSpread(t)
+	s.roundTrip(t, 100, 10)
 	s.checkCounts(t)
 }
