@@ -596,3 +596,41 @@ func TestVhostUserSpreadThroughUpgrade(t *testing.T) {
 	s.roundTrip(t, 100, 10)
 	s.checkCounts(t)
 }
+
+// A guest that breaks a ring another loop serves for it (its avail idx
+// far past the ring's size) is closed, once, by its port's loop, which
+// gathers its pairs first; the violation is counted and the other guests
+// keep switching.
+func TestVhostUserSpreadHandleViolationClosesGuest(t *testing.T) {
+	s := newMQSetup(t, nil)
+	w := s.waitSpread(t)
+	b := startGuest(t, s.path, vhostguest.Options{})
+	waitFor(t, func() bool { st, _ := s.e.Stats(); return st.Clients == 3 })
+	home := strings.Split(w, ",")[0] // pair 0 is always on the port's loop
+	pair := -1
+	for k, l := range strings.Split(w, ",") {
+		if l != home {
+			pair = k
+			break
+		}
+	}
+	mem := s.m.Mem()
+	_, avail, _ := s.m.RingOffsets(2*pair + 1)
+	idx := binary.LittleEndian.Uint16(mem[avail+2:])
+	binary.LittleEndian.PutUint16(mem[avail+2:], idx+4096)
+	unix.Write(s.m.KickFD(2*pair+1), binary.LittleEndian.AppendUint64(nil, 1))
+	waitFor(t, func() bool { st, _ := s.e.Stats(); return st.Clients == 2 })
+	if n := departedDrops(s.e, "vhost-violation"); n != 1 {
+		t.Errorf("vhost-violation counted %d times, want 1", n)
+	}
+	if g := s.e.gathers.Load(); g == 0 {
+		t.Error("the guest was closed without its pairs gathered")
+	}
+	hello := ethFrame(broadcast, mac(3), 0x88b5, 60)
+	if b.Send([][]byte{hello}, nil) != 1 {
+		t.Fatal("b could not send")
+	}
+	if got := receiveFrames(t, s.a, 1); len(got) != 1 {
+		t.Fatalf("a got %d frames from b after the guest was closed", len(got))
+	}
+}
