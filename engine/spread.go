@@ -37,7 +37,7 @@ import (
 // port and lets the loops go. Spreading again waits for spreadQuiet
 // more, so a guest that sends control messages costs at most two parks
 // (a spread and a gather) per spreadQuiet, and none while it keeps
-// talking. With one loop, or --busy-poll, nothing is spread.
+// talking. With one loop nothing is spread.
 
 // spreadQuiet is how long a multi-queue guest's device must run without a
 // control message before its pairs are spread.
@@ -175,7 +175,7 @@ func (e *Engine) settleCross() {
 func (l *loop) trySpread(p *port) {
 	sp := p.caps.spreader
 	if sp == nil || p.spread != nil || p.dead || p.hangup || p.txClosed || len(l.e.loops) < 2 ||
-		l.e.cfg.BusyPoll > 0 || l.now-p.quietSince < spreadQuiet {
+		l.now-p.quietSince < spreadQuiet {
 		return
 	}
 	pairs := sp.spreadPairs()
@@ -228,6 +228,13 @@ func (l *loop) trySpread(p *port) {
 			}
 		}
 		o.handles = append(o.handles, h)
+		if h.caps.rings != nil {
+			// Its rings as o polls them (--busy-poll): a ring p's loop
+			// polled has the guest's kicks off, which o needs back on if
+			// it waits in epoll.
+			o.ringPorts++
+			h.caps.rings.busyPoll(o.polling) // a fault shows at its read
+		}
 		o.readNextRound(h) // its rings may hold frames no kick will announce
 		s.handles = append(s.handles, h)
 		for k := range maxPairs {
@@ -297,6 +304,9 @@ func (l *loop) gather(p *port) {
 			}
 		}
 		p.caps.spreader.rejoin(h.t)
+		if h.caps.rings != nil {
+			o.ringPorts--
+		}
 		p.cnt.add(&h.cnt)
 		h.cnt = counters{}
 		h.dead, h.closed = true, true // o skips it where it is still listed
@@ -305,6 +315,12 @@ func (l *loop) gather(p *port) {
 				o.handles = append(o.handles[:i], o.handles[i+1:]...)
 				break
 			}
+		}
+	}
+	if p.caps.rings != nil {
+		// The rings o polled or waited for, as l does now.
+		if _, err := p.caps.rings.busyPoll(l.polling); err != nil {
+			l.kill(p, err)
 		}
 	}
 	p.spread = nil

@@ -138,9 +138,9 @@ func (t *vhostTransport) large(slot int) []byte {
 // kick says when it has room again.
 func (t *vhostTransport) caps() transportCaps {
 	if t.apart {
-		// A queue handle: kicks and frames only; never busy-polled (the
-		// loops do not spread under --busy-poll).
-		return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, direct: t}
+		// A queue handle: kicks, rings and frames; the socket stays with
+		// the port's own transport.
+		return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t}
 	}
 	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, held: t, spreader: t}
 }

@@ -634,3 +634,88 @@ func TestVhostUserSpreadHandleViolationClosesGuest(t *testing.T) {
 		t.Fatalf("a got %d frames from b after the guest was closed", len(got))
 	}
 }
+
+// Under --busy-poll a guest's pairs are spread too, and each loop polls
+// the rings it serves: frames flow while the loops poll and after they
+// went back to sleep (the guest kicks again for the rings of both), and
+// across a gather and a spread again. The gather that comes while only
+// the other loop polls (its rings' kicks left off) hands those rings
+// back asking for kicks again: with the flag left as it was, the port's
+// loop, asleep, waited for kicks that never came.
+func TestVhostUserQueuesSpreadUnderBusyPoll(t *testing.T) {
+	const busy = 300 * time.Millisecond
+	s := newMQSetup(t, func(c *Config) { c.BusyPoll = busy })
+	w := s.waitSpread(t)
+	far := 1 // a pair the other loop serves: pairs alternate
+	seq := 1
+	for round := range 2 {
+		s.roundTrip(t, seq, 10)
+		seq += 10
+		time.Sleep(2 * busy) // the loops stop polling: kicks again
+		s.roundTrip(t, seq, 10)
+		seq += 10
+		time.Sleep(2 * busy)
+		// Only the other loop moves frames, and polls, when the message
+		// comes.
+		s.m.Use(far)
+		// keepTalking, when set, has m ask a question (GET_FEATURES, which
+		// changes no ring and reads none) every 100 ms while a waits: its
+		// pairs then stay at home, where a kick must bring its frames.
+		// One frame, which the loop reads and then polls; four more, which
+		// it reads polling (the guest's kicks stay off for them).
+		farFrames := func(first int, keepTalking bool) {
+			bufs, sizes := make([][]byte, 8), make([]int, 8)
+			for i := range bufs {
+				bufs[i] = make([]byte, 2048)
+			}
+			got := 0
+			for i := range 5 {
+				for s.m.Send([][]byte{s.flow(mac(1), mac(2), s.ipM, s.ipA, 7000, first+i)}, nil) != 1 {
+					time.Sleep(time.Millisecond)
+				}
+				s.sentM++
+				for deadline := time.Now().Add(time.Second); i == 0 && !keepTalking && got == 0 && time.Now().Before(deadline); {
+					n := s.a.Receive(bufs, sizes, nil)
+					s.a.PostRX(n)
+					got += n
+					time.Sleep(time.Millisecond)
+				}
+			}
+			asked := time.Now()
+			for deadline := time.Now().Add(3 * time.Second); got < 5 && time.Now().Before(deadline); {
+				n := s.a.Receive(bufs, sizes, nil)
+				s.a.PostRX(n)
+				got += n
+				if keepTalking && time.Since(asked) > 100*time.Millisecond {
+					if err := s.m.Message(vhostguest.ReqGetFeatures, vhostguest.FlagVersion1, nil); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := s.m.Reply(vhostguest.ReqGetFeatures); err != nil {
+						t.Fatal(err)
+					}
+					asked = time.Now()
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if got != 5 {
+				t.Fatalf("round %d: a got %d of 5 frames from m's pair %d (loops %s)", round, got, far, w)
+			}
+		}
+		farFrames(100*round, false)
+		gathers := s.e.gathers.Load()
+		if err := s.m.Remap(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return s.e.gathers.Load() > gathers })
+		s.m.Use(far)
+		farFrames(100*round+5, true)
+		s.roundTrip(t, seq, 10)
+		seq += 10
+		w = s.waitSpread(t)
+	}
+	s.roundTrip(t, seq, 10)
+	if rx, tx := handleFrames(t, s.e); rx == 0 || tx == 0 {
+		t.Fatalf("the other loop's handle read %d frames and wrote %d", rx, tx)
+	}
+	s.checkCounts(t)
+}
