@@ -203,6 +203,7 @@ func (l *loop) trySpread(p *port) {
 			s.byPair[k] = p
 		}
 	}
+	undo := false
 	for _, o := range e.loops {
 		mask := masks[o.index]
 		if o == l || mask == 0 {
@@ -223,9 +224,16 @@ func (l *loop) trySpread(p *port) {
 				l.poll.remove(old)
 				p.watched[i] = -1
 			}
-			if err := o.poll.add(fd, subToken(p.id, uint8(i+1))); err == nil {
-				h.watched[i] = fd
+			if err := o.poll.add(fd, subToken(p.id, uint8(i+1))); err != nil {
+				// Polled nowhere, the ring would stall: back home, and
+				// the spread undone below.
+				if l.poll.add(fd, subToken(p.id, uint8(i+1))) == nil {
+					p.watched[i] = fd
+				}
+				undo = true
+				continue
 			}
+			h.watched[i] = fd
 		}
 		o.handles = append(o.handles, h)
 		if h.caps.rings != nil {
@@ -266,6 +274,13 @@ func (l *loop) trySpread(p *port) {
 	p.spread = s
 	e.spreadPorts = append(e.spreadPorts, p)
 	e.spreads.Add(1)
+	if undo {
+		l.gather(p)
+		p.quietSince = l.now // tried again a quiet second later
+		e.clientLog.Warn("queue pairs kept on one worker: a kick fd could not be polled by another (epoll: see fs.epoll.max_user_watches)",
+			"port", p.id, "client", p.name)
+		return
+	}
 	e.clientLog.Info("queue pairs spread over workers", "port", p.id, "client", p.name, "workers", s.workers())
 }
 
