@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"sort"
+	"strconv"
 )
 
 // ErrStopped is returned by control calls made after the loop has exited.
@@ -184,7 +185,10 @@ func (l *loop) snapshot() loopStats {
 	ls := loopStats{departed: l.departed, cached: l.pool.Cached()}
 	for _, p := range l.live {
 		ps := PortStats{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid,
-			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len(), Offloads: p.offloads.String()}
+			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len(), Offloads: p.offloads.String(), Workers: strconv.Itoa(l.index)}
+		if p.spread != nil {
+			ps.Workers = p.spread.workers()
+		}
 		c := e.withKernelDrops(p)
 		c.snapshot(&ps)
 		ls.ports = append(ls.ports, ps)

@@ -275,6 +275,15 @@ func TestVhostUserQueuesSpreadOverWorkers(t *testing.T) {
 			t.Fatalf("m (connected first: %v) has its pairs served by loops %s, want %s", mFirst, w, want)
 		}
 		s.roundTrip(t, 1, 20)
+		st, err := s.e.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Ports {
+			if p.ID == s.mID && p.Workers != want || p.ID != s.mID && p.Workers != map[bool]string{false: "0", true: "1"}[mFirst] {
+				t.Fatalf("port %d listed on workers %q (m is port %d, on %s)", p.ID, p.Workers, s.mID, want)
+			}
+		}
 		rx, tx := handleFrames(t, s.e)
 		if rx != 2*20 || tx == 0 {
 			t.Fatalf("the other loop's handle read %d frames (want m's 2 pairs' 40) and wrote %d", rx, tx)

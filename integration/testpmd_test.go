@@ -164,8 +164,13 @@ func TestTestpmdMultiQueueGuests(t *testing.T) {
 			t.Errorf("port %d: switch sent %d frames, testpmd received %d: the difference must be within the %d entries of its RX rings",
 				i, sw[i].TxFrames, total[i].rx, testpmdQueues*testpmdQueueSize)
 		}
-		t.Logf("port %d (switch port %d): testpmd sent %d and received %d frames; the switch received %d and sent %d; drops %v",
-			i, sw[i].ID, total[i].tx, total[i].rx, sw[i].RxFrames, sw[i].TxFrames, sw[i].Drops)
+		t.Logf("port %d (switch port %d): testpmd sent %d and received %d frames; the switch received %d and sent %d; drops %v; workers %s",
+			i, sw[i].ID, total[i].tx, total[i].rx, sw[i].RxFrames, sw[i].TxFrames, sw[i].Drops, sw[i].Workers)
+		// Still spread after the traffic: the loops served both ports'
+		// rings all along (a gather would have come with a message).
+		if w, _ := strconv.Atoi(os.Getenv(testbed.WorkersEnv)); w > 1 && !(strings.Contains(sw[i].Workers, "0") && strings.Contains(sw[i].Workers, "1")) {
+			t.Errorf("port %d: vknetctl ports lists workers %q, want its pairs on both loops", i, sw[i].Workers)
+		}
 	}
 	command("quit")
 	if err := tp.Wait(30 * time.Second); err != nil {
