@@ -103,6 +103,10 @@ type Port struct {
 	// comma-separated (the TAP's, a vhost-user guest's as it negotiated
 	// them), or "-" for none.
 	Offloads string `json:"offloads,omitempty"`
+	// Workers is the event loop (--workers, from 0) serving the port; for
+	// a vhost-user guest whose queue pairs are spread over loops, the loop
+	// of each pair in use ("1,0,1,0").
+	Workers string `json:"workers,omitempty"`
 }
 
 // MAC is one learned address, as `bridge fdb show` lists it.
@@ -192,7 +196,7 @@ func PortFrom(p engine.PortStats) Port {
 	out := Port{ID: p.ID, Kind: p.Kind, Name: p.Name, PID: p.PID, UID: p.UID, MACs: p.MACs,
 		RxFrames: p.RxFrames, RxBytes: p.RxBytes, TxFrames: p.TxFrames, TxBytes: p.TxBytes,
 		Drops: make(map[string]uint64, len(p.Drops)), Unlearned: p.Unlearned, Queued: p.Queued,
-		Offloads: p.Offloads}
+		Offloads: p.Offloads, Workers: p.Workers}
 	for _, d := range p.Drops {
 		out.Drops[d.Reason] += d.Count
 	}

@@ -36,10 +36,12 @@ func (l *loop) spin() error {
 // startPolling tells the ports with rings that the loop polls them.
 func (l *loop) startPolling() {
 	l.polling = true
-	for _, p := range l.live {
-		if p.caps.rings != nil && !p.dead {
-			if _, err := p.caps.rings.busyPoll(true); err != nil {
-				l.kill(p, err)
+	for _, ports := range [2][]*port{l.live, l.handles} {
+		for _, p := range ports {
+			if p.caps.rings != nil && !p.dead {
+				if _, err := p.caps.rings.busyPoll(true); err != nil {
+					l.kill(p, err)
+				}
 			}
 		}
 	}
@@ -51,16 +53,18 @@ func (l *loop) startPolling() {
 func (l *loop) stopPolling() {
 	l.polling = false
 	l.spins = 0
-	for _, p := range l.live {
-		if p.caps.rings == nil || p.dead {
-			continue
-		}
-		read, err := p.caps.rings.busyPoll(false)
-		switch {
-		case err != nil:
-			l.kill(p, err)
-		case read:
-			l.readNextRound(p)
+	for _, ports := range [2][]*port{l.live, l.handles} {
+		for _, p := range ports {
+			if p.caps.rings == nil || p.dead {
+				continue
+			}
+			read, err := p.caps.rings.busyPoll(false)
+			switch {
+			case err != nil:
+				l.kill(p, err)
+			case read:
+				l.readNextRound(p)
+			}
 		}
 	}
 	l.reap()
@@ -69,17 +73,19 @@ func (l *loop) stopPolling() {
 // pollRings serves the ports whose rings hold work: frames to read, or
 // room for the frames queued to them.
 func (l *loop) pollRings() {
-	for _, p := range l.live {
-		r := p.caps.rings
-		if r == nil || p.dead {
-			continue
-		}
-		read, write := r.pollRings()
-		if write && p.txq.Len() > 0 && !p.txClosed {
-			l.transmit(p)
-		}
-		if read {
-			l.serve(p)
+	for _, ports := range [2][]*port{l.live, l.handles} {
+		for _, p := range ports {
+			r := p.caps.rings
+			if r == nil || p.dead {
+				continue
+			}
+			read, write := r.pollRings()
+			if write && p.txq.Len() > 0 && !p.txClosed {
+				l.transmit(p)
+			}
+			if read {
+				l.serve(p)
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"sort"
+	"strconv"
 )
 
 // ErrStopped is returned by control calls made after the loop has exited.
@@ -88,6 +89,11 @@ func (e *Engine) FlushMACs() (int, error) {
 func (e *Engine) Stats() (Stats, error) {
 	snaps := make([]loopStats, len(e.loops))
 	var s Stats
+	// No queue pairs spread or gathered between two loops' snapshots: a
+	// handle's counts would be listed twice, or not at all (spread.go).
+	// A loop waiting to park the others serves this meanwhile.
+	e.parkMu.Lock()
+	defer e.parkMu.Unlock()
 	for i, l := range e.loops {
 		err := l.do(func() {
 			snaps[i] = l.snapshot()
@@ -106,8 +112,19 @@ func (e *Engine) Stats() (Stats, error) {
 // loopStats is one loop's part of Stats.
 type loopStats struct {
 	ports    []PortStats
+	cnts     []counters // ports[i]'s
 	departed counters
 	cached   int // free buffers in the loop's cache (ring.Pool.Cached)
+	// handles are the queue handles the loop serves for ports of other
+	// loops (spread.go): their counts go to their ports'.
+	handles []handleStats
+}
+
+// handleStats is what a queue handle counted and has queued.
+type handleStats struct {
+	id     uint32
+	cnt    counters
+	queued int
 }
 
 // switchStats are the figures of the whole switch, without the ports.
@@ -131,6 +148,9 @@ func (e *Engine) switchStats() Stats {
 func (s *Stats) add(snaps []loopStats) {
 	var departed counters
 	for i := range snaps {
+		addHandles(&snaps[i], snaps) // before any loop's ports are copied
+	}
+	for i := range snaps {
 		s.Ports = append(s.Ports, snaps[i].ports...)
 		departed.add(&snaps[i].departed)
 		s.PoolFree += snaps[i].cached
@@ -141,16 +161,41 @@ func (s *Stats) add(snaps []loopStats) {
 	departed.snapshot(&s.Departed)
 }
 
+// addHandles adds the counts of the queue handles in snap to the ports
+// they serve pairs of, in snaps (another loop's): a spread port is
+// listed once, with every loop's share of its frames.
+func addHandles(snap *loopStats, snaps []loopStats) {
+	for _, h := range snap.handles {
+		for j := range snaps {
+			for k := range snaps[j].ports {
+				if ps := &snaps[j].ports[k]; ps.ID == h.id {
+					c := &snaps[j].cnts[k]
+					c.add(&h.cnt)
+					c.snapshot(ps)
+					ps.Queued += h.queued
+				}
+			}
+		}
+	}
+}
+
 // snapshot is l's part of Stats, on l's goroutine.
 func (l *loop) snapshot() loopStats {
 	e := l.e
 	ls := loopStats{departed: l.departed, cached: l.pool.Cached()}
 	for _, p := range l.live {
 		ps := PortStats{ID: p.id, Kind: p.caps.kind, Name: p.name, PID: p.pid, UID: p.uid,
-			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len(), Offloads: p.offloads.String()}
+			MACs: e.macs.PortLen(p.id), Queued: p.txq.Len(), Offloads: p.offloads.String(), Workers: strconv.Itoa(l.index)}
+		if p.spread != nil {
+			ps.Workers = p.spread.workers()
+		}
 		c := e.withKernelDrops(p)
 		c.snapshot(&ps)
 		ls.ports = append(ls.ports, ps)
+		ls.cnts = append(ls.cnts, c)
+	}
+	for _, h := range l.handles {
+		ls.handles = append(ls.handles, handleStats{id: h.id, cnt: h.cnt, queued: h.txq.Len()})
 	}
 	return ls
 }

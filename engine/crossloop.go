@@ -34,7 +34,7 @@ type crossEntry struct {
 	// noTap: the frame may not go to the TAP (secure mode's TAP rules, or
 	// it came from the TAP), which the source loop judged.
 	noTap bool
-	out   *port // crossUnicast: the destination
+	out   *port // crossUnicast, crossQueue: the destination
 }
 
 type crossKind uint8
@@ -43,6 +43,11 @@ const (
 	crossUnicast crossKind = iota // to out
 	crossFlood                    // to every port of the loop but mirrors
 	crossMirror                   // to the loop's mirrors
+	// crossQueue: to out, the queue handle (or port) serving the flow of
+	// a frame flooded to a spread port (spread.go). Unlike a unicast
+	// entry it never takes the read's reference: the flood queues it
+	// elsewhere too.
+	crossQueue
 )
 
 // crossRingLen is each ring's length, in frames: far more than one round
@@ -329,7 +334,7 @@ func (l *loop) deliverCross(ent *crossEntry) {
 		l.cut.whole, l.cut.shared = true, true // prepared by the source loop
 	}
 	switch ent.kind {
-	case crossUnicast:
+	case crossUnicast, crossQueue:
 		if out := ent.out; out.closed || out.dead {
 			// It closed while the frame was on its way: as if it had been
 			// in its queue.
@@ -339,7 +344,8 @@ func (l *loop) deliverCross(ent *crossEntry) {
 		}
 	case crossFlood:
 		for _, out := range l.live {
-			if !out.dead && !out.mirror && !(out.host && ent.noTap) {
+			// A spread port got it from the source loop (floodSpread).
+			if !out.dead && !out.mirror && !(out.host && ent.noTap) && out.spread == nil {
 				l.deliver(out, out, r, false)
 			}
 		}

@@ -217,6 +217,16 @@ type Engine struct {
 	macMoves atomic.Uint64
 	moves    chan struct{} // MACMoved
 
+	// parkMu is held by whoever parks the loops: a loop spreading or
+	// gathering a port's queue pairs, or an upgrade freezing them
+	// (spread.go). parks, spreads and gathers count those, for tests.
+	parkMu                  sync.Mutex
+	parks, spreads, gathers atomic.Uint64
+	// spreadPorts are the ports whose queue pairs are spread, every
+	// loop's: a loop changes it only while the others are parked, so
+	// any loop reads it (floodSpread).
+	spreadPorts []*port
+
 	start time.Time
 	done  chan struct{} // closed when Run returns
 }

@@ -78,6 +78,9 @@ func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 			}
 			// nil: its loop closed it since the lookup; flooded as unknown.
 			if out := l.e.ports.get(id); out != nil {
+				if out.spread != nil {
+					out = out.spread.target(out, frame) // the loop of its flow's pair
+				}
 				switch {
 				case out.loop == l && l.split:
 					l.deliverSplit(in, out, r, fromClient)
@@ -95,9 +98,12 @@ func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 	}
 	// Broadcast, multicast and unknown unicast: every other port.
 	for _, out := range l.live {
-		if out != in && !out.dead && !out.mirror {
+		if out != in && !out.dead && !out.mirror && out.spread == nil {
 			l.deliver(in, out, r, fromClient)
 		}
+	}
+	if len(l.e.spreadPorts) > 0 {
+		l.floodSpread(in, r, fromClient)
 	}
 	if l.cross.to != nil {
 		l.handOverFlood(in, r, fromClient)

@@ -52,6 +52,10 @@ func (f *Frozen) Thaw() { f.thawOnce.Do(func() { close(f.thaw) }) }
 // (listeners, TAP) first.
 func (e *Engine) Freeze(fdBase int) (*Frozen, error) {
 	f := &Frozen{thaw: make(chan struct{}), fdBase: fdBase, e: e}
+	// No loop parks the others meanwhile (spread.go); one that waits to
+	// serves its requests, so it parks here too.
+	e.parkMu.Lock()
+	defer e.parkMu.Unlock()
 	// Each loop parks in a request of its own, at a round boundary, until
 	// Thaw: its state is then written here, on this goroutine, and the
 	// channels order those writes after the loop's and before its next
@@ -80,13 +84,10 @@ func (e *Engine) Freeze(fdBase int) (*Frozen, error) {
 // export writes the state, with every loop stopped between rounds.
 func (e *Engine) export(f *Frozen) {
 	// Frames one loop handed another are queued on their destinations,
-	// then every queue gets one more try: what the kernel takes now need
-	// not be carried over.
-	for _, l := range e.loops {
-		if l.cross.from != nil {
-			l.receiveCross()
-		}
-	}
+	// spread queue pairs come back to their ports (with what their
+	// handles queued), then every queue gets one more try: what the
+	// kernel takes now need not be carried over.
+	e.gatherAll()
 	for _, l := range e.loops {
 		for _, p := range l.live {
 			if !p.dead && p.txq.Len() > 0 && !p.txClosed {

@@ -49,6 +49,9 @@ func (t *vhostTransport) held(hp *handover.Port) ([]int, heldStatus) {
 		}
 		return nil, heldUnchanged
 	}
+	if t.spread() {
+		return nil, heldLater // its rings are read elsewhere: after they come back
+	}
 	if !t.dev.Ready() || t.dev.Stopped() {
 		return nothing()
 	}
@@ -147,7 +150,7 @@ func (l *loop) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error
 	if err != nil {
 		return nil, nil, err
 	}
-	vt.dev = dev
+	vt.dev, vt.q = dev, &dev.Queues
 	dev.SplitTX(splitHead)
 	vt.offloads = dev.Offloads() != 0
 	after := func(p *port) error {

@@ -81,6 +81,13 @@ type loop struct {
 	// without any has nothing to busy-poll, and sleeps as usual.
 	ringPorts int
 
+	// handles are the queue handles l serves for ports of other loops
+	// (spread.go); spreadFailed says one of l's spread ports has a handle
+	// that failed; nextSpreadCheck is when l looks for ports to spread.
+	handles         []*port
+	spreadFailed    atomic.Bool
+	nextSpreadCheck int64
+
 	// Control requests from other goroutines (control.go).
 	reqs       chan func()
 	exited     chan struct{}
@@ -241,6 +248,12 @@ func (l *loop) serveRound(events []event) {
 		l.retryPending = false
 		l.retryPorts()
 	}
+	if l.spreadFailed.Load() {
+		l.closeFailedSpread()
+	}
+	if len(l.e.loops) > 1 && l.now >= l.nextSpreadCheck {
+		l.checkSpread()
+	}
 	l.reap()
 	l.e.deliverNotes() // to the supervisor, if any
 	if l.index == 0 {
@@ -271,7 +284,20 @@ func (l *loop) dispatch(ev event) {
 	default:
 		id, sub := splitToken(ev.token)
 		p := e.ports.get(id)
-		if p == nil || p.dead || p.loop != l {
+		if p == nil {
+			return
+		}
+		if p.loop != l {
+			// A kick of a ring whose pair l serves for p's loop, or one
+			// reported just before its pairs came back (spread.go).
+			if p.spread == nil {
+				return
+			}
+			if p = p.spread.handleOn(l); p == nil {
+				return
+			}
+		}
+		if p.dead {
 			return
 		}
 		if p.caps.eventSource {
@@ -516,6 +542,11 @@ func (l *loop) waitWritable(p *port, on bool) error {
 // sourceEvent serves a port whose transport polls fds of its own: the
 // transport says what the readiness of fd sub means.
 func (l *loop) sourceEvent(p *port, sub uint8, ev event) {
+	if sub == 0 && p.caps.spreader != nil {
+		// A control message (or the hang-up): with every pair at home.
+		l.gatherNow(p)
+		p.quietSince = l.now
+	}
 	l.e.beforeRequest(p, sub)
 	r := p.t.ready(sub, ev.hangup)
 	p.cnt.count(&r.dropped)
@@ -602,6 +633,10 @@ func peerGone(err error) bool {
 // number is reused while a batch may still refer to it.
 func (l *loop) kill(p *port, err error) {
 	if p.dead {
+		return
+	}
+	if p.queuesOf != nil {
+		l.handleFailed(p, err)
 		return
 	}
 	p.dead = true

@@ -80,7 +80,7 @@ func (l *loop) heard(in *port, src uint64) {
 		l.e.remote.note(src, l.now)
 		return
 	}
-	in.left.heard(l.now)
+	in.device().left.heard(l.now)
 }
 
 // announces reports whether frame is a VM announcing its MAC: a RARP

@@ -74,6 +74,17 @@ type port struct {
 	// dgram is a datagram client's address and liveness (dgram.go); nil
 	// for the other kinds.
 	dgram *dgramState
+
+	// spread, on a port whose queue pairs are served by several loops,
+	// says which serves each (spread.go); nil while its loop serves them
+	// all. Its loop writes it only while every other loop is parked, so
+	// any loop reads it. quietSince is when the port's peer last sent a
+	// control message (its loop's clock): it is spread only once quiet.
+	spread     *spreading
+	quietSince int64
+	// queuesOf, on a queue handle (a loop serving some of another port's
+	// pairs), is that port; nil on every other port.
+	queuesOf *port
 }
 
 // retire takes off p's queue the frames a write is through with, back to

@@ -3,6 +3,7 @@ package engine
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vknetd/vknetd/ring"
 )
@@ -126,6 +127,7 @@ func (l *loop) openPort(id uint32, t transport, fd int, name string) *port {
 	}
 	p.caps.readBudget = min(p.caps.readBudget, maxReadBudget)
 	p.offloads = p.caps.offloads
+	p.quietSince = int64(time.Since(e.start)) // l may be another loop: its clock is its own
 	l.nports.Add(1)
 	return p
 }
@@ -161,6 +163,7 @@ func (l *loop) reap() {
 		if !p.dead {
 			continue
 		}
+		l.gatherNow(p) // its pairs home before its device closes
 		l.closePort(p)
 		l.live = append(l.live[:i], l.live[i+1:]...)
 		i--

@@ -121,6 +121,10 @@ type PortStats struct {
 	// Offloads is what the port takes whole (gso.Offloads.String): the
 	// TAP's, a vhost-user guest's as negotiated; "-" for none.
 	Offloads string
+	// Workers is the loop (--workers, from 0) that serves the port; for a
+	// guest whose queue pairs are spread over loops, the loop of each
+	// pair in use, "1,0,1,0" (spread.go).
+	Workers string
 }
 
 // Stats is a snapshot of the whole switch.

@@ -90,6 +90,9 @@ type transportCaps struct {
 	// crash: a copy of state that changes while it runs (vhost-user;
 	// supervise.go). Without it the peer's socket alone is kept.
 	held heldTransport
+	// spreader, when not nil, lets the peer's queue pairs be served by
+	// several loops (vhost-user with several queue pairs; spread.go).
+	spreader queueSpreader
 }
 
 // ringPoller is a transport whose peer's frames and room the engine can

@@ -17,6 +17,12 @@ import (
 type vhostTransport struct {
 	io  *portIO
 	dev *vhostuser.Device
+	// q is the data path this transport serves: the device's own, or,
+	// for a queue handle (apart), the pairs another loop serves for the
+	// port (spread.go). Only the port's own transport handles the socket
+	// and closes the device.
+	q     *vhostuser.Queues
+	apart bool
 
 	bufs  [][]byte // the batch's pool buffers or frames, as the device takes them
 	sizes []int
@@ -44,11 +50,12 @@ type vhostTransport struct {
 // (it posted receive buffers).
 const subSocket = 0
 
-// The guest's rings are all served by the loop that owns its port: a
-// multi-queue guest's pairs share one device, its memory table and its
-// socket, and its frames one port's counters, MACs and transmit queue.
-// Spreading them over loops would need the device split per ring.
+// A multi-queue guest's pairs share one device, its memory table and its
+// socket, and one port's MACs; with --workers they are served by several
+// loops once the device runs quiet (spread.go): each loop's transport
+// serves its pairs' rings through a vhostuser.Queues of its own.
 var _ [maxSubFDs - vhostuser.MaxQueues]struct{} // every ring's kick has a sub-number
+var _ [maxPairs - vhostuser.MaxQueuePairs]struct{}
 
 // newVhostTransport serves the guest on fd; mem is the port's account of
 // the guest memory its device maps (guestmem.go).
@@ -64,9 +71,50 @@ func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, m
 	if err != nil {
 		return nil, err
 	}
-	t.dev = dev
+	t.dev, t.q = dev, &dev.Queues
 	dev.SplitTX(splitHead)
 	return t, nil
+}
+
+// allPairs is the mask of a device's own data path while no pair is
+// served apart.
+const allPairs = 1<<vhostuser.MaxQueuePairs - 1
+
+// spread says some of the guest's pairs are served by other loops.
+func (t *vhostTransport) spread() bool { return !t.apart && t.q.Pairs() != allPairs }
+
+// spreadPairs: the pairs in use, once the device runs and the supervisor
+// (if any) holds its latest state, which cannot be written while pairs
+// are apart.
+func (t *vhostTransport) spreadPairs() uint8 {
+	if t.apart || t.violated {
+		return 0
+	}
+	return t.dev.SpreadPairs()
+}
+
+// serveApart serves pairs for a queue handle on the loop of io.
+func (t *vhostTransport) serveApart(pairs uint8, io *portIO) transport {
+	h := &vhostTransport{io: io, dev: t.dev, apart: true, offloads: t.offloads,
+		bufs: make([][]byte, io.batch), sizes: make([]int, io.batch), hdrs: make([]gso.VirtioNetHdr, io.batch)}
+	h.q = t.dev.Serve(pairs, h.large)
+	return h
+}
+
+// rejoin takes back the pairs of h, a transport serveApart made.
+func (t *vhostTransport) rejoin(h transport) { t.dev.Rejoin(h.(*vhostTransport).q) }
+
+func (t *vhostTransport) rxPair(frame []byte) (int, bool) { return t.dev.RXPair(frame) }
+
+// kicks are the kick fds of the rings of pairs.
+func (t *vhostTransport) kicks(pairs uint8) (w [maxSubFDs]int) {
+	for q := range w {
+		w[q] = -1
+		if pairs&(1<<(q/2)) != 0 {
+			w[q] = t.dev.KickFD(q)
+		}
+	}
+	return w
 }
 
 // large gives the device a large pool buffer for a guest superframe that
@@ -89,19 +137,24 @@ func (t *vhostTransport) large(slot int) []byte {
 // caps: the guest's kick fds are polled beside the socket, and its RX
 // kick says when it has room again.
 func (t *vhostTransport) caps() transportCaps {
-	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, held: t}
+	if t.apart {
+		// A queue handle: kicks, rings and frames; the socket stays with
+		// the port's own transport.
+		return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t}
+	}
+	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, held: t, spreader: t}
 }
 
 // pollRings looks at the guest's rings: frames posted on TX, buffers
 // posted on RX.
 func (t *vhostTransport) pollRings() (read, write bool) {
-	return t.dev.TXPending(), t.dev.RXPending()
+	return t.q.TXPending(), t.q.RXPending()
 }
 
 // busyPoll leaves the guest's TX kicks off while the loop polls, and
 // turns them on again when it stops.
 func (t *vhostTransport) busyPoll(on bool) (bool, error) {
-	return t.dev.SetBusyPoll(on)
+	return t.q.SetBusyPoll(on)
 }
 
 // failed passes on err, counting once in dropped the guest breaking the
@@ -120,9 +173,15 @@ func (t *vhostTransport) ready(sub uint8, hangup bool) readiness {
 	var r readiness
 	if sub != subSocket {
 		ring := int(sub) - 1
-		r.err = t.failed(t.dev.DrainKick(ring), &r.dropped)
+		if t.q.Pairs()&(1<<(ring/2)) == 0 {
+			return r // served by another loop now, which polls its kick
+		}
+		r.err = t.failed(t.q.DrainKick(ring), &r.dropped)
 		r.read, r.write = ring%2 == 1, ring%2 == 0
 		return r
+	}
+	if t.apart || t.spread() {
+		return r // the engine gathers the pairs first (spread.go)
 	}
 	ch, err := t.dev.HandleSocket()
 	if errors.Is(err, vhostuser.ErrHangup) {
@@ -166,7 +225,7 @@ func (t *vhostTransport) read(refs []ring.Ref, _ bool) readResult {
 		bufs[i] = t.io.pool.Buf(r)
 	}
 	t.refs, t.starved = refs, false
-	r, err := t.dev.ReadTXBatch(bufs, t.sizes, t.hdrs)
+	r, err := t.q.ReadTXBatch(bufs, t.sizes, t.hdrs)
 	t.refs = nil
 	n := r.N
 	// Starved, the ring's next frame can only wait for a large buffer:
@@ -217,8 +276,8 @@ func (t *vhostTransport) write(q txView) writeResult {
 			hdrs[i] = *t.io.pool.Hdr(q.At(i))
 		}
 	}
-	r, err := t.dev.WriteRXBatch(frames, hdrs)
-	n, refused := r.N, r.Oversize
+	r, err := t.q.WriteRXBatch(frames, hdrs)
+	n, refused := r.N, r.Oversize+r.Stray
 	// Frames the guest's buffers can never hold are taken and dropped; the
 	// bytes count them too (they are rare: a guest posting tiny buffers).
 	res := writeResult{done: n, frames: uint64(n) - refused}
@@ -239,15 +298,15 @@ func (t *vhostTransport) write(q txView) writeResult {
 
 // split says frame slot of the last read left its rest in the guest's
 // memory (Device.SplitTX).
-func (t *vhostTransport) split(slot int) bool { return t.dev.Split(slot) }
+func (t *vhostTransport) split(slot int) bool { return t.q.Split(slot) }
 
 // fillRest copies split frame slot's rest from the guest's memory.
 func (t *vhostTransport) fillRest(slot int, buf []byte, dropped *tally) error {
-	return t.failed(t.dev.CopyRest(slot, buf), dropped)
+	return t.failed(t.q.CopyRest(slot, buf), dropped)
 }
 
 // releaseRead gives the guest back the chains of its split frames.
-func (t *vhostTransport) releaseRead() { t.dev.ReleaseTX() }
+func (t *vhostTransport) releaseRead() { t.q.ReleaseTX() }
 
 // writeFrom writes split frame slot of src's guest into this guest's RX
 // buffers with one copy of its rest, behind a header that asks nothing:
@@ -255,8 +314,10 @@ func (t *vhostTransport) releaseRead() { t.dev.ReleaseTX() }
 // not a guest's to give.
 func (t *vhostTransport) writeFrom(src directIO, slot int, head []byte, dropped, srcDropped *tally) (directWrite, error, error) {
 	from := src.(*vhostTransport)
-	r, err, srcErr := t.dev.WriteRXFrom(from.dev, slot, head)
+	r, err, srcErr := t.q.WriteRXFrom(from.q, slot, head)
 	switch {
+	case r.Stray > 0:
+		return directOversize, nil, nil // not this loop's pair: dropped, as write does
 	case srcErr != nil:
 		return directNoRoom, nil, from.failed(srcErr, srcDropped)
 	case err != nil:
@@ -270,9 +331,13 @@ func (t *vhostTransport) writeFrom(src directIO, slot int, head []byte, dropped,
 }
 
 // endWrites publishes the frames writeFrom wrote.
-func (t *vhostTransport) endWrites() { t.dev.FlushRX() }
+func (t *vhostTransport) endWrites() { t.q.FlushRX() }
 
-func (t *vhostTransport) close() { t.dev.Close() }
+func (t *vhostTransport) close() {
+	if !t.apart {
+		t.dev.Close()
+	}
+}
 
 // kickFDs are the fds a guest's port wants polled besides its socket:
 // ring q's kick eventfd as sub 1+q, -1 where the ring has none.

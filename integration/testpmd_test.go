@@ -54,7 +54,9 @@ const (
 // Frame order within a flow is not checked here: testpmd's frames carry
 // no sequence number (TestTestpmdMultiQueueKeepsFlowOrder numbers its
 // own). With VKNETD_TEST_WORKERS=2 (the suite's second pass) the two
-// ports land on different loops and every frame crosses between them.
+// ports land on different loops, and each port's queue pairs are spread
+// over both (checked before the traffic starts): every loop reads and
+// writes rings of both ports.
 //
 // testpmd busy-polls CPU 0 for the few seconds the traffic runs; it is
 // stopped, and its huge pages given back, at cleanup even on failure.
@@ -109,6 +111,7 @@ func TestTestpmdMultiQueueGuests(t *testing.T) {
 		return p, found == 2
 	}
 
+	waitQueuesSpread(t, d, 2)
 	command("start tx_first")
 	var sw [2]control.Port
 	if !waitFor(60*time.Second, func() bool {
@@ -161,8 +164,13 @@ func TestTestpmdMultiQueueGuests(t *testing.T) {
 			t.Errorf("port %d: switch sent %d frames, testpmd received %d: the difference must be within the %d entries of its RX rings",
 				i, sw[i].TxFrames, total[i].rx, testpmdQueues*testpmdQueueSize)
 		}
-		t.Logf("port %d (switch port %d): testpmd sent %d and received %d frames; the switch received %d and sent %d; drops %v",
-			i, sw[i].ID, total[i].tx, total[i].rx, sw[i].RxFrames, sw[i].TxFrames, sw[i].Drops)
+		t.Logf("port %d (switch port %d): testpmd sent %d and received %d frames; the switch received %d and sent %d; drops %v; workers %s",
+			i, sw[i].ID, total[i].tx, total[i].rx, sw[i].RxFrames, sw[i].TxFrames, sw[i].Drops, sw[i].Workers)
+		// Still spread after the traffic: the loops served both ports'
+		// rings all along (a gather would have come with a message).
+		if w, _ := strconv.Atoi(os.Getenv(testbed.WorkersEnv)); w > 1 && !(strings.Contains(sw[i].Workers, "0") && strings.Contains(sw[i].Workers, "1")) {
+			t.Errorf("port %d: vknetctl ports lists workers %q, want its pairs on both loops", i, sw[i].Workers)
+		}
 	}
 	command("quit")
 	if err := tp.Wait(30 * time.Second); err != nil {
@@ -274,7 +282,8 @@ func testpmdStats(t *testing.T, out string) ([]testpmdStream, [2]testpmdPort) {
 // the port looped onto itself) on the queue it came in on. The Go guest
 // gets every frame back, each flow on one of its RX rings and in order,
 // and every queue of testpmd's carried frames. With VKNETD_TEST_WORKERS=2
-// the two guests are on different loops, and every frame crosses twice.
+// the queue pairs of both guests are spread over both loops before the
+// frames go (flows cross between loops on their way, and keep their order).
 func TestTestpmdMultiQueueKeepsFlowOrder(t *testing.T) {
 	needRoot(t)
 	testbed.RequireTool(t, "dpdk-testpmd")
@@ -313,6 +322,7 @@ func TestTestpmdMultiQueueKeepsFlowOrder(t *testing.T) {
 		g.Use(k)
 		g.PostRX(testpmdQueueSize)
 	}
+	waitQueuesSpread(t, d, 2)
 
 	const (
 		flows  = 32
@@ -428,4 +438,41 @@ func TestTestpmdMultiQueueKeepsFlowOrder(t *testing.T) {
 	if err := tp.Wait(30 * time.Second); err != nil {
 		t.Errorf("testpmd quit: %v", err)
 	}
+}
+
+// waitQueuesSpread waits until the daemon's log shows n multi-queue ports
+// with their queue pairs spread over both loops, when the suite runs the
+// switch with two (testbed.WorkersEnv); with one, it checks none was.
+func waitQueuesSpread(t *testing.T, d *daemon, n int) {
+	t.Helper()
+	spread := func() map[string]string {
+		ports := map[string]string{}
+		for _, r := range d.Log() {
+			if r["msg"] == "queue pairs spread over workers" {
+				ports[r["port"]] = r["workers"]
+			}
+		}
+		return ports
+	}
+	if w, _ := strconv.Atoi(os.Getenv(testbed.WorkersEnv)); w < 2 {
+		if got := spread(); len(got) != 0 {
+			t.Fatalf("queue pairs spread with one loop: %v", got)
+		}
+		return
+	}
+	var got map[string]string
+	if !waitFor(15*time.Second, func() bool {
+		got = spread()
+		both := 0
+		for _, w := range got {
+			if strings.Contains(w, "0") && strings.Contains(w, "1") {
+				both++
+			}
+		}
+		return both >= n
+	}) {
+		t.Fatalf("with %s=2, %d ports' queue pairs not spread over both loops within 15 s: %v\nvknetd:\n%s",
+			testbed.WorkersEnv, n, got, d.Stderr())
+	}
+	t.Logf("queue pairs spread over loops, by port: %v", got)
 }

@@ -12,9 +12,13 @@ package vhostuser
 // the avail idx last taken, and pending says the ring holds frames: read
 // them now, as the guest posted them without kicking and will not kick
 // for them.
-func (d *Device) SetBusyPoll(on bool) (pending bool, err error) {
+func (s *Queues) SetBusyPoll(on bool) (pending bool, err error) {
 	defer recoverFault(&err)
+	d := s.dev
 	for i := 1; i < 2*max(d.pairs, 1); i += 2 {
+		if s.own&(1<<(i/2)) == 0 {
+			continue
+		}
 		q := &d.q[i]
 		q.vq.polled = on
 		if on || !q.started || q.vq.avail == nil || q.vq.kicksAllowed {
@@ -30,17 +34,18 @@ func (d *Device) SetBusyPoll(on bool) (pending bool, err error) {
 // its TX rings, by loading their avail idx: no system call, for a caller
 // that polls. A fault on guest memory answers true, so that the read that
 // follows reports it.
-func (d *Device) TXPending() bool { return d.hasAvail(1) }
+func (s *Queues) TXPending() bool { return s.hasAvail(1) }
 
 // RXPending says the guest has posted RX buffers not filled yet on one of
 // its RX rings: frames waiting for it may be written now.
-func (d *Device) RXPending() bool { return d.hasAvail(0) }
+func (s *Queues) RXPending() bool { return s.hasAvail(0) }
 
 // hasAvail says a ring of the pairs' RX (dir 0) or TX (dir 1) rings
-// holds avail entries not taken.
-func (d *Device) hasAvail(dir int) bool {
+// holds avail entries not taken; of the pairs s serves.
+func (s *Queues) hasAvail(dir int) bool {
+	d := s.dev
 	for i := dir; i < 2*max(d.pairs, 1); i += 2 {
-		if d.q[i].hasAvail() {
+		if s.own&(1<<(i/2)) != 0 && d.q[i].hasAvail() {
 			return true
 		}
 	}

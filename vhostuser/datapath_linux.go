@@ -36,8 +36,8 @@ import (
 // guest's, so the network finds the guest's new port.
 //
 // ReadTXBatch says the same and what this call dropped.
-func (d *Device) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n int, more bool, err error) {
-	r, err := d.ReadTXBatch(bufs, sizes, hdrs)
+func (s *Queues) ReadTX(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (n int, more bool, err error) {
+	r, err := s.ReadTXBatch(bufs, sizes, hdrs)
 	return r.N, r.More, err
 }
 
@@ -64,8 +64,10 @@ type TXDrops struct {
 //
 // A multi-queue guest's TX rings are read in turn, each call starting
 // with the next pair, into the one batch: each ring's frames stay in
-// their order, and a guest keeps a flow on one ring.
-func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (r TXResult, err error) {
+// their order, and a guest keeps a flow on one ring. Only the pairs s
+// serves are read (Serve).
+func (s *Queues) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr) (r TXResult, err error) {
+	d := s.dev
 	// A disabled ring is left alone, frames and all, as DPDK's vhost does:
 	// QEMU disables rings just before stopping them, and what the guest
 	// queued meanwhile is taken after the resume, not lost.
@@ -73,43 +75,46 @@ func (d *Device) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 		return TXResult{}, nil
 	}
 	defer recoverFault(&err)
-	d.tx = txRules{hdrLen: virtioNetHdrLen(d.features), sendable: guestOffloads(d.features, false)}
+	s.tx = txRules{hdrLen: virtioNetHdrLen(d.features), sendable: guestOffloads(d.features, false)}
 	if d.cfg.Offloads {
-		d.tx.large = d.cfg.Large
+		s.tx.large = s.large
 	}
 	if d.split > 0 {
-		if len(d.rests) < len(bufs) {
-			d.rests, d.isSplit = make([]txRest, len(bufs)), make([]bool, len(bufs)) // once: the batch size
+		if len(s.rests) < len(bufs) {
+			s.rests, s.isSplit = make([]txRest, len(bufs)), make([]bool, len(bufs)) // once: the batch size
 		}
-		d.tx.split, d.tx.rests, d.tx.isSplit = d.split, d.rests, d.isSplit
-		clear(d.isSplit[:min(len(bufs), 1)]) // the announcement's slot, if any
+		s.tx.split, s.tx.rests, s.tx.isSplit = d.split, s.rests, s.isSplit
+		clear(s.isSplit[:min(len(bufs), 1)]) // the announcement's slot, if any
 	}
 	var st Stats // this call's
 	n := 0
-	announce := d.announcePending && len(bufs) > 0 && len(bufs[0]) >= rarpLen
+	// The device's own data path makes the announcement: SEND_RARP is a
+	// control message, handled with every pair at home.
+	announce := s == &d.Queues && d.announcePending && len(bufs) > 0 && len(bufs[0]) >= rarpLen
 	if announce {
 		n = d.putAnnounce(bufs, sizes, hdrs)
 		st.Announces++
 	}
 	pairs := max(d.pairs, 1)
-	first := d.nextTX % pairs
-	d.nextTX = first + 1
+	first := s.nextTX % pairs
+	s.nextTX = first + 1
 	for k := range pairs {
-		q := &d.q[2*((first+k)%pairs)+1]
-		if !q.running() {
+		pair := (first + k) % pairs
+		q := &d.q[2*pair+1]
+		if s.own&(1<<pair) == 0 || !q.running() {
 			continue
 		}
 		var more, call bool
-		n, more, call, err = q.vq.readBatchFrom(&d.mem, &d.tx, bufs, sizes, hdrs, &st, n)
+		n, more, call, err = q.vq.readBatchFrom(&d.mem, &s.tx, bufs, sizes, hdrs, &st, n)
 		r.More = r.More || more
 		if err == nil && call {
-			d.call(q)
+			s.call(q)
 		}
 		if err != nil {
 			break
 		}
 	}
-	d.stats.add(&st)
+	s.stats.add(&st)
 	r.N, r.Announce = n, announce
 	r.Drops = TXDrops{Oversize: st.TXOversize, Short: st.TXShort, BadHdr: st.TXBadHdr,
 		HdrFlags: st.TXHdrFlags, HdrGSOType: st.TXHdrGSOType}
@@ -142,8 +147,8 @@ func (d *Device) putAnnounce(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 // only headers Offloads Takes.
 //
 // WriteRXBatch says the same and how many of them it dropped.
-func (d *Device) WriteRX(frames [][]byte, hdrs []gso.VirtioNetHdr) (n int, err error) {
-	r, err := d.WriteRXBatch(frames, hdrs)
+func (s *Queues) WriteRX(frames [][]byte, hdrs []gso.VirtioNetHdr) (n int, err error) {
+	r, err := s.WriteRXBatch(frames, hdrs)
 	return r.N, err
 }
 
@@ -151,6 +156,10 @@ func (d *Device) WriteRX(frames [][]byte, hdrs []gso.VirtioNetHdr) (n int, err e
 type RXResult struct {
 	N        int    // frames taken from the head of frames: written or dropped
 	Oversize uint64 // of them, dropped: larger than the guest's buffers can hold
+	// Stray counts the frames taken and dropped because their flow goes to
+	// the RX ring of a pair another Queues serves (RXPair): a caller that
+	// spreads the pairs gives each Queues only its own pairs' frames.
+	Stray uint64
 }
 
 // WriteRXBatch is WriteRX returning how many of the frames it took it
@@ -162,21 +171,23 @@ type RXResult struct {
 // one ring, in order. Frames are written in their order, a run of
 // frames for the same ring at a time; a ring out of buffers stops the
 // call there, as a single ring's would.
-func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXResult, err error) {
+func (s *Queues) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXResult, err error) {
+	d := s.dev
 	rings, nr := d.runningRX()
 	if nr == 0 || len(frames) == 0 {
 		return RXResult{}, nil
 	}
 	defer recoverFault(&err)
-	if d.rxOpen != 0 {
-		d.FlushRX() // the frames WriteRXFrom wrote go first
+	if s.rxOpen != 0 {
+		s.FlushRX() // the frames WriteRXFrom wrote go first
 	}
 	f := d.features
 	hdrLen, mrg := virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0
 	var st Stats // this call's
 	var calls uint16
+	var stray uint64
 	n := 0
-	if nr == 1 {
+	if nr == 1 && s.own&(1<<(rings[0]/2)) != 0 {
 		q := &d.q[rings[0]]
 		var call bool
 		n, call, err = q.vq.writeBatch(&d.mem, hdrLen, mrg, frames, hdrs, &st)
@@ -197,6 +208,11 @@ func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXRes
 					break
 				}
 			}
+			if s.own&(1<<(ring/2)) == 0 {
+				stray += uint64(end - n) // not ours to write: dropped
+				n, ring = end, next
+				continue
+			}
 			var h []gso.VirtioNetHdr
 			if hdrs != nil {
 				h = hdrs[n:end]
@@ -214,15 +230,15 @@ func (d *Device) WriteRXBatch(frames [][]byte, hdrs []gso.VirtioNetHdr) (r RXRes
 			}
 		}
 	}
-	d.stats.add(&st)
+	s.stats.add(&st)
 	if err == nil {
 		for i := range 2 * max(d.pairs, 1) {
 			if calls&(1<<i) != 0 {
-				d.call(&d.q[i])
+				s.call(&d.q[i])
 			}
 		}
 	}
-	return RXResult{N: n, Oversize: st.RXOversize}, err
+	return RXResult{N: n, Oversize: st.RXOversize, Stray: stray}, err
 }
 
 // runningRX lists the RX rings that run, rings[:nr]: those a frame's flow
@@ -242,13 +258,13 @@ func (d *Device) runningRX() (rings [MaxQueuePairs]uint8, nr int) {
 // error means the kick fd cannot do that (end of file, or a read error
 // other than EAGAIN: it would be reported readable again at once, and the
 // loop would spin): the device is unusable, close it.
-func (d *Device) DrainKick(q int) error {
-	fd := d.q[q].kick
+func (s *Queues) DrainKick(q int) error {
+	fd := s.dev.q[q].kick
 	if fd < 0 {
 		return nil
 	}
 	for {
-		n, err := unix.Read(fd, d.drain[:])
+		n, err := unix.Read(fd, s.drain[:])
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -259,23 +275,23 @@ func (d *Device) DrainKick(q int) error {
 		case n == 0:
 			return violation("queue %d: the kick fd reads end of file", q)
 		}
-		d.stats.Kicks++
+		s.stats.Kicks++
 		return nil
 	}
 }
 
 // call tells the guest about new used entries. A full or odd fd is the
 // front-end's problem, never a reason to block or stop.
-func (d *Device) call(q *queue) {
+func (s *Queues) call(q *queue) {
 	if q.call < 0 {
 		return
 	}
 	for {
-		_, err := unix.Write(q.call, d.one[:])
+		_, err := unix.Write(q.call, s.dev.one[:])
 		if err == unix.EINTR {
 			continue
 		}
-		d.stats.Calls++
+		s.stats.Calls++
 		return
 	}
 }

@@ -104,25 +104,17 @@ type Device struct {
 	q [MaxQueues]queue
 	// pairs is how many queue pairs the front-end has set a ring of up
 	// (1 + the highest pair it named), so the data path looks no
-	// further; nextTX is the TX pair a read starts with, in turn.
-	pairs  int
-	nextTX int
-	stats  Stats
-	tx     txRules // ReadTX's, kept here so the batch does not allocate them
+	// further.
+	pairs int
 
-	// split is SplitTX's head length (0: off); rests the last read's
-	// split frames' rests, by slot. rxOpen has bit i set while RX ring i
-	// holds frames WriteRXFrom wrote and FlushRX has not published, in
-	// runs[i/2].
-	split   int
-	rests   []txRest
-	isSplit []bool
-	rxOpen  uint16
-	runs    [MaxQueuePairs]rxBatch
-	head    [1][]byte // WriteRXFrom's frame head, the one frame of its run
+	// split is SplitTX's head length (0: off).
+	split int
 
-	one   [8]byte // 1, written to a call eventfd
-	drain [8]byte // a kick eventfd's counter, read and thrown away
+	// Queues is the device's own data path: every pair's, but those
+	// handed to another Queues (Serve) until they come back (Rejoin).
+	Queues
+
+	one [8]byte // 1, written to a call eventfd
 }
 
 // queue is what the front-end told us about one virtqueue, and the ring
@@ -146,6 +138,7 @@ func NewDevice(sock int, cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("vhost-user: making socket %d non-blocking: %w", sock, err)
 	}
 	d := &Device{conn: newConn(sock), cfg: cfg}
+	d.Queues = Queues{dev: d, own: allPairs, large: cfg.Large}
 	binary.LittleEndian.PutUint64(d.one[:], 1)
 	for i := range d.q {
 		d.q[i] = queue{vq: virtq{index: i}, kick: -1, call: -1}
@@ -172,7 +165,9 @@ func (d *Device) Ready() bool {
 // or its card stops. The guest is no longer reached through this device.
 func (d *Device) Stopped() bool { return d.stoppedRings != 0 }
 
-// Stats returns the device's counters.
+// Stats returns the device's counters: its own data path's, with those of
+// the Queues that served some of its pairs and were rejoined (Rejoin); a
+// Queues still serving counts apart (Queues.Stats).
 func (d *Device) Stats() Stats { return d.stats }
 
 // Offloads is what the guest accepted to receive whole (GUEST_CSUM,

@@ -11,27 +11,28 @@ func (d *Device) SplitTX(head int) { d.split = head }
 // Split says frame i of the last ReadTX has bytes past the head left in
 // the guest's memory: its buffer holds only the head, though its size is
 // the whole frame's.
-func (d *Device) Split(i int) bool { return d.split > 0 && i < len(d.isSplit) && d.isSplit[i] }
+func (s *Queues) Split(i int) bool { return s.dev.split > 0 && i < len(s.isSplit) && s.isSplit[i] }
 
 // CopyRest copies the rest of split frame i of the last ReadTX into buf,
 // the frame's buffer, after its head. An error means the front-end
 // shrank the memory the rest was in: close the device.
-func (d *Device) CopyRest(i int, buf []byte) (err error) {
+func (s *Queues) CopyRest(i int, buf []byte) (err error) {
 	defer recoverFault(&err)
-	r := &d.rests[i]
-	r.spill(buf, uint64(d.split))
-	d.stats.RestCopies++
+	r := &s.rests[i]
+	r.spill(buf, uint64(s.dev.split))
+	s.stats.RestCopies++
 	return nil
 }
 
 // ReleaseTX gives the guest back the chains of a split read (SplitTX),
 // with at most one call per ring; the frames' rests are gone from then
 // on.
-func (d *Device) ReleaseTX() {
+func (s *Queues) ReleaseTX() {
+	d := s.dev
 	for k := range max(d.pairs, 1) {
 		q := &d.q[2*k+1]
-		if q.vq.held > 0 && q.vq.releaseHeld() {
-			d.call(q)
+		if s.own&(1<<k) != 0 && q.vq.held > 0 && q.vq.releaseHeld() {
+			s.call(q)
 		}
 	}
 }
@@ -50,6 +51,14 @@ func (d *Device) ReleaseTX() {
 // to kick when it posts buffers, as WriteRX does. err is this device's
 // violation (close it), srcErr a fault on src's memory (close src).
 func (d *Device) WriteRXFrom(src *Device, i int, head []byte) (r RXResult, err, srcErr error) {
+	return d.Queues.WriteRXFrom(&src.Queues, i, head)
+}
+
+// WriteRXFrom is Device.WriteRXFrom for the pairs s serves, from split
+// frame i of src's last read. A frame whose flow goes to a pair s does
+// not serve is taken and dropped (r.Stray).
+func (s *Queues) WriteRXFrom(src *Queues, i int, head []byte) (r RXResult, err, srcErr error) {
+	d := s.dev
 	ring := 0
 	if d.pairs > 1 {
 		var ok bool
@@ -59,19 +68,22 @@ func (d *Device) WriteRXFrom(src *Device, i int, head []byte) (r RXResult, err, 
 	} else if !d.q[0].running() {
 		return RXResult{}, nil, nil
 	}
+	if s.own&(1<<(ring/2)) == 0 {
+		return RXResult{N: 1, Stray: 1}, nil, nil
+	}
 	q := &d.q[ring]
-	defer recoverFaultOf(&err, &srcErr, &src.mem, &q.vq)
+	defer recoverFaultOf(&err, &srcErr, &src.dev.mem, &q.vq)
 	f := d.features
 	hdrLen, mrg := virtioNetHdrLen(f), f&(1<<featNetMrgRxbuf) != 0
-	// Counted straight into the device's Stats: a Stats of the call's own
-	// would be 17 words cleared on the stack for every frame.
-	frames, oversize := d.stats.RXFrames, d.stats.RXOversize
-	d.rxOpen |= 1 << ring
-	d.head[0] = head
-	n, err := q.vq.writeRunFrom(&d.runs[ring/2], &d.mem, hdrLen, mrg, d.head[:], &src.rests[i], &d.stats)
-	d.head[0] = nil
-	d.stats.DirectFrames += d.stats.RXFrames - frames
-	return RXResult{N: n, Oversize: d.stats.RXOversize - oversize}, err, nil
+	// Counted straight into the Stats: a Stats of the call's own would be
+	// 17 words cleared on the stack for every frame.
+	frames, oversize := s.stats.RXFrames, s.stats.RXOversize
+	s.rxOpen |= 1 << ring
+	s.head[0] = head
+	n, err := q.vq.writeRunFrom(&s.runs[ring/2], &d.mem, hdrLen, mrg, s.head[:], &src.rests[i], &s.stats)
+	s.head[0] = nil
+	s.stats.DirectFrames += s.stats.RXFrames - frames
+	return RXResult{N: n, Oversize: s.stats.RXOversize - oversize}, err, nil
 }
 
 // rxRing is the RX ring a frame beginning with head goes to (WriteRXBatch's
@@ -89,18 +101,19 @@ func (d *Device) rxRing(head []byte) (int, bool) {
 
 // FlushRX publishes what WriteRXFrom wrote, with at most one call per
 // ring.
-func (d *Device) FlushRX() {
-	for open := d.rxOpen; open != 0; open &= open - 1 {
+func (s *Queues) FlushRX() {
+	d := s.dev
+	for open := s.rxOpen; open != 0; open &= open - 1 {
 		ring := 0
 		for open&(1<<ring) == 0 {
 			ring++
 		}
-		if d.q[ring].vq.endRun(&d.runs[ring/2]) {
-			d.call(&d.q[ring])
+		if d.q[ring].vq.endRun(&s.runs[ring/2]) {
+			s.call(&d.q[ring])
 		}
-		d.runs[ring/2] = rxBatch{}
+		s.runs[ring/2] = rxBatch{}
 	}
-	d.rxOpen = 0
+	s.rxOpen = 0
 }
 
 // recoverFaultOf is recoverFault for a copy between two guests' memory

@@ -13,14 +13,18 @@ import (
 
 func writePorts(w io.Writer, ports []control.Port) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tPID\tUID\tMACS\tRX-FRAMES\tRX-BYTES\tTX-FRAMES\tTX-BYTES\tQUEUED\tOFFLOADS\tDROPS\tNAME")
+	fmt.Fprintln(tw, "PORT\tKIND\tPID\tUID\tMACS\tRX-FRAMES\tRX-BYTES\tTX-FRAMES\tTX-BYTES\tQUEUED\tOFFLOADS\tWORKERS\tDROPS\tNAME")
 	for _, p := range ports {
 		off := p.Offloads
 		if off == "" {
 			off = "-" // a daemon from before offloads were listed
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", p.ID, p.Kind, cred(p.PID), cred(p.UID),
-			p.MACs, p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Queued, off, drops(p.Drops, "="), p.Name)
+		workers := p.Workers
+		if workers == "" {
+			workers = "-" // a daemon from before workers were listed
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", p.ID, p.Kind, cred(p.PID), cred(p.UID),
+			p.MACs, p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Queued, off, workers, drops(p.Drops, "="), p.Name)
 	}
 	return tw.Flush()
 }

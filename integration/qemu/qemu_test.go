@@ -365,8 +365,42 @@ func TestVhostUserMultiQueueGuestLeasesAndPings(t *testing.T) {
 		}
 	}
 	checkWorkers(t, l, 2)
+	if checkQueuesSpread(t, l) {
+		// Through the rings as the loops serve them now.
+		if ok, out := l.ns.Ping(t, ipV, 3); !ok {
+			t.Errorf("the host cannot ping the multi-queue guest at %s once its pairs are spread:\n%s", ipV, out)
+		}
+	}
 	gv.stop(t)
 	gs.stop(t)
+}
+
+// checkQueuesSpread fails t unless, when the tests run the switch with
+// more than one event loop (testbed.WorkersEnv), the daemon's log shows
+// a guest's queue pairs spread over two loops within 20 s: the guest's 4
+// vCPUs use its 4 pairs, and once its device is quiet for a second the
+// switch serves them from both loops. It says whether they were to be.
+func checkQueuesSpread(t *testing.T, l *lab) bool {
+	t.Helper()
+	if w, _ := strconv.Atoi(os.Getenv(testbed.WorkersEnv)); w < 2 {
+		return false
+	}
+	var got []string
+	spread := func() bool {
+		got = got[:0]
+		for _, r := range l.daemon.Log() {
+			if r["msg"] == "queue pairs spread over workers" {
+				got = append(got, r["workers"])
+				if strings.Contains(r["workers"], "0") && strings.Contains(r["workers"], "1") {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	waitUntil(t, 20*time.Second, "the multi-queue guest's pairs spread over both loops", l.daemon.Proc, spread)
+	t.Logf("queue pairs spread over loops %v", got)
+	return true
 }
 
 // QEMU's reconnect= brings a vhost-user guest back after the daemon

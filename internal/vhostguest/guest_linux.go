@@ -438,3 +438,11 @@ func Dial(path string) (int, error) {
 	}
 	return fd, nil
 }
+
+// Remap sends the memory table again (SET_MEM_TABLE, the same memory), as
+// a front-end does when the guest's memory changes: the device maps it
+// anew and lets go of its old mapping while the rings run. With
+// REPLY_ACK it waits for the device's answer.
+func (g *Guest) Remap() error {
+	return g.call(ReqSetMemTable, g.memTable(), g.memFDs()...)
+}
