@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs a go test command (the QEMU migration tests, make test-migration) and runs
+# Runs a go test command (the QEMU stream migration tests, make test-migration) and runs
 # it again, up to 3 times in all, only when it failed and a guest's kernel
 # crashed: under QEMU 7.2 with TCG a Linux guest's kernel sometimes crashes
 # after a migration whatever its network does (integration/qemu/
