@@ -94,6 +94,7 @@ func (q *virtq) writeRun(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][
 	}
 	if b.seen > 0 {
 		q.prefetchChains(m, b.seen, frames, hdrLen+q.restLen, true)
+		q.prefetchUsed(b.taken, min(b.seen, len(frames)))
 	}
 	rechecks := 0 // kick requests since the last frame went in
 	for n < len(frames) {

@@ -83,7 +83,9 @@ ring:
 		if q.kicksAllowed {
 			q.stopKicks()
 		}
-		q.prefetchChains(m, min(avail, len(bufs)-n, q.num-taken), nil, txPrefetchLen, false)
+		k := min(avail, len(bufs)-n, q.num-taken)
+		q.prefetchChains(m, k, nil, txPrefetchLen, false)
+		q.prefetchUsed(taken, k)
 		for ; avail > 0 && n < len(bufs) && taken < q.num; avail-- {
 			h, err := q.head(0)
 			if err != nil {

@@ -401,3 +401,22 @@ func (q *virtq) prefetchChains(m *memory, k int, frames [][]byte, extra int, wri
 		prefetchRead(addrs[:n])
 	}
 }
+
+// prefetchUsed asks the CPU to take for writing the used ring's lines
+// that k entries from usedIdx+from on and the idx word will be written
+// in: the guest reads them after each publish, so they are its lines
+// too, and the last store of a batch waited for each in turn.
+func (q *virtq) prefetchUsed(from, k int) {
+	var addrs [maxPrefetch/8 + 3]uintptr
+	k = min(k, maxPrefetch)
+	base := addrOf(q.used)
+	addrs[0] = base
+	n := 1
+	for i := 0; i < k; i += 8 {
+		addrs[n] = base + uintptr(4+8*int((q.usedIdx+uint16(from+i))&q.mask))
+		n++
+	}
+	addrs[n] = base + uintptr(4+8*int((q.usedIdx+uint16(from+k-1))&q.mask))
+	n++
+	prefetchWrite(addrs[:n])
+}
