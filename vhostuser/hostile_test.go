@@ -65,6 +65,14 @@ func hostileRings(t *testing.T, num int) {
 		{"head out of range", false, func(im *image) {
 			im.post(uint16(num + 91))
 		}, fmt.Sprintf("names descriptor %d", num+91)},
+		{"head out of range after a good one", false, func(im *image) {
+			im.setDesc(0, im.addr(0), 12+60, 0, 0)
+			im.post(0)
+			im.post(uint16(num + 91))
+		}, fmt.Sprintf("names descriptor %d", num+91)},
+		{"rx head out of range", true, func(im *image) {
+			im.post(uint16(num + 91))
+		}, fmt.Sprintf("names descriptor %d", num+91)},
 		{"avail idx jumps", false, func(im *image) {
 			im.setAvailIdx(uint16(num + 1))
 		}, fmt.Sprintf("avail idx %d is %d entries past our 0", num+1, num+1)},

@@ -42,7 +42,10 @@ func newImage(t testing.TB, num, size int) *image {
 	im.m.add(Region{GuestAddr: imageBase, Size: uint64(size), UserAddr: 0x7000000}, im.mem)
 	im.q.index = TXQ
 	im.q.reset(num, 0, true)
-	if err := im.q.setRings(im.mem[:16*num], im.mem[im.avail:im.avail+6+2*num], im.mem[im.used:im.used+6+8*num]); err != nil {
+	// Each view ends at its ring's end, capacity included, so a read past
+	// a ring panics here rather than reading the next one unseen.
+	if err := im.q.setRings(im.mem[:16*num:16*num], im.mem[im.avail:im.avail+6+2*num:im.avail+6+2*num],
+		im.mem[im.used:im.used+6+8*num:im.used+6+8*num]); err != nil {
 		t.Fatal(err)
 	}
 	return im

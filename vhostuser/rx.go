@@ -83,6 +83,19 @@ func (q *virtq) writeRun(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][
 		*b = rxBatch{open: true, old: q.usedIdx}
 		q.budget = q.num
 	}
+	// The chains the guest posted are counted here, not by the first
+	// frame's writeFrame, so that the buffers of the whole run are
+	// prefetched before the first is written (prefetchChains).
+	if b.seen <= 0 && !(q.short.valid && q.short.at == q.lastAvail) {
+		var err error
+		if b.seen, err = q.pending(); err != nil {
+			return 0, err
+		}
+	}
+	if b.seen > 0 {
+		q.prefetchChains(m, b.seen, frames, hdrLen+q.restLen, true)
+		q.prefetchUsed(b.taken, min(b.seen, len(frames)))
+	}
 	rechecks := 0 // kick requests since the last frame went in
 	for n < len(frames) {
 		var hdr gso.VirtioNetHdr
