@@ -8,5 +8,28 @@ package vhostuser
 //go:noescape
 func prefetchRead(addrs []uintptr)
 
+func prefetchWrite(addrs []uintptr) {
+	if hasPrefetchW {
+		prefetchExclusive(addrs)
+	} else {
+		prefetchRead(addrs)
+	}
+}
+
+// prefetchExclusive is PREFETCHW on each of addrs; only where the CPU has
+// it (hasPrefetchW), since the instruction is not in every x86-64 CPU.
+//
 //go:noescape
-func prefetchWrite(addrs []uintptr)
+func prefetchExclusive(addrs []uintptr)
+
+// hasPrefetchW: CPUID leaf 0x80000001 sets ECX bit 8 (PRFCHW, AMD's
+// 3DNowPrefetch) where PREFETCHW exists.
+var hasPrefetchW = func() bool {
+	if top, _ := cpuid(0x80000000); top < 0x80000001 {
+		return false
+	}
+	_, ecx := cpuid(0x80000001)
+	return ecx&(1<<8) != 0
+}()
+
+func cpuid(leaf uint32) (eax, ecx uint32)

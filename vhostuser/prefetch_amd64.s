@@ -15,8 +15,8 @@ loop:
 done:
 	RET
 
-// func prefetchWrite(addrs []uintptr)
-TEXT ·prefetchWrite(SB), NOSPLIT, $0-24
+// func prefetchExclusive(addrs []uintptr)
+TEXT ·prefetchExclusive(SB), NOSPLIT, $0-24
 	MOVQ addrs_base+0(FP), SI
 	MOVQ addrs_len+8(FP), CX
 	TESTQ CX, CX
@@ -24,10 +24,19 @@ TEXT ·prefetchWrite(SB), NOSPLIT, $0-24
 wloop:
 	MOVQ (SI), AX
 	// PREFETCHW (AX): 0F 0D /1, which the Go assembler does not name.
-	// A CPU without it (Intel before Broadwell) runs it as a NOP.
+	// Only called where CPUID says the CPU has it (hasPrefetchW).
 	BYTE $0x0f; BYTE $0x0d; BYTE $0x08
 	ADDQ $8, SI
 	DECQ CX
 	JNE wloop
 wdone:
+	RET
+
+// func cpuid(leaf uint32) (eax, ecx uint32)
+TEXT ·cpuid(SB), NOSPLIT, $0-16
+	MOVL leaf+0(FP), AX
+	XORL CX, CX
+	CPUID
+	MOVL AX, eax+8(FP)
+	MOVL CX, ecx+12(FP)
 	RET
