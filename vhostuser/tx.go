@@ -140,6 +140,7 @@ ring:
 			}
 			n++
 			st.TXFrames++
+			st.PairTXFrames[q.index/2]++
 			st.TXBytes += uint64(size)
 		}
 	}
