@@ -307,9 +307,10 @@ iperf() {
 server=$(arg iperf "")
 if [ -n "$server" ]; then
 	# iperf3 before 3.16 (Debian 12 has 3.12) sends every stream from one
-	# thread, so mostly from one CPU, and virtio_net's XPS maps a CPU to
-	# one TX queue: with XPS off each stream's queue is its own flow
-	# hash's, so the streams use several queues whatever CPU sends them.
+	# thread, and virtio_net's XPS maps a CPU to one TX queue, so with XPS
+	# the queues used are wherever the scheduler ran it and the ACKs (2 and
+	# 4 of 4 in two runs). With XPS off each stream's queue is its own
+	# flow hash's, whatever CPU sends it.
 	for x in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 >"$x" 2>/dev/null; done
 	iperf to || result=fail
 	iperf from -R || result=fail
