@@ -39,8 +39,9 @@ qemu-guest:
 
 # The QEMU tests run again with two event loops: those whose guests sit
 # on two loops (each checks that they do) and frames cross between them,
-# over vhost-user with one and four queue pairs, stream and datagram, and
-# the upgrades and kill -9 that park and hand over every loop (about 60 s).
+# over vhost-user with one and four queue pairs (the latter with iperf3
+# over its pairs spread on both loops), stream and datagram, and the
+# upgrades and kill -9 that park and hand over every loop (about 70 s).
 # The migrations are left out to keep this pass near a minute (they take
 # 30 s more).
 QEMU_WORKERS_TESTS := ^(TestStreamAndDgramGuestsPingEachOther|TestVhostUserGuestLeasesAndPingsHostAndStreamGuest|TestVhostUserMultiQueueGuestLeasesAndPings|TestGuestsKeepNetworkThroughUpgrades|TestGuestsKeepNetworkThroughKill)$$

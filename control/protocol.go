@@ -107,6 +107,11 @@ type Port struct {
 	// a vhost-user guest whose queue pairs are spread over loops, the loop
 	// of each pair in use ("1,0,1,0").
 	Workers string `json:"workers,omitempty"`
+	// RxQueues and TxQueues are, for a vhost-user guest, the frames the
+	// switch received from each queue pair's TX ring and sent on each
+	// pair's RX ring, up to the last pair that moved any.
+	RxQueues []uint64 `json:"rx_queues,omitempty"`
+	TxQueues []uint64 `json:"tx_queues,omitempty"`
 }
 
 // MAC is one learned address, as `bridge fdb show` lists it.
@@ -196,7 +201,7 @@ func PortFrom(p engine.PortStats) Port {
 	out := Port{ID: p.ID, Kind: p.Kind, Name: p.Name, PID: p.PID, UID: p.UID, MACs: p.MACs,
 		RxFrames: p.RxFrames, RxBytes: p.RxBytes, TxFrames: p.TxFrames, TxBytes: p.TxBytes,
 		Drops: make(map[string]uint64, len(p.Drops)), Unlearned: p.Unlearned, Queued: p.Queued,
-		Offloads: p.Offloads, Workers: p.Workers}
+		Offloads: p.Offloads, Workers: p.Workers, RxQueues: p.RxQueues, TxQueues: p.TxQueues}
 	for _, d := range p.Drops {
 		out.Drops[d.Reason] += d.Count
 	}

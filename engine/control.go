@@ -113,6 +113,7 @@ func (e *Engine) Stats() (Stats, error) {
 type loopStats struct {
 	ports    []PortStats
 	cnts     []counters // ports[i]'s
+	pairs    []pairCounts
 	departed counters
 	cached   int // free buffers in the loop's cache (ring.Pool.Cached)
 	// handles are the queue handles the loop serves for ports of other
@@ -124,6 +125,7 @@ type loopStats struct {
 type handleStats struct {
 	id     uint32
 	cnt    counters
+	pairs  pairCounts
 	queued int
 }
 
@@ -151,6 +153,9 @@ func (s *Stats) add(snaps []loopStats) {
 		addHandles(&snaps[i], snaps) // before any loop's ports are copied
 	}
 	for i := range snaps {
+		for k := range snaps[i].ports {
+			snaps[i].pairs[k].list(&snaps[i].ports[k])
+		}
 		s.Ports = append(s.Ports, snaps[i].ports...)
 		departed.add(&snaps[i].departed)
 		s.PoolFree += snaps[i].cached
@@ -172,11 +177,20 @@ func addHandles(snap *loopStats, snaps []loopStats) {
 					c := &snaps[j].cnts[k]
 					c.add(&h.cnt)
 					c.snapshot(ps)
+					snaps[j].pairs[k].add(&h.pairs)
 					ps.Queued += h.queued
 				}
 			}
 		}
 	}
+}
+
+// pairFrames is what p's transport counted by queue pair, if it does.
+func pairFrames(p *port) pairCounts {
+	if pc, ok := p.t.(pairCounter); ok {
+		return pc.pairFrames()
+	}
+	return pairCounts{}
 }
 
 // snapshot is l's part of Stats, on l's goroutine.
@@ -193,9 +207,10 @@ func (l *loop) snapshot() loopStats {
 		c.snapshot(&ps)
 		ls.ports = append(ls.ports, ps)
 		ls.cnts = append(ls.cnts, c)
+		ls.pairs = append(ls.pairs, pairFrames(p))
 	}
 	for _, h := range l.handles {
-		ls.handles = append(ls.handles, handleStats{id: h.id, cnt: h.cnt, queued: h.txq.Len()})
+		ls.handles = append(ls.handles, handleStats{id: h.id, cnt: h.cnt, pairs: pairFrames(h), queued: h.txq.Len()})
 	}
 	return ls
 }

@@ -125,6 +125,47 @@ type PortStats struct {
 	// guest whose queue pairs are spread over loops, the loop of each
 	// pair in use, "1,0,1,0" (spread.go).
 	Workers string
+	// RxQueues and TxQueues are, for a vhost-user guest, the frames
+	// received from each queue pair's TX ring and sent on each pair's RX
+	// ring, as its device counted them (a superframe once; frames the
+	// device dropped included), up to the last pair that moved any; nil
+	// for other ports. They show whether a multi-queue guest's traffic
+	// really used several pairs.
+	RxQueues, TxQueues []uint64
+}
+
+// pairCounts are a vhost-user port's frames by queue pair (pairCounter).
+type pairCounts struct {
+	rx, tx [maxPairs]uint64
+}
+
+func (c *pairCounts) add(o *pairCounts) {
+	for k := range c.rx {
+		c.rx[k] += o.rx[k]
+		c.tx[k] += o.tx[k]
+	}
+}
+
+// list puts c in s's RxQueues and TxQueues, up to the last pair that
+// moved a frame either way.
+func (c *pairCounts) list(s *PortStats) {
+	n := 0
+	for k := range c.rx {
+		if c.rx[k] != 0 || c.tx[k] != 0 {
+			n = k + 1
+		}
+	}
+	if n == 0 {
+		s.RxQueues, s.TxQueues = nil, nil
+		return
+	}
+	s.RxQueues, s.TxQueues = append([]uint64(nil), c.rx[:n]...), append([]uint64(nil), c.tx[:n]...)
+}
+
+// pairCounter is a transport that counts its frames by queue pair
+// (vhost-user): the pairs it serves, a queue handle's or the port's own.
+type pairCounter interface {
+	pairFrames() pairCounts
 }
 
 // Stats is a snapshot of the whole switch.

@@ -106,6 +106,15 @@ func (t *vhostTransport) rejoin(h transport) { t.dev.Rejoin(h.(*vhostTransport).
 
 func (t *vhostTransport) rxPair(frame []byte) (int, bool) { return t.dev.RXPair(frame) }
 
+// pairFrames is what t's pairs moved: the guest's TX rings are what the
+// switch received, its RX rings what it sent.
+func (t *vhostTransport) pairFrames() (c pairCounts) {
+	st := t.q.Stats()
+	copy(c.rx[:], st.PairTXFrames[:])
+	copy(c.tx[:], st.PairRXFrames[:])
+	return c
+}
+
 // kicks are the kick fds of the rings of pairs.
 func (t *vhostTransport) kicks(pairs uint8) (w [maxSubFDs]int) {
 	for q := range w {

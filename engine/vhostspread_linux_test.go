@@ -289,7 +289,43 @@ func TestVhostUserQueuesSpreadOverWorkers(t *testing.T) {
 			t.Fatalf("the other loop's handle read %d frames (want m's 2 pairs' 40) and wrote %d", rx, tx)
 		}
 		s.checkCounts(t)
+		s.checkPairCounts(t, st, 20)
 	}
+}
+
+// checkPairCounts fails t unless m's port lists its frames by queue pair
+// (RxQueues, TxQueues), both loops' shares: each of its pairs sent at
+// least each frames, the pairs add up to the port's counts, and the
+// frames to m went to at least 2 of its RX rings.
+func (s *mqSetup) checkPairCounts(t *testing.T, st Stats, each uint64) {
+	t.Helper()
+	for _, p := range st.Ports {
+		if p.ID != s.mID {
+			if p.RxQueues != nil && p.Kind != "vhost-user" {
+				t.Errorf("port %d (%s) lists frames by queue pair: %v", p.ID, p.Kind, p.RxQueues)
+			}
+			continue
+		}
+		var rx, tx uint64
+		used := 0
+		for k := range p.TxQueues {
+			rx, tx = rx+p.RxQueues[k], tx+p.TxQueues[k]
+			if p.TxQueues[k] != 0 {
+				used++
+			}
+		}
+		if len(p.RxQueues) != mqPairs || len(p.TxQueues) != mqPairs || rx != p.RxFrames || tx != p.TxFrames || used < 2 {
+			t.Fatalf("m's port lists frames by pair received %v, sent %v; want %d pairs adding up to %d and %d, sent on 2 or more",
+				p.RxQueues, p.TxQueues, mqPairs, p.RxFrames, p.TxFrames)
+		}
+		for k, n := range p.RxQueues {
+			if n < each {
+				t.Fatalf("m's pair %d: %d frames received, it sent %d", k, n, each)
+			}
+		}
+		return
+	}
+	t.Fatalf("m's port %d not listed", s.mID)
 }
 
 // Forwarding to and from a guest whose pairs are spread over 2 loops

@@ -14,7 +14,10 @@
 #
 # Output, in ${VKNETD_QEMU_CACHE:-/var/cache/vknetd-qemu}:
 #   vmlinuz            the kernel
-#   initramfs.cpio.gz  busybox, the modules, /init
+#   initramfs.cpio.gz  busybox, the modules, /init, and the host's iperf3
+#                      with the libraries it loads (when the host has
+#                      iperf3: make deps installs it; 3.4 MB more,
+#                      most of it libcrypto and libc)
 # Nothing is rebuilt when both are there and were made by this version of the
 # script (--force rebuilds anyway). The kernel package is
 # ${VKNETD_QEMU_KERNEL:-linux-image-cloud-amd64}: any Debian kernel whose
@@ -33,10 +36,17 @@
 #   vkt.wait=SECONDS     per target (default 60): a peer guest may boot later
 #   vkt.hold=SECONDS     stay up this long after the pings (default 0), so
 #                        that a peer guest can ping this one
+#   vkt.iperf=IP         after the pings, run iperf3 -c IP with vkt.streams
+#                        (default 4) TCP streams for vkt.secs (default 3)
+#                        seconds, to IP and then back (-R); the guest picks
+#                        each stream's TX queue by its flow hash (XPS off)
 # and the lines it prints, each with the guest's uptime in seconds:
 #   VKT-BOOT <uptime> <kernel>      VKT-LEASE <ip> <uptime>
 #   VKT-PING-OK <ip> <uptime> <rtt> VKT-PING-FAIL <ip> <uptime>
 #   VKT-LEASE-FAIL <uptime>         VKT-DONE <uptime> ok|fail
+#   VKT-IPERF <to|from> <stream> <amount> <unit> <Kbits/s>   what each
+#                        stream's receiver got ("SUM" for all), then
+#   VKT-IPERF-DONE <to|from> <uptime> ok|fail
 set -eu
 
 cache=${VKNETD_QEMU_CACHE:-/var/cache/vknetd-qemu}
@@ -172,6 +182,18 @@ for m in $order; do
 	echo "$f" >>"$root/etc/modules"
 done
 
+# iperf3 comes from the host, with the libraries and loader ldd names, at
+# the same paths: both are Debian's amd64, and a guest without it reports
+# VKT-IPERF-DONE ... fail (the tests skip, saying why, before they boot it).
+if iperf=$(command -v iperf3); then
+	for f in "$iperf" $(ldd "$iperf" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+		mkdir -p "$root${f%/*}"
+		cp -L "$f" "$root$f"
+	done
+else
+	echo "qemu-guest: no iperf3 on this host (apt-get install iperf3, or make deps): the guest has none" >&2
+fi
+
 cat >"$root/etc/udhcpc.script" <<'EOF'
 #!/bin/sh
 # udhcpc calls this with the lease in its environment.
@@ -256,6 +278,43 @@ for target in $(arg ping "" | tr , ' '); do
 		sleep 0.2
 	done
 done
+
+# iperf DIR [-R]: one iperf3 run, its receivers' lines as VKT-IPERF.
+iperf() {
+	dir=$1
+	shift
+	if [ ! -x /usr/bin/iperf3 ]; then
+		say IPERF-DONE "$dir" "$(up)" fail
+		return 1
+	fi
+	# The server may not listen yet (a test starts it once the switch is
+	# ready for the streams): a refused connection is tried again, until
+	# vkt.wait runs out.
+	deadline=$(($(cut -d. -f1 /proc/uptime) + wait))
+	while ! /usr/bin/iperf3 -c "$server" -P "$(arg streams 4)" -t "$(arg secs 3)" -f k "$@" >/run/iperf.log 2>&1; do
+		if [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ]; then
+			cat /run/iperf.log
+			say IPERF-DONE "$dir" "$(up)" fail
+			return 1
+		fi
+		sleep 1
+	done
+	# "[  5]   0.00-3.04  sec   412 KBytes  1109 Kbits/sec   receiver"
+	sed -n 's/^\[ *\([0-9A-Z]*\)\] .* \([0-9.]*\) \([KMG]*Bytes\) *\([0-9.]*\) Kbits\/sec .*receiver.*/\1 \2 \3 \4/p' /run/iperf.log |
+		while read -r stream amount unit kbits; do say IPERF "$dir" "$stream" "$amount" "$unit" "$kbits"; done
+	say IPERF-DONE "$dir" "$(up)" ok
+}
+server=$(arg iperf "")
+if [ -n "$server" ]; then
+	# iperf3 before 3.16 (Debian 12 has 3.12) sends every stream from one
+	# thread, and virtio_net's XPS maps a CPU to one TX queue, so with XPS
+	# the queues used are wherever the scheduler ran it and the ACKs (2 and
+	# 4 of 4 in two runs). With XPS off each stream's queue is its own
+	# flow hash's, whatever CPU sends it.
+	for x in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 >"$x" 2>/dev/null; done
+	iperf to || result=fail
+	iperf from -R || result=fail
+fi
 finish $result
 EOF
 chmod 0755 "$root/init" "$root/etc/udhcpc.script"

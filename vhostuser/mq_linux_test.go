@@ -60,6 +60,17 @@ func TestMultiQueueTXReadsEveryPair(t *testing.T) {
 	if len(next) != pairs {
 		t.Fatalf("frames of %d flows read, want %d", len(next), pairs)
 	}
+	// Each pair's count is its TX ring's frames.
+	st := p.d.Stats()
+	for k := range MaxQueuePairs {
+		want := uint64(0)
+		if k < pairs {
+			want = each
+		}
+		if st.PairTXFrames[k] != want || st.PairRXFrames[k] != 0 {
+			t.Errorf("pair %d counted %d frames read, %d written; want %d and 0", k, st.PairTXFrames[k], st.PairRXFrames[k], want)
+		}
+	}
 }
 
 // On RX the device puts a frame on the ring its flow hashes to: every
@@ -112,6 +123,9 @@ func TestMultiQueueRXKeepsFlowsOnOneRing(t *testing.T) {
 			next[port]++
 		}
 		got += n
+		if st := p.d.Stats(); st.PairRXFrames[k] != uint64(n) || st.PairTXFrames[k] != 0 {
+			t.Errorf("pair %d counted %d frames written, %d read; its RX ring got %d", k, st.PairRXFrames[k], st.PairTXFrames[k], n)
+		}
 	}
 	if got != len(fs) {
 		t.Fatalf("received %d frames, want %d", got, len(fs))

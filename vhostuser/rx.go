@@ -113,6 +113,7 @@ func (q *virtq) writeRun(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][
 			q.lastAvail += uint16(k)
 			q.short.valid = false
 			st.RXFrames++
+			st.PairRXFrames[q.index/2]++
 			st.RXBytes += uint64(len(frames[n]) + q.restLen)
 			n++
 			rechecks = 0

@@ -29,6 +29,13 @@ type Stats struct {
 	Calls uint64 // call eventfd writes: one at most per batch
 
 	Announces uint64 // RARP frames ReadTX made for the front-end (SEND_RARP)
+
+	// PairTXFrames and PairRXFrames split TXFrames and RXFrames by queue
+	// pair (k: TX ring 2k+1, RX ring 2k), so that a multi-queue guest's
+	// spread over its rings can be seen (vknetctl ports -j, rx_queues
+	// and tx_queues).
+	PairTXFrames [MaxQueuePairs]uint64
+	PairRXFrames [MaxQueuePairs]uint64
 }
 
 // add adds one call's counts (ReadTXBatch, WriteRXBatch) to the device's.
@@ -48,4 +55,8 @@ func (s *Stats) add(c *Stats) {
 	s.Kicks += c.Kicks
 	s.Calls += c.Calls
 	s.Announces += c.Announces
+	for k := range s.PairTXFrames {
+		s.PairTXFrames[k] += c.PairTXFrames[k]
+		s.PairRXFrames[k] += c.PairRXFrames[k]
+	}
 }

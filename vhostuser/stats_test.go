@@ -10,15 +10,36 @@ import (
 func TestStatsAddCountsEveryField(t *testing.T) {
 	var call, total Stats
 	v := reflect.ValueOf(&call).Elem()
+	n := uint64(0)
 	for i := 0; i < v.NumField(); i++ {
-		v.Field(i).SetUint(uint64(i + 1))
+		// A counter, or an array of them (by queue pair).
+		for _, f := range counterFields(v.Field(i)) {
+			n++
+			f.SetUint(n)
+		}
 	}
 	total.add(&call)
 	total.add(&call)
 	w := reflect.ValueOf(total)
+	n = 0
 	for i := 0; i < w.NumField(); i++ {
-		if got := w.Field(i).Uint(); got != 2*uint64(i+1) {
-			t.Errorf("Stats.%s: %d after adding %d twice", w.Type().Field(i).Name, got, i+1)
+		for j, f := range counterFields(w.Field(i)) {
+			n++
+			if got := f.Uint(); got != 2*n {
+				t.Errorf("Stats.%s[%d]: %d after adding %d twice", w.Type().Field(i).Name, j, got, n)
+			}
 		}
 	}
+}
+
+// counterFields is f itself, or the elements of f when it is an array.
+func counterFields(f reflect.Value) []reflect.Value {
+	if f.Kind() != reflect.Array {
+		return []reflect.Value{f}
+	}
+	out := make([]reflect.Value, f.Len())
+	for i := range out {
+		out[i] = f.Index(i)
+	}
+	return out
 }

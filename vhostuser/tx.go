@@ -143,6 +143,7 @@ ring:
 			}
 			n++
 			st.TXFrames++
+			st.PairTXFrames[q.index/2]++
 			st.TXBytes += uint64(size)
 		}
 	}

@@ -1,7 +1,10 @@
 package qemu_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,7 +46,34 @@ func setup(m *testing.M) int {
 	if skipReason != "" {
 		return m.Run()
 	}
+	noIperf = iperfMissing(initrd)
 	return testbed.RunWithVknetd(m, "qemu", &vknetd)
+}
+
+// noIperf says why the guests cannot run iperf3, or "".
+var noIperf string
+
+// iperfMissing says why the guest image holds no iperf3 (scripts/qemu-guest.sh
+// copies the host's when there is one), or "".
+func iperfMissing(image string) string {
+	f, err := os.Open(image)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Sprintf("%s: %v", image, err)
+	}
+	// A cpio entry's name ends with a NUL.
+	data, err := io.ReadAll(zr)
+	if err != nil {
+		return fmt.Sprintf("%s: %v", image, err)
+	}
+	if !bytes.Contains(data, []byte("usr/bin/iperf3\x00")) {
+		return fmt.Sprintf("the guest image %s has no iperf3: apt-get install iperf3 (or make deps), then scripts/qemu-guest.sh builds it again", image)
+	}
+	return ""
 }
 
 // checkMachine says why guests cannot be booted here, or "".

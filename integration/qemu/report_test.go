@@ -20,6 +20,23 @@ type report struct {
 	problems []string              // MODULE-FAIL, NO-ETH0, LEASE-FAIL lines
 	done, ok bool
 	wall     time.Duration // QEMU start to VKT-DONE, as the host saw it
+	// iperf are the iperf3 runs (vkt.iperf) by direction, "to" the
+	// server and "from" it (-R).
+	iperf map[string]*iperfRun
+}
+
+// iperfRun is one iperf3 run as the guest reported it.
+type iperfRun struct {
+	streams  []iperfStream // each stream's receiver, then "SUM"
+	done, ok bool          // VKT-IPERF-DONE, and whether it said ok
+	at       float64
+}
+
+// iperfStream is what one stream's receiver got: amount in unit
+// ("KBytes", "MBytes"...), at kbits a second.
+type iperfStream struct {
+	id, unit      string
+	amount, kbits float64
 }
 
 type pingResult struct {
@@ -29,7 +46,13 @@ type pingResult struct {
 }
 
 func parseReport(console string) report {
-	r := report{pings: map[string]pingResult{}}
+	r := report{pings: map[string]pingResult{}, iperf: map[string]*iperfRun{}}
+	run := func(dir string) *iperfRun {
+		if r.iperf[dir] == nil {
+			r.iperf[dir] = &iperfRun{}
+		}
+		return r.iperf[dir]
+	}
 	for _, line := range strings.Split(console, "\n") {
 		// Kernel messages can share a line with ours: start at the marker.
 		i := strings.Index(line, "VKT-")
@@ -58,6 +81,12 @@ func parseReport(console string) report {
 				r.order = append(r.order, arg(1))
 			}
 			r.pings[arg(1)] = pingResult{ok: f[0] == "VKT-PING-OK", at: secs(2), rtt: arg(3)}
+		case "VKT-IPERF":
+			ir := run(arg(1))
+			ir.streams = append(ir.streams, iperfStream{id: arg(2), amount: secs(3), unit: arg(4), kbits: secs(5)})
+		case "VKT-IPERF-DONE":
+			ir := run(arg(1))
+			ir.done, ir.ok, ir.at = true, arg(3) == "ok", secs(2)
 		case "VKT-DONE":
 			r.done, r.ok = true, arg(2) == "ok"
 		case "VKT-MAC":
@@ -84,6 +113,20 @@ func (r report) summary() string {
 			fmt.Fprintf(&b, ", pinged %s at %.1fs (rtt %s)", target, p.at, p.rtt)
 		} else {
 			fmt.Fprintf(&b, ", no answer from %s by %.1fs", target, p.at)
+		}
+	}
+	for _, dir := range []string{"to", "from"} {
+		if ir := r.iperf[dir]; ir != nil {
+			fmt.Fprintf(&b, ", iperf3 %s the server", dir)
+			for _, st := range ir.streams {
+				fmt.Fprintf(&b, " [%s] %g %s %g Kbit/s", st.id, st.amount, st.unit, st.kbits)
+			}
+			switch {
+			case !ir.done:
+				b.WriteString(" not done")
+			case !ir.ok:
+				fmt.Fprintf(&b, " failed at %.1fs", ir.at)
+			}
 		}
 	}
 	for _, p := range r.problems {
@@ -120,6 +163,20 @@ func TestParseReport(t *testing.T) {
 	want := "/init at 4.8s, lease 198.18.0.11 at 5.9s, pinged 198.18.0.1 at 6.2s (rtt 35.603ms), no answer from 198.18.0.12 by 66.5s"
 	if got := r.summary(); got != want {
 		t.Errorf("summary:\n got %s\nwant %s", got, want)
+	}
+
+	r = parseReport("VKT-BOOT 5.1 6.1\nVKT-IPERF to 5 412 KBytes 1109\nVKT-IPERF to SUM 1.2 MBytes 3301\nVKT-IPERF-DONE to 20.5 ok\n" +
+		"VKT-IPERF-DONE from 40.1 fail\n")
+	if to := r.iperf["to"]; to == nil || !to.done || !to.ok || len(to.streams) != 2 ||
+		to.streams[0] != (iperfStream{id: "5", amount: 412, unit: "KBytes", kbits: 1109}) || to.streams[1].id != "SUM" {
+		t.Errorf("iperf3 to the server: %+v", to)
+	}
+	if from := r.iperf["from"]; from == nil || !from.done || from.ok || from.at != 40.1 {
+		t.Errorf("iperf3 from the server: %+v", from)
+	}
+	if got, want := r.summary(), "/init at 5.1s, iperf3 to the server [5] 412 KBytes 1109 Kbit/s [SUM] 1.2 MBytes 3301 Kbit/s, "+
+		"iperf3 from the server failed at 40.1s, not done"; got != want {
+		t.Errorf("summary with iperf3:\n got %s\nwant %s", got, want)
 	}
 
 	r = parseReport("VKT-BOOT 5.1 6.1\nVKT-MODULE-FAIL virtio_net.ko\nVKT-NO-ETH0 15.2 lo\n")
