@@ -61,20 +61,9 @@ func (e *Engine) Freeze(fdBase int) (*Frozen, error) {
 	// channels order those writes after the loop's and before its next
 	// round.
 	for _, l := range e.loops {
-		parked := make(chan struct{})
-		park := func() {
-			close(parked)
-			<-f.thaw
-		}
-		if err := l.request(park); err != nil {
+		if err := l.park(f.thaw); err != nil {
 			f.Thaw()
 			return nil, err
-		}
-		select {
-		case <-parked:
-		case <-l.exited:
-			f.Thaw()
-			return nil, ErrStopped
 		}
 	}
 	e.export(f)

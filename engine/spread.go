@@ -134,20 +134,29 @@ func (l *loop) parkOthers() (release func(), ok bool) {
 	}
 	thaw := make(chan struct{})
 	for _, o := range e.loops {
-		if o == l {
-			continue
-		}
-		parked := make(chan struct{})
-		if err := o.request(func() { close(parked); <-thaw }); err != nil {
-			continue // exited: it holds still
-		}
-		select {
-		case <-parked:
-		case <-o.exited:
+		if o != l {
+			_ = o.park(thaw) // an error: o exited, so it holds still
 		}
 	}
 	e.parks.Add(1)
 	return func() { close(thaw); e.parkMu.Unlock() }, true
+}
+
+// park stops l at its next round boundary until thaw is closed and
+// returns once it is stopped: its state may then be read and written
+// elsewhere, the channels ordering those accesses after l's round and
+// before its next. An error says l has exited (it holds still as well).
+func (l *loop) park(thaw <-chan struct{}) error {
+	parked := make(chan struct{})
+	if err := l.request(func() { close(parked); <-thaw }); err != nil {
+		return err
+	}
+	select {
+	case <-parked:
+		return nil
+	case <-l.exited:
+		return ErrStopped
+	}
 }
 
 // settleCross has every loop take what the others handed it, until no
