@@ -76,12 +76,8 @@ func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, m
 	return t, nil
 }
 
-// allPairs is the mask of a device's own data path while no pair is
-// served apart.
-const allPairs = 1<<vhostuser.MaxQueuePairs - 1
-
 // spread says some of the guest's pairs are served by other loops.
-func (t *vhostTransport) spread() bool { return !t.apart && t.q.Pairs() != allPairs }
+func (t *vhostTransport) spread() bool { return !t.apart && !t.q.ServesAll() }
 
 // spreadPairs: the pairs in use, once the device runs and the supervisor
 // (if any) holds its latest state, which cannot be written while pairs

@@ -75,6 +75,10 @@ func (d *Device) Rejoin(s *Queues) {
 // Pairs is the mask of pairs s serves (bit k: pair k).
 func (s *Queues) Pairs() uint8 { return s.own }
 
+// ServesAll says s serves every pair of its device: it is the device's
+// own data path, and no pair is served apart (Serve).
+func (s *Queues) ServesAll() bool { return s.own == allPairs }
+
 // Stats returns the counters of s's own work: a device's, for its own
 // data path, include those of the Queues rejoined.
 func (s *Queues) Stats() Stats { return s.stats }
