@@ -29,6 +29,15 @@
 # Environment: ROUNDS (3), DURATION seconds per point (3), OUT (bench/results),
 # VHOST=0 to skip the DPDK part, QUEUES (4) queue pairs per guest port for the
 # multi-queue rows, MQ=0 to skip them.
+#
+# Comparing two builds of vknetd side by side (a change against its base):
+# VKNETD=path uses that binary instead of building the tree's, VKNETD_B=path
+# adds the rows "vknetd B vhost-user" (and its --busy-poll) for a second one,
+# in the same alternating rounds, and ONLY=regex (grep -E) keeps only the
+# targets whose names match, e.g.
+#   VKNETD=/tmp/base VKNETD_B=/tmp/new ONLY='^vknetd (B )?vhost-user$' MQ=0 \
+#     ROUNDS=6 OUT=/tmp/ab scripts/bench-peers.sh
+# (OUT elsewhere than bench/results: such a run is not the committed chart).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -128,11 +137,30 @@ trap 'exit 130' INT TERM
 total=$((ROUNDS * 400 + 600)) # an upper bound on the run, for every `timeout`
 
 # --- build ------------------------------------------------------------------------
-say "building vknetd and the load generator"
-(cd "$root" && CGO_ENABLED=0 go build -o "$work/vknetd" ./cmd/vknetd)
-(cd "$root" && go build -o "$work/peerbench" ./bench/cmd/peerbench)
 vknetd="$work/vknetd"
+vknetd_b=""
+for bin in "${VKNETD:-}" "${VKNETD_B:-}"; do
+	if [ -n "$bin" ] && [ ! -x "$bin" ]; then
+		say "VKNETD/VKNETD_B: $bin is not an executable vknetd binary (build one with: CGO_ENABLED=0 go build -o $bin ./cmd/vknetd)"
+		exit 1
+	fi
+done
+if [ -n "${VKNETD:-}" ]; then
+	cp "$VKNETD" "$vknetd"
+	say "building the load generator (vknetd: $VKNETD)"
+else
+	say "building vknetd and the load generator"
+	(cd "$root" && CGO_ENABLED=0 go build -o "$work/vknetd" ./cmd/vknetd)
+fi
+if [ -n "${VKNETD_B:-}" ]; then
+	vknetd_b="$work/vknetd-b"
+	cp "$VKNETD_B" "$vknetd_b"
+fi
+(cd "$root" && go build -o "$work/peerbench" ./bench/cmd/peerbench)
 pb="$work/peerbench"
+
+# selected TARGET: whether ONLY (if set) lets this target run.
+selected() { [ -z "${ONLY:-}" ] || printf '%s\n' "$1" | grep -Eq -- "$ONLY"; }
 
 # --- the machine --------------------------------------------------------------------
 mkdir -p "$out"
@@ -144,7 +172,13 @@ pkgver() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo none; }
 	echo "nproc=$(nproc)"
 	echo "kernel=$(uname -r)"
 	echo "go=$(go env GOVERSION)"
-	echo "vknetd=$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)"
+	if [ -n "${VKNETD:-}" ]; then
+		echo "vknetd=$VKNETD"
+	else
+		echo "vknetd=$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)"
+	fi
+	[ -n "$vknetd_b" ] && echo "vknetd B=$VKNETD_B"
+	[ -n "${ONLY:-}" ] && echo "only targets matching=$ONLY"
 	echo "rounds=$ROUNDS"
 	echo "queues=$QUEUES queue pairs per guest port in the multi-queue rows"
 	echo "duration=${DURATION} s per point"
@@ -220,6 +254,12 @@ vk_vhost=0
 case $("$vknetd" --help 2>&1 || true) in *--vhost-user*) vk_vhost=1 ;; esac
 vk_busy=0
 case $("$vknetd" --help 2>&1 || true) in *--busy-poll*) vk_busy=1 ;; esac
+if [ -n "$vknetd_b" ]; then
+	case $("$vknetd_b" --help 2>&1 || true) in *--busy-poll*) ;; *)
+		say "VKNETD_B: $VKNETD_B has no --vhost-user and --busy-poll"
+		exit 1 ;;
+	esac
+fi
 if [ "$VHOST" = 1 ]; then
 	if ! command -v dpdk-testpmd >/dev/null 2>&1; then
 		vhost_why="dpdk-testpmd missing (Debian dpdk-dev)"
@@ -246,7 +286,7 @@ fi
 ovsdir="$work/ovs"
 vsctl() { ovs-vsctl --db="unix:$ovsdir/db.sock" --timeout=20 "$@"; }
 ovs_pid=""
-if [ $vhost_ok = 1 ] && [ -x /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk ]; then
+if [ $vhost_ok = 1 ] && [ -x /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk ] && selected "OVS-DPDK"; then
 	# A private ovsdb-server and ovs-vswitchd in the namespace, never the
 	# system's service; the PMD thread on CPU 1 (it sleeps while the bridge
 	# has no ports: ports are added for each point and removed after it).
@@ -321,14 +361,15 @@ vhost_point() {
 			-- add-port br0 vhu1 -- set Interface vhu1 type=dpdkvhostuser
 		swpid=$ovs_pid
 		;;
-	"vknetd vhost-user" | "vknetd vhost-user --busy-poll")
+	"vknetd vhost-user"* | "vknetd B vhost-user"*)
 		sock0=$work/vkv.vhost sock1=$work/vkv.vhost
 		rm -f "$work/vkv.pid"
 		# The busy-poll point polls for as long as frames flow, as the
 		# two DPDK switches do; the other sleeps in epoll between kicks.
-		local busy=()
-		[ "$target" != "vknetd vhost-user" ] && busy=(--busy-poll 1ms)
-		ip netns exec "$ns" taskset -c 1 timeout $((DURATION + 40)) "$vknetd" -d -U --group root "${busy[@]}" \
+		local busy=() bin=$vknetd
+		case $target in *--busy-poll) busy=(--busy-poll 1ms) ;; esac
+		case $target in "vknetd B "*) bin=$vknetd_b ;; esac
+		ip netns exec "$ns" taskset -c 1 timeout $((DURATION + 40)) "$bin" -d -U --group root "${busy[@]}" \
 			-p "$work/vkv.seqpacket" -i "$work/vkv.pid" --vhost-user "$sock0" >"$work/vkv.log" 2>&1 &
 		sw=$!
 		pids="$pids $sw"
@@ -394,18 +435,30 @@ vhost_point() {
 # --- the rounds ---------------------------------------------------------------------------
 socket_targets=("direct SEQPACKET socketpair" "vknetd SEQPACKET" "vknetd STREAM" "vknetd DGRAM" "vde_switch")
 vhost_targets=("testpmd vhost" "OVS-DPDK" "vknetd vhost-user" "vknetd vhost-user --busy-poll")
+[ -n "$vknetd_b" ] && vhost_targets+=("vknetd B vhost-user" "vknetd B vhost-user --busy-poll")
+# only_selected NAME...: the names ONLY lets run, one per line.
+only_selected() { local t; for t in "$@"; do selected "$t" && printf '%s\n' "$t"; done; return 0; }
+mapfile -t socket_targets < <(only_selected "${socket_targets[@]}")
+mapfile -t vhost_targets < <(only_selected "${vhost_targets[@]}")
+if [ ${#socket_targets[@]} = 0 ] && [ ${#vhost_targets[@]} = 0 ]; then
+	say "ONLY='$ONLY' matches no target"
+	exit 1
+fi
 vhost_families=(vhost)
 [ "$MQ" = 1 ] && vhost_families+=(vhost-mq)
 for round in $(seq "$ROUNDS"); do
 	# Each round starts at a different target, so none is always first.
 	for size in $SOCKET_SIZES; do
 		n=${#socket_targets[@]}
+		[ "$n" = 0 ] && break
 		for k in $(seq 0 $((n - 1))); do
 			socket_point "$round" "${socket_targets[$(((k + round - 1) % n))]}" "$size"
 		done
 	done
 	for family in "${vhost_families[@]}"; do
-		if [ $vhost_ok = 1 ]; then
+		if [ ${#vhost_targets[@]} = 0 ]; then
+			:
+		elif [ $vhost_ok = 1 ]; then
 			for size in $VHOST_SIZES; do
 				n=${#vhost_targets[@]}
 				for k in $(seq 0 $((n - 1))); do
