@@ -184,6 +184,12 @@ const txPrefetchLen = 128
 // Every descriptor walked, zero-length or not, is paid from q.budget.
 func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, bufs [][]byte, slot int) (size int, wait bool, err error) {
 	dst := bufs[slot]
+	if size, ok := q.readOneDesc(m, head, rules, raw, dst); ok {
+		if rules.split > 0 {
+			rules.isSplit[slot] = false
+		}
+		return size, false, nil
+	}
 	large := rules.large
 	hdr := raw[:rules.hdrLen]    // the header's bytes not read yet
 	var total uint64             // frame bytes after the header; at most num * 4 GiB
@@ -249,4 +255,33 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 		return 0, false, nil
 	}
 	return int(total), false, nil
+}
+
+// readOneDesc is readFrame's short walk for the chain most drivers send
+// (Linux and DPDK with ANY_LAYOUT or VERSION_1): one descriptor, in the
+// region that answered last, holding the header and a frame that fits dst
+// and is short enough to copy whole (not split). It checks what the walk
+// would on that descriptor (budget, flags, bounds) and copies as the walk
+// would; ok false means the chain is not such a one and nothing was done,
+// nothing paid: readFrame walks it from the start, checking everything
+// again on its own reads of the table.
+func (q *virtq) readOneDesc(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, dst []byte) (size int, ok bool) {
+	d := q.readDesc(head)
+	r := &m.r[m.last]
+	off := d.addr - r.guest
+	hdrLen := uint64(rules.hdrLen)
+	if d.flags != 0 || q.budget <= 0 || uint64(d.len) <= hdrLen ||
+		off >= r.size || uint64(d.len) > r.size-off {
+		return 0, false
+	}
+	size = int(d.len) - rules.hdrLen
+	if size > len(dst) || rules.split > 0 && size > rules.split {
+		return 0, false
+	}
+	q.budget--
+	q.walked++
+	b := r.mem[off : off+uint64(d.len)]
+	copy(raw[:hdrLen], b)
+	copy(dst, b[hdrLen:])
+	return size, true
 }
