@@ -69,7 +69,7 @@ func (l *loop) toDestination(in *port, r ring.Ref, frame []byte) {
 	fromClient := !in.host
 	dst := mactable.Key(frame[0:6])
 	if !mactable.IsMulticastKey(dst) {
-		if id, ok := l.e.macs.Lookup(dst, l.now); ok {
+		if id, ok := l.e.macs.LookupHint(dst, l.now, &in.dstHint); ok {
 			if id == in.id {
 				// The destination lives behind the port the frame came in
 				// on (a bridge behind the TAP, or a confused client).
@@ -231,7 +231,7 @@ func (l *loop) learn(in *port, src uint64) bool {
 	if mactable.IsMulticastKey(src) {
 		return true // never learned
 	}
-	switch l.e.macs.Learn(src, in.id, l.now) {
+	switch l.e.macs.LearnHint(src, in.id, l.now, &in.srcHint) {
 	case mactable.PortFull, mactable.OwnerFull, mactable.TableFull:
 		in.cnt.unlearned++
 	case mactable.Conflict:

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vknetd/vknetd/gso"
+	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
 )
 
@@ -49,6 +50,12 @@ type port struct {
 	// conflictSrc, on the TAP, is the source MAC of the frame last
 	// dropped as remote-mac-conflict, for its log line.
 	conflictSrc uint64
+	// srcHint and dstHint remember where the MAC table held the source
+	// this port last learned and the destination it last looked up: a
+	// port's frames mostly share both, and a hint checked costs two
+	// loads where a lookup hashes and probes (mactable.Hint). The port's
+	// loop alone uses them (a queue handle has its own).
+	srcHint, dstHint mactable.Hint
 
 	// host is the TAP: the host's side, not a client. observer is a
 	// monitor, which gets copies of frames and is counted apart; mirror

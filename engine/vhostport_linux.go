@@ -287,8 +287,8 @@ func (t *vhostTransport) write(q txView) writeResult {
 	// bytes count them too (they are rare: a guest posting tiny buffers).
 	res := writeResult{done: n, frames: uint64(n) - refused}
 	res.dropped.drop(DropSendError, uint32(refused))
-	for i := 0; i < n; i++ {
-		res.bytes += uint64(t.io.pool.Len(q.At(i)))
+	for _, f := range frames[:n] {
+		res.bytes += uint64(len(f))
 	}
 	switch {
 	case err != nil:

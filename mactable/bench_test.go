@@ -152,3 +152,41 @@ func BenchmarkMapBaseline(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPortHints is one port's frames, all from one source to one
+// destination, as a switch sees a busy flow: "plain" looks the
+// destination up and learns the source as the engine did (Lookup,
+// Learn), "hinted" with the port's hints (LookupHint, LearnHint). The
+// clock moves one Granularity per 4096 frames, as in
+// BenchmarkLearnRefresh.
+func BenchmarkPortHints(b *testing.B) {
+	tb, macs := benchTable(b)
+	src, dst := macs[5], macs[77]
+	port := uint32(5 % 64)
+	g := int64(tb.Granularity())
+	b.Run("plain", func(b *testing.B) {
+		var sink uint32
+		for i := 0; i < b.N; i++ {
+			now := int64(i/benchLive) * g
+			p, _ := tb.Lookup(dst, now)
+			sink += p
+			if tb.Learn(src, port, now) != Refreshed {
+				b.Fatal("not refreshed")
+			}
+		}
+		_ = sink
+	})
+	b.Run("hinted", func(b *testing.B) {
+		var srcHint, dstHint Hint
+		var sink uint32
+		for i := 0; i < b.N; i++ {
+			now := int64(i/benchLive) * g
+			p, _ := tb.LookupHint(dst, now, &dstHint)
+			sink += p
+			if tb.LearnHint(src, port, now, &srcHint) != Refreshed {
+				b.Fatal("not refreshed")
+			}
+		}
+		_ = sink
+	})
+}

@@ -261,6 +261,10 @@ type opRunner struct {
 	universe []uint64
 	now      int64
 	full     bool // compare everything after every op (slow, for fuzzing)
+	// Each port's hints, as a switch keeps them: some of the ops go
+	// through LearnHint and LookupHint, which must answer as Learn and
+	// Lookup do whatever happened to the slots they remember.
+	learnHints, lookupHints []Hint
 }
 
 func newOpRunner(cfg Config, universe []uint64, seed uint64) *opRunner {
@@ -270,6 +274,9 @@ func newOpRunner(cfg Config, universe []uint64, seed uint64) *opRunner {
 		cfg:      cfg,
 		universe: universe,
 		now:      1 << 40,
+
+		learnHints:  make([]Hint, cfg.MaxPorts),
+		lookupHints: make([]Hint, cfg.MaxPorts),
 	}
 }
 
@@ -277,15 +284,25 @@ func (r *opRunner) step(op byte, macIdx int, b byte) error {
 	mac := r.universe[macIdx%len(r.universe)]
 	port := uint32(b) % uint32(r.cfg.MaxPorts)
 	switch op % 16 {
-	case 0, 1, 2, 3, 4, 5, 6:
+	case 0, 1, 2, 3:
 		if g, w := r.t.Learn(mac, port, r.now), r.m.learn(mac, port, r.now); g != w {
 			return fmt.Errorf("Learn(%s, %d) = %v; model %v", FormatKey(mac), port, g, w)
 		}
-	case 7, 8:
+	case 4, 5, 6:
+		if g, w := r.t.LearnHint(mac, port, r.now, &r.learnHints[port]), r.m.learn(mac, port, r.now); g != w {
+			return fmt.Errorf("LearnHint(%s, %d) = %v; model %v", FormatKey(mac), port, g, w)
+		}
+	case 7:
 		gp, gok := r.t.Lookup(mac, r.now)
 		wp, wok := r.m.lookup(mac, r.now)
 		if gok != wok || gp != wp {
 			return fmt.Errorf("Lookup(%s) = %d,%v; model %d,%v", FormatKey(mac), gp, gok, wp, wok)
+		}
+	case 8:
+		gp, gok := r.t.LookupHint(mac, r.now, &r.lookupHints[port])
+		wp, wok := r.m.lookup(mac, r.now)
+		if gok != wok || gp != wp {
+			return fmt.Errorf("LookupHint(%s) = %d,%v; model %d,%v", FormatKey(mac), gp, gok, wp, wok)
 		}
 	case 9:
 		if g, w := r.t.RemovePort(port), r.m.removePort(port); g != w {

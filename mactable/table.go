@@ -386,14 +386,7 @@ func (t *Table) refresh(mac, idx uint64, port uint32, nowTick int64) bool {
 		s := &t.slots[i]
 		k := s.key.Load()
 		if k == want {
-			v := s.val.Load()
-			if valPort(v) != port || t.aged(v, nowTick) {
-				return false
-			}
-			if sinceTicks(nowTick, v) > 0 && !s.val.CompareAndSwap(v, pack(port, nowTick)) {
-				return false
-			}
-			return sh.seq.Load() == seq
+			return t.refreshSlot(s, sh, seq, port, nowTick)
 		}
 		if k == 0 {
 			return false
@@ -401,6 +394,19 @@ func (t *Table) refresh(mac, idx uint64, port uint32, nowTick int64) bool {
 		i = t.next(i)
 	}
 	return false
+}
+
+// refreshSlot is refresh once s, in shard sh, was seen to hold the MAC
+// with the shard's sequence at seq (even).
+func (t *Table) refreshSlot(s *slot, sh *shard, seq uint32, port uint32, nowTick int64) bool {
+	v := s.val.Load()
+	if valPort(v) != port || t.aged(v, nowTick) {
+		return false
+	}
+	if sinceTicks(nowTick, v) > 0 && !s.val.CompareAndSwap(v, pack(port, nowTick)) {
+		return false
+	}
+	return sh.seq.Load() == seq
 }
 
 func (t *Table) learnLocked(mac, idx uint64, port uint32, nowTick int64) Result {

@@ -42,6 +42,14 @@ func store16(b []byte, off int, v uint16) {
 	*(*uint16)(unsafe.Pointer(&b[off])) = v
 }
 
+// store64le writes v little-endian at b[off:off+8] with one 8-byte store
+// (no ordering: a used entry, published later by store32). The
+// platforms we build for are little-endian and store unaligned words.
+func store64le(b []byte, off int, v uint64) {
+	_ = b[off+7]
+	*(*uint64)(unsafe.Pointer(&b[off])) = v
+}
+
 var fenceWord uint32
 
 // fence is a full memory barrier: an atomic read-modify-write, which Go
