@@ -1,26 +1,27 @@
 package vhostuser
 
-// prefetchRead asks the CPU to start loading the cache lines at addrs,
+// prefetchRead asks the CPU to start loading the cache lines of spans,
 // which the caller is about to read; prefetchWrite, to take them for
 // writing. A prefetch never faults, whatever the address: these are
 // hints, and nothing depends on them but time.
 //
 //go:noescape
-func prefetchRead(addrs []uintptr)
+func prefetchRead(spans []lineSpan)
 
-func prefetchWrite(addrs []uintptr) {
+func prefetchWrite(spans []lineSpan) {
 	if hasPrefetchW {
-		prefetchExclusive(addrs)
+		prefetchExclusive(spans)
 	} else {
-		prefetchRead(addrs)
+		prefetchRead(spans)
 	}
 }
 
-// prefetchExclusive is PREFETCHW on each of addrs; only where the CPU has
-// it (hasPrefetchW), since the instruction is not in every x86-64 CPU.
+// prefetchExclusive is PREFETCHW on each line of spans; only where the
+// CPU has it (hasPrefetchW), since the instruction is not in every x86-64
+// CPU.
 //
 //go:noescape
-func prefetchExclusive(addrs []uintptr)
+func prefetchExclusive(spans []lineSpan)
 
 // hasPrefetchW: CPUID leaf 0x80000001 sets ECX bit 8 (PRFCHW, AMD's
 // 3DNowPrefetch) where PREFETCHW exists.

@@ -1,34 +1,46 @@
 #include "textflag.h"
 
-// func prefetchRead(addrs []uintptr)
+// func prefetchRead(spans []lineSpan)
 TEXT ·prefetchRead(SB), NOSPLIT, $0-24
-	MOVQ addrs_base+0(FP), SI
-	MOVQ addrs_len+8(FP), CX
+	MOVQ spans_base+0(FP), SI
+	MOVQ spans_len+8(FP), CX
 	TESTQ CX, CX
 	JEQ done
-loop:
-	MOVQ (SI), AX
+span:
+	MOVQ 0(SI), AX // first
+	MOVQ 8(SI), DX // last
+	ANDQ $~63, AX
+line:
 	PREFETCHT0 (AX)
-	ADDQ $8, SI
+	ADDQ $64, AX
+	CMPQ AX, DX
+	JLS line
+	ADDQ $16, SI
 	DECQ CX
-	JNE loop
+	JNE span
 done:
 	RET
 
-// func prefetchExclusive(addrs []uintptr)
+// func prefetchExclusive(spans []lineSpan)
 TEXT ·prefetchExclusive(SB), NOSPLIT, $0-24
-	MOVQ addrs_base+0(FP), SI
-	MOVQ addrs_len+8(FP), CX
+	MOVQ spans_base+0(FP), SI
+	MOVQ spans_len+8(FP), CX
 	TESTQ CX, CX
 	JEQ wdone
-wloop:
-	MOVQ (SI), AX
+wspan:
+	MOVQ 0(SI), AX
+	MOVQ 8(SI), DX
+	ANDQ $~63, AX
+wline:
 	// PREFETCHW (AX): 0F 0D /1, which the Go assembler does not name.
 	// Only called where CPUID says the CPU has it (hasPrefetchW).
 	BYTE $0x0f; BYTE $0x0d; BYTE $0x08
-	ADDQ $8, SI
+	ADDQ $64, AX
+	CMPQ AX, DX
+	JLS wline
+	ADDQ $16, SI
 	DECQ CX
-	JNE wloop
+	JNE wspan
 wdone:
 	RET
 

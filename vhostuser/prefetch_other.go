@@ -4,5 +4,5 @@ package vhostuser
 
 // prefetchRead and prefetchWrite do nothing where no prefetch is written
 // (see prefetch_amd64.go): the CPU loads the lines when they are touched.
-func prefetchRead(addrs []uintptr)  {}
-func prefetchWrite(addrs []uintptr) {}
+func prefetchRead(spans []lineSpan)  {}
+func prefetchWrite(spans []lineSpan) {}

@@ -49,6 +49,11 @@ type rxBatch struct {
 	// with the entries the guest is writing: loaded once per batch, not
 	// once per frame, and again only when the chains seen run out.
 	seen int
+	// ahead is how many chains from lastAvail on the last prefetch for
+	// frames written straight (writeRunFrom) covered and no frame has
+	// taken yet: such frames come one call each, and their chains are
+	// prefetched directAhead at a time, not one a call.
+	ahead int
 }
 
 // endRun publishes what b wrote and says whether the guest wants a call.
@@ -73,6 +78,10 @@ func (q *virtq) writeRunFrom(b *rxBatch, m *memory, hdrLen int, mrg bool, frames
 	return n, err
 }
 
+// directAhead is how many chains one prefetch for frames written
+// straight covers: an engine's read batch.
+const directAhead = 32
+
 // writeRun is writeBatch's work without the publishing: frames go into
 // the ring after what b holds already, and stay unpublished until endRun.
 func (q *virtq) writeRun(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][]byte, hdrs []gso.VirtioNetHdr, st *Stats) (n int, err error) {
@@ -92,9 +101,19 @@ func (q *virtq) writeRun(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][
 			return 0, err
 		}
 	}
-	if b.seen > 0 {
+	switch {
+	case b.seen <= 0:
+	case q.rest == nil:
 		q.prefetchChains(m, b.seen, frames, hdrLen+q.restLen, true)
 		q.prefetchUsed(b.taken, min(b.seen, len(frames)))
+	case b.ahead == 0:
+		// A frame written straight comes alone, a call each: the chains
+		// of the batch's next directAhead frames are prefetched at once,
+		// each taken to be this frame's size, as they mostly are. Once
+		// per frame, each prefetch came too late to overlap anything.
+		b.ahead = min(b.seen, directAhead)
+		q.prefetchChains(m, b.ahead, nil, hdrLen+len(frames[0])+q.restLen, true)
+		q.prefetchUsed(b.taken, b.ahead)
 	}
 	rechecks := 0 // kick requests since the last frame went in
 	for n < len(frames) {
@@ -110,6 +129,7 @@ func (q *virtq) writeRun(b *rxBatch, m *memory, hdrLen int, mrg bool, frames [][
 		case fitDone:
 			b.taken += k
 			b.seen -= k
+			b.ahead = max(b.ahead-k, 0)
 			q.lastAvail += uint16(k)
 			q.short.valid = false
 			st.RXFrames++

@@ -101,6 +101,9 @@ type virtq struct {
 	// availLoads counts loads of the guest's avail idx, for the tests
 	// that hold a batch to one.
 	availLoads uint64
+	// prefetches counts prefetchChains calls, for the test that holds
+	// frames written straight to one a batch.
+	prefetches uint64
 
 	// held is how many TX chains a split read (txRules.split) took and
 	// has not returned: their used entries are written, from usedIdx on,
@@ -353,21 +356,43 @@ func (q *virtq) stopKicks() {
 // maxPrefetch bounds how many chains one prefetch looks at: a batch.
 const maxPrefetch = 64
 
-// prefetchChains asks the CPU to start loading, all at once, the first
-// bytes of the buffers of the k chains at avail entries lastAvail on:
-// for chain i, as much of its first descriptor as frame i and extra
-// bytes take (frames nil: extra bytes), one or two cache lines of it,
-// for writing (an RX ring's) or for reading (a TX ring's). The guest's
-// core wrote these lines last, so each costs a trip between cores; taken
-// one frame at a time, each frame waited for its own, one after another.
+// lineSpan is the cache lines from the one holding byte first to the one
+// holding byte last, first <= last: what one prefetch asks for.
+type lineSpan struct{ first, last uintptr }
+
+// prefetchChains asks the CPU to start loading, all at once, the buffers
+// of the k chains at avail entries lastAvail on: for chain i, every cache
+// line of as much of its first descriptor as frame i and extra bytes
+// take (frames nil: extra bytes), for writing (an RX ring's) or for
+// reading (a TX ring's). The guest's core wrote these lines last, or they
+// left our core's caches since, so each costs a trip; taken one frame at
+// a time, each frame waited for its own, one line after another.
 // Prefetched, a batch's trips overlap.
+func (q *virtq) prefetchChains(m *memory, k int, frames [][]byte, extra int, write bool) {
+	var spans [maxPrefetch]lineSpan
+	n := q.chainSpans(m, k, frames, extra, &spans)
+	q.prefetches++
+	if write {
+		prefetchWrite(spans[:n])
+	} else {
+		prefetchRead(spans[:n])
+	}
+}
+
+// maxPrefetchLen bounds the bytes of one chain prefetched: a page, past
+// which the CPU's own prefetcher would not follow a copy either.
+const maxPrefetchLen = 4096
+
+// chainSpans is prefetchChains' list of lines, in spans, of which it
+// returns how many it filled.
 //
 // Nothing is trusted here: a prefetch never faults and changes nothing,
 // so entries and descriptors are read without checks beyond the bounds
 // of the rings, a buffer outside the region that answered last is left
-// out, and the walk that follows checks everything as ever.
-func (q *virtq) prefetchChains(m *memory, k int, frames [][]byte, extra int, write bool) {
-	var addrs [2 * maxPrefetch]uintptr
+// out, and the walk that follows checks everything as ever. The spans
+// stay inside that region all the same: a hint is no licence to pull in
+// lines of anything else.
+func (q *virtq) chainSpans(m *memory, k int, frames [][]byte, extra int, spans *[maxPrefetch]lineSpan) int {
 	k = min(k, maxPrefetch)
 	if frames != nil {
 		k = min(k, len(frames))
@@ -386,23 +411,15 @@ func (q *virtq) prefetchChains(m *memory, k int, frames [][]byte, extra int, wri
 		if frames != nil {
 			want += len(frames[i])
 		}
-		l := min(uint64(binary.LittleEndian.Uint32(d[8:])), uint64(want))
+		l := min(uint64(binary.LittleEndian.Uint32(d[8:])), uint64(want), maxPrefetchLen)
 		if off >= r.size || l == 0 {
 			continue
 		}
-		first, last := base+uintptr(off), base+uintptr(off+l-1)
-		addrs[n] = first
+		l = min(l, r.size-off)
+		spans[n] = lineSpan{base + uintptr(off), base + uintptr(off+l-1)}
 		n++
-		if last>>6 != first>>6 {
-			addrs[n] = last
-			n++
-		}
 	}
-	if write {
-		prefetchWrite(addrs[:n])
-	} else {
-		prefetchRead(addrs[:n])
-	}
+	return n
 }
 
 // prefetchUsed asks the CPU to take for writing the used ring's lines
@@ -410,16 +427,23 @@ func (q *virtq) prefetchChains(m *memory, k int, frames [][]byte, extra int, wri
 // in: the guest reads them after each publish, so they are its lines
 // too, and the last store of a batch waited for each in turn.
 func (q *virtq) prefetchUsed(from, k int) {
-	var addrs [maxPrefetch/8 + 3]uintptr
-	k = min(k, maxPrefetch)
-	base := addrOf(q.used)
-	addrs[0] = base
-	n := 1
-	for i := 0; i < k; i += 8 {
-		addrs[n] = base + uintptr(4+8*int((q.usedIdx+uint16(from+i))&q.mask))
-		n++
+	if k <= 0 {
+		return
 	}
-	addrs[n] = base + uintptr(4+8*int((q.usedIdx+uint16(from+k-1))&q.mask))
-	n++
-	prefetchWrite(addrs[:n])
+	k = min(k, maxPrefetch, q.num)
+	base := addrOf(q.used)
+	entry := func(i int) uintptr { return base + uintptr(4+8*i) }
+	first := int((q.usedIdx + uint16(from)) & q.mask)
+	last := int((q.usedIdx + uint16(from+k-1)) & q.mask)
+	spans := [3]lineSpan{{base, base}}
+	n := 1
+	if first <= last {
+		spans[n] = lineSpan{entry(first), entry(last) + 7}
+		n++
+	} else { // the entries wrap past the ring's end
+		spans[n] = lineSpan{entry(first), entry(q.num-1) + 7}
+		spans[n+1] = lineSpan{entry(0), entry(last) + 7}
+		n += 2
+	}
+	prefetchWrite(spans[:n])
 }
