@@ -2,8 +2,11 @@ package engine
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,16 +47,59 @@ func benchCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// busyCPU is the time every CPU of the machine spent running anything,
+// from /proc/stat (Linux; 10 ms ticks): less the benchmark's own CPU
+// time, what other processes took from the loops during a run. false
+// where it cannot be read.
+func busyCPU() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, false
+	}
+	var ticks int64
+	for i, v := range f[1:8] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, true
+}
+
 // benchSink says when every receiver has had all it is due. A counter
 // shared by the receivers, added to per write batch, moved its cache line
 // between the loops' CPUs and counted in their cost per frame.
+//
+// It also keeps the run's clock: the run ends when the last receiver has
+// its last frame, not when the benchmark's goroutine wakes to see it. That
+// wake-up waited for the runtime to take back the processor of the loop
+// that closed done, asleep in epoll_wait by then: up to 10 ms (sysmon's
+// period when idle) of a 100 ms run, in which the loops did nothing.
 type benchSink struct {
 	receivers atomic.Int64 // receivers still short of their frames
 	done      chan struct{}
+	// start is when the loops started; firstFull and lastFull how long
+	// after it the first and the last receiver had all they were due.
+	// From firstFull on, with no frame crossing, one loop has nothing
+	// left to do.
+	start               time.Time
+	firstFull, lastFull atomic.Int64
 }
 
 func (s *benchSink) full() {
+	at := int64(time.Since(s.start))
+	s.firstFull.CompareAndSwap(0, at)
 	if s.receivers.Add(-1) == 0 {
+		s.lastFull.Store(at)
 		close(s.done)
 	}
 }
@@ -109,23 +155,35 @@ func (*benchTransport) export(*exportScope, *handover.Port) error {
 func BenchmarkWorkers(b *testing.B) {
 	for _, c := range []struct{ workers, cross int }{{1, 0}, {2, 0}, {2, 50}, {2, 100}} {
 		b.Run(fmt.Sprintf("workers=%d/cross=%d%%", c.workers, c.cross), func(b *testing.B) {
-			benchWorkers(b, c.workers, c.cross)
+			benchWorkers(b, 1, c.workers, c.cross)
 		})
 	}
+	// The machine's ceiling for 2 loops: two switches of one loop each,
+	// a sender and a receiver on each, sharing nothing (not the pool, the
+	// MAC table or anything else) but the process and the CPUs.
+	b.Run("switches=2/workers=1", func(b *testing.B) { benchWorkers(b, 2, 1, 0) })
 }
 
-func benchWorkers(b *testing.B, workers, crossPct int) {
+// benchWorkers runs the frames through switches switches of workers
+// loops each: with 2 switches each has one sender and one receiver.
+func benchWorkers(b *testing.B, switches, workers, crossPct int) {
 	var rtt time.Duration
 	if runtime.GOMAXPROCS(0) >= 2 {
 		rtt = lineRoundTrip()
 	}
-	s := newTestSwitch(b, false, mactable.Config{}, withWorkers(workers))
-	e := s.e
+	var engines []*Engine
+	var loops []*loop
+	for range switches {
+		e := newTestSwitch(b, false, mactable.Config{}, withWorkers(workers)).e
+		engines = append(engines, e)
+		loops = append(loops, e.loops...)
+	}
 	sink := &benchSink{done: make(chan struct{})}
 	// Port i sends, port 2+i receives, both on loop i%2 (of 2).
 	var senders, receivers []*benchTransport
 	var ports []*port
 	for i := 0; i < 4; i++ {
+		e := engines[i%2%switches]
 		l := e.loops[i%2%workers]
 		t := &benchTransport{pool: l.pool, sink: sink}
 		id, _ := e.ports.reserve(e.cfg.MaxClients, false)
@@ -175,15 +233,23 @@ func benchWorkers(b *testing.B, workers, crossPct int) {
 			ports[i].loop.readNextRound(ports[i])
 		}
 	}
-	share := runtime.GOMAXPROCS(0) < len(e.loops)
+	share := runtime.GOMAXPROCS(0) < len(loops)
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	cpu0 := benchCPU()
+	busy0, busyOK := busyCPU()
 	b.ResetTimer()
-	for _, l := range e.loops {
+	sink.start = time.Now()
+	// Each loop's CPU time, its thread's: locked to one, as Run's loops are.
+	loopCPU := make([]time.Duration, len(loops))
+	for i, l := range loops {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			cpu0 := benchThreadCPU()
+			defer func() { loopCPU[i] = benchThreadCPU() - cpu0 }()
 			for !stop.Load() {
 				// As run steps: a loop with nothing to do sleeps in its
 				// poller until another hands it frames (or the benchmark
@@ -212,16 +278,18 @@ func benchWorkers(b *testing.B, workers, crossPct int) {
 	case <-sink.done:
 	case <-time.After(2 * time.Minute):
 		stop.Store(true)
-		wakeAll(e)
+		wakeAll(loops)
 		wg.Wait()
 		b.Fatalf("%d receivers of %d frames still short (dropped: see the ports' counters)", sink.receivers.Load(), b.N)
 	}
 	b.StopTimer()
 	cpu := benchCPU() - cpu0
+	busy1, busyOK1 := busyCPU()
 	stop.Store(true)
-	wakeAll(e)
+	wakeAll(loops)
 	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+	// From the start to the last receiver's last frame (benchSink).
+	b.ReportMetric(float64(b.N)/time.Duration(sink.lastFull.Load()).Seconds(), "frames/s")
 	// CPU time per frame, every thread's: on a machine shared with other
 	// work, frames/s at -cpu 2 says how much CPU the loops got; this says
 	// what a frame cost them (a loop waiting for another spins, and
@@ -229,6 +297,23 @@ func benchWorkers(b *testing.B, workers, crossPct int) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/frame")
 	if rtt > 0 {
 		b.ReportMetric(float64(rtt.Nanoseconds()), "line-rtt-ns")
+	}
+	if busyOK && busyOK1 {
+		// What other processes ran on the machine's CPUs during the run,
+		// as a share of the loops' CPUs (from ticks of 10 ms: rough).
+		others := max(0, busy1-busy0-cpu)
+		b.ReportMetric(100*float64(others)/float64(min(len(loops), runtime.GOMAXPROCS(0)))/float64(b.Elapsed()), "others-cpu-%")
+	}
+	if len(loops) > 1 {
+		// How much of the run one receiver had all it was due while the
+		// other did not: with no frame crossing, the share of the time one
+		// of two loops had finished its work.
+		b.ReportMetric(100*(1-float64(sink.firstFull.Load())/float64(sink.lastFull.Load())), "tail-%")
+		// The slower loop's CPU time against the faster one's, for the
+		// same frames read and the same pattern: above 1, one CPU did the
+		// same work slower (a host that gives one vCPU less, at times
+		// 1.7 times less), and the switch is as fast as that CPU lets it.
+		b.ReportMetric(float64(slices.Max(loopCPU))/float64(slices.Min(loopCPU)), "loop-cpu-skew")
 	}
 	for _, p := range ports {
 		for d, n := range p.cnt.drops {
@@ -280,9 +365,16 @@ func lineRoundTrip() time.Duration {
 	return each[rounds/2]
 }
 
+// benchThreadCPU is the CPU time the calling thread has used.
+func benchThreadCPU() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
+}
+
 // wakeAll interrupts every loop's sleep in its poller.
-func wakeAll(e *Engine) {
-	for _, l := range e.loops {
+func wakeAll(loops []*loop) {
+	for _, l := range loops {
 		l.wake()
 	}
 }
