@@ -87,17 +87,16 @@ func busyCPU() (time.Duration, bool) {
 type benchSink struct {
 	receivers atomic.Int64 // receivers still short of their frames
 	done      chan struct{}
-	// start is when the loops started; firstFull and lastFull how long
-	// after it the first and the last receiver had all they were due.
-	// From firstFull on, with no frame crossing, one loop has nothing
-	// left to do.
+	// start is when the loops started; firstRead how long after it the
+	// first sender had sent all its frames (from then on its loop only
+	// takes what the other hands it, if anything), lastFull when the last
+	// receiver had all it was due.
 	start               time.Time
-	firstFull, lastFull atomic.Int64
+	firstRead, lastFull atomic.Int64
 }
 
 func (s *benchSink) full() {
 	at := int64(time.Since(s.start))
-	s.firstFull.CompareAndSwap(0, at)
 	if s.receivers.Add(-1) == 0 {
 		s.lastFull.Store(at)
 		close(s.done)
@@ -121,6 +120,9 @@ func (t *benchTransport) read(refs []ring.Ref, _ bool) readResult {
 	// Read again every round while it has frames, as a busy vhost-user
 	// ring is.
 	res.buffered = t.left.Add(-int64(res.n)) > 0
+	if !res.buffered {
+		t.sink.firstRead.CompareAndSwap(0, int64(time.Since(t.sink.start)))
+	}
 	return res
 }
 
@@ -305,10 +307,11 @@ func benchWorkers(b *testing.B, switches, workers, crossPct int) {
 		b.ReportMetric(100*float64(others)/float64(min(len(loops), runtime.GOMAXPROCS(0)))/float64(b.Elapsed()), "others-cpu-%")
 	}
 	if len(loops) > 1 {
-		// How much of the run one receiver had all it was due while the
-		// other did not: with no frame crossing, the share of the time one
-		// of two loops had finished its work.
-		b.ReportMetric(100*(1-float64(sink.firstFull.Load())/float64(sink.lastFull.Load())), "tail-%")
+		// The share of the run in which one sender had sent all its
+		// frames and the other had not: its loop had only the other's
+		// crossing frames to take, if any, and the run went on at the
+		// other loop's pace.
+		b.ReportMetric(100*(1-float64(sink.firstRead.Load())/float64(sink.lastFull.Load())), "tail-%")
 		// The slower loop's CPU time against the faster one's, for the
 		// same frames read and the same pattern: above 1, one CPU did the
 		// same work slower (a host that gives one vCPU less, at times
