@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -169,9 +170,10 @@ func BenchmarkWorkers(b *testing.B) {
 // benchWorkers runs the frames through switches switches of workers
 // loops each: with 2 switches each has one sender and one receiver.
 func benchWorkers(b *testing.B, switches, workers, crossPct int) {
-	var rtt time.Duration
+	var rtt, stream time.Duration
 	if runtime.GOMAXPROCS(0) >= 2 {
 		rtt = lineRoundTrip()
+		stream = lineStream()
 	}
 	var engines []*Engine
 	var loops []*loop
@@ -299,6 +301,7 @@ func benchWorkers(b *testing.B, switches, workers, crossPct int) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/frame")
 	if rtt > 0 {
 		b.ReportMetric(float64(rtt.Nanoseconds()), "line-rtt-ns")
+		b.ReportMetric(float64(stream.Nanoseconds()), "line-stream-ns")
 	}
 	if busyOK && busyOK1 {
 		// What other processes ran on the machine's CPUs during the run,
@@ -373,6 +376,60 @@ func benchThreadCPU() time.Duration {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
 	return time.Duration(ts.Nano())
+}
+
+// lineStream is what a line costs to move from one CPU to another in a
+// stream, as a crossing frame's data does at the least, with nothing of
+// the switch around it: one goroutine writes 64-byte buffers (1024 of
+// them, in a shuffled order) and publishes them 32 at a time, another reads each and
+// says so 32 at a time, both spinning. The misses of a batch overlap,
+// so this is well under half the round trip, and it is the floor of a
+// crossing frame's extra cost, which moves a pool record and an entry's
+// share of a line besides.
+func lineStream() time.Duration {
+	const bufs, batch, lines = 1024, 32, 1 << 18
+	var ring struct {
+		head atomic.Uint64
+		_    [56]byte
+		tail atomic.Uint64
+		_    [56]byte
+	}
+	data := make([][8]uint64, bufs) // a line each, aligned: 64-byte objects are
+	// In a shuffled order, as the pool's free stacks hand buffers out,
+	// so that no prefetcher sees a stream coming.
+	order := make([]uint16, bufs)
+	for i, j := range rand.New(rand.NewPCG(1, 2)).Perm(bufs) {
+		order[i] = uint16(j)
+	}
+	done := make(chan uint64)
+	go func() {
+		var sum uint64
+		for h := uint64(0); h < lines; {
+			t := ring.tail.Load()
+			for ; h < t; h++ {
+				d := &data[order[h%bufs]]
+				sum += d[0] + d[7]
+				if h%batch == batch-1 {
+					ring.head.Store(h + 1)
+				}
+			}
+		}
+		done <- sum
+	}()
+	start := time.Now()
+	for t := uint64(0); t < lines; t++ {
+		for t-ring.head.Load() >= bufs-batch {
+		}
+		d := &data[order[t%bufs]]
+		for i := range d {
+			d[i] = t
+		}
+		if t%batch == batch-1 {
+			ring.tail.Store(t + 1)
+		}
+	}
+	<-done
+	return time.Since(start) / lines
 }
 
 // wakeAll interrupts every loop's sleep in its poller.
