@@ -16,6 +16,8 @@
 #
 # Each round runs the base first in odd rounds and the working tree first
 # in even ones, so neither always runs on what the other left in the caches.
+# With OUT set to a directory, the raw results stay there as base.txt and
+# head.txt (to split BenchmarkWorkers' runs by their line-rtt-ns, say).
 set -eu
 base=${1:-HEAD}
 pattern=${2:-'Forward|Direct'}
@@ -53,5 +55,9 @@ done
 if ! grep -q '^Benchmark' "$work/head.txt"; then
 	echo "bench-compare: no benchmark of $pkg matches '$pattern' (BenchmarkWorkers is in PKG=./engine/)" >&2
 	exit 1
+fi
+if [ -n "${OUT:-}" ]; then
+	mkdir -p "$OUT"
+	cp "$work/base.txt" "$work/head.txt" "$OUT/"
 fi
 $benchstat "base=$work/base.txt" "head=$work/head.txt"
