@@ -152,9 +152,15 @@ func (*benchTransport) export(*exportScope, *handover.Port) error {
 // receivers, 64-byte unicast frames. With 2 workers each loop has a
 // sender and a receiver, and cross says how many of a sender's frames go
 // to the other loop's receiver; with 1 worker all four share the loop.
-// The figure is frames/s for the whole switch; run it at -cpu 1,2:
+// switches=2/workers=1 is two switches of a loop each, a pair on each:
+// what two loops that share nothing reach, the machine's ceiling. The
+// figure is frames/s for the whole switch; run it at -cpu 1,2:
 //
 //	go test -run '^$' -bench BenchmarkWorkers -benchtime 2000000x -cpu 1,2 ./engine/
+//
+// On a VM, compare runs only with the same line-rtt-ns (it moves as the
+// host places the vCPUs), a loop-cpu-skew near 1 and little others-cpu-%
+// (README, "Workers").
 func BenchmarkWorkers(b *testing.B) {
 	for _, c := range []struct{ workers, cross int }{{1, 0}, {2, 0}, {2, 50}, {2, 100}} {
 		b.Run(fmt.Sprintf("workers=%d/cross=%d%%", c.workers, c.cross), func(b *testing.B) {
