@@ -23,27 +23,24 @@ type Hint struct {
 	miss uint64 // liveBit | MAC: asked for last, not remembered
 }
 
-// LookupHint is Lookup, trying h's slot first (lookup).
+// LookupHint is Lookup, trying h's slot first: read there, a hit costs
+// one call.
 func (t *Table) LookupHint(mac uint64, now int64, h *Hint) (port uint32, ok bool) {
+	mac &= macMask
+	if h.key == liveBit|mac && h.t == t {
+		sh, s := t.shardOf(h.at), &t.slots[h.at]
+		seq := sh.seq.Load()
+		if seq&1 == 0 && s.key.Load() == h.key {
+			v := s.val.Load()
+			if sh.seq.Load() == seq {
+				if t.aged(v, now>>t.tickShift) {
+					return 0, false
+				}
+				return valPort(v), true
+			}
+		}
+	}
 	return t.lookup(mac, now, h)
-}
-
-// lookupAt is Lookup's answer from h's slot; valid is false when the
-// slot no longer holds h's MAC, or a writer moved entries meanwhile.
-func (t *Table) lookupAt(h *Hint, now int64) (port uint32, ok, valid bool) {
-	sh, s := t.shardOf(h.at), &t.slots[h.at]
-	seq := sh.seq.Load()
-	if seq&1 != 0 || s.key.Load() != h.key {
-		return 0, false, false
-	}
-	v := s.val.Load()
-	if sh.seq.Load() != seq {
-		return 0, false, false
-	}
-	if t.aged(v, now>>t.tickShift) {
-		return 0, false, true
-	}
-	return valPort(v), true, true
 }
 
 // LearnHint is Learn, trying h's slot first: the MAC live there on port

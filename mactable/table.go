@@ -305,17 +305,10 @@ func (t *Table) Lookup(mac uint64, now int64) (port uint32, ok bool) {
 	return t.lookup(mac, now, nil)
 }
 
-// lookup is Lookup, with a hint when h is not nil: its slot is tried
-// first, and the probe tells it which slot held mac (Hint). One function,
-// so that a hint missed costs a port with many destinations no call more
-// than Lookup.
+// lookup is Lookup, telling h (when not nil) which slot held mac, from
+// the same probe (Hint).
 func (t *Table) lookup(mac uint64, now int64, h *Hint) (port uint32, ok bool) {
 	mac &= macMask
-	if h != nil && h.key == liveBit|mac && h.t == t {
-		if port, ok, valid := t.lookupAt(h, now); valid {
-			return port, ok
-		}
-	}
 	if mac&groupBit != 0 {
 		return 0, false
 	}
