@@ -1,6 +1,7 @@
 package mactable
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -153,40 +154,48 @@ func BenchmarkMapBaseline(b *testing.B) {
 	})
 }
 
-// BenchmarkPortHints is one port's frames, all from one source to one
-// destination, as a switch sees a busy flow: "plain" looks the
-// destination up and learns the source as the engine did (Lookup,
-// Learn), "hinted" with the port's hints (LookupHint, LearnHint). The
+// BenchmarkPortHints is one port's frames as a switch sees them: "plain"
+// looks the destination up and learns the source as the engine did
+// (Lookup, Learn), "hinted" with the port's hints (LookupHint,
+// LearnHint). With flows=1 every frame is from one source to one
+// destination, a busy flow; with flows=4096 each frame is from and to
+// other MACs, a TAP's or a router's port, where hints only cost. The
 // clock moves one Granularity per 4096 frames, as in
 // BenchmarkLearnRefresh.
 func BenchmarkPortHints(b *testing.B) {
 	tb, macs := benchTable(b)
-	src, dst := macs[5], macs[77]
-	port := uint32(5 % 64)
 	g := int64(tb.Granularity())
-	b.Run("plain", func(b *testing.B) {
-		var sink uint32
-		for i := 0; i < b.N; i++ {
-			now := int64(i/benchLive) * g
-			p, _ := tb.Lookup(dst, now)
-			sink += p
-			if tb.Learn(src, port, now) != Refreshed {
-				b.Fatal("not refreshed")
+	for _, flows := range []int{1, benchLive} {
+		mask := flows - 1
+		// Frame i: from macs[src(i)] on its port, to macs[dst(i)].
+		src := func(i int) int { return 5 + i&mask }
+		dst := func(i int) int { return (77 + 7*i*min(flows-1, 1)) & (benchLive - 1) }
+		b.Run(fmt.Sprintf("flows=%d/plain", flows), func(b *testing.B) {
+			var sink uint32
+			for i := 0; i < b.N; i++ {
+				now := int64(i/benchLive) * g
+				p, _ := tb.Lookup(macs[dst(i)], now)
+				sink += p
+				s := src(i) & (benchLive - 1)
+				if tb.Learn(macs[s], uint32(s%64), now) != Refreshed {
+					b.Fatal("not refreshed")
+				}
 			}
-		}
-		_ = sink
-	})
-	b.Run("hinted", func(b *testing.B) {
-		var srcHint, dstHint Hint
-		var sink uint32
-		for i := 0; i < b.N; i++ {
-			now := int64(i/benchLive) * g
-			p, _ := tb.LookupHint(dst, now, &dstHint)
-			sink += p
-			if tb.LearnHint(src, port, now, &srcHint) != Refreshed {
-				b.Fatal("not refreshed")
+			_ = sink
+		})
+		b.Run(fmt.Sprintf("flows=%d/hinted", flows), func(b *testing.B) {
+			var srcHint, dstHint Hint
+			var sink uint32
+			for i := 0; i < b.N; i++ {
+				now := int64(i/benchLive) * g
+				p, _ := tb.LookupHint(macs[dst(i)], now, &dstHint)
+				sink += p
+				s := src(i) & (benchLive - 1)
+				if tb.LearnHint(macs[s], uint32(s%64), now, &srcHint) != Refreshed {
+					b.Fatal("not refreshed")
+				}
 			}
-		}
-		_ = sink
-	})
+			_ = sink
+		})
+	}
 }

@@ -1,29 +1,34 @@
 package mactable
 
+import "strconv"
+
 // A Hint remembers which slot held a MAC when LookupHint or LearnHint
 // last found it, so that the next call for the same MAC reads that slot
 // again instead of hashing the MAC and probing: the frames of one port
 // mostly come from one source and go to one destination. Nothing in it
 // is trusted: the slot must still hold the MAC, read inside the shard's
 // sequence window as a probe's is, or the call does what Lookup or Learn
-// does (and remembers anew). Keys are unique in the table, so the slot
-// holding the MAC is the entry a probe would find, and the answer is the
-// one Lookup or Learn gives.
+// does. Keys are unique in the table, so the slot holding the MAC is the
+// entry a probe would find, and the answer is the one Lookup or Learn
+// gives. A hint takes the slot a probe found only for a MAC asked for
+// twice in a row, so that a port whose frames go to many MACs (the TAP's,
+// a router's) pays a compare and a store a frame, not a new hint.
 //
 // The zero Hint remembers nothing. A Hint is for one goroutine at a time;
 // the table may be shared as ever.
 type Hint struct {
-	t   *Table
-	s   *slot
-	sh  *shard
-	key uint64 // liveBit | MAC: what s held
+	t    *Table
+	at   uint64 // the slot
+	key  uint64 // liveBit | MAC: what the slot held
+	miss uint64 // liveBit | MAC: asked for last, not remembered
 }
 
-// LookupHint is Lookup, trying h's slot first.
+// LookupHint is Lookup, trying h's slot first: read there, a hit costs
+// one call.
 func (t *Table) LookupHint(mac uint64, now int64, h *Hint) (port uint32, ok bool) {
 	mac &= macMask
 	if h.key == liveBit|mac && h.t == t {
-		sh, s := h.sh, h.s
+		sh, s := t.shardOf(h.at), &t.slots[h.at]
 		seq := sh.seq.Load()
 		if seq&1 == 0 && s.key.Load() == h.key {
 			v := s.val.Load()
@@ -35,11 +40,7 @@ func (t *Table) LookupHint(mac uint64, now int64, h *Hint) (port uint32, ok bool
 			}
 		}
 	}
-	port, ok = t.Lookup(mac, now)
-	if ok {
-		t.remember(h, mac)
-	}
-	return port, ok
+	return t.lookup(mac, now, h)
 }
 
 // LearnHint is Learn, trying h's slot first: the MAC live there on port
@@ -48,38 +49,61 @@ func (t *Table) LookupHint(mac uint64, now int64, h *Hint) (port uint32, ok bool
 func (t *Table) LearnHint(mac uint64, port uint32, now int64, h *Hint) Result {
 	mac &= macMask
 	if h.key == liveBit|mac && h.t == t {
-		seq := h.sh.seq.Load()
-		if seq&1 == 0 && h.s.key.Load() == h.key && t.refreshSlot(h.s, h.sh, seq, port, now>>t.tickShift) {
+		sh, s := t.shardOf(h.at), &t.slots[h.at]
+		seq := sh.seq.Load()
+		if seq&1 == 0 && s.key.Load() == h.key && t.refreshSlot(s, sh, seq, port, now>>t.tickShift) {
 			return Refreshed
 		}
 	}
-	r := t.Learn(mac, port, now)
+	// Learn, with the slot of its lock-free path remembered.
+	if mac&groupBit != 0 {
+		return Multicast
+	}
+	if int(port) >= len(t.ports) {
+		panic("mactable: Learn on port " + strconv.FormatUint(uint64(port), 10) + ", beyond MaxPorts")
+	}
+	idx := t.home(mac)
+	if at, ok := t.refresh(mac, idx, port, now>>t.tickShift); ok {
+		t.point(h, mac, at)
+		return Refreshed
+	}
+	r := t.learnSlow(mac, idx, port, now)
 	switch r {
-	case Refreshed, Learned, Moved:
-		t.remember(h, mac)
+	case Learned, Moved:
+		t.remember(h, mac) // rare: a MAC new to the table or to the port
 	}
 	return r
 }
 
-// remember points h at the slot holding mac (a unicast MAC found or
-// learned just now), or empties it when a writer moved the entry away
-// meanwhile: the hint is checked before each use, so this probe needs
-// no sequence window.
+// point makes h remember slot at for mac, if mac was the MAC h missed
+// last too; otherwise it notes mac as that.
+func (t *Table) point(h *Hint, mac, at uint64) {
+	want := liveBit | mac
+	if h.miss != want {
+		h.miss = want
+		return
+	}
+	if h.t != t {
+		h.t = t
+	}
+	h.at, h.key, h.miss = at, want, 0
+}
+
+// remember points h at the slot holding mac (a unicast MAC learned just
+// now), as point does, unless a writer moved the entry away meanwhile:
+// the hint is checked before each use, so this probe needs no sequence
+// window.
 func (t *Table) remember(h *Hint, mac uint64) {
 	want := liveBit | mac
-	idx := t.home(mac)
-	i := idx
+	i := t.home(mac)
 	for n := uint64(0); n <= t.slotMask; n++ {
-		s := &t.slots[i]
-		switch s.key.Load() {
+		switch t.slots[i].key.Load() {
 		case want:
-			*h = Hint{t: t, s: s, sh: t.shardOf(idx), key: want}
+			t.point(h, mac, i)
 			return
 		case 0:
-			*h = Hint{}
 			return
 		}
 		i = t.next(i)
 	}
-	*h = Hint{}
 }

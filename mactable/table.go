@@ -302,6 +302,12 @@ func (t *Table) aged(v uint64, nowTick int64) bool { return sinceTicks(nowTick, 
 
 // Lookup returns the port mac was last learned on, unless it has aged out.
 func (t *Table) Lookup(mac uint64, now int64) (port uint32, ok bool) {
+	return t.lookup(mac, now, nil)
+}
+
+// lookup is Lookup, telling h (when not nil) which slot held mac, from
+// the same probe (Hint).
+func (t *Table) lookup(mac uint64, now int64, h *Hint) (port uint32, ok bool) {
 	mac &= macMask
 	if mac&groupBit != 0 {
 		return 0, false
@@ -327,6 +333,9 @@ retry:
 				}
 				if t.aged(v, now>>t.tickShift) {
 					return 0, false
+				}
+				if h != nil {
+					t.point(h, mac, i)
 				}
 				return valPort(v), true
 			}
@@ -358,9 +367,15 @@ func (t *Table) Learn(mac uint64, port uint32, now int64) Result {
 	}
 	nowTick := now >> t.tickShift
 	idx := t.home(mac)
-	if t.refresh(mac, idx, port, nowTick) {
+	if _, ok := t.refresh(mac, idx, port, nowTick); ok {
 		return Refreshed
 	}
+	return t.learnSlow(mac, idx, port, now)
+}
+
+// learnSlow is Learn past its lock-free path.
+func (t *Table) learnSlow(mac, idx uint64, port uint32, now int64) Result {
+	nowTick := now >> t.tickShift
 	r := t.learnLocked(mac, idx, port, nowTick)
 	if (r == TableFull || r == PortFull || r == OwnerFull) && t.reclaimDue(nowTick) {
 		t.Expire(now)
@@ -373,12 +388,12 @@ func (t *Table) Learn(mac uint64, port uint32, now int64) Result {
 // stores only when the tick has moved on, and then with a CAS so it cannot
 // undo a concurrent writer's move. A sequence change means a deletion may
 // have moved entries under it; the locked path then decides (redoing an
-// already applied refresh is harmless).
-func (t *Table) refresh(mac, idx uint64, port uint32, nowTick int64) bool {
+// already applied refresh is harmless). at is the MAC's slot when ok.
+func (t *Table) refresh(mac, idx uint64, port uint32, nowTick int64) (at uint64, ok bool) {
 	sh := t.shardOf(idx)
 	seq := sh.seq.Load()
 	if seq&1 != 0 {
-		return false
+		return 0, false
 	}
 	want := liveBit | mac
 	i := idx
@@ -386,14 +401,14 @@ func (t *Table) refresh(mac, idx uint64, port uint32, nowTick int64) bool {
 		s := &t.slots[i]
 		k := s.key.Load()
 		if k == want {
-			return t.refreshSlot(s, sh, seq, port, nowTick)
+			return i, t.refreshSlot(s, sh, seq, port, nowTick)
 		}
 		if k == 0 {
-			return false
+			return 0, false
 		}
 		i = t.next(i)
 	}
-	return false
+	return 0, false
 }
 
 // refreshSlot is refresh once s, in shard sh, was seen to hold the MAC
