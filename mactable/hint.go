@@ -1,7 +1,5 @@
 package mactable
 
-import "strconv"
-
 // A Hint remembers which slot held a MAC when LookupHint or LearnHint
 // last found it, so that the next call for the same MAC reads that slot
 // again instead of hashing the MAC and probing: the frames of one port
@@ -55,24 +53,7 @@ func (t *Table) LearnHint(mac uint64, port uint32, now int64, h *Hint) Result {
 			return Refreshed
 		}
 	}
-	// Learn, with the slot of its lock-free path remembered.
-	if mac&groupBit != 0 {
-		return Multicast
-	}
-	if int(port) >= len(t.ports) {
-		panic("mactable: Learn on port " + strconv.FormatUint(uint64(port), 10) + ", beyond MaxPorts")
-	}
-	idx := t.home(mac)
-	if at, ok := t.refresh(mac, idx, port, now>>t.tickShift); ok {
-		t.point(h, mac, at)
-		return Refreshed
-	}
-	r := t.learnSlow(mac, idx, port, now)
-	switch r {
-	case Learned, Moved:
-		t.remember(h, mac) // rare: a MAC new to the table or to the port
-	}
-	return r
+	return t.learn(mac, port, now, h)
 }
 
 // point makes h remember slot at for mac, if mac was the MAC h missed
@@ -83,10 +64,7 @@ func (t *Table) point(h *Hint, mac, at uint64) {
 		h.miss = want
 		return
 	}
-	if h.t != t {
-		h.t = t
-	}
-	h.at, h.key, h.miss = at, want, 0
+	*h = Hint{t: t, at: at, key: want}
 }
 
 // remember points h at the slot holding mac (a unicast MAC learned just

@@ -358,6 +358,12 @@ retry:
 // at most once per Granularity, so a flood of new MACs against a full
 // table costs one sweep per tick rather than one per frame.
 func (t *Table) Learn(mac uint64, port uint32, now int64) Result {
+	return t.learn(mac, port, now, nil)
+}
+
+// learn is Learn, telling h (when not nil) which slot holds mac once it
+// is refreshed or learned (Hint).
+func (t *Table) learn(mac uint64, port uint32, now int64, h *Hint) Result {
 	mac &= macMask
 	if mac&groupBit != 0 {
 		return Multicast
@@ -367,19 +373,19 @@ func (t *Table) Learn(mac uint64, port uint32, now int64) Result {
 	}
 	nowTick := now >> t.tickShift
 	idx := t.home(mac)
-	if _, ok := t.refresh(mac, idx, port, nowTick); ok {
+	if at, ok := t.refresh(mac, idx, port, nowTick); ok {
+		if h != nil {
+			t.point(h, mac, at)
+		}
 		return Refreshed
 	}
-	return t.learnSlow(mac, idx, port, now)
-}
-
-// learnSlow is Learn past its lock-free path.
-func (t *Table) learnSlow(mac, idx uint64, port uint32, now int64) Result {
-	nowTick := now >> t.tickShift
 	r := t.learnLocked(mac, idx, port, nowTick)
 	if (r == TableFull || r == PortFull || r == OwnerFull) && t.reclaimDue(nowTick) {
 		t.Expire(now)
 		r = t.learnLocked(mac, idx, port, nowTick)
+	}
+	if h != nil && (r == Learned || r == Moved) {
+		t.remember(h, mac) // rare: a MAC new to the table or to the port
 	}
 	return r
 }
