@@ -91,12 +91,10 @@ func (w *chainWalker) segment() (seg []byte, ok bool, err error) {
 			continue
 		}
 		// The region of the last descriptor first: the common case by far.
-		if r := w.r; d.addr-r.guest < r.size && uint64(d.len) <= r.size-(d.addr-r.guest) {
-			off := d.addr - r.guest
-			w.gpa = d.addr
-			return r.mem[off : off+uint64(d.len)], true, nil
-		}
 		w.gpa = d.addr
+		if seg, ok := w.r.within(d.addr, uint64(d.len)); ok {
+			return seg, true, nil
+		}
 		if seg = w.translate(d.addr, uint64(d.len)); seg == nil {
 			return nil, false, w.bad(d)
 		}

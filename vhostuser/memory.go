@@ -25,6 +25,17 @@ type region struct {
 	mem               []byte
 }
 
+// within returns the n bytes at guest address gpa when every one of them
+// lies in r: the one bounds check of a descriptor's buffer in the region
+// that answered last, which the chain walker and the short walks share.
+func (r *region) within(gpa, n uint64) ([]byte, bool) {
+	off := gpa - r.guest
+	if off >= r.size || n > r.size-off {
+		return nil, false
+	}
+	return r.mem[off : off+n], true
+}
+
 // memory is the guest's memory as we see it: up to maxRegions mapped
 // regions, none overlapping another in guest-physical or in QEMU-virtual
 // space. Lookups scan (eight regions at most), starting with the region

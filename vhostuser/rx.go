@@ -379,16 +379,14 @@ func (q *virtq) fillChain(m *memory, head uint16, hdr, frame []byte, pos int, nb
 // checking everything again on its own reads of the table.
 func (q *virtq) fillOneDesc(m *memory, head uint16, hdr *[gso.HdrSizeMrgRxbuf]byte, hdrLen int, frame []byte) bool {
 	d := q.readDesc(head)
-	r := &m.r[m.last]
-	off := d.addr - r.guest
 	need := uint64(hdrLen + len(frame))
-	if d.flags&^descFNext != descFWrite || q.budget <= 0 || uint64(d.len) < need || need < gso.HdrSizeMrgRxbuf ||
-		off >= r.size || uint64(d.len) > r.size-off {
+	buf, in := m.r[m.last].within(d.addr, uint64(d.len))
+	if d.flags&^descFNext != descFWrite || q.budget <= 0 || uint64(d.len) < need || need < gso.HdrSizeMrgRxbuf || !in {
 		return false
 	}
 	q.budget--
 	q.walked++
-	b := r.mem[off : off+need]
+	b := buf[:need]
 	// The header in two fixed-size moves, not a call to memmove: all 12
 	// bytes of hdr, the last two of which the frame overwrites behind a
 	// 10-byte header.

@@ -266,11 +266,9 @@ func (q *virtq) readFrame(m *memory, head uint16, rules *txRules, raw *[gso.HdrS
 // start, checking everything again on its own reads of the table.
 func (q *virtq) readOneDesc(m *memory, head uint16, rules *txRules, raw *[gso.HdrSizeMrgRxbuf]byte, dst []byte) (size int, ok bool) {
 	d := q.readDesc(head)
-	r := &m.r[m.last]
-	off := d.addr - r.guest
 	hdrLen := uint64(rules.hdrLen)
-	if d.flags != 0 || q.budget <= 0 || uint64(d.len) <= hdrLen || d.len < gso.HdrSizeMrgRxbuf ||
-		off >= r.size || uint64(d.len) > r.size-off {
+	b, in := m.r[m.last].within(d.addr, uint64(d.len))
+	if d.flags != 0 || q.budget <= 0 || uint64(d.len) <= hdrLen || d.len < gso.HdrSizeMrgRxbuf || !in {
 		return 0, false
 	}
 	size = int(d.len) - rules.hdrLen
@@ -279,7 +277,6 @@ func (q *virtq) readOneDesc(m *memory, head uint16, rules *txRules, raw *[gso.Hd
 	}
 	q.budget--
 	q.walked++
-	b := r.mem[off : off+uint64(d.len)]
 	// The header in two fixed-size moves, not a call to memmove: 12
 	// bytes (b holds at least that), of which a 10-byte header's last
 	// two, frame bytes, are not read from raw.
