@@ -187,8 +187,8 @@ func addHandles(snap *loopStats, snaps []loopStats) {
 
 // pairFrames is what p's transport counted by queue pair, if it does.
 func pairFrames(p *port) pairCounts {
-	if pc, ok := p.t.(pairCounter); ok {
-		return pc.pairFrames()
+	if p.caps.pairs != nil {
+		return p.caps.pairs.pairFrames()
 	}
 	return pairCounts{}
 }

@@ -162,8 +162,9 @@ func (c *pairCounts) list(s *PortStats) {
 	s.RxQueues, s.TxQueues = append([]uint64(nil), c.rx[:n]...), append([]uint64(nil), c.tx[:n]...)
 }
 
-// pairCounter is a transport that counts its frames by queue pair
-// (vhost-user): the pairs it serves, a queue handle's or the port's own.
+// pairCounter counts a transport's frames by queue pair (vhost-user,
+// transportCaps.pairs): the pairs it serves, a queue handle's or the
+// port's own.
 type pairCounter interface {
 	pairFrames() pairCounts
 }

@@ -93,6 +93,9 @@ type transportCaps struct {
 	// spreader, when not nil, lets the peer's queue pairs be served by
 	// several loops (vhost-user with several queue pairs; spread.go).
 	spreader queueSpreader
+	// pairs, when not nil, counts the peer's frames by queue pair for
+	// listings (vhost-user: a queue handle's pairs or the port's own).
+	pairs pairCounter
 }
 
 // ringPoller is a transport whose peer's frames and room the engine can

@@ -145,9 +145,9 @@ func (t *vhostTransport) caps() transportCaps {
 	if t.apart {
 		// A queue handle: kicks, rings and frames; the socket stays with
 		// the port's own transport.
-		return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t}
+		return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, pairs: t}
 	}
-	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, held: t, spreader: t}
+	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, held: t, spreader: t, pairs: t}
 }
 
 // pollRings looks at the guest's rings: frames posted on TX, buffers
