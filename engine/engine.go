@@ -126,6 +126,11 @@ type Config struct {
 	// sleeping in the poller (--busy-poll; 0, the default: it sleeps at
 	// once, and idle guests cost no CPU). See busypoll.go.
 	BusyPoll time.Duration
+	// Coalesce is how long a loop whose guests send without pause sleeps
+	// between looks at their rings, their kicks left off (--coalesce,
+	// DefaultCoalesce; 0: every kick wakes it). Not with BusyPoll. See
+	// coalesce.go.
+	Coalesce time.Duration
 	Buffers  int // frame buffers in the pool (default from MaxClients)
 
 	// GuestMemoryMax is the most guest memory one vhost-user connection
@@ -441,6 +446,9 @@ func (l *loop) runLocked() error {
 	// closes that guest (package vhostuser recovers it), not a crash. It
 	// holds for the goroutine that sets it: every loop's.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if l.e.cfg.Coalesce > 0 && l.e.cfg.BusyPoll == 0 {
+		defer preciseTimers()()
+	}
 	return l.run()
 }
 

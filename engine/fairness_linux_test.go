@@ -2,6 +2,7 @@ package engine
 
 import (
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -42,7 +43,7 @@ func TestOneBatchPerRoundForAFloodingGuest(t *testing.T) {
 			}
 			up = true
 		default:
-			if _, err := s.l.step(10); err != nil {
+			if _, err := s.l.step(10 * time.Millisecond); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -80,6 +80,14 @@ type loop struct {
 	// ringPorts counts the live ports with rings to poll: a loop
 	// without any has nothing to busy-poll, and sleeps as usual.
 	ringPorts int
+	// With Config.Coalesce (coalesce.go): ringMoved counts the frames
+	// read from ports with rings, sleptAt is ringMoved when the loop last
+	// went to sleep, ringMovedAt when it last saw ringMoved grow, and
+	// coalescing says the rings are polled between timed sleeps.
+	ringMoved   uint64
+	sleptAt     uint64
+	ringMovedAt int64
+	coalescing  bool
 
 	// handles are the queue handles l serves for ports of other loops
 	// (spread.go); spreadFailed says one of l's spread ports has a handle
@@ -137,8 +145,8 @@ func (l *loop) run() error {
 	l.nextSweep = l.now + int64(sweepInterval)
 	l.flush() // frames an adopted state carried over (handover.go)
 	for !l.stopping {
-		ms := l.timeoutMs()
-		if ms != 0 && l.e.cfg.BusyPoll > 0 {
+		timeout := l.timeout()
+		if timeout != 0 && l.e.cfg.BusyPoll > 0 {
 			if l.now < l.busyUntil {
 				if err := l.spin(); err != nil {
 					l.shutdown()
@@ -147,11 +155,17 @@ func (l *loop) run() error {
 				continue
 			}
 			if l.polling {
-				l.stopPolling() // may find frames: then ms is 0
+				l.stopPolling() // may find frames: then the timeout is 0
 				continue
 			}
 		}
-		if _, err := l.step(l.sleep(ms)); err != nil {
+		if timeout != 0 && l.e.cfg.Coalesce > 0 && l.e.cfg.BusyPoll == 0 {
+			var again bool
+			if timeout, again = l.coalesce(timeout); again {
+				continue
+			}
+		}
+		if _, err := l.step(l.sleep(timeout)); err != nil {
 			l.shutdown()
 			return err
 		}
@@ -160,7 +174,7 @@ func (l *loop) run() error {
 	return nil
 }
 
-// step is one round of the loop: wait for readiness (up to timeoutMs),
+// step is one round of the loop: wait for readiness (up to timeout),
 // then serve every port that is ready. It returns how many readiness
 // reports it served: with none, and nothing carried (hasWork), the
 // loop is idle. run calls it until Stop; tests call it with timeout 0
@@ -182,8 +196,8 @@ func (l *loop) run() error {
 // long for the next poll.
 // Datagram clients share their listener's socket: the kernel queues their
 // frames together, and one batch per round is read for all of them.
-func (l *loop) step(timeoutMs int) (reports int, err error) {
-	n, err := l.poll.wait(l.events, timeoutMs)
+func (l *loop) step(timeout time.Duration) (reports int, err error) {
+	n, err := l.poll.wait(l.events, timeout)
 	if err != nil {
 		return 0, err
 	}
@@ -354,6 +368,9 @@ func (l *loop) receive(p *port) {
 	}
 	res := l.read(p, refs)
 	l.moved += uint64(res.n)
+	if p.caps.rings != nil {
+		l.ringMoved += uint64(res.n)
+	}
 	l.releaseBuffers(refs[res.n:])
 	l.forward(p, refs[:res.n])
 	if p.caps.direct != nil {
@@ -686,7 +703,10 @@ func (l *loop) sweep() {
 	l.nextSweep = l.now + int64(sweepInterval)
 }
 
-func (l *loop) timeoutMs() int {
+// timeout is how long the loop may sleep in its poller: until its next
+// timer (the sweep, a paused listener, a datagram retry), rounded up to
+// the millisecond, or 0 when the next round has work already.
+func (l *loop) timeout() time.Duration {
 	next := l.nextSweep
 	for i := range l.e.listeners[:l.listenerCount()] {
 		if u := l.e.listeners[i].pausedUntil; u != 0 && u < next {
@@ -707,7 +727,7 @@ func (l *loop) timeoutMs() int {
 	if ms < 0 {
 		ms = 0
 	}
-	return int(ms)
+	return time.Duration(ms) * time.Millisecond
 }
 
 // listenerCount is how many listeners l polls: all for the first loop,
@@ -726,20 +746,20 @@ func (l *loop) hasWork() bool {
 		l.cross.from != nil && l.crossPending()
 }
 
-// sleep says the loop is about to wait in its poller for up to timeoutMs,
+// sleep says the loop is about to wait in its poller for up to timeout,
 // so other loops wake it when they hand it frames; it returns 0 instead
 // when frames came meanwhile (the producer saw it awake and did not wake
 // it).
-func (l *loop) sleep(timeoutMs int) int {
-	if timeoutMs == 0 || l.cross.from == nil {
-		return timeoutMs
+func (l *loop) sleep(timeout time.Duration) time.Duration {
+	if timeout == 0 || l.cross.from == nil {
+		return timeout
 	}
 	l.cross.sleeping.Store(true)
 	if l.crossPending() {
 		l.cross.sleeping.Store(false)
 		return 0
 	}
-	return timeoutMs
+	return timeout
 }
 
 // posted is a client the first loop accepted (on listener via) for

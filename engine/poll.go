@@ -1,5 +1,7 @@
 package engine
 
+import "time"
+
 // event is one readiness report from the poller, for the port or
 // endpoint registered under token.
 type event struct {
@@ -35,7 +37,10 @@ type poller interface {
 	add(fd int, token uint32) error
 	setWrite(fd int, token uint32, on bool) error
 	remove(fd int) error
-	wait(events []event, timeoutMs int) (int, error)
+	// wait waits up to timeout (0: not at all) for readiness; to the
+	// microsecond where the kernel can (epoll_pwait2, kqueue), else
+	// rounded up to the millisecond.
+	wait(events []event, timeout time.Duration) (int, error)
 	// wake interrupts a wait from another goroutine.
 	wake() error
 	// drainWake consumes pending wake-ups after tokenWake was reported.

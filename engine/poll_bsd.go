@@ -5,6 +5,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -71,17 +72,13 @@ func (p *kqueuePoller) remove(fd int) error {
 	return p.change(fd, unix.EVFILT_READ, unix.EV_DELETE)
 }
 
-func (p *kqueuePoller) wait(events []event, timeoutMs int) (int, error) {
+func (p *kqueuePoller) wait(events []event, timeout time.Duration) (int, error) {
 	raw := p.raw
 	if len(events) < len(raw) {
 		raw = raw[:len(events)]
 	}
-	var ts *unix.Timespec
-	if timeoutMs >= 0 {
-		t := unix.NsecToTimespec(int64(timeoutMs) * 1e6)
-		ts = &t
-	}
-	n, err := unix.Kevent(p.kq, nil, raw, ts)
+	ts := unix.NsecToTimespec(int64(max(timeout, 0)))
+	n, err := unix.Kevent(p.kq, nil, raw, &ts)
 	if err != nil {
 		if err == unix.EINTR {
 			return 0, nil

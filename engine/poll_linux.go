@@ -2,15 +2,20 @@ package engine
 
 import (
 	"fmt"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // epollPoller is level-triggered epoll plus an eventfd for wake-ups.
+// noPwait2 says the kernel has no epoll_pwait2 (before Linux 5.11):
+// waits are then rounded up to epoll_wait's milliseconds.
 type epollPoller struct {
-	epfd   int
-	wakefd int
-	raw    []unix.EpollEvent
+	epfd     int
+	wakefd   int
+	raw      []unix.EpollEvent
+	noPwait2 bool
 }
 
 func newPoller(maxEvents int) (poller, error) {
@@ -57,12 +62,12 @@ func (p *epollPoller) remove(fd int) error {
 	return nil
 }
 
-func (p *epollPoller) wait(events []event, timeoutMs int) (int, error) {
+func (p *epollPoller) wait(events []event, timeout time.Duration) (int, error) {
 	raw := p.raw
 	if len(events) < len(raw) {
 		raw = raw[:len(events)]
 	}
-	n, err := unix.EpollWait(p.epfd, raw, timeoutMs)
+	n, err := p.epollWait(raw, max(timeout, 0))
 	if err != nil {
 		if err == unix.EINTR {
 			return 0, nil
@@ -79,6 +84,27 @@ func (p *epollPoller) wait(events []event, timeoutMs int) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// epollWait is epoll_pwait2, whose timeout is a timespec: a loop that
+// looks at its guests' rings every few microseconds (Config.Coalesce)
+// cannot sleep in epoll_wait's milliseconds. x/sys has no wrapper.
+func (p *epollPoller) epollWait(raw []unix.EpollEvent, timeout time.Duration) (int, error) {
+	if p.noPwait2 || len(raw) == 0 {
+		ms := (timeout + time.Millisecond - 1) / time.Millisecond
+		return unix.EpollWait(p.epfd, raw, int(ms))
+	}
+	ts := unix.NsecToTimespec(int64(timeout))
+	n, _, errno := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(p.epfd), uintptr(unsafe.Pointer(&raw[0])),
+		uintptr(len(raw)), uintptr(unsafe.Pointer(&ts)), 0, 0)
+	switch errno {
+	case 0:
+		return int(n), nil
+	case unix.ENOSYS:
+		p.noPwait2 = true
+		return p.epollWait(raw, timeout)
+	}
+	return 0, errno
 }
 
 func (p *epollPoller) wake() error {

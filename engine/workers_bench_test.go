@@ -266,7 +266,7 @@ func benchWorkers(b *testing.B, switches, workers, crossPct int) {
 				// ends), instead of spinning through epoll_waits that
 				// took the CPU the other loop needed and counted in
 				// cpu-ns/frame.
-				if _, err := l.step(l.sleep(l.timeoutMs())); err != nil {
+				if _, err := l.step(l.sleep(l.timeout())); err != nil {
 					panic(err)
 				}
 				// With fewer CPUs than loops (-cpu 1, 2 workers) the

@@ -368,7 +368,7 @@ func TestWorkersHeldBackLoopSleepsUntilWoken(t *testing.T) {
 	if l0.crossRoom() {
 		t.Fatal("loop 0 is not held back by its ring to loop 1")
 	}
-	if ms := l0.timeoutMs(); ms == 0 {
+	if d := l0.timeout(); d == 0 {
 		t.Fatal("loop 0, held back by loop 1, would poll again at once: a spin")
 	}
 	if _, err := l1.step(0); err != nil {

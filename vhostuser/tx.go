@@ -67,10 +67,14 @@ ring:
 		if err != nil {
 			return n, false, false, err
 		}
-		if avail == 0 && !q.kicksAllowed && !q.polled {
-			q.allowKicks(q.lastAvail) // the avail idx we just saw
-			if avail, err = q.pending(); err != nil {
-				return n, false, false, err
+		if avail == 0 && !q.kicksAllowed {
+			if q.polled {
+				q.kickWhenHalfFull()
+			} else {
+				q.allowKicks(q.lastAvail) // the avail idx we just saw
+				if avail, err = q.pending(); err != nil {
+					return n, false, false, err
+				}
 			}
 		}
 		if avail == 0 {

@@ -79,12 +79,14 @@ type virtq struct {
 
 	// polled: the caller polls this ring (Device.SetBusyPoll), so once
 	// kicks are stopped they stay stopped while it runs dry: the guest
-	// posts without a system call, and we see it by looking.
+	// posts without a system call, and we see it by looking; with
+	// EVENT_IDX it kicks only once it has posted half a ring more than
+	// we took (kickWhenHalfFull).
 	polled bool
 
 	eventIdx     bool   // EVENT_IDX negotiated
 	kicksAllowed bool   // the guest may kick (flag clear / avail_event current)
-	kickAt       uint16 // with EVENT_IDX and kicksAllowed: the avail_event we stored
+	kickAt       uint16 // with EVENT_IDX: the avail_event we stored last
 
 	// budget is how many more descriptors may be walked before we next
 	// publish used entries: by the TX batch under way, or by the RX
@@ -337,6 +339,26 @@ func (q *virtq) resumeFromUsed() error {
 	// ring once without one.
 	q.allowKicks(avail)
 	return nil
+}
+
+// kickWhenHalfFull asks the guest of a polled ring, seen empty at
+// lastAvail, to kick once it posts the entry half a ring on (EVENT_IDX;
+// without it, kicks stay off). The caller looks at the ring on a timer
+// (the engine's Config.Coalesce) or without pause; the kick is for a
+// guest that fills its ring faster than that, which would otherwise wait
+// with a full ring. No fence: nothing waits for this kick, so a guest
+// that has passed the entry already only goes on until the next look.
+// Stored only when it changes, as the guest reads the line at every post.
+func (q *virtq) kickWhenHalfFull() {
+	at := q.lastAvail + uint16(q.num/2)
+	if !q.eventIdx || q.kickAt == at {
+		return
+	}
+	store16(q.used, 4+8*q.num, at) // avail_event
+	q.kickAt = at
+	if q.log != nil {
+		q.logUsed(4+8*q.num, 2)
+	}
 }
 
 // stopKicks tells the guest we are busy with the ring and will look at it

@@ -232,7 +232,7 @@ func start(o *options, log *slog.Logger) (_ *daemon, err error) {
 		mode = "unsecure"
 	}
 	log.Info("vknetd started", "version", version, "tap", d.tap.Name(), "address", prefixString(o),
-		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "uso", d.tap.USO(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "workers", o.workers, "busy_poll", o.busyPoll,
+		"bridge", d.tap.Bridge(), "vxlan", d.tap.VXLANDev(), "mtu", d.tap.MTU(), "offload", d.tap.VnetHdr(), "uso", d.tap.USO(), "socket", o.socket, "stream", o.stream, "dgram", o.dgram, "vhost_user", o.vhostUser, "control", o.control, "metrics", o.metrics, "mode", mode, "workers", o.workers, "busy_poll", o.busyPoll, "coalesce", o.coalesce,
 		"kernel_filter", d.kfilter != nil, "user", d.userName(), "pid", os.Getpid())
 	return d, nil
 }
@@ -281,6 +281,7 @@ func engineConfig(o *options, t *tap.Device, listeners []engine.Listener, policy
 		DgramIdle:    o.dgramIdle,
 		Workers:      o.workers,
 		BusyPoll:     o.busyPoll,
+		Coalesce:     o.coalesce,
 		Logger:       log,
 
 		GuestMemoryMax:   o.vhostMemoryMax,

@@ -71,8 +71,9 @@ type options struct {
 	workers    int
 	workersArg string
 
-	// busyPoll is --busy-poll (engine.Config.BusyPoll).
-	busyPoll time.Duration
+	// busyPoll is --busy-poll (engine.Config.BusyPoll), coalesce is
+	// --coalesce (engine.Config.Coalesce).
+	busyPoll, coalesce time.Duration
 }
 
 const usageLine = "usage: vknetd [-cdU] [-b bridgeN] [-p socket_path] [-i pidfile] [-t tapN] [address/cidrbits]"
@@ -124,6 +125,7 @@ func newFlagSet(o *options, vx *vxlanFlags, userNets *[]string) *pflag.FlagSet {
 	fs.StringArrayVar(userNets, "user-net", nil, "secure mode: USER=CIDR gives the IPv4 addresses of CIDR to the clients of USER (a name or uid) alone, who may then use IPv4 addresses only in their ranges; repeat for more ranges or users (addresses in no range: first come, first served)")
 	fs.IntVar(&o.maxClients, "max-clients", 1024, "most clients connected at once")
 	fs.DurationVar(&o.busyPoll, "busy-poll", 0, "after frames last moved, keep polling vhost-user guests' rings this long (like 50us or 1ms) before sleeping: lower latency and more frames/s for a whole CPU per worker while busy; 0 (the default) sleeps at once")
+	fs.DurationVar(&o.coalesce, "coalesce", engine.DefaultCoalesce, "while vhost-user guests send a batch or more between two sleeps, leave their kicks off and look at their rings every DURATION instead (like ethtool's rx-usecs): fewer system calls in the guests, at most about DURATION more latency while frames flow; 0 wakes at every kick (not used with --busy-poll)")
 	fs.StringVar(&o.workersArg, "workers", "1", "event loops (threads) that switch frames, each serving some clients: a number, or auto for one per CPU (at most 16); more than 1 pays when one CPU is the limit")
 	fs.IntVar(&o.userClients, "user-clients", 0, "most clients one user (uid) may have connected at once (default: a quarter of --max-clients)")
 	fs.BoolVar(&o.noBPF, "no-bpf", false, "secure mode: do not load the kernel filter (an eBPF socket filter that drops spoofed frames in the sender's own sendmsg on SEQPACKET and datagram sockets); every frame is then checked in userspace alone, as it always is anyway")
@@ -178,6 +180,9 @@ func parseArgs(args []string, helpOut io.Writer) (*options, error) {
 	}
 	if o.busyPoll < 0 || o.busyPoll > maxBusyPoll {
 		return nil, cli.Usagef("--busy-poll %s: give a duration from 0 (off) to %s, like 50us or 1ms", o.busyPoll, maxBusyPoll)
+	}
+	if o.coalesce < 0 || o.coalesce > maxCoalesce {
+		return nil, cli.Usagef("--coalesce %s: give a duration from 0 (off) to %s, like 20us", o.coalesce, maxCoalesce)
 	}
 	if o.write != "" && !o.client {
 		return nil, cli.Usagef("-w %s writes what -c receives: add -c, or use 'vknetctl monitor -w %s' beside a running daemon", o.write, o.write)
@@ -570,6 +575,10 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 // maxBusyPoll bounds --busy-poll: longer is a loop that never sleeps
 // while there is any traffic at all, which 0 < d <= 1s already gives.
 const maxBusyPoll = time.Second
+
+// maxCoalesce bounds --coalesce at what a frame may be held while
+// traffic flows.
+const maxCoalesce = time.Millisecond
 
 // parseWorkers reads --workers: a count, or auto (engine.AutoWorkers).
 func parseWorkers(arg string) (int, error) {

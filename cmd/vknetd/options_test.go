@@ -76,6 +76,12 @@ func TestParseArgsManualCommandLine(t *testing.T) {
 	if o, err := parseArgs([]string{"--busy-poll", "50us", "-U"}, &bytes.Buffer{}); err != nil || o.busyPoll != 50*time.Microsecond {
 		t.Fatalf("--busy-poll 50us: %v %v", o.busyPoll, err)
 	}
+	if o.coalesce != 20*time.Microsecond {
+		t.Fatalf("--coalesce defaults to %v, want 20us", o.coalesce)
+	}
+	if o, err := parseArgs([]string{"--coalesce", "0", "-U"}, &bytes.Buffer{}); err != nil || o.coalesce != 0 {
+		t.Fatalf("--coalesce 0: %v %v", o.coalesce, err)
+	}
 	if o, err = parseArgs([]string{"--ip-source", "dhcp", "198.18.0.1/16"}, &bytes.Buffer{}); err != nil || o.ipSource != secure.IPSourceDHCP {
 		t.Fatalf("--ip-source dhcp: %v %v", o, err)
 	}
@@ -133,6 +139,8 @@ func TestParseArgsErrorsNameValueAndFix(t *testing.T) {
 		{[]string{"--workers", "many", "-U"}, []string{"--workers many", "1 to 64"}},
 		{[]string{"--busy-poll", "2s", "-U"}, []string{"--busy-poll 2s", "50us"}},
 		{[]string{"--busy-poll", "-1ms", "-U"}, []string{"--busy-poll -1ms", "0 (off)"}},
+		{[]string{"--coalesce", "2ms", "-U"}, []string{"--coalesce 2ms", "20us"}},
+		{[]string{"--coalesce", "-1us", "-U"}, []string{"--coalesce -1µs", "0 (off)"}},
 		{[]string{"--mac-age", "0", "198.18.0.1/16"}, []string{"--mac-age"}},
 		{[]string{"--mac-age", "soon", "198.18.0.1/16"}, []string{"mac-age", "seconds"}},
 		{[]string{"--port-macs", "0", "198.18.0.1/16"}, []string{"--port-macs 0"}},
