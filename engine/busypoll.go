@@ -71,7 +71,9 @@ func (l *loop) stopPolling() {
 }
 
 // pollRings serves the ports whose rings hold work: frames to read, or
-// room for the frames queued to them.
+// room for the frames queued to them. A port to be read anyway (carried
+// to this round or the next) is not looked at for frames, nor one with
+// nothing queued for room.
 func (l *loop) pollRings() {
 	for _, ports := range [2][]*port{l.live, l.handles} {
 		for _, p := range ports {
@@ -79,8 +81,12 @@ func (l *loop) pollRings() {
 			if r == nil || p.dead {
 				continue
 			}
-			read, write := r.pollRings()
-			if write && p.txq.Len() > 0 && !p.txClosed {
+			wantRead, wantWrite := !p.readAgain, p.txq.Len() > 0 && !p.txClosed
+			if !wantRead && !wantWrite {
+				continue
+			}
+			read, write := r.pollRings(wantRead, wantWrite)
+			if write {
 				l.transmit(p)
 			}
 			if read {

@@ -111,6 +111,12 @@ func (s *testSwitch) attachMem() *memPeer { return s.attachMemTo(s.l) }
 
 // attachMemTo adds a port on a memTransport to loop l.
 func (s *testSwitch) attachMemTo(l *loop) *memPeer {
+	t := s.newMemTransport(l)
+	return &memPeer{t: t, port: s.attachTransport(l, t, t.bell[0])}
+}
+
+// newMemTransport is a memTransport on l's pool, its bell made.
+func (s *testSwitch) newMemTransport(l *loop) *memTransport {
 	s.t.Helper()
 	t := &memTransport{pool: l.pool, room: -1}
 	if err := unix.Pipe(t.bell[:]); err != nil {
@@ -120,16 +126,22 @@ func (s *testSwitch) attachMemTo(l *loop) *memPeer {
 		unix.SetNonblock(fd, true)
 		unix.CloseOnExec(fd)
 	}
+	return t
+}
+
+// attachTransport adds a port on t, polled on fd, to loop l.
+func (s *testSwitch) attachTransport(l *loop, t transport, fd int) *port {
+	s.t.Helper()
 	id, ok := s.e.ports.reserve(s.e.cfg.MaxClients, false)
 	if !ok {
 		s.t.Fatal("no port number left")
 	}
-	p := l.openPort(id, t, t.bell[0], "mem")
+	p := l.openPort(id, t, fd, "mem")
 	s.e.joinUser(p)
 	if err := l.adopt(p); err != nil {
 		s.t.Fatal(err)
 	}
-	return &memPeer{t: t, port: p}
+	return p
 }
 
 // ring tells the switch the peer changed something.

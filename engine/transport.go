@@ -101,9 +101,12 @@ type transportCaps struct {
 // ringPoller is a transport whose peer's frames and room the engine can
 // see by looking at memory, as a busy-polling loop does.
 type ringPoller interface {
-	// pollRings says the peer has frames to read (read) or has room for
-	// frames queued to it (write); it makes no system call.
-	pollRings() (read, write bool)
+	// pollRings says the peer has frames to read (read), if asked
+	// (wantRead), or has room for frames queued to it (write), if asked
+	// (wantWrite); it makes no system call. Each look loads a line the
+	// peer writes, most often a cache miss: only what the loop will act
+	// on is looked at.
+	pollRings(wantRead, wantWrite bool) (read, write bool)
 	// busyPoll says the loop polls (on) or waits in its poller again
 	// (off): the peer may then post without notifying, and must notify
 	// again. Off, read says it posted frames meanwhile, which no

@@ -152,8 +152,8 @@ func (t *vhostTransport) caps() transportCaps {
 
 // pollRings looks at the guest's rings: frames posted on TX, buffers
 // posted on RX.
-func (t *vhostTransport) pollRings() (read, write bool) {
-	return t.q.TXPending(), t.q.RXPending()
+func (t *vhostTransport) pollRings(wantRead, wantWrite bool) (read, write bool) {
+	return wantRead && t.q.TXPending(), wantWrite && t.q.RXPending()
 }
 
 // busyPoll leaves the guest's TX kicks off while the loop polls, and
