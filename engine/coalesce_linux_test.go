@@ -20,13 +20,16 @@ func coalescePair(t *testing.T, d time.Duration, o vhostguest.Options) (a, b *vh
 	return a, b
 }
 
-// sendBatch has a post n frames to b at once (one kick) and b take them:
-// a batch or more between two sleeps, which starts coalescing.
-func sendBatch(t *testing.T, a, b *vhostguest.Guest, n int) {
+// aToB is a frame from a (mac 1) to b (mac 2).
+var aToB = ethFrame(mac(2), mac(1), 0x88b5, 60)
+
+// sendBatch has a post n copies of frame to b at once (one kick) and b
+// take them: a batch or more between two sleeps, which starts coalescing.
+func sendBatch(t *testing.T, a, b *vhostguest.Guest, frame []byte, n int) {
 	t.Helper()
 	frames := make([][]byte, n)
 	for i := range frames {
-		frames[i] = ethFrame(mac(2), mac(1), 0x88b5, 60)
+		frames[i] = frame
 	}
 	if got := a.Send(frames, nil); got != n {
 		t.Fatalf("a posted %d of %d frames", got, n)
@@ -36,11 +39,10 @@ func sendBatch(t *testing.T, a, b *vhostguest.Guest, n int) {
 	}
 }
 
-// sendOneByOne has a send n frames to b, each after the last arrived,
-// and returns the kicks they cost a.
-func sendOneByOne(t *testing.T, a, b *vhostguest.Guest, n int) uint64 {
+// sendOneByOne has a send n copies of frame to b, each after the last
+// arrived, and returns the kicks they cost a.
+func sendOneByOne(t *testing.T, a, b *vhostguest.Guest, frame []byte, n int) uint64 {
 	t.Helper()
-	frame := ethFrame(mac(2), mac(1), 0x88b5, 60)
 	kicks := a.Kicks[1]
 	for i := 0; i < n; i++ {
 		if a.Send([][]byte{frame}, nil) != 1 {
@@ -62,10 +64,10 @@ func sendOneByOne(t *testing.T, a, b *vhostguest.Guest, n int) uint64 {
 func TestCoalesceTakesFramesWithoutKicks(t *testing.T) {
 	const every = 50 * time.Millisecond
 	a, b := coalescePair(t, every, vhostguest.Options{})
-	sendBatch(t, a, b, 32)
+	sendBatch(t, a, b, aToB, 32)
 	// The one kick allowed: the ring was seen empty, with kicks on, before
 	// the loop went to sleep and turned them off.
-	if k := sendOneByOne(t, a, b, 20); k > 1 {
+	if k := sendOneByOne(t, a, b, aToB, 20); k > 1 {
 		t.Fatalf("20 frames sent one by one after a batch cost the guest %d kicks, want at most 1: the switch did not coalesce", k)
 	}
 	time.Sleep(4 * every)
@@ -74,7 +76,7 @@ func TestCoalesceTakesFramesWithoutKicks(t *testing.T) {
 	if used := processCPU(t) - before; used > 50*time.Millisecond {
 		t.Fatalf("the idle switch used %v of CPU in 500ms: it still looks at the rings", used)
 	}
-	if k := sendOneByOne(t, a, b, 1); k != 1 {
+	if k := sendOneByOne(t, a, b, aToB, 1); k != 1 {
 		t.Fatalf("a frame sent to the idle switch cost %d kicks, want 1: kicks stayed off after coalescing", k)
 	}
 }
@@ -85,7 +87,7 @@ func TestCoalesceTakesFramesWithoutKicks(t *testing.T) {
 // first and the kicks would stop: the test fails so.)
 func TestCoalesceLeavesSparseTrafficAlone(t *testing.T) {
 	a, b := coalescePair(t, 50*time.Millisecond, vhostguest.Options{})
-	if k := sendOneByOne(t, a, b, 20); k != 20 {
+	if k := sendOneByOne(t, a, b, aToB, 20); k != 20 {
 		t.Fatalf("20 frames sent one by one cost the guest %d kicks, want 20: a guest sending a frame at a time was coalesced", k)
 	}
 }
@@ -97,11 +99,11 @@ func TestCoalesceLeavesSparseTrafficAlone(t *testing.T) {
 func TestCoalesceGuestKicksAtHalfRing(t *testing.T) {
 	const size = 64
 	a, b := coalescePair(t, time.Hour, vhostguest.Options{QueueSize: size})
-	sendBatch(t, a, b, 32)
+	sendBatch(t, a, b, aToB, 32)
 	// The loop now coalesces, kicks still allowed at the ring's end: the
 	// next frame kicks, and the read that takes it, finding the ring
 	// empty, asks for a kick half a ring on.
-	sendOneByOne(t, a, b, 1)
+	sendOneByOne(t, a, b, aToB, 1)
 	frame := ethFrame(mac(2), mac(1), 0x88b5, 60)
 	kicks := a.Kicks[1]
 	for i := 0; i < size/2; i++ {
@@ -120,5 +122,24 @@ func TestCoalesceGuestKicksAtHalfRing(t *testing.T) {
 	}
 	if got := receiveFrames(t, b, size/2+1); len(got) != size/2+1 {
 		t.Fatalf("b received %d of %d frames: the kick at half the ring did not wake the switch", len(got), size/2+1)
+	}
+}
+
+// Coalescing covers every TX ring of a multi-queue guest, whichever loop
+// serves it: with 2 workers a guest's pairs are spread over both loops
+// (spread.go), and frames it posts on each of its pairs after a batch
+// there cost it no kicks.
+func TestCoalesceMultiQueueGuestOnTwoWorkers(t *testing.T) {
+	s := newMQSetup(t, func(c *Config) { c.Coalesce = 50 * time.Millisecond })
+	if w := s.waitSpread(t); w != "1,0,1,0" {
+		t.Fatalf("m's pairs served by loops %s, want 1,0,1,0", w)
+	}
+	mToA := ethFrame(mac(1), mac(2), 0x88b5, 60)
+	for pair := 0; pair < 2; pair++ { // one on each loop
+		s.m.Use(pair)
+		sendBatch(t, s.m, s.a, mToA, 32)
+		if k := sendOneByOne(t, s.m, s.a, mToA, 10); k > 1 {
+			t.Fatalf("10 frames sent one by one on pair %d after a batch cost the guest %d kicks, want at most 1", pair, k)
+		}
 	}
 }
