@@ -112,6 +112,9 @@ type Port struct {
 	// pair's RX ring, up to the last pair that moved any.
 	RxQueues []uint64 `json:"rx_queues,omitempty"`
 	TxQueues []uint64 `json:"tx_queues,omitempty"`
+	// Kicks is, for a vhost-user guest, how often its kicks woke the
+	// switch (kick eventfd reads that found it had kicked).
+	Kicks uint64 `json:"kicks,omitempty"`
 }
 
 // MAC is one learned address, as `bridge fdb show` lists it.
@@ -201,7 +204,7 @@ func PortFrom(p engine.PortStats) Port {
 	out := Port{ID: p.ID, Kind: p.Kind, Name: p.Name, PID: p.PID, UID: p.UID, MACs: p.MACs,
 		RxFrames: p.RxFrames, RxBytes: p.RxBytes, TxFrames: p.TxFrames, TxBytes: p.TxBytes,
 		Drops: make(map[string]uint64, len(p.Drops)), Unlearned: p.Unlearned, Queued: p.Queued,
-		Offloads: p.Offloads, Workers: p.Workers, RxQueues: p.RxQueues, TxQueues: p.TxQueues}
+		Offloads: p.Offloads, Workers: p.Workers, RxQueues: p.RxQueues, TxQueues: p.TxQueues, Kicks: p.Kicks}
 	for _, d := range p.Drops {
 		out.Drops[d.Reason] += d.Count
 	}

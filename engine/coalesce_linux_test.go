@@ -143,3 +143,40 @@ func TestCoalesceMultiQueueGuestOnTwoWorkers(t *testing.T) {
 		}
 	}
 }
+
+// The listing counts how often a guest's kicks woke the switch (PortStats
+// Kicks, vknetctl's KICKS): with every kick waking it (Coalesce 0) and
+// each frame sent after the last arrived, every kick is read on its own,
+// so the count is the guest's own, to the kick.
+func TestListingCountsGuestKicks(t *testing.T) {
+	e, path := vhostSwitch(t, false, func(c *Config) { c.Coalesce = 0 })
+	a := startGuest(t, path, vhostguest.Options{})
+	b := startGuest(t, path, vhostguest.Options{})
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 2 })
+	if b.Send([][]byte{ethFrame(broadcast, mac(2), 0x88b5, 60)}, nil) != 1 {
+		t.Fatal("b could not send")
+	}
+	receiveFrames(t, a, 1)
+	if k := sendOneByOne(t, a, b, aToB, 10); k != 10 {
+		t.Fatalf("10 frames one by one cost %d kicks, want 10", k)
+	}
+	st, err := e.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var guests []PortStats
+	for _, p := range st.Ports {
+		if p.Kind == "vhost-user" {
+			guests = append(guests, p)
+		}
+	}
+	if len(guests) != 2 || guests[0].ID > guests[1].ID {
+		t.Fatalf("listing: %+v", guests)
+	}
+	if got, want := guests[0].Kicks, a.Kicks[0]+a.Kicks[1]; got != want {
+		t.Fatalf("a's port lists %d kicks; a kicked %d times (RX %d, TX %d)", got, want, a.Kicks[0], a.Kicks[1])
+	}
+	if got, want := guests[1].Kicks, b.Kicks[0]+b.Kicks[1]; got != want {
+		t.Fatalf("b's port lists %d kicks; b kicked %d times", got, want)
+	}
+}

@@ -132,11 +132,19 @@ type PortStats struct {
 	// for other ports. They show whether a multi-queue guest's traffic
 	// really used several pairs.
 	RxQueues, TxQueues []uint64
+	// Kicks is, for a vhost-user guest, how often its kicks woke the
+	// switch: reads of its rings' kick eventfds that found it had kicked
+	// (kicks made before a read count once). Each is a system call or a
+	// VM exit in the guest; --coalesce keeps them few while it sends. 0
+	// for other ports.
+	Kicks uint64
 }
 
-// pairCounts are a vhost-user port's frames by queue pair (pairCounter).
+// pairCounts are a vhost-user port's frames by queue pair, and the kicks
+// of its rings (pairCounter).
 type pairCounts struct {
 	rx, tx [maxPairs]uint64
+	kicks  uint64
 }
 
 func (c *pairCounts) add(o *pairCounts) {
@@ -144,11 +152,13 @@ func (c *pairCounts) add(o *pairCounts) {
 		c.rx[k] += o.rx[k]
 		c.tx[k] += o.tx[k]
 	}
+	c.kicks += o.kicks
 }
 
 // list puts c in s's RxQueues and TxQueues, up to the last pair that
-// moved a frame either way.
+// moved a frame either way, and in its Kicks.
 func (c *pairCounts) list(s *PortStats) {
+	s.Kicks = c.kicks
 	n := 0
 	for k := range c.rx {
 		if c.rx[k] != 0 || c.tx[k] != 0 {

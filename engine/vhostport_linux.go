@@ -103,11 +103,12 @@ func (t *vhostTransport) rejoin(h transport) { t.dev.Rejoin(h.(*vhostTransport).
 func (t *vhostTransport) rxPair(frame []byte) (int, bool) { return t.dev.RXPair(frame) }
 
 // pairFrames is what t's pairs moved: the guest's TX rings are what the
-// switch received, its RX rings what it sent.
+// switch received, its RX rings what it sent; and the kicks t read.
 func (t *vhostTransport) pairFrames() (c pairCounts) {
 	st := t.q.Stats()
 	copy(c.rx[:], st.PairTXFrames[:])
 	copy(c.tx[:], st.PairRXFrames[:])
+	c.kicks = st.Kicks
 	return c
 }
 

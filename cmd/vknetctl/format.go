@@ -13,7 +13,7 @@ import (
 
 func writePorts(w io.Writer, ports []control.Port) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tPID\tUID\tMACS\tRX-FRAMES\tRX-BYTES\tTX-FRAMES\tTX-BYTES\tQUEUED\tOFFLOADS\tWORKERS\tDROPS\tNAME")
+	fmt.Fprintln(tw, "PORT\tKIND\tPID\tUID\tMACS\tRX-FRAMES\tRX-BYTES\tTX-FRAMES\tTX-BYTES\tQUEUED\tOFFLOADS\tWORKERS\tKICKS\tDROPS\tNAME")
 	for _, p := range ports {
 		off := p.Offloads
 		if off == "" {
@@ -23,8 +23,12 @@ func writePorts(w io.Writer, ports []control.Port) error {
 		if workers == "" {
 			workers = "-" // a daemon from before workers were listed
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", p.ID, p.Kind, cred(p.PID), cred(p.UID),
-			p.MACs, p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Queued, off, workers, drops(p.Drops, "="), p.Name)
+		kicks := "-" // only vhost-user guests kick
+		if p.Kind == "vhost-user" {
+			kicks = strconv.FormatUint(p.Kicks, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Kind, cred(p.PID), cred(p.UID),
+			p.MACs, p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.Queued, off, workers, kicks, drops(p.Drops, "="), p.Name)
 	}
 	return tw.Flush()
 }

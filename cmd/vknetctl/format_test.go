@@ -14,14 +14,14 @@ func TestWritePorts(t *testing.T) {
 			Offloads: "csum,tso4,tso6,ecn", Workers: "0"},
 		{ID: 3, Kind: "seqpacket", Name: "pid 123 uid 1000", PID: 123, UID: 1000, MACs: 2, RxFrames: 10, RxBytes: 1500, TxFrames: 4, TxBytes: 400,
 			Queued: 1, Drops: map[string]uint64{"tx-queue-full": 3, "ipv4-src-outside": 1, "runt": 0}, Offloads: "-", Workers: "1"},
-		{ID: 5, Kind: "vhost-user", Name: "pid 8 uid 0", PID: 8, UID: 0, Drops: map[string]uint64{}, Offloads: "-", Workers: "1,0,1,0"},
+		{ID: 5, Kind: "vhost-user", Name: "pid 8 uid 0", PID: 8, UID: 0, Drops: map[string]uint64{}, Offloads: "-", Workers: "1,0,1,0", Kicks: 42},
 		{ID: 4, Kind: "vhost-user", Name: "pid 9 uid 0", PID: 9, UID: 0, Drops: map[string]uint64{}}, // an older daemon: no offloads or workers fields
 	})
-	const want = `PORT  KIND        PID  UID   MACS  RX-FRAMES  RX-BYTES  TX-FRAMES  TX-BYTES  QUEUED  OFFLOADS            WORKERS  DROPS                               NAME
-0     tap         -    -     1     3          266       0          0         0       csum,tso4,tso6,ecn  0        -                                   tap0
-3     seqpacket   123  1000  2     10         1500      4          400       1       -                   1        ipv4-src-outside=1,tx-queue-full=3  pid 123 uid 1000
-5     vhost-user  8    0     0     0          0         0          0         0       -                   1,0,1,0  -                                   pid 8 uid 0
-4     vhost-user  9    0     0     0          0         0          0         0       -                   -        -                                   pid 9 uid 0
+	const want = `PORT  KIND        PID  UID   MACS  RX-FRAMES  RX-BYTES  TX-FRAMES  TX-BYTES  QUEUED  OFFLOADS            WORKERS  KICKS  DROPS                               NAME
+0     tap         -    -     1     3          266       0          0         0       csum,tso4,tso6,ecn  0        -      -                                   tap0
+3     seqpacket   123  1000  2     10         1500      4          400       1       -                   1        -      ipv4-src-outside=1,tx-queue-full=3  pid 123 uid 1000
+5     vhost-user  8    0     0     0          0         0          0         0       -                   1,0,1,0  42     -                                   pid 8 uid 0
+4     vhost-user  9    0     0     0          0         0          0         0       -                   -        0      -                                   pid 9 uid 0
 `
 	if b.String() != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)

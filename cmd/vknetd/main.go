@@ -355,6 +355,9 @@ func (d *daemon) logCounters() {
 		if p.Offloads != "" && p.Offloads != "-" {
 			attrs = append(attrs, "offloads", p.Offloads)
 		}
+		if p.Kind == "vhost-user" {
+			attrs = append(attrs, "kicks", p.Kicks)
+		}
 		for _, dr := range p.Drops {
 			attrs = append(attrs, "drop_"+dr.Reason, dr.Count)
 		}
