@@ -148,26 +148,43 @@ func switchCPU(tb testing.TB, e *engine.Engine) time.Duration {
 }
 
 // vhostCounted sends n frames of size bytes from a to rx's MAC and
-// returns how many arrived and how long that took. One goroutine on its
-// own CPU drives both guests, polling, as a DPDK lcore does.
+// returns how many arrived and how long that took, with driveGuests.
 //
 // a sends at most the switch's queue for rx ahead of what rx has
 // received: more can overflow that queue (tx-queue-full drops) whenever
 // the switch forwards a's frames before it serves rx's RX kick, even with
 // room in rx's ring, and a 9000-byte frame takes 5 of rx's 2 KiB buffers,
 // so its ring holds only 51 of them.
-//
-// The run ends early only after stallTimeout without a frame, and only
-// if a last look still finds none: on a busy host the driver's own thread
-// may be descheduled for longer than a frame takes.
 func vhostCounted(tb testing.TB, a, rx *vhostguest.Guest, size, n int) (int, time.Duration) {
 	frame := udpFrame(macB, macA, ipA, ipB, size)
 	batch := make([][]byte, 32)
 	for i := range batch {
 		batch[i] = frame
 	}
-	bufs, sizes := frameBufs(64)
 	const window = vhostQueueLen
+	send := func(sent, received int, _ time.Duration) int {
+		if ahead := sent - received; sent < n && ahead < window {
+			return a.Send(batch[:min(len(batch), n-sent, window-ahead)], nil)
+		}
+		return 0
+	}
+	return driveGuests(tb, rx, size, n, send, nil)
+}
+
+// driveGuests is the benchmarks' guest driver: one goroutine on its own
+// CPU drives both guests, polling, as a DPDK lcore does. Until n frames
+// arrived at rx, it lets send post what it will (send returns how many
+// frames it posted, told how many were sent and received so far and the
+// time since the start) and takes what arrives, telling got (when not
+// nil) how many came in a receive, after how many, and when. It returns
+// how many arrived and when the last did.
+//
+// The run ends early only after stallTimeout without a frame, and only
+// if a last look still finds none: on a busy host the driver's own thread
+// may be descheduled for longer than a frame takes.
+func driveGuests(tb testing.TB, rx *vhostguest.Guest, size, n int, send func(sent, received int, now time.Duration) int,
+	got func(received, k int, now time.Duration)) (int, time.Duration) {
+	bufs, sizes := frameBufs(64)
 	const stallTimeout = 2 * time.Second
 	// The driver below never yields its P; with GOMAXPROCS at the number
 	// of CPUs (2) the switch's loop, back from epoll_wait, then had to
@@ -191,9 +208,7 @@ func vhostCounted(tb testing.TB, a, rx *vhostguest.Guest, size, n int) (int, tim
 		sent, received := 0, 0
 		quiet := time.Now()
 		for received < n {
-			if ahead := sent - received; sent < n && ahead < window {
-				sent += a.Send(batch[:min(len(batch), n-sent, window-ahead)], nil)
-			}
+			sent += send(sent, received, time.Since(start))
 			k := rx.Receive(bufs, sizes, nil)
 			if k == 0 && time.Since(quiet) > stallTimeout {
 				if k = rx.Receive(bufs, sizes, nil); k == 0 {
@@ -204,8 +219,11 @@ func vhostCounted(tb testing.TB, a, rx *vhostguest.Guest, size, n int) (int, tim
 				continue
 			}
 			rx.PostRX(1 << 16) // every free buffer: a big frame spans several
-			received += k
 			last = time.Since(start)
+			if got != nil {
+				got(received, k, last)
+			}
+			received += k
 			quiet = time.Now()
 		}
 		result <- [2]int64{int64(received), int64(last)}
@@ -263,54 +281,24 @@ type latency struct{ mean, p99 time.Duration }
 // vhostPaced sends n frames of size bytes from a to rx, one every
 // interval, each on its own (a Send of one frame), and returns how many
 // arrived, how long that took, and their latency (a frame is taken to
-// arrive when the receive that returns it does). One goroutine on CPU 0
-// drives both guests, as in vhostCounted.
+// arrive when the receive that returns it does), with driveGuests.
 func vhostPaced(tb testing.TB, a, rx *vhostguest.Guest, size, n int, interval time.Duration) (int, time.Duration, latency) {
 	sentAt := make([]time.Duration, n)
 	took := make([]time.Duration, 0, n)
 	frame := [][]byte{udpFrame(macB, macA, ipA, ipB, size)}
-	bufs, sizes := frameBufs(64)
-	const stallTimeout = 2 * time.Second
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), runtime.NumCPU()+1)))
-	result := make(chan [2]int64, 1)
-	b, _ := tb.(*testing.B)
-	if b != nil {
-		b.SetBytes(int64(size))
-		b.ResetTimer()
-	}
-	go func() {
-		runtime.LockOSThread()
-		pinToCPU(0)
-		start := time.Now()
-		var last time.Duration
-		sent, received := 0, 0
-		quiet := time.Now()
-		for received < n {
-			if sent < n && time.Since(start) >= time.Duration(sent)*interval && sent-received < vhostQueueLen {
-				sentAt[sent] = time.Since(start)
-				sent += a.Send(frame, nil)
-			}
-			k := rx.Receive(bufs, sizes, nil)
-			if k == 0 {
-				if time.Since(quiet) > stallTimeout {
-					break
-				}
-				continue
-			}
-			rx.PostRX(1 << 16)
-			last = time.Since(start)
-			for i := received; i < min(received+k, sent); i++ {
-				took = append(took, last-sentAt[i])
-			}
-			received += k
-			quiet = time.Now()
+	send := func(sent, received int, now time.Duration) int {
+		if sent < n && now >= time.Duration(sent)*interval && sent-received < vhostQueueLen {
+			sentAt[sent] = now
+			return a.Send(frame, nil)
 		}
-		result <- [2]int64{int64(received), int64(last)}
-	}()
-	r := <-result
-	if b != nil {
-		b.StopTimer()
+		return 0
 	}
+	arrived := func(received, k int, now time.Duration) {
+		for i := received; i < min(received+k, n); i++ {
+			took = append(took, now-sentAt[i])
+		}
+	}
+	got, elapsed := driveGuests(tb, rx, size, n, send, arrived)
 	var lat latency
 	if len(took) > 0 {
 		var sum time.Duration
@@ -320,5 +308,5 @@ func vhostPaced(tb testing.TB, a, rx *vhostguest.Guest, size, n int, interval ti
 		slices.Sort(took)
 		lat = latency{sum / time.Duration(len(took)), took[len(took)*99/100]}
 	}
-	return int(r[0]), time.Duration(r[1]), lat
+	return got, elapsed, lat
 }
