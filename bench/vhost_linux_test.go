@@ -254,12 +254,16 @@ func TestVhostUserBenchmarkHarness(t *testing.T) {
 // (the daemon's default) looks at the ring every 20 µs instead, kicks off.
 // What to compare: switch-cpu-ns/frame and kicks/frame at the same rate,
 // and what coalescing costs in latency: a frame's time from its send to
-// its arrival, on average and the 99th percentile.
+// its arrival, on average and the 99th percentile. coalesce10us and
+// coalesce50us are the default's neighbours, for choosing it.
 func BenchmarkVhostUserPaced(b *testing.B) {
 	for _, mode := range []struct {
 		name string
 		wake wake
-	}{{"coalesce", daemonWake}, {"kickeach", wake{}}} {
+	}{
+		{"coalesce", daemonWake}, {"kickeach", wake{}},
+		{"coalesce10us", wake{coalesce: 10 * time.Microsecond}}, {"coalesce50us", wake{coalesce: 50 * time.Microsecond}},
+	} {
 		b.Run("mode="+mode.name+"/size=64B", func(b *testing.B) {
 			a, rx, e := guestPair(b, false, mode.wake)
 			kicks := a.Kicks[1] + rx.Kicks[0]
