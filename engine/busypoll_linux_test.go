@@ -228,3 +228,28 @@ func TestPollingLooksOnlyAtWhatItWillUse(t *testing.T) {
 	}
 	s.l.polling = false
 }
+
+// A guest whose rings are set up while the loop polls is polled as the
+// others are: once its first frame is taken, it posts without kicking.
+// Coalescing can go on for as long as other guests send, so a guest that
+// joins meanwhile would otherwise kick for every frame (the test fails so:
+// 20 kicks).
+func TestPollingLoopPollsAGuestThatJoinsMeanwhile(t *testing.T) {
+	e, a, _ := busyPollPair(t, 5*time.Second)
+	path := e.cfg.Listeners[0].Path
+	c := startGuest(t, path, vhostguest.Options{})
+	waitFor(t, func() bool { s, _ := e.Stats(); return s.Clients == 3 })
+	frame := ethFrame(mac(1), mac(3), 0x88b5, 60)
+	kicks := c.Kicks[1]
+	for i := 0; i < 20; i++ {
+		if c.Send([][]byte{frame}, nil) != 1 {
+			t.Fatalf("c could not send frame %d", i)
+		}
+		if got := receiveFrames(t, a, 1); len(got) != 1 {
+			t.Fatalf("c's frame %d did not arrive", i)
+		}
+	}
+	if k := c.Kicks[1] - kicks; k > 1 {
+		t.Fatalf("20 frames from a guest that joined while the loop polls cost it %d kicks, want at most 1 (its first)", k)
+	}
+}

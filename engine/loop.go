@@ -569,6 +569,13 @@ func (l *loop) sourceEvent(p *port, sub uint8, ev event) {
 	p.cnt.count(&r.dropped)
 	if r.err == nil && r.watchChanged {
 		r.err = l.watch(p, &r.watch)
+		if r.err == nil && l.polling && p.caps.rings != nil {
+			// Rings set up while the loop polls (busy-polling, or
+			// coalescing, which may go on for as long as other guests
+			// send) are polled as the others are: told so now, or the
+			// guest would kick for every frame until the loop sleeps.
+			_, r.err = p.caps.rings.busyPoll(true)
+		}
 	}
 	if r.err != nil {
 		l.kill(p, r.err)
