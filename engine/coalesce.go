@@ -39,17 +39,17 @@ func (l *loop) coalesce(timeout time.Duration) (_ time.Duration, again bool) {
 	if moved > 0 {
 		l.ringMovedAt = l.now
 	}
+	// Without BusyPoll (New clears Coalesce with it), only coalescing
+	// makes the loop poll its rings.
 	switch {
-	case l.coalescing && moved == 0 && l.now-l.ringMovedAt >= int64(l.e.cfg.Coalesce):
-		l.coalescing = false
+	case l.polling && moved == 0 && l.now-l.ringMovedAt >= int64(l.e.cfg.Coalesce):
 		l.stopPolling() // a port whose guest posted meanwhile is read next
 		return timeout, true
-	case !l.coalescing && moved >= uint64(l.e.cfg.Batch) && l.ringPorts > 0:
-		l.coalescing = true
+	case !l.polling && moved >= uint64(l.e.cfg.Batch) && l.ringPorts > 0:
 		l.startPolling()
 	}
 	l.sleptAt = l.ringMoved
-	if l.coalescing {
+	if l.polling {
 		timeout = min(timeout, l.e.cfg.Coalesce)
 	}
 	return timeout, false

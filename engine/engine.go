@@ -128,8 +128,8 @@ type Config struct {
 	BusyPoll time.Duration
 	// Coalesce is how long a loop whose guests send without pause sleeps
 	// between looks at their rings, their kicks left off (--coalesce,
-	// DefaultCoalesce; 0: every kick wakes it). Not with BusyPoll. See
-	// coalesce.go.
+	// DefaultCoalesce; 0: every kick wakes it). Set to 0 with BusyPoll.
+	// See coalesce.go.
 	Coalesce time.Duration
 	Buffers  int // frame buffers in the pool (default from MaxClients)
 
@@ -338,6 +338,9 @@ func (cfg *Config) check() error {
 	if cfg.Batch <= 0 {
 		cfg.Batch = defaultBatch
 	}
+	if cfg.BusyPoll > 0 {
+		cfg.Coalesce = 0 // a busy-polling loop polls its rings anyway
+	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1
 	}
@@ -446,7 +449,7 @@ func (l *loop) runLocked() error {
 	// closes that guest (package vhostuser recovers it), not a crash. It
 	// holds for the goroutine that sets it: every loop's.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if l.e.cfg.Coalesce > 0 && l.e.cfg.BusyPoll == 0 {
+	if l.e.cfg.Coalesce > 0 {
 		defer preciseTimers()()
 	}
 	return l.run()

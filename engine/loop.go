@@ -82,12 +82,11 @@ type loop struct {
 	ringPorts int
 	// With Config.Coalesce (coalesce.go): ringMoved counts the frames
 	// read from ports with rings, sleptAt is ringMoved when the loop last
-	// went to sleep, ringMovedAt when it last saw ringMoved grow, and
-	// coalescing says the rings are polled between timed sleeps.
+	// went to sleep, ringMovedAt when it last saw ringMoved grow. A
+	// coalescing loop is one that polls (polling) without BusyPoll.
 	ringMoved   uint64
 	sleptAt     uint64
 	ringMovedAt int64
-	coalescing  bool
 
 	// handles are the queue handles l serves for ports of other loops
 	// (spread.go); spreadFailed says one of l's spread ports has a handle
@@ -159,7 +158,7 @@ func (l *loop) run() error {
 				continue
 			}
 		}
-		if timeout != 0 && l.e.cfg.Coalesce > 0 && l.e.cfg.BusyPoll == 0 {
+		if timeout != 0 && l.e.cfg.Coalesce > 0 {
 			var again bool
 			if timeout, again = l.coalesce(timeout); again {
 				continue
