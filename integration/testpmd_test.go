@@ -46,6 +46,7 @@ const (
 // every RX ring. Checked once the traffic stops, with the ports still up:
 //   - testpmd's per-stream stats: frames received and sent on every queue
 //     of both ports;
+//   - testpmd runs its in-order paths (VIRTIO_F_IN_ORDER negotiated);
 //   - the switch's per-port counters agree with testpmd's to the frame:
 //     what the switch received from a port is what testpmd sent on it;
 //     what it sent to a port is what testpmd received there, plus at most
@@ -129,6 +130,16 @@ func TestTestpmdMultiQueueGuests(t *testing.T) {
 	}
 	out := tp.Output()[mark:]
 	streams, total := testpmdStats(t, out)
+	// The switch offers VIRTIO_F_IN_ORDER, and testpmd takes it: the
+	// counters below are those of its in-order paths, which trust the
+	// switch to use every chain in the order posted.
+	for port := range 2 {
+		for _, dir := range []string{"Rx", "Tx"} {
+			if line := fmt.Sprintf("using inorder %s path on port %d", dir, port); !strings.Contains(tp.Output(), line) {
+				t.Errorf("testpmd does not say %q: did it not negotiate VIRTIO_F_IN_ORDER?", line)
+			}
+		}
+	}
 
 	if len(streams) != 2*testpmdQueues {
 		t.Fatalf("testpmd reported %d forwarding streams, want %d (2 ports x %d queues); did the virtio-user ports get %d queue pairs?\n%s",
@@ -207,8 +218,11 @@ func startTestpmd(t *testing.T, ns *testbed.Netns, vhost string, macs []string, 
 	// The forwarding lcore 0 on CPU 0, the main lcore (which reads the
 	// commands) on CPU 1. stdbuf: testpmd prints its report with stdio,
 	// which holds it back when stdout is a pipe.
+	// The virtio driver's info lines say which paths it runs (in-order
+	// or not), chosen from the features it negotiated with the switch.
 	cmd := []string{"stdbuf", "-oL", "dpdk-testpmd", "-l", "0,1", "--main-lcore", "1", "--no-pci",
-		"--in-memory", "--file-prefix", prefix, "--single-file-segments", "-m", "128"}
+		"--in-memory", "--file-prefix", prefix, "--single-file-segments", "-m", "128",
+		"--log-level=pmd.net.virtio.init:info"}
 	for i, mac := range macs {
 		cmd = append(cmd, "--vdev", fmt.Sprintf("net_virtio_user%d,path=%s,mac=%s,queues=%d,queue_size=%d",
 			i, vhost, mac, testpmdQueues, testpmdQueueSize))
