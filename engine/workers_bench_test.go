@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vknetd/vknetd/internal/cacheline"
 	"github.com/vknetd/vknetd/internal/handover"
 	"github.com/vknetd/vknetd/mactable"
 	"github.com/vknetd/vknetd/ring"
@@ -178,7 +179,7 @@ func BenchmarkWorkers(b *testing.B) {
 func benchWorkers(b *testing.B, switches, workers, crossPct int) {
 	var rtt, stream time.Duration
 	if runtime.GOMAXPROCS(0) >= 2 {
-		rtt = lineRoundTrip()
+		rtt = cacheline.RoundTrip(nil)
 		stream = lineStream()
 	}
 	var engines []*Engine
@@ -336,47 +337,6 @@ func benchWorkers(b *testing.B, switches, workers, crossPct int) {
 			}
 		}
 	}
-}
-
-// lineRoundTrip is how long a cache line takes to go from one CPU to
-// another and back, measured just before a run between two goroutines
-// that spin on it (the median of 25 rounds of 400 trips, so a round in
-// which one was descheduled does not count). Every line a crossing frame
-// moves between the loops costs about half of it, and it is not a
-// constant of the machine: on the 2-vCPU VM this was measured on it was
-// 160-230 ns in some hours and 800-950 ns in others, as the host placed
-// the two vCPUs, and a crossing frame's cost followed it (README).
-func lineRoundTrip() time.Duration {
-	var ball struct {
-		ping atomic.Int64
-		_    [56]byte // ping and pong on lines of their own
-		pong atomic.Int64
-	}
-	const rounds, trips = 25, 400
-	done := make(chan struct{})
-	go func() {
-		for i := int64(1); i <= rounds*trips; i++ {
-			for ball.ping.Load() != i {
-			}
-			ball.pong.Store(i)
-		}
-		close(done)
-	}()
-	var each [rounds]time.Duration
-	i := int64(0)
-	for r := range each {
-		start := time.Now()
-		for range trips {
-			i++
-			ball.ping.Store(i)
-			for ball.pong.Load() != i {
-			}
-		}
-		each[r] = time.Since(start) / trips
-	}
-	<-done
-	slices.Sort(each[:])
-	return each[rounds/2]
 }
 
 // benchThreadCPU is the CPU time the calling thread has used.

@@ -157,7 +157,7 @@ if [ -n "${VKNETD_B:-}" ]; then
 	vknetd_b="$work/vknetd-b"
 	cp "$VKNETD_B" "$vknetd_b"
 fi
-(cd "$root" && go build -o "$work/peerbench" ./bench/cmd/peerbench)
+(cd "$root" && go build -o "$work/peerbench" ./bench/cmd/peerbench && go build -o "$work/linertt" ./bench/cmd/linertt)
 pb="$work/peerbench"
 
 # selected TARGET: whether ONLY (if set) lets this target run.
@@ -166,6 +166,9 @@ selected() { [ -z "${ONLY:-}" ] || printf '%s\n' "$1" | grep -Eq -- "$ONLY"; }
 # --- the machine --------------------------------------------------------------------
 mkdir -p "$out"
 machine="$out/peers-machine.txt"
+# Before the machine file is written: it is tracked, and git describe
+# --dirty would call the tree dirty once the redirect below truncates it.
+version=$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)
 pkgver() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo none; }
 {
 	echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
@@ -176,7 +179,7 @@ pkgver() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo none; }
 	if [ -n "${VKNETD:-}" ]; then
 		echo "vknetd=$VKNETD"
 	else
-		echo "vknetd=$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)"
+		echo "vknetd=$version"
 	fi
 	[ -n "$vknetd_b" ] && echo "vknetd B=$VKNETD_B"
 	[ -n "${ONLY:-}" ] && echo "only targets matching=$ONLY"
@@ -319,7 +322,12 @@ fi
 # guest port) or vhost-mq ($QUEUES pairs).
 vhost_point() {
 	local round=$1 family=$2 target=$3 size=$4 sock0 sock1 sw="" swpid="" fifo="$work/sw.in"
-	local q=1 mq=()
+	local q=1 mq=() rtt0 rtt1
+	# How long a cache line takes between the guests' CPU and the
+	# switch's and back, before and after the point: on a VM it moves as
+	# the host places the vCPUs, and so does every switch's rate, some
+	# more than others (README, "How vknetd compares").
+	rtt0=$("$work/linertt" 0 1 2>/dev/null || echo "?")
 	if [ "$family" = vhost-mq ]; then
 		q=$QUEUES
 		# One stream per queue of each port on the one lcore, and a
@@ -411,6 +419,7 @@ vhost_point() {
 		stop_tree "$sw"
 		pids=${pids/ $sw/}
 	fi
+	rtt1=$("$work/linertt" 0 1 2>/dev/null || echo "?")
 	# The second "show port stats all" holds the rates over DURATION.
 	local rx tx cpu=""
 	rx=$(grep 'Rx-pps:' "$work/guest.log" | tail -2 | awk '{s += $2} END {if (NR == 2) print s}' || true)
@@ -421,7 +430,7 @@ vhost_point() {
 	rm -f "$work/t0" "$work/t1"
 	if [ -n "$rx" ] && [ "$rx" -gt 0 ]; then
 		echo "$round,$family,$target,$size,ok,$rx,$tx,$cpu," >>"$raw"
-		say "round $round: $target $size B, $q queue pair(s): received $rx frames/s (sent $tx), switch CPU ${cpu:-?}"
+		say "round $round: $target $size B, $q queue pair(s): received $rx frames/s (sent $tx), switch CPU ${cpu:-?}, line round trip ${rtt0}/${rtt1} ns before/after"
 	else
 		echo "$round,$family,$target,$size,failed,,,," >>"$raw"
 		say "round $round: $target $size B, $q queue pair(s) failed; guest log:"
