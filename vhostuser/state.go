@@ -271,7 +271,11 @@ func (d *Device) adopt(st *State, fds *FDs) error {
 		d.q[i].kick, d.q[i].call = fds.Kick[i], fds.Call[i]
 	}
 	if extra := st.Features &^ offeredFeatures(d.cfg.Offloads); extra != 0 {
-		return fmt.Errorf("features %#x are not offered here (is --no-offload new?)", extra)
+		why := "is this vknetd older than the one that handed the guest over?"
+		if extra&^offloadFeatures == 0 {
+			why = "offloads are off here: is --no-offload new?"
+		}
+		return fmt.Errorf("the guest's features %#x are not offered here (%s)", extra, why)
 	}
 	if extra := st.Protocol &^ offeredProtocolFeatures; extra != 0 {
 		return fmt.Errorf("protocol features %#x are not offered here", extra)

@@ -2,6 +2,8 @@ package vhostuser
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -161,6 +163,43 @@ func TestAdoptRefusesImpossibleQueues(t *testing.T) {
 		if d, err := Adopt(Config{}, bad, fds); err == nil {
 			d.Close()
 			t.Errorf("%s: adopted", name)
+		}
+	}
+}
+
+// A guest's state with features this daemon does not offer is refused,
+// and the error says which and why that may be: offloads turned off
+// here, or a daemon older than the one that negotiated them (an upgrade
+// to an older binary, which vknetctl upgrade then rolls back).
+func TestAdoptNamesFeaturesNotOffered(t *testing.T) {
+	p := newPair(t, vhostguest.Options{})
+	st, _, err := p.d.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		extra uint64
+		want  string
+	}{
+		{1 << featNetCsum, "is --no-offload new?"},
+		{1 << 40, "older than the one that handed the guest over"},
+	} {
+		bad := st
+		bad.Regions = nil
+		bad.Features |= c.extra
+		fds := NoFDs()
+		sock, err := unix.Dup(p.d.conn.fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds.Socket = sock
+		d, err := Adopt(Config{}, bad, fds)
+		if err == nil {
+			d.Close()
+			t.Fatalf("features %#x: adopted", c.extra)
+		}
+		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("%#x", c.extra)) || !strings.Contains(msg, c.want) {
+			t.Errorf("features %#x: error %q, want the bits and %q", c.extra, msg, c.want)
 		}
 	}
 }
