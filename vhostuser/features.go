@@ -49,7 +49,7 @@ const (
 // returns each in that order (TX chains all, whether their frames are
 // forwarded or dropped, after a split read as before it; RX chains as
 // frames fill them, one frame's several in a row), so the used ring
-// lists them in avail order too (TestChainsUsedInOrder). A guest that
+// lists them in avail order too (TestChainsUsedInOrderTX, ...RX). A guest that
 // takes the feature may skip the used entries' ids, and DPDK's
 // virtio-user, which takes it by default, then runs its in-order
 // paths, with a lighter ring walk on its side and its descriptors

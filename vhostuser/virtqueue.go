@@ -297,11 +297,7 @@ func (q *virtq) needCall(old uint16) bool {
 // orders its avail idx store before its avail_event load.
 func (q *virtq) allowKicks(at uint16) {
 	if q.eventIdx {
-		store16(q.used, 4+8*q.num, at) // avail_event
-		q.kickAt = at
-		if q.log != nil {
-			q.logUsed(4+8*q.num, 2)
-		}
+		q.setAvailEvent(at)
 	} else {
 		q.usedFlags &^= usedFNoNotify
 		store32(q.used, 0, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
@@ -350,11 +346,15 @@ func (q *virtq) resumeFromUsed() error {
 // that has passed the entry already only goes on until the next look.
 // Stored only when it changes, as the guest reads the line at every post.
 func (q *virtq) kickWhenHalfFull() {
-	at := q.lastAvail + uint16(q.num/2)
-	if !q.eventIdx || q.kickAt == at {
-		return
+	if at := q.lastAvail + uint16(q.num/2); q.eventIdx && q.kickAt != at {
+		q.setAvailEvent(at)
 	}
-	store16(q.used, 4+8*q.num, at) // avail_event
+}
+
+// setAvailEvent stores at as avail_event (EVENT_IDX): the guest kicks
+// when its avail idx crosses it.
+func (q *virtq) setAvailEvent(at uint16) {
+	store16(q.used, 4+8*q.num, at)
 	q.kickAt = at
 	if q.log != nil {
 		q.logUsed(4+8*q.num, 2)
