@@ -48,3 +48,38 @@ func TestBatchLoadsAvailIdxOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestFullTXBatchLoadsAvailIdxOnce: a TX batch that stops at its size
+// with chains left in the ring says more from the idx it loaded, without
+// loading the idx again: a second load of a line the guest keeps writing
+// was a trip between cores on every full batch.
+func TestFullTXBatchLoadsAvailIdxOnce(t *testing.T) {
+	im := newImage(t, 128, 1<<19)
+	const batch = 32
+	for i := range 2*batch + 1 {
+		im.setDesc(i, im.addr(2048*i), 12+60, 0, 0)
+		im.post(uint16(i))
+	}
+	var st Stats
+	for i, want := range []struct {
+		n     int
+		more  bool
+		loads uint64
+	}{
+		{batch, true, 1},
+		{batch, true, 1},
+		// The last chain: the batch looks again once the ring is dry,
+		// and again after allowing kicks.
+		{1, false, 3},
+	} {
+		im.q.availLoads = 0
+		b, s := bufs(batch, 2048)
+		n, more, _, err := im.q.readBatch(&im.m, &txRules{hdrLen: 12}, b, s, nil, &st)
+		if n != want.n || more != want.more || err != nil {
+			t.Fatalf("batch %d: readBatch = %d, more %v, %v; want %d, more %v", i, n, more, err, want.n, want.more)
+		}
+		if im.q.availLoads != want.loads {
+			t.Errorf("batch %d loaded the avail idx %d times, want %d", i, im.q.availLoads, want.loads)
+		}
+	}
+}

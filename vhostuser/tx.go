@@ -155,6 +155,13 @@ ring:
 			st.PairTXFrames[q.index/2]++
 			st.TXBytes += uint64(size)
 		}
+		if avail > 0 {
+			// Chains seen and not taken: the ring holds more, known
+			// without loading the idx, a line the guest keeps writing,
+			// a second time.
+			more = true
+			break
+		}
 	}
 	if held {
 		// The rests of split frames are read after this returns: the
