@@ -151,7 +151,7 @@ func (l *loop) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error
 		return nil, nil, err
 	}
 	vt.dev, vt.q = dev, &dev.Queues
-	dev.SplitTX(splitHead)
+	dev.SplitTX(splitHead, oneCopyOver)
 	vt.offloads = dev.Offloads() != 0
 	after := func(p *port) error {
 		mem.joined(p.user)

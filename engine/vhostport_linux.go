@@ -72,7 +72,7 @@ func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, m
 		return nil, err
 	}
 	t.dev, t.q = dev, &dev.Queues
-	dev.SplitTX(splitHead)
+	dev.SplitTX(splitHead, oneCopyOver)
 	return t, nil
 }
 

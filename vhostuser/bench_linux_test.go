@@ -102,7 +102,7 @@ func BenchmarkGuestToGuest(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
 				src, dst := newPair(b, vhostguest.Options{}), newPair(b, vhostguest.Options{})
 				if mode == "direct" {
-					src.d.SplitTX(128)
+					src.d.SplitTX(128, 0)
 				}
 				fs := frames(benchBatch, size)
 				got, sizes := bufs(benchBatch, 9216)

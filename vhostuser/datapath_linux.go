@@ -83,7 +83,7 @@ func (s *Queues) ReadTXBatch(bufs [][]byte, sizes []int, hdrs []gso.VirtioNetHdr
 		if len(s.rests) < len(bufs) {
 			s.rests, s.isSplit = make([]txRest, len(bufs)), make([]bool, len(bufs)) // once: the batch size
 		}
-		s.tx.split, s.tx.rests, s.tx.isSplit = d.split, s.rests, s.isSplit
+		s.tx.split, s.tx.splitOver, s.tx.rests, s.tx.isSplit = d.split, d.splitOver, s.rests, s.isSplit
 		clear(s.isSplit[:min(len(bufs), 1)]) // the announcement's slot, if any
 	}
 	var st Stats // this call's

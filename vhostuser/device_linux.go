@@ -107,8 +107,9 @@ type Device struct {
 	// further.
 	pairs int
 
-	// split is SplitTX's head length (0: off).
-	split int
+	// split is SplitTX's head length (0: off); splitOver the length past
+	// which a frame in one descriptor is split.
+	split, splitOver int
 
 	// Queues is the device's own data path: every pair's, but those
 	// handed to another Queues (Serve) until they come back (Rejoin).

@@ -2,11 +2,13 @@ package vhostuser
 
 // SplitTX makes ReadTX copy at most head bytes of a frame whose header
 // asks nothing into its buffer, and leave the rest in the guest's memory
-// for CopyRest or WriteRXFrom (direct.go); 0 turns it off. With it on,
-// the chains a read takes go back to the guest only at ReleaseTX (or
-// the next read), so the caller must be done with the frames' rests by
-// then. head must be below every buffer's length.
-func (d *Device) SplitTX(head int) { d.split = head }
+// for CopyRest or WriteRXFrom (direct.go); head 0 turns it off. A frame
+// in one descriptor (the chain Linux and DPDK send) is split only when
+// longer than over: shorter, it is copied whole, as without SplitTX.
+// With it on, the chains a read takes go back to the guest only at
+// ReleaseTX (or the next read), so the caller must be done with the
+// frames' rests by then. head must be below every buffer's length.
+func (d *Device) SplitTX(head, over int) { d.split, d.splitOver = head, max(head, over) }
 
 // Split says frame i of the last ReadTX has bytes past the head left in
 // the guest's memory: its buffer holds only the head, though its size is

@@ -9,6 +9,43 @@ import (
 	"github.com/vknetd/vknetd/internal/vhostguest"
 )
 
+// SplitTX's over: a frame in one descriptor is split only when longer
+// than over, copied whole up to it; a frame in pieces (a header
+// descriptor, then data) is split once longer than the head, as ever.
+func TestSplitTXOnlyPastOverInOneDescriptor(t *testing.T) {
+	for _, pieces := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pieces=%v", pieces), func(t *testing.T) {
+			src := newPair(t, vhostguest.Options{SplitTX: pieces})
+			src.d.SplitTX(128, 4096)
+			sizes := []int{60, 129, 1514, 4096, 4097, 9014}
+			var frames [][]byte
+			for i, size := range sizes {
+				frames = append(frames, bytes.Repeat([]byte{byte(i + 1)}, size))
+			}
+			if n := src.g.Send(frames, nil); n != len(frames) {
+				t.Fatalf("sent %d of %d", n, len(frames))
+			}
+			bufs, got := make([][]byte, 8), make([]int, 8)
+			for i := range bufs {
+				bufs[i] = make([]byte, 9100)
+			}
+			if n, _, err := src.d.ReadTX(bufs, got, nil); err != nil || n != len(frames) {
+				t.Fatalf("ReadTX: %d frames, %v", n, err)
+			}
+			for i, size := range sizes {
+				want := size > 4096 || pieces && size > 128
+				if src.d.Split(i) != want {
+					t.Errorf("frame of %d bytes: split %v, want %v", size, src.d.Split(i), want)
+				}
+				if !want && !bytes.Equal(bufs[i][:got[i]], frames[i]) {
+					t.Errorf("frame of %d bytes, copied whole: differs", size)
+				}
+			}
+			src.d.ReleaseTX()
+		})
+	}
+}
+
 // Split frames go from one guest's TX buffers into another's RX buffers
 // whole, whatever the pieces on either side (a header descriptor and 4 KiB
 // pieces, memory in two regions, one big buffer or merged 2 KiB ones), and
@@ -26,7 +63,7 @@ func TestWriteRXFromMovesSplitFrames(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, dst := newPair(t, tc.tx), newPair(t, tc.rx)
-			src.d.SplitTX(128)
+			src.d.SplitTX(128, 0)
 			dst.g.PostRX(1 << 16)
 			var frames [][]byte
 			for i, size := range []int{60, 128, 129, 1514, 4200, 9014} {
@@ -87,7 +124,7 @@ func TestWriteRXFromMovesSplitFrames(t *testing.T) {
 // the rest is then copied to the caller's buffer intact.
 func TestWriteRXFromWithoutRoom(t *testing.T) {
 	src, dst := newPair(t, vhostguest.Options{}), newPair(t, vhostguest.Options{})
-	src.d.SplitTX(128)
+	src.d.SplitTX(128, 0)
 	frame := bytes.Repeat([]byte{7}, 1514)
 	copy(frame, "the frame")
 	src.g.Send([][]byte{frame}, nil)
@@ -148,7 +185,7 @@ func moveDirect(t *testing.T, src, dst *pair, fs [][]byte) {
 func TestWriteRXFromKeepsFlowsOnTheirRing(t *testing.T) {
 	const pairs = 4
 	src, dst := newPair(t, vhostguest.Options{}), newPair(t, vhostguest.Options{QueuePairs: pairs})
-	src.d.SplitTX(128)
+	src.d.SplitTX(128, 0)
 	for k := range pairs {
 		dst.g.Use(k)
 		dst.g.PostRX(1 << 16)
@@ -193,7 +230,7 @@ func TestWriteRXFromKeepsFlowsOnTheirRing(t *testing.T) {
 // into straight from another guest are in the dirty log.
 func TestWriteRXFromLogsWhatItWrites(t *testing.T) {
 	src, dst := newPair(t, vhostguest.Options{}), newPair(t, vhostguest.Options{})
-	src.d.SplitTX(128)
+	src.d.SplitTX(128, 0)
 	log := migrating(t, dst)
 	dst.g.PostRX(1 << 16)
 	moveDirect(t, src, dst, frames(8, 1514))

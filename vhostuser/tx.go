@@ -18,9 +18,11 @@ type txRules struct {
 	// nothing are copied into its buffer: the rest stays in the guest's
 	// memory, its pieces in rests[slot], until the caller copies it
 	// (Device.CopyRest, Device.WriteRXFrom) and the chains go back to the
-	// guest (Device.ReleaseTX). See direct.go.
-	split int
-	rests []txRest
+	// guest (Device.ReleaseTX). See direct.go. splitOver (split at least)
+	// is how long a frame in one descriptor may be and still be copied
+	// whole, by readOneDesc.
+	split, splitOver int
+	rests            []txRest
 	// isSplit[slot] says the frame in slot was split: its rest is in
 	// rests[slot]. One byte a frame to clear, not a txRest.
 	isSplit []bool
@@ -283,7 +285,7 @@ func (q *virtq) readOneDesc(m *memory, head uint16, rules *txRules, raw *[gso.Hd
 		return 0, false
 	}
 	size = int(d.len) - rules.hdrLen
-	if size > len(dst) || rules.split > 0 && size > rules.split {
+	if size > len(dst) || rules.split > 0 && size > rules.splitOver {
 		return 0, false
 	}
 	q.budget--
