@@ -26,11 +26,12 @@ const splitHead = 128
 // oneCopyOver is how long a frame in one descriptor (the chain Linux and
 // DPDK send) may be and still be read whole, copied twice, guest to pool
 // buffer to guest, as every frame of a standard MTU is: with DPDK testpmd
-// guests, 1514-byte frames moved 18 % more that way than copied once
-// (20 alternating rounds, p = 0.04; 62 % more with --busy-poll, 8 rounds),
-// and with the Go guests of BenchmarkVhostUser one copy gained nothing
-// from 1514 to 6000 bytes; it pays at 9000 (README, "One copy from guest
-// to guest"). A variable for the tests, which set it to split every frame.
+// guests, 1514-byte frames moved 5 % more that way than copied once (26
+// alternating rounds, p = 0.051) and 21 % more with --busy-poll (14
+// rounds, p = 0.039), and with the Go guests of BenchmarkVhostUser one
+// copy gained nothing from 1514 to 6000 bytes; it pays at 9000 (README,
+// "One copy from guest to guest"). A variable for the tests, which set it
+// to split every frame.
 var oneCopyOver = 4096
 
 // decidesOnHead says the frame being switched, a split one, can be
