@@ -113,6 +113,12 @@ stop_tree() { # a wrapper started as `ip netns exec ... timeout CMD`, then CMD
 	for k in $kids; do stop_pid "$k"; done
 }
 
+forget_pid() { # take pid $1, and only it, out of $pids
+	local p kept=""
+	for p in $pids; do [ "$p" = "$1" ] || kept="$kept $p"; done
+	pids=$kept
+}
+
 cleanup() {
 	set +e
 	for p in $pids; do stop_tree "$p"; done
@@ -417,7 +423,7 @@ vhost_point() {
 	esac
 	if [ -n "$sw" ]; then
 		stop_tree "$sw"
-		pids=${pids/ $sw/}
+		forget_pid "$sw"
 	fi
 	rtt1=$("$work/linertt" 0 1 2>/dev/null || echo "?")
 	# The second "show port stats all" holds the rates over DURATION.
