@@ -45,15 +45,25 @@ func (t *Table) LookupHint(mac uint64, now int64, h *Hint) (port uint32, ok bool
 // is refreshed as Learn's lock-free path would (refreshSlot), anything
 // else is Learn's.
 func (t *Table) LearnHint(mac uint64, port uint32, now int64, h *Hint) Result {
-	mac &= macMask
-	if h.key == liveBit|mac && h.t == t {
-		sh, s := t.shardOf(h.at), &t.slots[h.at]
-		seq := sh.seq.Load()
-		if seq&1 == 0 && s.key.Load() == h.key && t.refreshSlot(s, sh, seq, port, now>>t.tickShift) {
-			return Refreshed
-		}
+	if t.RefreshHint(mac, port, now, h) {
+		return Refreshed
 	}
 	return t.learn(mac, port, now, h)
+}
+
+// RefreshHint is LearnHint's hit alone: when h's slot holds mac, live on
+// port, it refreshes it as Learn would and reports true (Learn's
+// Refreshed); otherwise it changes nothing and reports false, for a
+// caller that must look before it learns (secure mode: a MAC live on
+// another port is not taken over by a frame).
+func (t *Table) RefreshHint(mac uint64, port uint32, now int64, h *Hint) bool {
+	mac &= macMask
+	if h.key != liveBit|mac || h.t != t {
+		return false
+	}
+	sh, s := t.shardOf(h.at), &t.slots[h.at]
+	seq := sh.seq.Load()
+	return seq&1 == 0 && s.key.Load() == h.key && t.refreshSlot(s, sh, seq, port, now>>t.tickShift)
 }
 
 // point makes h remember slot at for mac, if mac was the MAC h missed

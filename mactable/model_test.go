@@ -288,7 +288,30 @@ func (r *opRunner) step(op byte, macIdx int, b byte) error {
 		if g, w := r.t.Learn(mac, port, r.now), r.m.learn(mac, port, r.now); g != w {
 			return fmt.Errorf("Learn(%s, %d) = %v; model %v", FormatKey(mac), port, g, w)
 		}
-	case 4, 5, 6:
+	case 4, 5:
+		if g, w := r.t.LearnHint(mac, port, r.now, &r.learnHints[port]), r.m.learn(mac, port, r.now); g != w {
+			return fmt.Errorf("LearnHint(%s, %d) = %v; model %v", FormatKey(mac), port, g, w)
+		}
+	case 6:
+		// Secure mode's order (the engine's learnSecure): the port's own
+		// live MAC refreshed through its hint; else looked up, and learned
+		// only when no other port has it live.
+		wp, wok := r.m.lookup(mac, r.now)
+		if r.t.RefreshHint(mac, port, r.now, &r.learnHints[port]) {
+			if !wok || wp != port {
+				return fmt.Errorf("RefreshHint(%s, %d) refreshed it; model: port %d, live %v", FormatKey(mac), port, wp, wok)
+			}
+			if w := r.m.learn(mac, port, r.now); w != Refreshed {
+				return fmt.Errorf("RefreshHint(%s, %d) refreshed it; model's Learn: %v", FormatKey(mac), port, w)
+			}
+			break
+		}
+		if gp, gok := r.t.Lookup(mac, r.now); gok != wok || gp != wp {
+			return fmt.Errorf("Lookup(%s) = %d,%v; model %d,%v", FormatKey(mac), gp, gok, wp, wok)
+		}
+		if wok && wp != port {
+			break // live on another port: not taken over
+		}
 		if g, w := r.t.LearnHint(mac, port, r.now, &r.learnHints[port]), r.m.learn(mac, port, r.now); g != w {
 			return fmt.Errorf("LearnHint(%s, %d) = %v; model %v", FormatKey(mac), port, g, w)
 		}
