@@ -405,3 +405,74 @@ func TestPortBindingLimit(t *testing.T) {
 		t.Fatalf("port B counts %d bindings, want 1", n)
 	}
 }
+
+// TestKey4IsTheMappedAddress: an IPv4 claim's key, built as two words, is
+// the address's IPv4-mapped IPv6 form, byte for byte, and one IPv4 frame
+// claiming its address twice (an ARP reply from the sender to itself)
+// queues it once.
+func TestKey4IsTheMappedAddress(t *testing.T) {
+	for i := 0; i < 1000; i++ {
+		a := rand.Uint32()
+		if i == 0 {
+			a = 0xc6120001 // 198.18.0.1
+		}
+		want := netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}).As16()
+		if got := key4(a); got != want {
+			t.Fatalf("key4(%#x) = %x, want %x", a, got, want)
+		}
+	}
+	p := newTestPolicy(t, testConfig(false))
+	c := p.NewChecker()
+	a4 := netip.MustParseAddr(ipA).As4()
+	a := uint32(a4[0])<<24 | uint32(a4[1])<<16 | uint32(a4[2])<<8 | uint32(a4[3])
+	for _, r := range []Reason{c.claim4(a, IPv4SrcOutside), c.claim4(a, IPv4SrcOutside)} {
+		if r != Pass {
+			t.Fatalf("claim of %s: %v", ipA, r)
+		}
+	}
+	if c.nclaims != 1 || c.claims[0] != key4(a) {
+		t.Fatalf("claims %x (%d), want one %x", c.claims, c.nclaims, key4(a))
+	}
+}
+
+// TestIPv4ChecksumOKAgreesWithRFC1071: the checksum test, with its
+// unrolled path for 20-byte headers and its loop for longer ones, agrees
+// with a plain sum of 16-bit words, on headers whose checksum is right,
+// off by one bit, or random.
+func TestIPv4ChecksumOKAgreesWithRFC1071(t *testing.T) {
+	ref := func(h []byte) bool {
+		var sum uint32
+		for i := 0; i < len(h); i += 2 {
+			sum += uint32(h[i])<<8 | uint32(h[i+1])
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		return sum == 0xffff
+	}
+	f := make([]byte, 14+60)
+	for i := 0; i < 20000; i++ {
+		hlen := 20 + 4*(i%11)
+		if i%3 == 0 {
+			hlen = 20
+		}
+		h := f[14 : 14+hlen]
+		for j := range h {
+			h[j] = byte(rand.Uint32())
+		}
+		if i%7 == 0 {
+			clear(h) // the sum 0, which no header can have
+		}
+		h[0] = 0x40 | byte(hlen/4)
+		switch i % 4 {
+		case 0, 1:
+			fixIPv4Checksum(f)
+		case 2:
+			fixIPv4Checksum(f)
+			h[rand.IntN(hlen)] ^= 1 << rand.IntN(8)
+		}
+		if got, want := ipv4ChecksumOK(h), ref(h); got != want {
+			t.Fatalf("ipv4ChecksumOK(%x) = %v, want %v", h, got, want)
+		}
+	}
+}

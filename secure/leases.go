@@ -1,8 +1,10 @@
 package secure
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"net/netip"
 	"strings"
 	"time"
@@ -264,6 +266,15 @@ func (c *Checker) releaseLeases(mac [6]byte) {
 func is4(k *bindKey) bool { return [12]byte(k[:12]) == [12]byte{10: 0xff, 11: 0xff} }
 
 // key4 is the table key of an IPv4 address.
-func key4(a uint32) bindKey {
-	return bindKey{10: 0xff, 11: 0xff, 12: byte(a >> 24), 13: byte(a >> 16), 14: byte(a >> 8), 15: byte(a)}
+func key4(a uint32) (k bindKey) {
+	lo, hi := key4Words(a)
+	binary.LittleEndian.PutUint64(k[:8], lo)
+	binary.LittleEndian.PutUint64(k[8:], hi)
+	return k
+}
+
+// key4Words is key4(a) as two little-endian words: ::ffff:a.b.c.d, the
+// first eight bytes zero, then 0, 0, 0xff, 0xff and a in network order.
+func key4Words(a uint32) (lo, hi uint64) {
+	return 0, 0xffff<<16 | uint64(bits.ReverseBytes32(a))<<32
 }

@@ -83,6 +83,9 @@ type Config struct {
 // must all be called from that one goroutine, unless Share was called.
 type Policy struct {
 	secure bool
+	// hinted: Bind may refresh a frame's one claim through the Checker's
+	// slot hint (refreshHinted): secure, first-use bindings, not shared.
+	hinted bool
 	// shared: several goroutines use the policy (Share); mu then guards
 	// the bindings, the leases and the ports' users. version counts the
 	// changes that may revoke a claim, refresh is refreshEvery (shared.go).
@@ -99,6 +102,7 @@ type Policy struct {
 	// (length <= 30), which are refused as sources.
 	reserveEnds bool
 	tapMAC      [6]byte
+	tapMACWord  uint64 // tapMAC as macWord reads it
 	ipv6        bool
 	net6, mask6 [2]uint64
 	tap6        [16]byte
@@ -162,6 +166,7 @@ func New(cfg Config) (*Policy, error) {
 		tap4:        be32(n.Addr().As4()),
 		reserveEnds: n.Bits() <= 30,
 		tapMAC:      cfg.TapMAC,
+		tapMACWord:  macWord(cfg.TapMAC[:]),
 		age:         int64(cfg.BindingAge),
 		table:       newBindTable(max, cfg.PortBindings, cfg.UserBindings, cfg.MaxPorts),
 		ranges:      ranges,
@@ -175,6 +180,7 @@ func New(cfg Config) (*Policy, error) {
 	p.net4 = p.tap4 & p.mask4
 	switch cfg.IPSource {
 	case IPSourceFirstUse:
+		p.hinted = true
 	case IPSourceDHCP:
 		p.leases = newLeaseTable(max)
 		p.dhcpServers = append([][6]byte(nil), cfg.DHCPServers...)
@@ -254,6 +260,7 @@ func (p *Policy) isTap6(a *[16]byte) bool {
 // goroutines start.
 func (p *Policy) Share() {
 	p.shared = true
+	p.hinted = false
 	p.refresh = refreshEvery(time.Duration(p.age))
 	p.version.Store(1) // a Checker's empty memory is version 0: never current
 }
