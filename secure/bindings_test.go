@@ -476,3 +476,31 @@ func TestIPv4ChecksumOKAgreesWithRFC1071(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotHintNeverPassesAnotherClientsBinding: a port's slot hint is a
+// guess that is checked. After A's address went to B, A's hint points at
+// B's binding of the same address, and a port that shares A's hint entry
+// (port numbers slotHints apart) finds A's binding there: neither passes.
+func TestSlotHintNeverPassesAnotherClientsBinding(t *testing.T) {
+	p := newTestPolicy(t, testConfig(false))
+	c := p.NewChecker()
+	if r := c.FromClient(tcpFrame(macA, ipA, tapIP), portA, 1); r != Pass {
+		t.Fatalf("A's first frame: %v", r)
+	}
+	// Same MAC on a port that shares A's hint entry: the hint's slot holds
+	// the address bound to A's port, not this one.
+	if r := c.FromClient(tcpFrame(macA, ipA, tapIP), portA+slotHints, 2); r != IPBindingConflict {
+		t.Fatalf("A's MAC and address on port %d: %v, want %v", portA+slotHints, r, IPBindingConflict)
+	}
+	p.RemovePort(portA)
+	if r := c.FromClient(tcpFrame(macB, ipA, tapIP), portB, 3); r != Pass {
+		t.Fatalf("B taking A's released address: %v", r)
+	}
+	// A's hint still names the slot; the key matches, the client does not.
+	if r := c.FromClient(tcpFrame(macA, ipA, tapIP), portA, 4); r != IPBindingConflict {
+		t.Fatalf("A using its old address, now B's: %v, want %v", r, IPBindingConflict)
+	}
+	if got := listBindings(p); len(got) != 1 || got[netip.MustParseAddr(ipA)] != (bound{macB, portB}) {
+		t.Fatalf("Bindings = %v, want only B's", got)
+	}
+}
