@@ -155,10 +155,14 @@ func (l *loop) judge(in *port, frame []byte) bool {
 		}
 		// The switch's MAC rules sit between the policy's checks and its
 		// binding: a frame refused for its MAC must not bind its IP
-		// address to the spoofed MAC on the way.
-		if d, ok := l.learnSecure(in, src, frame); !ok {
-			l.dropped(in, d)
-			return false
+		// address to the spoofed MAC on the way. The port's own live MAC,
+		// nearly every frame, is refreshed here through the port's hint,
+		// one slot read (and one call less than learnSecure).
+		if !l.e.macs.RefreshHint(src, in.id, l.now, &in.srcHint) {
+			if d, ok := l.learnSecure(in, src, frame); !ok {
+				l.dropped(in, d)
+				return false
+			}
 		}
 		if v := l.check.Bind(l.now); v != secure.Pass {
 			l.refused(in, v)
@@ -177,11 +181,12 @@ func (l *loop) judge(in *port, frame []byte) bool {
 	return true
 }
 
-// learnSecure applies secure mode's MAC rules to a client's frame and
-// learns its source: a client cannot take over a MAC that is live on
-// another port (MAC spoofing), and a MAC the switch cannot learn (the
-// port's, its user's or the table's limit is reached) does not speak at
-// all. A MAC moves with its VM from one port to another only as
+// learnSecure applies secure mode's MAC rules to a client's frame whose
+// source is not the live MAC the port's hint names (judge refreshes that
+// one), and learns that source: a client cannot take over a MAC that is
+// live on another port (MAC spoofing), and a MAC the switch cannot learn
+// (the port's, its user's or the table's limit is reached) does not speak
+// at all. A MAC moves with its VM from one port to another only as
 // migrate.go allows (movable). A plain bridge forwards such frames
 // unlearned, which is what lets a user who fills the table have everyone
 // else's unicast flooded to him: in secure mode no unicast is ever flooded
@@ -190,12 +195,6 @@ func (l *loop) judge(in *port, frame []byte) bool {
 func (l *loop) learnSecure(in *port, src uint64, frame []byte) (Drop, bool) {
 	if mactable.IsMulticastKey(src) {
 		return 0, true // the policy refuses it with its own reason
-	}
-	// The port's own live MAC, nearly every frame: refreshed through the
-	// port's hint, one slot read, where Lookup and Learn took two probes
-	// to find the same.
-	if l.e.macs.RefreshHint(src, in.id, l.now, &in.srcHint) {
-		return 0, true
 	}
 	if owner, known := l.e.macs.Lookup(src, l.now); known && owner != in.id {
 		why := l.movable(in, l.e.ports.get(owner), src, frame)
