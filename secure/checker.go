@@ -303,7 +303,11 @@ func (c *Checker) checkARP(frame []byte) Reason {
 		}
 		return ARPSenderOutside
 	}
-	return c.claim4(sender, ARPSenderOutside)
+	if r := c.claimable4(sender, ARPSenderOutside); r != Pass {
+		return r
+	}
+	c.setClaim4(sender)
+	return Pass
 }
 
 func (c *Checker) checkIPv4(frame []byte) Reason {
@@ -362,8 +366,10 @@ func (c *Checker) checkIPv4(frame []byte) Reason {
 		if !dhcp {
 			return IPv4ZeroSrcNotDHCP
 		}
-	} else if r := c.claim4(src, IPv4SrcOutside); r != Pass {
+	} else if r := c.claimable4(src, IPv4SrcOutside); r != Pass {
 		return r
+	} else {
+		c.setClaim4(src)
 	}
 	// Last, so that it only refuses what every other rule passed.
 	if first {
@@ -462,13 +468,14 @@ func ipv4ChecksumWithOptionsOK(h []byte) bool {
 
 // checkTransport requires the transport header of an unfragmented datagram
 // or a first fragment to be all there. whole: the datagram is unfragmented,
-// so a UDP length can be checked against it.
+// so a UDP length can be checked against it. Written to be inlined: the
+// minimum lengths come from a table.
 func checkTransport(proto uint8, l4 []byte, whole bool) Reason {
+	if len(l4) < int(transportHeaderLen[proto]) {
+		return Truncated
+	}
 	switch proto {
 	case protoTCP:
-		if len(l4) < 20 {
-			return Truncated
-		}
 		off := int(l4[12]>>4) * 4
 		if off < 20 {
 			return TransportMalformed
@@ -477,30 +484,20 @@ func checkTransport(proto uint8, l4 []byte, whole bool) Reason {
 			return Truncated
 		}
 	case protoUDP:
-		if len(l4) < 8 {
-			return Truncated
-		}
-		if whole {
-			// 0 would mean an IPv6 jumbogram, impossible on Ethernet.
-			n := int(binary.BigEndian.Uint16(l4[4:6]))
+		// 0 would mean an IPv6 jumbogram, impossible on Ethernet.
+		if n := int(binary.BigEndian.Uint16(l4[4:6])); whole && (n < 8 || n > len(l4)) {
 			if n < 8 {
 				return TransportMalformed
 			}
-			if n > len(l4) {
-				return Truncated
-			}
-		}
-	case protoICMP:
-		if len(l4) < 8 {
-			return Truncated
-		}
-	case protoICMPv6:
-		if len(l4) < 4 {
 			return Truncated
 		}
 	}
 	return Pass
 }
+
+// transportHeaderLen is the fixed header's length of each transport the
+// rules read (TCP's without options), 0 for the others.
+var transportHeaderLen = [256]uint8{protoTCP: 20, protoUDP: 8, protoICMP: 8, protoICMPv6: 4}
 
 func (c *Checker) has(t gopacket.LayerType) bool {
 	for _, d := range c.decoded {
@@ -511,30 +508,32 @@ func (c *Checker) has(t gopacket.LayerType) bool {
 	return false
 }
 
-// claim4 checks an IPv4 address the frame uses and queues it for binding.
-func (c *Checker) claim4(a uint32, outside Reason) Reason {
+// claimable4 checks the IPv4 address an IPv4 or ARP frame claims: not the
+// TAP's, and inside the network (else outside). Then setClaim4 queues it
+// for binding. Both are small enough to be inlined.
+func (c *Checker) claimable4(a uint32, outside Reason) Reason {
 	if a == c.p.tap4 {
 		return TapAddrClaimed
 	}
 	if !c.p.host4(a) {
 		return outside
 	}
-	// The key is compared and stored as the two 8-byte words bind's hash
-	// loads. Built byte by byte on the stack and copied whole, it was read
-	// back with one 16-byte load from the smaller stores just made, which
-	// the CPU cannot forward: a stall on every frame (13 % of
-	// BenchmarkVerdictTCP).
+	return Pass
+}
+
+// setClaim4 makes a the frame's one claim: an IPv4 packet claims its
+// source, an ARP packet its sender, nothing else, so it is not compared
+// with others. The key is stored as the two 8-byte words bind's hash
+// loads. Built byte by byte on the stack and copied whole, it was read
+// back with one 16-byte load from the smaller stores just made, which the
+// CPU cannot forward: a stall on every frame (13 % of
+// BenchmarkVerdictTCP).
+func (c *Checker) setClaim4(a uint32) {
 	lo, hi := key4Words(a)
-	for i := 0; i < c.nclaims; i++ {
-		if k := &c.claims[i]; binary.LittleEndian.Uint64(k[:8]) == lo && binary.LittleEndian.Uint64(k[8:]) == hi {
-			return Pass
-		}
-	}
-	k := &c.claims[c.nclaims]
+	k := &c.claims[0]
 	binary.LittleEndian.PutUint64(k[:8], lo)
 	binary.LittleEndian.PutUint64(k[8:], hi)
-	c.nclaims++
-	return Pass
+	c.nclaims = 1
 }
 
 func (c *Checker) addClaim(k bindKey) {

@@ -42,7 +42,7 @@ func (f *filterBuilder) arp(p *Policy) {
 	f.host4("arp-sender-ip", p)
 }
 
-// host4 judges the IPv4 address in R0 as Policy.claim4 does, short of
+// host4 judges the IPv4 address in R0 as Checker.claimable4 does, short of
 // binding it: not the TAP's, a host address of the network.
 func (f *filterBuilder) host4(name string, p *Policy) {
 	f.label(name, "not the TAP's address "+ip4String(p.tap4),
