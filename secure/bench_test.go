@@ -104,3 +104,9 @@ func BenchmarkParseDHCPReplyTCP(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVerdictUDP6 is BenchmarkVerdictTCP for IPv6 (--ipv6): a UDP
+// datagram from the client's global address.
+func BenchmarkVerdictUDP6(b *testing.B) {
+	benchVerdict(b, testConfig(true), udp6Frame(macA, ip6A, tap6), Pass, true)
+}
