@@ -437,10 +437,10 @@ func validIPv4Options(o []byte) bool {
 // Summing 32-bit words and folding later gives the same one's complement
 // sum in half the steps; len(h) is a multiple of 4.
 //
-// A header without options, nearly every one, is summed here, inlined
-// into the caller: five independent loads and adds, where a loop's were
-// one chain, and three folds, which bring a sum of five words (below
-// 2^35) to 16 bits.
+// A header without options, nearly every one, is summed without the
+// loop: five independent loads and adds, where the loop's were one chain,
+// and three folds, which bring a sum of five words (below 2^35) to 16
+// bits.
 func ipv4ChecksumOK(h []byte) bool {
 	if len(h) != 20 {
 		return ipv4ChecksumWithOptionsOK(h)
