@@ -20,7 +20,7 @@ import (
 
 // loadConfig is one measurement point.
 type loadConfig struct {
-	transport string // seqpacket, stream, dgram or vde
+	transport string // seqpacket, stream, dgram, dgram-connected or vde
 	path      string // the switch's socket (vde: its control directory)
 	direct    bool   // no switch: socketpairs of the transport's type
 	size      int    // frame length in bytes, without FCS
@@ -34,7 +34,7 @@ type loadConfig struct {
 func loadMain(args []string) error {
 	var c loadConfig
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-	fs.StringVar(&c.transport, "transport", "seqpacket", "seqpacket, stream, dgram or vde (VDE v3: -path is vde_switch's control directory)")
+	fs.StringVar(&c.transport, "transport", "seqpacket", "seqpacket, stream, dgram (sendto, as QEMU), dgram-connected (connect, as vfkit) or vde (VDE v3: -path is vde_switch's control directory)")
 	fs.StringVar(&c.path, "path", "", "the switch's socket path")
 	fs.BoolVar(&c.direct, "direct", false, "no switch: each pair is a socketpair of the transport's type (the transport's limit)")
 	fs.IntVar(&c.size, "size", 64, "frame length in bytes (no FCS), at least 60")
@@ -74,6 +74,10 @@ type endpoint struct {
 	held   []int
 	stream bool
 	mac    [6]byte
+	// to is the switch's address on every datagram, for a client that
+	// does not connect its socket (QEMU's -netdev dgram); nil otherwise.
+	to    *unix.RawSockaddrUnix
+	toLen int
 }
 
 func (e *endpoint) close() {
@@ -197,7 +201,7 @@ func sockType(transport string) (int, error) {
 		return unix.SOCK_SEQPACKET, nil
 	case "stream":
 		return unix.SOCK_STREAM, nil
-	case "dgram", "vde":
+	case "dgram", "dgram-connected", "vde":
 		return unix.SOCK_DGRAM, nil
 	}
 	return 0, fmt.Errorf("unknown transport %q", transport)
@@ -219,8 +223,11 @@ func socketpair(transport string) (*endpoint, *endpoint, error) {
 }
 
 // dial connects one client: seqpacket and stream connect to path; dgram
-// binds its own path (own) and sends to path, as QEMU's -netdev dgram
-// does; vde speaks VDE's version 3 handshake to vde_switch.
+// binds its own path (own) and sends each datagram to path without
+// connecting, as QEMU's -netdev dgram does; dgram-connected binds and
+// connects to path, as vfkit does (the switch then answers through its
+// listener, naming the client on every datagram); vde speaks VDE's
+// version 3 handshake to vde_switch.
 func dial(transport, path, own string) (*endpoint, error) {
 	if transport == "vde" {
 		return dialVDE(path, own)
@@ -239,6 +246,17 @@ func dial(transport, path, own string) (*endpoint, error) {
 			unix.Close(fd)
 			return nil, fmt.Errorf("bind %s: %w", own, err)
 		}
+	}
+	if transport == "dgram" {
+		to := &unix.RawSockaddrUnix{Family: unix.AF_UNIX}
+		if len(path) >= len(to.Path) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%s: path too long for a unix socket address", path)
+		}
+		for i := 0; i < len(path); i++ {
+			to.Path[i] = int8(path[i])
+		}
+		return &endpoint{fd: fd, to: to, toLen: 2 + len(path) + 1}, nil
 	}
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		unix.Close(fd)
@@ -323,8 +341,24 @@ func writeFrame(e *endpoint, frame []byte) error {
 	if e.stream {
 		frame = append(binary.BigEndian.AppendUint32(nil, uint32(len(frame))), frame...)
 	}
+	if e.to != nil {
+		return unix.Sendto(e.fd, frame, 0, &unix.SockaddrUnix{Name: rawPath(e.to)})
+	}
 	_, err := unix.Write(e.fd, frame)
 	return err
+}
+
+// rawPath is the path a RawSockaddrUnix holds.
+func rawPath(a *unix.RawSockaddrUnix) string {
+	n := 0
+	for n < len(a.Path) && a.Path[n] != 0 {
+		n++
+	}
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(a.Path[i])
+	}
+	return string(b)
 }
 
 // drain reads whatever is queued (the socket is non-blocking).
@@ -349,10 +383,20 @@ func send(e *endpoint, frame []byte, batch int, stop *atomic.Bool, sent *atomic.
 	b := mmsg.NewBatch(batch)
 	for i := 0; i < batch; i++ {
 		b.Set(i, frame)
+		if e.to != nil {
+			b.SetName(i, e.to)
+			b.SetNameLen(i, e.toLen)
+		}
 	}
 	for !stop.Load() {
 		n, err := mmsg.Send(e.fd, b, batch, unix.MSG_DONTWAIT)
 		switch {
+		case (err == unix.EAGAIN || err == unix.ENOBUFS) && e.to != nil:
+			// An unconnected datagram socket cannot wait for room in the
+			// switch's queue (poll says writable at once): a short sleep,
+			// so that the sender does not spin on the CPUs the switch and
+			// the receivers need.
+			time.Sleep(50 * time.Microsecond)
 		case err == unix.EAGAIN || err == unix.ENOBUFS:
 			wait(e.fd, unix.POLLOUT)
 		case err == unix.EINTR:

@@ -1,7 +1,7 @@
 // Command peerbench measures vknetd against the switches users would pick
 // instead (scripts/bench-peers.sh, `make bench-peers`). It has two parts:
 //
-//	peerbench load -transport seqpacket|stream|dgram|vde -path P -size N [-pid PID] [-direct]
+//	peerbench load -transport seqpacket|stream|dgram|dgram-connected|vde -path P -size N [-pid PID] [-direct]
 //
 // drives one target for a few seconds with two sender/receiver pairs of
 // batched clients (sendmmsg/recvmmsg, poll on EAGAIN) that talk to the
