@@ -74,10 +74,9 @@ type endpoint struct {
 	held   []int
 	stream bool
 	mac    [6]byte
-	// to is the switch's address on every datagram, for a client that
-	// does not connect its socket (QEMU's -netdev dgram); nil otherwise.
-	to    *unix.RawSockaddrUnix
-	toLen int
+	// to is the switch's path, named on every datagram, for a client
+	// that does not connect its socket (QEMU's -netdev dgram); "" otherwise.
+	to string
 }
 
 func (e *endpoint) close() {
@@ -248,15 +247,11 @@ func dial(transport, path, own string) (*endpoint, error) {
 		}
 	}
 	if transport == "dgram" {
-		to := &unix.RawSockaddrUnix{Family: unix.AF_UNIX}
-		if len(path) >= len(to.Path) {
+		if len(path) >= len(unix.RawSockaddrUnix{}.Path) {
 			unix.Close(fd)
 			return nil, fmt.Errorf("%s: path too long for a unix socket address", path)
 		}
-		for i := 0; i < len(path); i++ {
-			to.Path[i] = int8(path[i])
-		}
-		return &endpoint{fd: fd, to: to, toLen: 2 + len(path) + 1}, nil
+		return &endpoint{fd: fd, to: path}, nil
 	}
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		unix.Close(fd)
@@ -341,24 +336,11 @@ func writeFrame(e *endpoint, frame []byte) error {
 	if e.stream {
 		frame = append(binary.BigEndian.AppendUint32(nil, uint32(len(frame))), frame...)
 	}
-	if e.to != nil {
-		return unix.Sendto(e.fd, frame, 0, &unix.SockaddrUnix{Name: rawPath(e.to)})
+	if e.to != "" {
+		return unix.Sendto(e.fd, frame, 0, &unix.SockaddrUnix{Name: e.to})
 	}
 	_, err := unix.Write(e.fd, frame)
 	return err
-}
-
-// rawPath is the path a RawSockaddrUnix holds.
-func rawPath(a *unix.RawSockaddrUnix) string {
-	n := 0
-	for n < len(a.Path) && a.Path[n] != 0 {
-		n++
-	}
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(a.Path[i])
-	}
-	return string(b)
 }
 
 // drain reads whatever is queued (the socket is non-blocking).
@@ -381,17 +363,21 @@ func send(e *endpoint, frame []byte, batch int, stop *atomic.Bool, sent *atomic.
 		return sendStream(e, frame, batch, stop, sent)
 	}
 	b := mmsg.NewBatch(batch)
+	to := unix.RawSockaddrUnix{Family: unix.AF_UNIX} // the batch's address, dial checked its length
+	for i := 0; i < len(e.to); i++ {
+		to.Path[i] = int8(e.to[i])
+	}
 	for i := 0; i < batch; i++ {
 		b.Set(i, frame)
-		if e.to != nil {
-			b.SetName(i, e.to)
-			b.SetNameLen(i, e.toLen)
+		if e.to != "" {
+			b.SetName(i, &to)
+			b.SetNameLen(i, 2+len(e.to)+1)
 		}
 	}
 	for !stop.Load() {
 		n, err := mmsg.Send(e.fd, b, batch, unix.MSG_DONTWAIT)
 		switch {
-		case (err == unix.EAGAIN || err == unix.ENOBUFS) && e.to != nil:
+		case (err == unix.EAGAIN || err == unix.ENOBUFS) && e.to != "":
 			// An unconnected datagram socket cannot wait for room in the
 			// switch's queue (poll says writable at once): a short sleep,
 			// so that the sender does not spin on the CPUs the switch and
