@@ -83,9 +83,6 @@ type Config struct {
 // must all be called from that one goroutine, unless Share was called.
 type Policy struct {
 	secure bool
-	// hinted: Bind may refresh a frame's one claim through the Checker's
-	// slot hint (refreshHinted): secure, first-use bindings, not shared.
-	hinted bool
 	// shared: several goroutines use the policy (Share); mu then guards
 	// the bindings, the leases and the ports' users. version counts the
 	// changes that may revoke a claim, refresh is refreshEvery (shared.go).
@@ -180,7 +177,6 @@ func New(cfg Config) (*Policy, error) {
 	p.net4 = p.tap4 & p.mask4
 	switch cfg.IPSource {
 	case IPSourceFirstUse:
-		p.hinted = true
 	case IPSourceDHCP:
 		p.leases = newLeaseTable(max)
 		p.dhcpServers = append([][6]byte(nil), cfg.DHCPServers...)
@@ -260,7 +256,6 @@ func (p *Policy) isTap6(a *[16]byte) bool {
 // goroutines start.
 func (p *Policy) Share() {
 	p.shared = true
-	p.hinted = false
 	p.refresh = refreshEvery(time.Duration(p.age))
 	p.version.Store(1) // a Checker's empty memory is version 0: never current
 }
