@@ -372,13 +372,19 @@ func (cfg *Config) check() error {
 	return nil
 }
 
-// readMax is the most frames one read may bring: a batch, or a TAP
-// superframe's segments, cut in one read.
+// readMax is the most frames one read may bring: a batch, a TAP
+// superframe's segments, cut in one read, or a vhost-user guest's read.
 func (cfg *Config) readMax() int {
+	m := cfg.Batch
 	if cfg.TapVnetHdr {
-		return max(cfg.Batch, tapReadBudget)
+		m = max(m, tapReadBudget)
 	}
-	return cfg.Batch
+	for _, ln := range cfg.Listeners {
+		if ln.Kind == VhostUser {
+			m = max(m, vhostReadBudget)
+		}
+	}
+	return m
 }
 
 // openFds makes the TAP a port of the first loop and has that loop poll

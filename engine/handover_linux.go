@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vknetd/vknetd/gso"
 	"github.com/vknetd/vknetd/internal/handover"
 	"github.com/vknetd/vknetd/vhostuser"
 )
@@ -134,9 +133,7 @@ func (l *loop) adoptOther(hp *handover.Port, fd int, claim func(int) (int, error
 		return nil, nil, err
 	}
 	e := l.e
-	vt := &vhostTransport{io: &l.io,
-		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
-		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}
+	vt := newVhostScratch(&l.io)
 	mem := &guestMemory{budget: &e.guestMem}
 	id, name := hp.ID, hp.Name
 	offloads := e.cfg.Offloads && e.pool.CapLarge() > 0

@@ -180,7 +180,8 @@ func (l *loop) run() error {
 // until idle, so they run the loop itself, not a copy.
 //
 // Fairness: in one round a port is read at most once, one batch (Batch
-// frames; the TAP up to maxReadBudget, a superframe's segments), however
+// frames; the TAP up to maxReadBudget, a superframe's segments; a
+// vhost-user guest vhostReadBudget, its rings' trips), however
 // many frames it offers and however many of its fds were reported. A port
 // that still holds frames afterwards (a stream's buffer, a vhost-user ring
 // with more, a second report of the same round) is read again in the next

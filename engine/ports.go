@@ -122,10 +122,7 @@ func (l *loop) openPort(id uint32, t transport, fd int, name string) *port {
 	for i := range p.watched {
 		p.watched[i] = -1
 	}
-	if p.caps.readBudget <= 0 {
-		p.caps.readBudget = e.cfg.Batch
-	}
-	p.caps.readBudget = min(p.caps.readBudget, maxReadBudget)
+	p.caps.readBudget = e.readBudget(p.caps)
 	p.offloads = p.caps.offloads
 	p.quietSince = int64(time.Since(e.start)) // l may be another loop: its clock is its own
 	l.nports.Add(1)

@@ -221,7 +221,7 @@ func (l *loop) trySpread(p *port) {
 		t := sp.serveApart(mask, &o.io)
 		h := &port{id: p.id, loop: o, t: t, caps: t.caps(), fd: -1, name: p.name, pid: p.pid, uid: p.uid,
 			user: p.user, txq: ring.NewQueue(e.cfg.QueueLen), offloads: p.offloads, queuesOf: p}
-		h.caps.readBudget = min(max(h.caps.readBudget, e.cfg.Batch), maxReadBudget)
+		h.caps.readBudget = e.readBudget(h.caps)
 		for i := range h.watched {
 			h.watched[i] = -1
 		}

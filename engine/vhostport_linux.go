@@ -60,9 +60,7 @@ var _ [maxPairs - vhostuser.MaxQueuePairs]struct{}
 // newVhostTransport serves the guest on fd; mem is the port's account of
 // the guest memory its device maps (guestmem.go).
 func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, mem *guestMemory, fds *guestFds) (*vhostTransport, error) {
-	t := &vhostTransport{io: io,
-		bufs: make([][]byte, e.cfg.Batch), sizes: make([]int, e.cfg.Batch),
-		hdrs: make([]gso.VirtioNetHdr, e.cfg.Batch)}
+	t := newVhostScratch(io)
 	// Offloads only with large buffers for the guest's superframes.
 	offloads := e.cfg.Offloads && e.pool.CapLarge() > 0
 	dev, err := vhostuser.NewDevice(fd, vhostuser.Config{Note: func(msg string) {
@@ -74,6 +72,13 @@ func (e *Engine) newVhostTransport(io *portIO, fd int, id uint32, name string, m
 	t.dev, t.q = dev, &dev.Queues
 	dev.SplitTX(splitHead, oneCopyOver)
 	return t, nil
+}
+
+// newVhostScratch is a transport on io without a device yet, its scratch
+// sized for a read or a write of vhostReadBudget frames.
+func newVhostScratch(io *portIO) *vhostTransport {
+	return &vhostTransport{io: io, bufs: make([][]byte, vhostReadBudget),
+		sizes: make([]int, vhostReadBudget), hdrs: make([]gso.VirtioNetHdr, vhostReadBudget)}
 }
 
 // spread says some of the guest's pairs are served by other loops.
@@ -91,8 +96,8 @@ func (t *vhostTransport) spreadPairs() uint8 {
 
 // serveApart serves pairs for a queue handle on the loop of io.
 func (t *vhostTransport) serveApart(pairs uint8, io *portIO) transport {
-	h := &vhostTransport{io: io, dev: t.dev, apart: true, offloads: t.offloads,
-		bufs: make([][]byte, io.batch), sizes: make([]int, io.batch), hdrs: make([]gso.VirtioNetHdr, io.batch)}
+	h := newVhostScratch(io)
+	h.dev, h.apart, h.offloads = t.dev, true, t.offloads
 	h.q = t.dev.Serve(pairs, h.large)
 	return h
 }
@@ -146,9 +151,9 @@ func (t *vhostTransport) caps() transportCaps {
 	if t.apart {
 		// A queue handle: kicks, rings and frames; the socket stays with
 		// the port's own transport.
-		return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, pairs: t}
+		return transportCaps{kind: "vhost-user", readBudget: vhostReadBudget, eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, pairs: t}
 	}
-	return transportCaps{kind: "vhost-user", eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, held: t, spreader: t, pairs: t}
+	return transportCaps{kind: "vhost-user", readBudget: vhostReadBudget, eventSource: true, writeReadyElsewhere: true, rings: t, direct: t, held: t, spreader: t, pairs: t}
 }
 
 // pollRings looks at the guest's rings: frames posted on TX, buffers
