@@ -159,9 +159,9 @@ const maxReadBudget = 64
 // descriptors it names, then the buffers they point to), and a write ends
 // with the used ring's; where a line takes 500 ns to come over, those
 // trips, not the frames, set the rate. Twice the frames a read halves
-// their share: the testpmd point of make bench-peers moved 8-13 % more
-// 64-byte frames a second (README, "Where a 64-byte vhost-user frame's
-// time goes").
+// their share: the testpmd point of make bench-peers moved 3.5-16 % more
+// 64-byte frames a second, the most where the trips were longest (README,
+// "Where a 64-byte vhost-user frame's time goes").
 const vhostReadBudget = maxReadBudget
 
 // readBudget is how many buffers one read of a port with caps c may fill:
