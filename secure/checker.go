@@ -156,9 +156,9 @@ func (c *Checker) Check(frame []byte, port uint32) Reason {
 // Bind is FromClient's second half: it binds (or refreshes) the addresses
 // of the frame Check just passed, or reports the binding rule it breaks.
 func (c *Checker) Bind(now int64) Reason {
-	// The path of nearly every frame, small enough to be inlined into the
-	// caller: one claim, already bound to this client where the port's
-	// slot hint points.
+	// The path of nearly every frame, with refreshHinted inlined here:
+	// one claim, already bound to this client where the port's slot hint
+	// points. (Bind itself is too large to be inlined into its caller.)
 	if c.verdict == Pass && c.nclaims == 1 && !c.p.shared && c.p.leases == nil && c.refreshHinted(now) {
 		return Pass
 	}
@@ -529,10 +529,7 @@ func (c *Checker) claimable4(a uint32, outside Reason) Reason {
 // CPU cannot forward: a stall on every frame (13 % of
 // BenchmarkVerdictTCP).
 func (c *Checker) setClaim4(a uint32) {
-	lo, hi := key4Words(a)
-	k := &c.claims[0]
-	binary.LittleEndian.PutUint64(k[:8], lo)
-	binary.LittleEndian.PutUint64(k[8:], hi)
+	putKey4(&c.claims[0], a)
 	c.nclaims = 1
 }
 

@@ -267,10 +267,16 @@ func is4(k *bindKey) bool { return [12]byte(k[:12]) == [12]byte{10: 0xff, 11: 0x
 
 // key4 is the table key of an IPv4 address.
 func key4(a uint32) (k bindKey) {
+	putKey4(&k, a)
+	return k
+}
+
+// putKey4 stores key4(a) into *k as the two words key4Words makes, the
+// stores bind's hash reads back as such (setClaim4).
+func putKey4(k *bindKey, a uint32) {
 	lo, hi := key4Words(a)
 	binary.LittleEndian.PutUint64(k[:8], lo)
 	binary.LittleEndian.PutUint64(k[8:], hi)
-	return k
 }
 
 // key4Words is key4(a) as two little-endian words: ::ffff:a.b.c.d, the
